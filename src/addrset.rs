@@ -1,0 +1,245 @@
+//! Address ranges and their merging.
+//!
+//! The kernel refuses overlapping intervals in a set (research/nftables.md §2.2), and
+//! accounts overlap all the time, so every set is merged here first: sorted, overlapping and
+//! adjacent ranges joined. The same merged form is what `nft list` prints back, so the renderer
+//! and the netlink encoder both start from it.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4 (`ip`, `ipv4_addr`).
+    V4,
+    /// IPv6 (`ip6`, `ipv6_addr`).
+    V6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(addr: IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// Address width in bits.
+    pub fn bits(self) -> u32 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    /// Highest address as a number.
+    pub fn max(self) -> u128 {
+        match self {
+            Family::V4 => u32::MAX as u128,
+            Family::V6 => u128::MAX,
+        }
+    }
+
+    /// Suffix used in set names (`v4`, `v6`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+}
+
+/// An inclusive range of addresses of one family, stored as numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AddrRange {
+    /// Family of both ends.
+    pub family: Family,
+    /// First address.
+    pub start: u128,
+    /// Last address (inclusive, `>= start`).
+    pub end: u128,
+}
+
+fn to_num(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u32::from(a) as u128,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn to_ip(family: Family, n: u128) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(n as u32)),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(n)),
+    }
+}
+
+impl AddrRange {
+    /// The range a network covers.
+    pub fn from_net(net: IpNet) -> AddrRange {
+        AddrRange {
+            family: Family::of(net.addr()),
+            start: to_num(net.network()),
+            end: to_num(net.broadcast()),
+        }
+    }
+
+    /// A single address.
+    pub fn from_addr(addr: IpAddr) -> AddrRange {
+        let n = to_num(addr);
+        AddrRange {
+            family: Family::of(addr),
+            start: n,
+            end: n,
+        }
+    }
+
+    /// First address.
+    pub fn first(&self) -> IpAddr {
+        to_ip(self.family, self.start)
+    }
+
+    /// Last address.
+    pub fn last(&self) -> IpAddr {
+        to_ip(self.family, self.end)
+    }
+
+    /// The address after the last one, or `None` at the top of the address space.
+    /// This is the key of the interval END element on the wire.
+    pub fn end_exclusive(&self) -> Option<IpAddr> {
+        (self.end < self.family.max()).then(|| to_ip(self.family, self.end + 1))
+    }
+
+    /// Whether `addr` lies in the range.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        Family::of(addr) == self.family && (self.start..=self.end).contains(&to_num(addr))
+    }
+
+    /// Prefix length when the range is exactly one CIDR block.
+    pub fn prefix_len(&self) -> Option<u8> {
+        let size = self.end.wrapping_sub(self.start).wrapping_add(1);
+        let bits = self.family.bits();
+        if size == 0 {
+            // The whole IPv6 space (wrapped around).
+            return (self.start == 0).then_some(0);
+        }
+        if !size.is_power_of_two() || self.start % size != 0 {
+            return None;
+        }
+        let host_bits = size.trailing_zeros();
+        (host_bits <= bits).then(|| (bits - host_bits) as u8)
+    }
+}
+
+/// Prints the range as nft lists interval set elements: `a`, `a/len` or `a-b`.
+impl fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.prefix_len() {
+            Some(len) if len as u32 == self.family.bits() => write!(f, "{}", self.first()),
+            Some(len) => write!(f, "{}/{}", self.first(), len),
+            None => write!(f, "{}-{}", self.first(), self.last()),
+        }
+    }
+}
+
+/// Merges ranges of one family: sorts them and joins overlapping and adjacent ones.
+///
+/// Ranges of another family than `family` are ignored.
+pub fn merge(family: Family, ranges: impl IntoIterator<Item = AddrRange>) -> Vec<AddrRange> {
+    let mut v: Vec<AddrRange> = ranges.into_iter().filter(|r| r.family == family).collect();
+    v.sort_unstable();
+    let mut out: Vec<AddrRange> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(cur) if cur.end == family.max() || r.start <= cur.end + 1 => {
+                cur.end = cur.end.max(r.end);
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Merges networks into ranges of one family.
+pub fn merge_nets<'a>(family: Family, nets: impl IntoIterator<Item = &'a IpNet>) -> Vec<AddrRange> {
+    merge(family, nets.into_iter().map(|n| AddrRange::from_net(*n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn merged(family: Family, nets: &[&str]) -> Vec<String> {
+        let nets: Vec<IpNet> = nets.iter().map(|s| net(s)).collect();
+        merge_nets(family, &nets).iter().map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn overlapping_ranges_merge() {
+        assert_eq!(
+            merged(Family::V4, &["10.0.0.0/8", "10.1.2.3/32", "192.0.2.7/32"]),
+            ["10.0.0.0/8", "192.0.2.7"]
+        );
+    }
+
+    #[test]
+    fn adjacent_ranges_merge_into_prefix_or_range() {
+        assert_eq!(
+            merged(Family::V4, &["192.0.2.0/25", "192.0.2.128/25"]),
+            ["192.0.2.0/24"]
+        );
+        assert_eq!(
+            merged(Family::V4, &["198.51.100.1/32", "198.51.100.2/32"]),
+            ["198.51.100.1-198.51.100.2"]
+        );
+        assert_eq!(
+            merged(Family::V4, &["192.0.2.0/25", "192.0.2.128/26"]),
+            ["192.0.2.0-192.0.2.191"]
+        );
+    }
+
+    #[test]
+    fn families_are_kept_apart() {
+        let nets = ["192.0.2.1/32", "2001:db8::/48", "2001:db8:0:1::/64"];
+        assert_eq!(merged(Family::V4, &nets), ["192.0.2.1"]);
+        assert_eq!(merged(Family::V6, &nets), ["2001:db8::/48"]);
+    }
+
+    #[test]
+    fn top_of_address_space() {
+        let r = merge_nets(Family::V4, &[net("240.0.0.0/4"), net("255.255.255.255/32")]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].to_string(), "240.0.0.0/4");
+        assert_eq!(r[0].end_exclusive(), None);
+        let all6 = merge_nets(Family::V6, &[net("::/0"), net("2001:db8::1/128")]);
+        assert_eq!(all6[0].to_string(), "::/0");
+        assert_eq!(merged(Family::V4, &["0.0.0.0/0"]), ["0.0.0.0/0"]);
+    }
+
+    #[test]
+    fn end_exclusive_is_last_plus_one() {
+        let r = AddrRange::from_net(net("10.0.0.0/8"));
+        assert_eq!(r.end_exclusive(), Some("11.0.0.0".parse().unwrap()));
+        assert!(r.contains("10.255.255.255".parse().unwrap()));
+        assert!(!r.contains("11.0.0.0".parse().unwrap()));
+        assert!(!r.contains("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn merge_is_idempotent_and_unordered() {
+        let a = merged(Family::V6, &["2001:db8::2/128", "2001:db8::1/128", "2001:db8::3/128"]);
+        assert_eq!(a, ["2001:db8::1-2001:db8::3"]);
+        let b = merged(Family::V6, &["2001:db8::3/128", "2001:db8::2/127", "2001:db8::1/128"]);
+        assert_eq!(a, b);
+    }
+}

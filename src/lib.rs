@@ -1,0 +1,5 @@
+//! pbxwall: a whitelist firewall manager for VoIP PBX servers on nftables.
+#![deny(unsafe_code)]
+
+pub mod addrset;
+pub mod ruleset;

@@ -1,0 +1,163 @@
+//! The ruleset IR: plain data describing the one table pbxwall owns.
+//!
+//! [`crate::compile`] builds it from accounts, profiles, settings and name resolution;
+//! [`crate::nft::render`] prints it in nft syntax (`restart --dry-run`) and
+//! [`crate::nft::netlink`] turns it into one netlink batch. Both are views of the same
+//! value, and a root test checks that `nft list table inet pbxwall` shows what the renderer
+//! printed, so the two cannot drift apart.
+//!
+//! Everything here is deterministic: sets and rules keep the order the compiler gave them,
+//! and set elements are sorted, merged, non-overlapping, non-adjacent ranges.
+
+use crate::addrset::{AddrRange, Family};
+
+/// Name of the nftables table pbxwall owns (family `inet`). Nothing outside it is touched.
+pub const TABLE_NAME: &str = "pbxwall";
+/// Name of the one base chain (hook input, policy drop).
+pub const INPUT_CHAIN: &str = "input";
+/// Priority of the input base chain (`filter`). Never changed on replace (research §3.3).
+pub const INPUT_PRIORITY: i32 = 0;
+
+/// The whole ruleset: one `table inet pbxwall`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Named interval sets of source addresses, one per service and family.
+    pub sets: Vec<Set>,
+    /// Chains; the first is the input base chain.
+    pub chains: Vec<Chain>,
+}
+
+/// A named interval set of IPv4 or IPv6 source addresses (`flags interval`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    /// Set name, e.g. `sip_udp_v4`.
+    pub name: String,
+    /// Address family of the keys (`ipv4_addr` or `ipv6_addr`).
+    pub family: Family,
+    /// Sorted, merged, non-adjacent ranges (inclusive ends).
+    pub elements: Vec<AddrRange>,
+}
+
+/// A chain; `base` is set for chains hooked into netfilter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// Chain name.
+    pub name: String,
+    /// Hook, priority and policy of a base chain; `None` for a regular chain.
+    pub base: Option<BaseChain>,
+    /// Rules in evaluation order.
+    pub rules: Vec<Rule>,
+}
+
+/// Hook parameters of a base chain. pbxwall only uses hook input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaseChain {
+    /// Priority (0 = `filter`).
+    pub priority: i32,
+    /// Verdict for packets no rule accepted.
+    pub policy: Verdict,
+}
+
+/// One rule: all matches must hold, then the statements run, then the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rule {
+    /// Conditions, in order.
+    pub matches: Vec<Match>,
+    /// Rate-limited log of what reaches this rule.
+    pub log: Option<Log>,
+    /// Count packets and bytes reaching this rule.
+    pub counter: bool,
+    /// Final verdict; `None` falls through to the next rule.
+    pub verdict: Option<Verdict>,
+}
+
+/// A condition on a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// `iif "lo"`: arrived on the loopback interface (ifindex 1 in every namespace).
+    Loopback,
+    /// `ct state established,related`.
+    CtEstablishedRelated,
+    /// `ct state invalid`.
+    CtInvalid,
+    /// `icmp type N` (V4) or `icmpv6 type N` (V6).
+    IcmpType(Family, IcmpType),
+    /// `tcp dport A-B` / `udp dport A-B` (a single port when `first == last`).
+    Dport(L4Proto, PortRange),
+    /// `ip saddr @set` / `ip6 saddr @set`.
+    SaddrInSet(Family, String),
+}
+
+/// Transport protocols a service port can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum L4Proto {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+}
+
+impl L4Proto {
+    /// IANA protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            L4Proto::Tcp => libc::IPPROTO_TCP as u8,
+            L4Proto::Udp => libc::IPPROTO_UDP as u8,
+        }
+    }
+    /// nft keyword (`tcp`, `udp`).
+    pub fn keyword(self) -> &'static str {
+        match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+        }
+    }
+}
+
+/// An inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port (`>= first`).
+    pub last: u16,
+}
+
+/// ICMP / ICMPv6 message types the stack needs, with their nft names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpType {
+    /// Type number on the wire.
+    pub code: u8,
+    /// nft's keyword for it.
+    pub name: &'static str,
+}
+
+/// Rate-limited logging (`limit rate N/minute log prefix "..."`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// Packets per minute logged at most.
+    pub per_minute: u32,
+    /// Prefix of each log line.
+    pub prefix: String,
+}
+
+/// Rule verdicts and chain policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the packet in.
+    Accept,
+    /// Drop it silently.
+    Drop,
+}
+
+impl Ruleset {
+    /// The set called `name`, if any.
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// Number of set elements (ranges) in all sets.
+    pub fn element_count(&self) -> usize {
+        self.sets.iter().map(|s| s.elements.len()).sum()
+    }
+}
