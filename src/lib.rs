@@ -2,4 +2,5 @@
 #![deny(unsafe_code)]
 
 pub mod addrset;
+pub mod model;
 pub mod ruleset;

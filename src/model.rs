@@ -1,0 +1,588 @@
+//! Validated domain types: account names, addresses, host names, services and profiles.
+//!
+//! Everything a user types or a file holds passes through one of the parsers here before it
+//! reaches the compiler. Each error is one line that names the offending value and says what
+//! would be valid.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ruleset::{L4Proto, PortRange};
+
+/// A bad value, with what would have been valid.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ModelError {
+    /// An account name that is empty, too long, or could escape the accounts folder.
+    #[error(
+        "invalid account name {0:?}: use 1-64 characters of A-Z a-z 0-9 . _ -, not starting with . or -"
+    )]
+    AccountName(String),
+    /// Not an IP address or CIDR.
+    #[error(
+        "invalid address {0:?}: expected an IPv4 or IPv6 address or CIDR such as 203.0.113.7, 198.51.100.0/24 or 2001:db8::/48"
+    )]
+    Address(String),
+    /// A CIDR with bits set after the prefix.
+    #[error("invalid network {value:?}: host bits are set after /{len}; the network is {network}")]
+    HostBits {
+        /// What was given.
+        value: String,
+        /// Its prefix length.
+        len: u8,
+        /// The network it lies in.
+        network: IpNet,
+    },
+    /// An address that can never be a packet's source.
+    #[error(
+        "invalid address {0:?}: not a unicast source address (unspecified, multicast or broadcast)"
+    )]
+    NotUnicast(String),
+    /// A range so large it needs `--force`.
+    #[error(
+        "refusing to whitelist {0}: it is larger than /8 (IPv4) or /32 (IPv6); pass --force if you really mean it"
+    )]
+    TooLarge(IpNet),
+    /// A host name that is not valid.
+    #[error("invalid host name {value:?}: {reason}")]
+    Fqdn {
+        /// What was given.
+        value: String,
+        /// Why it is invalid and what would be valid.
+        reason: String,
+    },
+    /// A service that is neither a profile name nor a code.
+    #[error("unknown service {value:?}: valid services are {valid}")]
+    UnknownService {
+        /// What was given.
+        value: String,
+        /// The known codes and names.
+        valid: String,
+    },
+    /// An empty service list.
+    #[error("no services given: name at least one, e.g. --allow sip-udp,iax or --allow 1,3 ({valid})")]
+    NoServices {
+        /// The known codes and names.
+        valid: String,
+    },
+    /// A profile port entry that does not parse.
+    #[error(
+        "invalid port {0:?}: expected \"all\" or PROTO/PORT[-PORT] with PROTO tcp or udp, e.g. \"udp/5060-5061\""
+    )]
+    PortSpec(String),
+    /// A profile name that is not usable.
+    #[error(
+        "invalid profile name {0:?}: use 1-32 characters of a-z 0-9 -, starting with a letter"
+    )]
+    ProfileName(String),
+}
+
+/// The name of an account: 1-64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or
+/// `-`, so it is always a plain file name inside the accounts folder.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccountName(String);
+
+impl AccountName {
+    /// Longest accepted name.
+    pub const MAX_LEN: usize = 64;
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for AccountName {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && !s.starts_with(['.', '-'])
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Ok(AccountName(s.to_owned()))
+        } else {
+            Err(ModelError::AccountName(s.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for AccountName {
+    type Error = ModelError;
+    fn try_from(s: String) -> Result<Self, ModelError> {
+        s.parse()
+    }
+}
+
+impl From<AccountName> for String {
+    fn from(n: AccountName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for AccountName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses one address or CIDR a user wants to whitelist.
+///
+/// Host bits after the prefix are an error (the message names the network), as are
+/// unspecified, multicast and broadcast addresses. Ranges wider than /8 (IPv4) or /32 (IPv6)
+/// need `force`.
+pub fn parse_source(s: &str, force: bool) -> Result<IpNet, ModelError> {
+    let t = s.trim();
+    let net = if t.contains('/') {
+        let net: IpNet = t.parse().map_err(|_| ModelError::Address(s.to_owned()))?;
+        if net.addr() != net.network() {
+            return Err(ModelError::HostBits {
+                value: s.to_owned(),
+                len: net.prefix_len(),
+                network: net.trunc(),
+            });
+        }
+        net
+    } else {
+        let ip: IpAddr = t.parse().map_err(|_| ModelError::Address(s.to_owned()))?;
+        IpNet::from(ip)
+    };
+    let addr = net.addr();
+    let max_prefix = match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    let bad = addr.is_multicast()
+        || (net.prefix_len() == max_prefix && addr.is_unspecified())
+        || addr == IpAddr::V4(std::net::Ipv4Addr::BROADCAST);
+    if bad {
+        return Err(ModelError::NotUnicast(s.to_owned()));
+    }
+    let too_large = match addr {
+        IpAddr::V4(_) => net.prefix_len() < 8,
+        IpAddr::V6(_) => net.prefix_len() < 32,
+    };
+    if too_large && !force {
+        return Err(ModelError::TooLarge(net));
+    }
+    Ok(net)
+}
+
+/// Splits command-line address arguments that may also be comma-separated, then parses each.
+pub fn parse_sources<S: AsRef<str>>(args: &[S], force: bool) -> Result<Vec<IpNet>, ModelError> {
+    let mut out = Vec::new();
+    for arg in args {
+        for part in arg.as_ref().split(',').map(str::trim) {
+            if part.is_empty() {
+                continue;
+            }
+            let net = parse_source(part, force)?;
+            if !out.contains(&net) {
+                out.push(net);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(ModelError::Address(String::new()));
+    }
+    Ok(out)
+}
+
+/// A validated host name in its ASCII (punycode) form, lower case, without trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Fqdn(String);
+
+impl Fqdn {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Fqdn {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        let err = |reason: &str| ModelError::Fqdn {
+            value: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let t = s.trim();
+        let t = t.strip_suffix('.').unwrap_or(t);
+        if t.is_empty() {
+            return Err(err("it is empty"));
+        }
+        if t.parse::<IpAddr>().is_ok() || t.parse::<IpNet>().is_ok() {
+            return Err(err("it is an IP address; use add-ip for addresses"));
+        }
+        if t.contains('*') {
+            return Err(err("wildcards cannot be resolved; name one host"));
+        }
+        let ascii = idna::domain_to_ascii(t)
+            .map_err(|_| err("not a valid internationalised domain name"))?;
+        if ascii.len() > 253 {
+            return Err(err("longer than 253 characters"));
+        }
+        let labels: Vec<&str> = ascii.split('.').collect();
+        if labels.len() < 2 {
+            return Err(err(
+                "give a fully qualified name with a domain, e.g. joe.dyndns.example",
+            ));
+        }
+        for label in &labels {
+            if label.is_empty() {
+                return Err(err("it has an empty label (two dots in a row)"));
+            }
+            if label.len() > 63 {
+                return Err(err("a label is longer than 63 characters"));
+            }
+            if !label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(err("use letters, digits and - between the dots"));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(err("a label may not start or end with -"));
+            }
+        }
+        if labels
+            .last()
+            .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(err("the last label is all digits; use add-ip for addresses"));
+        }
+        Ok(Fqdn(ascii))
+    }
+}
+
+impl TryFrom<String> for Fqdn {
+    type Error = ModelError;
+    fn try_from(s: String) -> Result<Self, ModelError> {
+        s.parse()
+    }
+}
+
+impl From<Fqdn> for String {
+    fn from(n: Fqdn) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for Fqdn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What one entry of a profile's `ports` opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortSpec {
+    /// Every port of every protocol (the "all" service).
+    All,
+    /// One protocol and a port range.
+    Port(L4Proto, PortRange),
+}
+
+impl FromStr for PortSpec {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        let err = || ModelError::PortSpec(s.to_owned());
+        if s == "all" {
+            return Ok(PortSpec::All);
+        }
+        let (proto, ports) = s.split_once('/').ok_or_else(err)?;
+        let proto = match proto {
+            "tcp" => L4Proto::Tcp,
+            "udp" => L4Proto::Udp,
+            _ => return Err(err()),
+        };
+        let range = parse_port_range(ports).ok_or_else(err)?;
+        Ok(PortSpec::Port(proto, range))
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortSpec::All => f.write_str("all"),
+            PortSpec::Port(p, r) => write!(f, "{}/{}", p.keyword(), r),
+        }
+    }
+}
+
+/// Parses `PORT` or `FIRST-LAST` (1-65535, first ≤ last).
+pub fn parse_port_range(s: &str) -> Option<PortRange> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let first: u16 = a.trim().parse().ok()?;
+    let last: u16 = b.trim().parse().ok()?;
+    (first >= 1 && first <= last).then_some(PortRange { first, last })
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// A service profile: which ports a service name (or TM3 code) opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Name used in `--allow` and account files, e.g. `sip-udp`.
+    pub name: String,
+    /// TM3 code 0-9, if the profile has one.
+    pub code: Option<u8>,
+    /// One line saying what it is for.
+    pub description: String,
+    /// What it opens.
+    pub ports: Vec<PortSpec>,
+}
+
+impl Profile {
+    /// Whether this profile opens everything (code 0, "all").
+    pub fn is_all(&self) -> bool {
+        self.ports.contains(&PortSpec::All)
+    }
+}
+
+/// Checks a profile name: 1-32 characters of `a-z 0-9 -`, starting with a letter.
+pub fn check_profile_name(s: &str) -> Result<(), ModelError> {
+    let ok = (1..=32).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ModelError::ProfileName(s.to_owned()))
+    }
+}
+
+/// All known profiles, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profiles {
+    by_name: BTreeMap<String, Profile>,
+}
+
+impl Profiles {
+    /// Builds the set; a later profile with the same name or code replaces an earlier one.
+    pub fn new(profiles: impl IntoIterator<Item = Profile>) -> Profiles {
+        let mut by_name: BTreeMap<String, Profile> = BTreeMap::new();
+        for p in profiles {
+            if let Some(code) = p.code {
+                by_name.retain(|_, q| q.code != Some(code) || q.name == p.name);
+            }
+            by_name.insert(p.name.clone(), p);
+        }
+        Profiles { by_name }
+    }
+
+    /// The profile called `name`.
+    pub fn get(&self, name: &str) -> Option<&Profile> {
+        self.by_name.get(name)
+    }
+
+    /// Profiles in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
+        self.by_name.values()
+    }
+
+    /// Profiles ordered by code first (0-9), then the rest by name: the order of menus and sets.
+    pub fn ordered(&self) -> Vec<&Profile> {
+        let mut v: Vec<&Profile> = self.by_name.values().collect();
+        v.sort_by_key(|p| (p.code.unwrap_or(u8::MAX), p.name.clone()));
+        v
+    }
+
+    /// Resolves a service given as a name or a TM3 code to its profile name.
+    pub fn resolve(&self, s: &str) -> Result<&Profile, ModelError> {
+        let t = s.trim();
+        let found = match t.parse::<u8>() {
+            Ok(code) => self.by_name.values().find(|p| p.code == Some(code)),
+            Err(_) => self.by_name.get(&t.to_ascii_lowercase()),
+        };
+        found.ok_or_else(|| ModelError::UnknownService {
+            value: s.to_owned(),
+            valid: self.describe(),
+        })
+    }
+
+    /// Parses a comma-separated `--allow` list (names or codes; `0`/`all` absorbs the rest).
+    pub fn parse_services<S: AsRef<str>>(&self, args: &[S]) -> Result<Vec<String>, ModelError> {
+        let mut out: Vec<String> = Vec::new();
+        for arg in args {
+            for part in arg.as_ref().split(',').map(str::trim) {
+                if part.is_empty() {
+                    continue;
+                }
+                let name = self.resolve(part)?.name.clone();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(ModelError::NoServices {
+                valid: self.describe(),
+            });
+        }
+        out.sort_by_key(|n| self.get(n).map(|p| (p.code.unwrap_or(u8::MAX), p.name.clone())));
+        Ok(out)
+    }
+
+    /// `0=all, 1=sip-udp, ...` for error messages.
+    pub fn describe(&self) -> String {
+        self.ordered()
+            .iter()
+            .map(|p| match p.code {
+                Some(c) => format!("{c}={}", p.name),
+                None => p.name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names() {
+        for ok in ["joe-office", "a", "A.b_c-1", &"x".repeat(64)] {
+            assert!(ok.parse::<AccountName>().is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", ".hidden", "-flag", "joe office", "é", &"x".repeat(65)] {
+            let e = bad.parse::<AccountName>().unwrap_err();
+            assert!(e.to_string().contains("1-64 characters"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!(
+            parse_source("203.0.113.7", false).unwrap().to_string(),
+            "203.0.113.7/32"
+        );
+        assert_eq!(
+            parse_source("2001:db8::/48", false).unwrap().to_string(),
+            "2001:db8::/48"
+        );
+        let e = parse_source("198.51.100.5/24", false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid network \"198.51.100.5/24\": host bits are set after /24; the network is 198.51.100.0/24"
+        );
+        for bad in ["300.1.2.3", "1.2.3", "192.0.2.0/33", "abc", "", "2001:db8::/129"] {
+            assert!(matches!(parse_source(bad, false), Err(ModelError::Address(_))), "{bad}");
+        }
+        for huge in ["0.0.0.0/0", "10.0.0.0/7", "2001::/16", "::/0"] {
+            assert!(matches!(parse_source(huge, false), Err(ModelError::TooLarge(_))), "{huge}");
+            assert!(parse_source(huge, true).is_ok(), "{huge}");
+        }
+        for bad in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "ff02::1", "::"] {
+            assert!(matches!(parse_source(bad, true), Err(ModelError::NotUnicast(_))), "{bad}");
+        }
+        assert_eq!(
+            parse_sources(&["192.0.2.1,192.0.2.2", "192.0.2.1"], false).unwrap().len(),
+            2
+        );
+    }
+
+    #[test]
+    fn fqdns() {
+        assert_eq!("Joe.DynDNS.example.".parse::<Fqdn>().unwrap().as_str(), "joe.dyndns.example");
+        assert_eq!("bücher.example".parse::<Fqdn>().unwrap().as_str(), "xn--bcher-kva.example");
+        for bad in [
+            "",
+            "192.0.2.1",
+            "2001:db8::1",
+            "*.example.com",
+            "a..example",
+            "-a.example",
+            "localhost",
+            &format!("{}.example", "a".repeat(64)),
+            &format!("{}.example", ["abcdefghi"; 30].join(".")),
+            "a b.example",
+            "1.2.3.4.5",
+        ] {
+            assert!(bad.parse::<Fqdn>().is_err(), "{bad:?} should be refused");
+        }
+        let e = "192.0.2.1".parse::<Fqdn>().unwrap_err().to_string();
+        assert!(e.contains("use add-ip"), "{e}");
+    }
+
+    #[test]
+    fn port_specs() {
+        assert_eq!(
+            "udp/5060-5061".parse::<PortSpec>().unwrap().to_string(),
+            "udp/5060-5061"
+        );
+        assert_eq!("tcp/22".parse::<PortSpec>().unwrap().to_string(), "tcp/22");
+        assert_eq!("all".parse::<PortSpec>().unwrap(), PortSpec::All);
+        for bad in ["udp/0", "sctp/5060", "tcp/5061-5060", "tcp/70000", "tcp", "tcp/"] {
+            assert!(bad.parse::<PortSpec>().is_err(), "{bad}");
+        }
+    }
+
+    fn profiles() -> Profiles {
+        let p = |code, name: &str, ports: &[&str]| Profile {
+            name: name.into(),
+            code,
+            description: String::new(),
+            ports: ports.iter().map(|s| s.parse().unwrap()).collect(),
+        };
+        Profiles::new([
+            p(Some(0), "all", &["all"]),
+            p(Some(1), "sip-udp", &["udp/5060-5061"]),
+            p(Some(3), "iax", &["udp/4569"]),
+            p(None, "ucp", &["tcp/81"]),
+        ])
+    }
+
+    #[test]
+    fn services_by_name_or_code() {
+        let ps = profiles();
+        assert_eq!(ps.parse_services(&["iax,1", "sip-udp"]).unwrap(), ["sip-udp", "iax"]);
+        assert_eq!(ps.parse_services(&["ucp", "0"]).unwrap(), ["all", "ucp"]);
+        let e = ps.parse_services(&["sip-udp,telnet"]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown service \"telnet\": valid services are 0=all, 1=sip-udp, 3=iax, ucp"
+        );
+        assert!(ps.parse_services(&["12"]).is_err());
+        assert!(matches!(ps.parse_services(&[" , "]), Err(ModelError::NoServices { .. })));
+    }
+
+    #[test]
+    fn local_profile_replaces_shipped_by_name_or_code() {
+        let mut ps: Vec<Profile> = profiles().iter().cloned().collect();
+        ps.push(Profile {
+            name: "sip-udp".into(),
+            code: Some(1),
+            description: "moved".into(),
+            ports: vec!["udp/5070".parse().unwrap()],
+        });
+        ps.push(Profile {
+            name: "iax2".into(),
+            code: Some(3),
+            description: String::new(),
+            ports: vec!["udp/4570".parse().unwrap()],
+        });
+        let ps = Profiles::new(ps);
+        assert_eq!(ps.resolve("1").unwrap().description, "moved");
+        assert_eq!(ps.resolve("3").unwrap().name, "iax2");
+        assert!(ps.get("iax").is_none());
+    }
+}
