@@ -4,3 +4,4 @@
 pub mod addrset;
 pub mod model;
 pub mod ruleset;
+pub mod store;

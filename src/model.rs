@@ -454,6 +454,114 @@ impl Profiles {
     }
 }
 
+/// One permission file: who may reach which services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The account name (and file name without `.toml`).
+    pub name: AccountName,
+    /// Source addresses and networks.
+    pub addresses: Vec<IpNet>,
+    /// Host names resolved at every restart and by ipchecker.
+    pub fqdns: Vec<Fqdn>,
+    /// Profile names, ordered by code.
+    pub services: Vec<String>,
+    /// Media source ranges (opened to RTP only when `[rtp] from = "whitelist"`).
+    pub media: Vec<IpNet>,
+    /// Free text.
+    pub comment: Option<String>,
+    /// When the account was created (RFC 3339), if known.
+    pub created: Option<String>,
+    /// Set on accounts made by `enable-trusted-providers`: the provider's id.
+    pub provider: Option<String>,
+}
+
+/// Where RTP (media) may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RtpFrom {
+    /// From anywhere: providers send media from other addresses than signalling, and
+    /// Asterisk's strictrtp protects the streams. The default, as in FreePBX.
+    #[default]
+    Any,
+    /// Only from whitelisted sources (accounts' addresses and providers' media ranges).
+    Whitelist,
+}
+
+/// `[resolver]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// Name servers to ask; empty means the system's resolv.conf.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// Timeout of one query attempt, in milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts per query (at least 1).
+    pub attempts: u32,
+    /// How long the last good addresses of a name are kept while its DNS fails transiently.
+    pub stale_grace_s: u64,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        ResolverSettings {
+            nameservers: Vec::new(),
+            timeout_ms: 2000,
+            attempts: 2,
+            stale_grace_s: 3600,
+        }
+    }
+}
+
+/// `[rtp]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpSettings {
+    /// UDP port range of media.
+    pub ports: PortRange,
+    /// Who may send to it.
+    pub from: RtpFrom,
+}
+
+impl Default for RtpSettings {
+    fn default() -> Self {
+        RtpSettings {
+            ports: PortRange {
+                first: 10000,
+                last: 20000,
+            },
+            from: RtpFrom::Any,
+        }
+    }
+}
+
+/// The LAN ranges trusted with full access when the settings do not say otherwise.
+pub const DEFAULT_TRUSTED: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
+
+/// Validated `pbxwall.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Networks with full access (the LAN).
+    pub trusted: Vec<IpNet>,
+    /// Name resolution.
+    pub resolver: ResolverSettings,
+    /// Media ports.
+    pub rtp: RtpSettings,
+    /// Log dropped packets (rate-limited) to the kernel log.
+    pub log_drops: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            trusted: DEFAULT_TRUSTED
+                .iter()
+                .map(|s| s.parse().expect("valid constant"))
+                .collect(),
+            resolver: ResolverSettings::default(),
+            rtp: RtpSettings::default(),
+            log_drops: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,878 @@
+//! Files: where they live, how they are locked, read and written.
+//!
+//! Layout (DESIGN.md §2):
+//!
+//! ```text
+//! CONFIG_DIR/pbxwall.toml          settings (optional)
+//! CONFIG_DIR/accounts/NAME.toml    one permission file per account
+//! CONFIG_DIR/profiles/NAME.toml    local overrides of shipped profiles
+//! SHARE_DIR/profiles/NAME.toml     shipped profiles (built-in copies when absent)
+//! SHARE_DIR/providers.toml         shipped provider list
+//! STATE_DIR/lock                   the lock every changing command holds
+//! STATE_DIR/...                    resolution cache, last applied ruleset
+//! ```
+//!
+//! Every write goes through [`write_atomic`] (temp file beside the target, fsync, rename,
+//! fsync of the folder), and every command that changes something holds a [`StoreLock`]
+//! across read → modify → write → apply, so cron and an administrator can run commands at
+//! the same time and nothing is lost.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::model::{
+    Account, AccountName, Fqdn, ModelError, Profile, Profiles, ResolverSettings, RtpFrom,
+    RtpSettings, Settings, parse_port_range, parse_source,
+};
+
+/// Default configuration folder.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/pbxwall";
+/// Default state folder.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pbxwall";
+/// Default folder of shipped data.
+pub const DEFAULT_SHARE_DIR: &str = "/usr/share/pbxwall";
+
+/// Errors of the file layer. Each names the file it is about.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A read, write or rename failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file that does not parse or holds invalid values.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem (1 when unknown).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The account to create exists already.
+    #[error("account {0} exists already: pass --replace to overwrite it")]
+    AccountExists(AccountName),
+    /// The account to delete does not exist.
+    #[error("no account named {name}{}", suggestion(.close))]
+    NoSuchAccount {
+        /// What was asked for.
+        name: String,
+        /// Existing names that look alike.
+        close: Vec<String>,
+    },
+    /// The lock could not be taken.
+    #[error("cannot lock {path}: {source} (pbxwall needs a local file system that supports locks)")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn suggestion(close: &[String]) -> String {
+    if close.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", close.join(" or "))
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The folders pbxwall works in.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Configuration (`/etc/pbxwall`).
+    pub config_dir: PathBuf,
+    /// State (`/var/lib/pbxwall`).
+    pub state_dir: PathBuf,
+    /// Shipped data (`/usr/share/pbxwall`).
+    pub share_dir: PathBuf,
+}
+
+impl Paths {
+    /// The settings file.
+    pub fn settings_file(&self) -> PathBuf {
+        self.config_dir.join("pbxwall.toml")
+    }
+    /// The accounts folder.
+    pub fn accounts_dir(&self) -> PathBuf {
+        self.config_dir.join("accounts")
+    }
+    /// The file of one account.
+    pub fn account_file(&self, name: &AccountName) -> PathBuf {
+        self.accounts_dir().join(format!("{name}.toml"))
+    }
+    /// Local profile overrides.
+    pub fn local_profiles_dir(&self) -> PathBuf {
+        self.config_dir.join("profiles")
+    }
+    /// Shipped profiles.
+    pub fn shipped_profiles_dir(&self) -> PathBuf {
+        self.share_dir.join("profiles")
+    }
+    /// Shipped providers list.
+    pub fn providers_file(&self) -> PathBuf {
+        self.share_dir.join("providers.toml")
+    }
+    /// The lock file.
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir.join("lock")
+    }
+}
+
+/// An exclusive lock on the store, released when dropped.
+#[derive(Debug)]
+pub struct StoreLock {
+    file: File,
+}
+
+impl StoreLock {
+    /// Takes the lock, creating the state folder and lock file if needed. If another command
+    /// holds it, says so through `waiting` and blocks until it is free.
+    pub fn acquire(paths: &Paths, waiting: impl FnOnce(&Path)) -> Result<StoreLock, StoreError> {
+        let path = paths.lock_file();
+        fs::create_dir_all(&paths.state_dir).map_err(io_err(&paths.state_dir))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let lock_err = |source| StoreError::Lock {
+            path: path.clone(),
+            source,
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                waiting(&path);
+                file.lock().map_err(lock_err)?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        Ok(StoreLock { file })
+    }
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+static TEMP_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Writes `contents` to `path` atomically: a temp file beside it (created exclusively),
+/// the old file's mode kept (else `mode`), fsync, rename over the target, fsync of the folder.
+/// Readers see the old or the new file, never a mix; the temp file is removed on error.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let mode = fs::metadata(path)
+        .map(|m| m.mode() & 0o7777)
+        .unwrap_or(mode);
+    let tmp = dir.join(format!(
+        ".{file_name}.tmp.{}.{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(path))
+}
+
+/// Removes a file and fsyncs its folder; a missing file is not an error.
+pub fn remove_durably(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path)(e)),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Reads a file to a string; `Ok(None)` if it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<String>, StoreError> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn invalid(path: &Path, text: &str, offset: usize, message: impl Into<String>) -> StoreError {
+    StoreError::Invalid {
+        path: path.to_owned(),
+        line: line_of(text, offset),
+        message: message.into(),
+    }
+}
+
+fn toml_error(path: &Path, text: &str, e: toml::de::Error) -> StoreError {
+    let offset = e.span().map(|s| s.start).unwrap_or(0);
+    invalid(path, text, offset, e.message().trim().replace('\n', " "))
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounts
+
+/// A service as written in a file: a name or a TM3 code.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ServiceEntry {
+    Code(u8),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountFileIn {
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+    #[serde(default)]
+    fqdns: Vec<Spanned<String>>,
+    services: Spanned<Vec<Spanned<ServiceEntry>>>,
+    #[serde(default)]
+    media: Vec<Spanned<String>>,
+    comment: Option<String>,
+    created: Option<toml::value::Datetime>,
+    provider: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AccountFileOut<'a> {
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    addresses: Vec<String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    fqdns: Vec<&'a str>,
+    services: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    media: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<toml::value::Datetime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+}
+
+fn parse_nets(
+    path: &Path,
+    text: &str,
+    entries: &[Spanned<String>],
+) -> Result<Vec<IpNet>, StoreError> {
+    entries
+        .iter()
+        .map(|e| {
+            parse_source(e.get_ref(), true)
+                .map_err(|err| invalid(path, text, e.span().start, err.to_string()))
+        })
+        .collect()
+}
+
+/// Parses the text of an account file. `path` names the file in errors and gives the
+/// account its name.
+pub fn parse_account(
+    path: &Path,
+    text: &str,
+    profiles: &Profiles,
+) -> Result<Account, StoreError> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let name: AccountName = stem
+        .parse()
+        .map_err(|e: ModelError| invalid(path, text, 0, e.to_string()))?;
+    let raw: AccountFileIn = toml::from_str(text).map_err(|e| toml_error(path, text, e))?;
+    let addresses = parse_nets(path, text, &raw.addresses)?;
+    let media = parse_nets(path, text, &raw.media)?;
+    let fqdns = raw
+        .fqdns
+        .iter()
+        .map(|e| {
+            e.get_ref()
+                .parse::<Fqdn>()
+                .map_err(|err| invalid(path, text, e.span().start, err.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut services = Vec::new();
+    for entry in raw.services.get_ref() {
+        let value = match entry.get_ref() {
+            ServiceEntry::Code(c) => c.to_string(),
+            ServiceEntry::Name(n) => n.clone(),
+        };
+        let parsed = profiles
+            .parse_services(&[value])
+            .map_err(|err| invalid(path, text, entry.span().start, err.to_string()))?;
+        for s in parsed {
+            if !services.contains(&s) {
+                services.push(s);
+            }
+        }
+    }
+    if services.is_empty() {
+        let err = ModelError::NoServices {
+            valid: profiles.describe(),
+        };
+        return Err(invalid(path, text, raw.services.span().start, err.to_string()));
+    }
+    if addresses.is_empty() && fqdns.is_empty() {
+        return Err(invalid(
+            path,
+            text,
+            0,
+            "the account has neither addresses nor fqdns",
+        ));
+    }
+    Ok(Account {
+        name,
+        addresses,
+        fqdns,
+        services,
+        media,
+        comment: raw.comment,
+        created: raw.created.map(|d| d.to_string()),
+        provider: raw.provider,
+    })
+}
+
+/// The text of an account file.
+pub fn render_account(account: &Account) -> String {
+    let out = AccountFileOut {
+        addresses: account.addresses.iter().map(display_net).collect(),
+        fqdns: account.fqdns.iter().map(Fqdn::as_str).collect(),
+        services: &account.services,
+        media: account.media.iter().map(display_net).collect(),
+        comment: account.comment.as_deref(),
+        created: account.created.as_deref().and_then(|c| c.parse().ok()),
+        provider: account.provider.as_deref(),
+    };
+    toml::to_string(&out).expect("account serialises")
+}
+
+/// A network as users write it: single addresses without `/32` or `/128`.
+pub fn display_net(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// What loading the accounts folder found: the good accounts and the files that were skipped.
+#[derive(Debug, Default)]
+pub struct LoadedAccounts {
+    /// Accounts in name order.
+    pub accounts: Vec<Account>,
+    /// Files that could not be read, each with file and line.
+    pub skipped: Vec<StoreError>,
+}
+
+/// Loads every `*.toml` in the accounts folder; a bad file is skipped and reported, the rest
+/// still load. A missing folder means no accounts.
+pub fn load_accounts(paths: &Paths, profiles: &Profiles) -> Result<LoadedAccounts, StoreError> {
+    let dir = paths.accounts_dir();
+    let mut loaded = LoadedAccounts::default();
+    for path in toml_files(&dir)? {
+        let result = fs::read_to_string(&path)
+            .map_err(io_err(&path))
+            .and_then(|text| parse_account(&path, &text, profiles));
+        match result {
+            Ok(a) => loaded.accounts.push(a),
+            Err(e) => loaded.skipped.push(e),
+        }
+    }
+    loaded.accounts.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(loaded)
+}
+
+/// The names of the account files present (valid or not), for suggestions.
+pub fn account_names(paths: &Paths) -> Result<Vec<String>, StoreError> {
+    Ok(toml_files(&paths.accounts_dir())?
+        .iter()
+        .filter_map(|p| p.file_stem()?.to_str().map(str::to_owned))
+        .collect())
+}
+
+/// Whether an account file exists.
+pub fn account_exists(paths: &Paths, name: &AccountName) -> bool {
+    paths.account_file(name).exists()
+}
+
+/// Writes an account file atomically. Refuses to overwrite unless `replace`.
+/// The caller holds the [`StoreLock`].
+pub fn save_account(
+    paths: &Paths,
+    account: &Account,
+    replace: bool,
+    _lock: &StoreLock,
+) -> Result<(), StoreError> {
+    let path = paths.account_file(&account.name);
+    if !replace && path.exists() {
+        return Err(StoreError::AccountExists(account.name.clone()));
+    }
+    write_atomic(&path, render_account(account).as_bytes(), 0o644)
+}
+
+/// Deletes account files. Every name must exist, else nothing is deleted and the error
+/// suggests close names. The caller holds the [`StoreLock`].
+pub fn delete_accounts(
+    paths: &Paths,
+    names: &[AccountName],
+    _lock: &StoreLock,
+) -> Result<(), StoreError> {
+    for name in names {
+        if !account_exists(paths, name) {
+            let existing = account_names(paths)?;
+            return Err(StoreError::NoSuchAccount {
+                name: name.to_string(),
+                close: close_names(name.as_str(), &existing),
+            });
+        }
+    }
+    for name in names {
+        remove_durably(&paths.account_file(name))?;
+    }
+    Ok(())
+}
+
+/// Existing names within a small edit distance of `name` (or sharing its prefix).
+pub fn close_names(name: &str, existing: &[String]) -> Vec<String> {
+    let lower = name.to_ascii_lowercase();
+    let mut scored: Vec<(usize, &String)> = existing
+        .iter()
+        .map(|e| (edit_distance(&lower, &e.to_ascii_lowercase()), e))
+        .filter(|(d, e)| *d <= 2.max(name.len() / 4) || e.to_ascii_lowercase().starts_with(&lower))
+        .collect();
+    scored.sort();
+    scored.into_iter().take(3).map(|(_, e)| e.clone()).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".toml") && !name.starts_with('.') {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+// ---------------------------------------------------------------------------------------
+// Settings
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsIn {
+    trusted: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    resolver: ResolverIn,
+    #[serde(default)]
+    rtp: RtpIn,
+    log_drops: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolverIn {
+    nameservers: Option<Vec<Spanned<String>>>,
+    timeout_ms: Option<Spanned<u64>>,
+    attempts: Option<Spanned<u32>>,
+    stale_grace_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RtpIn {
+    ports: Option<Spanned<String>>,
+    from: Option<RtpFrom>,
+}
+
+/// Parses the text of `pbxwall.toml`; every key is optional.
+pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
+    let raw: SettingsIn = toml::from_str(text).map_err(|e| toml_error(path, text, e))?;
+    let mut s = Settings::default();
+    if let Some(trusted) = raw.trusted {
+        s.trusted = parse_nets(path, text, &trusted)?;
+    }
+    let d = ResolverSettings::default();
+    let mut nameservers = Vec::new();
+    for ns in raw.resolver.nameservers.unwrap_or_default() {
+        let v = ns.get_ref();
+        let addr = v
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| v.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+            .map_err(|_| {
+                invalid(
+                    path,
+                    text,
+                    ns.span().start,
+                    format!(
+                        "invalid nameserver {v:?}: expected an address with optional port, e.g. \"192.0.2.53\" or \"192.0.2.53:53\" or \"[2001:db8::53]:53\""
+                    ),
+                )
+            })?;
+        nameservers.push(addr);
+    }
+    let timeout_ms = match raw.resolver.timeout_ms {
+        Some(t) if !(50..=60_000).contains(t.get_ref()) => {
+            return Err(invalid(
+                path,
+                text,
+                t.span().start,
+                format!("invalid timeout_ms {}: use 50 to 60000", t.get_ref()),
+            ));
+        }
+        Some(t) => t.into_inner(),
+        None => d.timeout_ms,
+    };
+    let attempts = match raw.resolver.attempts {
+        Some(a) if !(1..=10).contains(a.get_ref()) => {
+            return Err(invalid(
+                path,
+                text,
+                a.span().start,
+                format!("invalid attempts {}: use 1 to 10", a.get_ref()),
+            ));
+        }
+        Some(a) => a.into_inner(),
+        None => d.attempts,
+    };
+    s.resolver = ResolverSettings {
+        nameservers,
+        timeout_ms,
+        attempts,
+        stale_grace_s: raw.resolver.stale_grace_s.unwrap_or(d.stale_grace_s),
+    };
+    let mut rtp = RtpSettings::default();
+    if let Some(p) = raw.rtp.ports {
+        rtp.ports = parse_port_range(p.get_ref()).ok_or_else(|| {
+            invalid(
+                path,
+                text,
+                p.span().start,
+                format!(
+                    "invalid rtp ports {:?}: expected FIRST-LAST within 1-65535, e.g. \"10000-20000\"",
+                    p.get_ref()
+                ),
+            )
+        })?;
+    }
+    if let Some(from) = raw.rtp.from {
+        rtp.from = from;
+    }
+    s.rtp = rtp;
+    if let Some(l) = raw.log_drops {
+        s.log_drops = l;
+    }
+    Ok(s)
+}
+
+/// Loads the settings; a missing file means all defaults.
+pub fn load_settings(paths: &Paths) -> Result<Settings, StoreError> {
+    let path = paths.settings_file();
+    match read_optional(&path)? {
+        Some(text) => parse_settings(&path, &text),
+        None => Ok(Settings::default()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Profiles
+
+/// The shipped profiles, compiled in, used when SHARE_DIR/profiles does not exist (a binary
+/// run from the build tree).
+const BUILTIN_PROFILES: [(&str, &str); 10] = [
+    ("all.toml", include_str!("../profiles/all.toml")),
+    ("sip-udp.toml", include_str!("../profiles/sip-udp.toml")),
+    ("sip-tcp.toml", include_str!("../profiles/sip-tcp.toml")),
+    ("iax.toml", include_str!("../profiles/iax.toml")),
+    ("web.toml", include_str!("../profiles/web.toml")),
+    ("webmin.toml", include_str!("../profiles/webmin.toml")),
+    ("ftp.toml", include_str!("../profiles/ftp.toml")),
+    ("tftp.toml", include_str!("../profiles/tftp.toml")),
+    ("ssh.toml", include_str!("../profiles/ssh.toml")),
+    ("fop.toml", include_str!("../profiles/fop.toml")),
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileIn {
+    code: Option<Spanned<u8>>,
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    ports: Vec<Spanned<String>>,
+}
+
+/// Parses the text of a profile file.
+pub fn parse_profile(path: &Path, text: &str) -> Result<Profile, StoreError> {
+    let raw: ProfileIn = toml::from_str(text).map_err(|e| toml_error(path, text, e))?;
+    crate::model::check_profile_name(raw.name.get_ref())
+        .map_err(|e| invalid(path, text, raw.name.span().start, e.to_string()))?;
+    if let Some(code) = &raw.code
+        && *code.get_ref() > 9
+    {
+        return Err(invalid(
+            path,
+            text,
+            code.span().start,
+            format!("invalid code {}: codes are 0-9", code.get_ref()),
+        ));
+    }
+    let ports = raw
+        .ports
+        .iter()
+        .map(|p| {
+            p.get_ref()
+                .parse()
+                .map_err(|e: ModelError| invalid(path, text, p.span().start, e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ports.is_empty() {
+        return Err(invalid(path, text, 0, "the profile opens no ports"));
+    }
+    Ok(Profile {
+        name: raw.name.into_inner(),
+        code: raw.code.map(Spanned::into_inner),
+        description: raw.description,
+        ports,
+    })
+}
+
+/// Loads shipped profiles (or the built-in copies), then local overrides. A bad profile
+/// file is an error: accounts depend on it.
+pub fn load_profiles(paths: &Paths) -> Result<Profiles, StoreError> {
+    let mut all = Vec::new();
+    let shipped = paths.shipped_profiles_dir();
+    if shipped.is_dir() {
+        for path in toml_files(&shipped)? {
+            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            all.push(parse_profile(&path, &text)?);
+        }
+    } else {
+        for (name, text) in BUILTIN_PROFILES {
+            all.push(parse_profile(&Path::new("(built-in profiles)").join(name), text)?);
+        }
+    }
+    for path in toml_files(&paths.local_profiles_dir())? {
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        all.push(parse_profile(&path, &text)?);
+    }
+    Ok(Profiles::new(all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(dir: &Path) -> Paths {
+        Paths {
+            config_dir: dir.join("etc"),
+            state_dir: dir.join("state"),
+            share_dir: dir.join("share"),
+        }
+    }
+
+    fn temp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn builtin_profiles_load() {
+        let t = temp();
+        let ps = load_profiles(&paths(t.path())).unwrap();
+        assert_eq!(
+            ps.describe(),
+            "0=all, 1=sip-udp, 2=sip-tcp, 3=iax, 4=web, 5=webmin, 6=ftp, 7=tftp, 8=ssh, 9=fop"
+        );
+    }
+
+    #[test]
+    fn account_round_trip_and_errors_with_lines() {
+        let t = temp();
+        let p = paths(t.path());
+        let ps = load_profiles(&p).unwrap();
+        let path = p.accounts_dir().join("joe.toml");
+        let text = "addresses = [\"203.0.113.7\", \"2001:db8::/48\"]\nfqdns = [\"Joe.DynDNS.example.\"]\nservices = [\"sip-udp\", 3]\ncomment = \"Joe\"\ncreated = 2026-11-22T10:00:00Z\n";
+        let a = parse_account(&path, text, &ps).unwrap();
+        assert_eq!(a.services, ["sip-udp", "iax"]);
+        assert_eq!(a.fqdns[0].as_str(), "joe.dyndns.example");
+        let again = parse_account(&path, &render_account(&a), &ps).unwrap();
+        assert_eq!(a, again);
+
+        let bad = "services = [\"sip-udp\"]\naddresses = [\n  \"203.0.113.7\",\n  \"198.51.100.5/24\",\n]\n";
+        let e = parse_account(&path, bad, &ps).unwrap_err().to_string();
+        assert!(e.ends_with("joe.toml:4: invalid network \"198.51.100.5/24\": host bits are set after /24; the network is 198.51.100.0/24"), "{e}");
+        let e = parse_account(&path, "addresses = [\"192.0.2.1\"]\nservices = [\"telnet\"]\n", &ps)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("joe.toml:2: unknown service \"telnet\""), "{e}");
+        let e = parse_account(&path, "addresses = [\"192.0.2.1\"]\nservics = [1]\n", &ps)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("joe.toml:2:"), "{e}");
+        let e = parse_account(&path, "addresses = [\"192.0.2.1\"]\nservices = []\n", &ps)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no services given"), "{e}");
+        let e = parse_account(&path, "addresses = [\"192.0.2.1\"\n", &ps)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("joe.toml:"), "{e}");
+    }
+
+    #[test]
+    fn save_load_delete_under_lock() {
+        let t = temp();
+        let p = paths(t.path());
+        let ps = load_profiles(&p).unwrap();
+        let lock = StoreLock::acquire(&p, |_| {}).unwrap();
+        let a = Account {
+            name: "joe-office".parse().unwrap(),
+            addresses: vec!["203.0.113.7/32".parse().unwrap()],
+            fqdns: vec![],
+            services: vec!["sip-udp".into()],
+            media: vec![],
+            comment: None,
+            created: None,
+            provider: None,
+        };
+        save_account(&p, &a, false, &lock).unwrap();
+        assert!(matches!(
+            save_account(&p, &a, false, &lock),
+            Err(StoreError::AccountExists(_))
+        ));
+        save_account(&p, &a, true, &lock).unwrap();
+        fs::write(p.accounts_dir().join("broken.toml"), "addresses = [").unwrap();
+        let loaded = load_accounts(&p, &ps).unwrap();
+        assert_eq!(loaded.accounts, [a]);
+        assert_eq!(loaded.skipped.len(), 1);
+        let e = delete_accounts(&p, &["joe-ofice".parse().unwrap()], &lock)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "no account named joe-ofice; did you mean joe-office?");
+        delete_accounts(&p, &["joe-office".parse().unwrap()], &lock).unwrap();
+        assert!(!p.account_file(&"joe-office".parse().unwrap()).exists());
+        let leftovers: Vec<_> = fs::read_dir(p.accounts_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(leftovers, ["broken.toml"], "no temp files left behind");
+    }
+
+    #[test]
+    fn write_atomic_keeps_mode() {
+        let t = temp();
+        let f = t.path().join("x.toml");
+        write_atomic(&f, b"a", 0o600).unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o777, 0o600);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&f, b"b", 0o600).unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(fs::read(&f).unwrap(), b"b");
+    }
+
+    #[test]
+    fn settings_defaults_and_errors() {
+        let f = Path::new("/etc/pbxwall/pbxwall.toml");
+        let s = parse_settings(f, "").unwrap();
+        assert_eq!(s, Settings::default());
+        let s = parse_settings(
+            f,
+            "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\ntimeout_ms = 500\n[rtp]\nports = \"12000-12100\"\nfrom = \"whitelist\"\n",
+        )
+        .unwrap();
+        assert!(s.trusted.is_empty());
+        assert_eq!(s.resolver.nameservers[0].to_string(), "192.0.2.53:53");
+        assert_eq!(s.rtp.from, RtpFrom::Whitelist);
+        for (bad, want) in [
+            ("trusted = [\"10.0.0.1/8\"]", "pbxwall.toml:1: invalid network"),
+            ("[rtp]\nports = \"20000-10000\"", "pbxwall.toml:2: invalid rtp ports"),
+            ("[rtp]\nfrom = \"everyone\"", "pbxwall.toml:2:"),
+            ("[resolver]\ntimeout_ms = 0", "pbxwall.toml:2: invalid timeout_ms 0"),
+            ("trustd = []", "pbxwall.toml:1:"),
+            ("[resolver]\nnameservers = [\"dns.example\"]", "invalid nameserver"),
+        ] {
+            let e = parse_settings(f, bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn close_name_suggestions() {
+        let names: Vec<String> = ["joe-office", "joe-mobile", "backup-site"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(close_names("joe-offce", &names), ["joe-office"]);
+        assert_eq!(close_names("joe", &names), ["joe-mobile", "joe-office"]);
+        assert!(close_names("zzz", &names).is_empty());
+    }
+}
