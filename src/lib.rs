@@ -2,6 +2,8 @@
 #![deny(unsafe_code)]
 
 pub mod addrset;
+pub mod compile;
 pub mod model;
+pub mod nft;
 pub mod ruleset;
 pub mod store;

@@ -1,0 +1,3 @@
+//! The two views of the ruleset IR: nft text ([`render`]) and a netlink batch ([`netlink`]).
+
+pub mod render;

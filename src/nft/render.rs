@@ -1,0 +1,276 @@
+//! The ruleset IR printed in nft syntax, as `nft list table inet pbxwall` shows it.
+//!
+//! `restart --dry-run` prints this, and the text loads with `nft -f`. A root test applies
+//! the same IR through netlink and compares `nft list` with this text (normalised: counter
+//! values and line wrapping aside), so the two views cannot drift apart.
+
+use std::fmt::{self, Display, Write};
+
+use crate::addrset::Family;
+use crate::ruleset::{Chain, Match, Rule, Ruleset, Set, TABLE_NAME, Verdict};
+
+/// The whole table as nft text.
+pub fn render(ruleset: &Ruleset) -> String {
+    ruleset.to_string()
+}
+
+impl Display for Ruleset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "table inet {TABLE_NAME} {{")?;
+        let mut first = true;
+        for set in &self.sets {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            write!(f, "{set}")?;
+        }
+        for chain in &self.chains {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            write!(f, "{chain}")?;
+        }
+        writeln!(f, "}}")
+    }
+}
+
+impl Display for Set {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = match self.family {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        };
+        writeln!(f, "\tset {} {{", self.name)?;
+        writeln!(f, "\t\ttype {key}")?;
+        writeln!(f, "\t\tflags interval")?;
+        if !self.elements.is_empty() {
+            let mut line = String::with_capacity(self.elements.len() * 16);
+            for (i, e) in self.elements.iter().enumerate() {
+                if i > 0 {
+                    line.push_str(", ");
+                }
+                write!(line, "{e}")?;
+            }
+            writeln!(f, "\t\telements = {{ {line} }}")?;
+        }
+        writeln!(f, "\t}}")
+    }
+}
+
+impl Display for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\tchain {} {{", self.name)?;
+        if let Some(base) = &self.base {
+            let prio = if base.priority == 0 {
+                "filter".to_owned()
+            } else {
+                format!("filter {:+}", base.priority).replace('+', "+ ").replace('-', "- ")
+            };
+            writeln!(
+                f,
+                "\t\ttype filter hook input priority {prio}; policy {};",
+                base.policy
+            )?;
+        }
+        for rule in &self.rules {
+            writeln!(f, "\t\t{rule}")?;
+        }
+        writeln!(f, "\t}}")
+    }
+}
+
+impl Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = self.matches.iter().map(|m| m.to_string()).collect();
+        if let Some(log) = &self.log {
+            parts.push(format!(
+                "limit rate {}/minute log prefix \"{}\"",
+                log.per_minute, log.prefix
+            ));
+        }
+        if self.counter {
+            parts.push("counter".to_owned());
+        }
+        if let Some(v) = self.verdict {
+            parts.push(v.to_string());
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+impl Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Match::Loopback => f.write_str("iif \"lo\""),
+            Match::CtEstablishedRelated => f.write_str("ct state established,related"),
+            Match::CtInvalid => f.write_str("ct state invalid"),
+            Match::IcmpType(Family::V4, t) => write!(f, "icmp type {}", t.name),
+            Match::IcmpType(Family::V6, t) => write!(f, "icmpv6 type {}", t.name),
+            Match::Dport(proto, range) => write!(f, "{} dport {range}", proto.keyword()),
+            Match::SaddrInSet(Family::V4, set) => write!(f, "ip saddr @{set}"),
+            Match::SaddrInSet(Family::V6, set) => write!(f, "ip6 saddr @{set}"),
+        }
+    }
+}
+
+impl Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Accept => "accept",
+            Verdict::Drop => "drop",
+        })
+    }
+}
+
+/// Normalises nft text for comparison: drops counter values and blank lines, collapses
+/// whitespace, joins wrapped element lists and sorts elements within each list.
+pub fn normalize(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    for raw in text.lines() {
+        let line = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.is_empty() {
+            continue;
+        }
+        if !pending.is_empty() || line.starts_with("elements = {") {
+            pending.push_str(&line);
+            pending.push(' ');
+            if line.ends_with('}') {
+                out.push(normalize_elements(&pending));
+                pending.clear();
+            }
+            continue;
+        }
+        out.push(strip_counter_values(&line));
+    }
+    out.join("\n")
+}
+
+fn normalize_elements(line: &str) -> String {
+    let inner = line
+        .trim()
+        .trim_start_matches("elements = {")
+        .trim_end_matches('}');
+    let mut items: Vec<&str> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    items.sort_unstable();
+    format!("elements = {{ {} }}", items.join(", "))
+}
+
+fn strip_counter_values(line: &str) -> String {
+    let words: Vec<&str> = line.split(' ').collect();
+    let mut out = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        out.push(words[i]);
+        if words[i] == "counter" && words.get(i + 1) == Some(&"packets") {
+            i += 5; // counter packets N bytes M
+            continue;
+        }
+        i += 1;
+    }
+    out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::compile::tests::{account, shipped_profiles};
+    use crate::model::{RtpFrom, Settings};
+
+    #[test]
+    fn golden_ruleset() {
+        let ps = shipped_profiles();
+        let mut settings = Settings::default();
+        settings.trusted = vec!["192.0.2.0/28".parse().unwrap()];
+        settings.rtp.from = RtpFrom::Any;
+        let accounts = [
+            account("joe", &["203.0.113.7/32", "2001:db8::/48"], &[], &["sip-udp"]),
+            account("all", &["198.51.100.0/28"], &[], &["0"]),
+        ];
+        let mut accounts = accounts.to_vec();
+        accounts[1].services = vec!["all".into()];
+        let text = render(&compile(&settings, &ps, &accounts, &Default::default()));
+        let want = r#"table inet pbxwall {
+	set trusted_v4 {
+		type ipv4_addr
+		flags interval
+		elements = { 192.0.2.0/28 }
+	}
+
+	set trusted_v6 {
+		type ipv6_addr
+		flags interval
+	}
+
+	set all_v4 {
+		type ipv4_addr
+		flags interval
+		elements = { 198.51.100.0/28 }
+	}
+
+	set all_v6 {
+		type ipv6_addr
+		flags interval
+	}
+
+	set sip_udp_v4 {
+		type ipv4_addr
+		flags interval
+		elements = { 203.0.113.7 }
+	}
+
+	set sip_udp_v6 {
+		type ipv6_addr
+		flags interval
+		elements = { 2001:db8::/48 }
+	}
+
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iif "lo" accept
+		ct state established,related accept
+		ct state invalid drop
+		icmp type destination-unreachable accept
+		icmp type time-exceeded accept
+		icmp type parameter-problem accept
+		icmpv6 type destination-unreachable accept
+		icmpv6 type packet-too-big accept
+		icmpv6 type time-exceeded accept
+		icmpv6 type parameter-problem accept
+		icmpv6 type mld-listener-query accept
+		icmpv6 type nd-router-advert accept
+		icmpv6 type nd-neighbor-solicit accept
+		icmpv6 type nd-neighbor-advert accept
+		ip saddr @trusted_v4 accept
+		ip6 saddr @trusted_v6 accept
+		ip saddr @all_v4 accept
+		ip6 saddr @all_v6 accept
+		udp dport 5060-5061 ip saddr @sip_udp_v4 accept
+		udp dport 5060-5061 ip6 saddr @sip_udp_v6 accept
+		udp dport 5160-5161 ip saddr @sip_udp_v4 accept
+		udp dport 5160-5161 ip6 saddr @sip_udp_v6 accept
+		udp dport 10000-20000 accept
+		limit rate 10/minute log prefix "pbxwall drop: "
+		counter
+	}
+}
+"#;
+        if text != want {
+            panic!("rendered:\n{text}\nexpected:\n{want}");
+        }
+    }
+
+    #[test]
+    fn normalize_ignores_wrapping_order_and_counters() {
+        let a = "table inet t {\n\tset s {\n\t\telements = { 192.0.2.9, 192.0.2.1,\n\t\t\t     192.0.2.5 }\n\t}\n\n\tchain c {\n\t\tcounter packets 12 bytes 3400\n\t}\n}\n";
+        let b = "table inet t {\n  set s {\n    elements = { 192.0.2.1, 192.0.2.5, 192.0.2.9 }\n  }\n  chain c {\n    counter\n  }\n}";
+        assert_eq!(normalize(a), normalize(b));
+    }
+}
