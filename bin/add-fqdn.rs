@@ -1,1 +1,4 @@
-fn main() {}
+//! `add-fqdn`: see `add-fqdn --help` and man/add-fqdn.8.
+fn main() -> std::process::ExitCode {
+    pbxwall::cli::main::<pbxwall::cli::AddFqdnCli>()
+}

@@ -1,1 +1,4 @@
-fn main() {}
+//! `pbxwall COMMAND`: every pbxwall command in one binary.
+fn main() -> std::process::ExitCode {
+    pbxwall::cli::main::<pbxwall::cli::PbxwallCli>()
+}

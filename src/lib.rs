@@ -2,6 +2,8 @@
 #![deny(unsafe_code)]
 
 pub mod addrset;
+pub mod cli;
+pub mod commands;
 pub mod compile;
 pub mod model;
 pub mod nft;

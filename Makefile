@@ -1,0 +1,45 @@
+# pbxwall — build, test, demo. `make test` is what CI (.ci/run) runs.
+#
+# Root is needed for the packet tests (network namespaces); without root they say
+# "SKIPPED ... needs root" and are counted as skipped, never as passed.
+
+CARGO ?= cargo
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+# Debian packages the build and the tests need.
+DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables dnsmasq-base iproute2 python3
+
+.PHONY: all build deps lint test demo clean
+
+all: build
+
+## deps: install the Debian packages a fresh Debian 12 lacks (as root; no-op when present)
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "missing Debian packages:$$missing (run make deps as root)"; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --release --locked
+
+## lint: formatting and clippy, warnings are errors
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## test: lint, unit tests, then the root integration tests in network namespaces
+test: lint
+	$(CARGO) test --locked --all-targets
+
+## demo: add accounts, restart, show the table and probe it, in a throwaway namespace
+demo: build
+	./scripts/demo.sh target/release
+
+clean:
+	$(CARGO) clean

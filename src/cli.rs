@@ -1,0 +1,252 @@
+//! Command-line definitions (clap derive), shared by the `pbxwall` dispatcher and the
+//! one-command binaries (`add-ip`, `restart`, ...), and the `main` they all run.
+//!
+//! Exit codes (DESIGN.md §1), relied on by cron and monitoring:
+//! 0 success · 1 error, nothing changed · 2 usage error · 3 applied, but degraded.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands::{self, Ctx, Outcome, UsageError};
+use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_SHARE_DIR, DEFAULT_STATE_DIR, Paths};
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Configuration folder (settings, accounts, local profiles)
+    #[arg(long, env = "PBXWALL_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR, global = true, value_name = "DIR")]
+    pub config_dir: PathBuf,
+    /// State folder (lock, name-resolution cache, last applied ruleset)
+    #[arg(long, env = "PBXWALL_STATE_DIR", default_value = DEFAULT_STATE_DIR, global = true, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Shipped data (profiles/, providers.toml); built-in profiles are used when absent
+    #[arg(long, env = "PBXWALL_SHARE_DIR", default_value = DEFAULT_SHARE_DIR, global = true, value_name = "DIR")]
+    pub share_dir: PathBuf,
+    /// Print only errors and warnings
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print the cause chain of errors, one cause a line
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Print the result as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Common {
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            paths: Paths {
+                config_dir: self.config_dir.clone(),
+                state_dir: self.state_dir.clone(),
+                share_dir: self.share_dir.clone(),
+            },
+            quiet: self.quiet,
+            json: self.json,
+        }
+    }
+}
+
+/// `add-ip`: create an account for addresses or networks.
+#[derive(Debug, Clone, Args)]
+pub struct AddIpArgs {
+    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
+    pub name: Option<String>,
+    /// IPv4/IPv6 addresses or CIDRs, also comma-separated
+    #[arg(value_name = "ADDR")]
+    pub addresses: Vec<String>,
+    /// Services: profile names or TM3 codes, comma-separated (0=all 1=sip-udp 2=sip-tcp
+    /// 3=iax 4=web 5=webmin 6=ftp 7=tftp 8=ssh 9=fop)
+    #[arg(short, long, value_name = "SERVICES")]
+    pub allow: Option<String>,
+    /// Free text stored with the account
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Overwrite an existing account of the same name
+    #[arg(long)]
+    pub replace: bool,
+    /// Allow ranges larger than /8 (IPv4) or /32 (IPv6), and skip the SSH lockout guard
+    #[arg(long)]
+    pub force: bool,
+    /// Only save the account; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
+
+/// `add-fqdn`: create an account for host names (resolved at every restart and by ipchecker).
+#[derive(Debug, Clone, Args)]
+pub struct AddFqdnArgs {
+    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
+    pub name: Option<String>,
+    /// Host names, also comma-separated; internationalised names are stored in ASCII form
+    #[arg(value_name = "FQDN")]
+    pub fqdns: Vec<String>,
+    /// Services: profile names or TM3 codes, comma-separated (0=all 1=sip-udp 2=sip-tcp
+    /// 3=iax 4=web 5=webmin 6=ftp 7=tftp 8=ssh 9=fop)
+    #[arg(short, long, value_name = "SERVICES")]
+    pub allow: Option<String>,
+    /// Free text stored with the account
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Overwrite an existing account of the same name
+    #[arg(long)]
+    pub replace: bool,
+    /// Skip the SSH lockout guard
+    #[arg(long)]
+    pub force: bool,
+    /// Only save the account; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
+
+/// `del-acct`: remove accounts.
+#[derive(Debug, Clone, Args)]
+pub struct DelAcctArgs {
+    /// Accounts to remove (all must exist, else nothing is removed)
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// Skip the SSH lockout guard
+    #[arg(long)]
+    pub force: bool,
+    /// Only remove the files; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
+
+/// `restart`: resolve every name, compile every account, apply as one transaction.
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    /// Print the nftables ruleset instead of applying it (no root needed)
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even if the ruleset would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// All commands, for the `pbxwall` dispatcher.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Create an account for IPv4/IPv6 addresses or CIDRs, then apply
+    AddIp(AddIpArgs),
+    /// Create an account for host names, then apply
+    AddFqdn(AddFqdnArgs),
+    /// Remove accounts, then apply
+    DelAcct(DelAcctArgs),
+    /// Resolve every name, compile every account, apply atomically
+    Restart(RestartArgs),
+}
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
+2 usage error, 3 applied but degraded (names left out or account files skipped).
+
+Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
+still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
+addresses for [resolver] stale_grace_s (default 1 hour).";
+
+/// `pbxwall COMMAND ...`
+#[derive(Debug, Parser)]
+#[command(name = "pbxwall", version, about = "Whitelist firewall manager for VoIP PBX servers on nftables", after_help = AFTER_HELP)]
+pub struct PbxwallCli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+macro_rules! single_command {
+    ($ty:ident, $bin:literal, $args:ident, $variant:ident, $about:literal) => {
+        #[doc = concat!("The `", $bin, "` binary.")]
+        #[derive(Debug, Parser)]
+        #[command(name = $bin, version, about = $about, after_help = AFTER_HELP)]
+        pub struct $ty {
+            #[command(flatten)]
+            common: Common,
+            #[command(flatten)]
+            args: $args,
+        }
+
+        impl From<$ty> for (Common, Command) {
+            fn from(c: $ty) -> Self {
+                (c.common, Command::$variant(c.args))
+            }
+        }
+    };
+}
+
+single_command!(
+    AddIpCli,
+    "add-ip",
+    AddIpArgs,
+    AddIp,
+    "Create an account for IPv4/IPv6 addresses or CIDRs, then apply"
+);
+single_command!(
+    AddFqdnCli,
+    "add-fqdn",
+    AddFqdnArgs,
+    AddFqdn,
+    "Create an account for host names, then apply"
+);
+single_command!(
+    DelAcctCli,
+    "del-acct",
+    DelAcctArgs,
+    DelAcct,
+    "Remove accounts, then apply"
+);
+single_command!(
+    RestartCli,
+    "restart",
+    RestartArgs,
+    Restart,
+    "Resolve every name, compile every account, apply as one nftables transaction"
+);
+
+impl From<PbxwallCli> for (Common, Command) {
+    fn from(c: PbxwallCli) -> Self {
+        (c.common, c.command)
+    }
+}
+
+/// The `main` of every binary: parse arguments as `C`, run, map the result to an exit code.
+pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
+    let (common, command) = C::parse().into();
+    let ctx = common.ctx();
+    let result = match command {
+        Command::AddIp(a) => commands::add::add_ip(&ctx, a),
+        Command::AddFqdn(a) => commands::add::add_fqdn(&ctx, a),
+        Command::DelAcct(a) => commands::del::del_acct(&ctx, a),
+        Command::Restart(a) => commands::restart::restart(&ctx, a),
+    };
+    match result {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Degraded) => ExitCode::from(3),
+        Err(err) => {
+            let prog = std::env::args()
+                .next()
+                .and_then(|a| {
+                    std::path::Path::new(&a)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "pbxwall".into());
+            if common.verbose {
+                eprintln!("{prog}: error: {err}");
+                for cause in err.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
+            } else {
+                eprintln!("{prog}: error: {err:#}");
+            }
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! `del-acct`: remove accounts, then apply.
+
+use anyhow::Result;
+
+use super::{Ctx, Outcome, change_then_apply};
+use crate::cli::DelAcctArgs;
+use crate::model::AccountName;
+use crate::store;
+
+/// `del-acct NAME...`: all names must exist, else nothing is removed.
+pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {
+    let names = args
+        .names
+        .iter()
+        .map(|n| n.parse::<AccountName>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let lock = ctx.lock()?;
+    let files: Vec<_> = names.iter().map(|n| ctx.paths.account_file(n)).collect();
+    let outcome = change_then_apply(ctx, &lock, &files, args.no_restart, || {
+        Ok(store::delete_accounts(&ctx.paths, &names, &lock)?)
+    })?;
+    for n in &names {
+        ctx.say(format_args!("account {n} removed"));
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,212 @@
+//! What each command does, on top of the library modules. The binaries only parse
+//! arguments and call into here; errors carry `anyhow` context for the one line the user sees.
+
+pub mod add;
+pub mod del;
+pub mod restart;
+
+use std::fmt;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::compile::{self, Resolved};
+use crate::model::{Account, Profiles, Settings};
+use crate::nft::{netlink, render};
+use crate::ruleset::Ruleset;
+use crate::store::{self, LoadedAccounts, Paths, StoreError, StoreLock};
+
+/// How a command that did its job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything done (exit 0).
+    Done,
+    /// Applied, but some names were left out or account files skipped (exit 3).
+    Degraded,
+}
+
+/// A usage error: missing arguments without a terminal to ask on (exit 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// What every command knows: where the files are and how to talk.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Config, state and share folders.
+    pub paths: Paths,
+    /// Print only errors and warnings.
+    pub quiet: bool,
+    /// Print results as JSON.
+    pub json: bool,
+}
+
+impl Ctx {
+    /// Prints a progress or result line unless `--quiet` or `--json`.
+    pub fn say(&self, line: impl fmt::Display) {
+        if !self.quiet && !self.json {
+            println!("{line}");
+        }
+    }
+
+    /// Prints a warning to stderr (always).
+    pub fn warn(&self, line: impl fmt::Display) {
+        eprintln!("warning: {line}");
+    }
+
+    /// Takes the store lock, saying so when another command holds it.
+    pub fn lock(&self) -> Result<StoreLock> {
+        let quiet = self.quiet;
+        Ok(StoreLock::acquire(&self.paths, |p| {
+            if !quiet {
+                eprintln!("waiting for lock on {} (another pbxwall command is running)", p.display());
+            }
+        })?)
+    }
+}
+
+/// Everything `restart` derives from the files before applying.
+#[derive(Debug)]
+pub struct Build {
+    /// Settings in force.
+    pub settings: Settings,
+    /// Profiles in force.
+    pub profiles: Profiles,
+    /// Accounts that loaded.
+    pub accounts: Vec<Account>,
+    /// Account files that were skipped, with file and line.
+    pub skipped: Vec<StoreError>,
+    /// Names left out of the ruleset, with the reason.
+    pub names_left_out: Vec<(String, String)>,
+    /// The compiled ruleset.
+    pub ruleset: Ruleset,
+}
+
+impl Build {
+    /// Whether anything was left out.
+    pub fn degraded(&self) -> bool {
+        !self.skipped.is_empty() || !self.names_left_out.is_empty()
+    }
+
+    /// Prints what was left out, one line each, to stderr.
+    pub fn report_problems(&self, ctx: &Ctx) {
+        for e in &self.skipped {
+            ctx.warn(format_args!("skipped account file {e}"));
+        }
+        for (name, why) in &self.names_left_out {
+            ctx.warn(format_args!("left out {name}: {why}"));
+        }
+    }
+
+    /// The outcome of applying this build.
+    pub fn outcome(&self) -> Outcome {
+        if self.degraded() {
+            Outcome::Degraded
+        } else {
+            Outcome::Done
+        }
+    }
+}
+
+/// Loads settings, profiles and accounts, resolves names and compiles. A bad settings or
+/// profile file is an error; a bad account file is skipped and reported.
+pub fn build(ctx: &Ctx, _lock: Option<&StoreLock>) -> Result<Build> {
+    let settings = store::load_settings(&ctx.paths)?;
+    let profiles = store::load_profiles(&ctx.paths)?;
+    let LoadedAccounts { accounts, skipped } = store::load_accounts(&ctx.paths, &profiles)?;
+    let resolved = Resolved::new();
+    let mut names_left_out = Vec::new();
+    for a in &accounts {
+        for name in &a.fqdns {
+            names_left_out.push((
+                format!("{name} (account {})", a.name),
+                "name resolution is not available in this build".to_owned(),
+            ));
+        }
+    }
+    let ruleset = compile::compile(&settings, &profiles, &accounts, &resolved);
+    Ok(Build {
+        settings,
+        profiles,
+        accounts,
+        skipped,
+        names_left_out,
+        ruleset,
+    })
+}
+
+/// File in the state folder holding the last ruleset applied, in nft syntax.
+pub const LAST_APPLIED: &str = "last-applied.nft";
+
+/// Applies a build in one netlink transaction and records it in the state folder.
+/// On error the previous ruleset is still live.
+pub fn apply(ctx: &Ctx, build: &Build, _lock: &StoreLock) -> Result<()> {
+    let started = Instant::now();
+    let stats = netlink::apply(&build.ruleset)
+        .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
+    let text = render::render(&build.ruleset);
+    store::write_atomic(
+        &ctx.paths.state_dir.join(LAST_APPLIED),
+        text.as_bytes(),
+        0o600,
+    )?;
+    ctx.say(format_args!(
+        "applied table inet pbxwall: {} accounts, {} address ranges in {} sets, {} netlink messages in {:.1} ms",
+        build.accounts.len(),
+        build.ruleset.element_count(),
+        build.ruleset.sets.len(),
+        stats.messages,
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
+    Ok(())
+}
+
+/// Builds and applies under the caller's lock; prints problems. Used after every change.
+pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock) -> Result<Outcome> {
+    let b = build(ctx, Some(lock))?;
+    b.report_problems(ctx);
+    apply(ctx, &b, lock)?;
+    Ok(b.outcome())
+}
+
+/// Runs `change` (which writes files), then rebuilds and applies; if applying fails, puts
+/// the files `change` touched back as they were, so an error means nothing changed.
+pub fn change_then_apply(
+    ctx: &Ctx,
+    lock: &StoreLock,
+    touched: &[std::path::PathBuf],
+    no_restart: bool,
+    change: impl FnOnce() -> Result<()>,
+) -> Result<Outcome> {
+    let before: Vec<(std::path::PathBuf, Option<String>)> = touched
+        .iter()
+        .map(|p| Ok((p.clone(), store::read_optional(p)?)))
+        .collect::<Result<_, StoreError>>()?;
+    change()?;
+    if no_restart {
+        ctx.say("saved; run restart to apply");
+        return Ok(Outcome::Done);
+    }
+    match rebuild_and_apply(ctx, lock) {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            for (path, old) in &before {
+                let restored = match old {
+                    Some(text) => store::write_atomic(path, text.as_bytes(), 0o644),
+                    None => store::remove_durably(path),
+                };
+                if let Err(r) = restored {
+                    ctx.warn(format_args!("could not restore {}: {r}", path.display()));
+                }
+            }
+            Err(e.context("the change was not saved"))
+        }
+    }
+}
