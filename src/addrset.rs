@@ -129,7 +129,7 @@ impl AddrRange {
             // The whole IPv6 space (wrapped around).
             return (self.start == 0).then_some(0);
         }
-        if !size.is_power_of_two() || self.start % size != 0 {
+        if !size.is_power_of_two() || !self.start.is_multiple_of(size) {
             return None;
         }
         let host_bits = size.trailing_zeros();
@@ -181,7 +181,10 @@ mod tests {
 
     fn merged(family: Family, nets: &[&str]) -> Vec<String> {
         let nets: Vec<IpNet> = nets.iter().map(|s| net(s)).collect();
-        merge_nets(family, &nets).iter().map(|r| r.to_string()).collect()
+        merge_nets(family, &nets)
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
     }
 
     #[test]
@@ -237,9 +240,15 @@ mod tests {
 
     #[test]
     fn merge_is_idempotent_and_unordered() {
-        let a = merged(Family::V6, &["2001:db8::2/128", "2001:db8::1/128", "2001:db8::3/128"]);
+        let a = merged(
+            Family::V6,
+            &["2001:db8::2/128", "2001:db8::1/128", "2001:db8::3/128"],
+        );
         assert_eq!(a, ["2001:db8::1-2001:db8::3"]);
-        let b = merged(Family::V6, &["2001:db8::3/128", "2001:db8::2/127", "2001:db8::1/128"]);
+        let b = merged(
+            Family::V6,
+            &["2001:db8::3/128", "2001:db8::2/127", "2001:db8::1/128"],
+        );
         assert_eq!(a, b);
     }
 }

@@ -278,7 +278,12 @@ pub(crate) mod tests {
         .unwrap()
     }
 
-    pub(crate) fn account(name: &str, addrs: &[&str], fqdns: &[&str], services: &[&str]) -> Account {
+    pub(crate) fn account(
+        name: &str,
+        addrs: &[&str],
+        fqdns: &[&str],
+        services: &[&str],
+    ) -> Account {
         Account {
             name: name.parse().unwrap(),
             addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
@@ -304,20 +309,42 @@ pub(crate) mod tests {
     fn accounts_land_in_their_service_sets_merged() {
         let ps = shipped_profiles();
         let accounts = [
-            account("joe", &["203.0.113.7/32", "2001:db8::/48"], &[], &["sip-udp", "iax"]),
+            account(
+                "joe",
+                &["203.0.113.7/32", "2001:db8::/48"],
+                &[],
+                &["sip-udp", "iax"],
+            ),
             account("office", &["203.0.113.0/24"], &[], &["sip-udp"]),
-            account("backup", &["198.51.100.0/28"], &["joe.dyndns.example"], &["all"]),
+            account(
+                "backup",
+                &["198.51.100.0/28"],
+                &["joe.dyndns.example"],
+                &["all"],
+            ),
         ];
         let mut resolved = Resolved::new();
         resolved.insert(
             "joe.dyndns.example".parse().unwrap(),
-            vec!["192.0.2.44".parse().unwrap(), "2001:db8:1::44".parse().unwrap()],
+            vec![
+                "192.0.2.44".parse().unwrap(),
+                "2001:db8:1::44".parse().unwrap(),
+            ],
         );
         let rs = compile(&Settings::default(), &ps, &accounts, &resolved);
         let names: Vec<&str> = rs.sets.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["trusted_v4", "trusted_v6", "all_v4", "all_v6", "sip_udp_v4", "sip_udp_v6", "iax_v4", "iax_v6"]
+            [
+                "trusted_v4",
+                "trusted_v6",
+                "all_v4",
+                "all_v6",
+                "sip_udp_v4",
+                "sip_udp_v6",
+                "iax_v4",
+                "iax_v6"
+            ]
         );
         assert_eq!(elements(&rs, "sip_udp_v4"), ["203.0.113.0/24"]);
         assert_eq!(elements(&rs, "sip_udp_v6"), ["2001:db8::/48"]);

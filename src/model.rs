@@ -65,7 +65,9 @@ pub enum ModelError {
         valid: String,
     },
     /// An empty service list.
-    #[error("no services given: name at least one, e.g. --allow sip-udp,iax or --allow 1,3 ({valid})")]
+    #[error(
+        "no services given: name at least one, e.g. --allow sip-udp,iax or --allow 1,3 ({valid})"
+    )]
     NoServices {
         /// The known codes and names.
         valid: String,
@@ -76,9 +78,7 @@ pub enum ModelError {
     )]
     PortSpec(String),
     /// A profile name that is not usable.
-    #[error(
-        "invalid profile name {0:?}: use 1-32 characters of a-z 0-9 -, starting with a letter"
-    )]
+    #[error("invalid profile name {0:?}: use 1-32 characters of a-z 0-9 -, starting with a letter")]
     ProfileName(String),
 }
 
@@ -257,7 +257,9 @@ impl FromStr for Fqdn {
             .last()
             .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
         {
-            return Err(err("the last label is all digits; use add-ip for addresses"));
+            return Err(err(
+                "the last label is all digits; use add-ip for addresses",
+            ));
         }
         Ok(Fqdn(ascii))
     }
@@ -437,7 +439,10 @@ impl Profiles {
                 valid: self.describe(),
             });
         }
-        out.sort_by_key(|n| self.get(n).map(|p| (p.code.unwrap_or(u8::MAX), p.name.clone())));
+        out.sort_by_key(|n| {
+            self.get(n)
+                .map(|p| (p.code.unwrap_or(u8::MAX), p.name.clone()))
+        });
         Ok(out)
     }
 
@@ -533,7 +538,8 @@ impl Default for RtpSettings {
 }
 
 /// The LAN ranges trusted with full access when the settings do not say otherwise.
-pub const DEFAULT_TRUSTED: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
+pub const DEFAULT_TRUSTED: [&str; 4] =
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
 
 /// Validated `pbxwall.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -571,7 +577,16 @@ mod tests {
         for ok in ["joe-office", "a", "A.b_c-1", &"x".repeat(64)] {
             assert!(ok.parse::<AccountName>().is_ok(), "{ok}");
         }
-        for bad in ["", "../x", "a/b", ".hidden", "-flag", "joe office", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "-flag",
+            "joe office",
+            "é",
+            &"x".repeat(65),
+        ] {
             let e = bad.parse::<AccountName>().unwrap_err();
             assert!(e.to_string().contains("1-64 characters"), "{e}");
         }
@@ -592,26 +607,50 @@ mod tests {
             e.to_string(),
             "invalid network \"198.51.100.5/24\": host bits are set after /24; the network is 198.51.100.0/24"
         );
-        for bad in ["300.1.2.3", "1.2.3", "192.0.2.0/33", "abc", "", "2001:db8::/129"] {
-            assert!(matches!(parse_source(bad, false), Err(ModelError::Address(_))), "{bad}");
+        for bad in [
+            "300.1.2.3",
+            "1.2.3",
+            "192.0.2.0/33",
+            "abc",
+            "",
+            "2001:db8::/129",
+        ] {
+            assert!(
+                matches!(parse_source(bad, false), Err(ModelError::Address(_))),
+                "{bad}"
+            );
         }
         for huge in ["0.0.0.0/0", "10.0.0.0/7", "2001::/16", "::/0"] {
-            assert!(matches!(parse_source(huge, false), Err(ModelError::TooLarge(_))), "{huge}");
+            assert!(
+                matches!(parse_source(huge, false), Err(ModelError::TooLarge(_))),
+                "{huge}"
+            );
             assert!(parse_source(huge, true).is_ok(), "{huge}");
         }
         for bad in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "ff02::1", "::"] {
-            assert!(matches!(parse_source(bad, true), Err(ModelError::NotUnicast(_))), "{bad}");
+            assert!(
+                matches!(parse_source(bad, true), Err(ModelError::NotUnicast(_))),
+                "{bad}"
+            );
         }
         assert_eq!(
-            parse_sources(&["192.0.2.1,192.0.2.2", "192.0.2.1"], false).unwrap().len(),
+            parse_sources(&["192.0.2.1,192.0.2.2", "192.0.2.1"], false)
+                .unwrap()
+                .len(),
             2
         );
     }
 
     #[test]
     fn fqdns() {
-        assert_eq!("Joe.DynDNS.example.".parse::<Fqdn>().unwrap().as_str(), "joe.dyndns.example");
-        assert_eq!("bücher.example".parse::<Fqdn>().unwrap().as_str(), "xn--bcher-kva.example");
+        assert_eq!(
+            "Joe.DynDNS.example.".parse::<Fqdn>().unwrap().as_str(),
+            "joe.dyndns.example"
+        );
+        assert_eq!(
+            "bücher.example".parse::<Fqdn>().unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
         for bad in [
             "",
             "192.0.2.1",
@@ -639,7 +678,14 @@ mod tests {
         );
         assert_eq!("tcp/22".parse::<PortSpec>().unwrap().to_string(), "tcp/22");
         assert_eq!("all".parse::<PortSpec>().unwrap(), PortSpec::All);
-        for bad in ["udp/0", "sctp/5060", "tcp/5061-5060", "tcp/70000", "tcp", "tcp/"] {
+        for bad in [
+            "udp/0",
+            "sctp/5060",
+            "tcp/5061-5060",
+            "tcp/70000",
+            "tcp",
+            "tcp/",
+        ] {
             assert!(bad.parse::<PortSpec>().is_err(), "{bad}");
         }
     }
@@ -662,15 +708,24 @@ mod tests {
     #[test]
     fn services_by_name_or_code() {
         let ps = profiles();
-        assert_eq!(ps.parse_services(&["iax,1", "sip-udp"]).unwrap(), ["sip-udp", "iax"]);
+        assert_eq!(
+            ps.parse_services(&["iax,1", "sip-udp"]).unwrap(),
+            ["sip-udp", "iax"]
+        );
         assert_eq!(ps.parse_services(&["ucp", "0"]).unwrap(), ["all", "ucp"]);
-        let e = ps.parse_services(&["sip-udp,telnet"]).unwrap_err().to_string();
+        let e = ps
+            .parse_services(&["sip-udp,telnet"])
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "unknown service \"telnet\": valid services are 0=all, 1=sip-udp, 3=iax, ucp"
         );
         assert!(ps.parse_services(&["12"]).is_err());
-        assert!(matches!(ps.parse_services(&[" , "]), Err(ModelError::NoServices { .. })));
+        assert!(matches!(
+            ps.parse_services(&[" , "]),
+            Err(ModelError::NoServices { .. })
+        ));
     }
 
     #[test]

@@ -316,11 +316,7 @@ fn parse_nets(
 
 /// Parses the text of an account file. `path` names the file in errors and gives the
 /// account its name.
-pub fn parse_account(
-    path: &Path,
-    text: &str,
-    profiles: &Profiles,
-) -> Result<Account, StoreError> {
+pub fn parse_account(path: &Path, text: &str, profiles: &Profiles) -> Result<Account, StoreError> {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     let name: AccountName = stem
         .parse()
@@ -356,7 +352,12 @@ pub fn parse_account(
         let err = ModelError::NoServices {
             valid: profiles.describe(),
         };
-        return Err(invalid(path, text, raw.services.span().start, err.to_string()));
+        return Err(invalid(
+            path,
+            text,
+            raw.services.span().start,
+            err.to_string(),
+        ));
     }
     if addresses.is_empty() && fqdns.is_empty() {
         return Err(invalid(
@@ -718,7 +719,10 @@ pub fn load_profiles(paths: &Paths) -> Result<Profiles, StoreError> {
         }
     } else {
         for (name, text) in BUILTIN_PROFILES {
-            all.push(parse_profile(&Path::new("(built-in profiles)").join(name), text)?);
+            all.push(parse_profile(
+                &Path::new("(built-in profiles)").join(name),
+                text,
+            )?);
         }
     }
     for path in toml_files(&paths.local_profiles_dir())? {
@@ -770,9 +774,13 @@ mod tests {
         let bad = "services = [\"sip-udp\"]\naddresses = [\n  \"203.0.113.7\",\n  \"198.51.100.5/24\",\n]\n";
         let e = parse_account(&path, bad, &ps).unwrap_err().to_string();
         assert!(e.ends_with("joe.toml:4: invalid network \"198.51.100.5/24\": host bits are set after /24; the network is 198.51.100.0/24"), "{e}");
-        let e = parse_account(&path, "addresses = [\"192.0.2.1\"]\nservices = [\"telnet\"]\n", &ps)
-            .unwrap_err()
-            .to_string();
+        let e = parse_account(
+            &path,
+            "addresses = [\"192.0.2.1\"]\nservices = [\"telnet\"]\n",
+            &ps,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("joe.toml:2: unknown service \"telnet\""), "{e}");
         let e = parse_account(&path, "addresses = [\"192.0.2.1\"]\nservics = [1]\n", &ps)
             .unwrap_err()
@@ -853,12 +861,24 @@ mod tests {
         assert_eq!(s.resolver.nameservers[0].to_string(), "192.0.2.53:53");
         assert_eq!(s.rtp.from, RtpFrom::Whitelist);
         for (bad, want) in [
-            ("trusted = [\"10.0.0.1/8\"]", "pbxwall.toml:1: invalid network"),
-            ("[rtp]\nports = \"20000-10000\"", "pbxwall.toml:2: invalid rtp ports"),
+            (
+                "trusted = [\"10.0.0.1/8\"]",
+                "pbxwall.toml:1: invalid network",
+            ),
+            (
+                "[rtp]\nports = \"20000-10000\"",
+                "pbxwall.toml:2: invalid rtp ports",
+            ),
             ("[rtp]\nfrom = \"everyone\"", "pbxwall.toml:2:"),
-            ("[resolver]\ntimeout_ms = 0", "pbxwall.toml:2: invalid timeout_ms 0"),
+            (
+                "[resolver]\ntimeout_ms = 0",
+                "pbxwall.toml:2: invalid timeout_ms 0",
+            ),
             ("trustd = []", "pbxwall.toml:1:"),
-            ("[resolver]\nnameservers = [\"dns.example\"]", "invalid nameserver"),
+            (
+                "[resolver]\nnameservers = [\"dns.example\"]",
+                "invalid nameserver",
+            ),
         ] {
             let e = parse_settings(f, bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad:?}: {e}");

@@ -36,7 +36,13 @@ fn setup() -> TempConfig {
     let out = cfg.run(
         None,
         "add-ip",
-        ["joe-office", "203.0.113.7", "--allow", "sip-udp", "--no-restart"],
+        [
+            "joe-office",
+            "203.0.113.7",
+            "--allow",
+            "sip-udp",
+            "--no-restart",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     cfg
@@ -52,6 +58,7 @@ const fn case(args: &'static [&'static str], code: i32, error: &'static str) -> 
     Case { args, code, error }
 }
 
+#[rustfmt::skip]
 const CASES: &[Case] = &[
     case(&["add-ip", "joe", "300.1.2.3", "--allow", "1"], 1, "invalid address \"300.1.2.3\": expected an IPv4 or IPv6 address or CIDR"),
     case(&["add-ip", "joe", "192.0.2.1/33", "--allow", "1"], 1, "invalid address \"192.0.2.1/33\""),
@@ -107,49 +114,103 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         // Our own errors are one line; clap's usage errors add a usage block.
         let one_line = c.code == 2 || err.trim_end().lines().count() == 1;
         if !(code_ok && text_ok && one_line) {
-            failures.push(format!("{:?}: want exit {} and {:?}\n{}", c.args, c.code, c.error, show(&out)));
+            failures.push(format!(
+                "{:?}: want exit {} and {:?}\n{}",
+                c.args,
+                c.code,
+                c.error,
+                show(&out)
+            ));
         }
         let after = snapshot(cfg.config_dir());
         if after != before {
-            failures.push(format!("{:?} changed the config dir: {before:?} -> {after:?}", c.args));
+            failures.push(format!(
+                "{:?} changed the config dir: {before:?} -> {after:?}",
+                c.args
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn corrupt_settings_stop_restart_with_file_and_line() {
     let cfg = setup();
-    cfg.write("pbxwall.toml", "trusted = []\n[rtp]\nports = \"20000-10000\"\n");
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[rtp]\nports = \"20000-10000\"\n",
+    );
     let out = cfg.run(None, "restart", ["--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(stderr(&out).contains("pbxwall.toml:3: invalid rtp ports \"20000-10000\""), "{}", show(&out));
-    assert!(stdout(&out).is_empty(), "nothing printed as ruleset: {}", show(&out));
+    assert!(
+        stderr(&out).contains("pbxwall.toml:3: invalid rtp ports \"20000-10000\""),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout(&out).is_empty(),
+        "nothing printed as ruleset: {}",
+        show(&out)
+    );
 }
 
 #[test]
 fn corrupt_account_file_is_skipped_the_rest_applies_exit_3() {
     let cfg = setup();
-    cfg.write("accounts/broken.toml", "services = [\"sip-udp\"]\naddresses = [\"192.0.2.300\"]\n");
+    cfg.write(
+        "accounts/broken.toml",
+        "services = [\"sip-udp\"]\naddresses = [\"192.0.2.300\"]\n",
+    );
     let out = cfg.run(None, "restart", ["--dry-run"]);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
-    assert!(stderr(&out).contains("broken.toml:2: invalid address \"192.0.2.300\""), "{}", show(&out));
-    assert!(stdout(&out).contains("elements = { 203.0.113.7 }"), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("broken.toml:2: invalid address \"192.0.2.300\""),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout(&out).contains("elements = { 203.0.113.7 }"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
 fn corrupt_local_profile_is_an_error() {
     let cfg = setup();
-    cfg.write("profiles/sip-udp.toml", "code = 1\nname = \"sip-udp\"\nports = [\"udp/99999\"]\n");
+    cfg.write(
+        "profiles/sip-udp.toml",
+        "code = 1\nname = \"sip-udp\"\nports = [\"udp/99999\"]\n",
+    );
     let out = cfg.run(None, "restart", ["--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(stderr(&out).contains("sip-udp.toml:3: invalid port \"udp/99999\""), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("sip-udp.toml:3: invalid port \"udp/99999\""),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
 fn dry_run_prints_the_table_and_codes_work_as_names() {
     let cfg = setup();
-    let out = cfg.run(None, "add-ip", ["backup-site", "198.51.100.0/28", "--allow", "0", "--no-restart"]);
+    let out = cfg.run(
+        None,
+        "add-ip",
+        [
+            "backup-site",
+            "198.51.100.0/28",
+            "--allow",
+            "0",
+            "--no-restart",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let text = cfg.read("accounts/backup-site.toml").unwrap();
     assert!(text.contains("services = [\"all\"]"), "{text}");
@@ -158,18 +219,45 @@ fn dry_run_prints_the_table_and_codes_work_as_names() {
     let s = stdout(&out);
     assert!(s.starts_with("table inet pbxwall {"), "{s}");
     assert!(s.contains("ip saddr @all_v4 accept"), "{s}");
-    assert!(s.contains("udp dport 5060-5061 ip saddr @sip_udp_v4 accept"), "{s}");
+    assert!(
+        s.contains("udp dport 5060-5061 ip saddr @sip_udp_v4 accept"),
+        "{s}"
+    );
 }
 
 #[test]
 fn replace_overwrites_and_fqdn_names_are_normalised() {
     let cfg = setup();
-    let out = cfg.run(None, "add-ip", ["joe-office", "192.0.2.7,2001:db8::7", "--allow", "iax", "--replace", "--no-restart"]);
+    let out = cfg.run(
+        None,
+        "add-ip",
+        [
+            "joe-office",
+            "192.0.2.7,2001:db8::7",
+            "--allow",
+            "iax",
+            "--replace",
+            "--no-restart",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let text = cfg.read("accounts/joe-office.toml").unwrap();
-    assert!(text.contains("addresses = [\"192.0.2.7\", \"2001:db8::7\"]"), "{text}");
+    assert!(
+        text.contains("addresses = [\"192.0.2.7\", \"2001:db8::7\"]"),
+        "{text}"
+    );
     assert!(text.contains("services = [\"iax\"]"), "{text}");
-    let out = cfg.run(None, "add-fqdn", ["joe-mobile", "Joe.DynDNS.Example.", "--allow", "1,3", "--no-restart"]);
+    let out = cfg.run(
+        None,
+        "add-fqdn",
+        [
+            "joe-mobile",
+            "Joe.DynDNS.Example.",
+            "--allow",
+            "1,3",
+            "--no-restart",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let text = cfg.read("accounts/joe-mobile.toml").unwrap();
     assert!(text.contains("fqdns = [\"joe.dyndns.example\"]"), "{text}");

@@ -81,12 +81,7 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn save(
-    ctx: &Ctx,
-    account: Account,
-    replace: bool,
-    no_restart: bool,
-) -> Result<Outcome> {
+fn save(ctx: &Ctx, account: Account, replace: bool, no_restart: bool) -> Result<Outcome> {
     let lock = ctx.lock()?;
     let path = ctx.paths.account_file(&account.name);
     if !replace && path.exists() {
@@ -104,7 +99,13 @@ fn save(
 /// `add-ip NAME ADDR... --allow SERVICES`.
 pub fn add_ip(ctx: &Ctx, args: AddIpArgs) -> Result<Outcome> {
     let profiles = store::load_profiles(&ctx.paths)?;
-    let g = complete(args.name, args.addresses, args.allow, "IP address or CIDR", &profiles)?;
+    let g = complete(
+        args.name,
+        args.addresses,
+        args.allow,
+        "IP address or CIDR",
+        &profiles,
+    )?;
     let name: AccountName = g.name.parse()?;
     let addresses = parse_sources(&g.values, args.force)?;
     let services = profiles.parse_services(&[g.allow])?;

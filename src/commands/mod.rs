@@ -66,7 +66,10 @@ impl Ctx {
         let quiet = self.quiet;
         Ok(StoreLock::acquire(&self.paths, |p| {
             if !quiet {
-                eprintln!("waiting for lock on {} (another pbxwall command is running)", p.display());
+                eprintln!(
+                    "waiting for lock on {} (another pbxwall command is running)",
+                    p.display()
+                );
             }
         })?)
     }

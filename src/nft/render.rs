@@ -66,7 +66,9 @@ impl Display for Chain {
             let prio = if base.priority == 0 {
                 "filter".to_owned()
             } else {
-                format!("filter {:+}", base.priority).replace('+', "+ ").replace('-', "- ")
+                format!("filter {:+}", base.priority)
+                    .replace('+', "+ ")
+                    .replace('-', "- ")
             };
             writeln!(
                 f,
@@ -187,11 +189,18 @@ mod tests {
     #[test]
     fn golden_ruleset() {
         let ps = shipped_profiles();
-        let mut settings = Settings::default();
-        settings.trusted = vec!["192.0.2.0/28".parse().unwrap()];
-        settings.rtp.from = RtpFrom::Any;
+        let settings = Settings {
+            trusted: vec!["192.0.2.0/28".parse().unwrap()],
+            ..Settings::default()
+        };
+        assert_eq!(settings.rtp.from, RtpFrom::Any);
         let accounts = [
-            account("joe", &["203.0.113.7/32", "2001:db8::/48"], &[], &["sip-udp"]),
+            account(
+                "joe",
+                &["203.0.113.7/32", "2001:db8::/48"],
+                &[],
+                &["sip-udp"],
+            ),
             account("all", &["198.51.100.0/28"], &[], &["0"]),
         ];
         let mut accounts = accounts.to_vec();
