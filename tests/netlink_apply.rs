@@ -1,0 +1,752 @@
+//! Root tests of `nft::netlink`: apply, read back, update elements, delete.
+//!
+//! Every test makes its own network namespace (`pbxw-nl-<pid>-<n>`), runs the netlink code
+//! on a thread that joined it with `setns`, checks with `ip netns exec NAME nft ...`, and
+//! deletes the namespace when it ends, panics included. Nothing is ever applied in the
+//! host's namespace. Without root the tests print "SKIPPED: needs root" and pass.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv6Addr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
+use pbxwall::addrset::{AddrRange, Family, merge_nets};
+use pbxwall::nft::netlink::{self, LiveTable, NetlinkError};
+use pbxwall::nft::render;
+use pbxwall::ruleset::{
+    BaseChain, Chain, IcmpType, L4Proto, Log, Match, PortRange, Rule, Ruleset, Set, Verdict,
+};
+
+// ---------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!(
+                "\n*** SKIPPED: needs root (network namespaces + nf_tables): {} ***\n",
+                thread::current().name().unwrap_or(module_path!())
+            );
+            return;
+        }
+    };
+}
+
+fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A throwaway network namespace, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "pbxw-nl-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let (ok, out) = run("ip", &["netns", "add", &name]);
+        assert!(ok, "ip netns add {name}: {out}");
+        Netns { name }
+    }
+
+    /// Runs `f` on a thread that joined this namespace (netlink sockets belong to the
+    /// namespace of the thread that opens them).
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        thread::scope(|s| {
+            s.spawn(move || {
+                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                // SAFETY: a valid namespace fd; affects only this (scoped) thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    fn nft(&self, args: &[&str]) -> (bool, String) {
+        let mut full = vec!["netns", "exec", &self.name, "nft"];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// `nft list table inet pbxwall`, or `None` when it fails (no table).
+    fn list(&self) -> Option<String> {
+        let (ok, out) = self.nft(&["list", "table", "inet", "pbxwall"]);
+        ok.then_some(out)
+    }
+
+    /// The netlink view of the table as nft prints it (`--debug=netlink`), handles removed.
+    fn list_netlink(&self) -> String {
+        let (ok, out) = self.nft(&["--debug=netlink", "list", "table", "inet", "pbxwall"]);
+        assert!(ok, "{out}");
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                if l.starts_with("inet pbxwall ") && !l.contains('@') {
+                    // "inet pbxwall input 5 4": chain name, then handle and position.
+                    l.split(' ').take(3).collect::<Vec<_>>().join(" ")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Loads nft text with `nft -f -`.
+    fn load(&self, text: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft -f failed: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let (ok, out) = run("ip", &["netns", "del", &self.name]);
+        if !ok {
+            eprintln!("warning: ip netns del {}: {out}", self.name);
+        }
+    }
+}
+
+fn assert_same_text(got: &str, want: &str, what: &str) {
+    if got != want {
+        panic!("{what} differs\n--- got:\n{got}\n--- want:\n{want}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// IR builders
+// ---------------------------------------------------------------------------------------
+
+fn ranges(family: Family, nets: &[&str]) -> Vec<AddrRange> {
+    let nets: Vec<ipnet::IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
+    merge_nets(family, &nets)
+}
+
+fn range(first: &str, last: &str) -> AddrRange {
+    let a: IpAddr = first.parse().unwrap();
+    let b: IpAddr = last.parse().unwrap();
+    AddrRange {
+        family: Family::of(a),
+        start: AddrRange::from_addr(a).start,
+        end: AddrRange::from_addr(b).start,
+    }
+}
+
+fn set(name: &str, family: Family, elements: Vec<AddrRange>) -> Set {
+    Set {
+        name: name.into(),
+        family,
+        elements,
+    }
+}
+
+fn accept(matches: Vec<Match>) -> Rule {
+    Rule {
+        matches,
+        verdict: Some(Verdict::Accept),
+        ..Rule::default()
+    }
+}
+
+fn saddr(set: &Set) -> Match {
+    Match::SaddrInSet(set.family, set.name.clone())
+}
+
+fn dport(proto: L4Proto, first: u16, last: u16) -> Match {
+    Match::Dport(proto, PortRange { first, last })
+}
+
+fn input(policy: Verdict, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: "input".into(),
+        base: Some(BaseChain {
+            priority: 0,
+            policy,
+        }),
+        rules,
+    }
+}
+
+/// A ruleset of the compiler's shape: every match kind, log and counter, the given sets.
+fn full_ruleset(sets: Vec<Set>) -> Ruleset {
+    let mut rules = vec![
+        accept(vec![Match::Loopback]),
+        accept(vec![Match::CtEstablishedRelated]),
+        Rule {
+            matches: vec![Match::CtInvalid],
+            verdict: Some(Verdict::Drop),
+            ..Rule::default()
+        },
+        accept(vec![Match::IcmpType(
+            Family::V4,
+            IcmpType {
+                code: 3,
+                name: "destination-unreachable",
+            },
+        )]),
+        accept(vec![Match::IcmpType(
+            Family::V6,
+            IcmpType {
+                code: 135,
+                name: "nd-neighbor-solicit",
+            },
+        )]),
+    ];
+    for s in &sets {
+        rules.push(accept(vec![dport(L4Proto::Udp, 5060, 5061), saddr(s)]));
+        rules.push(accept(vec![dport(L4Proto::Tcp, 5061, 5061), saddr(s)]));
+    }
+    rules.push(accept(vec![dport(L4Proto::Udp, 10000, 20000)]));
+    rules.push(Rule {
+        matches: vec![],
+        log: Some(Log {
+            per_minute: 10,
+            prefix: "pbxwall drop: ".into(),
+        }),
+        ..Rule::default()
+    });
+    rules.push(Rule {
+        counter: true,
+        ..Rule::default()
+    });
+    Ruleset {
+        sets,
+        chains: vec![input(Verdict::Drop, rules)],
+    }
+}
+
+fn sample_sets() -> Vec<Set> {
+    vec![
+        set(
+            "sip_udp_v4",
+            Family::V4,
+            ranges(Family::V4, &["203.0.113.7/32", "198.51.100.0/28"]),
+        ),
+        set(
+            "sip_udp_v6",
+            Family::V6,
+            ranges(Family::V6, &["2001:db8::/48"]),
+        ),
+        set("empty_v4", Family::V4, vec![]),
+    ]
+}
+
+fn live_set<'a>(live: &'a LiveTable, name: &str) -> &'a netlink::LiveSet {
+    live.sets
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("set {name} not live: {live:#?}"))
+}
+
+fn live_chain<'a>(live: &'a LiveTable, name: &str) -> &'a netlink::LiveChain {
+    live.chains
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("chain {name} not live: {live:#?}"))
+}
+
+/// The live sets must be exactly the IR's, with the same merged ranges.
+fn assert_sets_match(live: &LiveTable, rs: &Ruleset) {
+    let mut got: Vec<(String, Option<Family>, Vec<AddrRange>)> = live
+        .sets
+        .iter()
+        .map(|s| (s.name.clone(), s.family, s.elements.clone()))
+        .collect();
+    let mut want: Vec<(String, Option<Family>, Vec<AddrRange>)> = rs
+        .sets
+        .iter()
+        .map(|s| (s.name.clone(), Some(s.family), s.elements.clone()))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn apply_to_fresh_namespace_lists_like_nft_and_renderer() {
+    require_root!();
+    let rs = full_ruleset(sample_sets());
+    let text = render::render(&rs);
+
+    let ns = Netns::new();
+    assert!(ns.run(netlink::read_table).unwrap().is_none());
+    let stats = ns.run(|| netlink::apply(&rs)).unwrap();
+    assert!(
+        stats.messages > rs.chains[0].rules.len() && stats.bytes > 0,
+        "{stats:?}"
+    );
+    let listed = ns.list().expect("table listed");
+    assert_same_text(
+        &render::normalize(&listed),
+        &render::normalize(&text),
+        "nft list vs renderer",
+    );
+
+    // The same text loaded by nft itself lists identically, down to the expressions and
+    // the element userdata.
+    let by_nft = Netns::new();
+    by_nft.load(&text);
+    assert_same_text(
+        &listed,
+        &by_nft.list().unwrap(),
+        "listing of netlink vs nft -f",
+    );
+    assert_same_text(
+        &ns.list_netlink(),
+        &by_nft.list_netlink(),
+        "netlink view of netlink vs nft -f",
+    );
+
+    let live = ns.run(netlink::read_table).unwrap().expect("table");
+    assert_sets_match(&live, &rs);
+    let input = live_chain(&live, "input");
+    let hook = input.base.as_ref().expect("base chain");
+    assert_eq!(
+        (
+            hook.hook,
+            hook.priority,
+            hook.chain_type.as_str(),
+            hook.policy
+        ),
+        (1, 0, "filter", Some(Verdict::Drop))
+    );
+    assert_eq!(input.rule_count, rs.chains[0].rules.len());
+    assert_eq!(input.rule_handles.len(), input.rule_count);
+    assert_eq!(input.counters.len(), 1);
+}
+
+#[test]
+fn reapply_replaces_sets_chains_and_rules_but_keeps_base_chain() {
+    require_root!();
+    let ns = Netns::new();
+    // A stale table: a base chain with another priority, an output chain, a regular chain
+    // jumped to, and a set; apply must clear all of it. Another table must survive.
+    ns.load(
+        r#"
+table inet other {
+    chain c { type filter hook input priority 5; policy accept; }
+}
+table inet pbxwall {
+    set junk { type ipv4_addr; elements = { 192.0.2.99 }; }
+    chain junk_chain { ip saddr @junk counter; }
+    chain input { type filter hook input priority 10; policy accept; jump junk_chain; }
+    chain output { type filter hook output priority 0; policy accept; }
+}
+"#,
+    );
+
+    let a = set("a_v4", Family::V4, ranges(Family::V4, &["192.0.2.0/28"]));
+    let b = set("b_v6", Family::V6, ranges(Family::V6, &["2001:db8::/48"]));
+    let r1 = Ruleset {
+        sets: vec![a.clone(), b.clone()],
+        chains: vec![
+            input(
+                Verdict::Drop,
+                vec![accept(vec![saddr(&a)]), accept(vec![saddr(&b)])],
+            ),
+            Chain {
+                name: "extra".into(),
+                base: None,
+                rules: vec![Rule {
+                    counter: true,
+                    ..Rule::default()
+                }],
+            },
+        ],
+    };
+    ns.run(|| netlink::apply(&r1)).unwrap();
+    let listed = ns.list().unwrap();
+    assert_same_text(
+        &render::normalize(&listed),
+        &render::normalize(&render::render(&r1)),
+        "first apply",
+    );
+    let live1 = ns.run(netlink::read_table).unwrap().unwrap();
+    assert_eq!(
+        live_chain(&live1, "input").base.as_ref().unwrap().priority,
+        0
+    );
+
+    // Second apply: a_v4 and chain extra go, b_v6 changes, c_v4 is new, policy changes.
+    let b2 = set("b_v6", Family::V6, ranges(Family::V6, &["2001:db8:1::/48"]));
+    let c = set("c_v4", Family::V4, ranges(Family::V4, &["203.0.113.0/24"]));
+    let r2 = Ruleset {
+        sets: vec![b2.clone(), c.clone()],
+        chains: vec![input(
+            Verdict::Accept,
+            vec![
+                accept(vec![dport(L4Proto::Tcp, 5061, 5061), saddr(&c)]),
+                accept(vec![saddr(&b2)]),
+            ],
+        )],
+    };
+    ns.run(|| netlink::apply(&r2)).unwrap();
+    let listed = ns.list().unwrap();
+    assert_same_text(
+        &render::normalize(&listed),
+        &render::normalize(&render::render(&r2)),
+        "second apply",
+    );
+    for gone in ["a_v4", "extra", "junk", "output", "2001:db8::/48"] {
+        assert!(!listed.contains(gone), "{gone} still listed:\n{listed}");
+    }
+    let live2 = ns.run(netlink::read_table).unwrap().unwrap();
+    assert_sets_match(&live2, &r2);
+    assert_eq!(live2.chains.len(), 1);
+    let (in1, in2) = (live_chain(&live1, "input"), live_chain(&live2, "input"));
+    assert_eq!(in1.handle, in2.handle, "base chain was re-created");
+    assert_eq!(in2.base.as_ref().unwrap().policy, Some(Verdict::Accept));
+    assert!(
+        in2.rule_handles
+            .iter()
+            .all(|h| !in1.rule_handles.contains(h)),
+        "rule handles did not change: {:?} vs {:?}",
+        in1.rule_handles,
+        in2.rule_handles
+    );
+
+    // Same ruleset again: still the same.
+    ns.run(|| netlink::apply(&r2)).unwrap();
+    assert_same_text(&ns.list().unwrap(), &listed, "idempotent apply");
+    let (ok, tables) = ns.nft(&["list", "tables"]);
+    assert!(ok && tables.contains("table inet other"), "{tables}");
+}
+
+#[test]
+fn apply_100k_addresses_in_one_batch() {
+    require_root!();
+    // 100 000 distinct, non-adjacent /128s in 2001:db8::/32.
+    let big = |offset: u128| {
+        let base = u128::from("2001:db8::".parse::<Ipv6Addr>().unwrap());
+        let elements: Vec<AddrRange> = (0..100_000u128)
+            .map(|i| {
+                let a = base + offset + 2 * i;
+                AddrRange {
+                    family: Family::V6,
+                    start: a,
+                    end: a,
+                }
+            })
+            .collect();
+        set("big_v6", Family::V6, elements)
+    };
+    let ns = Netns::new();
+    for (round, offset) in [(1, 0u128), (2, 1 << 64)] {
+        let rs = full_ruleset(vec![big(offset)]);
+        let started = std::time::Instant::now();
+        let stats = ns
+            .run(|| netlink::apply(&rs))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        eprintln!(
+            "100k apply round {round}: {stats:?} in {:?}",
+            started.elapsed()
+        );
+        assert!(stats.bytes > 4_000_000, "round {round}: {stats:?}");
+        let live = ns.run(netlink::read_table).unwrap().unwrap();
+        let s = live_set(&live, "big_v6");
+        assert_eq!(s.elements.len(), 100_000, "round {round}");
+        assert_eq!(s.elements, rs.sets[0].elements, "round {round}");
+    }
+}
+
+#[test]
+fn rejected_batch_names_the_object_and_keeps_old_ruleset() {
+    require_root!();
+    let ns = Netns::new();
+    let good = full_ruleset(sample_sets());
+    ns.run(|| netlink::apply(&good)).unwrap();
+    let before = ns.list().unwrap();
+    let live_before = ns.run(netlink::read_table).unwrap().unwrap();
+
+    // A rule that looks up a set that is not in the ruleset.
+    let mut bad = full_ruleset(vec![set(
+        "new_v4",
+        Family::V4,
+        ranges(Family::V4, &["192.0.2.1/32"]),
+    )]);
+    bad.chains[0].rules.insert(
+        2,
+        accept(vec![Match::SaddrInSet(Family::V4, "nosuch_v4".into())]),
+    );
+    let err = ns.run(|| netlink::apply(&bad)).unwrap_err();
+    eprintln!("expected error: {err}");
+    match &err {
+        NetlinkError::Rejected { what, source, .. } => {
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{err}");
+            assert!(
+                what.contains("rule 3 of chain input") && what.contains("@nosuch_v4"),
+                "{err}"
+            );
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("kernel rejected rule 3 of chain input"),
+        "{msg}"
+    );
+
+    // Overlapping elements (the IR promises merged ranges; the kernel refuses overlaps).
+    let mut overlap = full_ruleset(sample_sets());
+    overlap.sets[0].elements = vec![
+        range("198.51.100.0", "198.51.100.15"),
+        range("198.51.100.8", "198.51.100.8"),
+    ];
+    let err = ns.run(|| netlink::apply(&overlap)).unwrap_err();
+    eprintln!("expected error: {err}");
+    match &err {
+        NetlinkError::Rejected { what, .. } => {
+            assert!(what.contains("elements of set sip_udp_v4"), "{err}")
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+
+    assert_same_text(
+        &ns.list().unwrap(),
+        &before,
+        "listing after rejected batches",
+    );
+    let live_after = ns.run(netlink::read_table).unwrap().unwrap();
+    assert_eq!(live_after, live_before);
+}
+
+#[test]
+fn read_table_returns_the_merged_ranges() {
+    require_root!();
+    let v4 = set(
+        "edges_v4",
+        Family::V4,
+        vec![
+            range("0.0.0.0", "0.255.255.255"),
+            range("192.0.2.1", "192.0.2.5"),
+            range("198.51.100.0", "198.51.100.255"),
+            range("240.0.0.0", "255.255.255.255"),
+        ],
+    );
+    let v6 = set(
+        "edges_v6",
+        Family::V6,
+        vec![
+            range("::", "ff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            range("2001:db8::", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"),
+            range("2001:db9::5", "2001:db9::7"),
+            range("ff00::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        ],
+    );
+    let all4 = set("all_v4", Family::V4, ranges(Family::V4, &["0.0.0.0/0"]));
+    let all6 = set("all_v6", Family::V6, ranges(Family::V6, &["::/0"]));
+    let one = set(
+        "one_v4",
+        Family::V4,
+        ranges(Family::V4, &["203.0.113.9/32"]),
+    );
+    let empty = set("empty_v6", Family::V6, vec![]);
+    let rs = full_ruleset(vec![v4, v6, all4, all6, one, empty]);
+
+    let ns = Netns::new();
+    ns.run(|| netlink::apply(&rs)).unwrap();
+    let live = ns.run(netlink::read_table).unwrap().unwrap();
+    assert_sets_match(&live, &rs);
+    assert_same_text(
+        &render::normalize(&ns.list().unwrap()),
+        &render::normalize(&render::render(&rs)),
+        "listing vs renderer",
+    );
+    // nft itself loads the same text into the same netlink view.
+    let by_nft = Netns::new();
+    by_nft.load(&render::render(&rs));
+    assert_same_text(
+        &ns.list_netlink(),
+        &by_nft.list_netlink(),
+        "netlink view of netlink vs nft -f",
+    );
+}
+
+#[test]
+fn counters_are_read_back() {
+    require_root!();
+    let rs = Ruleset {
+        sets: vec![],
+        chains: vec![input(
+            Verdict::Drop,
+            vec![Rule {
+                matches: vec![Match::Loopback],
+                counter: true,
+                verdict: Some(Verdict::Accept),
+                ..Rule::default()
+            }],
+        )],
+    };
+    let ns = Netns::new();
+    let (ok, out) = run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+    assert!(ok, "{out}");
+    ns.run(|| netlink::apply(&rs)).unwrap();
+    ns.run(|| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = s.local_addr().unwrap();
+        for _ in 0..3 {
+            s.send_to(b"ping", to).unwrap();
+        }
+    });
+    let live = ns.run(netlink::read_table).unwrap().unwrap();
+    let input = live_chain(&live, "input");
+    assert_eq!(input.counters.len(), 1);
+    let (handle, packets, bytes) = input.counters[0];
+    assert_eq!(handle, input.rule_handles[0]);
+    assert!(packets >= 3 && bytes >= 3 * 32, "{:?}", input.counters);
+}
+
+#[test]
+fn update_set_elements_removes_and_adds() {
+    require_root!();
+    let v4 = set(
+        "s_v4",
+        Family::V4,
+        ranges(Family::V4, &["192.0.2.10/32", "198.51.100.0/24"]),
+    );
+    let v6 = set("s_v6", Family::V6, ranges(Family::V6, &["2001:db8::/48"]));
+    let rs = full_ruleset(vec![v4.clone(), v6.clone()]);
+    let ns = Netns::new();
+    ns.run(|| netlink::apply(&rs)).unwrap();
+
+    let remove = ranges(Family::V4, &["192.0.2.10/32"]);
+    // 0.0.0.0/8 starts where the leading END element of the set sits.
+    let add = ranges(
+        Family::V4,
+        &["203.0.113.5/32", "192.0.2.64/26", "0.0.0.0/8"],
+    );
+    let stats = ns
+        .run(|| netlink::update_set_elements("s_v4", Family::V4, &remove, &add))
+        .unwrap();
+    assert!(stats.messages >= 4, "{stats:?}");
+    let v6_remove = v6.elements.clone();
+    let v6_add = ranges(Family::V6, &["2001:db8:5::/64", "ff00::/8"]);
+    ns.run(|| netlink::update_set_elements("s_v6", Family::V6, &v6_remove, &v6_add))
+        .unwrap();
+
+    let want4 = ranges(
+        Family::V4,
+        &[
+            "0.0.0.0/8",
+            "192.0.2.64/26",
+            "198.51.100.0/24",
+            "203.0.113.5/32",
+        ],
+    );
+    let live = ns.run(netlink::read_table).unwrap().unwrap();
+    assert_eq!(live_set(&live, "s_v4").elements, want4);
+    assert_eq!(live_set(&live, "s_v6").elements, v6_add);
+    let listed = ns.list().unwrap();
+    let mut expect = rs.clone();
+    expect.sets[0].elements = want4.clone();
+    expect.sets[1].elements = v6_add.clone();
+    assert_same_text(
+        &render::normalize(&listed),
+        &render::normalize(&render::render(&expect)),
+        "listing after updates",
+    );
+
+    // Removing something that is not an element fails as a whole and changes nothing.
+    let err = ns
+        .run(|| {
+            netlink::update_set_elements(
+                "s_v4",
+                Family::V4,
+                &ranges(Family::V4, &["192.0.2.200/32"]),
+                &ranges(Family::V4, &["203.0.113.9/32"]),
+            )
+        })
+        .unwrap_err();
+    match &err {
+        NetlinkError::Rejected { what, source, .. } => {
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{err}");
+            assert!(what.contains("removal of elements from set s_v4"), "{err}");
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    // A set that does not exist.
+    let err = ns
+        .run(|| {
+            netlink::update_set_elements(
+                "nosuch_v4",
+                Family::V4,
+                &[],
+                &ranges(Family::V4, &["203.0.113.9/32"]),
+            )
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("set nosuch_v4"), "{err}");
+    // A range of the wrong family is refused before anything is sent.
+    let err = ns
+        .run(|| netlink::update_set_elements("s_v4", Family::V4, &[], &v6_add))
+        .unwrap_err();
+    assert!(matches!(err, NetlinkError::Invalid { .. }), "{err}");
+
+    assert_same_text(&ns.list().unwrap(), &listed, "listing after failed updates");
+}
+
+#[test]
+fn delete_table_when_absent_and_present() {
+    require_root!();
+    let ns = Netns::new();
+    ns.load("table inet other {\n    set keep { type ipv4_addr; }\n}\n");
+    ns.run(netlink::delete_table).unwrap();
+    assert!(ns.run(netlink::read_table).unwrap().is_none());
+
+    ns.run(|| netlink::apply(&full_ruleset(sample_sets())))
+        .unwrap();
+    assert!(ns.list().is_some());
+    ns.run(netlink::delete_table).unwrap();
+    assert!(ns.list().is_none());
+    assert!(ns.run(netlink::read_table).unwrap().is_none());
+    ns.run(netlink::delete_table).unwrap();
+
+    let (ok, tables) = ns.nft(&["list", "tables"]);
+    assert!(ok, "{tables}");
+    assert_eq!(tables.trim(), "table inet other");
+}
