@@ -1,0 +1,251 @@
+//! The core, proven with real packets: accounts added with the real binaries, applied
+//! through netlink in a namespace the test made, and probed from a client namespace over a
+//! veth pair. Needs root; every test makes and removes its own namespaces.
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::Output;
+
+use common::Proto::{Tcp, Udp};
+use common::{Probe, Servers, TempConfig, Topology, assert_probes, cross, ns_cmd, show, stdout};
+use pbxwall::nft::render::normalize;
+
+const TCP_PORTS: [u16; 4] = [22, 80, 5060, 10000];
+const UDP_PORTS: [u16; 4] = [5060, 4569, 69, 12000];
+
+/// Every port the servers listen on.
+fn services() -> Vec<(common::Proto, u16)> {
+    TCP_PORTS
+        .iter()
+        .map(|p| (Tcp, *p))
+        .chain(UDP_PORTS.iter().map(|p| (Udp, *p)))
+        .collect()
+}
+
+#[track_caller]
+fn ok(out: Output, what: &str) -> Output {
+    assert_eq!(out.status.code(), Some(0), "{what}:\n{}", show(&out));
+    out
+}
+
+fn nft_list(topo: &Topology) -> String {
+    let out = ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]);
+    assert!(out.status.success(), "nft list: {}", show(&out));
+    stdout(&out)
+}
+
+/// A configuration with one trusted host and three accounts.
+fn setup(topo: &Topology) -> TempConfig {
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = [\"198.51.100.11/32\"]\n");
+    let ns = Some(topo.pbx_ns());
+    ok(
+        cfg.run(
+            ns,
+            "add-ip",
+            [
+                "joe",
+                "192.0.2.10",
+                "2001:db8::10",
+                "--allow",
+                "sip-udp,iax",
+                "--no-restart",
+            ],
+        ),
+        "add-ip joe",
+    );
+    ok(
+        cfg.run(ns, "add-ip", ["admin", "203.0.113.10", "--allow", "8,4"]),
+        "add-ip admin",
+    );
+    ok(
+        cfg.run(
+            ns,
+            "pbxwall",
+            ["add-ip", "backup-site", "198.51.100.10", "--allow", "0"],
+        ),
+        "pbxwall add-ip backup-site",
+    );
+    cfg
+}
+
+/// Who may reach what after [`setup`].
+fn expected(src: IpAddr, proto: common::Proto, port: u16) -> bool {
+    let s = src.to_string();
+    let rtp = proto == Udp && port == 12000; // [rtp] from = "any"
+    match s.as_str() {
+        "198.51.100.11" | "198.51.100.10" => true, // trusted, and an account with "all"
+        "192.0.2.10" | "2001:db8::10" => rtp || (proto == Udp && [5060, 4569].contains(&port)),
+        "203.0.113.10" => rtp || (proto == Tcp && [22, 80].contains(&port)),
+        _ => rtp,
+    }
+}
+
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+fn accounts_reach_exactly_their_services_and_del_acct_removes_access() {
+    if !common::require_root("accounts_reach_exactly_their_services") {
+        return;
+    }
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &TCP_PORTS, &UDP_PORTS);
+    let cfg = setup(&topo);
+    let sources = common::CLIENT_ADDRS;
+    assert_probes(&topo, &cross(&sources, &services(), expected));
+
+    ok(
+        cfg.run(Some(topo.pbx_ns()), "del-acct", ["joe"]),
+        "del-acct joe",
+    );
+    let after = cross(
+        &["192.0.2.10", "2001:db8::10", "203.0.113.10"],
+        &services(),
+        |src, proto, port| {
+            let s = src.to_string();
+            expected(src, proto, port) && !(s == "192.0.2.10" || s == "2001:db8::10")
+                || (proto == Udp && port == 12000)
+        },
+    );
+    assert_probes(&topo, &after);
+}
+
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+fn dry_run_text_is_what_the_kernel_lists() {
+    if !common::require_root("dry_run_text_is_what_the_kernel_lists") {
+        return;
+    }
+    let topo = Topology::new();
+    let cfg = setup(&topo);
+    // Ranges that merge, v6 networks, a range ending at the top of the IPv4 space.
+    ok(
+        cfg.run(
+            Some(topo.pbx_ns()),
+            "add-ip",
+            [
+                "ranges",
+                "192.0.2.0/25",
+                "192.0.2.128/26",
+                "2001:db8:1::/48",
+                "240.0.0.0/4",
+                "--force",
+                "--allow",
+                "sip-tcp,web",
+            ],
+        ),
+        "add-ip ranges",
+    );
+    let dry = ok(cfg.run(None, "restart", ["--dry-run"]), "restart --dry-run");
+    let rendered = normalize(&stdout(&dry));
+    let listed = normalize(&nft_list(&topo));
+    assert!(
+        rendered == listed,
+        "restart --dry-run and nft list differ:\n--- dry-run ---\n{rendered}\n--- nft list ---\n{listed}"
+    );
+    assert!(rendered.contains("192.0.2.0-192.0.2.191"), "{rendered}");
+    // The dry-run text also loads with nft -f, as is.
+    let scratch = common::Netns::create(&format!("{}-x", topo.names().pbx_ns));
+    let out = common::run_cmd(
+        common::ns_command(scratch.name(), "nft", &["-f", "-"]),
+        Some(&dry.stdout),
+    );
+    assert!(
+        out.status.success(),
+        "nft -f of the dry-run text: {}",
+        show(&out)
+    );
+}
+
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+fn failed_apply_keeps_the_previous_ruleset_and_the_files() {
+    if !common::require_root("failed_apply_keeps_the_previous_ruleset") {
+        return;
+    }
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let cfg = setup(&topo);
+    let before = nft_list(&topo);
+
+    // Without CAP_NET_ADMIN the kernel refuses every nftables message: add-ip must fail with
+    // exit 1, leave no account file behind and leave the live ruleset as it was.
+    let setpriv = common::tool_path("setpriv");
+    let out = cfg.run_program(
+        Some(topo.pbx_ns()),
+        &setpriv,
+        [
+            "--bounding-set=-net_admin".as_ref(),
+            "--inh-caps=-net_admin".as_ref(),
+            "--".as_ref(),
+            common::bin("add-ip").as_os_str(),
+            "eve".as_ref(),
+            "192.0.2.11".as_ref(),
+            "--allow".as_ref(),
+            "sip-udp".as_ref(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        common::stderr(&out).contains("the change was not saved"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        cfg.read("accounts/eve.toml").is_none(),
+        "eve.toml was rolled back"
+    );
+    assert_eq!(normalize(&nft_list(&topo)), normalize(&before));
+    assert_probes(
+        &topo,
+        &[
+            Probe::udp("192.0.2.10", 5060, true),
+            Probe::udp("192.0.2.11", 5060, false),
+            Probe::tcp("203.0.113.10", 22, true),
+        ],
+    );
+}
+
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+fn an_account_of_100k_addresses_applies() {
+    if !common::require_root("an_account_of_100k_addresses_applies") {
+        return;
+    }
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[], &[5060]);
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = []\n");
+    // 100,000 distinct, non-adjacent IPv6 addresses: 2001:db8::0, ::2, ::4, ... (so
+    // 2001:db8::10 is in, 2001:db8::11 is not), plus 256 IPv4 singles and networks.
+    let mut addrs: Vec<String> = (0..100_000u32)
+        .map(|i| format!("\"2001:db8::{:x}:{:x}\"", (i * 2) >> 16, (i * 2) & 0xffff))
+        .collect();
+    addrs.push("\"192.0.2.10\"".into());
+    cfg.write(
+        "accounts/big.toml",
+        &format!(
+            "services = [\"sip-udp\"]\naddresses = [{}]\n",
+            addrs.join(",\n")
+        ),
+    );
+    let out = ok(
+        cfg.run(Some(topo.pbx_ns()), "restart", [] as [&str; 0]),
+        "restart with 100k addresses",
+    );
+    assert!(
+        stdout(&out).contains("100001 address ranges"),
+        "{}",
+        show(&out)
+    );
+    assert_probes(
+        &topo,
+        &[
+            Probe::udp("2001:db8::10", 5060, true),
+            Probe::udp("2001:db8::11", 5060, false),
+            Probe::udp("192.0.2.10", 5060, true),
+            Probe::udp("192.0.2.11", 5060, false),
+        ],
+    );
+}
