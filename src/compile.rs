@@ -400,4 +400,37 @@ pub(crate) mod tests {
             compile(&s, &ps, &b, &Resolved::new())
         );
     }
+
+    #[test]
+    fn accepts_new_follows_the_rules() {
+        use crate::ruleset::L4Proto::{Tcp, Udp};
+        let ps = shipped_profiles();
+        let settings = Settings {
+            trusted: vec!["198.51.100.0/28".parse().unwrap()],
+            ..Settings::default()
+        };
+        let accounts = [
+            account(
+                "joe",
+                &["203.0.113.7/32", "2001:db8::/48"],
+                &[],
+                &["sip-udp"],
+            ),
+            account("admin", &["192.0.2.10/32"], &[], &["ssh"]),
+        ];
+        let rs = compile(&settings, &ps, &accounts, &Resolved::new());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(rs.accepts_new(ip("203.0.113.7"), Udp, 5060));
+        assert!(rs.accepts_new(ip("203.0.113.7"), Udp, 5161));
+        assert!(!rs.accepts_new(ip("203.0.113.7"), Tcp, 5060));
+        assert!(!rs.accepts_new(ip("203.0.113.7"), Tcp, 22));
+        assert!(rs.accepts_new(ip("2001:db8::99"), Udp, 5060));
+        assert!(
+            rs.accepts_new(ip("::ffff:192.0.2.10"), Tcp, 22),
+            "v4-mapped"
+        );
+        assert!(rs.accepts_new(ip("198.51.100.3"), Tcp, 12345), "trusted");
+        assert!(rs.accepts_new(ip("192.0.2.99"), Udp, 10000), "rtp from any");
+        assert!(!rs.accepts_new(ip("192.0.2.99"), Tcp, 22));
+    }
 }

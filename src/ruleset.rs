@@ -9,6 +9,8 @@
 //! Everything here is deterministic: sets and rules keep the order the compiler gave them,
 //! and set elements are sorted, merged, non-overlapping, non-adjacent ranges.
 
+use std::net::IpAddr;
+
 use crate::addrset::{AddrRange, Family};
 
 /// Name of the nftables table pbxwall owns (family `inet`). Nothing outside it is touched.
@@ -159,5 +161,46 @@ impl Ruleset {
     /// Number of set elements (ranges) in all sets.
     pub fn element_count(&self) -> usize {
         self.sets.iter().map(|s| s.elements.len()).sum()
+    }
+}
+
+impl Ruleset {
+    /// Whether a NEW connection from `src` to `proto`/`dport` would be accepted by the input
+    /// chain: rules are evaluated in order, as the kernel would for the first packet of a
+    /// connection arriving on a non-loopback interface. Used by the SSH lockout guard and to
+    /// explain what a ruleset opens.
+    pub fn accepts_new(&self, src: IpAddr, proto: L4Proto, dport: u16) -> bool {
+        let src = src.to_canonical();
+        let Some(input) = self.chains.iter().find(|c| c.name == INPUT_CHAIN) else {
+            return false;
+        };
+        for rule in &input.rules {
+            if rule
+                .matches
+                .iter()
+                .all(|m| self.matches_new(m, src, proto, dport))
+            {
+                match rule.verdict {
+                    Some(Verdict::Accept) => return true,
+                    Some(Verdict::Drop) => return false,
+                    None => {}
+                }
+            }
+        }
+        input.base.map(|b| b.policy) == Some(Verdict::Accept)
+    }
+
+    fn matches_new(&self, m: &Match, src: IpAddr, proto: L4Proto, dport: u16) -> bool {
+        match m {
+            Match::Loopback | Match::CtEstablishedRelated | Match::CtInvalid => false,
+            Match::IcmpType(..) => false,
+            Match::Dport(p, range) => *p == proto && (range.first..=range.last).contains(&dport),
+            Match::SaddrInSet(family, name) => {
+                Family::of(src) == *family
+                    && self
+                        .set(name)
+                        .is_some_and(|s| s.elements.iter().any(|r| r.contains(src)))
+            }
+        }
     }
 }

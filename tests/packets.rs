@@ -249,3 +249,51 @@ fn an_account_of_100k_addresses_applies() {
         ],
     );
 }
+
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+fn lockout_guard_refuses_to_cut_off_this_ssh_client() {
+    if !common::require_root("lockout_guard_refuses_to_cut_off_this_ssh_client") {
+        return;
+    }
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[]);
+    let cfg = setup(&topo);
+    let ns = Some(topo.pbx_ns());
+    let before = nft_list(&topo);
+    // admin (203.0.113.10) has ssh: its session may restart, but not delete its own access.
+    let admin = [("SSH_CONNECTION", "203.0.113.10 40000 192.0.2.1 22")];
+    ok(
+        cfg.run_env(ns, "restart", [] as [&str; 0], &admin),
+        "restart as admin",
+    );
+    let out = cfg.run_env(ns, "del-acct", ["admin"], &admin);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        common::stderr(&out).contains(
+            "refusing to apply: your SSH client 203.0.113.10 could no longer reach tcp port 22"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        cfg.read("accounts/admin.toml").is_some(),
+        "admin.toml restored"
+    );
+    assert_eq!(normalize(&nft_list(&topo)), normalize(&before));
+    assert_probes(&topo, &[Probe::tcp("203.0.113.10", 22, true)]);
+
+    // A stranger's session is refused too, unless --force.
+    let stranger = [("SSH_CONNECTION", "2001:db8:1::10 40000 2001:db8::1 22")];
+    let out = cfg.run_env(ns, "restart", [] as [&str; 0], &stranger);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    ok(
+        cfg.run_env(ns, "restart", ["--force"], &stranger),
+        "restart --force",
+    );
+    ok(
+        cfg.run_env(ns, "del-acct", ["admin", "--force"], &admin),
+        "del-acct --force",
+    );
+    assert_probes(&topo, &[Probe::tcp("203.0.113.10", 22, false)]);
+}

@@ -81,16 +81,27 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn save(ctx: &Ctx, account: Account, replace: bool, no_restart: bool) -> Result<Outcome> {
+fn save(
+    ctx: &Ctx,
+    account: Account,
+    replace: bool,
+    no_restart: bool,
+    force: bool,
+) -> Result<Outcome> {
     let lock = ctx.lock()?;
     let path = ctx.paths.account_file(&account.name);
     if !replace && path.exists() {
         return Err(StoreError::AccountExists(account.name).into());
     }
     let name = account.name.clone();
-    let outcome = change_then_apply(ctx, &lock, std::slice::from_ref(&path), no_restart, || {
-        Ok(store::save_account(&ctx.paths, &account, replace, &lock)?)
-    })
+    let outcome = change_then_apply(
+        ctx,
+        &lock,
+        std::slice::from_ref(&path),
+        no_restart,
+        force,
+        || Ok(store::save_account(&ctx.paths, &account, replace, &lock)?),
+    )
     .with_context(|| format!("account {name}"))?;
     ctx.say(format_args!("account {name} saved"));
     Ok(outcome)
@@ -119,7 +130,7 @@ pub fn add_ip(ctx: &Ctx, args: AddIpArgs) -> Result<Outcome> {
         created: Some(now_rfc3339()),
         provider: None,
     };
-    save(ctx, account, args.replace, args.no_restart)
+    save(ctx, account, args.replace, args.no_restart, args.force)
 }
 
 /// `add-fqdn NAME FQDN... --allow SERVICES`.
@@ -151,5 +162,5 @@ pub fn add_fqdn(ctx: &Ctx, args: AddFqdnArgs) -> Result<Outcome> {
         created: Some(now_rfc3339()),
         provider: None,
     };
-    save(ctx, account, args.replace, args.no_restart)
+    save(ctx, account, args.replace, args.no_restart, args.force)
 }

@@ -16,7 +16,7 @@ pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {
         .collect::<Result<Vec<_>, _>>()?;
     let lock = ctx.lock()?;
     let files: Vec<_> = names.iter().map(|n| ctx.paths.account_file(n)).collect();
-    let outcome = change_then_apply(ctx, &lock, &files, args.no_restart, || {
+    let outcome = change_then_apply(ctx, &lock, &files, args.no_restart, args.force, || {
         Ok(store::delete_accounts(&ctx.paths, &names, &lock)?)
     })?;
     for n in &names {

@@ -6,6 +6,7 @@ pub mod del;
 pub mod restart;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -13,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::compile::{self, Resolved};
 use crate::model::{Account, Profiles, Settings};
 use crate::nft::{netlink, render};
-use crate::ruleset::Ruleset;
+use crate::ruleset::{L4Proto, Ruleset};
 use crate::store::{self, LoadedAccounts, Paths, StoreError, StoreLock};
 
 /// How a command that did its job ended.
@@ -150,7 +151,10 @@ pub const LAST_APPLIED: &str = "last-applied.nft";
 
 /// Applies a build in one netlink transaction and records it in the state folder.
 /// On error the previous ruleset is still live.
-pub fn apply(ctx: &Ctx, build: &Build, _lock: &StoreLock) -> Result<()> {
+pub fn apply(ctx: &Ctx, build: &Build, _lock: &StoreLock, force: bool) -> Result<()> {
+    if !force {
+        guard_ssh_lockout(&build.ruleset)?;
+    }
     let started = Instant::now();
     let stats = netlink::apply(&build.ruleset)
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
@@ -172,10 +176,10 @@ pub fn apply(ctx: &Ctx, build: &Build, _lock: &StoreLock) -> Result<()> {
 }
 
 /// Builds and applies under the caller's lock; prints problems. Used after every change.
-pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock) -> Result<Outcome> {
+pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock, force: bool) -> Result<Outcome> {
     let b = build(ctx, Some(lock))?;
     b.report_problems(ctx);
-    apply(ctx, &b, lock)?;
+    apply(ctx, &b, lock, force)?;
     Ok(b.outcome())
 }
 
@@ -186,6 +190,7 @@ pub fn change_then_apply(
     lock: &StoreLock,
     touched: &[std::path::PathBuf],
     no_restart: bool,
+    force: bool,
     change: impl FnOnce() -> Result<()>,
 ) -> Result<Outcome> {
     let before: Vec<(std::path::PathBuf, Option<String>)> = touched
@@ -197,7 +202,7 @@ pub fn change_then_apply(
         ctx.say("saved; run restart to apply");
         return Ok(Outcome::Done);
     }
-    match rebuild_and_apply(ctx, lock) {
+    match rebuild_and_apply(ctx, lock, force) {
         Ok(o) => Ok(o),
         Err(e) => {
             for (path, old) in &before {
@@ -211,5 +216,58 @@ pub fn change_then_apply(
             }
             Err(e.context("the change was not saved"))
         }
+    }
+}
+
+/// The SSH session this command runs in: the client's address and the server's port, from
+/// `SSH_CONNECTION` ("client_ip client_port server_ip server_port").
+pub fn ssh_session() -> Option<(IpAddr, u16)> {
+    parse_ssh_connection(&std::env::var("SSH_CONNECTION").ok()?)
+}
+
+fn parse_ssh_connection(s: &str) -> Option<(IpAddr, u16)> {
+    let mut parts = s.split_whitespace();
+    let client: IpAddr = parts.next()?.parse().ok()?;
+    let _client_port = parts.next()?;
+    let _server = parts.next()?;
+    let port: u16 = parts.next()?.parse().ok()?;
+    Some((client.to_canonical(), port))
+}
+
+/// Refuses a ruleset that would stop this SSH session's client from opening a new
+/// connection to the SSH port (the running session itself would survive as established,
+/// but the next login would not).
+fn guard_ssh_lockout(ruleset: &Ruleset) -> Result<()> {
+    if let Some((client, port)) = ssh_session()
+        && !ruleset.accepts_new(client, L4Proto::Tcp, port)
+    {
+        anyhow::bail!(
+            "refusing to apply: your SSH client {client} could no longer reach tcp port {port}; \
+             whitelist it first (add-ip admin {client} --allow ssh) or pass --force"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_connection_parsing() {
+        assert_eq!(
+            parse_ssh_connection("203.0.113.7 52314 192.0.2.1 22"),
+            Some(("203.0.113.7".parse().unwrap(), 22))
+        );
+        assert_eq!(
+            parse_ssh_connection("::ffff:203.0.113.7 52314 ::ffff:192.0.2.1 2222"),
+            Some(("203.0.113.7".parse().unwrap(), 2222))
+        );
+        assert_eq!(
+            parse_ssh_connection("2001:db8::7 1 2001:db8::1 22"),
+            Some(("2001:db8::7".parse().unwrap(), 22))
+        );
+        assert_eq!(parse_ssh_connection(""), None);
+        assert_eq!(parse_ssh_connection("garbage here"), None);
     }
 }
