@@ -298,39 +298,73 @@ pub fn update_set_elements(
     remove: &[AddrRange],
     add: &[AddrRange],
 ) -> Result<ApplyStats> {
-    let what = format!("set {set}");
-    let name = cstring(set, &what)?;
-    check_family(&what, family, remove.iter().chain(add))?;
-    if remove.is_empty() && add.is_empty() {
+    update_sets(&[SetChange {
+        set,
+        family,
+        remove,
+        add,
+    }])
+}
+
+/// Element changes of one set, for [`update_sets`].
+#[derive(Debug, Clone, Copy)]
+pub struct SetChange<'a> {
+    /// Name of an existing set of table `inet pbxwall`.
+    pub set: &'a str,
+    /// Its family.
+    pub family: Family,
+    /// Ranges to remove, exactly as they are elements now.
+    pub remove: &'a [AddrRange],
+    /// Ranges to add.
+    pub add: &'a [AddrRange],
+}
+
+/// Changes the elements of several sets in ONE transaction: every removal first, then every
+/// addition, so either all of it is live or none. Same rules as [`update_set_elements`];
+/// nothing is sent when there is nothing to change.
+pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
+    let table = cstring(TABLE_NAME, "table")?;
+    let mut names = Vec::with_capacity(changes.len());
+    for c in changes {
+        let what = format!("set {}", c.set);
+        names.push(cstring(c.set, &what)?);
+        check_family(&what, c.family, c.remove.iter().chain(c.add))?;
+    }
+    if changes.iter().all(|c| c.remove.is_empty() && c.add.is_empty()) {
         return Ok(ApplyStats::default());
     }
-    let table = cstring(TABLE_NAME, "table")?;
     let mut sock = Socket::open()?;
     let mut batch = Batch::new(sock.take_seqs(), None);
-    if !remove.is_empty() {
+    for (c, name) in changes.iter().zip(&names) {
+        if c.remove.is_empty() {
+            continue;
+        }
         let mut s = NfSet::new();
-        set_identity(&mut s, &table, &name, None);
-        for e in interval_elements(remove, false) {
+        set_identity(&mut s, &table, name, None);
+        for e in interval_elements(c.remove, false) {
             s.add_elem(&e);
         }
         batch.add_elems(
             libc::NFT_MSG_DELSETELEM,
             0,
             &s,
-            &format!("removal of elements from {what}"),
+            &format!("removal of elements from set {}", c.set),
         );
     }
-    if !add.is_empty() {
+    for (c, name) in changes.iter().zip(&names) {
+        if c.add.is_empty() {
+            continue;
+        }
         let mut s = NfSet::new();
-        set_identity(&mut s, &table, &name, None);
-        for e in interval_elements(add, false) {
+        set_identity(&mut s, &table, name, None);
+        for e in interval_elements(c.add, false) {
             s.add_elem(&e);
         }
         batch.add_elems(
             libc::NFT_MSG_NEWSETELEM,
             libc::NLM_F_CREATE,
             &s,
-            &format!("new elements of {what}"),
+            &format!("new elements of set {}", c.set),
         );
     }
     let batch = batch.finish();
