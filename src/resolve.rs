@@ -602,6 +602,48 @@ pub fn classify(
     (entry, result)
 }
 
+/// What the cache says about `names`, without asking DNS: the addresses the last run left in
+/// use and the state it left them in. `status` compares this view with the kernel.
+pub fn from_cache(names: &BTreeSet<Fqdn>, cache: &Cache) -> Resolution {
+    let mut out = BTreeMap::new();
+    for name in names {
+        let entry = cache.get(name).cloned().unwrap_or_default();
+        let resolved_at = entry.v4.resolved_at.max(entry.v6.resolved_at);
+        let has_addrs = !entry.v4.addrs.is_empty() || !entry.v6.addrs.is_empty();
+        let failing = entry
+            .last_error
+            .as_ref()
+            .filter(|e| resolved_at.is_none_or(|r| e.at > r));
+        let state = match (has_addrs, failing) {
+            (true, None) => NameState::Ok,
+            (true, Some(e)) => NameState::Stale {
+                since: resolved_at.unwrap_or(e.at),
+                error: e.error.clone(),
+            },
+            (false, Some(e)) => NameState::LeftOut {
+                reason: e.error.clone(),
+            },
+            (false, None) => NameState::LeftOut {
+                reason: "not resolved yet (run restart or ipchecker)".into(),
+            },
+        };
+        out.insert(
+            name.clone(),
+            NameResult {
+                name: name.clone(),
+                v4: entry.v4.addrs.clone(),
+                v6: entry.v6.addrs.clone(),
+                state,
+                resolved_at,
+            },
+        );
+    }
+    Resolution {
+        names: out,
+        elapsed: Duration::ZERO,
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Resolver
 

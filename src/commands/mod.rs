@@ -11,10 +11,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::compile::{self, Resolved};
-use crate::model::{Account, Profiles, Settings};
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+
+use crate::compile;
+use crate::model::{Account, Fqdn, Profiles, Settings};
 use crate::nft::{netlink, render};
+use crate::resolve::{self, NameState, Resolution};
 use crate::ruleset::{L4Proto, Ruleset};
+use crate::state::{Applied, State, now_rfc3339};
 use crate::store::{self, LoadedAccounts, Paths, StoreError, StoreLock};
 
 /// How a command that did its job ended.
@@ -76,6 +82,15 @@ impl Ctx {
     }
 }
 
+/// How a build gets the addresses of host names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dns {
+    /// Ask DNS (restart, ipchecker); with the lock held the cache is updated.
+    Query,
+    /// Use what the cache holds from the last run (status).
+    CacheOnly,
+}
+
 /// Everything `restart` derives from the files before applying.
 #[derive(Debug)]
 pub struct Build {
@@ -87,25 +102,56 @@ pub struct Build {
     pub accounts: Vec<Account>,
     /// Account files that were skipped, with file and line.
     pub skipped: Vec<StoreError>,
-    /// Names left out of the ruleset, with the reason.
-    pub names_left_out: Vec<(String, String)>,
+    /// What every host name resolved to, and its state.
+    pub resolution: Resolution,
     /// The compiled ruleset.
     pub ruleset: Ruleset,
 }
 
 impl Build {
-    /// Whether anything was left out.
+    /// Whether anything was left out or is stale.
     pub fn degraded(&self) -> bool {
-        !self.skipped.is_empty() || !self.names_left_out.is_empty()
+        !self.skipped.is_empty() || self.resolution.degraded().next().is_some()
     }
 
-    /// Prints what was left out, one line each, to stderr.
-    pub fn report_problems(&self, ctx: &Ctx) {
-        for e in &self.skipped {
-            ctx.warn(format_args!("skipped account file {e}"));
+    /// The accounts that use a name, for messages.
+    pub fn accounts_of(&self, name: &Fqdn) -> String {
+        let names: Vec<&str> = self
+            .accounts
+            .iter()
+            .filter(|a| a.fqdns.contains(name))
+            .map(|a| a.name.as_str())
+            .collect();
+        names.join(", ")
+    }
+
+    /// One line per problem: skipped files, names left out, stale names.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|e| format!("skipped account file {e}"))
+            .collect();
+        for r in self.resolution.degraded() {
+            let accounts = self.accounts_of(&r.name);
+            out.push(match &r.state {
+                NameState::LeftOut { reason } => {
+                    format!("left out {} (account {accounts}): {reason}", r.name)
+                }
+                state => format!(
+                    "{} (account {accounts}) is {state}; keeping {}",
+                    r.name,
+                    join_addrs(&r.addrs())
+                ),
+            });
         }
-        for (name, why) in &self.names_left_out {
-            ctx.warn(format_args!("left out {name}: {why}"));
+        out
+    }
+
+    /// Prints [`Build::problems`] to stderr.
+    pub fn report_problems(&self, ctx: &Ctx) {
+        for line in self.problems() {
+            ctx.warn(line);
         }
     }
 
@@ -119,51 +165,85 @@ impl Build {
     }
 }
 
+/// Addresses as a comma-separated list.
+pub fn join_addrs(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Loads settings, profiles and accounts, resolves names and compiles. A bad settings or
-/// profile file is an error; a bad account file is skipped and reported.
-pub fn build(ctx: &Ctx, _lock: Option<&StoreLock>) -> Result<Build> {
+/// profile file is an error; a bad account file is skipped and reported. With `lock`, the
+/// resolution cache is saved.
+pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let settings = store::load_settings(&ctx.paths)?;
     let profiles = store::load_profiles(&ctx.paths)?;
     let LoadedAccounts { accounts, skipped } = store::load_accounts(&ctx.paths, &profiles)?;
-    let resolved = Resolved::new();
-    let mut names_left_out = Vec::new();
-    for a in &accounts {
-        for name in &a.fqdns {
-            names_left_out.push((
-                format!("{name} (account {})", a.name),
-                "name resolution is not available in this build".to_owned(),
-            ));
-        }
+    let names: BTreeSet<Fqdn> = accounts
+        .iter()
+        .flat_map(|a| a.fqdns.iter().cloned())
+        .collect();
+    let (mut cache, warning) = resolve::Cache::load(&ctx.paths);
+    if let Some(w) = warning {
+        ctx.warn(w);
     }
-    let ruleset = compile::compile(&settings, &profiles, &accounts, &resolved);
+    let resolution = match dns {
+        Dns::CacheOnly => resolve::from_cache(&names, &cache),
+        Dns::Query => {
+            let r = resolve::resolve_all(&names, &settings.resolver, &mut cache, Utc::now());
+            if let Some(lock) = lock {
+                cache.retain_names(&names);
+                cache.save(&ctx.paths, lock)?;
+            }
+            r
+        }
+    };
+    let ruleset = compile::compile(&settings, &profiles, &accounts, &resolution.usable());
     Ok(Build {
         settings,
         profiles,
         accounts,
         skipped,
-        names_left_out,
+        resolution,
         ruleset,
     })
 }
 
-/// File in the state folder holding the last ruleset applied, in nft syntax.
+/// File in the state folder holding the last ruleset applied, in nft syntax (loadable with
+/// `nft -f`, which the boot-time unit does before the network is up).
 pub const LAST_APPLIED: &str = "last-applied.nft";
+
+/// Records an applied ruleset: `last-applied.nft` and the `applied` part of the state.
+pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, by: &str, lock: &StoreLock) -> Result<()> {
+    let text = render::render(ruleset);
+    store::write_atomic(
+        &ctx.paths.state_dir.join(LAST_APPLIED),
+        text.as_bytes(),
+        0o600,
+    )?;
+    let (mut st, _) = State::load(&ctx.paths);
+    st.applied = Some(Applied {
+        at: now_rfc3339(),
+        by: by.to_owned(),
+        skeleton: render::skeleton(ruleset),
+        elements: ruleset.element_count(),
+    });
+    st.save(&ctx.paths, lock)?;
+    Ok(())
+}
 
 /// Applies a build in one netlink transaction and records it in the state folder.
 /// On error the previous ruleset is still live.
-pub fn apply(ctx: &Ctx, build: &Build, _lock: &StoreLock, force: bool) -> Result<()> {
+pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool, by: &str) -> Result<()> {
     if !force {
         guard_ssh_lockout(&build.ruleset)?;
     }
     let started = Instant::now();
     let stats = netlink::apply(&build.ruleset)
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
-    let text = render::render(&build.ruleset);
-    store::write_atomic(
-        &ctx.paths.state_dir.join(LAST_APPLIED),
-        text.as_bytes(),
-        0o600,
-    )?;
+    record_applied(ctx, &build.ruleset, by, lock)?;
     ctx.say(format_args!(
         "applied table inet pbxwall: {} accounts, {} address ranges in {} sets, {} netlink messages in {:.1} ms",
         build.accounts.len(),
@@ -177,9 +257,9 @@ pub fn apply(ctx: &Ctx, build: &Build, _lock: &StoreLock, force: bool) -> Result
 
 /// Builds and applies under the caller's lock; prints problems. Used after every change.
 pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock, force: bool) -> Result<Outcome> {
-    let b = build(ctx, Some(lock))?;
+    let b = build(ctx, Some(lock), Dns::Query)?;
     b.report_problems(ctx);
-    apply(ctx, &b, lock, force)?;
+    apply(ctx, &b, lock, force, "restart")?;
     Ok(b.outcome())
 }
 

@@ -14,6 +14,16 @@ pub fn render(ruleset: &Ruleset) -> String {
     ruleset.to_string()
 }
 
+/// The table without set elements: what must stay the same for an address change to be
+/// applied as element updates alone.
+pub fn skeleton(ruleset: &Ruleset) -> String {
+    let mut bare = ruleset.clone();
+    for set in &mut bare.sets {
+        set.elements.clear();
+    }
+    bare.to_string()
+}
+
 impl Display for Ruleset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "table inet {TABLE_NAME} {{")?;

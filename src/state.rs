@@ -1,0 +1,111 @@
+//! `STATE_DIR/state.json`: what was applied last and how the last ipchecker run went.
+//!
+//! `ipchecker` uses the recorded skeleton (the ruleset without set elements) to decide
+//! whether changed addresses can go in as element updates or need a full apply; `status`
+//! shows both records. Written atomically under the store lock; a missing or corrupt file
+//! means "nothing recorded" (with a warning), never an error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{self, Paths, StoreError, StoreLock};
+
+/// File name of the state record in the state folder.
+pub const STATE_FILE: &str = "state.json";
+
+/// Everything recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The last full or incremental apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Applied>,
+    /// The last ipchecker run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipchecker: Option<IpcheckerRun>,
+}
+
+/// What was applied last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// Which command applied it.
+    pub by: String,
+    /// The ruleset without set elements, in nft syntax.
+    pub skeleton: String,
+    /// Number of address ranges in all sets.
+    pub elements: usize,
+}
+
+/// How the last ipchecker run went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcheckerRun {
+    /// When it ran (RFC 3339, UTC).
+    pub at: String,
+    /// "ok", "degraded" or "error".
+    pub outcome: String,
+    /// Netlink transactions sent to the kernel (0 when nothing changed).
+    pub netlink_writes: u32,
+    /// One line per change or problem.
+    pub changes: Vec<String>,
+}
+
+impl State {
+    /// Loads the record; a missing file is empty, a corrupt one empty with a warning.
+    pub fn load(paths: &Paths) -> (State, Option<String>) {
+        let path = paths.state_dir.join(STATE_FILE);
+        match store::read_optional(&path) {
+            Ok(None) => (State::default(), None),
+            Ok(Some(text)) => match serde_json::from_str(&text) {
+                Ok(s) => (s, None),
+                Err(e) => (
+                    State::default(),
+                    Some(format!("{}: {e}; starting afresh", path.display())),
+                ),
+            },
+            Err(e) => (State::default(), Some(e.to_string())),
+        }
+    }
+
+    /// Writes the record atomically; the caller holds the lock.
+    pub fn save(&self, paths: &Paths, _lock: &StoreLock) -> Result<(), StoreError> {
+        let text = serde_json::to_string_pretty(self).expect("state serialises");
+        store::write_atomic(&paths.state_dir.join(STATE_FILE), text.as_bytes(), 0o644)
+    }
+}
+
+/// The current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corrupt_file() {
+        let t = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            config_dir: t.path().join("etc"),
+            state_dir: t.path().join("state"),
+            share_dir: t.path().join("share"),
+        };
+        assert_eq!(State::load(&paths), (State::default(), None));
+        let lock = StoreLock::acquire(&paths, |_| {}).unwrap();
+        let s = State {
+            applied: Some(Applied {
+                at: now_rfc3339(),
+                by: "restart".into(),
+                skeleton: "table inet pbxwall {}".into(),
+                elements: 3,
+            }),
+            ipchecker: None,
+        };
+        s.save(&paths, &lock).unwrap();
+        assert_eq!(State::load(&paths).0, s);
+        std::fs::write(paths.state_dir.join(STATE_FILE), "{").unwrap();
+        let (empty, warning) = State::load(&paths);
+        assert_eq!(empty, State::default());
+        assert!(warning.unwrap().contains("starting afresh"));
+    }
+}
