@@ -126,6 +126,24 @@ pub struct RestartArgs {
     pub force: bool,
 }
 
+/// `ipchecker`: re-resolve names and write to the kernel only what changed.
+#[derive(Debug, Clone, Args)]
+pub struct IpcheckerArgs {
+    /// Install a cron.d entry running ipchecker as root on this five-field schedule,
+    /// e.g. '*/5 * * * *'
+    #[arg(long, value_name = "SCHEDULE", conflicts_with = "remove_cron")]
+    pub install_cron: Option<String>,
+    /// Remove the cron.d entry
+    #[arg(long)]
+    pub remove_cron: bool,
+    /// The cron.d file to write or remove
+    #[arg(long, value_name = "PATH", default_value = crate::cron::DEFAULT_CRON_FILE)]
+    pub cron_file: PathBuf,
+    /// Apply even if the new addresses would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// All commands, for the `pbxwall` dispatcher.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -137,6 +155,8 @@ pub enum Command {
     DelAcct(DelAcctArgs),
     /// Resolve every name, compile every account, apply atomically
     Restart(RestartArgs),
+    /// Re-resolve host names; write to the kernel only what changed (for cron)
+    Ipchecker(IpcheckerArgs),
 }
 
 const AFTER_HELP: &str = "\
@@ -206,6 +226,14 @@ single_command!(
     "Resolve every name, compile every account, apply as one nftables transaction"
 );
 
+single_command!(
+    IpcheckerCli,
+    "ipchecker",
+    IpcheckerArgs,
+    Ipchecker,
+    "Re-resolve host names and write to the kernel only what changed (run it from cron)"
+);
+
 impl From<PbxwallCli> for (Common, Command) {
     fn from(c: PbxwallCli) -> Self {
         (c.common, c.command)
@@ -221,6 +249,7 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         Command::AddFqdn(a) => commands::add::add_fqdn(&ctx, a),
         Command::DelAcct(a) => commands::del::del_acct(&ctx, a),
         Command::Restart(a) => commands::restart::restart(&ctx, a),
+        Command::Ipchecker(a) => commands::ipchecker::ipchecker(&ctx, a),
     };
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

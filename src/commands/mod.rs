@@ -3,6 +3,7 @@
 
 pub mod add;
 pub mod del;
+pub mod ipchecker;
 pub mod restart;
 
 use std::fmt;
