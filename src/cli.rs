@@ -144,6 +144,42 @@ pub struct IpcheckerArgs {
     pub force: bool,
 }
 
+/// `enable-trusted-providers`: create or remove provider accounts from providers.toml.
+#[derive(Debug, Clone, Args)]
+pub struct EnableTrustedProvidersArgs {
+    /// Providers to enable, by id (see --list); with --list, show their details
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// List the providers: what each opens, confidence, date checked, whether it is enabled
+    /// and whether --all enables it (--json: see README)
+    #[arg(long, conflicts_with_all = ["all", "disable", "no_restart", "force"])]
+    pub list: bool,
+    /// Enable every provider whose data is well sourced (confidence high or medium, not stale)
+    #[arg(long)]
+    pub all: bool,
+    /// Remove the accounts of these providers
+    #[arg(long, value_name = "ID", num_args = 1.., conflicts_with_all = ["ids", "all"])]
+    pub disable: Vec<String>,
+    /// Read the providers from PATH instead of SHARE_DIR/providers.toml (the built-in copy
+    /// is used when neither is given nor installed)
+    #[arg(long, value_name = "PATH")]
+    pub providers_file: Option<PathBuf>,
+    /// Apply even if the ruleset would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+    /// Only write the account files; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
+
+/// `status`: what is loaded, whether it matches the configuration, per account.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The cron.d file whose schedule tells when ipchecker runs next
+    #[arg(long, value_name = "PATH", default_value = crate::cron::DEFAULT_CRON_FILE)]
+    pub cron_file: PathBuf,
+}
+
 /// All commands, for the `pbxwall` dispatcher.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -157,6 +193,10 @@ pub enum Command {
     Restart(RestartArgs),
     /// Re-resolve host names; write to the kernel only what changed (for cron)
     Ipchecker(IpcheckerArgs),
+    /// Show what is loaded, whether it matches the configuration, and every account
+    Status(StatusArgs),
+    /// List trusted SIP providers, or create/remove their accounts, then apply
+    EnableTrustedProviders(EnableTrustedProvidersArgs),
 }
 
 const AFTER_HELP: &str = "\
@@ -234,6 +274,22 @@ single_command!(
     "Re-resolve host names and write to the kernel only what changed (run it from cron)"
 );
 
+single_command!(
+    EnableTrustedProvidersCli,
+    "enable-trusted-providers",
+    EnableTrustedProvidersArgs,
+    EnableTrustedProviders,
+    "List trusted SIP providers (providers.toml), or create/remove their accounts, then apply"
+);
+
+single_command!(
+    StatusCli,
+    "status",
+    StatusArgs,
+    Status,
+    "Show what is loaded, whether it matches the configuration, and what every account opens"
+);
+
 impl From<PbxwallCli> for (Common, Command) {
     fn from(c: PbxwallCli) -> Self {
         (c.common, c.command)
@@ -250,6 +306,10 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         Command::DelAcct(a) => commands::del::del_acct(&ctx, a),
         Command::Restart(a) => commands::restart::restart(&ctx, a),
         Command::Ipchecker(a) => commands::ipchecker::ipchecker(&ctx, a),
+        Command::Status(a) => commands::status::status(&ctx, a),
+        Command::EnableTrustedProviders(a) => {
+            commands::providers::enable_trusted_providers(&ctx, a)
+        }
     };
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,

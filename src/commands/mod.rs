@@ -4,7 +4,9 @@
 pub mod add;
 pub mod del;
 pub mod ipchecker;
+pub mod providers;
 pub mod restart;
+pub mod status;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -1,0 +1,304 @@
+//! `status`: is the table loaded, does it match what `restart` would build, and what does
+//! every account open right now.
+//!
+//! The expected ruleset is compiled from the current files and the cached name resolution
+//! (no DNS queries); the live one is read back through netlink. Exit 0 when in sync and
+//! nothing is degraded, 3 on drift or degradation, 1 on error.
+//!
+//! JSON shape (`status --json`), stable:
+//!
+//! ```json
+//! {
+//!   "table": "loaded",                  // or "missing"
+//!   "in_sync": true,
+//!   "differences": ["set ssh_v4: missing 203.0.113.10"],
+//!   "degraded": false,
+//!   "problems": ["left out x.example (account a): does not resolve (NXDOMAIN)"],
+//!   "last_apply": {"at": "2026-11-27T10:00:00Z", "by": "restart"},     // or null
+//!   "ipchecker": {"last_run": "...", "outcome": "ok", "netlink_writes": 0,
+//!                 "cron_schedule": "*/5 * * * *", "next_run": "..."},   // fields may be null
+//!   "dropped": {"packets": 12, "bytes": 840},                           // or null
+//!   "accounts": [{
+//!     "name": "joe", "services": ["sip-udp"], "comment": null, "provider": null,
+//!     "addresses": [{"address": "203.0.113.7", "applied": true}],
+//!     "fqdns": [{"name": "joe.dyn.example", "state": "ok", "v4": ["192.0.2.10"], "v6": [],
+//!                "resolved_at": "...", "applied": ["192.0.2.10"]}],
+//!     "media": []
+//!   }]
+//! }
+//! ```
+//! A stale name also has `since` and `error`; a left-out name has `reason`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use chrono::Local;
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use super::{Build, Ctx, Dns, Outcome, build};
+use crate::addrset::AddrRange;
+use crate::cli::StatusArgs;
+use crate::compile::set_name;
+use crate::cron;
+use crate::model::Account;
+use crate::nft::netlink::{self, LiveTable};
+use crate::resolve::NameResult;
+use crate::ruleset::{INPUT_CHAIN, Ruleset};
+use crate::state::State;
+use crate::store::display_net;
+
+/// `status [--json]`.
+pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
+    let b = build(ctx, None, Dns::CacheOnly)?;
+    let live = netlink::read_table()
+        .context("cannot read table inet pbxwall from the kernel (status needs root)")?;
+    let differences = match &live {
+        None => vec!["table inet pbxwall is not loaded".to_owned()],
+        Some(t) => drift(&b.ruleset, t),
+    };
+    let (st, _) = State::load(&ctx.paths);
+    let schedule = cron::installed_schedule(&args.cron_file);
+    let next_run = schedule
+        .as_ref()
+        .and_then(|s| s.next_runs(Local::now(), 1).pop())
+        .map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string());
+    let dropped = live.as_ref().and_then(drop_counter);
+    let problems = b.problems();
+    let in_sync = differences.is_empty();
+    let report = json!({
+        "table": if live.is_some() { "loaded" } else { "missing" },
+        "in_sync": in_sync,
+        "differences": differences,
+        "degraded": b.degraded(),
+        "problems": problems,
+        "last_apply": st.applied.as_ref().map(|a| json!({"at": a.at, "by": a.by})),
+        "ipchecker": {
+            "last_run": st.ipchecker.as_ref().map(|r| r.at.clone()),
+            "outcome": st.ipchecker.as_ref().map(|r| r.outcome.clone()),
+            "netlink_writes": st.ipchecker.as_ref().map(|r| r.netlink_writes),
+            "cron_schedule": schedule.as_ref().map(|s| s.as_str().to_owned()),
+            "next_run": next_run,
+        },
+        "dropped": dropped.map(|(p, by)| json!({"packets": p, "bytes": by})),
+        "accounts": b.accounts.iter().map(|a| account_json(&b, a, live.as_ref())).collect::<Vec<_>>(),
+    });
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(if in_sync && !b.degraded() {
+        Outcome::Done
+    } else {
+        Outcome::Degraded
+    })
+}
+
+/// Differences between the ruleset `restart` would apply and what is live, one line each.
+pub fn drift(want: &Ruleset, live: &LiveTable) -> Vec<String> {
+    let mut out = Vec::new();
+    for set in &want.sets {
+        let Some(have) = live.sets.iter().find(|s| s.name == set.name) else {
+            out.push(format!("set {} is missing", set.name));
+            continue;
+        };
+        let w: BTreeSet<AddrRange> = set.elements.iter().copied().collect();
+        let h: BTreeSet<AddrRange> = have.elements.iter().copied().collect();
+        let list = |v: Vec<&AddrRange>| {
+            v.iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let missing: Vec<&AddrRange> = w.difference(&h).collect();
+        if !missing.is_empty() {
+            out.push(format!("set {}: missing {}", set.name, list(missing)));
+        }
+        let extra: Vec<&AddrRange> = h.difference(&w).collect();
+        if !extra.is_empty() {
+            out.push(format!("set {}: extra {}", set.name, list(extra)));
+        }
+    }
+    for have in &live.sets {
+        if want.set(&have.name).is_none() {
+            out.push(format!("set {} is not pbxwall's", have.name));
+        }
+    }
+    for chain in &want.chains {
+        let Some(have) = live.chains.iter().find(|c| c.name == chain.name) else {
+            out.push(format!("chain {} is missing", chain.name));
+            continue;
+        };
+        if let Some(base) = &chain.base {
+            let policy = have.base.as_ref().and_then(|b| b.policy);
+            if policy != Some(base.policy) {
+                out.push(format!(
+                    "chain {}: policy is {}, expected {}",
+                    chain.name,
+                    policy.map_or("none".to_owned(), |p| p.to_string()),
+                    base.policy
+                ));
+            }
+        }
+        if have.rule_count != chain.rules.len() {
+            out.push(format!(
+                "chain {}: {} rules, expected {} (rules added or removed behind pbxwall's back)",
+                chain.name,
+                have.rule_count,
+                chain.rules.len()
+            ));
+        }
+    }
+    for have in &live.chains {
+        if !want.chains.iter().any(|c| c.name == have.name) {
+            out.push(format!("chain {} is not pbxwall's", have.name));
+        }
+    }
+    out
+}
+
+/// Packets and bytes of the last counter in the input chain: what the drop policy dropped.
+fn drop_counter(live: &LiveTable) -> Option<(u64, u64)> {
+    let input = live.chains.iter().find(|c| c.name == INPUT_CHAIN)?;
+    input.counters.last().map(|(_, p, b)| (*p, *b))
+}
+
+/// Whether `range` is in the live set of every service of the account.
+fn applied(account: &Account, live: Option<&LiveTable>, range: AddrRange) -> bool {
+    let Some(live) = live else {
+        return false;
+    };
+    account.services.iter().all(|service| {
+        let name = set_name(service, range.family);
+        live.sets.iter().any(|s| {
+            s.name == name
+                && s.elements
+                    .iter()
+                    .any(|e| e.start <= range.start && range.end <= e.end)
+        })
+    })
+}
+
+fn account_json(b: &Build, a: &Account, live: Option<&LiveTable>) -> Value {
+    let net_json = |n: &IpNet| json!({"address": display_net(n), "applied": applied(a, live, AddrRange::from_net(*n))});
+    let fqdns: Vec<Value> = a
+        .fqdns
+        .iter()
+        .map(|f| match b.resolution.names.get(f) {
+            Some(r) => name_json(a, r, live),
+            None => json!({"name": f.as_str(), "state": "left_out", "reason": "not resolved"}),
+        })
+        .collect();
+    json!({
+        "name": a.name.as_str(),
+        "services": a.services,
+        "comment": a.comment,
+        "provider": a.provider,
+        "addresses": a.addresses.iter().map(net_json).collect::<Vec<_>>(),
+        "fqdns": fqdns,
+        "media": a.media.iter().map(display_net).collect::<Vec<_>>(),
+    })
+}
+
+fn name_json(a: &Account, r: &NameResult, live: Option<&LiveTable>) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    let applied: Vec<String> = r
+        .addrs()
+        .into_iter()
+        .filter(|ip: &IpAddr| applied(a, live, AddrRange::from_addr(*ip)))
+        .map(|ip| ip.to_string())
+        .collect();
+    if let Value::Object(m) = &mut v {
+        m.insert("applied".into(), json!(applied));
+    }
+    v
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_text(r: &Value) {
+    let table = if r["table"] == "missing" {
+        "NOT LOADED".to_owned()
+    } else if r["in_sync"] == true {
+        "loaded, in sync with the configuration".to_owned()
+    } else {
+        "loaded, DRIFTED from the configuration (run restart)".to_owned()
+    };
+    println!("table inet pbxwall: {table}");
+    for d in r["differences"].as_array().into_iter().flatten() {
+        println!("  - {}", s(d));
+    }
+    if let Some(a) = r["last_apply"].as_object() {
+        println!("last apply: {} by {}", s(&a["at"]), s(&a["by"]));
+    }
+    let ip = &r["ipchecker"];
+    println!(
+        "ipchecker: last run {} ({}), cron {} next {}",
+        s(&ip["last_run"]),
+        s(&ip["outcome"]),
+        s(&ip["cron_schedule"]),
+        s(&ip["next_run"])
+    );
+    if let Some(d) = r["dropped"].as_object() {
+        println!(
+            "dropped by policy: {} packets, {} bytes",
+            s(&d["packets"]),
+            s(&d["bytes"])
+        );
+    }
+    for p in r["problems"].as_array().into_iter().flatten() {
+        println!("problem: {}", s(p));
+    }
+    println!();
+    for a in r["accounts"].as_array().into_iter().flatten() {
+        let services: Vec<String> = a["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let mut head = format!("{}: {}", s(&a["name"]), services.join(", "));
+        if let Some(c) = a["comment"].as_str() {
+            head.push_str(&format!(" ({c})"));
+        }
+        println!("{head}");
+        for addr in a["addresses"].as_array().into_iter().flatten() {
+            let state = if addr["applied"] == true {
+                "applied"
+            } else {
+                "NOT applied"
+            };
+            println!("    {} [{state}]", s(&addr["address"]));
+        }
+        for f in a["fqdns"].as_array().into_iter().flatten() {
+            let addrs: Vec<String> = ["v4", "v6"]
+                .iter()
+                .flat_map(|k| f[*k].as_array().into_iter().flatten().map(s))
+                .collect();
+            let state = match f["state"].as_str() {
+                Some("ok") => "ok".to_owned(),
+                Some("stale") => format!("stale since {}: {}", s(&f["since"]), s(&f["error"])),
+                _ => format!("left out: {}", s(&f["reason"])),
+            };
+            let shown = if addrs.is_empty() {
+                "nothing".to_owned()
+            } else {
+                addrs.join(", ")
+            };
+            let applied = f["applied"].as_array().map_or(0, Vec::len);
+            println!(
+                "    {} -> {shown} [{state}; {applied} of {} applied]",
+                s(&f["name"]),
+                addrs.len()
+            );
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `status`: in sync, drift behind pbxwall's back (a set element removed, a rule added, the
+//! table gone), back in sync after restart; every name shows what it expanded to. Needs root.
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::Output;
+
+use common::{TempConfig, Topology, ns_cmd, show, stdout};
+use serde_json::Value;
+
+#[track_caller]
+fn exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(out.status.code(), Some(code), "{what}:\n{}", show(out));
+}
+
+fn status_json(cfg: &TempConfig, topo: &Topology, code: i32) -> Value {
+    let out = cfg.run(Some(topo.pbx_ns()), "status", ["--json"]);
+    exit(&out, code, "status --json");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)))
+}
+
+#[track_caller]
+fn nft(topo: &Topology, args: &[&str]) {
+    let out = ns_cmd(topo.pbx_ns(), "nft", args);
+    assert!(out.status.success(), "nft {args:?}: {}", show(&out));
+}
+
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+fn status_reports_sync_drift_and_names() {
+    if !common::require_root("status_reports_sync_drift_and_names") {
+        return;
+    }
+    let topo = Topology::new();
+    let dns = topo.start_dnsmasq();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    dns.set_records(&[
+        ("joe.dyn.example.test", ip("192.0.2.10")),
+        ("joe.dyn.example.test", ip("2001:db8::10")),
+    ]);
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\"]\ntimeout_ms = 500\nattempts = 1\n",
+    );
+    let ns = Some(topo.pbx_ns());
+    exit(
+        &cfg.run(
+            ns,
+            "add-ip",
+            [
+                "office",
+                "203.0.113.10",
+                "--allow",
+                "ssh",
+                "--comment",
+                "HQ",
+            ],
+        ),
+        0,
+        "add-ip",
+    );
+    exit(
+        &cfg.run(
+            ns,
+            "add-fqdn",
+            ["joe", "joe.dyn.example.test", "--allow", "sip-udp"],
+        ),
+        0,
+        "add-fqdn",
+    );
+
+    let s = status_json(&cfg, &topo, 0);
+    assert_eq!(s["table"], "loaded");
+    assert_eq!(s["in_sync"], true, "{s:#}");
+    assert_eq!(s["degraded"], false);
+    assert_eq!(s["last_apply"]["by"], "restart");
+    assert!(s["dropped"]["packets"].is_u64(), "{s:#}");
+    let accounts = s["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 2);
+    let joe = &accounts[0];
+    assert_eq!(joe["name"], "joe");
+    assert_eq!(joe["services"][0], "sip-udp");
+    let name = &joe["fqdns"][0];
+    assert_eq!(name["name"], "joe.dyn.example.test");
+    assert_eq!(name["state"], "ok");
+    assert_eq!(name["v4"][0], "192.0.2.10");
+    assert_eq!(name["v6"][0], "2001:db8::10");
+    assert_eq!(name["applied"].as_array().unwrap().len(), 2);
+    let office = &accounts[1];
+    assert_eq!(office["comment"], "HQ");
+    assert_eq!(office["addresses"][0]["address"], "203.0.113.10");
+    assert_eq!(office["addresses"][0]["applied"], true);
+
+    let out = cfg.run(ns, "status", [] as [&str; 0]);
+    exit(&out, 0, "status");
+    let text = stdout(&out);
+    assert!(
+        text.contains("table inet pbxwall: loaded, in sync"),
+        "{text}"
+    );
+    assert!(
+        text.contains("joe.dyn.example.test -> 192.0.2.10, 2001:db8::10 [ok; 2 of 2 applied]"),
+        "{text}"
+    );
+
+    // Behind pbxwall's back: an element removed, a rule added.
+    nft(
+        &topo,
+        &[
+            "delete",
+            "element",
+            "inet",
+            "pbxwall",
+            "ssh_v4",
+            "{ 203.0.113.10 }",
+        ],
+    );
+    nft(
+        &topo,
+        &[
+            "add", "rule", "inet", "pbxwall", "input", "tcp", "dport", "23", "accept",
+        ],
+    );
+    let s = status_json(&cfg, &topo, 3);
+    assert_eq!(s["in_sync"], false);
+    let diffs: Vec<&str> = s["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        diffs.contains(&"set ssh_v4: missing 203.0.113.10"),
+        "{diffs:?}"
+    );
+    assert!(
+        diffs
+            .iter()
+            .any(|d| d.starts_with("chain input:") && d.contains("rules, expected")),
+        "{diffs:?}"
+    );
+    assert_eq!(s["accounts"][1]["addresses"][0]["applied"], false);
+    let out = cfg.run(ns, "status", [] as [&str; 0]);
+    exit(&out, 3, "status with drift");
+    assert!(stdout(&out).contains("DRIFTED"), "{}", show(&out));
+
+    exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
+    assert_eq!(status_json(&cfg, &topo, 0)["in_sync"], true);
+
+    nft(&topo, &["delete", "table", "inet", "pbxwall"]);
+    let s = status_json(&cfg, &topo, 3);
+    assert_eq!(s["table"], "missing");
+    assert_eq!(s["differences"][0], "table inet pbxwall is not loaded");
+}
