@@ -180,6 +180,29 @@ pub struct StatusArgs {
     pub cron_file: PathBuf,
 }
 
+/// `pbxwall init`: first-time setup.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Trust no private range (for cloud servers, where other customers may use them)
+    #[arg(long)]
+    pub cloud: bool,
+    /// The administrator's address or network (also taken from SSH_CONNECTION); repeatable
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Vec<String>,
+    /// sshd configuration to read the SSH port from
+    #[arg(long, value_name = "PATH", default_value = "/etc/ssh/sshd_config")]
+    pub sshd_config: PathBuf,
+    /// Asterisk configuration folder to read SIP, IAX2 and RTP ports from
+    #[arg(long, value_name = "DIR", default_value = "/etc/asterisk")]
+    pub asterisk_dir: PathBuf,
+    /// Apply even if the ruleset would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+    /// Only write the files; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
+
 /// All commands, for the `pbxwall` dispatcher.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -195,6 +218,8 @@ pub enum Command {
     Ipchecker(IpcheckerArgs),
     /// Show what is loaded, whether it matches the configuration, and every account
     Status(StatusArgs),
+    /// First-time setup: settings, detected ports, this server's and the admin's addresses
+    Init(InitArgs),
     /// List trusted SIP providers, or create/remove their accounts, then apply
     EnableTrustedProviders(EnableTrustedProvidersArgs),
 }
@@ -307,6 +332,7 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         Command::Restart(a) => commands::restart::restart(&ctx, a),
         Command::Ipchecker(a) => commands::ipchecker::ipchecker(&ctx, a),
         Command::Status(a) => commands::status::status(&ctx, a),
+        Command::Init(a) => commands::init::init(&ctx, a),
         Command::EnableTrustedProviders(a) => {
             commands::providers::enable_trusted_providers(&ctx, a)
         }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod compile;
 pub mod cron;
+pub mod detect;
 pub mod model;
 pub mod nft;
 pub mod resolve;

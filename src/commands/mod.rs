@@ -3,6 +3,7 @@
 
 pub mod add;
 pub mod del;
+pub mod init;
 pub mod ipchecker;
 pub mod providers;
 pub mod restart;

@@ -1,0 +1,271 @@
+//! `pbxwall init`: first-time setup, safe to run again.
+//!
+//! 1. Settings: trusted LAN ranges (none with `--cloud`), the RTP range from rtp.conf.
+//!    An existing `pbxwall.toml` is kept as it is.
+//! 2. Profile overrides for the ports this host really uses where they differ from the
+//!    shipped profiles (sshd `Port`, PJSIP/chan_sip/IAX2 bind ports).
+//! 3. Accounts: `pbx-self` (this server's own addresses, service all) and `admin` (the SSH
+//!    client of this session and every `--admin ADDR`, services ssh, web, webmin).
+//! 4. Apply, with the SSH lockout guard.
+//!
+//! A second run with the same inputs changes no file.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+
+use super::{Ctx, Outcome, change_then_apply, ssh_session};
+use crate::cli::InitArgs;
+use crate::detect::{self, DetectedPorts};
+use crate::model::{Account, AccountName, DEFAULT_TRUSTED, PortSpec, Profiles, parse_source};
+use crate::ruleset::{L4Proto, PortRange};
+use crate::state::now_rfc3339;
+use crate::store::{self, parse_account, render_account};
+
+/// Name of the account holding this server's own addresses.
+pub const SELF_ACCOUNT: &str = "pbx-self";
+/// Name of the account holding the administrator's addresses.
+pub const ADMIN_ACCOUNT: &str = "admin";
+/// Services of the admin account.
+pub const ADMIN_SERVICES: [&str; 3] = ["web", "webmin", "ssh"];
+
+/// A file init wants to have, with its contents.
+struct Planned {
+    path: PathBuf,
+    text: String,
+    what: String,
+}
+
+/// `pbxwall init [--cloud] [--admin ADDR]...`.
+pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
+    let profiles = store::load_profiles(&ctx.paths)?;
+    let mut admins: Vec<IpNet> = Vec::new();
+    for a in &args.admin {
+        admins.push(parse_source(a, false)?);
+    }
+    if let Some((client, _)) = ssh_session() {
+        let net = IpNet::from(client);
+        if !admins.contains(&net) {
+            admins.push(net);
+        }
+    }
+    let detected = detect::detect(&args.sshd_config, &args.asterisk_dir);
+    let own = own_addresses().context("listing this server's addresses with `ip -j addr`")?;
+
+    let mut plan = Vec::new();
+    let settings_path = ctx.paths.settings_file();
+    if !settings_path.exists() {
+        plan.push(Planned {
+            path: settings_path.clone(),
+            text: settings_text(args.cloud, detected.rtp),
+            what: if args.cloud {
+                "settings: no trusted LAN (--cloud)".into()
+            } else {
+                format!("settings: trusted LAN {}", DEFAULT_TRUSTED.join(", "))
+            },
+        });
+    }
+    plan.extend(profile_overrides(ctx, &profiles, &detected));
+    let lock = ctx.lock()?;
+    if !own.is_empty() {
+        plan.extend(account_plan(
+            ctx,
+            &profiles,
+            SELF_ACCOUNT,
+            own,
+            &["all"],
+            "this server's own addresses (pbxwall init)",
+        )?);
+    }
+    if !admins.is_empty() {
+        plan.extend(account_plan(
+            ctx,
+            &profiles,
+            ADMIN_ACCOUNT,
+            admins,
+            &ADMIN_SERVICES,
+            "the administrator (pbxwall init)",
+        )?);
+    }
+
+    if args.cloud {
+        ctx.warn(
+            "--cloud: no private range is trusted; some clouds route 10.0.0.0/8, 172.16.0.0/12, \
+             192.168.0.0/16 and 100.64.0.0/10 between customers, so never trust them there",
+        );
+    }
+    if !detected.sources.is_empty() {
+        ctx.say(format_args!("read {}", detected.sources.join(", ")));
+    }
+    let changed: Vec<&Planned> = plan
+        .iter()
+        .filter(|p| {
+            store::read_optional(&p.path).ok().flatten().as_deref() != Some(p.text.as_str())
+        })
+        .collect();
+    if changed.is_empty() {
+        ctx.say("nothing to change: pbxwall is set up");
+    }
+    for p in &changed {
+        ctx.say(format_args!("writing {} ({})", p.path.display(), p.what));
+    }
+    let touched: Vec<PathBuf> = changed.iter().map(|p| p.path.clone()).collect();
+    change_then_apply(ctx, &lock, &touched, args.no_restart, args.force, || {
+        for p in &changed {
+            store::write_atomic(&p.path, p.text.as_bytes(), 0o644)?;
+        }
+        Ok(())
+    })
+}
+
+fn settings_text(cloud: bool, rtp: Option<PortRange>) -> String {
+    let trusted = if cloud {
+        "trusted = []    # --cloud: no LAN is trusted".to_owned()
+    } else {
+        let list: Vec<String> = DEFAULT_TRUSTED.iter().map(|t| format!("\"{t}\"")).collect();
+        format!("trusted = [{}]    # full access (LAN)", list.join(", "))
+    };
+    let rtp = rtp.unwrap_or(PortRange {
+        first: 10000,
+        last: 20000,
+    });
+    format!(
+        "# pbxwall settings, written by `pbxwall init`; see pbxwall.toml(5).\n\
+         {trusted}\n\
+         log_drops = true\n\n\
+         [resolver]\n\
+         nameservers = []          # empty: the system's resolv.conf\n\
+         timeout_ms = 2000\n\
+         attempts = 2\n\
+         stale_grace_s = 3600\n\n\
+         [rtp]\n\
+         ports = \"{}-{}\"\n\
+         from = \"any\"\n",
+        rtp.first, rtp.last
+    )
+}
+
+/// Local profiles for services whose detected ports the shipped profile does not cover.
+fn profile_overrides(ctx: &Ctx, profiles: &Profiles, d: &DetectedPorts) -> Vec<Planned> {
+    let mut out = Vec::new();
+    for (name, proto, ports) in [
+        ("ssh", L4Proto::Tcp, &d.ssh),
+        ("sip-udp", L4Proto::Udp, &d.sip_udp),
+        ("sip-tcp", L4Proto::Tcp, &d.sip_tcp),
+        ("iax", L4Proto::Udp, &d.iax),
+    ] {
+        let Some(profile) = profiles.get(name) else {
+            continue;
+        };
+        let path = ctx.paths.local_profiles_dir().join(format!("{name}.toml"));
+        let covered = ports.iter().all(|port| {
+            profile.ports.iter().any(|spec| match spec {
+                PortSpec::All => true,
+                PortSpec::Port(p, r) => *p == proto && (r.first..=r.last).contains(port),
+            })
+        });
+        if ports.is_empty() || (covered && !path.exists()) {
+            continue;
+        }
+        let specs: Vec<String> = ports
+            .iter()
+            .map(|p| format!("\"{}/{p}\"", proto.keyword()))
+            .collect();
+        let code = profile
+            .code
+            .map(|c| format!("code = {c}\n"))
+            .unwrap_or_default();
+        out.push(Planned {
+            text: format!(
+                "# Written by `pbxwall init` from this host's configuration.\n{code}name = \"{name}\"\ndescription = \"{} (ports detected on this host)\"\nports = [{}]\n",
+                profile.description.trim_end_matches(" (ports detected on this host)"),
+                specs.join(", ")
+            ),
+            path,
+            what: format!("profile {name}: {}", specs.join(", ").replace('"', "")),
+        });
+    }
+    out
+}
+
+/// The account file init wants. An existing account keeps what it has (its `created`, any
+/// other addresses and services): init only adds.
+fn account_plan(
+    ctx: &Ctx,
+    profiles: &Profiles,
+    name: &str,
+    addresses: Vec<IpNet>,
+    services: &[&str],
+    comment: &str,
+) -> Result<Option<Planned>> {
+    let name: AccountName = name.parse()?;
+    let path = ctx.paths.account_file(&name);
+    let mut account = Account {
+        name,
+        addresses: Vec::new(),
+        fqdns: Vec::new(),
+        services: profiles.parse_services(services)?,
+        media: Vec::new(),
+        comment: Some(comment.to_owned()),
+        created: Some(now_rfc3339()),
+        provider: None,
+    };
+    if let Some(text) = store::read_optional(&path)?
+        && let Ok(existing) = parse_account(&path, &text, profiles)
+    {
+        let mut services: Vec<String> = existing.services.clone();
+        services.extend(account.services.iter().cloned());
+        account.services = profiles.parse_services(&services)?;
+        account.addresses = existing.addresses.clone();
+        account.fqdns = existing.fqdns.clone();
+        account.media = existing.media.clone();
+        account.comment = existing.comment.clone().or(account.comment);
+        account.created = existing.created.clone();
+        account.provider = existing.provider.clone();
+    }
+    for a in addresses {
+        if !account.addresses.contains(&a) {
+            account.addresses.push(a);
+        }
+    }
+    let what = format!(
+        "account {}: {}",
+        account.name,
+        account
+            .addresses
+            .iter()
+            .map(store::display_net)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(Some(Planned {
+        path,
+        text: render_account(&account),
+        what,
+    }))
+}
+
+/// This server's global addresses (loopback, link-local and host-scope ones left out).
+fn own_addresses() -> Result<Vec<IpNet>> {
+    let out = Command::new("ip").args(["-j", "addr", "show"]).output()?;
+    anyhow::ensure!(out.status.success(), "ip -j addr show failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut addrs = Vec::new();
+    for iface in v.as_array().into_iter().flatten() {
+        for a in iface["addr_info"].as_array().into_iter().flatten() {
+            if a["scope"] != "global" {
+                continue;
+            }
+            if let Some(ip) = a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
+                let net = IpNet::from(ip);
+                if !addrs.contains(&net) {
+                    addrs.push(net);
+                }
+            }
+        }
+    }
+    Ok(addrs)
+}

@@ -1,0 +1,166 @@
+//! `pbxwall init`: detected ports, this server's and the admin's addresses, nothing else
+//! beyond the trusted ranges; a second run changes nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+
+use common::{Probe, Servers, TempConfig, Topology, assert_probes, show, stdout};
+
+#[track_caller]
+fn exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(out.status.code(), Some(code), "{what}:\n{}", show(out));
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A fake host configuration: sshd on 2222, PJSIP UDP on 5070, RTP 12000-12100.
+fn host_files(cfg: &TempConfig) -> (String, String) {
+    let ssh = cfg.root().join("ssh");
+    let ast = cfg.root().join("asterisk");
+    std::fs::create_dir_all(&ssh).unwrap();
+    std::fs::create_dir_all(&ast).unwrap();
+    std::fs::write(ssh.join("sshd_config"), "Port 2222\n").unwrap();
+    std::fs::write(
+        ast.join("pjsip.transports.conf"),
+        "[0.0.0.0-udp]\ntype=transport\nprotocol=udp\nbind=0.0.0.0:5070\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ast.join("rtp.conf"),
+        "[general]\nrtpstart=12000\nrtpend=12100\n",
+    )
+    .unwrap();
+    (
+        ssh.join("sshd_config").display().to_string(),
+        ast.display().to_string(),
+    )
+}
+
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+fn init_whitelists_server_and_admin_with_detected_ports() {
+    if !common::require_root("init_whitelists_server_and_admin_with_detected_ports") {
+        return;
+    }
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22, 2222], &[5060, 5070, 12050]);
+    let cfg = TempConfig::new();
+    let (sshd, ast) = host_files(&cfg);
+    let args = [
+        "init",
+        "--admin",
+        "203.0.113.10",
+        "--sshd-config",
+        &sshd,
+        "--asterisk-dir",
+        &ast,
+    ];
+    let ssh = [("SSH_CONNECTION", "198.51.100.10 50000 192.0.2.1 2222")];
+    let out = cfg.run_env(Some(topo.pbx_ns()), "pbxwall", args, &ssh);
+    exit(&out, 0, "pbxwall init");
+    let settings = cfg.read("pbxwall.toml").unwrap();
+    assert!(settings.contains("\"192.168.0.0/16\""), "{settings}");
+    assert!(settings.contains("ports = \"12000-12100\""), "{settings}");
+    assert!(
+        cfg.read("profiles/ssh.toml")
+            .unwrap()
+            .contains("ports = [\"tcp/2222\"]")
+    );
+    assert!(
+        cfg.read("profiles/sip-udp.toml")
+            .unwrap()
+            .contains("ports = [\"udp/5070\"]")
+    );
+    let admin = cfg.read("accounts/admin.toml").unwrap();
+    assert!(
+        admin.contains("addresses = [\"203.0.113.10\", \"198.51.100.10\"]"),
+        "{admin}"
+    );
+    assert!(
+        admin.contains("services = [\"web\", \"webmin\", \"ssh\"]"),
+        "{admin}"
+    );
+    let own = cfg.read("accounts/pbx-self.toml").unwrap();
+    assert!(
+        own.contains("\"192.0.2.1\"") && own.contains("\"2001:db8::1\""),
+        "{own}"
+    );
+    assert!(own.contains("services = [\"all\"]"), "{own}");
+    assert_probes(
+        &topo,
+        &[
+            Probe::tcp("203.0.113.10", 2222, true),
+            Probe::tcp("198.51.100.10", 2222, true),
+            Probe::tcp("203.0.113.10", 22, false),
+            Probe::tcp("192.0.2.11", 2222, false),
+            Probe::udp("192.0.2.11", 5070, false),
+            Probe::udp("203.0.113.10", 5070, false),
+            Probe::udp("192.0.2.11", 12050, true),
+            Probe::tcp("2001:db8::11", 2222, false),
+        ],
+    );
+
+    // Again: nothing changes.
+    let before = snapshot(cfg.config_dir());
+    let out = cfg.run_env(Some(topo.pbx_ns()), "pbxwall", args, &ssh);
+    exit(&out, 0, "second pbxwall init");
+    assert!(stdout(&out).contains("nothing to change"), "{}", show(&out));
+    assert_eq!(snapshot(cfg.config_dir()), before);
+}
+
+#[test]
+fn init_cloud_trusts_nothing_and_refuses_bad_admin() {
+    let cfg = TempConfig::new();
+    let (sshd, ast) = host_files(&cfg);
+    let base = [
+        "init",
+        "--cloud",
+        "--no-restart",
+        "--sshd-config",
+        &sshd,
+        "--asterisk-dir",
+        &ast,
+    ];
+    let mut bad = base.to_vec();
+    bad.extend(["--admin", "203.0.113.300"]);
+    let out = cfg.run(None, "pbxwall", &bad);
+    exit(&out, 1, "bad --admin");
+    assert!(
+        common::stderr(&out).contains("invalid address \"203.0.113.300\""),
+        "{}",
+        show(&out)
+    );
+    assert!(cfg.read("pbxwall.toml").is_none(), "nothing written");
+
+    let out = cfg.run(None, "pbxwall", base);
+    exit(&out, 0, "init --cloud");
+    assert!(cfg.read("pbxwall.toml").unwrap().contains("trusted = []"));
+    assert!(
+        common::stderr(&out).contains("--cloud: no private range is trusted"),
+        "{}",
+        show(&out)
+    );
+    let dry = cfg.run(None, "restart", ["--dry-run"]);
+    exit(&dry, 0, "dry-run after init");
+    assert!(!stdout(&dry).contains("192.168.0.0/16"), "{}", show(&dry));
+}
