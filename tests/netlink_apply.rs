@@ -750,3 +750,190 @@ fn delete_table_when_absent_and_present() {
     assert!(ok, "{tables}");
     assert_eq!(tables.trim(), "table inet other");
 }
+
+/// `full_ruleset` plus what it lacks: a counter with matches and a verdict, log with a
+/// verdict, and a regular chain (never jumped to) after the base chain.
+fn fingerprint_ruleset() -> Ruleset {
+    let mut rs = full_ruleset(sample_sets());
+    let input = &mut rs.chains[0].rules;
+    input.insert(
+        0,
+        Rule {
+            matches: vec![Match::Loopback, dport(L4Proto::Udp, 1, 65535)],
+            counter: true,
+            verdict: Some(Verdict::Accept),
+            ..Rule::default()
+        },
+    );
+    rs.chains.push(Chain {
+        name: "extra".into(),
+        base: None,
+        rules: vec![
+            Rule {
+                matches: vec![dport(L4Proto::Tcp, 5060, 5062)],
+                log: Some(Log {
+                    per_minute: 3,
+                    prefix: "pbxwall extra: ".into(),
+                }),
+                counter: true,
+                verdict: Some(Verdict::Drop),
+            },
+            accept(vec![saddr(&rs.sets[1])]),
+        ],
+    });
+    rs
+}
+
+/// Each live chain's `rules` next to the IR's fingerprints, chain by chain.
+fn live_fingerprints(live: &LiveTable) -> Vec<(String, Vec<String>)> {
+    live.chains
+        .iter()
+        .map(|c| (c.name.clone(), c.rules.clone()))
+        .collect()
+}
+
+fn fingerprint_text(fps: &[(String, Vec<String>)]) -> String {
+    fps.iter()
+        .flat_map(|(chain, rules)| rules.iter().map(move |r| format!("{chain}: {r}")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn rule_fingerprints_are_one_line_per_rule_without_handles_or_counter_values() {
+    // No root needed: nothing touches the kernel.
+    let rs = fingerprint_ruleset();
+    let fps = netlink::rule_fingerprints(&rs).unwrap();
+    assert_eq!(
+        fps.iter()
+            .map(|(c, r)| (c.as_str(), r.len()))
+            .collect::<Vec<_>>(),
+        rs.chains
+            .iter()
+            .map(|c| (c.name.as_str(), c.rules.len()))
+            .collect::<Vec<_>>()
+    );
+    for (chain, rules) in &fps {
+        for (i, line) in rules.iter().enumerate() {
+            let at = format!("rule {} of chain {chain}: {line}", i + 1);
+            assert!(line.starts_with("[ ") && line.ends_with(" ]"), "{at}");
+            assert!(!line.contains('\n') && !line.contains("handle"), "{at}");
+            assert!(
+                !line.starts_with("inet") && !line.contains(" input "),
+                "{at}"
+            );
+            let counters = line.matches("[ counter ").count();
+            assert_eq!(
+                counters,
+                line.matches("[ counter pkts 0 bytes 0 ]").count(),
+                "{at}"
+            );
+        }
+    }
+    let input = &fps[0].1;
+    assert!(
+        input[0].contains("[ counter pkts 0 bytes 0 ]"),
+        "{}",
+        input[0]
+    );
+    // Set references name the set.
+    assert!(
+        input
+            .iter()
+            .any(|l| l.contains("[ lookup reg 1 set sip_udp_v6 0x0 ]")),
+        "{input:#?}"
+    );
+    // The same rules over other set contents print the same; another port does not.
+    let mut other_sets = rs.clone();
+    other_sets.sets.reverse();
+    other_sets.sets[0].elements = ranges(Family::V4, &["192.0.2.0/24"]);
+    assert_eq!(netlink::rule_fingerprints(&other_sets).unwrap(), fps);
+    let mut other_port = rs.clone();
+    other_port.chains[1].rules[0].matches = vec![dport(L4Proto::Tcp, 5060, 5063)];
+    let changed = netlink::rule_fingerprints(&other_port).unwrap();
+    assert_eq!(changed[0], fps[0]);
+    assert_ne!(changed[1].1[0], fps[1].1[0]);
+    assert_eq!(changed[1].1[1], fps[1].1[1]);
+}
+
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+fn live_rule_fingerprints_match_the_ir_and_see_replacements() {
+    require_root!();
+    let rs = fingerprint_ruleset();
+    let want = netlink::rule_fingerprints(&rs).unwrap();
+    let ns = Netns::new();
+    let (ok, out) = run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+    assert!(ok, "{out}");
+    ns.run(|| netlink::apply(&rs)).unwrap();
+    // Traffic on lo, so the first rule's counter is not 0.
+    ns.run(|| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = s.local_addr().unwrap();
+        for _ in 0..3 {
+            s.send_to(b"ping", to).unwrap();
+        }
+    });
+
+    let live = ns.run(netlink::read_table).unwrap().unwrap();
+    let input = live_chain(&live, "input");
+    assert!(
+        input.counters.iter().any(|&(_, packets, _)| packets >= 3),
+        "{:?}",
+        input.counters
+    );
+    let got = live_fingerprints(&live);
+    assert_same_text(
+        &fingerprint_text(&got),
+        &fingerprint_text(&want),
+        "live rule fingerprints vs rule_fingerprints",
+    );
+    assert_eq!(got, want);
+    for c in &live.chains {
+        assert_eq!(c.rules.len(), c.rule_count, "chain {}", c.name);
+    }
+
+    // Replace one rule in place: same handle, same count, other content.
+    let at = 4;
+    let handle = input.rule_handles[at].to_string();
+    let (ok, out) = ns.nft(&[
+        "replace", "rule", "inet", "pbxwall", "input", "handle", &handle, "tcp", "dport", "23",
+        "accept",
+    ]);
+    assert!(ok, "nft replace rule: {out}");
+    let after = ns.run(netlink::read_table).unwrap().unwrap();
+    let input2 = live_chain(&after, "input");
+    assert_eq!(input2.rule_count, input.rule_count);
+    assert_eq!(input2.rule_handles, input.rule_handles);
+    let differ: Vec<usize> = (0..input.rule_count)
+        .filter(|&i| input2.rules[i] != want[0].1[i])
+        .collect();
+    assert_eq!(differ, [at], "{:#?}", input2.rules);
+    assert_eq!(
+        input2.rules[at],
+        "[ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x00000006 ] \
+         [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 0x00001700 ] \
+         [ immediate reg 0 accept ]"
+    );
+    assert_eq!(live_chain(&after, "extra").rules, want[1].1);
+
+    // A rule inserted, then one removed: the fingerprints see both.
+    let (ok, out) = ns.nft(&["insert", "rule", "inet", "pbxwall", "extra", "counter"]);
+    assert!(ok, "nft insert rule: {out}");
+    let extra = live_chain(&ns.run(netlink::read_table).unwrap().unwrap(), "extra").clone();
+    assert_eq!(extra.rules[0], "[ counter pkts 0 bytes 0 ]");
+    assert_eq!(extra.rules[1..], want[1].1[..]);
+    let last = extra.rule_handles[2].to_string();
+    let (ok, out) = ns.nft(&[
+        "delete", "rule", "inet", "pbxwall", "extra", "handle", &last,
+    ]);
+    assert!(ok, "nft delete rule: {out}");
+    let extra = live_chain(&ns.run(netlink::read_table).unwrap().unwrap(), "extra").clone();
+    assert_eq!(extra.rules.len(), want[1].1.len());
+    assert_ne!(extra.rules, want[1].1);
+
+    // Applying again restores exactly the IR's rules.
+    ns.run(|| netlink::apply(&rs)).unwrap();
+    let live = ns.run(netlink::read_table).unwrap().unwrap();
+    assert_eq!(live_fingerprints(&live), want);
+}

@@ -39,6 +39,15 @@
 //! Each IR match becomes exactly the expressions nft 1.0.6 generates for its text (checked
 //! with `nft --debug=netlink`), so `nft list table inet pbxwall` prints what
 //! [`crate::nft::render`] prints. The helpers below each carry the nft text they stand for.
+//!
+//! # Rule fingerprints
+//!
+//! [`read_table`] prints every live rule's expressions with libnftnl's own printer
+//! ([`LiveChain::rules`]); [`rule_fingerprints`] builds the IR's rules with the same code
+//! [`apply`] uses (`Plan::rule`) and prints them the same way, without the kernel. Both
+//! sides go through one canonicalisation (counter values zeroed, what the kernel fills in
+//! filled in), so equal lines mean equal rules and `status` sees a rule replaced behind
+//! pbxwall's back even when the rule count is unchanged.
 
 #![allow(unsafe_code)]
 
@@ -193,6 +202,10 @@ pub struct LiveChain {
     pub rule_count: usize,
     /// `(rule handle, packets, bytes)` of every rule that has a `counter`.
     pub counters: Vec<(u64, u64, u64)>,
+    /// Content fingerprint of every rule, in evaluation order (see [`rule_fingerprints`]
+    /// for the form): equal to what [`rule_fingerprints`] gives for the chain exactly when
+    /// the live rules are the ones [`apply`] added.
+    pub rules: Vec<String>,
 }
 
 const NFPROTO_INET: u16 = libc::NFPROTO_INET as u16;
@@ -284,6 +297,41 @@ pub fn read_table() -> Result<Option<LiveTable>> {
     })
 }
 
+/// Content fingerprints of the rules [`apply`] adds for `ruleset`: per IR chain, in IR
+/// order, one line per rule, in the form of [`LiveChain::rules`].
+///
+/// The rules are built by the same code [`apply`] uses and printed the way live rules are,
+/// so `status` can tell a rule changed, inserted or removed behind pbxwall's back even when
+/// the count is unchanged. No kernel access: works without root.
+///
+/// A line is the rule's expressions, each printed by libnftnl (`nftnl_expr_snprintf`,
+/// default output) as `nft --debug=netlink` shows them, joined by one space:
+///
+/// ```text
+/// [ meta load iif => reg 1 ] [ cmp eq reg 1 0x00000001 ] [ immediate reg 0 accept ]
+/// ```
+///
+/// Handle, position, family, table and chain are not part of it, counter values print as 0,
+/// and a lookup names its set (set ids are never printed). What the kernel fills in is
+/// filled in the same way on both sides (see `canonicalize_expr`). A rule carrying userdata
+/// (an nft `comment`) gets ` userdata 0x...` appended; pbxwall's rules have none.
+pub fn rule_fingerprints(ruleset: &Ruleset) -> Result<Vec<(String, Vec<String>)>> {
+    let plan = Plan::new(ruleset)?;
+    Ok(ruleset
+        .chains
+        .iter()
+        .zip(&plan.chains)
+        .map(|(chain, cname)| {
+            let rules = chain
+                .rules
+                .iter()
+                .map(|rule| plan.rule(cname, rule).fingerprint())
+                .collect();
+            (chain.name.clone(), rules)
+        })
+        .collect())
+}
+
 /// Incremental element update of an existing set, in one batch: delete the `remove` ranges
 /// and add the `add` ranges.
 ///
@@ -330,7 +378,10 @@ pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
         names.push(cstring(c.set, &what)?);
         check_family(&what, c.family, c.remove.iter().chain(c.add))?;
     }
-    if changes.iter().all(|c| c.remove.is_empty() && c.add.is_empty()) {
+    if changes
+        .iter()
+        .all(|c| c.remove.is_empty() && c.add.is_empty())
+    {
         return Ok(ApplyStats::default());
     }
     let mut sock = Socket::open()?;
@@ -988,6 +1039,7 @@ struct SnapChain {
 struct SnapRule {
     handle: u64,
     counter: Option<(u64, u64)>,
+    fingerprint: String,
 }
 
 /// What was live in the table. Without `full`, sets have no elements and chains no rules.
@@ -1025,6 +1077,7 @@ impl Snapshot {
                         .iter()
                         .filter_map(|r| r.counter.map(|(p, b)| (r.handle, p, b)))
                         .collect(),
+                    rules: c.rules.into_iter().map(|r| r.fingerprint).collect(),
                     name: c.name,
                     handle: c.handle,
                     base: c.base,
@@ -1163,15 +1216,18 @@ fn read_snapshot(sock: &mut Socket, full: bool) -> Result<Option<Snapshot>, Read
                 if msg.nft_type() != Some(libc::NFT_MSG_NEWRULE) {
                     return Ok(());
                 }
-                let r = NfRule::parse(msg, &what)?;
+                let mut r = NfRule::parse(msg, &what)?;
                 if r.get_str(sys::NFTNL_RULE_TABLE).as_deref() != Some(TABLE_NAME) {
                     return Ok(());
                 }
                 let chain = r.get_str(sys::NFTNL_RULE_CHAIN).unwrap_or_default();
                 if let Some(c) = chains.iter_mut().find(|c| c.name == chain) {
+                    // The counter values first: the fingerprint zeroes them.
+                    let counter = r.first_counter();
                     c.rules.push(SnapRule {
                         handle: r.get_u64(sys::NFTNL_RULE_HANDLE).unwrap_or_default(),
-                        counter: r.first_counter(),
+                        counter,
+                        fingerprint: r.fingerprint(),
                     });
                 }
                 Ok(())
@@ -1420,6 +1476,130 @@ impl NfRule {
             sys::nftnl_expr_foreach(self.ptr(), Some(visit), (&raw mut found).cast());
         }
         found
+    }
+
+    /// The rule's content fingerprint (see [`rule_fingerprints`]). Canonicalises the
+    /// expressions in place first (counter values become 0).
+    fn fingerprint(&mut self) -> String {
+        unsafe extern "C" fn visit(e: *mut sys::nftnl_expr, data: *mut c_void) -> c_int {
+            // SAFETY: `data` is the Vec passed below, alive and not otherwise borrowed
+            // during the foreach; `e` is a valid expression owned by the rule, which is
+            // borrowed mutably for the whole foreach, so nothing else sees the change.
+            unsafe {
+                let out = &mut *data.cast::<Vec<String>>();
+                canonicalize_expr(e);
+                out.push(print_expr(e));
+            }
+            0
+        }
+        let mut exprs: Vec<String> = Vec::new();
+        // SAFETY: valid rule, borrowed mutably; the callback only touches `exprs` through
+        // `data` and the rule's own expressions.
+        unsafe {
+            sys::nftnl_expr_foreach(self.ptr(), Some(visit), (&raw mut exprs).cast());
+        }
+        let mut line = exprs.join(" ");
+        if let Some(udata) = self.get_data(sys::NFTNL_RULE_USERDATA) {
+            line.push_str(" userdata 0x");
+            for b in udata {
+                line.push_str(&format!("{b:02x}"));
+            }
+        }
+        line
+    }
+
+    fn get_data(&self, attr: u32) -> Option<Vec<u8>> {
+        if !self.is_set(attr) {
+            return None;
+        }
+        let mut len = 0u32;
+        // SAFETY: valid rule and the attribute is set; libnftnl returns a buffer of `len`
+        // bytes owned by the rule, copied before the rule can change.
+        unsafe {
+            let p = sys::nftnl_rule_get_data(self.ptr(), attr as u16, &mut len);
+            (!p.is_null())
+                .then(|| std::slice::from_raw_parts(p.cast::<u8>(), len as usize).to_vec())
+        }
+    }
+}
+
+/// `LOGLEVEL_WARNING`: the kernel's log level when none is given.
+const LOG_LEVEL_DEFAULT: u32 = 4;
+
+/// Brings one expression into the form the kernel reports it in, so a rule built here and
+/// the same rule dumped by the kernel print identically, and zeroes counter values.
+///
+/// What the kernel reports that nft (and [`Plan::rule`]) does not send:
+/// * `lookup`: `NFTA_LOOKUP_FLAGS` always (0 unless `!=`); printed as `0x0`.
+/// * `log`: `NFTA_LOG_LEVEL` always for a syslog log (default `LOGLEVEL_WARNING`); printed
+///   as `level 4`.
+///
+/// The lookup's set id is only sent, never reported, and libnftnl does not print it; the
+/// set name is on both sides. `cmp` data keeps the length sent, `limit` is sent with its
+/// flags, and `counter`, `meta`, `ct`, `payload`, `bitwise` and `immediate` come back as
+/// sent (checked by the root test `live_rule_fingerprints_match_the_ir_and_see_replacements`).
+///
+/// # Safety
+/// `e` must be a valid expression that nothing else is reading or writing.
+unsafe fn canonicalize_expr(e: *mut sys::nftnl_expr) {
+    // SAFETY: `e` is valid and exclusively ours (caller); the name is a NUL-terminated
+    // string owned by the expression; setters copy plain values.
+    unsafe {
+        let name = sys::nftnl_expr_get_str(e, sys::NFTNL_EXPR_NAME as u16);
+        if name.is_null() {
+            return;
+        }
+        let is_set = |attr: u32| sys::nftnl_expr_is_set(e, attr as u16);
+        match CStr::from_ptr(name).to_bytes() {
+            b"counter" => {
+                sys::nftnl_expr_set_u64(e, sys::NFTNL_EXPR_CTR_PACKETS as u16, 0);
+                sys::nftnl_expr_set_u64(e, sys::NFTNL_EXPR_CTR_BYTES as u16, 0);
+            }
+            b"lookup" if !is_set(sys::NFTNL_EXPR_LOOKUP_FLAGS) => {
+                sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_LOOKUP_FLAGS as u16, 0);
+            }
+            b"log" if !is_set(sys::NFTNL_EXPR_LOG_GROUP) && !is_set(sys::NFTNL_EXPR_LOG_LEVEL) => {
+                sys::nftnl_expr_set_u32(e, sys::NFTNL_EXPR_LOG_LEVEL as u16, LOG_LEVEL_DEFAULT);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `[ NAME BODY]`: the expression as `nft --debug=netlink` prints it, BODY from
+/// `nftnl_expr_snprintf` (default output type).
+///
+/// # Safety
+/// `e` must be a valid expression.
+unsafe fn print_expr(e: *const sys::nftnl_expr) -> String {
+    // SAFETY: `e` is valid (caller); the name is NUL-terminated and owned by it.
+    let name = unsafe {
+        let p = sys::nftnl_expr_get_str(e, sys::NFTNL_EXPR_NAME as u16);
+        if p.is_null() {
+            String::from("?")
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: `buf` is writable for its length; libnftnl writes at most that many bytes,
+        // NUL included, and returns the length the whole text needs.
+        let n = unsafe {
+            sys::nftnl_expr_snprintf(
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                e,
+                sys::NFTNL_OUTPUT_DEFAULT,
+                0,
+            )
+        };
+        let n = n.max(0) as usize;
+        if n < buf.len() {
+            let body = String::from_utf8_lossy(&buf[..n]);
+            return format!("[ {name} {body}]");
+        }
+        buf.resize(n + 1, 0);
     }
 }
 
@@ -2248,7 +2428,10 @@ impl Socket {
                     continue;
                 }
                 let (errno, detail) = m.error();
-                if errno != 0 && batch.sent(m.seq()) && first.as_ref().is_none_or(|(s, _, _)| m.seq() < *s) {
+                if errno != 0
+                    && batch.sent(m.seq())
+                    && first.as_ref().is_none_or(|(s, _, _)| m.seq() < *s)
+                {
                     first = Some((m.seq(), errno, detail));
                 }
             }
@@ -2370,6 +2553,116 @@ mod tests {
             .collect();
         wire.reverse();
         assert_eq!(decode_intervals(Family::V4, &wire), vec![a, b]);
+    }
+
+    #[test]
+    fn fingerprints_print_what_nft_debug_netlink_shows() {
+        let s4 = Match::SaddrInSet(Family::V4, "s4".into());
+        let rule = |matches: Vec<Match>, verdict| Rule {
+            matches,
+            verdict,
+            ..Rule::default()
+        };
+        let rs = Ruleset {
+            sets: vec![ruleset::Set {
+                name: "s4".into(),
+                family: Family::V4,
+                elements: vec![r("192.0.2.0/24")],
+            }],
+            chains: vec![ruleset::Chain {
+                name: "input".into(),
+                base: Some(ruleset::BaseChain {
+                    priority: 0,
+                    policy: Verdict::Drop,
+                }),
+                rules: vec![
+                    rule(vec![Match::Loopback], Some(Verdict::Accept)),
+                    rule(vec![Match::CtEstablishedRelated], Some(Verdict::Accept)),
+                    rule(vec![Match::CtInvalid], Some(Verdict::Drop)),
+                    rule(
+                        vec![
+                            Match::Dport(
+                                L4Proto::Tcp,
+                                ruleset::PortRange {
+                                    first: 5061,
+                                    last: 5061,
+                                },
+                            ),
+                            s4,
+                        ],
+                        Some(Verdict::Accept),
+                    ),
+                    rule(
+                        vec![Match::Dport(
+                            L4Proto::Udp,
+                            ruleset::PortRange {
+                                first: 10000,
+                                last: 20000,
+                            },
+                        )],
+                        Some(Verdict::Accept),
+                    ),
+                    Rule {
+                        log: Some(ruleset::Log {
+                            per_minute: 10,
+                            prefix: "pbxwall drop: ".into(),
+                        }),
+                        ..Rule::default()
+                    },
+                    Rule {
+                        counter: true,
+                        ..Rule::default()
+                    },
+                ],
+            }],
+        };
+        // `nft --debug=netlink list chain inet pbxwall input` of the same rules loaded by
+        // nft 1.0.6 (kernel 6.x), one line per rule.
+        let want = [
+            "[ meta load iif => reg 1 ] [ cmp eq reg 1 0x00000001 ] [ immediate reg 0 accept ]",
+            "[ ct load state => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0x00000006 ) ^ 0x00000000 ] \
+             [ cmp neq reg 1 0x00000000 ] [ immediate reg 0 accept ]",
+            "[ ct load state => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0x00000001 ) ^ 0x00000000 ] \
+             [ cmp neq reg 1 0x00000000 ] [ immediate reg 0 drop ]",
+            "[ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x00000006 ] \
+             [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 0x0000c513 ] \
+             [ meta load nfproto => reg 1 ] [ cmp eq reg 1 0x00000002 ] \
+             [ payload load 4b @ network header + 12 => reg 1 ] [ lookup reg 1 set s4 0x0 ] \
+             [ immediate reg 0 accept ]",
+            "[ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x00000011 ] \
+             [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp gte reg 1 0x00001027 ] \
+             [ cmp lte reg 1 0x0000204e ] [ immediate reg 0 accept ]",
+            "[ limit rate 10/minute burst 5 type packets flags 0x0 ] \
+             [ log prefix pbxwall drop:  level 4 ]",
+            "[ counter pkts 0 bytes 0 ]",
+        ];
+        let got = rule_fingerprints(&rs).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "input");
+        assert_eq!(got[0].1, want);
+    }
+
+    #[test]
+    fn fingerprint_zeroes_counters_and_grows_its_buffer() {
+        let mut rule = NfRule::new();
+        rule.set_u32(sys::NFTNL_RULE_FAMILY, NFPROTO_INET.into());
+        rule.set_str(sys::NFTNL_RULE_TABLE, c"pbxwall");
+        rule.set_str(sys::NFTNL_RULE_CHAIN, c"input");
+        rule.add_expr(
+            Expr::new(c"counter")
+                .u64(sys::NFTNL_EXPR_CTR_PACKETS, 12345)
+                .u64(sys::NFTNL_EXPR_CTR_BYTES, 67890),
+        );
+        // A log prefix longer than the first print buffer.
+        let long = "x".repeat(300);
+        rule.add_expr(log_prefix(&CString::new(long.as_str()).unwrap()));
+        assert_eq!(rule.first_counter(), Some((12345, 67890)));
+        assert_eq!(
+            rule.fingerprint(),
+            format!("[ counter pkts 0 bytes 0 ] [ log prefix {long} level 4 ]")
+        );
+        rule.set_data(sys::NFTNL_RULE_USERDATA, &[0, 2, b'h', 0]);
+        assert!(rule.fingerprint().ends_with("] userdata 0x00026800"));
     }
 
     #[test]
