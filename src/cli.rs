@@ -37,15 +37,12 @@ pub struct Common {
 
 impl Common {
     fn ctx(&self) -> Ctx {
-        Ctx {
-            paths: Paths {
-                config_dir: self.config_dir.clone(),
-                state_dir: self.state_dir.clone(),
-                share_dir: self.share_dir.clone(),
-            },
-            quiet: self.quiet,
-            json: self.json,
-        }
+        let paths = Paths {
+            config_dir: self.config_dir.clone(),
+            state_dir: self.state_dir.clone(),
+            share_dir: self.share_dir.clone(),
+        };
+        Ctx::new(paths, self.quiet, self.json)
     }
 }
 
@@ -232,6 +229,22 @@ Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything 
 still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
 addresses for [resolver] stale_grace_s (default 1 hour).";
 
+impl Command {
+    /// The command's name, as its binary is called.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::AddIp(_) => "add-ip",
+            Command::AddFqdn(_) => "add-fqdn",
+            Command::DelAcct(_) => "del-acct",
+            Command::Restart(_) => "restart",
+            Command::Ipchecker(_) => "ipchecker",
+            Command::Status(_) => "status",
+            Command::Init(_) => "init",
+            Command::EnableTrustedProviders(_) => "enable-trusted-providers",
+        }
+    }
+}
+
 /// `pbxwall COMMAND ...`
 #[derive(Debug, Parser)]
 #[command(name = "pbxwall", version, about = "Whitelist firewall manager for VoIP PBX servers on nftables", after_help = AFTER_HELP)]
@@ -325,6 +338,7 @@ impl From<PbxwallCli> for (Common, Command) {
 pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
     let (common, command) = C::parse().into();
     let ctx = common.ctx();
+    let name = command.name();
     let result = match command {
         Command::AddIp(a) => commands::add::add_ip(&ctx, a),
         Command::AddFqdn(a) => commands::add::add_fqdn(&ctx, a),
@@ -337,9 +351,9 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
             commands::providers::enable_trusted_providers(&ctx, a)
         }
     };
-    match result {
-        Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::Degraded) => ExitCode::from(3),
+    let (code, error) = match &result {
+        Ok(Outcome::Done) => (0u8, None),
+        Ok(Outcome::Degraded) => (3, None),
         Err(err) => {
             let prog = std::env::args()
                 .next()
@@ -357,11 +371,31 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
             } else {
                 eprintln!("{prog}: error: {err:#}");
             }
-            if err.downcast_ref::<UsageError>().is_some() {
-                ExitCode::from(2)
+            let code = if err.downcast_ref::<UsageError>().is_some() {
+                2
             } else {
-                ExitCode::FAILURE
-            }
+                1
+            };
+            (code, Some(format!("{err:#}")))
         }
+    };
+    let report = ctx.report.borrow();
+    if common.json && !report.printed {
+        let outcome = match code {
+            0 => "ok",
+            3 => "degraded",
+            _ => "error",
+        };
+        let out = serde_json::json!({
+            "command": name,
+            "exit": code,
+            "outcome": outcome,
+            "error": error,
+            "messages": report.messages,
+            "warnings": report.warnings,
+            "applied": report.applied,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
+    ExitCode::from(code)
 }

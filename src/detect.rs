@@ -65,11 +65,9 @@ fn bind_port(value: &str, default: u16) -> Option<u16> {
     }
     if let Some(rest) = v.strip_prefix('[') {
         let (_, after) = rest.split_once(']')?;
-        return Some(
-            after
-                .strip_prefix(':')
-                .map_or(Some(default), |p| p.parse().ok())?,
-        );
+        return after
+            .strip_prefix(':')
+            .map_or(Some(default), |p| p.parse().ok());
     }
     match v.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => port.parse().ok(),

@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 pub mod addrset;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod compile;
@@ -9,6 +10,7 @@ pub mod cron;
 pub mod detect;
 pub mod model;
 pub mod nft;
+pub mod providers;
 pub mod resolve;
 pub mod ruleset;
 pub mod state;

@@ -480,6 +480,32 @@ pub struct Account {
     pub provider: Option<String>,
 }
 
+impl Account {
+    /// One line for logs and messages: addresses, names, services.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.addresses.is_empty() {
+            let a: Vec<String> = self.addresses.iter().map(display_net).collect();
+            parts.push(format!("addresses {}", a.join(", ")));
+        }
+        if !self.fqdns.is_empty() {
+            let f: Vec<&str> = self.fqdns.iter().map(Fqdn::as_str).collect();
+            parts.push(format!("names {}", f.join(", ")));
+        }
+        parts.push(format!("services {}", self.services.join(", ")));
+        parts.join("; ")
+    }
+}
+
+/// A network as users write it: single addresses without `/32` or `/128`.
+pub fn display_net(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
 /// Where RTP (media) may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

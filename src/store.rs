@@ -33,6 +33,8 @@ use crate::model::{
     RtpSettings, Settings, parse_port_range, parse_source,
 };
 
+pub use crate::model::display_net;
+
 /// Default configuration folder.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/pbxwall";
 /// Default state folder.
@@ -391,15 +393,6 @@ pub fn render_account(account: &Account) -> String {
         provider: account.provider.as_deref(),
     };
     toml::to_string(&out).expect("account serialises")
-}
-
-/// A network as users write it: single addresses without `/32` or `/128`.
-pub fn display_net(net: &IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
-    }
 }
 
 /// What loading the accounts folder found: the good accounts and the files that were skipped.

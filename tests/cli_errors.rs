@@ -263,3 +263,111 @@ fn replace_overwrites_and_fqdn_names_are_normalised() {
     assert!(text.contains("fqdns = [\"joe.dyndns.example\"]"), "{text}");
     assert!(text.contains("services = [\"sip-udp\", \"iax\"]"), "{text}");
 }
+
+#[test]
+fn audit_log_records_who_what_and_addresses() {
+    let cfg = TempConfig::new();
+    let env = [("SUDO_USER", "alice")];
+    for args in [
+        &[
+            "add-ip",
+            "joe",
+            "203.0.113.7,2001:db8::/48",
+            "--allow",
+            "1,3",
+            "--no-restart",
+        ][..],
+        &[
+            "add-fqdn",
+            "mobile",
+            "joe.dyn.example",
+            "--allow",
+            "ssh",
+            "--no-restart",
+        ],
+        &[
+            "add-ip",
+            "joe",
+            "203.0.113.8",
+            "--allow",
+            "1",
+            "--replace",
+            "--no-restart",
+        ],
+        &["del-acct", "mobile", "--no-restart"],
+    ] {
+        let (bin, rest) = args.split_first().unwrap();
+        let out = cfg.run_env(None, bin, rest, &env);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    }
+    let log = std::fs::read_to_string(cfg.state_dir().join("audit.log")).unwrap();
+    let entries: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let whats: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["command"].as_str().unwrap(), e["what"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        whats,
+        [
+            (
+                "add-ip",
+                "account joe added: addresses 203.0.113.7, 2001:db8::/48; services sip-udp, iax"
+            ),
+            (
+                "add-fqdn",
+                "account mobile added: names joe.dyn.example; services ssh"
+            ),
+            (
+                "add-ip",
+                "account joe replaced: addresses 203.0.113.8; services sip-udp"
+            ),
+            (
+                "del-acct",
+                "account mobile removed (had names joe.dyn.example; services ssh)"
+            ),
+        ]
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["user"] == "alice" && e["at"].is_string())
+    );
+}
+
+#[test]
+fn json_results_have_the_documented_shape() {
+    let cfg = TempConfig::new();
+    let out = cfg.run(
+        None,
+        "add-ip",
+        ["joe", "192.0.2.7", "--allow", "1", "--no-restart", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["command"], "add-ip");
+    assert_eq!(v["exit"], 0);
+    assert_eq!(v["outcome"], "ok");
+    assert!(v["error"].is_null());
+    assert_eq!(v["messages"][1], "account joe saved");
+    assert!(v["applied"].is_null());
+
+    let out = cfg.run(
+        None,
+        "pbxwall",
+        ["--json", "add-ip", "eve", "192.0.2.300", "--allow", "1"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outcome"], "error");
+    assert_eq!(v["exit"], 1);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid address \"192.0.2.300\""),
+        "{v}"
+    );
+}

@@ -32,7 +32,7 @@ fn settings(nameservers: &[&str], grace_s: u64) -> String {
 }
 
 fn live(topo: &Topology) -> LiveTable {
-    in_ns(topo.pbx_ns(), || netlink::read_table())
+    in_ns(topo.pbx_ns(), netlink::read_table)
         .expect("read table")
         .expect("table exists")
 }

@@ -149,6 +149,40 @@ fn status_reports_sync_drift_and_names() {
     exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
     assert_eq!(status_json(&cfg, &topo, 0)["in_sync"], true);
 
+    // A rule replaced in place (same count, same handle): the content check sees it.
+    let listing = stdout(&ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["-a", "list", "chain", "inet", "pbxwall", "input"],
+    ));
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("@ssh_v4"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .map(|h| h.trim().to_owned())
+        .expect("ssh rule handle");
+    nft(
+        &topo,
+        &[
+            "replace", "rule", "inet", "pbxwall", "input", "handle", &handle, "tcp", "dport", "22",
+            "accept",
+        ],
+    );
+    let s = status_json(&cfg, &topo, 3);
+    let diffs: Vec<&str> = s["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        diffs.iter().any(|d| d
+            .contains("differs from what pbxwall applied (tcp dport 22 ip saddr @ssh_v4 accept)")),
+        "{diffs:?}"
+    );
+    exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
+    assert_eq!(status_json(&cfg, &topo, 0)["in_sync"], true);
+
     nft(&topo, &["delete", "table", "inet", "pbxwall"]);
     let s = status_json(&cfg, &topo, 3);
     assert_eq!(s["table"], "missing");

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use super::{Ctx, Outcome, UsageError, change_then_apply};
 use crate::cli::{AddFqdnArgs, AddIpArgs};
 use crate::model::{Account, AccountName, Fqdn, Profiles, parse_sources};
+use crate::state::now_rfc3339;
 use crate::store::{self, StoreError};
 
 /// What an add command was given, after prompting.
@@ -77,16 +78,13 @@ fn ask(prompt: &str) -> Result<String> {
     Ok(line)
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 fn save(
     ctx: &Ctx,
     account: Account,
     replace: bool,
     no_restart: bool,
     force: bool,
+    command: &str,
 ) -> Result<Outcome> {
     let lock = ctx.lock()?;
     let path = ctx.paths.account_file(&account.name);
@@ -94,6 +92,11 @@ fn save(
         return Err(StoreError::AccountExists(account.name).into());
     }
     let name = account.name.clone();
+    let what = format!(
+        "account {name} {}: {}",
+        if path.exists() { "replaced" } else { "added" },
+        account.summary()
+    );
     let outcome = change_then_apply(
         ctx,
         &lock,
@@ -104,6 +107,7 @@ fn save(
     )
     .with_context(|| format!("account {name}"))?;
     ctx.say(format_args!("account {name} saved"));
+    ctx.audit(command, &what);
     Ok(outcome)
 }
 
@@ -130,7 +134,14 @@ pub fn add_ip(ctx: &Ctx, args: AddIpArgs) -> Result<Outcome> {
         created: Some(now_rfc3339()),
         provider: None,
     };
-    save(ctx, account, args.replace, args.no_restart, args.force)
+    save(
+        ctx,
+        account,
+        args.replace,
+        args.no_restart,
+        args.force,
+        "add-ip",
+    )
 }
 
 /// `add-fqdn NAME FQDN... --allow SERVICES`.
@@ -162,5 +173,12 @@ pub fn add_fqdn(ctx: &Ctx, args: AddFqdnArgs) -> Result<Outcome> {
         created: Some(now_rfc3339()),
         provider: None,
     };
-    save(ctx, account, args.replace, args.no_restart, args.force)
+    save(
+        ctx,
+        account,
+        args.replace,
+        args.no_restart,
+        args.force,
+        "add-fqdn",
+    )
 }

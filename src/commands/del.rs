@@ -16,11 +16,26 @@ pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {
         .collect::<Result<Vec<_>, _>>()?;
     let lock = ctx.lock()?;
     let files: Vec<_> = names.iter().map(|n| ctx.paths.account_file(n)).collect();
+    let profiles = store::load_profiles(&ctx.paths)?;
+    let gone: Vec<String> = files
+        .iter()
+        .zip(&names)
+        .map(|(f, n)| {
+            let had = store::read_optional(f)
+                .ok()
+                .flatten()
+                .and_then(|t| store::parse_account(f, &t, &profiles).ok())
+                .map(|a| format!(" (had {})", a.summary()))
+                .unwrap_or_default();
+            format!("account {n} removed{had}")
+        })
+        .collect();
     let outcome = change_then_apply(ctx, &lock, &files, args.no_restart, args.force, || {
         Ok(store::delete_accounts(&ctx.paths, &names, &lock)?)
     })?;
-    for n in &names {
-        ctx.say(format_args!("account {n} removed"));
+    for line in &gone {
+        ctx.say(line);
+        ctx.audit("del-acct", line);
     }
     Ok(outcome)
 }

@@ -113,12 +113,16 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
         ctx.say(format_args!("writing {} ({})", p.path.display(), p.what));
     }
     let touched: Vec<PathBuf> = changed.iter().map(|p| p.path.clone()).collect();
-    change_then_apply(ctx, &lock, &touched, args.no_restart, args.force, || {
+    let outcome = change_then_apply(ctx, &lock, &touched, args.no_restart, args.force, || {
         for p in &changed {
             store::write_atomic(&p.path, p.text.as_bytes(), 0o644)?;
         }
         Ok(())
-    })
+    })?;
+    for p in &changed {
+        ctx.audit("init", &format!("wrote {} ({})", p.path.display(), p.what));
+    }
+    Ok(outcome)
 }
 
 fn settings_text(cloud: bool, rtp: Option<PortRange>) -> String {
@@ -237,7 +241,7 @@ fn account_plan(
         account
             .addresses
             .iter()
-            .map(store::display_net)
+            .map(crate::model::display_net)
             .collect::<Vec<_>>()
             .join(", ")
     );

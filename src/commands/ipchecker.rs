@@ -77,8 +77,11 @@ pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
     st.ipchecker = Some(run);
     st.save(&ctx.paths, &lock)?;
     let (report, outcome) = result?;
+    for line in &report.changes {
+        ctx.audit("ipchecker", line);
+    }
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        ctx.print_json(&report)?;
     } else {
         for line in &report.changes {
             println!("{line}");
@@ -294,6 +297,14 @@ fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
     let command = cron_command(ctx)?;
     let _lock = ctx.lock()?;
     store::write_atomic(file, cron::cron_file(&schedule, &command).as_bytes(), 0o644)?;
+    ctx.audit(
+        "ipchecker",
+        &format!(
+            "installed cron file {} ({})",
+            file.display(),
+            schedule.as_str()
+        ),
+    );
     let next: Vec<String> = schedule
         .next_runs(Local::now(), 3)
         .iter()
@@ -306,7 +317,7 @@ fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
             "command": command,
             "next_runs": next,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        ctx.print_json(&out)?;
     } else {
         ctx.say(format_args!(
             "installed {}: `{command}` at \"{}\"",
@@ -323,6 +334,10 @@ fn remove_cron(ctx: &Ctx, file: &Path) -> Result<Outcome> {
     if file.exists() {
         store::remove_durably(file)?;
         ctx.say(format_args!("removed {}", file.display()));
+        ctx.audit(
+            "ipchecker",
+            &format!("removed cron file {}", file.display()),
+        );
     } else {
         ctx.say(format_args!("no cron file at {}", file.display()));
     }

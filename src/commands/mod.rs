@@ -9,15 +9,18 @@ pub mod providers;
 pub mod restart;
 pub mod status;
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-
-use std::collections::BTreeSet;
-
 use chrono::Utc;
+use serde::Serialize;
+
+use crate::audit;
 
 use crate::compile;
 use crate::model::{Account, Fqdn, Profiles, Settings};
@@ -57,19 +60,88 @@ pub struct Ctx {
     pub quiet: bool,
     /// Print results as JSON.
     pub json: bool,
+    /// What the command reports, printed as JSON at the end with `--json`; shared by clones.
+    pub report: Rc<RefCell<Report>>,
+}
+
+/// The result of a command as `--json` prints it (status and ipchecker print their own,
+/// documented shapes instead):
+///
+/// ```json
+/// {"command": "add-ip", "exit": 0, "outcome": "ok", "error": null,
+///  "messages": ["account joe saved"], "warnings": [],
+///  "applied": {"accounts": 2, "address_ranges": 5, "sets": 6, "netlink_messages": 40, "ms": 12.5}}
+/// ```
+/// `outcome` is "ok", "degraded" or "error"; `applied` is null when nothing was applied.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Result lines, as printed without `--json`.
+    pub messages: Vec<String>,
+    /// Warnings (also printed to stderr).
+    pub warnings: Vec<String>,
+    /// What was applied.
+    pub applied: Option<AppliedSummary>,
+    /// Set when the command printed its own JSON.
+    #[serde(skip)]
+    pub printed: bool,
+}
+
+/// Numbers of one apply.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedSummary {
+    /// Accounts that loaded.
+    pub accounts: usize,
+    /// Address ranges in all sets.
+    pub address_ranges: usize,
+    /// Sets.
+    pub sets: usize,
+    /// Netlink messages in the batch.
+    pub netlink_messages: usize,
+    /// Wall time of the apply, milliseconds.
+    pub ms: f64,
 }
 
 impl Ctx {
-    /// Prints a progress or result line unless `--quiet` or `--json`.
+    /// A context for these folders.
+    pub fn new(paths: Paths, quiet: bool, json: bool) -> Ctx {
+        Ctx {
+            paths,
+            quiet,
+            json,
+            report: Rc::default(),
+        }
+    }
+
+    /// Records a change in the audit log (best effort: a failure is a warning).
+    pub fn audit(&self, command: &str, what: &str) {
+        if let Err(e) = audit::record(&self.paths, command, what) {
+            self.warn(format_args!("could not write the audit log: {e}"));
+        }
+    }
+
+    /// Prints a JSON value as the command's whole output.
+    pub fn print_json(&self, value: &impl Serialize) -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        self.report.borrow_mut().printed = true;
+        Ok(())
+    }
+}
+
+impl Ctx {
+    /// Prints a result line unless `--quiet`; with `--json` it goes into the report.
     pub fn say(&self, line: impl fmt::Display) {
-        if !self.quiet && !self.json {
+        if self.json {
+            self.report.borrow_mut().messages.push(line.to_string());
+        } else if !self.quiet {
             println!("{line}");
         }
     }
 
-    /// Prints a warning to stderr (always).
+    /// Prints a warning to stderr (always), and records it for `--json`.
     pub fn warn(&self, line: impl fmt::Display) {
+        let line = line.to_string();
         eprintln!("warning: {line}");
+        self.report.borrow_mut().warnings.push(line);
     }
 
     /// Takes the store lock, saying so when another command holds it.
@@ -248,14 +320,25 @@ pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool, by: &str) 
     let stats = netlink::apply(&build.ruleset)
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
     record_applied(ctx, &build.ruleset, by, lock)?;
+    let summary = AppliedSummary {
+        accounts: build.accounts.len(),
+        address_ranges: build.ruleset.element_count(),
+        sets: build.ruleset.sets.len(),
+        netlink_messages: stats.messages,
+        ms: (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
+    };
     ctx.say(format_args!(
         "applied table inet pbxwall: {} accounts, {} address ranges in {} sets, {} netlink messages in {:.1} ms",
-        build.accounts.len(),
-        build.ruleset.element_count(),
-        build.ruleset.sets.len(),
-        stats.messages,
-        started.elapsed().as_secs_f64() * 1000.0
+        summary.accounts, summary.address_ranges, summary.sets, summary.netlink_messages, summary.ms
     ));
+    ctx.audit(
+        by,
+        &format!(
+            "applied table inet pbxwall: {} accounts, {} address ranges",
+            summary.accounts, summary.address_ranges
+        ),
+    );
+    ctx.report.borrow_mut().applied = Some(summary);
     Ok(())
 }
 

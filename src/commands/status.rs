@@ -24,7 +24,9 @@
 //!     "fqdns": [{"name": "joe.dyn.example", "state": "ok", "v4": ["192.0.2.10"], "v6": [],
 //!                "resolved_at": "...", "applied": ["192.0.2.10"]}],
 //!     "media": []
-//!   }]
+//!   }],
+//!   "recent_changes": [{"at": "...", "user": "root", "command": "add-ip",
+//!                       "what": "account joe added: addresses 203.0.113.7; services sip-udp"}]
 //! }
 //! ```
 //! A stale name also has `since` and `error`; a left-out name has `reason`.
@@ -39,15 +41,16 @@ use serde_json::{Value, json};
 
 use super::{Build, Ctx, Dns, Outcome, build};
 use crate::addrset::AddrRange;
+use crate::audit;
 use crate::cli::StatusArgs;
 use crate::compile::set_name;
 use crate::cron;
 use crate::model::Account;
+use crate::model::display_net;
 use crate::nft::netlink::{self, LiveTable};
 use crate::resolve::NameResult;
 use crate::ruleset::{INPUT_CHAIN, Ruleset};
 use crate::state::State;
-use crate::store::display_net;
 
 /// `status [--json]`.
 pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
@@ -83,9 +86,10 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
         },
         "dropped": dropped.map(|(p, by)| json!({"packets": p, "bytes": by})),
         "accounts": b.accounts.iter().map(|a| account_json(&b, a, live.as_ref())).collect::<Vec<_>>(),
+        "recent_changes": audit::last(&ctx.paths, RECENT_CHANGES),
     });
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        ctx.print_json(&report)?;
     } else {
         print_text(&report);
     }
@@ -96,9 +100,21 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     })
 }
 
-/// Differences between the ruleset `restart` would apply and what is live, one line each.
+/// How many audit-log entries `status` shows.
+pub const RECENT_CHANGES: usize = 5;
+
+/// Differences between the ruleset `restart` would apply and what is live, one line each:
+/// sets and their elements, chains, base-chain policy, and every rule's content (compared
+/// as libnftnl prints the expressions, built with the same code that applies them).
 pub fn drift(want: &Ruleset, live: &LiveTable) -> Vec<String> {
     let mut out = Vec::new();
+    let fingerprints = match netlink::rule_fingerprints(want) {
+        Ok(f) => f,
+        Err(e) => {
+            out.push(format!("cannot compare rules: {e}"));
+            Vec::new()
+        }
+    };
     for set in &want.sets {
         let Some(have) = live.sets.iter().find(|s| s.name == set.name) else {
             out.push(format!("set {} is missing", set.name));
@@ -149,6 +165,21 @@ pub fn drift(want: &Ruleset, live: &LiveTable) -> Vec<String> {
                 have.rule_count,
                 chain.rules.len()
             ));
+        } else if let Some((_, want_rules)) = fingerprints.iter().find(|(c, _)| *c == chain.name) {
+            for (i, (w, h)) in want_rules.iter().zip(&have.rules).enumerate() {
+                if w != h {
+                    out.push(format!(
+                        "chain {}: rule {} differs from what pbxwall applied ({})",
+                        chain.name,
+                        i + 1,
+                        chain
+                            .rules
+                            .get(i)
+                            .map(|r| r.to_string())
+                            .unwrap_or_default()
+                    ));
+                }
+            }
         }
     }
     for have in &live.chains {
@@ -256,6 +287,19 @@ fn print_text(r: &Value) {
     }
     for p in r["problems"].as_array().into_iter().flatten() {
         println!("problem: {}", s(p));
+    }
+    let recent = r["recent_changes"].as_array().cloned().unwrap_or_default();
+    if !recent.is_empty() {
+        println!("recent changes:");
+        for e in &recent {
+            println!(
+                "  {} {} ({}): {}",
+                s(&e["at"]),
+                s(&e["command"]),
+                s(&e["user"]),
+                s(&e["what"])
+            );
+        }
     }
     println!();
     for a in r["accounts"].as_array().into_iter().flatten() {
