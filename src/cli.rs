@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::{self, Ctx, Outcome, UsageError};
-use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_SHARE_DIR, DEFAULT_STATE_DIR, Paths};
+use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_STATE_DIR, Paths};
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
@@ -21,9 +21,10 @@ pub struct Common {
     /// State folder (lock, name-resolution cache, last applied ruleset)
     #[arg(long, env = "PBXWALL_STATE_DIR", default_value = DEFAULT_STATE_DIR, global = true, value_name = "DIR")]
     pub state_dir: PathBuf,
-    /// Shipped data (profiles/, providers.toml); built-in profiles are used when absent
-    #[arg(long, env = "PBXWALL_SHARE_DIR", default_value = DEFAULT_SHARE_DIR, global = true, value_name = "DIR")]
-    pub share_dir: PathBuf,
+    /// Shipped data (profiles/, providers.toml) [default: ../share/pbxwall beside the program
+    /// if it exists, else /usr/share/pbxwall; built-in copies are used when absent]
+    #[arg(long, env = "PBXWALL_SHARE_DIR", global = true, value_name = "DIR")]
+    pub share_dir: Option<PathBuf>,
     /// Print only errors and warnings
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -40,7 +41,10 @@ impl Common {
         let paths = Paths {
             config_dir: self.config_dir.clone(),
             state_dir: self.state_dir.clone(),
-            share_dir: self.share_dir.clone(),
+            share_dir: self
+                .share_dir
+                .clone()
+                .unwrap_or_else(crate::store::default_share_dir),
         };
         Ctx::new(paths, self.quiet, self.json)
     }

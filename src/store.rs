@@ -39,8 +39,19 @@ pub use crate::model::display_net;
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/pbxwall";
 /// Default state folder.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pbxwall";
-/// Default folder of shipped data.
+/// Default folder of shipped data (of a package install).
 pub const DEFAULT_SHARE_DIR: &str = "/usr/share/pbxwall";
+
+/// The shipped-data folder when none is given: `../share/pbxwall` beside this program when
+/// it exists (a `make install PREFIX=/usr/local` puts the binaries in `/usr/local/sbin` and the
+/// data in `/usr/local/share/pbxwall`), else [`DEFAULT_SHARE_DIR`].
+pub fn default_share_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/pbxwall")))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SHARE_DIR))
+}
 
 /// Errors of the file layer. Each names the file it is about.
 #[derive(Debug, Error)]

@@ -8,7 +8,7 @@
 //! changed since the last apply (accounts or settings edited without a restart).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::Local;
@@ -280,11 +280,19 @@ fn cron_command(ctx: &Ctx) -> Result<String> {
     }
     let p = &ctx.paths;
     for (flag, dir, default) in [
-        ("--config-dir", &p.config_dir, store::DEFAULT_CONFIG_DIR),
-        ("--state-dir", &p.state_dir, store::DEFAULT_STATE_DIR),
-        ("--share-dir", &p.share_dir, store::DEFAULT_SHARE_DIR),
+        (
+            "--config-dir",
+            &p.config_dir,
+            PathBuf::from(store::DEFAULT_CONFIG_DIR),
+        ),
+        (
+            "--state-dir",
+            &p.state_dir,
+            PathBuf::from(store::DEFAULT_STATE_DIR),
+        ),
+        ("--share-dir", &p.share_dir, store::default_share_dir()),
     ] {
-        if dir != Path::new(default) {
+        if *dir != default {
             words.push(flag.into());
             words.push(cron::sh_quote(&dir.to_string_lossy()));
         }
