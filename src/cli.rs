@@ -50,14 +50,9 @@ impl Common {
     }
 }
 
-/// `add-ip`: create an account for addresses or networks.
+/// Options shared by `add-ip` and `add-fqdn`.
 #[derive(Debug, Clone, Args)]
-pub struct AddIpArgs {
-    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
-    pub name: Option<String>,
-    /// IPv4/IPv6 addresses or CIDRs, also comma-separated
-    #[arg(value_name = "ADDR")]
-    pub addresses: Vec<String>,
+pub struct AccountOptions {
     /// Services: profile names or TM3 codes, comma-separated (0=all 1=sip-udp 2=sip-tcp
     /// 3=iax 4=web 5=webmin 6=ftp 7=tftp 8=ssh 9=fop)
     #[arg(short, long, value_name = "SERVICES")]
@@ -68,12 +63,24 @@ pub struct AddIpArgs {
     /// Overwrite an existing account of the same name
     #[arg(long)]
     pub replace: bool,
-    /// Allow ranges larger than /8 (IPv4) or /32 (IPv6), and skip the SSH lockout guard
-    #[arg(long)]
-    pub force: bool,
     /// Only save the account; apply at the next restart
     #[arg(long)]
     pub no_restart: bool,
+}
+
+/// `add-ip`: create an account for addresses or networks.
+#[derive(Debug, Clone, Args)]
+pub struct AddIpArgs {
+    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
+    pub name: Option<String>,
+    /// IPv4/IPv6 addresses or CIDRs, also comma-separated
+    #[arg(value_name = "ADDR")]
+    pub addresses: Vec<String>,
+    #[command(flatten)]
+    pub options: AccountOptions,
+    /// Allow ranges larger than /8 (IPv4) or /32 (IPv6), and skip the SSH lockout guard
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `add-fqdn`: create an account for host names (resolved at every restart and by ipchecker).
@@ -84,22 +91,11 @@ pub struct AddFqdnArgs {
     /// Host names, also comma-separated; internationalised names are stored in ASCII form
     #[arg(value_name = "FQDN")]
     pub fqdns: Vec<String>,
-    /// Services: profile names or TM3 codes, comma-separated (0=all 1=sip-udp 2=sip-tcp
-    /// 3=iax 4=web 5=webmin 6=ftp 7=tftp 8=ssh 9=fop)
-    #[arg(short, long, value_name = "SERVICES")]
-    pub allow: Option<String>,
-    /// Free text stored with the account
-    #[arg(long, value_name = "TEXT")]
-    pub comment: Option<String>,
-    /// Overwrite an existing account of the same name
-    #[arg(long)]
-    pub replace: bool,
+    #[command(flatten)]
+    pub options: AccountOptions,
     /// Skip the SSH lockout guard
     #[arg(long)]
     pub force: bool,
-    /// Only save the account; apply at the next restart
-    #[arg(long)]
-    pub no_restart: bool,
 }
 
 /// `del-acct`: remove accounts.

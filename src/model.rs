@@ -195,6 +195,32 @@ pub fn parse_sources<S: AsRef<str>>(args: &[S], force: bool) -> Result<Vec<IpNet
     Ok(out)
 }
 
+/// Splits command-line host-name arguments that may also be comma-separated, then parses
+/// each (duplicates dropped).
+pub fn parse_fqdns<S: AsRef<str>>(args: &[S]) -> Result<Vec<Fqdn>, ModelError> {
+    let mut out = Vec::new();
+    for part in args
+        .iter()
+        .flat_map(|a| a.as_ref().split(','))
+        .map(str::trim)
+    {
+        if part.is_empty() {
+            continue;
+        }
+        let f: Fqdn = part.parse()?;
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    if out.is_empty() {
+        return Err(ModelError::Fqdn {
+            value: String::new(),
+            reason: "it is empty".into(),
+        });
+    }
+    Ok(out)
+}
+
 /// A validated host name in its ASCII (punycode) form, lower case, without trailing dot.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

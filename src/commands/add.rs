@@ -3,10 +3,11 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result};
+use ipnet::IpNet;
 
 use super::{Ctx, Outcome, UsageError, change_then_apply};
-use crate::cli::{AddFqdnArgs, AddIpArgs};
-use crate::model::{Account, AccountName, Fqdn, Profiles, parse_sources};
+use crate::cli::{AccountOptions, AddFqdnArgs, AddIpArgs};
+use crate::model::{Account, AccountName, Fqdn, Profiles, parse_fqdns, parse_sources};
 use crate::state::now_rfc3339;
 use crate::store::{self, StoreError};
 
@@ -113,72 +114,59 @@ fn save(
 
 /// `add-ip NAME ADDR... --allow SERVICES`.
 pub fn add_ip(ctx: &Ctx, args: AddIpArgs) -> Result<Outcome> {
-    let profiles = store::load_profiles(&ctx.paths)?;
-    let g = complete(
-        args.name,
-        args.addresses,
-        args.allow,
-        "IP address or CIDR",
-        &profiles,
-    )?;
-    let name: AccountName = g.name.parse()?;
-    let addresses = parse_sources(&g.values, args.force)?;
-    let services = profiles.parse_services(&[g.allow])?;
-    let account = Account {
-        name,
-        addresses,
-        fqdns: Vec::new(),
-        services,
-        media: Vec::new(),
-        comment: args.comment,
-        created: Some(now_rfc3339()),
-        provider: None,
-    };
-    save(
+    let force = args.force;
+    add(
         ctx,
-        account,
-        args.replace,
-        args.no_restart,
-        args.force,
         "add-ip",
+        (args.name, args.addresses, args.options),
+        "IP address or CIDR",
+        force,
+        |values| Ok((parse_sources(values, force)?, Vec::new())),
     )
 }
 
 /// `add-fqdn NAME FQDN... --allow SERVICES`.
 pub fn add_fqdn(ctx: &Ctx, args: AddFqdnArgs) -> Result<Outcome> {
+    add(
+        ctx,
+        "add-fqdn",
+        (args.name, args.fqdns, args.options),
+        "host name",
+        args.force,
+        |values| Ok((Vec::new(), parse_fqdns(values)?)),
+    )
+}
+
+/// The flow both add commands share: complete the arguments, validate, save, apply.
+fn add(
+    ctx: &Ctx,
+    command: &str,
+    (name, values, options): (Option<String>, Vec<String>, AccountOptions),
+    prompt: &str,
+    force: bool,
+    parse: impl FnOnce(&[String]) -> Result<(Vec<IpNet>, Vec<Fqdn>)>,
+) -> Result<Outcome> {
     let profiles = store::load_profiles(&ctx.paths)?;
-    let g = complete(args.name, args.fqdns, args.allow, "host name", &profiles)?;
+    let g = complete(name, values, options.allow, prompt, &profiles)?;
     let name: AccountName = g.name.parse()?;
-    let mut fqdns: Vec<Fqdn> = Vec::new();
-    for part in g.values.iter().flat_map(|v| v.split(',')).map(str::trim) {
-        if part.is_empty() {
-            continue;
-        }
-        let f: Fqdn = part.parse()?;
-        if !fqdns.contains(&f) {
-            fqdns.push(f);
-        }
-    }
-    if fqdns.is_empty() {
-        return Err(UsageError("no host name given".into()).into());
-    }
+    let (addresses, fqdns) = parse(&g.values)?;
     let services = profiles.parse_services(&[g.allow])?;
     let account = Account {
         name,
-        addresses: Vec::new(),
+        addresses,
         fqdns,
         services,
         media: Vec::new(),
-        comment: args.comment,
+        comment: options.comment,
         created: Some(now_rfc3339()),
         provider: None,
     };
     save(
         ctx,
         account,
-        args.replace,
-        args.no_restart,
-        args.force,
-        "add-fqdn",
+        options.replace,
+        options.no_restart,
+        force,
+        command,
     )
 }
