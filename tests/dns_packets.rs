@@ -159,6 +159,39 @@ fn a_moving_name_is_followed_by_element_updates_only() {
         ],
     );
 
+    // A rule changed behind pbxwall's back (same count): ipchecker repairs it in full.
+    let listing = stdout(&common::ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["-a", "list", "chain", "inet", "pbxwall", "input"],
+    ));
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("@ssh_v4"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .map(|h| h.trim().to_owned())
+        .expect("ssh rule handle");
+    let out = common::ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &[
+            "replace", "rule", "inet", "pbxwall", "input", "handle", &handle, "tcp", "dport", "22",
+            "accept",
+        ],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_probes(&topo, &[Probe::tcp("192.0.2.11", 22, true)]);
+    let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
+    exit(&out, 0, "ipchecker after a rule was replaced");
+    assert!(
+        stdout(&out).contains(
+            "the ruleset changed beyond addresses since the last apply; applied it in full"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert_probes(&topo, &[Probe::tcp("192.0.2.11", 22, false)]);
+
     // The table disappears (reboot, someone's flush): ipchecker puts it all back.
     let out = common::ns_cmd(
         topo.pbx_ns(),

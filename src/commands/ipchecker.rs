@@ -21,7 +21,6 @@ use crate::cron::{self, CronSchedule};
 use crate::nft::netlink::{self, LiveTable, SetChange};
 use crate::nft::render;
 use crate::resolve::Cache;
-use crate::ruleset::INPUT_CHAIN;
 use crate::state::{IpcheckerRun, State, now_rfc3339};
 use crate::store::{self, StoreLock};
 
@@ -159,26 +158,21 @@ fn full_apply(ctx: &Ctx, b: &Build, lock: &StoreLock, force: bool) -> Result<(&'
 }
 
 /// Whether only set elements can differ between what is live and what was built: the same
-/// sets, the same number of rules in the input chain, and the same skeleton as recorded at
-/// the last apply.
+/// sets, the same chains with the same rules (compared by content, as libnftnl prints them),
+/// and the same skeleton as recorded at the last apply.
 fn same_structure(b: &Build, live: &LiveTable, recorded: Option<&str>) -> bool {
     let want: BTreeSet<&str> = b.ruleset.sets.iter().map(|s| s.name.as_str()).collect();
     let have: BTreeSet<&str> = live.sets.iter().map(|s| s.name.as_str()).collect();
-    let rules_want = b
-        .ruleset
-        .chains
-        .iter()
-        .find(|c| c.name == INPUT_CHAIN)
-        .map(|c| c.rules.len());
-    let rules_have = live
-        .chains
-        .iter()
-        .find(|c| c.name == INPUT_CHAIN)
-        .map(|c| c.rule_count);
-    want == have
-        && live.chains.len() == b.ruleset.chains.len()
-        && rules_want == rules_have
-        && recorded == Some(render::skeleton(&b.ruleset).as_str())
+    let Ok(rules) = netlink::rule_fingerprints(&b.ruleset) else {
+        return false;
+    };
+    let same_rules = live.chains.len() == rules.len()
+        && rules.iter().all(|(chain, want_rules)| {
+            live.chains
+                .iter()
+                .any(|c| c.name == *chain && c.rules == *want_rules)
+        });
+    want == have && same_rules && recorded == Some(render::skeleton(&b.ruleset).as_str())
 }
 
 /// The element changes of one set.
