@@ -297,3 +297,43 @@ fn lockout_guard_refuses_to_cut_off_this_ssh_client() {
     );
     assert_probes(&topo, &[Probe::tcp("203.0.113.10", 22, false)]);
 }
+
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+fn rtp_from_whitelist_admits_only_accounts_and_media_ranges() {
+    if !common::require_root("rtp_from_whitelist_admits_only_accounts_and_media_ranges") {
+        return;
+    }
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[], &[12000, 20500]);
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[rtp]\nports = \"12000-12999\"\nfrom = \"whitelist\"\n",
+    );
+    // A provider-style account: signalling from one address, media from another range.
+    cfg.write(
+        "accounts/trunk.toml",
+        "addresses = [\"198.51.100.10\"]\nmedia = [\"203.0.113.0/28\"]\nservices = [\"sip-udp\"]\n",
+    );
+    cfg.write(
+        "accounts/phone.toml",
+        "addresses = [\"2001:db8::10\"]\nservices = [\"iax\"]\n",
+    );
+    ok(
+        cfg.run(Some(topo.pbx_ns()), "restart", [] as [&str; 0]),
+        "restart",
+    );
+    assert_probes(
+        &topo,
+        &[
+            Probe::udp("198.51.100.10", 12000, true),
+            Probe::udp("203.0.113.10", 12000, true),
+            Probe::udp("2001:db8::10", 12000, true),
+            Probe::udp("203.0.113.10", 20500, false),
+            Probe::udp("192.0.2.11", 12000, false),
+            Probe::udp("2001:db8::11", 12000, false),
+            Probe::udp("198.51.100.11", 12000, false),
+        ],
+    );
+}
