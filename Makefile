@@ -9,6 +9,8 @@ DESTDIR ?=
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables dnsmasq-base iproute2 python3
+# ... and the man page tests (rendering with groff).
+DEB_PACKAGES += groff-base
 
 .PHONY: all build deps lint test demo clean
 
@@ -43,3 +45,20 @@ demo: build
 
 clean:
 	$(CARGO) clean
+
+# ---------------------------------------------------------------------------------------
+# Man pages and shell completions, generated from the clap definitions (src/manpages.rs).
+
+COMPLETIONS_DIR ?= target/completions
+
+.PHONY: man completions
+
+## man: regenerate the generated man pages (and pbxwall(8)'s generated blocks) from src/cli.rs
+man:
+	PBXWALL_UPDATE_MAN=1 $(CARGO) test --locked --test man_pages
+
+## completions: bash, zsh and fish completions of every binary, in $(COMPLETIONS_DIR)
+completions: $(COMPLETIONS_DIR)/.stamp
+
+$(COMPLETIONS_DIR)/.stamp: Cargo.toml Cargo.lock $(wildcard src/*.rs src/*/*.rs bin/*.rs)
+	PBXWALL_COMPLETIONS_DIR="$(abspath $(COMPLETIONS_DIR))" $(CARGO) test --locked --test man_pages -- completions_for_every_binary

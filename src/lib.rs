@@ -8,6 +8,7 @@ pub mod commands;
 pub mod compile;
 pub mod cron;
 pub mod detect;
+pub mod manpages;
 pub mod model;
 pub mod nft;
 pub mod providers;

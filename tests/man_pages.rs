@@ -1,0 +1,428 @@
+//! The man pages in `man/` are generated from the clap definitions (src/cli.rs, through
+//! src/manpages.rs) and committed; these tests regenerate them in memory and fail when a
+//! committed page is out of date. Refresh them with
+//!
+//! ```text
+//! make man        # PBXWALL_UPDATE_MAN=1 cargo test --test man_pages
+//! ```
+//!
+//! which runs these same tests in a mode that writes the pages instead of comparing them.
+//! A page's date moves to today only when its contents change.
+//!
+//! `make completions` runs them with `PBXWALL_COMPLETIONS_DIR=DIR`, which writes the bash,
+//! zsh and fish completions of every binary there (build output, not committed).
+//!
+//! The hand-written pages (pbxwall(8), pbxwall.toml(5)) are checked against README.md,
+//! the shipped `packaging/pbxwall.toml` and the settings parser.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pbxwall::manpages::{self, Generated};
+use pbxwall::model::Settings;
+use pbxwall::store::parse_settings;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn man_dir() -> PathBuf {
+    root().join("man")
+}
+
+fn update_mode() -> bool {
+    std::env::var_os("PBXWALL_UPDATE_MAN").is_some_and(|v| v == "1")
+}
+
+fn today() -> String {
+    chrono::Utc::now().format("%Y-%m-%d").to_string()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What a page in `man/` should be, given what is committed (`None`: missing).
+/// Returns `None` when the committed page is up to date.
+fn refreshed(committed: Option<&str>, fresh_undated: &str) -> Option<String> {
+    let src = manpages::source();
+    let unchanged_body = committed.is_some_and(|c| {
+        manpages::set_th(c, "", &src) == manpages::set_th(fresh_undated, "", &src)
+    });
+    let date = match committed.and_then(manpages::page_date) {
+        Some(d) if unchanged_body => d,
+        _ => today(),
+    };
+    let want = manpages::set_th(fresh_undated, &date, &src);
+    (committed != Some(want.as_str())).then_some(want)
+}
+
+/// First line where two texts differ, for the failure message.
+fn first_difference(old: &str, new: &str) -> String {
+    for (i, (a, b)) in old.lines().zip(new.lines()).enumerate() {
+        if a != b {
+            return format!("line {}:\n  committed: {a}\n  generated: {b}", i + 1);
+        }
+    }
+    format!(
+        "committed has {} lines, generated {}",
+        old.lines().count(),
+        new.lines().count()
+    )
+}
+
+#[test]
+fn man_pages_are_up_to_date() {
+    let dir = man_dir();
+    let mut expected: Vec<Generated> = manpages::man_pages("");
+    for name in manpages::HAND_WRITTEN {
+        let text = read(&dir.join(name));
+        expected.push(Generated {
+            name: (*name).to_owned(),
+            text: manpages::fill_generated_blocks(&text),
+        });
+    }
+
+    let mut stale = Vec::new();
+    for page in &expected {
+        let path = dir.join(&page.name);
+        let committed = std::fs::read_to_string(&path).ok();
+        if let Some(want) = refreshed(committed.as_deref(), &page.text) {
+            if update_mode() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &want).unwrap();
+                eprintln!("make man: wrote man/{}", page.name);
+            } else {
+                let why = match &committed {
+                    Some(c) => first_difference(c, &want),
+                    None => "missing".to_owned(),
+                };
+                stale.push(format!("man/{}: {why}", page.name));
+            }
+        }
+    }
+
+    let names: BTreeSet<&str> = expected.iter().map(|g| g.name.as_str()).collect();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let is_page = name.rsplit_once('.').is_some_and(|(_, s)| s.len() == 1);
+        if is_page && !names.contains(name.as_str()) {
+            if update_mode() {
+                std::fs::remove_file(dir.join(&name)).unwrap();
+                eprintln!("make man: removed man/{name} (no such binary any more)");
+            } else {
+                stale.push(format!(
+                    "man/{name}: no binary in src/manpages.rs BINARIES makes this page"
+                ));
+            }
+        }
+    }
+
+    assert!(
+        stale.is_empty(),
+        "man pages are out of date with src/cli.rs; run `make man` and commit man/:\n{}",
+        stale.join("\n")
+    );
+}
+
+/// Every `[[bin]]` in Cargo.toml that is also a `pbxwall` subcommand must be in
+/// `manpages::BINARIES`, and every entry there must be both.
+#[test]
+fn every_command_binary_is_listed_once() {
+    let manifest: toml::Value = toml::from_str(&read(&root().join("Cargo.toml"))).unwrap();
+    let bins: BTreeSet<String> = manifest["bin"]
+        .as_array()
+        .expect("[[bin]] list")
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_owned())
+        .collect();
+    let subcommands: BTreeSet<String> = manpages::dispatcher()
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    let listed: Vec<String> = manpages::binaries()
+        .iter()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    for sub in &subcommands {
+        if bins.contains(sub) && !listed.contains(sub) {
+            panic!(
+                "`{sub}` is a [[bin]] and a pbxwall subcommand but has no man page: add its \
+                 parser (`...Cli::command,`) to BINARIES in src/manpages.rs, then run `make man`"
+            );
+        }
+    }
+    for name in &listed {
+        assert!(bins.contains(name), "{name} in BINARIES is not a [[bin]]");
+        assert!(
+            subcommands.contains(name),
+            "{name} in BINARIES is not a pbxwall subcommand"
+        );
+    }
+    assert!(bins.contains("pbxwall"), "the dispatcher binary is missing");
+}
+
+/// Splits a command line the way a shell would, for the examples (double quotes only).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            ' ' if !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                }
+                in_word = false;
+            }
+            _ => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+#[test]
+fn examples_parse_with_their_binary() {
+    let binaries = manpages::binaries();
+    for (bin, line, _) in manpages::EXAMPLES {
+        let words = shell_words(line);
+        assert_eq!(words[0], *bin, "example {line:?} is not for {bin}");
+        let cmd = binaries
+            .iter()
+            .find(|c| c.get_name() == *bin)
+            .unwrap_or_else(|| panic!("example for {bin}, which is not in BINARIES"));
+        if let Err(e) = cmd.clone().try_get_matches_from(&words) {
+            panic!("example {line:?} does not parse: {e}");
+        }
+    }
+}
+
+/// Man source to plain text, enough to compare facts: escapes of `-`, quotes and
+/// apostrophes, font changes.
+fn unroff(s: &str) -> String {
+    s.replace("\\-", "-")
+        .replace("\\(dq", "\"")
+        .replace("\\(aq", "'")
+        .replace("\\*(Aq", "'")
+        .replace("\\(lq", "\"")
+        .replace("\\(rq", "\"")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\fP", "")
+}
+
+/// The text of the first `.nf` ... `.fi` block after `after` in a man page.
+fn nofill_block_after(page: &str, after: &str) -> String {
+    let start = page.find(after).unwrap_or_else(|| panic!("no {after:?}"));
+    let rest = &page[start..];
+    let nf = rest.find("\n.nf\n").expect(".nf") + 5;
+    let fi = rest[nf..].find("\n.fi\n").expect(".fi");
+    unroff(&rest[nf..nf + fi + 1])
+}
+
+/// The indented block after the line in README.md that starts with `intro`.
+fn readme_block(readme: &str, intro: &str) -> String {
+    let mut lines = readme.lines().skip_while(|l| !l.starts_with(intro));
+    lines
+        .next()
+        .unwrap_or_else(|| panic!("README has no {intro:?}"));
+    lines
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect()
+}
+
+fn settings(what: &str, text: &str) -> Settings {
+    parse_settings(Path::new(what), text).unwrap_or_else(|e| panic!("{what}: {e}\n{text}"))
+}
+
+/// README's settings example, pbxwall.toml(5)'s, and the shipped packaging/pbxwall.toml
+/// (uncommented) all show exactly the defaults the parser uses, and every key has an
+/// entry in pbxwall.toml(5).
+#[test]
+fn settings_documentation_shows_the_real_defaults() {
+    let defaults = Settings::default();
+    let readme = read(&root().join("README.md"));
+    let block = readme_block(&readme, "Settings (all optional");
+    assert_eq!(settings("README.md settings", &block), defaults);
+
+    let page5 = read(&man_dir().join("pbxwall.toml.5"));
+    let man_block = nofill_block_after(&page5, ".SH SETTINGS");
+    assert_eq!(settings("pbxwall.toml(5) SETTINGS", &man_block), defaults);
+
+    let shipped = read(&root().join("packaging/pbxwall.toml"));
+    assert_eq!(
+        settings("packaging/pbxwall.toml", &shipped),
+        defaults,
+        "the shipped file must set nothing"
+    );
+    let uncommented: String = shipped
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if !rest.starts_with([' ', '#']) && !rest.is_empty() => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        settings("packaging/pbxwall.toml, uncommented", &uncommented),
+        defaults
+    );
+
+    // Every key of every example has its own entry (".B key" or ".B [table] key").
+    let page5_text = unroff(&page5);
+    let mut table = String::new();
+    for text in [&block, &man_block, &uncommented] {
+        table.clear();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                table = format!("{line} ");
+            } else if let Some((key, _)) = line.split_once('=') {
+                let entry = format!(".TP\n.B {table}{}\n", key.trim());
+                assert!(
+                    page5_text.contains(&entry),
+                    "pbxwall.toml(5) has no entry {entry:?}"
+                );
+            }
+        }
+    }
+}
+
+/// pbxwall(8) says what README says: exit codes word for word, the services table and the
+/// files.
+#[test]
+fn overview_page_agrees_with_readme() {
+    let readme = read(&root().join("README.md"));
+    let page = unroff(&read(&man_dir().join("pbxwall.8")));
+    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let page_flat = flat(&page.replace(".TP\n.B ", "§"));
+
+    // "0 success · 1 error, ... · 3 applied, ... (the output says which)."
+    let exit = readme
+        .split("### Exit status")
+        .nth(1)
+        .expect("README has ### Exit status");
+    let exit = flat(exit.split("\n\n").nth(1).expect("exit status paragraph"));
+    for item in exit.trim_end_matches('.').split(" · ") {
+        let (code, what) = item.split_once(' ').unwrap();
+        assert!(
+            page_flat.contains(&format!("§{code} {what}")),
+            "pbxwall(8) EXIT STATUS lacks README's \"{code} {what}\""
+        );
+    }
+
+    // | 1 | sip-udp | udp 5060-5061, 5160-5161 |
+    let mut rows = 0;
+    for line in readme.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() == 5 && cells[1].parse::<u8>().is_ok() {
+            let row = format!("{}\t{}\t{}", cells[1], cells[2], cells[3]);
+            assert!(page.contains(&row), "pbxwall(8) SERVICES lacks {row:?}");
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 10, "README's services table");
+
+    // | `/etc/pbxwall/pbxwall.toml` | settings ... |
+    let files = readme
+        .split("## Files")
+        .nth(1)
+        .expect("README has ## Files");
+    for line in files.lines().take_while(|l| !l.starts_with("Account file")) {
+        for path in line.split('`').skip(1).step_by(2) {
+            assert!(
+                page.contains(path),
+                "pbxwall(8) does not mention README's {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pages_render_without_warnings() {
+    if Command::new("groff").arg("--version").output().is_err() {
+        eprintln!(
+            "SKIPPED pages_render_without_warnings: groff is not installed \
+             (apt-get install groff-base)"
+        );
+        return;
+    }
+    for entry in std::fs::read_dir(man_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new("groff")
+            .args(["-t", "-man", "-ww", "-z", "-Tutf8"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "groff warns about {}:\n{stderr}",
+            path.display()
+        );
+    }
+}
+
+/// A shell's syntax check of a script, or `None` when the shell is not installed.
+fn syntax_check(shell: &str, script: &Path) -> Option<Result<(), String>> {
+    let args: &[&str] = match shell {
+        "fish" => &["--no-execute"],
+        _ => &["-n"],
+    };
+    let out = Command::new(shell).args(args).arg(script).output().ok()?;
+    Some(if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+}
+
+#[test]
+fn completions_for_every_binary() {
+    let all = manpages::completions();
+    let mut bins: Vec<String> = vec![manpages::dispatcher().get_name().to_owned()];
+    bins.extend(manpages::binaries().iter().map(|c| c.get_name().to_owned()));
+    assert_eq!(all.len(), bins.len() * manpages::SHELLS.len());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut unchecked = BTreeSet::new();
+    for (shell, g) in &all {
+        assert!(
+            bins.iter().any(|b| g.text.contains(b.as_str())),
+            "{shell}/{} does not name its binary",
+            g.name
+        );
+        let path = tmp.path().join(format!("{shell}-{}", g.name));
+        std::fs::write(&path, &g.text).unwrap();
+        match syntax_check(shell, &path) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => panic!("{shell}/{}: syntax error:\n{e}", g.name),
+            None => {
+                unchecked.insert(*shell);
+            }
+        }
+    }
+    for shell in unchecked {
+        eprintln!("NOTE: {shell} is not installed; its completions were not syntax-checked");
+    }
+
+    if let Some(dir) = std::env::var_os("PBXWALL_COMPLETIONS_DIR") {
+        let dir = PathBuf::from(dir);
+        manpages::write_completions(&dir).unwrap();
+        eprintln!("make completions: wrote {}", dir.display());
+    }
+}
