@@ -39,6 +39,25 @@ lint: deps
 test: lint
 	$(CARGO) test --locked --all-targets
 
+## test-long: the torture tests at full length (PBXWALL_LONG_TESTS=1: 200 restart/ipchecker
+##            rounds, 300 kill -9 rounds, 8 writers x 60 operations, 140000 hostile inputs;
+##            root; about 10 minutes), then make fuzz. PBXWALL_TORTURE_SEED=N changes the seed.
+.PHONY: test-long fuzz
+test-long: deps
+	PBXWALL_LONG_TESTS=1 $(CARGO) test --locked --test torture --test bad_input_kernel -- --nocapture
+	$(MAKE) --no-print-directory fuzz
+
+## fuzz: every cargo-fuzz target of fuzz/ for FUZZ_SECONDS (default 60) each; installs
+##       cargo-fuzz if missing; RUSTC_BOOTSTRAP=1 lets the stable toolchain take its flags
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= parse_account parse_settings parse_profile parse_source fqdn parse_services cron_schedule
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
 ## demo: add accounts, restart, show the table and probe it, in a throwaway namespace
 demo: build
 	./scripts/demo.sh target/release
