@@ -9,8 +9,8 @@ DESTDIR ?=
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables dnsmasq-base iproute2 python3
-# ... and the man page tests (rendering with groff).
-DEB_PACKAGES += groff-base
+# ... and the packaging tests (man page rendering, systemd-analyze verify of the units).
+DEB_PACKAGES += groff-base systemd
 
 .PHONY: all build deps lint test demo clean
 
@@ -66,11 +66,49 @@ clean:
 	$(CARGO) clean
 
 # ---------------------------------------------------------------------------------------
-# Man pages and shell completions, generated from the clap definitions (src/manpages.rs).
+# Installing and packaging (packaging/README.md explains the layout and the units).
+#
+#   make install                      build (release), then install under /usr/local
+#   make install PREFIX=/usr DESTDIR=/tmp/root BINDIR_SRC=target/debug
+#                                     install binaries already built there, no build
+#   make uninstall                    remove what install put there (not /etc/pbxwall)
+#   make deb                          target/debian/pbxwall_VERSION-1_ARCH.deb (cargo-deb;
+#                                     staged in target/deb-root, which Cargo.toml names)
+#   make man                          regenerate man/*.8 from src/cli.rs
+#   make completions                  bash, zsh, fish completions in target/completions
+#   make test-slow                    install the .deb in a fresh Debian 12 root (root, minutes)
 
-COMPLETIONS_DIR ?= target/completions
+SBINDIR ?= $(PREFIX)/sbin
+DATADIR ?= $(PREFIX)/share
+PKGDATADIR ?= $(DATADIR)/pbxwall
+MANDIR ?= $(DATADIR)/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR ?= $(DATADIR)/zsh/site-functions
+FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
+SYSCONFDIR ?= /etc
+CONFDIR ?= $(SYSCONFDIR)/pbxwall
+STATEDIR ?= /var/lib/pbxwall
+NFT ?= /usr/sbin/nft
+INSTALL ?= install
+# -s to strip the binaries (make deb does)
+INSTALL_STRIP ?=
+# Cargo profile of the binaries to install: release, or debug (cargo's dev profile).
+PROFILE ?= release
+CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
+# cargo's target folder (CARGO_TARGET_DIR when set)
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+BINDIR_SRC ?= $(TARGET_DIR)/$(PROFILE)
+COMPLETIONS_DIR ?= $(TARGET_DIR)/completions
+CARGO_DEB_VERSION ?= 3.8.0
 
-.PHONY: man completions
+# Every [[bin]] in Cargo.toml: the one list of binaries.
+BINARIES := $(shell awk '/^\[\[bin\]\]/ { b = 1; next } b && /^name *=/ { gsub(/^name *= *"|".*$$/, ""); print; b = 0 }' Cargo.toml)
+UNITS := pbxwall.service pbxwall-restart.service pbxwall-ipchecker.service pbxwall-ipchecker.timer
+PROFILES_SRC := $(wildcard profiles/*.toml)
+PROVIDERS_SRC := $(wildcard providers.toml)
+
+.PHONY: install install-build uninstall man completions deb test-slow
 
 ## man: regenerate the generated man pages (and pbxwall(8)'s generated blocks) from src/cli.rs
 man:
@@ -81,3 +119,70 @@ completions: $(COMPLETIONS_DIR)/.stamp
 
 $(COMPLETIONS_DIR)/.stamp: Cargo.toml Cargo.lock $(wildcard src/*.rs src/*/*.rs bin/*.rs)
 	PBXWALL_COMPLETIONS_DIR="$(abspath $(COMPLETIONS_DIR))" $(CARGO) test --locked --test man_pages -- completions_for_every_binary
+
+# Build unless BINDIR_SRC was given on the command line (then its binaries are used as-is).
+install-build:
+ifneq ($(origin BINDIR_SRC),command line)
+	$(CARGO) build --locked --profile $(CARGO_PROFILE) --bins
+endif
+
+## install: binaries, shipped data, man pages, completions, systemd units, and (if absent)
+##          the commented-out /etc/pbxwall/pbxwall.toml with empty accounts/ and profiles/
+install: install-build completions
+	@for b in $(BINARIES); do test -x "$(BINDIR_SRC)/$$b" || { \
+	  echo "$(BINDIR_SRC)/$$b is missing: build first (make build), or set BINDIR_SRC" >&2; exit 1; }; done
+	$(INSTALL) -d "$(DESTDIR)$(SBINDIR)"
+	$(INSTALL) -m 0755 $(INSTALL_STRIP) $(addprefix $(BINDIR_SRC)/,$(BINARIES)) "$(DESTDIR)$(SBINDIR)/"
+	$(INSTALL) -d "$(DESTDIR)$(PKGDATADIR)/profiles"
+	$(INSTALL) -m 0644 $(PROFILES_SRC) "$(DESTDIR)$(PKGDATADIR)/profiles/"
+	$(if $(PROVIDERS_SRC),$(INSTALL) -m 0644 $(PROVIDERS_SRC) "$(DESTDIR)$(PKGDATADIR)/")
+	$(INSTALL) -d "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(MANDIR)/man5"
+	$(INSTALL) -m 0644 $(wildcard man/*.8) "$(DESTDIR)$(MANDIR)/man8/"
+	$(INSTALL) -m 0644 $(wildcard man/*.5) "$(DESTDIR)$(MANDIR)/man5/"
+	$(INSTALL) -d "$(DESTDIR)$(BASHCOMPDIR)" "$(DESTDIR)$(ZSHCOMPDIR)" "$(DESTDIR)$(FISHCOMPDIR)"
+	$(INSTALL) -m 0644 $(COMPLETIONS_DIR)/bash/* "$(DESTDIR)$(BASHCOMPDIR)/"
+	$(INSTALL) -m 0644 $(COMPLETIONS_DIR)/zsh/* "$(DESTDIR)$(ZSHCOMPDIR)/"
+	$(INSTALL) -m 0644 $(COMPLETIONS_DIR)/fish/* "$(DESTDIR)$(FISHCOMPDIR)/"
+	$(INSTALL) -d "$(DESTDIR)$(UNITDIR)"
+	@for u in $(UNITS); do \
+	  echo "  unit $(DESTDIR)$(UNITDIR)/$$u"; \
+	  sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@PKGDATADIR@|$(PKGDATADIR)|g' \
+	      -e 's|@CONFDIR@|$(CONFDIR)|g' -e 's|@STATEDIR@|$(STATEDIR)|g' -e 's|@NFT@|$(NFT)|g' \
+	      packaging/systemd/$$u.in > "$(DESTDIR)$(UNITDIR)/$$u" && chmod 0644 "$(DESTDIR)$(UNITDIR)/$$u" || exit 1; \
+	done
+	$(INSTALL) -d "$(DESTDIR)$(CONFDIR)/accounts" "$(DESTDIR)$(CONFDIR)/profiles"
+	@if [ -e "$(DESTDIR)$(CONFDIR)/pbxwall.toml" ]; then \
+	  echo "  kept $(DESTDIR)$(CONFDIR)/pbxwall.toml"; \
+	else \
+	  $(INSTALL) -m 0644 packaging/pbxwall.toml "$(DESTDIR)$(CONFDIR)/pbxwall.toml"; \
+	fi
+	@echo "installed under $(DESTDIR)$(PREFIX); see packaging/README.md for the systemd units"
+
+## uninstall: remove what install put under PREFIX; /etc/pbxwall and /var/lib/pbxwall stay
+uninstall:
+	rm -f $(addprefix "$(DESTDIR)$(SBINDIR)"/,$(BINARIES))
+	rm -rf "$(DESTDIR)$(PKGDATADIR)"
+	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man8/,$(notdir $(wildcard man/*.8)))
+	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man5/,$(notdir $(wildcard man/*.5)))
+	rm -f $(addprefix "$(DESTDIR)$(BASHCOMPDIR)"/,$(BINARIES))
+	rm -f $(addprefix "$(DESTDIR)$(ZSHCOMPDIR)"/_,$(BINARIES))
+	rm -f $(addsuffix .fish,$(addprefix "$(DESTDIR)$(FISHCOMPDIR)"/,$(BINARIES)))
+	rm -f $(addprefix "$(DESTDIR)$(UNITDIR)"/,$(UNITS))
+	@echo "left $(CONFDIR) and $(STATEDIR) in place (your accounts and state)"
+
+## deb: build the Debian package with cargo-deb from a staged `make install PREFIX=/usr`
+deb:
+	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="dpkg-dev"
+	$(CARGO) build --locked --release --bins
+	rm -rf target/deb-root
+	$(MAKE) --no-print-directory install DESTDIR="$(abspath target/deb-root)" PREFIX=/usr \
+	  BINDIR_SRC=$(TARGET_DIR)/release ZSHCOMPDIR=/usr/share/zsh/vendor-completions INSTALL_STRIP=-s
+	$(CARGO) deb --no-build --no-strip
+	@ls -1 $(TARGET_DIR)/debian/*.deb
+
+## test-slow: build the .deb, install it into a fresh Debian 12 root (debootstrap) and run
+##            it there (root; minutes, needs the Debian mirror apt uses)
+test-slow:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) debootstrap dpkg-dev"
+	PBXWALL_SLOW_TESTS=1 $(CARGO) test --locked --test deb -- --include-ignored --nocapture

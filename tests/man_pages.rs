@@ -355,7 +355,10 @@ fn overview_page_agrees_with_readme() {
 #[test]
 fn pages_render_without_warnings() {
     if Command::new("groff").arg("--version").output().is_err() {
-        eprintln!(
+        // Past the harness's output capture, so it is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
             "SKIPPED pages_render_without_warnings: groff is not installed \
              (apt-get install groff-base)"
         );

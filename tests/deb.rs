@@ -1,0 +1,499 @@
+//! The Debian package, end to end: `make deb`, then install it into a clean Debian 12 root
+//! made with debootstrap (from the mirror this machine's apt uses) with `apt-get install
+//! ./pbxwall_*.deb`, so its dependencies, conffiles and maintainer scripts are exercised,
+//! and run the installed commands there through chroot. Purging it at the end must leave
+//! no state behind.
+//!
+//! Slow (a release build, a debootstrap, an apt install: about 6 minutes) and needs root,
+//! so it is ignored by `cargo test` and runs with `make test-slow` (`--include-ignored`
+//! and `PBXWALL_SLOW_TESTS=1`); run any other way it says SKIPPED.
+//!
+//! When debootstrap cannot reach the mirror, the test falls back to a minimal chroot: the
+//! package unpacked with `dpkg-deb -x` plus the shared libraries `ldd` names. That checks
+//! that the binaries run from the package's paths, but not the dependencies or the
+//! maintainer scripts, and the test says so loudly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Runs a command with a time limit; output goes through files so no pipe fills up.
+fn run(cmd: &mut Command, limit: Duration) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out");
+    let err_path = dir.path().join("err");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} took longer than {limit:?}; stderr so far:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn check(cmd: &mut Command, limit: Duration) -> String {
+    let out = run(cmd, limit);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The URL of the Debian archive apt uses for bookworm, from /etc/apt/sources.list*
+/// (one-line and deb822 formats).
+fn apt_mirror() -> Option<String> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<PathBuf> = dir.filter_map(|e| Some(e.ok()?.path())).collect();
+        more.sort();
+        files.extend(more);
+    }
+    for file in files {
+        let Ok(body) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        if file.extension().is_some_and(|e| e == "sources") {
+            for stanza in body.split("\n\n") {
+                let field = |name: &str| {
+                    stanza
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                        .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                };
+                if field("Types").iter().any(|t| t == "deb")
+                    && field("Suites").iter().any(|s| s == "bookworm")
+                    && let Some(uri) = field("URIs").first()
+                {
+                    return Some(uri.clone());
+                }
+            }
+        } else {
+            for line in body.lines() {
+                let words: Vec<&str> = line
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with('[') && !w.ends_with(']'))
+                    .collect();
+                if words.len() >= 3 && words[0] == "deb" && words[2] == "bookworm" {
+                    return Some(words[1].to_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+fn ensure_tool(tool: &str, package: &str) {
+    if Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return;
+    }
+    eprintln!("{tool} missing: apt-get install {package}");
+    check(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        Duration::from_secs(600),
+    );
+}
+
+/// A root file system in a temp folder; unmounts what was mounted in it before removing it.
+struct Chroot {
+    dir: tempfile::TempDir,
+    mounts: Vec<PathBuf>,
+}
+
+impl Chroot {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn mount_proc(&mut self) {
+        let target = self.path().join("proc");
+        std::fs::create_dir_all(&target).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(&target)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            self.mounts.push(target);
+        } else {
+            eprintln!("NOTE: could not mount /proc in the chroot; going on without it");
+        }
+    }
+
+    /// `chroot ROOT sh -c SCRIPT` with a clean environment.
+    fn sh(&self, script: &str, limit: Duration) -> Output {
+        run(
+            Command::new("chroot")
+                .arg(self.path())
+                .args(["/bin/sh", "-c", script])
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("LANG", "C.UTF-8")
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            limit,
+        )
+    }
+
+    fn sh_ok(&self, script: &str, limit: Duration) -> String {
+        let out = self.sh(script, limit);
+        assert!(
+            out.status.success(),
+            "in the chroot, {script:?} failed ({}):\n{}\n{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+/// Files (not folders) in a .deb, without the leading `./`.
+fn deb_files(deb: &Path) -> Vec<String> {
+    let list = check(
+        Command::new("dpkg-deb").arg("--contents").arg(deb),
+        Duration::from_secs(60),
+    );
+    let mut files: Vec<String> = list
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .map(|p| p.trim_start_matches("./").to_owned())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Files under the staged install tree, as the .deb should hold them (man pages gzipped,
+/// plus the copyright file cargo-deb writes).
+fn staged_files(stage: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                if rel.starts_with("usr/share/man/") {
+                    out.push(format!("{rel}.gz"));
+                } else {
+                    out.push(rel);
+                }
+            }
+        }
+    }
+    let mut out = vec!["usr/share/doc/pbxwall/copyright".to_owned()];
+    walk(stage, stage, &mut out);
+    out.sort();
+    out
+}
+
+fn bins_in(deb_list: &[String]) -> Vec<String> {
+    deb_list
+        .iter()
+        .filter_map(|f| f.strip_prefix("usr/sbin/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Debian 12 minbase from the mirror; `None` when debootstrap fails (no mirror reachable).
+fn debootstrap(mirror: &str) -> Option<Chroot> {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tempfile::Builder::new()
+        .prefix("pbxwall-deb-root-")
+        .tempdir_in(&base)
+        .unwrap();
+    eprintln!(
+        "debootstrap bookworm (minbase) from {mirror} into {}",
+        dir.path().display()
+    );
+    let out = run(
+        Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(dir.path())
+            .arg(mirror),
+        Duration::from_secs(1200),
+    );
+    if !out.status.success() {
+        eprintln!(
+            "debootstrap failed ({}):\n{}\n{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        return None;
+    }
+    Some(Chroot {
+        dir,
+        mounts: Vec::new(),
+    })
+}
+
+/// The fallback: the package unpacked, plus the shared libraries its binaries need.
+fn minimal_chroot(deb: &Path) -> Chroot {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tempfile::Builder::new()
+        .prefix("pbxwall-min-root-")
+        .tempdir_in(&base)
+        .unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    check(
+        Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir.path()),
+        Duration::from_secs(60),
+    );
+    let mut libs = std::collections::BTreeSet::new();
+    for bin in std::fs::read_dir(dir.path().join("usr/sbin")).unwrap() {
+        let out = check(
+            Command::new("ldd").arg(bin.unwrap().path()),
+            Duration::from_secs(30),
+        );
+        for word in out.split_whitespace() {
+            if word.starts_with('/') {
+                libs.insert(PathBuf::from(word));
+            }
+        }
+    }
+    for lib in libs.iter().chain([&PathBuf::from("/bin/sh")]) {
+        let real = std::fs::canonicalize(lib).unwrap();
+        let dest = dir.path().join(lib.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&real, &dest).unwrap();
+    }
+    // sh's own libraries (libc, loader) are already among the binaries'.
+    Chroot {
+        dir,
+        mounts: Vec::new(),
+    }
+}
+
+/// Says why the test did not run, past the test harness's output capture.
+fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED deb_installs_and_runs_in_a_clean_debian_12: {why}"
+    );
+}
+
+// Ignored in every ordinary `cargo test` (as root too: it is slow); `make test-slow` runs
+// it with `--include-ignored` and PBXWALL_SLOW_TESTS=1.
+#[test]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
+#[cfg_attr(pbxwall_root, ignore = "slow: run `make test-slow`")]
+fn deb_installs_and_runs_in_a_clean_debian_12() {
+    if !is_root() {
+        skipped("needs root");
+        return;
+    }
+    if std::env::var_os("PBXWALL_SLOW_TESTS").is_none_or(|v| v != "1") {
+        skipped(
+            "slow (release build, debootstrap); run `make test-slow` or set \
+             PBXWALL_SLOW_TESTS=1",
+        );
+        return;
+    }
+    ensure_tool("dpkg-shlibdeps", "dpkg-dev");
+    ensure_tool("debootstrap", "debootstrap");
+
+    // 1. The package, from the staged `make install PREFIX=/usr`.
+    check(
+        Command::new("make")
+            .arg("--no-print-directory")
+            .arg("-C")
+            .arg(root())
+            .arg("deb")
+            .env_remove("MAKEFLAGS")
+            .env_remove("MFLAGS"),
+        Duration::from_secs(40 * 60),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    // cargo-deb writes to the target folder (CARGO_TARGET_DIR, when set), whose tmp/ this
+    // test was given.
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+    let deb = std::fs::read_dir(target_dir.join("debian"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("pbxwall_{version}-"))
+                && p.extension().is_some_and(|e| e == "deb")
+        })
+        .expect("make deb made target/debian/pbxwall_VERSION-*.deb");
+    let files = deb_files(&deb);
+    assert_eq!(
+        files,
+        staged_files(&root().join("target/deb-root")),
+        "the .deb holds something else than `make install PREFIX=/usr` staged"
+    );
+    let fields = check(
+        Command::new("dpkg-deb").args(["--field"]).arg(&deb),
+        Duration::from_secs(30),
+    );
+    assert!(
+        fields.contains("Depends: ") && fields.contains("nftables"),
+        "{fields}"
+    );
+    let bins = bins_in(&files);
+    assert!(bins.iter().any(|b| b == "restart"), "{bins:?}");
+
+    // 2. A clean Debian 12, or the loud fallback.
+    let mirror = apt_mirror().expect("no bookworm source in /etc/apt/sources.list*");
+    let (mut chroot, full) = match debootstrap(&mirror) {
+        Some(c) => (c, true),
+        None => {
+            eprintln!(
+                "\n!!!!!!!! FALLBACK: debootstrap could not build a Debian 12 root from \
+                 {mirror}.\n!!!!!!!! Testing in a minimal chroot instead (dpkg-deb -x plus \
+                 the ldd libraries):\n!!!!!!!! the package's dependencies, conffiles and \
+                 maintainer scripts are NOT tested.\n"
+            );
+            (minimal_chroot(&deb), false)
+        }
+    };
+    chroot.mount_proc();
+    let minute = Duration::from_secs(60);
+
+    // 3. Install it the way an administrator would: apt resolves its dependencies.
+    if full {
+        let _ = std::fs::copy("/etc/resolv.conf", chroot.path().join("etc/resolv.conf"));
+        std::fs::copy(&deb, chroot.path().join("tmp/pbxwall.deb")).unwrap();
+        chroot.sh_ok("apt-get update -qq", 10 * minute);
+        chroot.sh_ok(
+            "apt-get install -y -qq --no-install-recommends /tmp/pbxwall.deb",
+            15 * minute,
+        );
+        let conffiles = chroot.sh_ok("dpkg-query -W -f='${Conffiles}' pbxwall", minute);
+        assert!(
+            conffiles.contains("/etc/pbxwall/pbxwall.toml"),
+            "{conffiles}"
+        );
+        chroot.sh_ok(
+            "test -d /etc/pbxwall/accounts && test -d /etc/pbxwall/profiles",
+            minute,
+        );
+        chroot.sh_ok("test -x /usr/sbin/nft", minute);
+        let helper = chroot.sh("test -x /usr/bin/deb-systemd-helper", minute);
+        if helper.status.success() {
+            chroot.sh_ok(
+                "test -L /etc/systemd/system/sysinit.target.wants/pbxwall.service && \
+                 test -L /etc/systemd/system/multi-user.target.wants/pbxwall-restart.service && \
+                 ! test -e /etc/systemd/system/timers.target.wants/pbxwall-ipchecker.timer",
+                minute,
+            );
+        } else {
+            eprintln!("NOTE: no deb-systemd-helper in minbase; unit enabling not checked");
+        }
+    }
+
+    // 4. The commands run from the package's paths.
+    for b in &bins {
+        let out = chroot.sh(&format!("/usr/sbin/{b} --version"), minute);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{b} --version in the chroot: {}\n{stdout}{}",
+            out.status,
+            text(&out.stderr)
+        );
+        if !stdout.contains(version) {
+            eprintln!("NOTE: {b} --version printed {stdout:?}");
+        }
+    }
+    let conf = if full { "" } else { " --config-dir /tmp/etc" };
+    let dry = chroot.sh_ok(
+        &format!("/usr/sbin/restart --dry-run{conf} --state-dir /tmp/state"),
+        minute,
+    );
+    assert!(dry.contains("table inet pbxwall {"), "{dry}");
+    chroot.sh_ok(
+        &format!(
+            "/usr/sbin/add-ip joe 203.0.113.7 --allow sip-udp --no-restart{conf} \
+             --state-dir /tmp/state"
+        ),
+        minute,
+    );
+    let dry = chroot.sh_ok(
+        &format!("/usr/sbin/pbxwall{conf} --state-dir /tmp/state restart --dry-run"),
+        minute,
+    );
+    assert!(dry.contains("203.0.113.7"), "{dry}");
+    if full {
+        chroot.sh_ok("test -f /usr/share/man/man8/restart.8.gz", minute);
+        chroot.sh_ok("test -f /usr/share/pbxwall/profiles/sip-udp.toml", minute);
+    }
+
+    // 5. Purge leaves no state and no package files (the account file the admin wrote stays).
+    if full {
+        chroot.sh_ok(
+            "mkdir -p /var/lib/pbxwall && touch /var/lib/pbxwall/x",
+            minute,
+        );
+        chroot.sh_ok("dpkg --purge pbxwall", 5 * minute);
+        chroot.sh_ok(
+            "! test -e /var/lib/pbxwall && ! test -e /usr/sbin/restart && \
+             test -f /etc/pbxwall/accounts/joe.toml && ! test -e /etc/pbxwall/pbxwall.toml",
+            minute,
+        );
+    }
+    eprintln!(
+        "deb test done in a {} root",
+        if full {
+            "debootstrapped Debian 12"
+        } else {
+            "FALLBACK minimal"
+        }
+    );
+}
