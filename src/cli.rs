@@ -212,8 +212,10 @@ pub enum Command {
     /// Resolve every name, compile every account, apply atomically
     Restart(RestartArgs),
     /// Re-resolve host names; write to the kernel only what changed (for cron)
+    #[command(after_long_help = IPCHECKER_LONG_HELP)]
     Ipchecker(IpcheckerArgs),
     /// Show what is loaded, whether it matches the configuration, and every account
+    #[command(after_long_help = STATUS_LONG_HELP)]
     Status(StatusArgs),
     /// First-time setup: settings, detected ports, this server's and the admin's addresses
     Init(InitArgs),
@@ -228,6 +230,40 @@ Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
 Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
 still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
 addresses for [resolver] stale_grace_s (default 1 hour).";
+
+/// `ipchecker --help`: the failure policy, exit codes and the `--json` shape.
+const IPCHECKER_LONG_HELP: &str = "\
+Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
+2 usage error, 3 applied but degraded (names left out or stale, account files skipped).
+
+Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
+still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
+addresses for [resolver] stale_grace_s (default 1 hour).
+
+Quiet unless something changed or failed. Changed addresses go in as set-element updates
+in one transaction; the whole table is applied only when it is missing or its rules
+changed. With --json it prints one object:
+  {\"apply\": \"none\" | \"elements\" | \"full\", \"netlink_writes\": 0,
+   \"changes\": [\"...\"], \"problems\": [\"...\"]}";
+
+/// `status --help`: exit codes and the `--json` shape.
+const STATUS_LONG_HELP: &str = "\
+Exit status: 0 loaded and in sync with the configuration, nothing degraded; 1 error;
+3 drifted (the kernel differs from what restart would apply), not loaded, or degraded
+(names left out or stale, account files skipped).
+
+With --json it prints one object:
+  {\"table\": \"loaded\" | \"missing\", \"in_sync\": true, \"differences\": [\"...\"],
+   \"degraded\": false, \"problems\": [\"...\"],
+   \"last_apply\": {\"at\", \"by\"} | null,
+   \"ipchecker\": {\"last_run\", \"outcome\", \"netlink_writes\", \"cron_schedule\", \"next_run\"},
+   \"dropped\": {\"packets\", \"bytes\"} | null,
+   \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
+                 \"addresses\": [{\"address\", \"applied\"}],
+                 \"fqdns\": [{\"name\", \"state\": \"ok\" | \"stale\" | \"left_out\",
+                            \"since\", \"error\", \"reason\", \"v4\", \"v6\", \"resolved_at\", \"applied\"}],
+                 \"media\"}],
+   \"recent_changes\": [{\"at\", \"user\", \"command\", \"what\"}]}";
 
 impl Command {
     /// The command's name, as its binary is called.
@@ -257,9 +293,12 @@ pub struct PbxwallCli {
 
 macro_rules! single_command {
     ($ty:ident, $bin:literal, $args:ident, $variant:ident, $about:literal) => {
+        single_command!($ty, $bin, $args, $variant, $about, AFTER_HELP);
+    };
+    ($ty:ident, $bin:literal, $args:ident, $variant:ident, $about:literal, $long:expr) => {
         #[doc = concat!("The `", $bin, "` binary.")]
         #[derive(Debug, Parser)]
-        #[command(name = $bin, version, about = $about, after_help = AFTER_HELP)]
+        #[command(name = $bin, version, about = $about, after_help = AFTER_HELP, after_long_help = $long)]
         pub struct $ty {
             #[command(flatten)]
             common: Common,
@@ -309,7 +348,8 @@ single_command!(
     "ipchecker",
     IpcheckerArgs,
     Ipchecker,
-    "Re-resolve host names and write to the kernel only what changed (run it from cron)"
+    "Re-resolve host names and write to the kernel only what changed (run it from cron)",
+    IPCHECKER_LONG_HELP
 );
 
 single_command!(
@@ -325,7 +365,8 @@ single_command!(
     "status",
     StatusArgs,
     Status,
-    "Show what is loaded, whether it matches the configuration, and what every account opens"
+    "Show what is loaded, whether it matches the configuration, and what every account opens",
+    STATUS_LONG_HELP
 );
 
 impl From<PbxwallCli> for (Common, Command) {
