@@ -436,7 +436,7 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
             "warnings": report.warnings,
             "applied": report.applied,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
     ExitCode::from(code)
 }

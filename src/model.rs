@@ -38,6 +38,14 @@ pub enum ModelError {
         /// The network it lies in.
         network: IpNet,
     },
+    /// No address at all.
+    #[error(
+        "no address given: name at least one IPv4 or IPv6 address or CIDR, e.g. 203.0.113.7 or 198.51.100.0/24"
+    )]
+    NoAddresses,
+    /// No host name at all.
+    #[error("no host name given: name at least one, e.g. joe.dyndns.example")]
+    NoFqdns,
     /// An address that can never be a packet's source.
     #[error(
         "invalid address {0:?}: not a unicast source address (unspecified, multicast or broadcast)"
@@ -190,7 +198,7 @@ pub fn parse_sources<S: AsRef<str>>(args: &[S], force: bool) -> Result<Vec<IpNet
         }
     }
     if out.is_empty() {
-        return Err(ModelError::Address(String::new()));
+        return Err(ModelError::NoAddresses);
     }
     Ok(out)
 }
@@ -213,10 +221,7 @@ pub fn parse_fqdns<S: AsRef<str>>(args: &[S]) -> Result<Vec<Fqdn>, ModelError> {
         }
     }
     if out.is_empty() {
-        return Err(ModelError::Fqdn {
-            value: String::new(),
-            reason: "it is empty".into(),
-        });
+        return Err(ModelError::NoFqdns);
     }
     Ok(out)
 }

@@ -235,7 +235,10 @@ impl Cache {
                     Some(format!("{}: {e}; {consequence}", path.display())),
                 ),
             },
-            Err(e) => (Cache::default(), Some(format!("{e}; {consequence}"))),
+            Err(e) => (
+                Cache::default(),
+                Some(format!("{}; {consequence}", crate::error_chain(&e))),
+            ),
         }
     }
 
@@ -652,7 +655,7 @@ pub fn from_cache(names: &BTreeSet<Fqdn>, cache: &Cache) -> Resolution {
 #[derive(Debug, Error)]
 pub enum SetupError {
     /// The system resolver configuration could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     ReadResolvConf {
         /// The file.
         path: PathBuf,
@@ -669,7 +672,7 @@ pub enum SetupError {
         message: String,
     },
     /// The async runtime could not start.
-    #[error("cannot start the DNS resolver: {0}")]
+    #[error("cannot start the DNS resolver")]
     Runtime(#[source] io::Error),
     /// hickory refused the configuration.
     #[error("cannot set up the DNS resolver: {0}")]
@@ -879,7 +882,7 @@ async fn query_all(
 /// Asks DNS for every name; when the resolver cannot be set up every name gets that error.
 fn fresh_answers(names: &[&Fqdn], settings: &ResolverSettings, resolv_conf: &Path) -> Vec<Fresh> {
     let all_failed =
-        |e: SetupError| vec![Fresh::failed(Transient::Other(e.to_string())); names.len()];
+        |e: SetupError| vec![Fresh::failed(Transient::Other(crate::error_chain(&e))); names.len()];
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

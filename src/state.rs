@@ -62,7 +62,7 @@ impl State {
                     Some(format!("{}: {e}; starting afresh", path.display())),
                 ),
             },
-            Err(e) => (State::default(), Some(e.to_string())),
+            Err(e) => (State::default(), Some(crate::error_chain(&e))),
         }
     }
 

@@ -57,7 +57,7 @@ pub fn default_share_dir() -> PathBuf {
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// A read, write or rename failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -87,7 +87,7 @@ pub enum StoreError {
         close: Vec<String>,
     },
     /// The lock could not be taken.
-    #[error("cannot lock {path}: {source} (pbxwall needs a local file system that supports locks)")]
+    #[error("cannot lock {path} (pbxwall needs a local file system that supports locks)")]
     Lock {
         /// The lock file.
         path: PathBuf,
@@ -185,8 +185,47 @@ impl StoreLock {
             }
             Err(fs::TryLockError::Error(e)) => return Err(lock_err(e)),
         }
+        for dir in [
+            paths.config_dir.clone(),
+            paths.accounts_dir(),
+            paths.local_profiles_dir(),
+            paths.state_dir.clone(),
+        ] {
+            remove_stale_temp_files(&dir);
+        }
         Ok(StoreLock { file })
     }
+}
+
+/// Removes temp files [`write_atomic`] left behind when a command was killed mid-write.
+/// Only called with the lock held: then no write is in progress, so any is stale.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if is_temp_name(&name.to_string_lossy()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether a file name is one of [`write_atomic`]'s temp files: `.NAME.tmp.PID.N`.
+fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(4, '.');
+    let (Some(n), Some(pid), Some("tmp"), Some(target)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !target.is_empty()
+        && [n, pid]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl Drop for StoreLock {
@@ -421,9 +460,13 @@ pub fn load_accounts(paths: &Paths, profiles: &Profiles) -> Result<LoadedAccount
     let dir = paths.accounts_dir();
     let mut loaded = LoadedAccounts::default();
     for path in toml_files(&dir)? {
-        let result = fs::read_to_string(&path)
-            .map_err(io_err(&path))
-            .and_then(|text| parse_account(&path, &text, profiles));
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => Ok(text),
+            // Removed by a del-acct since the folder was listed (readers take no lock).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => Err(io_err(&path)(e)),
+        };
+        let result = text.and_then(|text| parse_account(&path, &text, profiles));
         match result {
             Ok(a) => loaded.accounts.push(a),
             Err(e) => loaded.skipped.push(e),
@@ -837,6 +880,25 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(leftovers, ["broken.toml"], "no temp files left behind");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_under_the_lock() {
+        assert!(is_temp_name(".joe.toml.tmp.1234.0"));
+        assert!(is_temp_name(".dns-cache.json.tmp.99.12"));
+        assert!(!is_temp_name("joe.toml"));
+        assert!(!is_temp_name(".joe.toml.tmp.x.0"));
+        assert!(!is_temp_name(".tmp.1.2"));
+        let t = temp();
+        let p = paths(t.path());
+        fs::create_dir_all(p.accounts_dir()).unwrap();
+        let stale = p.accounts_dir().join(".joe.toml.tmp.4242.3");
+        let keep = p.accounts_dir().join("joe.toml");
+        fs::write(&stale, "partial").unwrap();
+        fs::write(&keep, "services = [1]").unwrap();
+        let _lock = StoreLock::acquire(&p, |_| {}).unwrap();
+        assert!(!stale.exists());
+        assert!(keep.exists());
     }
 
     #[test]

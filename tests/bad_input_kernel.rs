@@ -113,7 +113,8 @@ const CASES: &[Case] = &[
     case(&["add-fqdn", "m", "ok.example", "--allow", "sip,iax"], 1, "unknown service \"sip\""),
     case(&["add-fqdn", "m/x", "ok.example", "--allow", "1"], 1, "invalid account name \"m/x\""),
     case(&["add-fqdn", "admin", "ok.example", "--allow", "1"], 1, "account admin exists already"),
-    case(&["add-fqdn", "m", "", "--allow", "1"], 1, "invalid host name \"\": it is empty"),
+    case(&["add-fqdn", "m", "", "--allow", "1"], 1, "no host name given: name at least one"),
+    case(&["add-ip", "joe", ",", "--allow", "1"], 1, "no address given: name at least one IPv4 or IPv6 address or CIDR"),
     case(&["add-fqdn", "m", "ok.example"], 2, "missing arguments: give NAME, at least one host name and --allow SERVICES"),
     case(&["add-fqdn", "m", "ok.example", "--allow", "1"], 1, "account m: the change was not saved: applying table inet pbxwall failed").how(How::NoNetAdmin),
     // del-acct

@@ -846,7 +846,6 @@ fn no_leak_no_gap_while_restart_and_ipchecker_run_back_to_back() {
         started.elapsed().as_secs_f64()
     ));
     let counts = witness_counts(topo.pbx_ns());
-    let mut known_gaps = 0;
     for (((spec, allowed), st), row) in probers.iter().zip(&results).zip(&rows) {
         let pre = counts[&("pre".to_owned(), row.clone())];
         let post = counts[&("post".to_owned(), row.clone())];
@@ -858,9 +857,7 @@ fn no_leak_no_gap_while_restart_and_ipchecker_run_back_to_back() {
         if *allowed {
             let dropped = pre.saturating_sub(post);
             let missed = st.lost + st.refused + st.retransmitted;
-            if KNOWN_BUG_RESTART_GAP && dropped > 0 && missed <= dropped {
-                known_gaps += dropped;
-            } else if missed != 0 || dropped != 0 {
+            if missed != 0 || dropped != 0 {
                 failures.push(format!(
                     "GAP: {}: {st}; pbxwall dropped {dropped} of {pre} packets",
                     spec.name
@@ -878,25 +875,9 @@ fn no_leak_no_gap_while_restart_and_ipchecker_run_back_to_back() {
             "ipchecker applied element updates in only {element_updates} of {rounds} runs"
         ));
     }
-    if known_gaps > 0 {
-        report(format_args!(
-            "  KNOWN BUG (KNOWN_BUG_RESTART_GAP): pbxwall dropped {known_gaps} packets of allowed sources while restart re-created the sets; see restart_never_drops_packets_of_allowed_sources"
-        ));
-    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     status_in_sync(&cfg, &topo).unwrap();
 }
-
-/// Known bug (reported; src/nft/netlink.rs `Plan::batch`): `restart` deletes and re-creates
-/// every set in its batch, and on this kernel (6.18) a packet from an allowed source is now
-/// and then dropped while an interval set is re-created in the same transaction as other
-/// changes (seen with restarts that add or remove a service: about 1.3 packets dropped per
-/// such restart under a 150k packets/s flood; reproduced with plain `nft -f`; keeping the
-/// set and re-filling it in the same batch drops nothing). While true, the no-leak-no-gap
-/// test reports drops that the kernel witness attributes to pbxwall instead of failing on
-/// them, and `restart_never_drops_packets_of_allowed_sources`, which fails on them, is
-/// ignored. Set to false (and remove that `#[ignore]`) with the fix.
-const KNOWN_BUG_RESTART_GAP: bool = true;
 
 /// Sends UDP datagrams from `src` to `dst` as fast as it can (unconnected socket, errors
 /// ignored) until `stop`, at most `max`, from the calling thread's namespace; returns how
@@ -1047,7 +1028,7 @@ fn ipchecker_element_updates_never_drop_packets_of_allowed_sources() {
 }
 
 #[test]
-#[ignore = "bug: restart re-creates interval sets and the kernel drops packets of allowed sources for a moment (KNOWN_BUG_RESTART_GAP)"]
+#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn restart_never_drops_packets_of_allowed_sources() {
     if !common::require_root("restart_never_drops_packets_of_allowed_sources") {
         return;
@@ -1118,15 +1099,6 @@ fn restart_never_drops_packets_of_allowed_sources() {
 
 const LW_NAME: &str = "lw.torture.example.test";
 
-/// Known bug (reported; src/store.rs `load_accounts`): a reader without the lock
-/// (`restart --dry-run`, `status`) that lists the accounts folder just before a `del-acct`
-/// removes a file reports that file as "skipped account file ...: No such file or directory"
-/// and exits 3 (degraded). While true, the reader below counts those runs (and prints the
-/// count) instead of failing; set to false once `load_accounts` ignores files that vanished
-/// between listing and reading.
-const TOLERATE_VANISHED_FILE_RACE: bool = true;
-const VANISHED: &str = "No such file or directory (os error 2)";
-
 /// The account worker `w` creates in its operation `i`, and its addresses.
 fn lw_account(w: usize, i: usize, ops: usize) -> (String, Vec<String>) {
     let idx = w * ops + i;
@@ -1164,7 +1136,6 @@ fn no_lost_writes_with_concurrent_writers_and_ipchecker() {
         AtomicUsize::new(0),
         AtomicUsize::new(0),
     );
-    let vanished = AtomicUsize::new(0);
     let started = Instant::now();
     let expected: BTreeMap<String, Vec<String>> = thread::scope(|s| {
         let _stop = StopOnDrop(&done);
@@ -1239,14 +1210,7 @@ fn no_lost_writes_with_concurrent_writers_and_ipchecker() {
                 i += 1;
                 let out = cfg.run(ns, "restart", ["--dry-run"]);
                 let err = stderr(&out);
-                if TOLERATE_VANISHED_FILE_RACE
-                    && out.status.code() == Some(3)
-                    && err
-                        .lines()
-                        .all(|l| l.contains("skipped account file") && l.ends_with(VANISHED))
-                {
-                    vanished.fetch_add(1, Ordering::SeqCst);
-                } else if out.status.code() != Some(0) || err.contains("skipped") {
+                if out.status.code() != Some(0) || err.contains("skipped") {
                     fail(format!("reader: restart --dry-run {i}: {}", show(&out)));
                 }
                 reader_runs.fetch_add(1, Ordering::SeqCst);
@@ -1328,12 +1292,11 @@ fn no_lost_writes_with_concurrent_writers_and_ipchecker() {
         )),
     }
     report(format_args!(
-        "no-lost-writes: {workers} workers x {ops} operations ({} accounts kept), {} ipchecker + {} restart runs, {} lock-free dry-runs ({} saw a deleted file as skipped: known bug), in {:.1} s; {} problems",
+        "no-lost-writes: {workers} workers x {ops} operations ({} accounts kept), {} ipchecker + {} restart runs, {} lock-free dry-runs, in {:.1} s; {} problems",
         expected.len(),
         ipchecker_runs.load(Ordering::SeqCst),
         restart_runs.load(Ordering::SeqCst),
         reader_runs.load(Ordering::SeqCst),
-        vanished.load(Ordering::SeqCst),
         elapsed.as_secs_f64(),
         failures.len()
     ));

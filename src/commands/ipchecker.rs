@@ -83,7 +83,7 @@ pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
         ctx.print_json(&report)?;
     } else {
         for line in &report.changes {
-            println!("{line}");
+            outln!("{line}");
         }
         for line in &report.problems {
             ctx.warn(line);
@@ -296,6 +296,13 @@ fn cron_command(ctx: &Ctx) -> Result<String> {
 
 fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
     let schedule = CronSchedule::parse(schedule)?;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    anyhow::ensure!(
+        dir.as_os_str().is_empty() || dir.is_dir(),
+        "cannot write {}: the folder {} does not exist (is cron installed?)",
+        file.display(),
+        dir.display()
+    );
     let command = cron_command(ctx)?;
     let _lock = ctx.lock()?;
     store::write_atomic(file, cron::cron_file(&schedule, &command).as_bytes(), 0o644)?;

@@ -115,13 +115,16 @@ impl Ctx {
     /// Records a change in the audit log (best effort: a failure is a warning).
     pub fn audit(&self, command: &str, what: &str) {
         if let Err(e) = audit::record(&self.paths, command, what) {
-            self.warn(format_args!("could not write the audit log: {e}"));
+            self.warn(format_args!(
+                "could not write the audit log: {}",
+                crate::error_chain(&e)
+            ));
         }
     }
 
     /// Prints a JSON value as the command's whole output.
     pub fn print_json(&self, value: &impl Serialize) -> Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        outln!("{}", serde_json::to_string_pretty(value)?);
         self.report.borrow_mut().printed = true;
         Ok(())
     }
@@ -133,7 +136,7 @@ impl Ctx {
         if self.json {
             self.report.borrow_mut().messages.push(line.to_string());
         } else if !self.quiet {
-            println!("{line}");
+            outln!("{line}");
         }
     }
 
@@ -206,7 +209,7 @@ impl Build {
         let mut out: Vec<String> = self
             .skipped
             .iter()
-            .map(|e| format!("skipped account file {e}"))
+            .map(|e| format!("skipped account file {}", crate::error_chain(e)))
             .collect();
         for r in self.resolution.degraded() {
             let accounts = self.accounts_of(&r.name);
@@ -378,7 +381,11 @@ pub fn change_then_apply(
                     None => store::remove_durably(path),
                 };
                 if let Err(r) = restored {
-                    ctx.warn(format_args!("could not restore {}: {r}", path.display()));
+                    ctx.warn(format_args!(
+                        "could not restore {}: {}",
+                        path.display(),
+                        crate::error_chain(&r)
+                    ));
                 }
             }
             Err(e.context("the change was not saved"))

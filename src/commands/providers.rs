@@ -272,7 +272,8 @@ fn not_ours(a: &Account, id: &str) -> anyhow::Error {
 
 fn broken(name: &AccountName, e: &StoreError) -> anyhow::Error {
     anyhow::anyhow!(
-        "cannot tell whether account {name} is a provider account: {e}; fix it or remove it with del-acct {name}"
+        "cannot tell whether account {name} is a provider account: {}; fix it or remove it with del-acct {name}",
+        crate::error_chain(e)
     )
 }
 
@@ -495,13 +496,16 @@ fn list_providers(
     }
     print_table(&shown, &rows);
     for o in &orphaned {
-        println!(
+        outln!(
             "{} is enabled (account {}) but no longer in {}: remove it with --disable {}",
-            o.id, o.account, list.origin, o.id
+            o.id,
+            o.account,
+            list.origin,
+            o.id
         );
     }
     if !ctx.quiet {
-        println!(
+        outln!(
             "\n{} providers in {}. --all enables those marked yes: confidence high or medium, not stale.\nDetails, sources and notes: enable-trusted-providers --list ID",
             list.providers.len(),
             list.origin
@@ -563,12 +567,12 @@ fn print_table(shown: &[&Provider], rows: &[ProviderJson<'_>]) {
                 line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end());
     }
 }
 
 fn print_details(p: &Provider, row: &ProviderJson<'_>) {
-    let field = |k: &str, v: &str| println!("  {k:<11} {v}");
+    let field = |k: &str, v: &str| outln!("  {k:<11} {v}");
     let many = |k: &str, vs: &[String]| {
         if vs.is_empty() {
             return;
@@ -578,7 +582,7 @@ fn print_details(p: &Provider, row: &ProviderJson<'_>) {
             field("", v);
         }
     };
-    println!("{}: {}", p.id, p.name);
+    outln!("{}: {}", p.id, p.name);
     if let Some(w) = &p.website {
         field("website", w);
     }
@@ -616,5 +620,5 @@ fn print_details(p: &Provider, row: &ProviderJson<'_>) {
         let lines: Vec<String> = n.lines().map(str::to_owned).collect();
         many("notes", &lines);
     }
-    println!();
+    outln!();
 }

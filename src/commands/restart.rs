@@ -11,7 +11,7 @@ pub fn restart(ctx: &Ctx, args: RestartArgs) -> Result<Outcome> {
     if args.dry_run {
         let b = build(ctx, None, Dns::Query)?;
         b.report_problems(ctx);
-        print!("{}", render::render(&b.ruleset));
+        out!("{}", render::render(&b.ruleset));
         return Ok(b.outcome());
     }
     let lock = ctx.lock()?;

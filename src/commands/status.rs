@@ -111,7 +111,7 @@ pub fn drift(want: &Ruleset, live: &LiveTable) -> Vec<String> {
     let fingerprints = match netlink::rule_fingerprints(want) {
         Ok(f) => f,
         Err(e) => {
-            out.push(format!("cannot compare rules: {e}"));
+            out.push(format!("cannot compare rules: {}", crate::error_chain(&e)));
             Vec::new()
         }
     };
@@ -263,15 +263,15 @@ fn print_text(r: &Value) {
     } else {
         "loaded, DRIFTED from the configuration (run restart)".to_owned()
     };
-    println!("table inet pbxwall: {table}");
+    outln!("table inet pbxwall: {table}");
     for d in r["differences"].as_array().into_iter().flatten() {
-        println!("  - {}", s(d));
+        outln!("  - {}", s(d));
     }
     if let Some(a) = r["last_apply"].as_object() {
-        println!("last apply: {} by {}", s(&a["at"]), s(&a["by"]));
+        outln!("last apply: {} by {}", s(&a["at"]), s(&a["by"]));
     }
     let ip = &r["ipchecker"];
-    println!(
+    outln!(
         "ipchecker: last run {} ({}), cron {} next {}",
         s(&ip["last_run"]),
         s(&ip["outcome"]),
@@ -279,20 +279,20 @@ fn print_text(r: &Value) {
         s(&ip["next_run"])
     );
     if let Some(d) = r["dropped"].as_object() {
-        println!(
+        outln!(
             "dropped by policy: {} packets, {} bytes",
             s(&d["packets"]),
             s(&d["bytes"])
         );
     }
     for p in r["problems"].as_array().into_iter().flatten() {
-        println!("problem: {}", s(p));
+        outln!("problem: {}", s(p));
     }
     let recent = r["recent_changes"].as_array().cloned().unwrap_or_default();
     if !recent.is_empty() {
-        println!("recent changes:");
+        outln!("recent changes:");
         for e in &recent {
-            println!(
+            outln!(
                 "  {} {} ({}): {}",
                 s(&e["at"]),
                 s(&e["command"]),
@@ -301,7 +301,7 @@ fn print_text(r: &Value) {
             );
         }
     }
-    println!();
+    outln!();
     for a in r["accounts"].as_array().into_iter().flatten() {
         let services: Vec<String> = a["services"]
             .as_array()
@@ -313,14 +313,14 @@ fn print_text(r: &Value) {
         if let Some(c) = a["comment"].as_str() {
             head.push_str(&format!(" ({c})"));
         }
-        println!("{head}");
+        outln!("{head}");
         for addr in a["addresses"].as_array().into_iter().flatten() {
             let state = if addr["applied"] == true {
                 "applied"
             } else {
                 "NOT applied"
             };
-            println!("    {} [{state}]", s(&addr["address"]));
+            outln!("    {} [{state}]", s(&addr["address"]));
         }
         for f in a["fqdns"].as_array().into_iter().flatten() {
             let addrs: Vec<String> = ["v4", "v6"]
@@ -338,7 +338,7 @@ fn print_text(r: &Value) {
                 addrs.join(", ")
             };
             let applied = f["applied"].as_array().map_or(0, Vec::len);
-            println!(
+            outln!(
                 "    {} -> {shown} [{state}; {applied} of {} applied]",
                 s(&f["name"]),
                 addrs.len()

@@ -137,9 +137,11 @@ impl Display for Verdict {
 }
 
 /// Normalises nft text for comparison: drops counter values and blank lines, collapses
-/// whitespace, joins wrapped element lists and sorts elements within each list.
+/// whitespace, joins wrapped element lists, sorts elements within each list, and sorts the
+/// set blocks by name (the kernel lists sets in creation order, and `restart` keeps sets
+/// that already exist in place).
 pub fn normalize(text: &str) -> String {
-    let mut out = Vec::new();
+    let mut lines = Vec::new();
     let mut pending = String::new();
     for raw in text.lines() {
         let line = raw.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -150,13 +152,37 @@ pub fn normalize(text: &str) -> String {
             pending.push_str(&line);
             pending.push(' ');
             if line.ends_with('}') {
-                out.push(normalize_elements(&pending));
+                lines.push(normalize_elements(&pending));
                 pending.clear();
             }
             continue;
         }
-        out.push(strip_counter_values(&line));
+        lines.push(strip_counter_values(&line));
     }
+    // Set blocks (from "set NAME {" to its "}") sorted by name, in place of the first one.
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    let mut out: Vec<String> = Vec::new();
+    let mut first_set_at = None;
+    let mut iter = lines.into_iter();
+    while let Some(line) = iter.next() {
+        if line.starts_with("set ") && line.ends_with('{') {
+            first_set_at.get_or_insert(out.len());
+            let mut block = vec![line];
+            for l in iter.by_ref() {
+                let end = l == "}";
+                block.push(l);
+                if end {
+                    break;
+                }
+            }
+            sets.push(block);
+        } else {
+            out.push(line);
+        }
+    }
+    sets.sort();
+    let at = first_set_at.unwrap_or(out.len());
+    out.splice(at..at, sets.into_iter().flatten());
     out.join("\n")
 }
 
@@ -284,6 +310,14 @@ mod tests {
         if text != want {
             panic!("rendered:\n{text}\nexpected:\n{want}");
         }
+    }
+
+    #[test]
+    fn normalize_orders_set_blocks_by_name() {
+        let a = "table inet t {\n\tset b {\n\t\ttype ipv4_addr\n\t}\n\tset a {\n\t\ttype ipv6_addr\n\t}\n\tchain c {\n\t}\n}\n";
+        let b = "table inet t {\n\tset a {\n\t\ttype ipv6_addr\n\t}\n\tset b {\n\t\ttype ipv4_addr\n\t}\n\tchain c {\n\t}\n}\n";
+        assert_eq!(normalize(a), normalize(b));
+        assert!(normalize(a).starts_with("table inet t {\nset a {"));
     }
 
     #[test]
