@@ -438,6 +438,24 @@ fn cron_install_validate_and_remove() {
             "unchanged after {bad:?}"
         );
     }
+    let missing = cfg.root().join("no-such-dir/pbxwall");
+    let out = cfg.run(
+        None,
+        "ipchecker",
+        [
+            "--install-cron",
+            "*/5 * * * *",
+            "--cron-file",
+            missing.to_str().unwrap(),
+        ],
+    );
+    exit(&out, 1, "install-cron into a missing folder");
+    assert!(
+        stderr(&out).contains("no-such-dir does not exist"),
+        "{}",
+        show(&out)
+    );
+    assert!(!missing.parent().unwrap().exists(), "no folder created");
     let out = cfg.run(None, "ipchecker", ["--remove-cron", "--cron-file", cron_s]);
     exit(&out, 0, "remove-cron");
     assert!(!cron.exists());
