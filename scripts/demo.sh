@@ -58,6 +58,7 @@ run() { echo; echo "# $*"; ip netns exec "$PBX" "$BIN/$@" || echo "(exit $?)"; }
 run add-ip joe-office 192.0.2.10 2001:db8::10 --allow sip-udp,iax --comment "Joe's office" --no-restart
 run add-ip admin 203.0.113.7 --allow 8,4 --no-restart
 run restart
+run status
 echo; echo "# nft list table inet pbxwall"
 ip netns exec "$PBX" nft list table inet pbxwall
 

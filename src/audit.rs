@@ -40,9 +40,23 @@ pub fn who() -> String {
             return v;
         }
     }
-    std::fs::metadata("/proc/self")
-        .map(|m| format!("uid {}", m.uid()))
-        .unwrap_or_else(|_| "unknown".into())
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| user_of(&passwd, uid))
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The name of `uid` in an /etc/passwd text.
+fn user_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 /// Appends an entry to the audit log and sends it to syslog. The caller holds the lock.
@@ -104,6 +118,14 @@ fn send_syslog(message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        assert_eq!(user_of(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_of(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(user_of(passwd, 7), None);
+    }
 
     #[test]
     fn entries_append_and_read_back() {
