@@ -174,27 +174,6 @@ const CASES: &[Case] = &[
     case(&["pbxwall", "del-acct", "admin"], 1, "refusing to apply").how(How::SshAdmin),
 ];
 
-/// Every regular file under `dir` with its contents.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(&p).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
-
 /// The live table with handles, without counter values.
 fn kernel_table(topo: &Topology) -> String {
     let out = ns_cmd(
@@ -344,12 +323,12 @@ fn bad_input_changes_neither_files_nor_the_kernel() {
         if let Some((rel, text)) = c.file {
             cfg.write(rel, text);
         }
-        let before = snapshot(cfg.config_dir());
+        let before = common::snapshot(cfg.config_dir());
         let out = run_case(&cfg, &topo, c, &cron);
         if let Some(f) = check_output(c, &out) {
             failures.push(f);
         }
-        let after = snapshot(cfg.config_dir());
+        let after = common::snapshot(cfg.config_dir());
         if after != before {
             let changed: Vec<&String> = before
                 .keys()

@@ -5,31 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use common::{TempConfig, show, stderr, stdout};
-
-/// Every file under `dir` with its contents.
-fn snapshot(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(rel, std::fs::read_to_string(&p).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
 
 fn setup() -> TempConfig {
     let cfg = TempConfig::new();
@@ -102,7 +78,7 @@ const CASES: &[Case] = &[
 #[test]
 fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     let cfg = setup();
-    let before = snapshot(cfg.config_dir());
+    let before = common::snapshot(cfg.config_dir());
     let mut failures = Vec::new();
     for c in CASES {
         let (bin, args) = c.args.split_first().unwrap();
@@ -122,7 +98,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
                 show(&out)
             ));
         }
-        let after = snapshot(cfg.config_dir());
+        let after = common::snapshot(cfg.config_dir());
         if after != before {
             failures.push(format!(
                 "{:?} changed the config dir: {before:?} -> {after:?}",

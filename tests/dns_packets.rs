@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -16,11 +15,6 @@ use pbxwall::nft::netlink::{self, LiveTable};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-#[track_caller]
-fn exit(out: &Output, code: i32, what: &str) {
-    assert_eq!(out.status.code(), Some(code), "{what}:\n{}", show(out));
 }
 
 fn settings(nameservers: &[&str], grace_s: u64) -> String {
@@ -75,7 +69,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
     let cfg = TempConfig::new();
     cfg.write("pbxwall.toml", &settings(&["192.0.2.53"], 3600));
     let ns = Some(topo.pbx_ns());
-    exit(
+    common::assert_exit(
         &cfg.run(ns, "add-ip", ["office", "203.0.113.10", "--allow", "ssh"]),
         0,
         "add-ip office",
@@ -85,7 +79,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
         "add-fqdn",
         ["joe-mobile", "joe.dyn.example.test", "--allow", "1,3"],
     );
-    exit(&out, 0, "add-fqdn joe-mobile");
+    common::assert_exit(&out, 0, "add-fqdn joe-mobile");
     assert_probes(
         &topo,
         &[
@@ -101,7 +95,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
     // Nothing changed: ipchecker writes nothing to the kernel.
     let before = live(&topo);
     let out = cfg.run(ns, "ipchecker", ["--json"]);
-    exit(&out, 0, "ipchecker, nothing changed");
+    common::assert_exit(&out, 0, "ipchecker, nothing changed");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["netlink_writes"], 0, "{}", show(&out));
     assert_eq!(report["apply"], "none", "{}", show(&out));
@@ -109,7 +103,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
     assert_eq!(rule_handles(&same), rule_handles(&before));
     assert_eq!(set_handles(&same), set_handles(&before));
     let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
-    exit(&out, 0, "ipchecker, quiet");
+    common::assert_exit(&out, 0, "ipchecker, quiet");
     assert!(
         out.stdout.is_empty() && out.stderr.is_empty(),
         "quiet when nothing changed: {}",
@@ -122,7 +116,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
         ("joe.dyn.example.test", ip("2001:db8::10")),
     ]);
     let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
-    exit(&out, 0, "ipchecker after the move");
+    common::assert_exit(&out, 0, "ipchecker after the move");
     let text = stdout(&out);
     assert!(
         text.contains("joe.dyn.example.test (account joe-mobile): now 192.0.2.11, 2001:db8::10 (was 192.0.2.10, 2001:db8::10)"),
@@ -182,7 +176,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
     assert!(out.status.success(), "{}", show(&out));
     assert_probes(&topo, &[Probe::tcp("192.0.2.11", 22, true)]);
     let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
-    exit(&out, 0, "ipchecker after a rule was replaced");
+    common::assert_exit(&out, 0, "ipchecker after a rule was replaced");
     assert!(
         stdout(&out).contains(
             "the ruleset changed beyond addresses since the last apply; applied it in full"
@@ -200,7 +194,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
     );
     assert!(out.status.success(), "{}", show(&out));
     let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
-    exit(&out, 0, "ipchecker, table missing");
+    common::assert_exit(&out, 0, "ipchecker, table missing");
     assert!(
         stdout(&out).contains("table inet pbxwall was missing; applied the full ruleset"),
         "{}",
@@ -227,7 +221,7 @@ fn an_nxdomain_name_is_saved_left_out_and_retried() {
     let cfg = TempConfig::new();
     cfg.write("pbxwall.toml", &settings(&["192.0.2.53"], 3600));
     let ns = Some(topo.pbx_ns());
-    exit(
+    common::assert_exit(
         &cfg.run(ns, "add-ip", ["office", "203.0.113.10", "--allow", "ssh"]),
         0,
         "add-ip office",
@@ -237,7 +231,7 @@ fn an_nxdomain_name_is_saved_left_out_and_retried() {
         "add-fqdn",
         ["ghost", "nosuch.example.test", "--allow", "sip-udp"],
     );
-    exit(&out, 3, "add-fqdn of a name that does not exist");
+    common::assert_exit(&out, 3, "add-fqdn of a name that does not exist");
     assert!(
         stderr(&out)
             .contains("left out nosuch.example.test (account ghost): does not resolve (NXDOMAIN)"),
@@ -252,7 +246,7 @@ fn an_nxdomain_name_is_saved_left_out_and_retried() {
             Probe::udp("192.0.2.10", 5060, false),
         ],
     );
-    exit(
+    common::assert_exit(
         &cfg.run(ns, "restart", [] as [&str; 0]),
         3,
         "restart with a left-out name",
@@ -261,7 +255,7 @@ fn an_nxdomain_name_is_saved_left_out_and_retried() {
     // The name appears: ipchecker adds it.
     dns.set_records(&[("nosuch.example.test", ip("192.0.2.10"))]);
     let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
-    exit(&out, 0, "ipchecker once it resolves");
+    common::assert_exit(&out, 0, "ipchecker once it resolves");
     assert!(
         stdout(&out).contains("now 192.0.2.10 (was nothing)"),
         "{}",
@@ -283,7 +277,7 @@ fn a_silent_nameserver_costs_one_timeout_and_blocks_nothing_else() {
     let cfg = TempConfig::new();
     cfg.write("pbxwall.toml", &settings(&["192.0.2.54"], 3600));
     let ns = Some(topo.pbx_ns());
-    exit(
+    common::assert_exit(
         &cfg.run(
             ns,
             "add-ip",
@@ -304,12 +298,12 @@ fn a_silent_nameserver_costs_one_timeout_and_blocks_nothing_else() {
                 "--no-restart".into(),
             ],
         );
-        exit(&out, 0, "add-fqdn --no-restart");
+        common::assert_exit(&out, 0, "add-fqdn --no-restart");
     }
     let started = Instant::now();
     let out = cfg.run(ns, "restart", [] as [&str; 0]);
     let took = started.elapsed();
-    exit(&out, 3, "restart with a silent nameserver");
+    common::assert_exit(&out, 3, "restart with a silent nameserver");
     // 20 names × A and AAAA, 500 ms × 1 attempt: concurrent, so about one timeout.
     assert!(
         took < Duration::from_millis(2500),
@@ -345,7 +339,7 @@ fn a_failing_nameserver_keeps_addresses_within_the_grace_only() {
     let cfg = TempConfig::new();
     cfg.write("pbxwall.toml", &settings(&["192.0.2.53"], 3));
     let ns = Some(topo.pbx_ns());
-    exit(
+    common::assert_exit(
         &cfg.run(
             ns,
             "add-fqdn",
@@ -359,7 +353,7 @@ fn a_failing_nameserver_keeps_addresses_within_the_grace_only() {
     // DNS starts failing (SERVFAIL): the last addresses stay, reported as stale.
     cfg.write("pbxwall.toml", &settings(&["192.0.2.54"], 3));
     let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
-    exit(&out, 3, "ipchecker within the grace");
+    common::assert_exit(&out, 3, "ipchecker within the grace");
     assert!(
         stderr(&out).contains("joe.dyn.example.test (account joe) is stale since"),
         "{}",
@@ -375,7 +369,7 @@ fn a_failing_nameserver_keeps_addresses_within_the_grace_only() {
     // After the grace they are dropped.
     std::thread::sleep(Duration::from_millis(3200));
     let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
-    exit(&out, 3, "ipchecker after the grace");
+    common::assert_exit(&out, 3, "ipchecker after the grace");
     assert!(
         stderr(&out).contains(
             "left out joe.dyn.example.test (account joe): DNS failing (A and AAAA: SERVFAIL)"
@@ -401,7 +395,7 @@ fn cron_install_validate_and_remove() {
         "ipchecker",
         ["--install-cron", "*/5 * * * *", "--cron-file", cron_s],
     );
-    exit(&out, 0, "install-cron");
+    common::assert_exit(&out, 0, "install-cron");
     let text = std::fs::read_to_string(&cron).unwrap();
     let line = text.lines().last().unwrap();
     assert!(line.starts_with("*/5 * * * * root "), "{text}");
@@ -426,7 +420,7 @@ fn cron_install_validate_and_remove() {
             "ipchecker",
             ["--install-cron", bad, "--cron-file", cron_s],
         );
-        exit(&out, 1, bad);
+        common::assert_exit(&out, 1, bad);
         assert!(
             stderr(&out).contains("invalid cron schedule"),
             "{}",
@@ -449,7 +443,7 @@ fn cron_install_validate_and_remove() {
             missing.to_str().unwrap(),
         ],
     );
-    exit(&out, 1, "install-cron into a missing folder");
+    common::assert_exit(&out, 1, "install-cron into a missing folder");
     assert!(
         stderr(&out).contains("no-such-dir does not exist"),
         "{}",
@@ -457,12 +451,12 @@ fn cron_install_validate_and_remove() {
     );
     assert!(!missing.parent().unwrap().exists(), "no folder created");
     let out = cfg.run(None, "ipchecker", ["--remove-cron", "--cron-file", cron_s]);
-    exit(&out, 0, "remove-cron");
+    common::assert_exit(&out, 0, "remove-cron");
     assert!(!cron.exists());
     let out = cfg.run(
         None,
         "ipchecker",
         ["--remove-cron", "--install-cron", "* * * * *"],
     );
-    exit(&out, 2, "conflicting flags");
+    common::assert_exit(&out, 2, "conflicting flags");
 }

@@ -3,35 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Output;
-
 use common::{Probe, Servers, TempConfig, Topology, assert_probes, show, stdout};
-
-#[track_caller]
-fn exit(out: &Output, code: i32, what: &str) {
-    assert_eq!(out.status.code(), Some(code), "{what}:\n{}", show(out));
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(
-                    p.display().to_string(),
-                    std::fs::read_to_string(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
-}
 
 /// A fake host configuration: sshd on 2222, PJSIP UDP on 5070, RTP 12000-12100.
 fn host_files(cfg: &TempConfig) -> (String, String) {
@@ -77,7 +49,7 @@ fn init_whitelists_server_and_admin_with_detected_ports() {
     ];
     let ssh = [("SSH_CONNECTION", "198.51.100.10 50000 192.0.2.1 2222")];
     let out = cfg.run_env(Some(topo.pbx_ns()), "pbxwall", args, &ssh);
-    exit(&out, 0, "pbxwall init");
+    common::assert_exit(&out, 0, "pbxwall init");
     let settings = cfg.read("pbxwall.toml").unwrap();
     assert!(settings.contains("\"192.168.0.0/16\""), "{settings}");
     assert!(settings.contains("ports = \"12000-12100\""), "{settings}");
@@ -121,11 +93,11 @@ fn init_whitelists_server_and_admin_with_detected_ports() {
     );
 
     // Again: nothing changes.
-    let before = snapshot(cfg.config_dir());
+    let before = common::snapshot(cfg.config_dir());
     let out = cfg.run_env(Some(topo.pbx_ns()), "pbxwall", args, &ssh);
-    exit(&out, 0, "second pbxwall init");
+    common::assert_exit(&out, 0, "second pbxwall init");
     assert!(stdout(&out).contains("nothing to change"), "{}", show(&out));
-    assert_eq!(snapshot(cfg.config_dir()), before);
+    assert_eq!(common::snapshot(cfg.config_dir()), before);
 }
 
 #[test]
@@ -144,7 +116,7 @@ fn init_cloud_trusts_nothing_and_refuses_bad_admin() {
     let mut bad = base.to_vec();
     bad.extend(["--admin", "203.0.113.300"]);
     let out = cfg.run(None, "pbxwall", &bad);
-    exit(&out, 1, "bad --admin");
+    common::assert_exit(&out, 1, "bad --admin");
     assert!(
         common::stderr(&out).contains("invalid address \"203.0.113.300\""),
         "{}",
@@ -153,7 +125,7 @@ fn init_cloud_trusts_nothing_and_refuses_bad_admin() {
     assert!(cfg.read("pbxwall.toml").is_none(), "nothing written");
 
     let out = cfg.run(None, "pbxwall", base);
-    exit(&out, 0, "init --cloud");
+    common::assert_exit(&out, 0, "init --cloud");
     assert!(cfg.read("pbxwall.toml").unwrap().contains("trusted = []"));
     assert!(
         common::stderr(&out).contains("--cloud: no private range is trusted"),
@@ -161,6 +133,6 @@ fn init_cloud_trusts_nothing_and_refuses_bad_admin() {
         show(&out)
     );
     let dry = cfg.run(None, "restart", ["--dry-run"]);
-    exit(&dry, 0, "dry-run after init");
+    common::assert_exit(&dry, 0, "dry-run after init");
     assert!(!stdout(&dry).contains("192.168.0.0/16"), "{}", show(&dry));
 }

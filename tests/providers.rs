@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use common::{Probe, Servers, TempConfig, Topology, assert_probes, show, stderr, stdout};
@@ -123,27 +122,6 @@ fn exit(out: &Output, code: i32) {
 
 fn json(out: &Output) -> Value {
     serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", show(out)))
-}
-
-/// Every file under `dir` with its contents.
-fn snapshot(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(rel, std::fs::read_to_string(&p).unwrap_or_default());
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -455,7 +433,7 @@ fn bad_ids_and_arguments_change_nothing() {
         ],
     );
     exit(&out, 0);
-    let before = snapshot(env.cfg.config_dir());
+    let before = common::snapshot(env.cfg.config_dir());
     let mut failures = Vec::new();
     let mut check = |args: &[&str], out: Output, code: i32, error: &str| {
         let err = stderr(&out);
@@ -467,7 +445,7 @@ fn bad_ids_and_arguments_change_nothing() {
                 show(&out)
             ));
         }
-        if snapshot(env.cfg.config_dir()) != before {
+        if common::snapshot(env.cfg.config_dir()) != before {
             failures.push(format!("{args:?} changed the config dir"));
         }
     };
@@ -565,7 +543,7 @@ fn an_enabled_provider_reaches_sip_and_nothing_else() {
 
     // Without CAP_NET_ADMIN the kernel refuses the batch: enabling and disabling fail with
     // exit 1 and leave the account files and the live ruleset as they were.
-    let before = snapshot(env.cfg.config_dir());
+    let before = common::snapshot(env.cfg.config_dir());
     let setpriv = common::tool_path("setpriv");
     let providers = env.providers.to_str().unwrap();
     for args in [&["doc-stale"][..], &["--disable", "doc-sip"][..]] {
@@ -587,7 +565,7 @@ fn an_enabled_provider_reaches_sip_and_nothing_else() {
             show(&out)
         );
         assert_eq!(
-            snapshot(env.cfg.config_dir()),
+            common::snapshot(env.cfg.config_dir()),
             before,
             "{args:?} left files changed"
         );

@@ -4,19 +4,13 @@
 mod common;
 
 use std::net::IpAddr;
-use std::process::Output;
 
 use common::{TempConfig, Topology, ns_cmd, show, stdout};
 use serde_json::Value;
 
-#[track_caller]
-fn exit(out: &Output, code: i32, what: &str) {
-    assert_eq!(out.status.code(), Some(code), "{what}:\n{}", show(out));
-}
-
 fn status_json(cfg: &TempConfig, topo: &Topology, code: i32) -> Value {
     let out = cfg.run(Some(topo.pbx_ns()), "status", ["--json"]);
-    exit(&out, code, "status --json");
+    common::assert_exit(&out, code, "status --json");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)))
 }
 
@@ -45,7 +39,7 @@ fn status_reports_sync_drift_and_names() {
         "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\"]\ntimeout_ms = 500\nattempts = 1\n",
     );
     let ns = Some(topo.pbx_ns());
-    exit(
+    common::assert_exit(
         &cfg.run(
             ns,
             "add-ip",
@@ -61,7 +55,7 @@ fn status_reports_sync_drift_and_names() {
         0,
         "add-ip",
     );
-    exit(
+    common::assert_exit(
         &cfg.run(
             ns,
             "add-fqdn",
@@ -94,7 +88,7 @@ fn status_reports_sync_drift_and_names() {
     assert_eq!(office["addresses"][0]["applied"], true);
 
     let out = cfg.run(ns, "status", [] as [&str; 0]);
-    exit(&out, 0, "status");
+    common::assert_exit(&out, 0, "status");
     let text = stdout(&out);
     assert!(
         text.contains("table inet pbxwall: loaded, in sync"),
@@ -143,10 +137,10 @@ fn status_reports_sync_drift_and_names() {
     );
     assert_eq!(s["accounts"][1]["addresses"][0]["applied"], false);
     let out = cfg.run(ns, "status", [] as [&str; 0]);
-    exit(&out, 3, "status with drift");
+    common::assert_exit(&out, 3, "status with drift");
     assert!(stdout(&out).contains("DRIFTED"), "{}", show(&out));
 
-    exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
+    common::assert_exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
     assert_eq!(status_json(&cfg, &topo, 0)["in_sync"], true);
 
     // A rule replaced in place (same count, same handle): the content check sees it.
@@ -180,7 +174,7 @@ fn status_reports_sync_drift_and_names() {
             .contains("differs from what pbxwall applied (tcp dport 22 ip saddr @ssh_v4 accept)")),
         "{diffs:?}"
     );
-    exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
+    common::assert_exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
     assert_eq!(status_json(&cfg, &topo, 0)["in_sync"], true);
 
     nft(&topo, &["delete", "table", "inet", "pbxwall"]);

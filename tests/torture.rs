@@ -143,30 +143,9 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-/// Every regular file under `dir` (relative path → contents).
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(rel, std::fs::read(&p).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
-
 /// Names under `dir` (recursively) that are pbxwall temp files: `.NAME.tmp.PID.N`.
 fn temp_files(dir: &Path) -> Vec<String> {
-    snapshot(dir)
+    common::snapshot(dir)
         .into_keys()
         .filter(|k| {
             let name = Path::new(k).file_name().unwrap().to_string_lossy();
