@@ -62,6 +62,15 @@ fuzz:
 demo: build
 	./scripts/demo.sh target/release
 
+## bench: benchmarks in throwaway namespaces (root; about 5 minutes; not part of test):
+##        restart vs nft -f vs one rule per address, per-packet cost, slow DNS, ipchecker,
+##        peak memory. Prints tables with ratios; BENCHMARKS.md has method and results.
+##        BENCH_ARGS="restart packets dns ipchecker --reps N" picks scenarios and rounds.
+.PHONY: bench
+bench:
+	@if [ "$$(id -u)" -eq 0 ]; then $(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) time"; fi
+	$(CARGO) bench --locked --bench bench -- $(BENCH_ARGS)
+
 clean:
 	$(CARGO) clean
 
