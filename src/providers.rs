@@ -637,17 +637,7 @@ fn source_list(errs: &Errs<'_>, entries: &[Spanned<String>]) -> Result<Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::load_profiles;
-
-    fn profiles() -> Profiles {
-        let t = tempfile::tempdir().unwrap();
-        load_profiles(&Paths {
-            config_dir: t.path().join("etc"),
-            state_dir: t.path().join("state"),
-            share_dir: t.path().join("share"),
-        })
-        .unwrap()
-    }
+    use crate::compile::tests::shipped_profiles as profiles;
 
     fn parse(text: &str) -> Result<Vec<Provider>, StoreError> {
         parse_providers(Path::new("/x/providers.toml"), text, &profiles())

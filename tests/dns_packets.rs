@@ -154,17 +154,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
     );
 
     // A rule changed behind pbxwall's back (same count): ipchecker repairs it in full.
-    let listing = stdout(&common::ns_cmd(
-        topo.pbx_ns(),
-        "nft",
-        &["-a", "list", "chain", "inet", "pbxwall", "input"],
-    ));
-    let handle = listing
-        .lines()
-        .find(|l| l.contains("@ssh_v4"))
-        .and_then(|l| l.rsplit("# handle ").next())
-        .map(|h| h.trim().to_owned())
-        .expect("ssh rule handle");
+    let handle = common::rule_handle(topo.pbx_ns(), "@ssh_v4");
     let out = common::ns_cmd(
         topo.pbx_ns(),
         "nft",

@@ -144,17 +144,7 @@ fn status_reports_sync_drift_and_names() {
     assert_eq!(status_json(&cfg, &topo, 0)["in_sync"], true);
 
     // A rule replaced in place (same count, same handle): the content check sees it.
-    let listing = stdout(&ns_cmd(
-        topo.pbx_ns(),
-        "nft",
-        &["-a", "list", "chain", "inet", "pbxwall", "input"],
-    ));
-    let handle = listing
-        .lines()
-        .find(|l| l.contains("@ssh_v4"))
-        .and_then(|l| l.rsplit("# handle ").next())
-        .map(|h| h.trim().to_owned())
-        .expect("ssh rule handle");
+    let handle = common::rule_handle(topo.pbx_ns(), "@ssh_v4");
     nft(
         &topo,
         &[

@@ -318,6 +318,22 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The handle of the first rule of chain `input` of table `inet pbxwall` in namespace `ns`
+/// whose `nft -a list` line contains `needle` (to change it behind pbxwall's back).
+pub fn rule_handle(ns: &str, needle: &str) -> String {
+    let out = ns_cmd(
+        ns,
+        "nft",
+        &["-a", "list", "chain", "inet", "pbxwall", "input"],
+    );
+    stdout(&out)
+        .lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|| panic!("no rule with {needle:?} in {ns}: {}", show(&out)))
+}
+
 /// Every file under `dir` (recursively), by path relative to `dir`, with its bytes: compare
 /// two snapshots to prove a command changed nothing.
 pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
