@@ -37,7 +37,7 @@ pub struct Common {
 }
 
 impl Common {
-    fn ctx(&self) -> Ctx {
+    fn ctx(&self, command: &'static str) -> Ctx {
         let paths = Paths {
             config_dir: self.config_dir.clone(),
             state_dir: self.state_dir.clone(),
@@ -46,7 +46,7 @@ impl Common {
                 .clone()
                 .unwrap_or_else(crate::store::default_share_dir),
         };
-        Ctx::new(paths, self.quiet, self.json)
+        Ctx::new(paths, self.quiet, self.json, command)
     }
 }
 
@@ -378,8 +378,8 @@ impl From<PbxwallCli> for (Common, Command) {
 /// The `main` of every binary: parse arguments as `C`, run, map the result to an exit code.
 pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
     let (common, command) = C::parse().into();
-    let ctx = common.ctx();
     let name = command.name();
+    let ctx = common.ctx(name);
     let result = match command {
         Command::AddIp(a) => commands::add::add_ip(&ctx, a),
         Command::AddFqdn(a) => commands::add::add_fqdn(&ctx, a),

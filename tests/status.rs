@@ -69,7 +69,7 @@ fn status_reports_sync_drift_and_names() {
     assert_eq!(s["table"], "loaded");
     assert_eq!(s["in_sync"], true, "{s:#}");
     assert_eq!(s["degraded"], false);
-    assert_eq!(s["last_apply"]["by"], "restart");
+    assert_eq!(s["last_apply"]["by"], "add-fqdn");
     assert!(s["dropped"]["packets"].is_u64(), "{s:#}");
     let accounts = s["accounts"].as_array().unwrap();
     assert_eq!(accounts.len(), 2);

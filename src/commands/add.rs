@@ -85,7 +85,6 @@ fn save(
     replace: bool,
     no_restart: bool,
     force: bool,
-    command: &str,
 ) -> Result<Outcome> {
     let lock = ctx.lock()?;
     let path = ctx.paths.account_file(&account.name);
@@ -108,7 +107,7 @@ fn save(
     )
     .with_context(|| format!("account {name}"))?;
     ctx.say(format_args!("account {name} saved"));
-    ctx.audit(command, &what);
+    ctx.audit(&what);
     Ok(outcome)
 }
 
@@ -117,7 +116,6 @@ pub fn add_ip(ctx: &Ctx, args: AddIpArgs) -> Result<Outcome> {
     let force = args.force;
     add(
         ctx,
-        "add-ip",
         (args.name, args.addresses, args.options),
         "IP address or CIDR",
         force,
@@ -129,7 +127,6 @@ pub fn add_ip(ctx: &Ctx, args: AddIpArgs) -> Result<Outcome> {
 pub fn add_fqdn(ctx: &Ctx, args: AddFqdnArgs) -> Result<Outcome> {
     add(
         ctx,
-        "add-fqdn",
         (args.name, args.fqdns, args.options),
         "host name",
         args.force,
@@ -140,7 +137,6 @@ pub fn add_fqdn(ctx: &Ctx, args: AddFqdnArgs) -> Result<Outcome> {
 /// The flow both add commands share: complete the arguments, validate, save, apply.
 fn add(
     ctx: &Ctx,
-    command: &str,
     (name, values, options): (Option<String>, Vec<String>, AccountOptions),
     prompt: &str,
     force: bool,
@@ -161,12 +157,5 @@ fn add(
         created: Some(now_rfc3339()),
         provider: None,
     };
-    save(
-        ctx,
-        account,
-        options.replace,
-        options.no_restart,
-        force,
-        command,
-    )
+    save(ctx, account, options.replace, options.no_restart, force)
 }

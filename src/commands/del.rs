@@ -35,7 +35,7 @@ pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {
     })?;
     for line in &gone {
         ctx.say(line);
-        ctx.audit("del-acct", line);
+        ctx.audit(line);
     }
     Ok(outcome)
 }

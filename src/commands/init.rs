@@ -120,7 +120,7 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
         Ok(())
     })?;
     for p in &changed {
-        ctx.audit("init", &format!("wrote {} ({})", p.path.display(), p.what));
+        ctx.audit(&format!("wrote {} ({})", p.path.display(), p.what));
     }
     Ok(outcome)
 }

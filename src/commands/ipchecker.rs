@@ -77,7 +77,7 @@ pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
     st.save(&ctx.paths, &lock)?;
     let (report, outcome) = result?;
     for line in &report.changes {
-        ctx.audit("ipchecker", line);
+        ctx.audit(line);
     }
     if ctx.json {
         ctx.print_json(&report)?;
@@ -131,7 +131,7 @@ fn check(ctx: &Ctx, lock: &StoreLock, old_cache: &Cache, force: bool) -> Result<
                 netlink::update_sets(&set_changes).context(
                     "updating set elements of table inet pbxwall failed; the previous ruleset is still in place",
                 )?;
-                record_applied(ctx, &b.ruleset, "ipchecker", lock)?;
+                record_applied(ctx, &b.ruleset, lock);
                 for d in &deltas {
                     changes.push(d.describe());
                 }
@@ -153,7 +153,7 @@ fn full_apply(ctx: &Ctx, b: &Build, lock: &StoreLock, force: bool) -> Result<(&'
         quiet: true,
         ..ctx.clone()
     };
-    apply(&quiet, b, lock, force, "ipchecker")?;
+    apply(&quiet, b, lock, force)?;
     Ok(("full", 1))
 }
 
@@ -306,14 +306,11 @@ fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
     let command = cron_command(ctx)?;
     let _lock = ctx.lock()?;
     store::write_atomic(file, cron::cron_file(&schedule, &command).as_bytes(), 0o644)?;
-    ctx.audit(
-        "ipchecker",
-        &format!(
-            "installed cron file {} ({})",
-            file.display(),
-            schedule.as_str()
-        ),
-    );
+    ctx.audit(&format!(
+        "installed cron file {} ({})",
+        file.display(),
+        schedule.as_str()
+    ));
     let next: Vec<String> = schedule
         .next_runs(Local::now(), 3)
         .iter()
@@ -343,10 +340,7 @@ fn remove_cron(ctx: &Ctx, file: &Path) -> Result<Outcome> {
     if file.exists() {
         store::remove_durably(file)?;
         ctx.say(format_args!("removed {}", file.display()));
-        ctx.audit(
-            "ipchecker",
-            &format!("removed cron file {}", file.display()),
-        );
+        ctx.audit(&format!("removed cron file {}", file.display()));
     } else {
         ctx.say(format_args!("no cron file at {}", file.display()));
     }

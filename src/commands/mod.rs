@@ -21,7 +21,6 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::audit;
-
 use crate::compile;
 use crate::model::{Account, Fqdn, Profiles, Settings};
 use crate::nft::{netlink, render};
@@ -60,6 +59,8 @@ pub struct Ctx {
     pub quiet: bool,
     /// Print results as JSON.
     pub json: bool,
+    /// The command's name, as its binary is called: in the audit log and the state.
+    pub command: &'static str,
     /// What the command reports, printed as JSON at the end with `--json`; shared by clones.
     pub report: Rc<RefCell<Report>>,
 }
@@ -103,18 +104,20 @@ pub struct AppliedSummary {
 
 impl Ctx {
     /// A context for these folders.
-    pub fn new(paths: Paths, quiet: bool, json: bool) -> Ctx {
+    pub fn new(paths: Paths, quiet: bool, json: bool, command: &'static str) -> Ctx {
         Ctx {
             paths,
             quiet,
             json,
+            command,
             report: Rc::default(),
         }
     }
 
-    /// Records a change in the audit log (best effort: a failure is a warning).
-    pub fn audit(&self, command: &str, what: &str) {
-        if let Err(e) = audit::record(&self.paths, command, what) {
+    /// Records a change in the audit log under this command's name (best effort: a
+    /// failure is a warning).
+    pub fn audit(&self, what: &str) {
+        if let Err(e) = audit::record(&self.paths, self.command, what) {
             self.warn(format_args!(
                 "could not write the audit log: {}",
                 crate::error_chain(&e)
@@ -295,7 +298,20 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
 pub const LAST_APPLIED: &str = "last-applied.nft";
 
 /// Records an applied ruleset: `last-applied.nft` and the `applied` part of the state.
-pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, by: &str, lock: &StoreLock) -> Result<()> {
+/// The ruleset is live already, so a failure here is a warning, never an error: an error
+/// would make the command report "nothing changed" (and put its files back) although the
+/// kernel has the new ruleset.
+pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
+    if let Err(e) = write_records(ctx, ruleset, lock) {
+        ctx.warn(format_args!(
+            "the ruleset is applied, but recording it in {} failed: {}",
+            ctx.paths.state_dir.display(),
+            crate::error_chain(&e)
+        ));
+    }
+}
+
+fn write_records(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) -> Result<(), StoreError> {
     let text = render::render(ruleset);
     store::write_atomic(
         &ctx.paths.state_dir.join(LAST_APPLIED),
@@ -305,24 +321,23 @@ pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, by: &str, lock: &StoreLock) 
     let (mut st, _) = State::load(&ctx.paths);
     st.applied = Some(Applied {
         at: now_rfc3339(),
-        by: by.to_owned(),
+        by: ctx.command.to_owned(),
         skeleton: render::skeleton(ruleset),
         elements: ruleset.element_count(),
     });
-    st.save(&ctx.paths, lock)?;
-    Ok(())
+    st.save(&ctx.paths, lock)
 }
 
 /// Applies a build in one netlink transaction and records it in the state folder.
 /// On error the previous ruleset is still live.
-pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool, by: &str) -> Result<()> {
+pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool) -> Result<()> {
     if !force {
         guard_ssh_lockout(&build.ruleset)?;
     }
     let started = Instant::now();
     let stats = netlink::apply(&build.ruleset)
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
-    record_applied(ctx, &build.ruleset, by, lock)?;
+    record_applied(ctx, &build.ruleset, lock);
     let summary = AppliedSummary {
         accounts: build.accounts.len(),
         address_ranges: build.ruleset.element_count(),
@@ -334,13 +349,10 @@ pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool, by: &str) 
         "applied table inet pbxwall: {} accounts, {} address ranges in {} sets, {} netlink messages in {:.1} ms",
         summary.accounts, summary.address_ranges, summary.sets, summary.netlink_messages, summary.ms
     ));
-    ctx.audit(
-        by,
-        &format!(
-            "applied table inet pbxwall: {} accounts, {} address ranges",
-            summary.accounts, summary.address_ranges
-        ),
-    );
+    ctx.audit(&format!(
+        "applied table inet pbxwall: {} accounts, {} address ranges",
+        summary.accounts, summary.address_ranges
+    ));
     ctx.report.borrow_mut().applied = Some(summary);
     Ok(())
 }
@@ -349,7 +361,7 @@ pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool, by: &str) 
 pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock, force: bool) -> Result<Outcome> {
     let b = build(ctx, Some(lock), Dns::Query)?;
     b.report_problems(ctx);
-    apply(ctx, &b, lock, force, "restart")?;
+    apply(ctx, &b, lock, force)?;
     Ok(b.outcome())
 }
 

@@ -67,9 +67,6 @@ use crate::providers::{self, ACCOUNT_PREFIX, Provider, ProviderList, Sources};
 use crate::state::now_rfc3339;
 use crate::store::{self, StoreError, close_names, display_net};
 
-/// The command's name, in the audit log.
-const COMMAND: &str = "enable-trusted-providers";
-
 /// What is on disk under a provider's account name.
 #[derive(Debug)]
 enum Existing {
@@ -149,21 +146,15 @@ pub fn enable_trusted_providers(ctx: &Ctx, args: EnableTrustedProvidersArgs) -> 
             } else {
                 "updated"
             };
-            ctx.audit(
-                COMMAND,
-                &format!(
-                    "account {} {verb} (provider {}): {}",
-                    w.account.name,
-                    w.provider.id,
-                    w.account.summary()
-                ),
-            );
+            ctx.audit(&format!(
+                "account {} {verb} (provider {}): {}",
+                w.account.name,
+                w.provider.id,
+                w.account.summary()
+            ));
         }
         for (id, n) in &plan.removes {
-            ctx.audit(
-                COMMAND,
-                &format!("account {n} removed (provider {id} disabled)"),
-            );
+            ctx.audit(&format!("account {n} removed (provider {id} disabled)"));
         }
     }
     let mut report = Report::default();
