@@ -13,9 +13,11 @@
 //! that the binaries run from the package's paths, but not the dependencies or the
 //! maintainer scripts, and the test says so loudly.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,45 +30,12 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
-/// Runs a command with a time limit; output goes through files so no pipe fills up.
-fn run(cmd: &mut Command, limit: Duration) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("out");
-    let err_path = dir.path().join("err");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} took longer than {limit:?}; stderr so far:\n{}",
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&out_path).unwrap(),
-        stderr: std::fs::read(&err_path).unwrap(),
-    }
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 fn check(cmd: &mut Command, limit: Duration) -> String {
-    let out = run(cmd, limit);
+    let out = common::run_to_files(cmd, limit);
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}\n{}",
@@ -166,7 +135,7 @@ impl Chroot {
 
     /// `chroot ROOT sh -c SCRIPT` with a clean environment.
     fn sh(&self, script: &str, limit: Duration) -> Output {
-        run(
+        common::run_to_files(
             Command::new("chroot")
                 .arg(self.path())
                 .args(["/bin/sh", "-c", script])
@@ -258,7 +227,7 @@ fn debootstrap(mirror: &str) -> Option<Chroot> {
         "debootstrap bookworm (minbase) from {mirror} into {}",
         dir.path().display()
     );
-    let out = run(
+    let out = common::run_to_files(
         Command::new("debootstrap")
             .args(["--variant=minbase", "bookworm"])
             .arg(dir.path())

@@ -8,10 +8,12 @@
 //! appears, or goes missing, fails the test. The .deb is built from this same staged tree
 //! (`make deb`), so this list is also the package's.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use pbxwall::manpages;
 
@@ -27,41 +29,8 @@ fn built_bins() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs a command with a time limit, output captured through files (no pipe can fill up).
-fn run(cmd: &mut Command, limit: Duration) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("out");
-    let err_path = dir.path().join("err");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} took longer than {limit:?}; stderr so far:\n{}",
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&out_path).unwrap(),
-        stderr: std::fs::read(&err_path).unwrap(),
-    }
-}
-
 fn check(cmd: &mut Command, limit: Duration) -> String {
-    let out = run(cmd, limit);
+    let out = common::run_to_files(cmd, limit);
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}\n{}",
@@ -226,7 +195,7 @@ fn install_puts_exactly_the_expected_files() {
 
     // The installed binaries run.
     for b in cargo_bins() {
-        let out = run(
+        let out = common::run_to_files(
             Command::new(dest.join("usr/sbin").join(&b)).arg("--version"),
             Duration::from_secs(10),
         );
@@ -331,7 +300,7 @@ fn systemd_analyze() -> Option<PathBuf> {
     }
     if is_root() {
         eprintln!("systemd-analyze missing: apt-get install systemd");
-        let _ = run(
+        let _ = common::run_to_files(
             Command::new("apt-get")
                 .args(["install", "-y", "-qq", "systemd"])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
@@ -388,7 +357,7 @@ fn units_pass_systemd_analyze_verify() {
         paths.push(path);
     }
     let manpath = dest.join("usr/share/man");
-    let out = run(
+    let out = common::run_to_files(
         Command::new(&analyze)
             .arg("verify")
             .args(&paths)

@@ -183,6 +183,40 @@ fn is_executable(p: &Path) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Running commands, bounded
 
+/// Runs a command with a time limit, its output captured through files: no pipe can fill up
+/// and no grandchild holding a pipe (a build under `make`) can cut the output short.
+pub fn run_to_files(cmd: &mut Command, limit: Duration) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out");
+    let err_path = dir.path().join("err");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} took longer than {limit:?}; stderr so far:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
+    }
+}
+
 /// Runs `cmd` to completion with stdin from `stdin` (or /dev/null), stdout and stderr
 /// captured. After `timeout` the child is killed by PID and reaped, and an error (with what it
 /// printed so far) is returned. Never blocks longer than `timeout` + about 2 s.
