@@ -266,16 +266,9 @@ pub fn compile(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::store::{Paths, load_profiles};
 
     pub(crate) fn shipped_profiles() -> Profiles {
-        let t = tempfile::tempdir().unwrap();
-        load_profiles(&Paths {
-            config_dir: t.path().join("etc"),
-            state_dir: t.path().join("state"),
-            share_dir: t.path().join("share"),
-        })
-        .unwrap()
+        crate::store::builtin_profiles()
     }
 
     pub(crate) fn account(

@@ -709,6 +709,19 @@ const BUILTIN_PROFILES: [(&str, &str); 10] = [
     ("fop.toml", include_str!("../profiles/fop.toml")),
 ];
 
+fn builtin_profile_list() -> Result<Vec<Profile>, StoreError> {
+    BUILTIN_PROFILES
+        .iter()
+        .map(|(name, text)| parse_profile(&Path::new("(built-in profiles)").join(name), text))
+        .collect()
+}
+
+/// The profiles compiled into the program (the repo's `profiles/`), without local
+/// overrides: what parsers are checked against in tests and fuzzing.
+pub fn builtin_profiles() -> Profiles {
+    Profiles::new(builtin_profile_list().expect("the built-in profiles parse"))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProfileIn {
@@ -765,12 +778,7 @@ pub fn load_profiles(paths: &Paths) -> Result<Profiles, StoreError> {
             all.push(parse_profile(&path, &text)?);
         }
     } else {
-        for (name, text) in BUILTIN_PROFILES {
-            all.push(parse_profile(
-                &Path::new("(built-in profiles)").join(name),
-                text,
-            )?);
-        }
+        all.extend(builtin_profile_list()?);
     }
     for path in toml_files(&paths.local_profiles_dir())? {
         let text = fs::read_to_string(&path).map_err(io_err(&path))?;

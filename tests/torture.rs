@@ -30,7 +30,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1787,12 +1787,7 @@ fn shown(input: &str) -> String {
 fn hostile_input_never_panics_or_hangs_any_parser() {
     let per_parser = scaled(600, 20_000);
     let seed = seed();
-    let profiles = store::load_profiles(&Paths {
-        config_dir: PathBuf::from("/nonexistent/pbxwall-torture/config"),
-        state_dir: PathBuf::from("/nonexistent/pbxwall-torture/state"),
-        share_dir: PathBuf::from("/nonexistent/pbxwall-torture/share"),
-    })
-    .expect("built-in profiles");
+    let profiles = store::builtin_profiles();
     let parsers: [(&str, &[&str], Check); 7] = [
         ("store::parse_account", ACCOUNT_CORPUS, check_account),
         ("store::parse_settings", SETTINGS_CORPUS, check_settings),

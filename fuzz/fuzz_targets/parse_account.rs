@@ -2,25 +2,17 @@
 //! back to the same account.
 #![no_main]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use pbxwall::model::Profiles;
-use pbxwall::store::{self, Paths};
+use pbxwall::store;
 
-/// The built-in profiles (no shipped or local profile folders exist at these paths).
+/// The built-in profiles.
 fn profiles() -> &'static Profiles {
     static PROFILES: OnceLock<Profiles> = OnceLock::new();
-    PROFILES.get_or_init(|| {
-        let none = PathBuf::from("/nonexistent/pbxwall-fuzz");
-        store::load_profiles(&Paths {
-            config_dir: none.join("config"),
-            state_dir: none.join("state"),
-            share_dir: none.join("share"),
-        })
-        .expect("built-in profiles")
-    })
+    PROFILES.get_or_init(store::builtin_profiles)
 }
 
 fuzz_target!(|data: &[u8]| {
