@@ -5,6 +5,7 @@
 //! adjacent ranges joined. The same merged form is what `nft list` prints back, so the renderer
 //! and the netlink encoder both start from it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -171,6 +172,88 @@ pub fn merge_nets<'a>(family: Family, nets: impl IntoIterator<Item = &'a IpNet>)
     merge(family, nets.into_iter().map(|n| AddrRange::from_net(*n)))
 }
 
+/// Disjoint ranges of one family, each labelled with the set of labels of every input range
+/// covering it: what [`partition`] returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Partition {
+    /// Sorted, non-overlapping ranges, each with an index into `label_sets`. Adjacent
+    /// ranges have different label sets (equal ones are joined).
+    pub ranges: Vec<(AddrRange, usize)>,
+    /// The distinct label sets, each sorted, in order of first appearance.
+    pub label_sets: Vec<Vec<u32>>,
+}
+
+/// Splits labelled ranges of one family into disjoint ranges labelled with the union of the
+/// labels covering them (a sweep over the range boundaries: O(n log n) for n ranges).
+///
+/// Where `a` with label 1 overlaps `b` with label 2, the overlap gets `[1, 2]` and the rest
+/// of each keeps its own label. Ranges of another family are ignored.
+pub fn partition(
+    family: Family,
+    labelled: impl IntoIterator<Item = (AddrRange, u32)>,
+) -> Partition {
+    // (position, +1 at a start / -1 one past an end, label); an end at the top of the
+    // address space needs no event.
+    let mut events: Vec<(u128, i8, u32)> = Vec::new();
+    for (r, label) in labelled {
+        if r.family != family {
+            continue;
+        }
+        events.push((r.start, 1, label));
+        if r.end < family.max() {
+            events.push((r.end + 1, -1, label));
+        }
+    }
+    events.sort_unstable();
+    let mut active: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut ids: HashMap<Vec<u32>, usize> = HashMap::new();
+    let mut out = Partition::default();
+    let mut scratch: Vec<u32> = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        let pos = events[i].0;
+        while let Some(&(p, delta, label)) = events.get(i)
+            && p == pos
+        {
+            if delta > 0 {
+                *active.entry(label).or_default() += 1;
+            } else if let Some(n) = active.get_mut(&label) {
+                *n -= 1;
+                if *n == 0 {
+                    active.remove(&label);
+                }
+            }
+            i += 1;
+        }
+        if active.is_empty() {
+            continue;
+        }
+        let end = events.get(i).map_or(family.max(), |e| e.0 - 1);
+        scratch.clear();
+        scratch.extend(active.keys().copied());
+        let id = match ids.get(&scratch) {
+            Some(&id) => id,
+            None => {
+                out.label_sets.push(scratch.clone());
+                ids.insert(scratch.clone(), out.label_sets.len() - 1);
+                out.label_sets.len() - 1
+            }
+        };
+        match out.ranges.last_mut() {
+            Some((last, last_id)) if *last_id == id && last.end + 1 == pos => last.end = end,
+            _ => out.ranges.push((
+                AddrRange {
+                    family,
+                    start: pos,
+                    end,
+                },
+                id,
+            )),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +333,65 @@ mod tests {
             &["2001:db8::3/128", "2001:db8::2/127", "2001:db8::1/128"],
         );
         assert_eq!(a, b);
+    }
+
+    fn parts(family: Family, items: &[(&str, u32)]) -> Vec<String> {
+        let p = partition(
+            family,
+            items
+                .iter()
+                .map(|(n, l)| (AddrRange::from_net(net(n)), *l)),
+        );
+        p.ranges
+            .iter()
+            .map(|(r, id)| format!("{r} {:?}", p.label_sets[*id]))
+            .collect()
+    }
+
+    #[test]
+    fn partition_splits_overlaps_into_unions() {
+        assert_eq!(
+            parts(
+                Family::V4,
+                &[("192.0.2.0/24", 1), ("192.0.2.16/28", 2), ("192.0.2.20/32", 1)]
+            ),
+            [
+                "192.0.2.0/28 [1]",
+                "192.0.2.16/28 [1, 2]",
+                "192.0.2.32-192.0.2.255 [1]"
+            ]
+        );
+    }
+
+    #[test]
+    fn partition_joins_adjacent_ranges_with_equal_labels_only() {
+        assert_eq!(
+            parts(
+                Family::V4,
+                &[("192.0.2.0/25", 1), ("192.0.2.128/25", 1), ("198.51.100.0/31", 1), ("198.51.100.2/31", 2)]
+            ),
+            ["192.0.2.0/24 [1]", "198.51.100.0/31 [1]", "198.51.100.2/31 [2]"]
+        );
+        // Gaps stay gaps.
+        assert_eq!(
+            parts(Family::V6, &[("2001:db8::1/128", 3), ("2001:db8::3/128", 3)]),
+            ["2001:db8::1 [3]", "2001:db8::3 [3]"]
+        );
+    }
+
+    #[test]
+    fn partition_reaches_the_top_of_the_address_space() {
+        assert_eq!(
+            parts(
+                Family::V4,
+                &[("0.0.0.0/0", 1), ("255.255.255.255/32", 2), ("0.0.0.0/32", 2)]
+            ),
+            [
+                "0.0.0.0 [1, 2]",
+                "0.0.0.1-255.255.255.254 [1]",
+                "255.255.255.255 [1, 2]"
+            ]
+        );
+        assert_eq!(parts(Family::V6, &[("::/0", 1), ("192.0.2.1/32", 2)]), ["::/0 [1]"]);
     }
 }

@@ -11,30 +11,45 @@
 //! ct state invalid drop
 //! icmp type ... accept / icmpv6 type ... accept      # errors, PMTU and neighbour discovery
 //! ip saddr @trusted_v4 accept                        # LAN, full access
-//! ip saddr @all_v4 accept                            # accounts with service 0 (all)
-//! udp dport 5060-5061 ip saddr @sip_udp_v4 accept    # one rule per service, port range, family
+//! ip saddr vmap @src_v4                              # whitelisted sources: jump to their chain
 //! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any")
 //! limit rate 10/minute log prefix "pbxwall drop: "   # [log_drops]
 //! counter                                            # what the drop policy is about to drop
 //! ```
 //!
-//! Every service an account uses gets two named interval sets (`_v4`, `_v6`), even when one
-//! is empty, so a name gaining or losing an address only changes set elements.
+//! Every whitelisted source range is ONE element of the verdict map of its family, whatever
+//! the number of its services, so a packet costs one lookup however long the whitelist
+//! (BENCHMARKS.md). The element jumps to the chain of its *combination* of services,
+//! `allow_sip-udp.iax { udp dport 5060-5061 accept; ...; udp dport 4569 accept }`, shared by
+//! every source with the same combination (`allow_all` just accepts). Where sources with
+//! different services overlap, the overlap becomes its own element jumping to the chain of
+//! the union. A packet the chain does not accept returns to the input chain and goes on to
+//! the drop policy. Both maps always exist, even when empty, so a name gaining or losing an
+//! address only changes map elements.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::addrset::{AddrRange, Family, merge};
+use crate::addrset::{AddrRange, Family, merge, partition};
 use crate::model::{Account, Fqdn, PortSpec, Profile, Profiles, RtpFrom, Settings};
 use crate::ruleset::{
-    BaseChain, Chain, INPUT_CHAIN, INPUT_PRIORITY, IcmpType, L4Proto, Log, Match, Rule, Ruleset,
-    Set, Verdict,
+    BaseChain, Chain, Element, INPUT_CHAIN, INPUT_PRIORITY, IcmpType, L4Proto, Log, Match, Rule,
+    Ruleset, Set, SetKind, Verdict,
 };
 
 /// Set of the trusted networks (full access).
 pub const TRUSTED_SET: &str = "trusted";
-/// Set of RTP sources when `[rtp] from = "whitelist"`.
-pub const RTP_SET: &str = "rtp";
+/// Verdict map of the whitelisted sources (`src_v4`, `src_v6`).
+pub const SOURCE_MAP: &str = "src";
+/// Prefix of the chains the source maps jump to, one per combination of services.
+pub const ALLOW_PREFIX: &str = "allow_";
+/// Chain of ranges that may only send media: provider media ranges with
+/// `[rtp] from = "whitelist"` (`_` cannot occur in a profile name, so no combination of
+/// services is called this).
+pub const MEDIA_ONLY_CHAIN: &str = "allow_rtp_media";
+/// Longest chain name made by joining service names; longer combinations get a hashed name.
+const MAX_JOINED_NAME: usize = 128;
 /// Prefix of logged drops.
 pub const LOG_PREFIX: &str = "pbxwall drop: ";
 /// Logged drops per minute at most.
@@ -98,9 +113,27 @@ pub const ICMP_V6: [IcmpType; 8] = [
 /// The addresses each name resolved to (only names with usable addresses).
 pub type Resolved = BTreeMap<Fqdn, Vec<IpAddr>>;
 
-/// The set name of a service and family: the profile name with `-` → `_`, e.g. `sip_udp_v4`.
-pub fn set_name(service: &str, family: Family) -> String {
-    format!("{}_{}", service.replace('-', "_"), family.suffix())
+/// The set name of a base name and family, e.g. `trusted_v4`, `src_v6`.
+pub fn set_name(base: &str, family: Family) -> String {
+    format!("{}_{}", base.replace('-', "_"), family.suffix())
+}
+
+/// Name of the chain for a combination of services (profile names, in profile order):
+/// `allow_` and the names joined by `.`, e.g. `allow_sip-udp.iax`; [`MEDIA_ONLY_CHAIN`]
+/// for none.
+pub fn allow_chain_name(services: &[&str]) -> String {
+    if services.is_empty() {
+        return MEDIA_ONLY_CHAIN.to_owned();
+    }
+    let joined = services.join(".");
+    if joined.len() <= MAX_JOINED_NAME {
+        return format!("{ALLOW_PREFIX}{joined}");
+    }
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = joined.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{ALLOW_PREFIX}h_{hash:016x}")
 }
 
 /// Every source range an account contributes: its addresses and the resolved addresses of
@@ -127,6 +160,9 @@ fn rule(matches: Vec<Match>, verdict: Verdict) -> Rule {
     }
 }
 
+/// Label of media-only ranges in the partition (after every profile index).
+const MEDIA_LABEL: u32 = u32::MAX;
+
 /// Builds the ruleset. Accounts naming a service without a profile are ignored for that
 /// service (the store refuses such accounts before they get here).
 pub fn compile(
@@ -135,49 +171,134 @@ pub fn compile(
     accounts: &[Account],
     resolved: &Resolved,
 ) -> Ruleset {
-    // Sources per service, in profile order.
-    let mut by_service: BTreeMap<&str, Vec<AddrRange>> = BTreeMap::new();
-    let mut rtp_sources: Vec<AddrRange> = Vec::new();
+    let ordered = profiles.ordered();
+    let label_of: BTreeMap<&str, u32> = ordered
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i as u32))
+        .collect();
+    let rtp_whitelist = settings.rtp.from == RtpFrom::Whitelist;
+    let rtp = Match::Dport(L4Proto::Udp, settings.rtp.ports);
+
+    // Every source range labelled with each of its services (and media ranges with
+    // MEDIA_LABEL when RTP is whitelisted).
+    let mut labelled: Vec<(AddrRange, u32)> = Vec::new();
     for account in accounts {
         let sources = account_sources(account, resolved);
-        for service in &account.services {
-            if profiles.get(service).is_some() {
-                by_service
-                    .entry(service.as_str())
-                    .or_default()
-                    .extend(sources.iter().copied());
+        let labels: Vec<u32> = account
+            .services
+            .iter()
+            .filter_map(|s| label_of.get(s.as_str()).copied())
+            .collect();
+        for r in &sources {
+            labelled.extend(labels.iter().map(|l| (*r, *l)));
+        }
+        if rtp_whitelist {
+            if labels.is_empty() {
+                labelled.extend(sources.iter().map(|r| (*r, MEDIA_LABEL)));
             }
+            labelled.extend(
+                account
+                    .media
+                    .iter()
+                    .map(|n| (AddrRange::from_net(*n), MEDIA_LABEL)),
+            );
         }
-        rtp_sources.extend(sources);
-        rtp_sources.extend(account.media.iter().map(|n| AddrRange::from_net(*n)));
     }
-    let used: Vec<&Profile> = profiles
-        .ordered()
-        .into_iter()
-        .filter(|p| by_service.contains_key(p.name.as_str()))
-        .collect();
 
-    let mut sets = Vec::new();
-    let mut add_sets = |base: &str, ranges: &[AddrRange]| {
-        for family in FAMILIES {
-            sets.push(Set {
-                name: set_name(base, family),
-                family,
-                elements: merge(family, ranges.iter().copied()),
-            });
-        }
+    // One chain per combination of services that occurs.
+    let mut allow_chains: BTreeMap<String, Chain> = BTreeMap::new();
+    let mut chain_for = |labels: &[u32]| -> Arc<str> {
+        let services: Vec<&Profile> = labels.iter().filter_map(|l| ordered.get(*l as usize).copied()).collect();
+        let services: Vec<&Profile> = match services.iter().find(|p| p.is_all()) {
+            Some(all) => vec![*all],
+            None => services,
+        };
+        let names: Vec<&str> = services.iter().map(|p| p.name.as_str()).collect();
+        let name = allow_chain_name(&names);
+        allow_chains.entry(name.clone()).or_insert_with(|| {
+            let mut rules = Vec::new();
+            for p in &services {
+                if p.is_all() {
+                    rules.push(rule(vec![], Verdict::Accept));
+                    continue;
+                }
+                for spec in &p.ports {
+                    if let PortSpec::Port(proto, range) = *spec {
+                        rules.push(rule(vec![Match::Dport(proto, range)], Verdict::Accept));
+                    }
+                }
+            }
+            if rtp_whitelist && !services.iter().any(|p| p.is_all()) {
+                rules.push(rule(vec![rtp.clone()], Verdict::Accept));
+            }
+            Chain {
+                name: name.clone(),
+                base: None,
+                rules,
+            }
+        });
+        Arc::from(name)
     };
+
+    // Every account's own combination has its chain even while none of its names resolve,
+    // so a name coming back only adds map elements.
+    for account in accounts {
+        let mut labels: Vec<u32> = account
+            .services
+            .iter()
+            .filter_map(|s| label_of.get(s.as_str()).copied())
+            .collect();
+        if rtp_whitelist && !account.media.is_empty() {
+            chain_for(&[MEDIA_LABEL]);
+        }
+        if rtp_whitelist && labels.is_empty() {
+            labels.push(MEDIA_LABEL);
+        }
+        if !labels.is_empty() {
+            labels.sort_unstable();
+            chain_for(&labels);
+        }
+    }
+
     let trusted: Vec<AddrRange> = settings
         .trusted
         .iter()
         .map(|n| AddrRange::from_net(*n))
         .collect();
-    add_sets(TRUSTED_SET, &trusted);
-    for p in &used {
-        add_sets(&p.name, &by_service[p.name.as_str()]);
+    let mut sets = Vec::new();
+    for family in FAMILIES {
+        sets.push(Set::addresses(
+            &set_name(TRUSTED_SET, family),
+            family,
+            merge(family, trusted.iter().copied()),
+        ));
     }
-    if settings.rtp.from == RtpFrom::Whitelist {
-        add_sets(RTP_SET, &rtp_sources);
+    for family in FAMILIES {
+        let parts = partition(family, labelled.iter().copied());
+        let targets: Vec<Arc<str>> = parts.label_sets.iter().map(|l| chain_for(l)).collect();
+        let mut elements: Vec<Element> = Vec::with_capacity(parts.ranges.len());
+        for (range, id) in parts.ranges {
+            let jump = &targets[id];
+            match elements.last_mut() {
+                // Different label sets can share a chain ("all" absorbs the rest).
+                Some(last)
+                    if last.jump.as_ref() == Some(jump) && last.range.end + 1 == range.start =>
+                {
+                    last.range.end = range.end;
+                }
+                _ => elements.push(Element {
+                    range,
+                    jump: Some(Arc::clone(jump)),
+                }),
+            }
+        }
+        sets.push(Set {
+            name: set_name(SOURCE_MAP, family),
+            family,
+            kind: SetKind::VerdictMap,
+            elements,
+        });
     }
 
     let mut rules = vec![
@@ -197,44 +318,14 @@ pub fn compile(
             Verdict::Accept,
         ));
     }
-    // Full-access profiles first, then port rules, each in profile order.
-    for p in used.iter().filter(|p| p.is_all()) {
-        for family in FAMILIES {
-            rules.push(rule(
-                vec![Match::SaddrInSet(family, set_name(&p.name, family))],
-                Verdict::Accept,
-            ));
-        }
+    for family in FAMILIES {
+        rules.push(Rule {
+            saddr_vmap: Some((family, set_name(SOURCE_MAP, family))),
+            ..Rule::default()
+        });
     }
-    for p in used.iter().filter(|p| !p.is_all()) {
-        for spec in &p.ports {
-            if let PortSpec::Port(proto, range) = *spec {
-                for family in FAMILIES {
-                    rules.push(rule(
-                        vec![
-                            Match::Dport(proto, range),
-                            Match::SaddrInSet(family, set_name(&p.name, family)),
-                        ],
-                        Verdict::Accept,
-                    ));
-                }
-            }
-        }
-    }
-    let rtp = Match::Dport(L4Proto::Udp, settings.rtp.ports);
-    match settings.rtp.from {
-        RtpFrom::Any => rules.push(rule(vec![rtp], Verdict::Accept)),
-        RtpFrom::Whitelist => {
-            for family in FAMILIES {
-                rules.push(rule(
-                    vec![
-                        rtp.clone(),
-                        Match::SaddrInSet(family, set_name(RTP_SET, family)),
-                    ],
-                    Verdict::Accept,
-                ));
-            }
-        }
+    if !rtp_whitelist {
+        rules.push(rule(vec![rtp], Verdict::Accept));
     }
     if settings.log_drops {
         rules.push(Rule {
@@ -250,17 +341,16 @@ pub fn compile(
         ..Rule::default()
     });
 
-    Ruleset {
-        sets,
-        chains: vec![Chain {
-            name: INPUT_CHAIN.to_owned(),
-            base: Some(BaseChain {
-                priority: INPUT_PRIORITY,
-                policy: Verdict::Drop,
-            }),
-            rules,
-        }],
-    }
+    let mut chains = vec![Chain {
+        name: INPUT_CHAIN.to_owned(),
+        base: Some(BaseChain {
+            priority: INPUT_PRIORITY,
+            policy: Verdict::Drop,
+        }),
+        rules,
+    }];
+    chains.extend(allow_chains.into_values());
+    Ruleset { sets, chains }
 }
 
 #[cfg(test)]
@@ -294,12 +384,21 @@ pub(crate) mod tests {
             .unwrap_or_else(|| panic!("no set {set}"))
             .elements
             .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    fn chain_rules(rs: &Ruleset, chain: &str) -> Vec<String> {
+        rs.chain(chain)
+            .unwrap_or_else(|| panic!("no chain {chain}"))
+            .rules
+            .iter()
             .map(|r| r.to_string())
             .collect()
     }
 
     #[test]
-    fn accounts_land_in_their_service_sets_merged() {
+    fn each_source_is_one_map_element_jumping_to_its_services() {
         let ps = shipped_profiles();
         let accounts = [
             account(
@@ -326,41 +425,75 @@ pub(crate) mod tests {
         );
         let rs = compile(&Settings::default(), &ps, &accounts, &resolved);
         let names: Vec<&str> = rs.sets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["trusted_v4", "trusted_v6", "src_v4", "src_v6"]);
+        assert_eq!(rs.set("src_v4").unwrap().kind, SetKind::VerdictMap);
         assert_eq!(
-            names,
+            elements(&rs, "src_v4"),
             [
-                "trusted_v4",
-                "trusted_v6",
-                "all_v4",
-                "all_v6",
-                "sip_udp_v4",
-                "sip_udp_v6",
-                "iax_v4",
-                "iax_v6"
+                "192.0.2.44 : jump allow_all",
+                "198.51.100.0/28 : jump allow_all",
+                // joe's address inside the office network: the union of both.
+                "203.0.113.0-203.0.113.6 : jump allow_sip-udp",
+                "203.0.113.7 : jump allow_sip-udp.iax",
+                "203.0.113.8-203.0.113.255 : jump allow_sip-udp",
             ]
         );
-        assert_eq!(elements(&rs, "sip_udp_v4"), ["203.0.113.0/24"]);
-        assert_eq!(elements(&rs, "sip_udp_v6"), ["2001:db8::/48"]);
-        assert_eq!(elements(&rs, "iax_v4"), ["203.0.113.7"]);
-        assert_eq!(elements(&rs, "all_v4"), ["192.0.2.44", "198.51.100.0/28"]);
-        assert_eq!(elements(&rs, "all_v6"), ["2001:db8:1::44"]);
+        assert_eq!(
+            elements(&rs, "src_v6"),
+            [
+                "2001:db8::/48 : jump allow_sip-udp.iax",
+                "2001:db8:1::44 : jump allow_all"
+            ]
+        );
+        let chains: Vec<&str> = rs.chains.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            chains,
+            ["input", "allow_all", "allow_sip-udp", "allow_sip-udp.iax"]
+        );
+        assert_eq!(chain_rules(&rs, "allow_all"), ["accept"]);
+        assert_eq!(
+            chain_rules(&rs, "allow_sip-udp.iax"),
+            [
+                "udp dport 5060-5061 accept",
+                "udp dport 5160-5161 accept",
+                "udp dport 4569 accept"
+            ]
+        );
         assert_eq!(
             elements(&rs, "trusted_v4"),
             ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
         );
+        let input = chain_rules(&rs, "input");
+        assert!(input.contains(&"ip saddr vmap @src_v4".to_owned()), "{input:?}");
+        assert!(input.contains(&"ip6 saddr vmap @src_v6".to_owned()), "{input:?}");
     }
 
     #[test]
-    fn unresolved_names_contribute_nothing_but_keep_their_sets() {
+    fn all_absorbs_other_services_and_neighbours_with_one_chain_merge() {
+        let ps = shipped_profiles();
+        let accounts = [
+            account("a", &["192.0.2.0/25"], &[], &["all"]),
+            account("b", &["192.0.2.0/26"], &[], &["ssh"]),
+            account("c", &["192.0.2.128/25"], &[], &["all"]),
+        ];
+        let rs = compile(&Settings::default(), &ps, &accounts, &Resolved::new());
+        assert_eq!(elements(&rs, "src_v4"), ["192.0.2.0/24 : jump allow_all"]);
+        // b's own chain exists even though none of its addresses jump there.
+        assert_eq!(chain_rules(&rs, "allow_ssh"), ["tcp dport 22 accept"]);
+    }
+
+    #[test]
+    fn unresolved_names_contribute_nothing_but_keep_their_chain() {
         let ps = shipped_profiles();
         let accounts = [account("mobile", &[], &["gone.example"], &["ssh"])];
         let rs = compile(&Settings::default(), &ps, &accounts, &Resolved::new());
-        assert!(elements(&rs, "ssh_v4").is_empty());
-        assert!(elements(&rs, "ssh_v6").is_empty());
+        assert!(elements(&rs, "src_v4").is_empty());
+        assert!(elements(&rs, "src_v6").is_empty());
+        assert_eq!(chain_rules(&rs, "allow_ssh"), ["tcp dport 22 accept"]);
     }
 
     #[test]
-    fn rtp_from_whitelist_uses_all_sources_and_media() {
+    fn rtp_from_whitelist_goes_through_the_chains_and_media_ranges() {
         let ps = shipped_profiles();
         let mut settings = Settings::default();
         settings.rtp.from = RtpFrom::Whitelist;
@@ -373,10 +506,34 @@ pub(crate) mod tests {
             &Resolved::new(),
         );
         assert_eq!(
-            elements(&rs, "rtp_v4"),
-            ["192.0.2.10", "198.51.100.8/30", "203.0.113.128/25"]
+            elements(&rs, "src_v4"),
+            [
+                "192.0.2.10 : jump allow_ssh",
+                "198.51.100.8/30 : jump allow_sip-udp",
+                "203.0.113.128/25 : jump allow_rtp_media"
+            ]
         );
-        assert!(elements(&rs, "sip_udp_v4") == ["198.51.100.8/30"]);
+        assert_eq!(
+            chain_rules(&rs, "allow_ssh"),
+            ["tcp dport 22 accept", "udp dport 10000-20000 accept"]
+        );
+        assert_eq!(
+            chain_rules(&rs, MEDIA_ONLY_CHAIN),
+            ["udp dport 10000-20000 accept"]
+        );
+        let input = chain_rules(&rs, "input");
+        assert!(!input.iter().any(|r| r.contains("10000-20000")), "{input:?}");
+    }
+
+    #[test]
+    fn chain_names_stay_short_and_distinct() {
+        assert_eq!(allow_chain_name(&["sip-udp", "iax"]), "allow_sip-udp.iax");
+        assert_eq!(allow_chain_name(&[]), MEDIA_ONLY_CHAIN);
+        let many: Vec<String> = (0..10).map(|i| format!("custom-profile-{i:02}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let long = allow_chain_name(&many);
+        assert!(long.starts_with("allow_h_") && long.len() < 40, "{long}");
+        assert_ne!(long, allow_chain_name(&many[1..]));
     }
 
     #[test]

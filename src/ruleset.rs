@@ -7,9 +7,11 @@
 //! printed, so the two cannot drift apart.
 //!
 //! Everything here is deterministic: sets and rules keep the order the compiler gave them,
-//! and set elements are sorted, merged, non-overlapping, non-adjacent ranges.
+//! and set elements are sorted, non-overlapping ranges (merged when they lead to the same
+//! place: adjacent ranges of a verdict map may jump to different chains).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::addrset::{AddrRange, Family};
 
@@ -23,21 +25,68 @@ pub const INPUT_PRIORITY: i32 = 0;
 /// The whole ruleset: one `table inet pbxwall`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
-    /// Named interval sets of source addresses, one per service and family.
+    /// Named interval sets and verdict maps of source addresses.
     pub sets: Vec<Set>,
     /// Chains; the first is the input base chain.
     pub chains: Vec<Chain>,
 }
 
-/// A named interval set of IPv4 or IPv6 source addresses (`flags interval`).
+/// A named interval set of IPv4 or IPv6 source addresses (`flags interval`), or an
+/// interval verdict map from source addresses to the chain a packet jumps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
-    /// Set name, e.g. `sip_udp_v4`.
+    /// Set name, e.g. `trusted_v4` or `src_v6`.
     pub name: String,
     /// Address family of the keys (`ipv4_addr` or `ipv6_addr`).
     pub family: Family,
-    /// Sorted, merged, non-adjacent ranges (inclusive ends).
-    pub elements: Vec<AddrRange>,
+    /// A plain set or a verdict map.
+    pub kind: SetKind,
+    /// Sorted, non-overlapping elements. In a plain set they are merged and non-adjacent;
+    /// in a verdict map adjacent ranges jump to different chains.
+    pub elements: Vec<Element>,
+}
+
+/// What a set's elements are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SetKind {
+    /// `set NAME { type ipv4_addr; flags interval; }`: addresses, matched with `@NAME`.
+    Addresses,
+    /// `map NAME { type ipv4_addr : verdict; flags interval; }`: every element carries a
+    /// `jump CHAIN`, used with `ip saddr vmap @NAME`.
+    VerdictMap,
+}
+
+/// One set element: a range of addresses and, in a verdict map, the chain it jumps to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Element {
+    /// Inclusive range of source addresses.
+    pub range: AddrRange,
+    /// Chain a packet from `range` jumps to (verdict maps only).
+    pub jump: Option<Arc<str>>,
+}
+
+impl Element {
+    /// An element of a plain address set.
+    pub fn address(range: AddrRange) -> Element {
+        Element { range, jump: None }
+    }
+}
+
+impl Set {
+    /// A plain interval set holding `ranges` (already merged).
+    pub fn addresses(name: &str, family: Family, ranges: Vec<AddrRange>) -> Set {
+        Set {
+            name: name.to_owned(),
+            family,
+            kind: SetKind::Addresses,
+            elements: ranges.into_iter().map(Element::address).collect(),
+        }
+    }
+
+    /// The address ranges of the elements, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = AddrRange> + '_ {
+        self.elements.iter().map(|e| e.range)
+    }
 }
 
 /// A chain; `base` is set for chains hooked into netfilter.
@@ -69,6 +118,9 @@ pub struct Rule {
     pub log: Option<Log>,
     /// Count packets and bytes reaching this rule.
     pub counter: bool,
+    /// `ip saddr vmap @MAP` / `ip6 saddr vmap @MAP`: after the matches, jump to the chain
+    /// the source address maps to; a source not in the map falls through.
+    pub saddr_vmap: Option<(Family, String)>,
     /// Final verdict; `None` falls through to the next rule.
     pub verdict: Option<Verdict>,
 }
@@ -162,6 +214,11 @@ impl Ruleset {
     pub fn element_count(&self) -> usize {
         self.sets.iter().map(|s| s.elements.len()).sum()
     }
+
+    /// The chain called `name`, if any.
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
 }
 
 impl Ruleset {
@@ -171,23 +228,47 @@ impl Ruleset {
     /// explain what a ruleset opens.
     pub fn accepts_new(&self, src: IpAddr, proto: L4Proto, dport: u16) -> bool {
         let src = src.to_canonical();
-        let Some(input) = self.chains.iter().find(|c| c.name == INPUT_CHAIN) else {
-            return false;
-        };
-        for rule in &input.rules {
-            if rule
+        self.chain(INPUT_CHAIN).is_some_and(|input| {
+            let verdict = self.chain_accepts(input, src, proto, dport, 0);
+            verdict.or(input.base.map(|b| b.policy)) == Some(Verdict::Accept)
+        })
+    }
+
+    /// The verdict `chain` reaches for a NEW connection, `None` when it falls off the end.
+    /// Jumps are followed (a few levels deep at most: pbxwall's chains jump once).
+    fn chain_accepts(
+        &self,
+        chain: &Chain,
+        src: IpAddr,
+        proto: L4Proto,
+        dport: u16,
+        depth: usize,
+    ) -> Option<Verdict> {
+        for rule in &chain.rules {
+            if !rule
                 .matches
                 .iter()
                 .all(|m| self.matches_new(m, src, proto, dport))
             {
-                match rule.verdict {
-                    Some(Verdict::Accept) => return true,
-                    Some(Verdict::Drop) => return false,
-                    None => {}
-                }
+                continue;
+            }
+            if let Some((family, map)) = &rule.saddr_vmap
+                && Family::of(src) == *family
+                && depth < 4
+                && let Some(target) = self
+                    .set(map)
+                    .and_then(|s| s.elements.iter().find(|e| e.range.contains(src)))
+                    .and_then(|e| e.jump.as_deref())
+                    .and_then(|name| self.chain(name))
+                && let Some(v) = self.chain_accepts(target, src, proto, dport, depth + 1)
+            {
+                return Some(v);
+            }
+            if let Some(v) = rule.verdict {
+                return Some(v);
             }
         }
-        input.base.map(|b| b.policy) == Some(Verdict::Accept)
+        None
     }
 
     fn matches_new(&self, m: &Match, src: IpAddr, proto: L4Proto, dport: u16) -> bool {
@@ -199,7 +280,7 @@ impl Ruleset {
                 Family::of(src) == *family
                     && self
                         .set(name)
-                        .is_some_and(|s| s.elements.iter().any(|r| r.contains(src)))
+                        .is_some_and(|s| s.ranges().any(|r| r.contains(src)))
             }
         }
     }

@@ -15,12 +15,12 @@ use chrono::Local;
 use serde::Serialize;
 
 use super::{Build, Ctx, Dns, Outcome, apply, build, guard_ssh_lockout, record_applied};
-use crate::addrset::AddrRange;
 use crate::cli::IpcheckerArgs;
 use crate::cron::{self, CronSchedule};
 use crate::nft::netlink::{self, LiveTable, SetChange};
 use crate::nft::render;
 use crate::resolve::Cache;
+use crate::ruleset::{Element, SetKind};
 use crate::state::{IpcheckerRun, State, now_rfc3339};
 use crate::store::{self, StoreLock};
 
@@ -158,11 +158,17 @@ fn full_apply(ctx: &Ctx, b: &Build, lock: &StoreLock, force: bool) -> Result<(&'
 }
 
 /// Whether only set elements can differ between what is live and what was built: the same
-/// sets, the same chains with the same rules (compared by content, as libnftnl prints them),
-/// and the same skeleton as recorded at the last apply.
+/// sets and maps, the same chains with the same rules (compared by content, as libnftnl
+/// prints them), and the same skeleton as recorded at the last apply.
 fn same_structure(b: &Build, live: &LiveTable, recorded: Option<&str>) -> bool {
-    let want: BTreeSet<&str> = b.ruleset.sets.iter().map(|s| s.name.as_str()).collect();
-    let have: BTreeSet<&str> = live.sets.iter().map(|s| s.name.as_str()).collect();
+    let want: BTreeSet<(&str, Option<SetKind>)> = b
+        .ruleset
+        .sets
+        .iter()
+        .map(|s| (s.name.as_str(), Some(s.kind)))
+        .collect();
+    let have: BTreeSet<(&str, Option<SetKind>)> =
+        live.sets.iter().map(|s| (s.name.as_str(), s.kind)).collect();
     let Ok(rules) = netlink::rule_fingerprints(&b.ruleset) else {
         return false;
     };
@@ -180,13 +186,13 @@ fn same_structure(b: &Build, live: &LiveTable, recorded: Option<&str>) -> bool {
 struct Delta {
     set: String,
     family: crate::addrset::Family,
-    remove: Vec<AddrRange>,
-    add: Vec<AddrRange>,
+    remove: Vec<Element>,
+    add: Vec<Element>,
 }
 
 impl Delta {
     fn describe(&self) -> String {
-        let list = |v: &[AddrRange]| {
+        let list = |v: &[Element]| {
             v.iter()
                 .map(|r| r.to_string())
                 .collect::<Vec<_>>()
@@ -211,10 +217,10 @@ fn element_deltas(b: &Build, live: &LiveTable) -> Vec<Delta> {
         let Some(have) = live.sets.iter().find(|s| s.name == set.name) else {
             continue;
         };
-        let want: BTreeSet<AddrRange> = set.elements.iter().copied().collect();
-        let have: BTreeSet<AddrRange> = have.elements.iter().copied().collect();
-        let remove: Vec<AddrRange> = have.difference(&want).copied().collect();
-        let add: Vec<AddrRange> = want.difference(&have).copied().collect();
+        let want: BTreeSet<&Element> = set.elements.iter().collect();
+        let have: BTreeSet<&Element> = have.elements.iter().collect();
+        let remove: Vec<Element> = have.difference(&want).map(|e| (*e).clone()).collect();
+        let add: Vec<Element> = want.difference(&have).map(|e| (*e).clone()).collect();
         if !remove.is_empty() || !add.is_empty() {
             out.push(Delta {
                 set: set.name.clone(),

@@ -43,13 +43,13 @@ use super::{Build, Ctx, Dns, Outcome, build};
 use crate::addrset::AddrRange;
 use crate::audit;
 use crate::cli::StatusArgs;
-use crate::compile::set_name;
+use crate::compile::{SOURCE_MAP, set_name};
 use crate::cron;
 use crate::model::Account;
 use crate::model::display_net;
 use crate::nft::netlink::{self, LiveTable};
 use crate::resolve::NameResult;
-use crate::ruleset::{INPUT_CHAIN, Ruleset};
+use crate::ruleset::{Element, INPUT_CHAIN, Ruleset};
 use crate::state::State;
 
 /// `status [--json]`.
@@ -120,19 +120,22 @@ pub fn drift(want: &Ruleset, live: &LiveTable) -> Vec<String> {
             out.push(format!("set {} is missing", set.name));
             continue;
         };
-        let w: BTreeSet<AddrRange> = set.elements.iter().copied().collect();
-        let h: BTreeSet<AddrRange> = have.elements.iter().copied().collect();
-        let list = |v: Vec<&AddrRange>| {
+        if have.kind != Some(set.kind) {
+            out.push(format!("set {} is of another kind than pbxwall's", set.name));
+        }
+        let w: BTreeSet<&Element> = set.elements.iter().collect();
+        let h: BTreeSet<&Element> = have.elements.iter().collect();
+        let list = |v: Vec<&&Element>| {
             v.iter()
                 .map(|r| r.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let missing: Vec<&AddrRange> = w.difference(&h).collect();
+        let missing: Vec<&&Element> = w.difference(&h).collect();
         if !missing.is_empty() {
             out.push(format!("set {}: missing {}", set.name, list(missing)));
         }
-        let extra: Vec<&AddrRange> = h.difference(&w).collect();
+        let extra: Vec<&&Element> = h.difference(&w).collect();
         if !extra.is_empty() {
             out.push(format!("set {}: extra {}", set.name, list(extra)));
         }
@@ -196,29 +199,33 @@ fn drop_counter(live: &LiveTable) -> Option<(u64, u64)> {
     input.counters.last().map(|(_, p, b)| (*p, *b))
 }
 
-/// Whether `range` is in the live set of every service of the account.
-fn applied(account: &Account, live: Option<&LiveTable>, range: AddrRange) -> bool {
+/// Whether `range` is live as `restart` would apply it: every element of the built source
+/// map that overlaps it (its own, or the pieces it shares with overlapping accounts) is in
+/// the live map with the same jump.
+fn applied(want: &Ruleset, live: Option<&LiveTable>, range: AddrRange) -> bool {
     let Some(live) = live else {
         return false;
     };
-    account.services.iter().all(|service| {
-        let name = set_name(service, range.family);
-        live.sets.iter().any(|s| {
-            s.name == name
-                && s.elements
-                    .iter()
-                    .any(|e| e.start <= range.start && range.end <= e.end)
-        })
-    })
+    let name = set_name(SOURCE_MAP, range.family);
+    let (Some(want), Some(have)) = (want.set(&name), live.sets.iter().find(|s| s.name == name))
+    else {
+        return false;
+    };
+    let mut overlapping = want
+        .elements
+        .iter()
+        .filter(|e| e.range.start <= range.end && range.start <= e.range.end)
+        .peekable();
+    overlapping.peek().is_some() && overlapping.all(|e| have.elements.binary_search(e).is_ok())
 }
 
 fn account_json(b: &Build, a: &Account, live: Option<&LiveTable>) -> Value {
-    let net_json = |n: &IpNet| json!({"address": display_net(n), "applied": applied(a, live, AddrRange::from_net(*n))});
+    let net_json = |n: &IpNet| json!({"address": display_net(n), "applied": applied(&b.ruleset, live, AddrRange::from_net(*n))});
     let fqdns: Vec<Value> = a
         .fqdns
         .iter()
         .map(|f| match b.resolution.names.get(f) {
-            Some(r) => name_json(a, r, live),
+            Some(r) => name_json(&b.ruleset, r, live),
             None => json!({"name": f.as_str(), "state": "left_out", "reason": "not resolved"}),
         })
         .collect();
@@ -233,12 +240,12 @@ fn account_json(b: &Build, a: &Account, live: Option<&LiveTable>) -> Value {
     })
 }
 
-fn name_json(a: &Account, r: &NameResult, live: Option<&LiveTable>) -> Value {
+fn name_json(want: &Ruleset, r: &NameResult, live: Option<&LiveTable>) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
     let applied: Vec<String> = r
         .addrs()
         .into_iter()
-        .filter(|ip: &IpAddr| applied(a, live, AddrRange::from_addr(*ip)))
+        .filter(|ip: &IpAddr| applied(want, live, AddrRange::from_addr(*ip)))
         .map(|ip| ip.to_string())
         .collect();
     if let Value::Object(m) = &mut v {

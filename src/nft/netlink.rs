@@ -14,13 +14,16 @@
 //! ```text
 //! add table inet pbxwall                                  # idempotent
 //! flush table inet pbxwall                                # DELRULE with only the table
-//! delete chain inet pbxwall <c>    # every live chain that is not an identical IR base chain
-//! flush set inet pbxwall <s>       # every live set the IR has too (same key and flags)
+//! flush set inet pbxwall <s>       # every live set the IR has too (same key, flags, data)
+//! flush map inet pbxwall <m>       # a live map the IR does not have: drop its jumps first,
+//! delete map inet pbxwall <m>      #   then the map (older kernels keep the chains in use)
 //! delete set inet pbxwall <s>      # every other live set
+//! delete chain inet pbxwall <c>    # every live chain the IR does not have (by name and kind)
 //! add chain inet pbxwall input { type filter hook input priority filter; policy drop; }
+//! add chain inet pbxwall allow_ssh                        # idempotent for kept chains
 //! add set inet pbxwall new_v4 { type ipv4_addr; flags interval; }  # sets not live yet
-//! add element inet pbxwall sip_udp_v4 { ... }             # every set, refilled
-//! add rule inet pbxwall input ...
+//! add element inet pbxwall src_v4 { 192.0.2.1 : jump allow_ssh, ... }  # every set, refilled
+//! add rule inet pbxwall input ...                         # every chain's rules
 //! ```
 //!
 //! The base chain is updated in place, never deleted and re-created: a re-created base
@@ -28,7 +31,8 @@
 //! (research §3.3). Sets that stay are flushed and refilled rather than deleted and
 //! re-created: a re-created interval set made the kernel drop packets of whitelisted
 //! sources for a moment during the commit (about one packet per restart under a flood,
-//! measured by `tests/torture.rs`; flush and refill drops none). The batch begin carries the nf_tables generation id read before the
+//! measured by `tests/torture.rs`; flush and refill drops none); regular chains that stay
+//! are kept the same way (their rules go with the table flush). The batch begin carries the nf_tables generation id read before the
 //! live sets and chains were listed (`NFNL_BATCH_GENID`); if anything changed nf_tables in
 //! between, the kernel refuses the batch with `ERESTART` and [`apply`] starts again.
 //!
@@ -64,12 +68,13 @@ use std::mem;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nftnl::nftnl_sys as sys;
 
 use crate::addrset::{AddrRange, Family};
-use crate::ruleset::{self, L4Proto, Match, Rule, Ruleset, TABLE_NAME, Verdict};
+use crate::ruleset::{self, Element, L4Proto, Match, Rule, Ruleset, SetKind, TABLE_NAME, Verdict};
 
 /// Errors of the netlink backend. Messages name what failed.
 #[derive(Debug, thiserror::Error)]
@@ -166,16 +171,19 @@ pub struct LiveTable {
     pub chains: Vec<LiveChain>,
 }
 
-/// A live set.
+/// A live set or map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSet {
     /// Set name.
     pub name: String,
     /// Key family (`None` for a key type other than `ipv4_addr`/`ipv6_addr`).
     pub family: Option<Family>,
-    /// Elements decoded from the interval start/end elements into inclusive ranges, sorted.
-    /// Empty when `family` is `None`.
-    pub elements: Vec<AddrRange>,
+    /// An interval set, an interval verdict map, or `None` for anything else.
+    pub kind: Option<SetKind>,
+    /// Elements decoded from the interval start/end elements into inclusive ranges, sorted,
+    /// with the chain each jumps to in a map (a verdict other than a jump shows as
+    /// `verdict N`). Empty when `family` is `None`.
+    pub elements: Vec<Element>,
     /// Kernel handle.
     pub handle: u64,
 }
@@ -220,6 +228,10 @@ const NFPROTO_IPV6: u8 = libc::NFPROTO_IPV6 as u8;
 /// nft's data type ids for set keys.
 const KEY_TYPE_IPV4_ADDR: u32 = 7;
 const KEY_TYPE_IPV6_ADDR: u32 = 8;
+/// `NFT_DATA_VERDICT`: the data type of a verdict map (not in the libc crate).
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+/// Data length nft sends for a verdict map (the kernel uses its own for verdicts).
+const VERDICT_DATA_LEN: u32 = 16;
 /// Set userdata nft writes for address keys: `NFTNL_UDATA_SET_KEYBYTEORDER` (0), length 4,
 /// `BYTEORDER_BIG_ENDIAN` (2) as a host-order u32.
 const SET_UDATA_KEY_BIG_ENDIAN: [u8; 6] = udata_u32(0, 2);
@@ -338,19 +350,20 @@ pub fn rule_fingerprints(ruleset: &Ruleset) -> Result<Vec<(String, Vec<String>)>
         .collect())
 }
 
-/// Incremental element update of an existing set, in one batch: delete the `remove` ranges
-/// and add the `add` ranges.
+/// Incremental element update of an existing set or map, in one batch: delete the `remove`
+/// elements and add the `add` elements.
 ///
-/// `remove` must hold ranges that are elements of the set exactly as they were added (the
-/// merged form), otherwise the kernel refuses the batch (`ENOENT`) and nothing changes.
-/// Added ranges must not overlap what stays in the set (`EEXIST`). The leading `0.0.0.0`
-/// END element of a fresh set is neither removed nor added here (nft does the same; the
-/// kernel does not need it). Nothing is sent when both lists are empty.
+/// `remove` must hold elements of the set exactly as they were added (the merged form),
+/// otherwise the kernel refuses the batch (`ENOENT`) and nothing changes; their jumps are
+/// not sent (the kernel finds elements by key). Added elements must not overlap what stays
+/// in the set (`EEXIST`) and, in a map, must jump to existing chains. The leading
+/// `0.0.0.0` END element of a fresh set is neither removed nor added here (nft does the
+/// same; the kernel does not need it). Nothing is sent when both lists are empty.
 pub fn update_set_elements(
     set: &str,
     family: Family,
-    remove: &[AddrRange],
-    add: &[AddrRange],
+    remove: &[Element],
+    add: &[Element],
 ) -> Result<ApplyStats> {
     update_sets(&[SetChange {
         set,
@@ -367,10 +380,10 @@ pub struct SetChange<'a> {
     pub set: &'a str,
     /// Its family.
     pub family: Family,
-    /// Ranges to remove, exactly as they are elements now.
-    pub remove: &'a [AddrRange],
-    /// Ranges to add.
-    pub add: &'a [AddrRange],
+    /// Elements to remove, exactly as they are elements now.
+    pub remove: &'a [Element],
+    /// Elements to add.
+    pub add: &'a [Element],
 }
 
 /// Changes the elements of several sets in ONE transaction: every removal first, then every
@@ -382,7 +395,7 @@ pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
     for c in changes {
         let what = format!("set {}", c.set);
         names.push(cstring(c.set, &what)?);
-        check_family(&what, c.family, c.remove.iter().chain(c.add))?;
+        check_family(&what, c.family, c.remove.iter().chain(c.add).map(|e| &e.range))?;
     }
     if changes
         .iter()
@@ -398,7 +411,8 @@ pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
         }
         let mut s = NfSet::new();
         set_identity(&mut s, &table, name, None);
-        for e in interval_elements(c.remove, false) {
+        for mut e in interval_elements(c.remove, false)? {
+            e.jump = None;
             s.add_elem(&e);
         }
         batch.add_elems(
@@ -414,7 +428,7 @@ pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
         }
         let mut s = NfSet::new();
         set_identity(&mut s, &table, name, None);
-        for e in interval_elements(c.add, false) {
+        for e in interval_elements(c.add, false)? {
             s.add_elem(&e);
         }
         batch.add_elems(
@@ -473,7 +487,12 @@ impl<'a> Plan<'a> {
         let mut set_ids = HashMap::new();
         for (i, set) in ruleset.sets.iter().enumerate() {
             let what = format!("set {}", set.name);
-            check_family(&what, set.family, &set.elements)?;
+            check_family(&what, set.family, set.elements.iter().map(|e| &e.range))?;
+            for e in &set.elements {
+                if let Some(chain) = &e.jump {
+                    cstring(chain, &what)?;
+                }
+            }
             let id = i as u32 + 1;
             sets.push((cstring(&set.name, &what)?, id));
             set_ids.insert(set.name.as_str(), id);
@@ -492,6 +511,9 @@ impl<'a> Plan<'a> {
                 }
                 if let Some(log) = &rule.log {
                     cstring(&log.prefix, &rule_what(&chain.name, i, rule))?;
+                }
+                if let Some((_, map)) = &rule.saddr_vmap {
+                    cstring(map, &rule_what(&chain.name, i, rule))?;
                 }
             }
         }
@@ -521,7 +543,8 @@ impl<'a> Plan<'a> {
             || tname.clone(),
         );
 
-        // Live sets the IR has with the same key and flags: flushed and refilled in place.
+        // Live sets the IR has with the same key, flags and data: flushed and refilled in
+        // place.
         let kept: HashSet<&str> = live
             .map(|l| {
                 l.sets
@@ -530,7 +553,8 @@ impl<'a> Plan<'a> {
                         rs.sets.iter().any(|s| {
                             s.name == ls.name
                                 && ls.key == Some((s.family, key_of(s.family).1))
-                                && ls.flags == Some(libc::NFT_SET_INTERVAL as u32)
+                                && ls.flags == Some(set_flags(s.kind))
+                                && ls.data_type == data_type(s.kind)
                         })
                     })
                     .map(|ls| ls.name.as_str())
@@ -547,12 +571,37 @@ impl<'a> Plan<'a> {
                 format!("flush of the rules of {tname}")
             });
 
-            // nft: delete chain inet pbxwall NAME   (all but identical IR base chains)
+            // Sets before chains: map elements hold references to the chains they jump to.
+            for ls in &live.sets {
+                let mut s = NfSet::new();
+                s.set_u32(sys::NFTNL_SET_FAMILY, NFPROTO_INET.into());
+                s.set_str(sys::NFTNL_SET_TABLE, &self.table);
+                s.set_str(sys::NFTNL_SET_NAME, &ls.cname);
+                let keep = kept.contains(ls.name.as_str());
+                let is_map = ls.flags.is_some_and(|f| f & libc::NFT_SET_MAP as u32 != 0);
+                if keep || is_map {
+                    // nft: flush set inet pbxwall NAME   (refilled below, same transaction)
+                    batch.add(libc::NFT_MSG_DELSETELEM, 0, Obj::SetElemsOf(&s), || {
+                        format!("flush of set {}", ls.name)
+                    });
+                }
+                if !keep {
+                    // nft: delete set inet pbxwall NAME
+                    batch.add(libc::NFT_MSG_DELSET, 0, Obj::Set(&s), || {
+                        format!("deletion of old set {}", ls.name)
+                    });
+                }
+            }
+
+            // nft: delete chain inet pbxwall NAME   (live chains the IR does not have)
             for lc in &live.chains {
-                let keep = rs
-                    .chains
-                    .iter()
-                    .any(|c| c.name == lc.name && base_matches(c, lc));
+                let keep = rs.chains.iter().any(|c| {
+                    c.name == lc.name
+                        && match c.base {
+                            Some(_) => base_matches(c, lc),
+                            None => lc.base.is_none(),
+                        }
+                });
                 if keep {
                     continue;
                 }
@@ -563,23 +612,6 @@ impl<'a> Plan<'a> {
                 batch.add(libc::NFT_MSG_DELCHAIN, 0, Obj::Chain(&c), || {
                     format!("deletion of old chain {}", lc.name)
                 });
-            }
-            for ls in &live.sets {
-                let mut s = NfSet::new();
-                s.set_u32(sys::NFTNL_SET_FAMILY, NFPROTO_INET.into());
-                s.set_str(sys::NFTNL_SET_TABLE, &self.table);
-                s.set_str(sys::NFTNL_SET_NAME, &ls.cname);
-                if kept.contains(ls.name.as_str()) {
-                    // nft: flush set inet pbxwall NAME   (refilled below, same transaction)
-                    batch.add(libc::NFT_MSG_DELSETELEM, 0, Obj::SetElemsOf(&s), || {
-                        format!("flush of set {}", ls.name)
-                    });
-                } else {
-                    // nft: delete set inet pbxwall NAME
-                    batch.add(libc::NFT_MSG_DELSET, 0, Obj::Set(&s), || {
-                        format!("deletion of old set {}", ls.name)
-                    });
-                }
             }
         }
 
@@ -604,6 +636,7 @@ impl<'a> Plan<'a> {
         }
 
         // nft: add set inet pbxwall NAME { type ipv4_addr; flags interval; elements = { ... } }
+        // nft: add map inet pbxwall NAME { type ipv4_addr : verdict; flags interval; ... }
         // A set that is live with the same name, key and flags is kept (flushed above) and
         // only refilled: deleting and re-creating it lets the kernel drop packets of
         // whitelisted sources for a moment (tests/torture.rs measured it).
@@ -611,10 +644,14 @@ impl<'a> Plan<'a> {
             let mut s = NfSet::new();
             let keep = kept.contains(set.name.as_str());
             set_identity(&mut s, &self.table, cname, (!keep).then_some(*id));
-            s.set_u32(sys::NFTNL_SET_FLAGS, libc::NFT_SET_INTERVAL as u32);
+            s.set_u32(sys::NFTNL_SET_FLAGS, set_flags(set.kind));
             let (key_type, key_len) = key_of(set.family);
             s.set_u32(sys::NFTNL_SET_KEY_TYPE, key_type);
             s.set_u32(sys::NFTNL_SET_KEY_LEN, key_len);
+            if let Some(dtype) = data_type(set.kind) {
+                s.set_u32(sys::NFTNL_SET_DATA_TYPE, dtype);
+                s.set_u32(sys::NFTNL_SET_DATA_LEN, VERDICT_DATA_LEN);
+            }
             s.set_data(sys::NFTNL_SET_USERDATA, &SET_UDATA_KEY_BIG_ENDIAN);
             if !keep {
                 batch.add(
@@ -625,8 +662,9 @@ impl<'a> Plan<'a> {
                 );
             }
             if !set.elements.is_empty() {
-                let leading_zero = set.elements[0].start != 0;
-                for e in interval_elements(&set.elements, leading_zero) {
+                let leading_zero = set.elements[0].range.start != 0;
+                // Names checked in Plan::new.
+                for e in interval_elements(&set.elements, leading_zero).unwrap_or_default() {
                     s.add_elem(&e);
                 }
                 batch.add_elems(
@@ -675,6 +713,13 @@ impl<'a> Plan<'a> {
             // nft: counter   [ counter pkts 0 bytes 0 ]
             r.add_expr(Expr::new(c"counter"));
         }
+        if let Some((family, map)) = &rule.saddr_vmap {
+            // Checked in Plan::new.
+            let cname = CString::new(map.as_str()).unwrap_or_default();
+            for e in check_saddr(*family, &cname, self.set_ids.get(map.as_str()).copied(), true) {
+                r.add_expr(e);
+            }
+        }
         if let Some(v) = rule.verdict {
             r.add_expr(verdict(v));
         }
@@ -692,7 +737,7 @@ impl<'a> Plan<'a> {
             Match::SaddrInSet(family, name) => {
                 // Checked in Plan::new.
                 let cname = CString::new(name.as_str()).unwrap_or_default();
-                check_saddr_in_set(*family, &cname, self.set_ids.get(name.as_str()).copied())
+                check_saddr(*family, &cname, self.set_ids.get(name.as_str()).copied(), false)
             }
         }
     }
@@ -715,6 +760,22 @@ fn nf_verdict(v: Verdict) -> u32 {
     match v {
         Verdict::Accept => libc::NF_ACCEPT as u32,
         Verdict::Drop => libc::NF_DROP as u32,
+    }
+}
+
+/// `NFTNL_SET_FLAGS` of a set of this kind.
+fn set_flags(kind: SetKind) -> u32 {
+    match kind {
+        SetKind::Addresses => libc::NFT_SET_INTERVAL as u32,
+        SetKind::VerdictMap => (libc::NFT_SET_INTERVAL | libc::NFT_SET_MAP) as u32,
+    }
+}
+
+/// `NFTNL_SET_DATA_TYPE` of a set of this kind (`None`: a set has no data).
+fn data_type(kind: SetKind) -> Option<u32> {
+    match kind {
+        SetKind::Addresses => None,
+        SetKind::VerdictMap => Some(NFT_DATA_VERDICT),
     }
 }
 
@@ -809,6 +870,8 @@ struct WireElem {
     end: bool,
     /// A start element whose interval runs to the top of the address space.
     open: bool,
+    /// On a start element of a verdict map: the chain it jumps to.
+    jump: Option<CString>,
 }
 
 fn addr_key(a: IpAddr) -> Vec<u8> {
@@ -818,36 +881,54 @@ fn addr_key(a: IpAddr) -> Vec<u8> {
     }
 }
 
-/// nft's interval encoding: a start element per range and an END element at
-/// `end_exclusive()` (none at the top of the address space), preceded by an END element at
-/// 0 when `leading_zero` (nft sends it when the first range does not start at 0).
-fn interval_elements(ranges: &[AddrRange], leading_zero: bool) -> Vec<WireElem> {
-    let mut out = Vec::with_capacity(ranges.len() * 2 + 1);
-    if let Some(first) = ranges.first()
+/// nft's interval encoding: a start element per range (carrying its jump, in a map) and
+/// an END element at `end_exclusive()` (none at the top of the address space), preceded by
+/// an END element at 0 when `leading_zero` (nft sends it when the first range does not
+/// start at 0). Where map ranges are adjacent, the END of one and the start of the next
+/// share a key, as nft sends them. Fails on a chain name with a NUL byte.
+fn interval_elements(elements: &[Element], leading_zero: bool) -> Result<Vec<WireElem>> {
+    let mut out = Vec::with_capacity(elements.len() * 2 + 1);
+    if let Some(first) = elements.first()
         && leading_zero
     {
         out.push(WireElem {
-            key: vec![0; key_of(first.family).1 as usize],
+            key: vec![0; key_of(first.range.family).1 as usize],
             end: true,
             open: false,
+            jump: None,
         });
     }
-    for r in ranges {
+    let mut last_jump: Option<(&str, CString)> = None;
+    for e in elements {
+        let r = e.range;
         let end = r.end_exclusive();
+        let jump = match e.jump.as_deref() {
+            None => None,
+            Some(name) => match &last_jump {
+                Some((n, c)) if *n == name => Some(c.clone()),
+                _ => {
+                    let c = cstring(name, &format!("chain {name}"))?;
+                    last_jump = Some((name, c.clone()));
+                    Some(c)
+                }
+            },
+        };
         out.push(WireElem {
             key: addr_key(r.first()),
             end: false,
             open: end.is_none(),
+            jump,
         });
         if let Some(end) = end {
             out.push(WireElem {
                 key: addr_key(end),
                 end: true,
                 open: false,
+                jump: None,
             });
         }
     }
-    out
+    Ok(out)
 }
 
 fn key_number(key: &[u8]) -> Option<(Family, u128)> {
@@ -858,47 +939,45 @@ fn key_number(key: &[u8]) -> Option<(Family, u128)> {
     }
 }
 
-/// Decodes interval elements (any order) back into sorted inclusive ranges.
-fn decode_intervals(family: Family, elems: &[(Vec<u8>, bool)]) -> Vec<AddrRange> {
-    let mut keys: Vec<(u128, bool)> = elems
+/// A live element as read: key, whether it is an END element, and a start element's jump.
+type RawElem = (Vec<u8>, bool, Option<Arc<str>>);
+
+/// Decodes interval elements (any order) back into sorted inclusive ranges, each with the
+/// jump of its start element.
+fn decode_intervals(family: Family, elems: &[RawElem]) -> Vec<Element> {
+    let mut keys: Vec<(u128, bool, Option<&Arc<str>>)> = elems
         .iter()
-        .filter_map(|(k, end)| match key_number(k) {
-            Some((f, n)) if f == family => Some((n, *end)),
+        .filter_map(|(k, end, jump)| match key_number(k) {
+            Some((f, n)) if f == family => Some((n, *end, jump.as_ref())),
             _ => None,
         })
         .collect();
     // At equal keys the END (closing the range before) sorts before the START.
-    keys.sort_unstable_by_key(|&(n, end)| (n, !end));
+    keys.sort_unstable_by_key(|&(n, end, _)| (n, !end));
     let mut out = Vec::new();
-    let mut open: Option<u128> = None;
-    for (n, end) in keys {
+    let mut open: Option<(u128, Option<&Arc<str>>)> = None;
+    let close = |out: &mut Vec<Element>, (start, jump): (u128, Option<&Arc<str>>), end| {
+        out.push(Element {
+            range: AddrRange { family, start, end },
+            jump: jump.cloned(),
+        });
+    };
+    for (n, end, jump) in keys {
         if end {
-            if let Some(start) = open.take()
-                && n > start
+            if let Some(o) = open.take()
+                && n > o.0
             {
-                out.push(AddrRange {
-                    family,
-                    start,
-                    end: n - 1,
-                });
+                close(&mut out, o, n - 1);
             }
-        } else if let Some(start) = open.replace(n)
-            && n > start
+        } else if let Some(o) = open.replace((n, jump))
+            && n > o.0
         {
             // Two starts in a row: the first interval runs up to the second.
-            out.push(AddrRange {
-                family,
-                start,
-                end: n - 1,
-            });
+            close(&mut out, o, n - 1);
         }
     }
-    if let Some(start) = open {
-        out.push(AddrRange {
-            family,
-            start,
-            end: family.max(),
-        });
+    if let Some(o) = open {
+        close(&mut out, o, family.max());
     }
     out
 }
@@ -1013,7 +1092,9 @@ fn check_dport(proto: L4Proto, first: u16, last: u16) -> Vec<Expr> {
 /// `ip saddr @S` / `ip6 saddr @S`: nfproto guard, `[ payload load 4b @ network header + 12
 /// => reg 1 ]` (or `16b @ network header + 8`), `[ lookup reg 1 set S ]`. The set id
 /// lets the rule find a set created earlier in the same batch.
-fn check_saddr_in_set(family: Family, set: &CStr, set_id: Option<u32>) -> Vec<Expr> {
+/// `ip saddr @set` (`[ lookup reg 1 set S ]`), or with `vmap` `ip saddr vmap @map`
+/// (`[ lookup reg 1 set S dreg 0 ]`: the element's verdict goes to the verdict register).
+fn check_saddr(family: Family, set: &CStr, set_id: Option<u32>, vmap: bool) -> Vec<Expr> {
     let (offset, len) = match family {
         Family::V4 => (12, 4),
         Family::V6 => (8, 16),
@@ -1025,6 +1106,9 @@ fn check_saddr_in_set(family: Family, set: &CStr, set_id: Option<u32>) -> Vec<Ex
         .str(sys::NFTNL_EXPR_LOOKUP_SET, set);
     if let Some(id) = set_id {
         lookup = lookup.u32(sys::NFTNL_EXPR_LOOKUP_SET_ID, id);
+    }
+    if vmap {
+        lookup = lookup.u32(sys::NFTNL_EXPR_LOOKUP_DREG, libc::NFT_REG_VERDICT as u32);
     }
     v.push(lookup);
     v
@@ -1062,7 +1146,8 @@ struct SnapSet {
     handle: u64,
     key: Option<(Family, u32)>,
     flags: Option<u32>,
-    elems: Vec<(Vec<u8>, bool)>,
+    data_type: Option<u32>,
+    elems: Vec<RawElem>,
 }
 
 struct SnapChain {
@@ -1093,7 +1178,11 @@ impl Snapshot {
                 .into_iter()
                 .map(|s| {
                     let family = s.key.and_then(|(f, len)| (len == key_of(f).1).then_some(f));
+                    let kind = [SetKind::Addresses, SetKind::VerdictMap]
+                        .into_iter()
+                        .find(|k| s.flags == Some(set_flags(*k)) && s.data_type == data_type(*k));
                     LiveSet {
+                        kind,
                         elements: family
                             .map(|f| decode_intervals(f, &s.elems))
                             .unwrap_or_default(),
@@ -1190,6 +1279,7 @@ fn read_snapshot(sock: &mut Socket, full: bool) -> Result<Option<Snapshot>, Read
                 handle: s.get_u64(sys::NFTNL_SET_HANDLE).unwrap_or_default(),
                 key,
                 flags: s.get_u32(sys::NFTNL_SET_FLAGS),
+                data_type: s.get_u32(sys::NFTNL_SET_DATA_TYPE),
                 elems: Vec::new(),
             });
             Ok(())
@@ -1281,6 +1371,7 @@ fn read_snapshot(sock: &mut Socket, full: bool) -> Result<Option<Snapshot>, Read
             filter.set_str(sys::NFTNL_SET_TABLE, &table);
             filter.set_str(sys::NFTNL_SET_NAME, &set.cname);
             let mut elems = Vec::new();
+            let mut chains = HashMap::new();
             let res = sock.request(
                 &what,
                 libc::NFT_MSG_GETSETELEM,
@@ -1291,7 +1382,7 @@ fn read_snapshot(sock: &mut Socket, full: bool) -> Result<Option<Snapshot>, Read
                         return Ok(());
                     }
                     let s = NfSet::parse_elems(msg, &what)?;
-                    elems.extend(s.elems());
+                    elems.extend(s.elems(&mut chains));
                     Ok(())
                 },
             );
@@ -1670,6 +1761,15 @@ impl NfSet {
                     ELEM_UDATA_INTERVAL_OPEN.len() as u32,
                 );
             }
+            if let Some(chain) = &e.jump {
+                // nft: ... : jump CHAIN
+                sys::nftnl_set_elem_set_u32(
+                    el,
+                    sys::NFTNL_SET_ELEM_VERDICT as u16,
+                    libc::NFT_JUMP as u32,
+                );
+                sys::nftnl_set_elem_set_str(el, sys::NFTNL_SET_ELEM_CHAIN as u16, chain.as_ptr());
+            }
             sys::nftnl_set_elem_add(self.ptr(), el);
         }
     }
@@ -1688,38 +1788,65 @@ impl NfSet {
         Ok(s)
     }
 
-    /// `(key, is END element)` of every element; catch-all elements are skipped.
-    fn elems(&self) -> Vec<(Vec<u8>, bool)> {
+    /// `(key, is END element, jump)` of every element; catch-all elements are skipped.
+    /// A map element's verdict is its chain name for a jump (names shared through
+    /// `chains`), else `goto NAME` or `verdict N`.
+    fn elems(&self, chains: &mut HashMap<String, Arc<str>>) -> Vec<RawElem> {
+        struct Visit<'a> {
+            out: Vec<RawElem>,
+            chains: &'a mut HashMap<String, Arc<str>>,
+        }
         unsafe extern "C" fn visit(e: *mut sys::nftnl_set_elem, data: *mut c_void) -> c_int {
-            // SAFETY: `data` is the Vec passed below, alive and unborrowed during the
-            // foreach; `e` is a valid element; the key pointer is valid for `len` bytes.
+            // SAFETY: `data` is the Visit passed below, alive and unborrowed during the
+            // foreach; `e` is a valid element; the key pointer is valid for `len` bytes and
+            // the chain name is NUL-terminated, both owned by the element.
             unsafe {
-                let out = &mut *data.cast::<Vec<(Vec<u8>, bool)>>();
-                let flags = if sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_FLAGS as u16) {
+                let v = &mut *data.cast::<Visit<'_>>();
+                let is_set = |attr: u32| sys::nftnl_set_elem_is_set(e, attr as u16);
+                let flags = if is_set(sys::NFTNL_SET_ELEM_FLAGS) {
                     sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_FLAGS as u16)
                 } else {
                     0
                 };
-                if flags & NFT_SET_ELEM_CATCHALL != 0
-                    || !sys::nftnl_set_elem_is_set(e, sys::NFTNL_SET_ELEM_KEY as u16)
-                {
+                if flags & NFT_SET_ELEM_CATCHALL != 0 || !is_set(sys::NFTNL_SET_ELEM_KEY) {
                     return 0;
                 }
+                let jump = if is_set(sys::NFTNL_SET_ELEM_VERDICT) {
+                    let code = sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_VERDICT as u16);
+                    let chain = sys::nftnl_set_elem_get_str(e, sys::NFTNL_SET_ELEM_CHAIN as u16);
+                    let chain = (!chain.is_null())
+                        .then(|| CStr::from_ptr(chain).to_string_lossy().into_owned());
+                    let name = match (code as i32, chain) {
+                        (libc::NFT_JUMP, Some(c)) => c,
+                        (libc::NFT_GOTO, Some(c)) => format!("goto {c}"),
+                        (code, _) => format!("verdict {code}"),
+                    };
+                    let shared = v
+                        .chains
+                        .entry(name)
+                        .or_insert_with_key(|n| Arc::from(n.as_str()));
+                    Some(Arc::clone(shared))
+                } else {
+                    None
+                };
                 let mut len = 0u32;
                 let key = sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_KEY as u16, &mut len);
                 if !key.is_null() {
                     let key = std::slice::from_raw_parts(key.cast::<u8>(), len as usize).to_vec();
-                    out.push((key, flags & libc::NFT_SET_ELEM_INTERVAL_END as u32 != 0));
+                    v.out.push((key, flags & libc::NFT_SET_ELEM_INTERVAL_END as u32 != 0, jump));
                 }
             }
             0
         }
-        let mut out: Vec<(Vec<u8>, bool)> = Vec::new();
-        // SAFETY: valid set; the callback only touches `out` through `data`.
+        let mut v = Visit {
+            out: Vec::new(),
+            chains,
+        };
+        // SAFETY: valid set; the callback only touches `v` through `data`.
         unsafe {
-            sys::nftnl_set_elem_foreach(self.ptr(), Some(visit), (&raw mut out).cast());
+            sys::nftnl_set_elem_foreach(self.ptr(), Some(visit), (&raw mut v).cast());
         }
-        out
+        v.out
     }
 }
 
@@ -2516,14 +2643,33 @@ mod tests {
         }
     }
 
+    fn els(ranges: &[AddrRange]) -> Vec<Element> {
+        ranges.iter().map(|r| Element::address(*r)).collect()
+    }
+
+    fn wire(elements: &[Element], lead: bool) -> Vec<RawElem> {
+        interval_elements(elements, lead)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let jump = e.jump.map(|c| Arc::from(c.to_str().unwrap()));
+                (e.key, e.end, jump)
+            })
+            .collect()
+    }
+
     fn hex(e: &[WireElem]) -> Vec<String> {
         e.iter()
             .map(|e| {
                 let k: String = e.key.iter().map(|b| format!("{b:02x}")).collect();
                 format!(
-                    "{k}{}{}",
+                    "{k}{}{}{}",
                     if e.end { " end" } else { "" },
-                    if e.open { " open" } else { "" }
+                    if e.open { " open" } else { "" },
+                    e.jump
+                        .as_ref()
+                        .map(|c| format!(" jump {}", c.to_str().unwrap()))
+                        .unwrap_or_default()
                 )
             })
             .collect()
@@ -2533,7 +2679,7 @@ mod tests {
     fn interval_encoding_matches_nft() {
         // nft --debug=netlink for { 10.0.0.0/8, 192.0.2.7 }:
         // 0[end] 10.0.0.0 11.0.0.0[end] 192.0.2.7 192.0.2.8[end]
-        let e = interval_elements(&[r("10.0.0.0/8"), r("192.0.2.7/32")], true);
+        let e = interval_elements(&els(&[r("10.0.0.0/8"), r("192.0.2.7/32")]), true).unwrap();
         assert_eq!(
             hex(&e),
             [
@@ -2545,8 +2691,46 @@ mod tests {
             ]
         );
         // { 0.0.0.0/8, 240.0.0.0/4 }: no leading zero, no END at the top, open start.
-        let e = interval_elements(&[r("0.0.0.0/8"), r("240.0.0.0/4")], false);
+        let e = interval_elements(&els(&[r("0.0.0.0/8"), r("240.0.0.0/4")]), false).unwrap();
         assert_eq!(hex(&e), ["00000000", "01000000 end", "f0000000 open"]);
+    }
+
+    fn jump(range: &str, chain: &str) -> Element {
+        Element {
+            range: r(range),
+            jump: Some(Arc::from(chain)),
+        }
+    }
+
+    #[test]
+    fn map_encoding_matches_nft() {
+        // nft --debug=netlink for
+        // { 192.0.2.0/25 : jump a, 192.0.2.128/25 : jump b, 198.51.100.1 : jump a }:
+        // 0[end] 192.0.2.0 jump a, 192.0.2.128[end], 192.0.2.128 jump b, 192.0.3.0[end],
+        // 198.51.100.1 jump a, 198.51.100.2[end]
+        let elements = [
+            jump("192.0.2.0/25", "a"),
+            jump("192.0.2.128/25", "b"),
+            jump("198.51.100.1/32", "a"),
+        ];
+        let e = interval_elements(&elements, true).unwrap();
+        assert_eq!(
+            hex(&e),
+            [
+                "00000000 end",
+                "c0000200 jump a",
+                "c0000280 end",
+                "c0000280 jump b",
+                "c0000300 end",
+                "c6336401 jump a",
+                "c6336402 end"
+            ]
+        );
+        let mut w = wire(&elements, true);
+        w.reverse();
+        assert_eq!(decode_intervals(Family::V4, &w), elements);
+        let bad = [jump("192.0.2.0/25", "a\0b")];
+        assert!(interval_elements(&bad, false).is_err());
     }
 
     #[test]
@@ -2570,12 +2754,9 @@ mod tests {
         for ranges in sets {
             let family = ranges[0].family;
             let lead = ranges[0].start != 0;
-            let mut wire: Vec<(Vec<u8>, bool)> = interval_elements(&ranges, lead)
-                .into_iter()
-                .map(|e| (e.key, e.end))
-                .collect();
+            let mut wire = wire(&els(&ranges), lead);
             wire.reverse(); // the kernel dumps rbtree elements in descending order
-            assert_eq!(decode_intervals(family, &wire), ranges);
+            assert_eq!(decode_intervals(family, &wire), els(&ranges));
         }
     }
 
@@ -2584,13 +2765,12 @@ mod tests {
         // 192.0.2.0/25 and 192.0.2.128/25 sent unmerged: END and START share a key.
         let a = r("192.0.2.0/25");
         let b = r("192.0.2.128/25");
-        let mut wire: Vec<(Vec<u8>, bool)> = interval_elements(&[a], true)
+        let mut wire: Vec<RawElem> = wire(&els(&[a]), true)
             .into_iter()
-            .chain(interval_elements(&[b], false))
-            .map(|e| (e.key, e.end))
+            .chain(wire(&els(&[b]), false))
             .collect();
         wire.reverse();
-        assert_eq!(decode_intervals(Family::V4, &wire), vec![a, b]);
+        assert_eq!(decode_intervals(Family::V4, &wire), els(&[a, b]));
     }
 
     #[test]
@@ -2602,11 +2782,11 @@ mod tests {
             ..Rule::default()
         };
         let rs = Ruleset {
-            sets: vec![ruleset::Set {
-                name: "s4".into(),
-                family: Family::V4,
-                elements: vec![r("192.0.2.0/24")],
-            }],
+            sets: vec![ruleset::Set::addresses(
+                "s4",
+                Family::V4,
+                vec![r("192.0.2.0/24")],
+            )],
             chains: vec![ruleset::Chain {
                 name: "input".into(),
                 base: Some(ruleset::BaseChain {

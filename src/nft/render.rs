@@ -7,7 +7,7 @@
 use std::fmt::{self, Display, Write};
 
 use crate::addrset::Family;
-use crate::ruleset::{Chain, Match, Rule, Ruleset, Set, TABLE_NAME, Verdict};
+use crate::ruleset::{Chain, Element, Match, Rule, Ruleset, Set, SetKind, TABLE_NAME, Verdict};
 
 /// The whole table as nft text.
 pub fn render(ruleset: &Ruleset) -> String {
@@ -52,8 +52,16 @@ impl Display for Set {
             Family::V4 => "ipv4_addr",
             Family::V6 => "ipv6_addr",
         };
-        writeln!(f, "\tset {} {{", self.name)?;
-        writeln!(f, "\t\ttype {key}")?;
+        match self.kind {
+            SetKind::Addresses => {
+                writeln!(f, "\tset {} {{", self.name)?;
+                writeln!(f, "\t\ttype {key}")?;
+            }
+            SetKind::VerdictMap => {
+                writeln!(f, "\tmap {} {{", self.name)?;
+                writeln!(f, "\t\ttype {key} : verdict")?;
+            }
+        }
         writeln!(f, "\t\tflags interval")?;
         if !self.elements.is_empty() {
             let mut line = String::with_capacity(self.elements.len() * 16);
@@ -66,6 +74,17 @@ impl Display for Set {
             writeln!(f, "\t\telements = {{ {line} }}")?;
         }
         writeln!(f, "\t}}")
+    }
+}
+
+/// `a`, `a/len` or `a-b`, and in a map ` : jump CHAIN`.
+impl Display for Element {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.range)?;
+        if let Some(chain) = &self.jump {
+            write!(f, " : jump {chain}")?;
+        }
+        Ok(())
     }
 }
 
@@ -105,6 +124,13 @@ impl Display for Rule {
         if self.counter {
             parts.push("counter".to_owned());
         }
+        if let Some((family, map)) = &self.saddr_vmap {
+            let key = match family {
+                Family::V4 => "ip",
+                Family::V6 => "ip6",
+            };
+            parts.push(format!("{key} saddr vmap @{map}"));
+        }
         if let Some(v) = self.verdict {
             parts.push(v.to_string());
         }
@@ -138,8 +164,8 @@ impl Display for Verdict {
 
 /// Normalises nft text for comparison: drops counter values and blank lines, collapses
 /// whitespace, joins wrapped element lists, sorts elements within each list, and sorts the
-/// set blocks by name (the kernel lists sets in creation order, and `restart` keeps sets
-/// that already exist in place).
+/// set and map blocks, then the chain blocks, by name (the kernel lists them in creation
+/// order, and `restart` keeps sets and chains that already exist in place).
 pub fn normalize(text: &str) -> String {
     let mut lines = Vec::new();
     let mut pending = String::new();
@@ -159,14 +185,17 @@ pub fn normalize(text: &str) -> String {
         }
         lines.push(strip_counter_values(&line));
     }
-    // Set blocks (from "set NAME {" to its "}") sorted by name, in place of the first one.
+    // Blocks ("set NAME {", "map NAME {" or "chain NAME {" to its "}") sorted by name, sets
+    // and maps first, in place of the first block.
     let mut sets: Vec<Vec<String>> = Vec::new();
+    let mut chains: Vec<Vec<String>> = Vec::new();
     let mut out: Vec<String> = Vec::new();
-    let mut first_set_at = None;
+    let mut first_block_at = None;
     let mut iter = lines.into_iter();
     while let Some(line) = iter.next() {
-        if line.starts_with("set ") && line.ends_with('{') {
-            first_set_at.get_or_insert(out.len());
+        let is_set = line.starts_with("set ") || line.starts_with("map ");
+        if (is_set || line.starts_with("chain ")) && line.ends_with('{') {
+            first_block_at.get_or_insert(out.len());
             let mut block = vec![line];
             for l in iter.by_ref() {
                 let end = l == "}";
@@ -175,14 +204,20 @@ pub fn normalize(text: &str) -> String {
                     break;
                 }
             }
-            sets.push(block);
+            if is_set {
+                sets.push(block);
+            } else {
+                chains.push(block);
+            }
         } else {
             out.push(line);
         }
     }
-    sets.sort();
-    let at = first_set_at.unwrap_or(out.len());
-    out.splice(at..at, sets.into_iter().flatten());
+    let key = |b: &Vec<String>| b[0].split(' ').nth(1).unwrap_or_default().to_owned();
+    sets.sort_by_key(key);
+    chains.sort_by_key(key);
+    let at = first_block_at.unwrap_or(out.len());
+    out.splice(at..at, sets.into_iter().chain(chains).flatten());
     out.join("\n")
 }
 
@@ -254,27 +289,16 @@ mod tests {
 		flags interval
 	}
 
-	set all_v4 {
-		type ipv4_addr
+	map src_v4 {
+		type ipv4_addr : verdict
 		flags interval
-		elements = { 198.51.100.0/28 }
+		elements = { 198.51.100.0/28 : jump allow_all, 203.0.113.7 : jump allow_sip-udp }
 	}
 
-	set all_v6 {
-		type ipv6_addr
+	map src_v6 {
+		type ipv6_addr : verdict
 		flags interval
-	}
-
-	set sip_udp_v4 {
-		type ipv4_addr
-		flags interval
-		elements = { 203.0.113.7 }
-	}
-
-	set sip_udp_v6 {
-		type ipv6_addr
-		flags interval
-		elements = { 2001:db8::/48 }
+		elements = { 2001:db8::/48 : jump allow_sip-udp }
 	}
 
 	chain input {
@@ -295,15 +319,20 @@ mod tests {
 		icmpv6 type nd-neighbor-advert accept
 		ip saddr @trusted_v4 accept
 		ip6 saddr @trusted_v6 accept
-		ip saddr @all_v4 accept
-		ip6 saddr @all_v6 accept
-		udp dport 5060-5061 ip saddr @sip_udp_v4 accept
-		udp dport 5060-5061 ip6 saddr @sip_udp_v6 accept
-		udp dport 5160-5161 ip saddr @sip_udp_v4 accept
-		udp dport 5160-5161 ip6 saddr @sip_udp_v6 accept
+		ip saddr vmap @src_v4
+		ip6 saddr vmap @src_v6
 		udp dport 10000-20000 accept
 		limit rate 10/minute log prefix "pbxwall drop: "
 		counter
+	}
+
+	chain allow_all {
+		accept
+	}
+
+	chain allow_sip-udp {
+		udp dport 5060-5061 accept
+		udp dport 5160-5161 accept
 	}
 }
 "#;
@@ -314,10 +343,11 @@ mod tests {
 
     #[test]
     fn normalize_orders_set_blocks_by_name() {
-        let a = "table inet t {\n\tset b {\n\t\ttype ipv4_addr\n\t}\n\tset a {\n\t\ttype ipv6_addr\n\t}\n\tchain c {\n\t}\n}\n";
-        let b = "table inet t {\n\tset a {\n\t\ttype ipv6_addr\n\t}\n\tset b {\n\t\ttype ipv4_addr\n\t}\n\tchain c {\n\t}\n}\n";
+        let a = "table inet t {\n\tset b {\n\t\ttype ipv4_addr\n\t}\n\tmap a {\n\t\ttype ipv6_addr : verdict\n\t}\n\tchain input {\n\t}\n\tchain allow_z {\n\t}\n\tchain allow_a {\n\t}\n}\n";
+        let b = "table inet t {\n\tmap a {\n\t\ttype ipv6_addr : verdict\n\t}\n\tset b {\n\t\ttype ipv4_addr\n\t}\n\tchain allow_a {\n\t}\n\tchain input {\n\t}\n\tchain allow_z {\n\t}\n}\n";
         assert_eq!(normalize(a), normalize(b));
-        assert!(normalize(a).starts_with("table inet t {\nset a {"));
+        assert!(normalize(a).starts_with("table inet t {\nmap a {"));
+        assert!(normalize(a).contains("chain allow_a {\n}\nchain allow_z {\n}\nchain input {"));
     }
 
     #[test]
