@@ -16,7 +16,8 @@ use pbxwall::addrset::{AddrRange, Family, merge_nets};
 use pbxwall::nft::netlink::{self, LiveTable, NetlinkError};
 use pbxwall::nft::render;
 use pbxwall::ruleset::{
-    BaseChain, Chain, IcmpType, L4Proto, Log, Match, PortRange, Rule, Ruleset, Set, Verdict,
+    BaseChain, Chain, Element, IcmpType, L4Proto, Log, Match, PortRange, Rule, Ruleset, Set,
+    SetKind, Verdict,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -158,26 +159,61 @@ fn assert_same_text(got: &str, want: &str, what: &str) {
 // IR builders
 // ---------------------------------------------------------------------------------------
 
-fn ranges(family: Family, nets: &[&str]) -> Vec<AddrRange> {
+fn ranges(family: Family, nets: &[&str]) -> Vec<Element> {
     let nets: Vec<ipnet::IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
     merge_nets(family, &nets)
+        .into_iter()
+        .map(Element::address)
+        .collect()
 }
 
-fn range(first: &str, last: &str) -> AddrRange {
+fn range(first: &str, last: &str) -> Element {
     let a: IpAddr = first.parse().unwrap();
     let b: IpAddr = last.parse().unwrap();
-    AddrRange {
+    Element::address(AddrRange {
         family: Family::of(a),
         start: AddrRange::from_addr(a).start,
         end: AddrRange::from_addr(b).start,
-    }
+    })
 }
 
-fn set(name: &str, family: Family, elements: Vec<AddrRange>) -> Set {
+fn set(name: &str, family: Family, elements: Vec<Element>) -> Set {
     Set {
         name: name.into(),
         family,
+        kind: SetKind::Addresses,
         elements,
+    }
+}
+
+/// An interval verdict map: `(net, chain)` pairs, each element jumping to its chain.
+fn vmap(name: &str, family: Family, elements: &[(&str, &str)]) -> Set {
+    Set {
+        name: name.into(),
+        family,
+        kind: SetKind::VerdictMap,
+        elements: elements
+            .iter()
+            .map(|(net, chain)| Element {
+                range: AddrRange::from_net(net.parse().unwrap()),
+                jump: Some((*chain).into()),
+            })
+            .collect(),
+    }
+}
+
+fn regular(name: &str, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: name.into(),
+        base: None,
+        rules,
+    }
+}
+
+fn saddr_vmap(map: &Set) -> Rule {
+    Rule {
+        saddr_vmap: Some((map.family, map.name.clone())),
+        ..Rule::default()
     }
 }
 
@@ -208,8 +244,9 @@ fn input(policy: Verdict, rules: Vec<Rule>) -> Chain {
     }
 }
 
-/// A ruleset of the compiler's shape: every match kind, log and counter, the given sets.
-fn full_ruleset(sets: Vec<Set>) -> Ruleset {
+/// A ruleset of the compiler's shape: every match kind, log and counter, the given sets,
+/// and two verdict maps (adjacent ranges jumping to different chains) with their chains.
+fn full_ruleset(mut sets: Vec<Set>) -> Ruleset {
     let mut rules = vec![
         accept(vec![Match::Loopback]),
         accept(vec![Match::CtEstablishedRelated]),
@@ -237,6 +274,20 @@ fn full_ruleset(sets: Vec<Set>) -> Ruleset {
         rules.push(accept(vec![dport(L4Proto::Udp, 5060, 5061), saddr(s)]));
         rules.push(accept(vec![dport(L4Proto::Tcp, 5061, 5061), saddr(s)]));
     }
+    let src4 = vmap(
+        "src_v4",
+        Family::V4,
+        &[
+            ("192.0.2.0/25", "allow_sip-udp.iax"),
+            ("192.0.2.128/25", "allow_all"),
+            ("203.0.113.9/32", "allow_sip-udp.iax"),
+        ],
+    );
+    let src6 = vmap("src_v6", Family::V6, &[("2001:db8:5::/48", "allow_all")]);
+    rules.push(saddr_vmap(&src4));
+    rules.push(saddr_vmap(&src6));
+    sets.push(src4);
+    sets.push(src6);
     rules.push(accept(vec![dport(L4Proto::Udp, 10000, 20000)]));
     rules.push(Rule {
         matches: vec![],
@@ -252,7 +303,17 @@ fn full_ruleset(sets: Vec<Set>) -> Ruleset {
     });
     Ruleset {
         sets,
-        chains: vec![input(Verdict::Drop, rules)],
+        chains: vec![
+            input(Verdict::Drop, rules),
+            regular("allow_all", vec![accept(vec![])]),
+            regular(
+                "allow_sip-udp.iax",
+                vec![
+                    accept(vec![dport(L4Proto::Udp, 5060, 5061)]),
+                    accept(vec![dport(L4Proto::Udp, 4569, 4569)]),
+                ],
+            ),
+        ],
     }
 }
 
@@ -288,15 +349,16 @@ fn live_chain<'a>(live: &'a LiveTable, name: &str) -> &'a netlink::LiveChain {
 
 /// The live sets must be exactly the IR's, with the same merged ranges.
 fn assert_sets_match(live: &LiveTable, rs: &Ruleset) {
-    let mut got: Vec<(String, Option<Family>, Vec<AddrRange>)> = live
+    type View = (String, Option<Family>, Option<SetKind>, Vec<Element>);
+    let mut got: Vec<View> = live
         .sets
         .iter()
-        .map(|s| (s.name.clone(), s.family, s.elements.clone()))
+        .map(|s| (s.name.clone(), s.family, s.kind, s.elements.clone()))
         .collect();
-    let mut want: Vec<(String, Option<Family>, Vec<AddrRange>)> = rs
+    let mut want: Vec<View> = rs
         .sets
         .iter()
-        .map(|s| (s.name.clone(), Some(s.family), s.elements.clone()))
+        .map(|s| (s.name.clone(), Some(s.family), Some(s.kind), s.elements.clone()))
         .collect();
     got.sort();
     want.sort();
@@ -382,12 +444,19 @@ table inet pbxwall {
 
     let a = set("a_v4", Family::V4, ranges(Family::V4, &["192.0.2.0/28"]));
     let b = set("b_v6", Family::V6, ranges(Family::V6, &["2001:db8::/48"]));
+    // A map whose elements jump to chain extra: both go in the second apply, so the map's
+    // references to the chain must be dropped before the chain is deleted.
+    let m = vmap("m_v4", Family::V4, &[("198.51.100.0/24", "extra")]);
     let r1 = Ruleset {
-        sets: vec![a.clone(), b.clone()],
+        sets: vec![a.clone(), b.clone(), m.clone()],
         chains: vec![
             input(
                 Verdict::Drop,
-                vec![accept(vec![saddr(&a)]), accept(vec![saddr(&b)])],
+                vec![
+                    accept(vec![saddr(&a)]),
+                    accept(vec![saddr(&b)]),
+                    saddr_vmap(&m),
+                ],
             ),
             Chain {
                 name: "extra".into(),
@@ -432,7 +501,7 @@ table inet pbxwall {
         &render::normalize(&render::render(&r2)),
         "second apply",
     );
-    for gone in ["a_v4", "extra", "junk", "output", "2001:db8::/48"] {
+    for gone in ["a_v4", "m_v4", "extra", "junk", "output", "2001:db8::/48"] {
         assert!(!listed.contains(gone), "{gone} still listed:\n{listed}");
     }
     let live2 = ns.run(netlink::read_table).unwrap().unwrap();
@@ -463,14 +532,14 @@ fn apply_100k_addresses_in_one_batch() {
     // 100 000 distinct, non-adjacent /128s in 2001:db8::/32.
     let big = |offset: u128| {
         let base = u128::from("2001:db8::".parse::<Ipv6Addr>().unwrap());
-        let elements: Vec<AddrRange> = (0..100_000u128)
+        let elements: Vec<Element> = (0..100_000u128)
             .map(|i| {
                 let a = base + offset + 2 * i;
-                AddrRange {
+                Element::address(AddrRange {
                     family: Family::V6,
                     start: a,
                     end: a,
-                }
+                })
             })
             .collect();
         set("big_v6", Family::V6, elements)
@@ -777,11 +846,17 @@ fn fingerprint_ruleset() -> Ruleset {
                 }),
                 counter: true,
                 verdict: Some(Verdict::Drop),
+                ..Rule::default()
             },
             accept(vec![saddr(&rs.sets[1])]),
         ],
     });
     rs
+}
+
+/// Index of chain `extra` in [`fingerprint_ruleset`].
+fn extra_at(rs: &Ruleset) -> usize {
+    rs.chains.iter().position(|c| c.name == "extra").unwrap()
 }
 
 /// Each live chain's `rules` next to the IR's fingerprints, chain by chain.
@@ -843,17 +918,30 @@ fn rule_fingerprints_are_one_line_per_rule_without_handles_or_counter_values() {
             .any(|l| l.contains("[ lookup reg 1 set sip_udp_v6 0x0 ]")),
         "{input:#?}"
     );
+    // A verdict map lookup writes the verdict register.
+    assert!(
+        input
+            .iter()
+            .any(|l| l.contains("[ lookup reg 1 set src_v4 dreg 0 0x0 ]")),
+        "{input:#?}"
+    );
     // The same rules over other set contents print the same; another port does not.
     let mut other_sets = rs.clone();
     other_sets.sets.reverse();
-    other_sets.sets[0].elements = ranges(Family::V4, &["192.0.2.0/24"]);
+    let v4 = other_sets
+        .sets
+        .iter_mut()
+        .find(|s| s.family == Family::V4 && s.kind == SetKind::Addresses)
+        .unwrap();
+    v4.elements = ranges(Family::V4, &["192.0.2.0/24"]);
     assert_eq!(netlink::rule_fingerprints(&other_sets).unwrap(), fps);
+    let extra = extra_at(&rs);
     let mut other_port = rs.clone();
-    other_port.chains[1].rules[0].matches = vec![dport(L4Proto::Tcp, 5060, 5063)];
+    other_port.chains[extra].rules[0].matches = vec![dport(L4Proto::Tcp, 5060, 5063)];
     let changed = netlink::rule_fingerprints(&other_port).unwrap();
     assert_eq!(changed[0], fps[0]);
-    assert_ne!(changed[1].1[0], fps[1].1[0]);
-    assert_eq!(changed[1].1[1], fps[1].1[1]);
+    assert_ne!(changed[extra].1[0], fps[extra].1[0]);
+    assert_eq!(changed[extra].1[1], fps[extra].1[1]);
 }
 
 #[test]
@@ -915,22 +1003,23 @@ fn live_rule_fingerprints_match_the_ir_and_see_replacements() {
          [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 0x00001700 ] \
          [ immediate reg 0 accept ]"
     );
-    assert_eq!(live_chain(&after, "extra").rules, want[1].1);
+    let extra_at = extra_at(&rs);
+    assert_eq!(live_chain(&after, "extra").rules, want[extra_at].1);
 
     // A rule inserted, then one removed: the fingerprints see both.
     let (ok, out) = ns.nft(&["insert", "rule", "inet", "pbxwall", "extra", "counter"]);
     assert!(ok, "nft insert rule: {out}");
     let extra = live_chain(&ns.run(netlink::read_table).unwrap().unwrap(), "extra").clone();
     assert_eq!(extra.rules[0], "[ counter pkts 0 bytes 0 ]");
-    assert_eq!(extra.rules[1..], want[1].1[..]);
+    assert_eq!(extra.rules[1..], want[extra_at].1[..]);
     let last = extra.rule_handles[2].to_string();
     let (ok, out) = ns.nft(&[
         "delete", "rule", "inet", "pbxwall", "extra", "handle", &last,
     ]);
     assert!(ok, "nft delete rule: {out}");
     let extra = live_chain(&ns.run(netlink::read_table).unwrap().unwrap(), "extra").clone();
-    assert_eq!(extra.rules.len(), want[1].1.len());
-    assert_ne!(extra.rules, want[1].1);
+    assert_eq!(extra.rules.len(), want[extra_at].1.len());
+    assert_ne!(extra.rules, want[extra_at].1);
 
     // Applying again restores exactly the IR's rules.
     ns.run(|| netlink::apply(&rs)).unwrap();

@@ -1259,7 +1259,7 @@ fn no_lost_writes_with_concurrent_writers_and_ipchecker() {
                     let found = table
                         .sets
                         .iter()
-                        .any(|set| set.elements.iter().any(|r| r.contains(addr)));
+                        .any(|set| set.elements.iter().any(|e| e.range.contains(addr)));
                     if !found {
                         failures.push(format!("{a} of account {acct} is in no live set"));
                     }
