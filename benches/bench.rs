@@ -224,18 +224,15 @@ enum Method {
     PbxReplace,
     /// `restart --dry-run` (load, compile, render; no kernel).
     DryRun,
-    /// What-if: `nft -f` of the same accounts as one verdict map per family.
-    Vmap,
 }
 
 impl Method {
-    const ALL: [Method; 6] = [
+    const ALL: [Method; 5] = [
         Method::Pbx,
         Method::Nft,
         Method::Classic,
         Method::PbxReplace,
         Method::DryRun,
-        Method::Vmap,
     ];
 
     fn label(self) -> &'static str {
@@ -245,7 +242,6 @@ impl Method {
             Method::Classic => "nft -f 1 rule/address",
             Method::PbxReplace => "pbxwall restart (replace)",
             Method::DryRun => "restart --dry-run",
-            Method::Vmap => "what-if nft -f vmap",
         }
     }
 }
@@ -256,11 +252,9 @@ struct Size {
     addresses: usize,
     elements: usize,
     classic_rules: usize,
-    vmap_elements: usize,
     cfg: Cfg,
     ruleset: PathBuf,
     classic: PathBuf,
-    vmap: PathBuf,
 }
 
 #[derive(Default)]
@@ -290,8 +284,8 @@ fn restart_workloads() -> Vec<(&'static str, Vec<workload::Account>)> {
 
 /// `--write-workloads DIR`: scenario 1's workloads as DIR/<workload>/ with `config/`
 /// (pbxwall.toml, accounts/), `state/`, `share/` (empty: built-in profiles), and the
-/// rulesets the bench compares: `ruleset.nft` (restart --dry-run), `classic.nft`, and the
-/// what-ifs `vmap.nft` and `split.nft`. For profiling by hand (BENCHMARKS.md shows how).
+/// rulesets the bench compares: `ruleset.nft` (restart --dry-run) and `classic.nft`. For
+/// profiling by hand (BENCHMARKS.md shows how).
 fn write_workloads(o: &Opts, dir: &Path) {
     for (label, accounts) in restart_workloads() {
         let d = dir.join(label.replace(' ', "-"));
@@ -315,13 +309,6 @@ fn write_workloads(o: &Opts, dir: &Path) {
         std::fs::write(d.join("ruleset.nft"), &dry.stdout).expect("write");
         let (classic, _) = workload::classic_from_dry_run(&dry.stdout);
         std::fs::write(d.join("classic.nft"), classic).expect("write");
-        let (vmap, _) = workload::vmap_from_dry_run(&dry.stdout, &accounts);
-        std::fs::write(d.join("vmap.nft"), vmap).expect("write");
-        std::fs::write(
-            d.join("split.nft"),
-            workload::split_sets_from_dry_run(&dry.stdout),
-        )
-        .expect("write");
         println!("{}: {} accounts", d.display(), accounts.len());
     }
 }
@@ -341,20 +328,15 @@ fn s1_restart(o: &Opts, rep: &mut Report) {
         let (classic_text, classic_rules) = workload::classic_from_dry_run(&dry.stdout);
         let classic = cfg.file("classic.nft");
         std::fs::write(&classic, classic_text).expect("write classic");
-        let (vmap_text, vmap_elements) = workload::vmap_from_dry_run(&dry.stdout, &accounts);
-        let vmap = cfg.file("vmap.nft");
-        std::fs::write(&vmap, vmap_text).expect("write vmap");
         sizes.push(Size {
             label,
             accounts: count,
             addresses: workload::address_count(&accounts),
             elements: workload::element_count(&dry.stdout),
             classic_rules,
-            vmap_elements,
             cfg,
             ruleset,
             classic,
-            vmap,
         });
     }
     let rows: Vec<Vec<String>> = sizes
@@ -366,7 +348,6 @@ fn s1_restart(o: &Opts, rep: &mut Report) {
                 s.addresses.to_string(),
                 s.elements.to_string(),
                 s.classic_rules.to_string(),
-                s.vmap_elements.to_string(),
             ]
         })
         .collect();
@@ -375,9 +356,8 @@ fn s1_restart(o: &Opts, rep: &mut Report) {
             "workload",
             "accounts",
             "addresses",
-            "set elements (merged)",
+            "set and map elements",
             "classic rules",
-            "what-if vmap elements",
         ],
         &rows,
     ));
@@ -399,7 +379,6 @@ fn s1_restart(o: &Opts, rep: &mut Report) {
                         measure_in(ns.name(), || s.cfg.cmd(&restart, &[]), CMD_TIMEOUT)
                     }
                     Method::Nft => measure_in(ns.name(), || nft_cmd(&s.ruleset), NFT_TIMEOUT),
-                    Method::Vmap => measure_in(ns.name(), || nft_cmd(&s.vmap), NFT_TIMEOUT),
                     _ => measure_in(ns.name(), || nft_cmd(&s.classic), NFT_TIMEOUT),
                 };
                 drop(ns);
@@ -472,7 +451,6 @@ fn s1_restart(o: &Opts, rep: &mut Report) {
             classic.show(1),
             ratio(&nft, &pbx),
             ratio(&classic, &pbx),
-            st(si, Method::Vmap).show(1),
         ]);
     }
     say(format!(
@@ -491,7 +469,6 @@ fn s1_restart(o: &Opts, rep: &mut Report) {
             "nft -f 1 rule/addr",
             "nft÷pbxwall",
             "classic÷pbxwall",
-            "what-if: nft -f vmap",
         ],
         &rows,
     ));
@@ -708,8 +685,6 @@ fn s2_packets(o: &Opts, rep: &mut Report) {
         firewall: false,
     }];
     let mut classic_src = None;
-    let mut split_src = None;
-    let mut vmap_src = None;
     let mut sizes_info = Vec::new();
     for n in [10usize, 10_000, 100_000] {
         let accounts = packet_accounts(n);
@@ -723,10 +698,6 @@ fn s2_packets(o: &Opts, rep: &mut Report) {
         sizes_info.push(format!("{n} sources → {elements} set elements"));
         if n == 10_000 {
             classic_src = Some(dry.stdout.clone());
-        }
-        if n == 100_000 {
-            split_src = Some(dry.stdout.clone());
-            vmap_src = Some(workload::vmap_from_dry_run(&dry.stdout, &accounts));
         }
         setups.push(Setup {
             label: format!("pbxwall, {n} sources"),
@@ -748,29 +719,6 @@ fn s2_packets(o: &Opts, rep: &mut Report) {
     loaded.expect_code(&[0], "nft -f classic 10k");
     setups.push(Setup {
         label: format!("1 rule/address, 10k sources ({rules} rules)"),
-        topo,
-        firewall: true,
-    });
-    // What-if (not a target): the 100k ruleset with single addresses moved to hash sets,
-    // loaded with nft -f. Shows what the change proposed in BENCHMARKS.md would buy.
-    let split = workload::split_sets_from_dry_run(&split_src.expect("100k dry run"));
-    let topo = common::Topology::new();
-    std::fs::write(&file, split).expect("write split");
-    let loaded = measure_in(topo.pbx_ns(), || nft_cmd(&file), NFT_TIMEOUT);
-    loaded.expect_code(&[0], "nft -f split 100k");
-    setups.push(Setup {
-        label: "what-if: 100k sources, singles in hash sets".into(),
-        topo,
-        firewall: true,
-    });
-    // What-if: one verdict map per family, source → chain of its services.
-    let (vmap, vmap_elements) = vmap_src.expect("100k vmap");
-    let topo = common::Topology::new();
-    std::fs::write(&file, vmap).expect("write vmap");
-    let loaded = measure_in(topo.pbx_ns(), || nft_cmd(&file), NFT_TIMEOUT);
-    loaded.expect_code(&[0], "nft -f vmap 100k");
-    setups.push(Setup {
-        label: format!("what-if: 100k sources, 1 vmap ({vmap_elements} elements)"),
         topo,
         firewall: true,
     });

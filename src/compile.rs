@@ -209,7 +209,10 @@ pub fn compile(
     // One chain per combination of services that occurs.
     let mut allow_chains: BTreeMap<String, Chain> = BTreeMap::new();
     let mut chain_for = |labels: &[u32]| -> Arc<str> {
-        let services: Vec<&Profile> = labels.iter().filter_map(|l| ordered.get(*l as usize).copied()).collect();
+        let services: Vec<&Profile> = labels
+            .iter()
+            .filter_map(|l| ordered.get(*l as usize).copied())
+            .collect();
         let services: Vec<&Profile> = match services.iter().find(|p| p.is_all()) {
             Some(all) => vec![*all],
             None => services,
@@ -464,8 +467,14 @@ pub(crate) mod tests {
             ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
         );
         let input = chain_rules(&rs, "input");
-        assert!(input.contains(&"ip saddr vmap @src_v4".to_owned()), "{input:?}");
-        assert!(input.contains(&"ip6 saddr vmap @src_v6".to_owned()), "{input:?}");
+        assert!(
+            input.contains(&"ip saddr vmap @src_v4".to_owned()),
+            "{input:?}"
+        );
+        assert!(
+            input.contains(&"ip6 saddr vmap @src_v6".to_owned()),
+            "{input:?}"
+        );
     }
 
     #[test]
@@ -522,7 +531,10 @@ pub(crate) mod tests {
             ["udp dport 10000-20000 accept"]
         );
         let input = chain_rules(&rs, "input");
-        assert!(!input.iter().any(|r| r.contains("10000-20000")), "{input:?}");
+        assert!(
+            !input.iter().any(|r| r.contains("10000-20000")),
+            "{input:?}"
+        );
     }
 
     #[test]

@@ -56,6 +56,16 @@ pub enum SetKind {
     VerdictMap,
 }
 
+impl SetKind {
+    /// "set" or "map", as nft calls it.
+    pub fn noun(self) -> &'static str {
+        match self {
+            SetKind::Addresses => "set",
+            SetKind::VerdictMap => "map",
+        }
+    }
+}
+
 /// One set element: a range of addresses and, in a verdict map, the chain it jumps to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Element {

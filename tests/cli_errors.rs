@@ -151,7 +151,7 @@ fn corrupt_account_file_is_skipped_the_rest_applies_exit_3() {
         show(&out)
     );
     assert!(
-        stdout(&out).contains("elements = { 203.0.113.7 }"),
+        stdout(&out).contains("elements = { 203.0.113.7 : jump allow_"),
         "{}",
         show(&out)
     );
@@ -194,11 +194,10 @@ fn dry_run_prints_the_table_and_codes_work_as_names() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let s = stdout(&out);
     assert!(s.starts_with("table inet pbxwall {"), "{s}");
-    assert!(s.contains("ip saddr @all_v4 accept"), "{s}");
-    assert!(
-        s.contains("udp dport 5060-5061 ip saddr @sip_udp_v4 accept"),
-        "{s}"
-    );
+    assert!(s.contains("ip saddr vmap @src_v4"), "{s}");
+    assert!(s.contains(" : jump allow_all"), "{s}");
+    assert!(s.contains("chain allow_sip-udp"), "{s}");
+    assert!(s.contains("\t\tudp dport 5060-5061 accept\n"), "{s}");
 }
 
 #[test]

@@ -358,7 +358,14 @@ fn assert_sets_match(live: &LiveTable, rs: &Ruleset) {
     let mut want: Vec<View> = rs
         .sets
         .iter()
-        .map(|s| (s.name.clone(), Some(s.family), Some(s.kind), s.elements.clone()))
+        .map(|s| {
+            (
+                s.name.clone(),
+                Some(s.family),
+                Some(s.kind),
+                s.elements.clone(),
+            )
+        })
         .collect();
     got.sort();
     want.sort();

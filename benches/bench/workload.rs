@@ -225,323 +225,109 @@ pub fn fqdn_accounts(
 }
 
 /// The classic ruleset, derived from pbxwall's own `restart --dry-run` text so that it is
-/// exactly equivalent: the same table and chain, the same rules in the same order, except
-/// that every rule matching a set (`ip saddr @sip_udp_v4`) becomes one rule per element of
-/// that set (`ip saddr 203.0.113.7`), and there are no sets. Returns the text and its number
-/// of rules.
+/// exactly equivalent: the same table and input chain with the same rules in the same order,
+/// except that every rule matching a set (`ip saddr @trusted_v4 accept`) becomes one rule per
+/// element of that set (`ip saddr 10.0.0.0/8 accept`), and the verdict map lookup
+/// (`ip6 saddr vmap @src_v6`) becomes, for every map element `R : jump C`, one rule per rule
+/// of chain `C` with the source added (`udp dport 5060-5061 ip6 saddr R accept`): one rule
+/// per address per port range, as iptables-era tools wrote them. No sets, maps or other
+/// chains remain. Returns the text and its number of rules.
 pub fn classic_from_dry_run(text: &str) -> (String, usize) {
-    let mut sets: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut current: Option<String> = None;
-    let mut chains = String::new();
+    // Pass 1: the elements of every set and map, the lines of every chain.
+    let mut elements: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut chains: Vec<(String, Vec<String>)> = Vec::new();
+    let mut current_set: Option<String> = None;
     let mut in_chain = false;
-    let mut rules = 0usize;
     for line in text.lines() {
         let t = line.trim();
-        if let Some(rest) = t.strip_prefix("set ") {
+        if let Some(rest) = t.strip_prefix("set ").or_else(|| t.strip_prefix("map ")) {
             let name = rest.trim_end_matches('{').trim().to_string();
-            sets.insert(name.clone(), Vec::new());
-            current = Some(name);
+            elements.insert(name.clone(), Vec::new());
+            current_set = Some(name);
             continue;
         }
-        if let (Some(name), Some(list)) = (&current, t.strip_prefix("elements = {")) {
-            let list = list.trim_end_matches('}');
-            let v = sets.get_mut(name).expect("set seen");
+        if let Some(rest) = t.strip_prefix("chain ") {
+            current_set = None;
+            in_chain = true;
+            chains.push((rest.trim_end_matches('{').trim().to_string(), Vec::new()));
+            continue;
+        }
+        if t == "}" {
+            current_set = None;
+            in_chain = false;
+            continue;
+        }
+        if let (Some(name), Some(list)) = (&current_set, t.strip_prefix("elements = {")) {
+            let v = elements.get_mut(name).expect("set seen");
             v.extend(
-                list.split(',')
+                list.trim_end_matches('}')
+                    .split(',')
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
                     .map(str::to_string),
             );
             continue;
         }
-        if t.starts_with("chain ") {
-            current = None;
-            in_chain = true;
-            chains.push_str(line);
-            chains.push('\n');
+        if in_chain && !t.is_empty() {
+            chains.last_mut().expect("chain seen").1.push(t.to_string());
+        }
+    }
+    // Pass 2: the chains no map jumps to, with every lookup expanded.
+    let jumped: Vec<&str> = elements
+        .values()
+        .flatten()
+        .filter_map(|e| e.split_once(" : jump ").map(|(_, c)| c))
+        .collect();
+    let chain_rules = |name: &str| -> &[String] {
+        chains
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(&[], |(_, r)| r.as_slice())
+    };
+    let mut out = String::from("table inet pbxwall {\n");
+    let mut rules = 0usize;
+    for (name, lines) in &chains {
+        if jumped.contains(&name.as_str()) {
             continue;
         }
-        if !in_chain {
-            continue;
-        }
-        if t == "}" {
-            chains.push_str(line);
-            chains.push('\n');
-            in_chain = false;
-            continue;
-        }
-        if t.starts_with("type ") || t.is_empty() {
-            chains.push_str(line);
-            chains.push('\n');
-            continue;
-        }
-        match t.find('@') {
-            Some(at) => {
-                let name_end = t[at..].find(' ').map_or(t.len(), |e| at + e);
-                let set = &t[at + 1..name_end];
-                let elements = sets
-                    .get(set)
-                    .unwrap_or_else(|| panic!("rule uses unknown set {set}: {t}"));
-                for e in elements {
-                    let _ = writeln!(chains, "\t\t{}{}{}", &t[..at], e, &t[name_end..]);
+        let _ = writeln!(out, "\tchain {name} {{");
+        for t in lines {
+            if t.starts_with("type ") {
+                let _ = writeln!(out, "\t\t{t}");
+                continue;
+            }
+            let Some(at) = t.find('@') else {
+                let _ = writeln!(out, "\t\t{t}");
+                rules += 1;
+                continue;
+            };
+            let name_end = t[at..].find(' ').map_or(t.len(), |e| at + e);
+            let set = &t[at + 1..name_end];
+            let members = elements
+                .get(set)
+                .unwrap_or_else(|| panic!("rule uses unknown set {set}: {t}"));
+            if let Some(key) = t.strip_suffix(&format!(" vmap @{set}")) {
+                // `ip6 saddr vmap @M` -> per element, the target chain's rules + the source.
+                for e in members {
+                    let (range, target) = e.split_once(" : jump ").expect("map element");
+                    for r in chain_rules(target) {
+                        let (matches, verdict) = r.rsplit_once(' ').unwrap_or(("", r));
+                        let sep = if matches.is_empty() { "" } else { " " };
+                        let _ = writeln!(out, "\t\t{matches}{sep}{key} {range} {verdict}");
+                        rules += 1;
+                    }
+                }
+            } else {
+                for e in members {
+                    let _ = writeln!(out, "\t\t{}{}{}", &t[..at], e, &t[name_end..]);
                     rules += 1;
                 }
             }
-            None => {
-                chains.push_str(line);
-                chains.push('\n');
-                rules += 1;
-            }
         }
+        out.push_str("\t}\n");
     }
-    let out = format!("table inet pbxwall {{\n{chains}}}\n");
+    out.push_str("}\n");
     (out, rules)
-}
-
-/// A what-if variant of a dry-run text: every interval set `X` keeps only its real ranges
-/// and gets a sibling hash set `X_h` (no `flags interval`) with its single addresses; every
-/// rule matching `@X` is preceded by the same rule matching `@X_h`. Same semantics.
-pub fn split_sets_from_dry_run(text: &str) -> String {
-    let mut out = String::new();
-    let mut in_chain = false;
-    let mut set: Option<(String, String)> = None; // (name, key type)
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(rest) = t.strip_prefix("set ") {
-            set = Some((rest.trim_end_matches('{').trim().to_string(), String::new()));
-            continue;
-        }
-        if let Some((name, ty)) = &mut set {
-            if let Some(k) = t.strip_prefix("type ") {
-                *ty = k.to_string();
-            } else if let Some(list) = t.strip_prefix("elements = {") {
-                let all: Vec<&str> = list
-                    .trim_end_matches('}')
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                let full = if ty.as_str() == "ipv4_addr" {
-                    "/32"
-                } else {
-                    "/128"
-                };
-                let single = |e: &str| !e.contains('-') && (!e.contains('/') || e.ends_with(full));
-                let singles: Vec<&str> = all
-                    .iter()
-                    .filter(|e| single(e))
-                    .map(|e| e.split('/').next().unwrap_or(e))
-                    .collect();
-                let ranges: Vec<&str> = all.iter().filter(|e| !single(e)).copied().collect();
-                let _ = writeln!(out, "\tset {name}_h {{\n\t\ttype {ty}");
-                if !singles.is_empty() {
-                    let _ = writeln!(out, "\t\telements = {{ {} }}", singles.join(", "));
-                }
-                let _ = writeln!(
-                    out,
-                    "\t}}\n\tset {name} {{\n\t\ttype {ty}\n\t\tflags interval"
-                );
-                if !ranges.is_empty() {
-                    let _ = writeln!(out, "\t\telements = {{ {} }}", ranges.join(", "));
-                }
-                let _ = writeln!(out, "\t}}");
-                set = None;
-            } else if t == "}" {
-                let _ = writeln!(
-                    out,
-                    "\tset {name}_h {{\n\t\ttype {ty}\n\t}}\n\tset {name} {{\n\t\ttype {ty}\n\t\tflags interval\n\t}}"
-                );
-                set = None;
-            }
-            continue;
-        }
-        if t.starts_with("chain ") {
-            in_chain = true;
-        }
-        if in_chain && let Some(at) = t.find('@') {
-            let end = t[at..].find(' ').map_or(t.len(), |e| at + e);
-            let _ = writeln!(
-                out,
-                "\t\t{}{}_h{}",
-                &t[..at + 1],
-                &t[at + 1..end],
-                &t[end..]
-            );
-        }
-        if t.starts_with("table ") || in_chain {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// A what-if variant of a dry-run text for `accounts`: instead of one set per service and
-/// family, looked up by one rule per service port range, ONE interval verdict map per family
-/// from source to a chain per combination of services (`ip6 saddr vmap @src_v6`), whose
-/// rules accept that combination's ports. Every address is then one element, and a packet
-/// does one big lookup instead of one per full-access/service/RTP set. Overlapping sources
-/// (rare in the v6 part; the v4 part of the workloads overlaps a lot) keep the first one,
-/// which is fine for a what-if. Returns the text and its number of map elements.
-pub fn vmap_from_dry_run(text: &str, accounts: &[Account]) -> (String, usize) {
-    let mut sets_text = String::new(); // the trusted sets, copied
-    let mut in_set: Option<bool> = None; // Some(keep) while inside a set block
-    let mut in_chain = false;
-    let mut before: Vec<String> = Vec::new(); // input chain lines before the vmap rules
-    let mut after: Vec<String> = Vec::new();
-    let mut replaced = false;
-    let mut ports: BTreeMap<String, Vec<String>> = BTreeMap::new(); // set base -> port parts
-    let mut header = String::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(rest) = t.strip_prefix("set ") {
-            let keep = rest.starts_with("trusted_");
-            in_set = Some(keep);
-        }
-        if let Some(keep) = in_set {
-            if keep {
-                sets_text.push_str(line);
-                sets_text.push('\n');
-            }
-            if t == "}" {
-                in_set = None;
-            }
-            continue;
-        }
-        if t.starts_with("chain ") {
-            in_chain = true;
-            continue;
-        }
-        if !in_chain || t == "}" || t.is_empty() {
-            continue;
-        }
-        if t.starts_with("type ") {
-            header = line.to_string();
-            continue;
-        }
-        if let Some(at) = t.find('@')
-            && !t[at..].starts_with("@trusted_")
-        {
-            let end = t[at..].find(' ').map_or(t.len(), |e| at + e);
-            let set = &t[at + 1..end];
-            let base = set
-                .trim_end_matches("_v4")
-                .trim_end_matches("_v6")
-                .to_string();
-            let cut = t
-                .find("ip saddr")
-                .or_else(|| t.find("ip6 saddr"))
-                .unwrap_or(0);
-            let port = t[..cut].trim().to_string();
-            let v = ports.entry(base).or_default();
-            if !v.contains(&port) {
-                v.push(port);
-            }
-            replaced = true;
-            continue;
-        }
-        if replaced {
-            after.push(line.to_string());
-        } else {
-            before.push(line.to_string());
-        }
-    }
-    let rtp = ports.contains_key("rtp");
-    let mut combos: Vec<Vec<String>> = Vec::new();
-    let mut v4: Vec<(u128, u128, String, usize)> = Vec::new();
-    let mut v6: Vec<(u128, u128, String, usize)> = Vec::new();
-    for a in accounts {
-        let mut bases: Vec<String> = a.services.iter().map(|s| s.replace('-', "_")).collect();
-        if rtp {
-            bases.push("rtp".into());
-        }
-        bases.sort();
-        let idx = match combos.iter().position(|c| *c == bases) {
-            Some(i) => i,
-            None => {
-                combos.push(bases);
-                combos.len() - 1
-            }
-        };
-        for addr in &a.addresses {
-            let net: ipnet::IpNet = addr
-                .parse()
-                .or_else(|_| addr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .expect("generated address parses");
-            let key = if net.prefix_len() == net.max_prefix_len() {
-                net.addr().to_string()
-            } else {
-                net.to_string()
-            };
-            match net {
-                ipnet::IpNet::V4(n) => v4.push((
-                    u32::from(n.network()).into(),
-                    u32::from(n.broadcast()).into(),
-                    key,
-                    idx,
-                )),
-                ipnet::IpNet::V6(n) => {
-                    v6.push((n.network().into(), n.broadcast().into(), key, idx))
-                }
-            }
-        }
-    }
-    let mut out = String::from("table inet pbxwall {\n");
-    out.push_str(&sets_text);
-    for (i, bases) in combos.iter().enumerate() {
-        let _ = writeln!(out, "\tchain via_{i} {{");
-        for b in bases {
-            for p in ports.get(b).map(Vec::as_slice).unwrap_or(&[]) {
-                let _ = writeln!(
-                    out,
-                    "\t\t{}accept",
-                    if p.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{p} ")
-                    }
-                );
-            }
-        }
-        let _ = writeln!(out, "\t}}");
-    }
-    let mut elements = 0;
-    for (family, key, list) in [("ip", "ipv4_addr", &mut v4), ("ip6", "ipv6_addr", &mut v6)] {
-        list.sort();
-        let mut kept: Vec<String> = Vec::new();
-        let mut last_end: Option<u128> = None;
-        for (start, end, text, idx) in list.iter() {
-            if last_end.is_some_and(|e| *start <= e) {
-                continue;
-            }
-            last_end = Some(*end);
-            kept.push(format!("{text} : jump via_{idx}"));
-        }
-        elements += kept.len();
-        let name = if family == "ip" { "src_v4" } else { "src_v6" };
-        let _ = writeln!(
-            out,
-            "\tmap {name} {{\n\t\ttype {key} : verdict\n\t\tflags interval"
-        );
-        if !kept.is_empty() {
-            let _ = writeln!(out, "\t\telements = {{ {} }}", kept.join(", "));
-        }
-        let _ = writeln!(out, "\t}}");
-    }
-    out.push_str("\tchain input {\n");
-    out.push_str(&header);
-    out.push('\n');
-    for l in &before {
-        out.push_str(l);
-        out.push('\n');
-    }
-    out.push_str("\t\tip saddr vmap @src_v4\n\t\tip6 saddr vmap @src_v6\n");
-    for l in &after {
-        out.push_str(l);
-        out.push('\n');
-    }
-    out.push_str("\t}\n}\n");
-    (out, elements)
 }
 
 /// Number of set elements in a dry-run text.
@@ -574,54 +360,14 @@ pub fn self_check() {
             }
         }
     }
-    let dry = "table inet pbxwall {\n\tset a_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 192.0.2.1, 192.0.2.8/29 }\n\t}\n\n\tset e_v6 {\n\t\ttype ipv6_addr\n\t\tflags interval\n\t}\n\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tiif \"lo\" accept\n\t\tudp dport 5060-5061 ip saddr @a_v4 accept\n\t\tip6 saddr @e_v6 accept\n\t\tcounter\n\t}\n}\n";
+    let dry = "table inet pbxwall {\n\tset trusted_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.0.0.0/8 }\n\t}\n\n\tmap src_v6 {\n\t\ttype ipv6_addr : verdict\n\t\tflags interval\n\t\telements = { 2001:db8::1 : jump allow_sip-udp, 2001:db8::/120 : jump allow_all }\n\t}\n\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tiif \"lo\" accept\n\t\tip saddr @trusted_v4 accept\n\t\tip6 saddr vmap @src_v6\n\t\tcounter\n\t}\n\n\tchain allow_all {\n\t\taccept\n\t}\n\n\tchain allow_sip-udp {\n\t\tudp dport 5060-5061 accept\n\t\tudp dport 5160-5161 accept\n\t}\n}\n";
     let (classic, rules) = classic_from_dry_run(dry);
-    assert_eq!(rules, 4, "{classic}");
-    assert!(classic.contains("\t\tudp dport 5060-5061 ip saddr 192.0.2.8/29 accept\n"));
-    assert!(!classic.contains('@') && !classic.contains("set "));
-    assert_eq!(element_count(dry), 2);
-    let split = split_sets_from_dry_run(dry);
-    assert!(
-        split.contains("\tset a_v4_h {\n\t\ttype ipv4_addr\n\t\telements = { 192.0.2.1 }\n\t}\n"),
-        "{split}"
+    assert_eq!(
+        classic,
+        "table inet pbxwall {\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tiif \"lo\" accept\n\t\tip saddr 10.0.0.0/8 accept\n\t\tudp dport 5060-5061 ip6 saddr 2001:db8::1 accept\n\t\tudp dport 5160-5161 ip6 saddr 2001:db8::1 accept\n\t\tip6 saddr 2001:db8::/120 accept\n\t\tcounter\n\t}\n}\n"
     );
-    assert!(
-        split.contains("\t\tflags interval\n\t\telements = { 192.0.2.8/29 }\n"),
-        "{split}"
-    );
-    assert!(split.contains("\t\tudp dport 5060-5061 ip saddr @a_v4_h accept\n\t\tudp dport 5060-5061 ip saddr @a_v4 accept\n"), "{split}");
-    assert!(
-        split.contains("\tset e_v6_h {\n\t\ttype ipv6_addr\n\t}\n"),
-        "{split}"
-    );
-    assert!(
-        split.starts_with("table inet pbxwall {\n") && split.ends_with("\t}\n}\n"),
-        "{split}"
-    );
-    let accts = [Account {
-        name: "a".into(),
-        addresses: vec![
-            "192.0.2.1".into(),
-            "192.0.2.0/29".into(),
-            "2001:db8:100::/48".into(),
-        ],
-        fqdns: vec![],
-        services: vec!["sip-udp"],
-    }];
-    let dry2 = dry
-        .replace("@a_v4", "@sip_udp_v4")
-        .replace("@e_v6", "@all_v6");
-    let (vmap, n) = vmap_from_dry_run(&dry2, &accts);
-    assert_eq!(n, 2, "{vmap}");
-    assert!(
-        vmap.contains("\tchain via_0 {\n\t\tudp dport 5060-5061 accept\n\t}\n"),
-        "{vmap}"
-    );
-    assert!(
-        vmap.contains("elements = { 192.0.2.0/29 : jump via_0 }"),
-        "{vmap}"
-    );
-    assert!(vmap.contains("\t\tiif \"lo\" accept\n\t\tip saddr vmap @src_v4\n\t\tip6 saddr vmap @src_v6\n\t\tcounter\n"), "{vmap}");
+    assert_eq!(rules, 6, "{classic}");
+    assert_eq!(element_count(dry), 3);
     assert_eq!(host_v6(3, 0).to_string(), "2001:db8:1::6");
     assert_eq!(host_v6(3, 1).to_string(), "2001:db8:1:1::6");
 }

@@ -167,8 +167,11 @@ fn same_structure(b: &Build, live: &LiveTable, recorded: Option<&str>) -> bool {
         .iter()
         .map(|s| (s.name.as_str(), Some(s.kind)))
         .collect();
-    let have: BTreeSet<(&str, Option<SetKind>)> =
-        live.sets.iter().map(|s| (s.name.as_str(), s.kind)).collect();
+    let have: BTreeSet<(&str, Option<SetKind>)> = live
+        .sets
+        .iter()
+        .map(|s| (s.name.as_str(), s.kind))
+        .collect();
     let Ok(rules) = netlink::rule_fingerprints(&b.ruleset) else {
         return false;
     };
@@ -185,6 +188,7 @@ fn same_structure(b: &Build, live: &LiveTable, recorded: Option<&str>) -> bool {
 #[derive(Debug)]
 struct Delta {
     set: String,
+    kind: SetKind,
     family: crate::addrset::Family,
     remove: Vec<Element>,
     add: Vec<Element>,
@@ -200,13 +204,24 @@ impl Delta {
         };
         match (self.add.is_empty(), self.remove.is_empty()) {
             (false, false) => format!(
-                "set {}: added {}; removed {}",
+                "{} {}: added {}; removed {}",
+                self.kind.noun(),
                 self.set,
                 list(&self.add),
                 list(&self.remove)
             ),
-            (false, true) => format!("set {}: added {}", self.set, list(&self.add)),
-            _ => format!("set {}: removed {}", self.set, list(&self.remove)),
+            (false, true) => format!(
+                "{} {}: added {}",
+                self.kind.noun(),
+                self.set,
+                list(&self.add)
+            ),
+            _ => format!(
+                "{} {}: removed {}",
+                self.kind.noun(),
+                self.set,
+                list(&self.remove)
+            ),
         }
     }
 }
@@ -224,6 +239,7 @@ fn element_deltas(b: &Build, live: &LiveTable) -> Vec<Delta> {
         if !remove.is_empty() || !add.is_empty() {
             out.push(Delta {
                 set: set.name.clone(),
+                kind: set.kind,
                 family: set.family,
                 remove,
                 add,

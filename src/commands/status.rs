@@ -11,7 +11,7 @@
 //! {
 //!   "table": "loaded",                  // or "missing"
 //!   "in_sync": true,
-//!   "differences": ["set ssh_v4: missing 203.0.113.10"],
+//!   "differences": ["map src_v4: missing 203.0.113.10 : jump allow_ssh"],
 //!   "degraded": false,
 //!   "problems": ["left out x.example (account a): does not resolve (NXDOMAIN)"],
 //!   "last_apply": {"at": "2026-11-27T10:00:00Z", "by": "restart"},     // or null
@@ -117,11 +117,14 @@ pub fn drift(want: &Ruleset, live: &LiveTable) -> Vec<String> {
     };
     for set in &want.sets {
         let Some(have) = live.sets.iter().find(|s| s.name == set.name) else {
-            out.push(format!("set {} is missing", set.name));
+            out.push(format!("{} {} is missing", set.kind.noun(), set.name));
             continue;
         };
         if have.kind != Some(set.kind) {
-            out.push(format!("set {} is of another kind than pbxwall's", set.name));
+            out.push(format!(
+                "set {} is of another kind than pbxwall's",
+                set.name
+            ));
         }
         let w: BTreeSet<&Element> = set.elements.iter().collect();
         let h: BTreeSet<&Element> = have.elements.iter().collect();
@@ -133,11 +136,21 @@ pub fn drift(want: &Ruleset, live: &LiveTable) -> Vec<String> {
         };
         let missing: Vec<&&Element> = w.difference(&h).collect();
         if !missing.is_empty() {
-            out.push(format!("set {}: missing {}", set.name, list(missing)));
+            out.push(format!(
+                "{} {}: missing {}",
+                set.kind.noun(),
+                set.name,
+                list(missing)
+            ));
         }
         let extra: Vec<&&Element> = h.difference(&w).collect();
         if !extra.is_empty() {
-            out.push(format!("set {}: extra {}", set.name, list(extra)));
+            out.push(format!(
+                "{} {}: extra {}",
+                set.kind.noun(),
+                set.name,
+                list(extra)
+            ));
         }
     }
     for have in &live.sets {

@@ -395,7 +395,11 @@ pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
     for c in changes {
         let what = format!("set {}", c.set);
         names.push(cstring(c.set, &what)?);
-        check_family(&what, c.family, c.remove.iter().chain(c.add).map(|e| &e.range))?;
+        check_family(
+            &what,
+            c.family,
+            c.remove.iter().chain(c.add).map(|e| &e.range),
+        )?;
     }
     if changes
         .iter()
@@ -716,7 +720,12 @@ impl<'a> Plan<'a> {
         if let Some((family, map)) = &rule.saddr_vmap {
             // Checked in Plan::new.
             let cname = CString::new(map.as_str()).unwrap_or_default();
-            for e in check_saddr(*family, &cname, self.set_ids.get(map.as_str()).copied(), true) {
+            for e in check_saddr(
+                *family,
+                &cname,
+                self.set_ids.get(map.as_str()).copied(),
+                true,
+            ) {
                 r.add_expr(e);
             }
         }
@@ -737,7 +746,12 @@ impl<'a> Plan<'a> {
             Match::SaddrInSet(family, name) => {
                 // Checked in Plan::new.
                 let cname = CString::new(name.as_str()).unwrap_or_default();
-                check_saddr(*family, &cname, self.set_ids.get(name.as_str()).copied(), false)
+                check_saddr(
+                    *family,
+                    &cname,
+                    self.set_ids.get(name.as_str()).copied(),
+                    false,
+                )
             }
         }
     }
@@ -1833,7 +1847,11 @@ impl NfSet {
                 let key = sys::nftnl_set_elem_get(e, sys::NFTNL_SET_ELEM_KEY as u16, &mut len);
                 if !key.is_null() {
                     let key = std::slice::from_raw_parts(key.cast::<u8>(), len as usize).to_vec();
-                    v.out.push((key, flags & libc::NFT_SET_ELEM_INTERVAL_END as u32 != 0, jump));
+                    v.out.push((
+                        key,
+                        flags & libc::NFT_SET_ELEM_INTERVAL_END as u32 != 0,
+                        jump,
+                    ));
                 }
             }
             0
