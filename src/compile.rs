@@ -180,23 +180,33 @@ pub fn compile(
     let rtp_whitelist = settings.rtp.from == RtpFrom::Whitelist;
     let rtp = Match::Dport(L4Proto::Udp, settings.rtp.ports);
 
-    // Every source range labelled with each of its services (and media ranges with
-    // MEDIA_LABEL when RTP is whitelisted).
+    // Each account's services as labels (profile indexes, sorted); an account without a
+    // known service sends media only when RTP is whitelisted.
+    let account_labels: Vec<Vec<u32>> = accounts
+        .iter()
+        .map(|account| {
+            let mut labels: Vec<u32> = account
+                .services
+                .iter()
+                .filter_map(|s| label_of.get(s.as_str()).copied())
+                .collect();
+            if rtp_whitelist && labels.is_empty() {
+                labels.push(MEDIA_LABEL);
+            }
+            labels.sort_unstable();
+            labels.dedup();
+            labels
+        })
+        .collect();
+
+    // Every source range labelled with each of its account's labels, and media ranges with
+    // MEDIA_LABEL when RTP is whitelisted.
     let mut labelled: Vec<(AddrRange, u32)> = Vec::new();
-    for account in accounts {
-        let sources = account_sources(account, resolved);
-        let labels: Vec<u32> = account
-            .services
-            .iter()
-            .filter_map(|s| label_of.get(s.as_str()).copied())
-            .collect();
-        for r in &sources {
-            labelled.extend(labels.iter().map(|l| (*r, *l)));
+    for (account, labels) in accounts.iter().zip(&account_labels) {
+        for r in account_sources(account, resolved) {
+            labelled.extend(labels.iter().map(|l| (r, *l)));
         }
         if rtp_whitelist {
-            if labels.is_empty() {
-                labelled.extend(sources.iter().map(|r| (*r, MEDIA_LABEL)));
-            }
             labelled.extend(
                 account
                     .media
@@ -246,21 +256,12 @@ pub fn compile(
 
     // Every account's own combination has its chain even while none of its names resolve,
     // so a name coming back only adds map elements.
-    for account in accounts {
-        let mut labels: Vec<u32> = account
-            .services
-            .iter()
-            .filter_map(|s| label_of.get(s.as_str()).copied())
-            .collect();
+    for (account, labels) in accounts.iter().zip(&account_labels) {
+        if !labels.is_empty() {
+            chain_for(labels);
+        }
         if rtp_whitelist && !account.media.is_empty() {
             chain_for(&[MEDIA_LABEL]);
-        }
-        if rtp_whitelist && labels.is_empty() {
-            labels.push(MEDIA_LABEL);
-        }
-        if !labels.is_empty() {
-            labels.sort_unstable();
-            chain_for(&labels);
         }
     }
 
