@@ -11,7 +11,8 @@
 //! ct state invalid drop
 //! icmp type ... accept / icmpv6 type ... accept      # errors, PMTU and neighbour discovery
 //! ip saddr @trusted_v4 accept                        # LAN, full access
-//! ip saddr vmap @src_v4                              # whitelisted sources: jump to their chain
+//! ip saddr vmap @hosts_v4                            # whitelisted addresses: jump to their chain
+//! ip saddr vmap @ranges_v4                           # whitelisted ranges: the same
 //! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any")
 //! limit rate 10/minute log prefix "pbxwall drop: "   # [log_drops]
 //! counter                                            # what the drop policy is about to drop
@@ -40,8 +41,10 @@ use crate::ruleset::{
 
 /// Set of the trusted networks (full access).
 pub const TRUSTED_SET: &str = "trusted";
-/// Verdict map of the whitelisted sources (`src_v4`, `src_v6`).
-pub const SOURCE_MAP: &str = "src";
+/// Hash verdict map of the whitelisted single addresses (`hosts_v4`, `hosts_v6`).
+pub const HOSTS_MAP: &str = "hosts";
+/// Interval verdict map of the whitelisted address ranges (`ranges_v4`, `ranges_v6`).
+pub const RANGES_MAP: &str = "ranges";
 /// Prefix of the chains the source maps jump to, one per combination of services.
 pub const ALLOW_PREFIX: &str = "allow_";
 /// Chain of ranges that may only send media: provider media ranges with
@@ -278,6 +281,7 @@ pub fn compile(
             merge(family, trusted.iter().copied()),
         ));
     }
+    let mut source_maps = Vec::new();
     for family in FAMILIES {
         let parts = partition(family, labelled.iter().copied());
         let targets: Vec<Arc<str>> = parts.label_sets.iter().map(|l| chain_for(l)).collect();
@@ -297,11 +301,22 @@ pub fn compile(
                 }),
             }
         }
-        sets.push(Set {
-            name: set_name(SOURCE_MAP, family),
+        // Single addresses go to the hash map, ranges to the interval map: the two are
+        // disjoint, so a source matches at most one element of one of them.
+        let (hosts, ranges): (Vec<Element>, Vec<Element>) = elements
+            .into_iter()
+            .partition(|e| e.range.start == e.range.end);
+        source_maps.push(Set {
+            name: set_name(HOSTS_MAP, family),
+            family,
+            kind: SetKind::HostMap,
+            elements: hosts,
+        });
+        source_maps.push(Set {
+            name: set_name(RANGES_MAP, family),
             family,
             kind: SetKind::VerdictMap,
-            elements,
+            elements: ranges,
         });
     }
 
@@ -322,12 +337,13 @@ pub fn compile(
             Verdict::Accept,
         ));
     }
-    for family in FAMILIES {
+    for map in &source_maps {
         rules.push(Rule {
-            saddr_vmap: Some((family, set_name(SOURCE_MAP, family))),
+            saddr_vmap: Some((map.family, map.name.clone())),
             ..Rule::default()
         });
     }
+    sets.extend(source_maps);
     if !rtp_whitelist {
         rules.push(rule(vec![rtp], Verdict::Accept));
     }
@@ -392,6 +408,16 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The elements of both source maps of a family (`v4`, `v6`), in address order.
+    fn sources(rs: &Ruleset, family: &str) -> Vec<String> {
+        let mut v: Vec<&Element> = [HOSTS_MAP, RANGES_MAP]
+            .iter()
+            .flat_map(|m| &rs.set(&format!("{m}_{family}")).unwrap().elements)
+            .collect();
+        v.sort();
+        v.iter().map(|e| e.to_string()).collect()
+    }
+
     fn chain_rules(rs: &Ruleset, chain: &str) -> Vec<String> {
         rs.chain(chain)
             .unwrap_or_else(|| panic!("no chain {chain}"))
@@ -429,10 +455,33 @@ pub(crate) mod tests {
         );
         let rs = compile(&Settings::default(), &ps, &accounts, &resolved);
         let names: Vec<&str> = rs.sets.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["trusted_v4", "trusted_v6", "src_v4", "src_v6"]);
-        assert_eq!(rs.set("src_v4").unwrap().kind, SetKind::VerdictMap);
         assert_eq!(
-            elements(&rs, "src_v4"),
+            names,
+            [
+                "trusted_v4",
+                "trusted_v6",
+                "hosts_v4",
+                "ranges_v4",
+                "hosts_v6",
+                "ranges_v6"
+            ]
+        );
+        assert_eq!(rs.set("hosts_v4").unwrap().kind, SetKind::HostMap);
+        assert_eq!(rs.set("ranges_v4").unwrap().kind, SetKind::VerdictMap);
+        // Single addresses in the hash map, ranges in the interval map.
+        assert_eq!(
+            elements(&rs, "hosts_v4"),
+            [
+                "192.0.2.44 : jump allow_all",
+                "203.0.113.7 : jump allow_sip-udp.iax"
+            ]
+        );
+        assert_eq!(
+            elements(&rs, "ranges_v6"),
+            ["2001:db8::/48 : jump allow_sip-udp.iax"]
+        );
+        assert_eq!(
+            sources(&rs, "v4"),
             [
                 "192.0.2.44 : jump allow_all",
                 "198.51.100.0/28 : jump allow_all",
@@ -443,7 +492,7 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(
-            elements(&rs, "src_v6"),
+            sources(&rs, "v6"),
             [
                 "2001:db8::/48 : jump allow_sip-udp.iax",
                 "2001:db8:1::44 : jump allow_all"
@@ -468,13 +517,15 @@ pub(crate) mod tests {
             ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
         );
         let input = chain_rules(&rs, "input");
-        assert!(
-            input.contains(&"ip saddr vmap @src_v4".to_owned()),
-            "{input:?}"
-        );
-        assert!(
-            input.contains(&"ip6 saddr vmap @src_v6".to_owned()),
-            "{input:?}"
+        let lookups: Vec<&String> = input.iter().filter(|r| r.contains(" vmap ")).collect();
+        assert_eq!(
+            lookups,
+            [
+                "ip saddr vmap @hosts_v4",
+                "ip saddr vmap @ranges_v4",
+                "ip6 saddr vmap @hosts_v6",
+                "ip6 saddr vmap @ranges_v6"
+            ]
         );
     }
 
@@ -487,7 +538,7 @@ pub(crate) mod tests {
             account("c", &["192.0.2.128/25"], &[], &["all"]),
         ];
         let rs = compile(&Settings::default(), &ps, &accounts, &Resolved::new());
-        assert_eq!(elements(&rs, "src_v4"), ["192.0.2.0/24 : jump allow_all"]);
+        assert_eq!(sources(&rs, "v4"), ["192.0.2.0/24 : jump allow_all"]);
         // b's own chain exists even though none of its addresses jump there.
         assert_eq!(chain_rules(&rs, "allow_ssh"), ["tcp dport 22 accept"]);
     }
@@ -497,8 +548,8 @@ pub(crate) mod tests {
         let ps = shipped_profiles();
         let accounts = [account("mobile", &[], &["gone.example"], &["ssh"])];
         let rs = compile(&Settings::default(), &ps, &accounts, &Resolved::new());
-        assert!(elements(&rs, "src_v4").is_empty());
-        assert!(elements(&rs, "src_v6").is_empty());
+        assert!(sources(&rs, "v4").is_empty());
+        assert!(sources(&rs, "v6").is_empty());
         assert_eq!(chain_rules(&rs, "allow_ssh"), ["tcp dport 22 accept"]);
     }
 
@@ -516,7 +567,7 @@ pub(crate) mod tests {
             &Resolved::new(),
         );
         assert_eq!(
-            elements(&rs, "src_v4"),
+            sources(&rs, "v4"),
             [
                 "192.0.2.10 : jump allow_ssh",
                 "198.51.100.8/30 : jump allow_sip-udp",

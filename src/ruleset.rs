@@ -54,6 +54,9 @@ pub enum SetKind {
     /// `map NAME { type ipv4_addr : verdict; flags interval; }`: every element carries a
     /// `jump CHAIN`, used with `ip saddr vmap @NAME`.
     VerdictMap,
+    /// `map NAME { type ipv4_addr : verdict; }`: a hash of single addresses, each with a
+    /// `jump CHAIN`. Cheaper to load and to look up than an interval map.
+    HostMap,
 }
 
 impl SetKind {
@@ -61,7 +64,7 @@ impl SetKind {
     pub fn noun(self) -> &'static str {
         match self {
             SetKind::Addresses => "set",
-            SetKind::VerdictMap => "map",
+            SetKind::VerdictMap | SetKind::HostMap => "map",
         }
     }
 }

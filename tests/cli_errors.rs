@@ -194,7 +194,7 @@ fn dry_run_prints_the_table_and_codes_work_as_names() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let s = stdout(&out);
     assert!(s.starts_with("table inet pbxwall {"), "{s}");
-    assert!(s.contains("ip saddr vmap @src_v4"), "{s}");
+    assert!(s.contains("ip saddr vmap @hosts_v4"), "{s}");
     assert!(s.contains(" : jump allow_all"), "{s}");
     assert!(s.contains("chain allow_sip-udp"), "{s}");
     assert!(s.contains("\t\tudp dport 5060-5061 accept\n"), "{s}");

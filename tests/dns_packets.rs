@@ -125,7 +125,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
     );
     assert!(
         text.contains(
-            "map src_v4: added 192.0.2.11 : jump allow_sip-udp.iax; \
+            "map hosts_v4: added 192.0.2.11 : jump allow_sip-udp.iax; \
              removed 192.0.2.10 : jump allow_sip-udp.iax"
         ),
         "{}",
@@ -143,21 +143,21 @@ fn a_moving_name_is_followed_by_element_updates_only() {
         "sets not re-created"
     );
     assert_eq!(
-        elements(&before, "src_v4"),
+        elements(&before, "hosts_v4"),
         [
             "192.0.2.10 : jump allow_sip-udp.iax",
             "203.0.113.10 : jump allow_ssh"
         ]
     );
     assert_eq!(
-        elements(&after, "src_v4"),
+        elements(&after, "hosts_v4"),
         [
             "192.0.2.11 : jump allow_sip-udp.iax",
             "203.0.113.10 : jump allow_ssh"
         ]
     );
     assert_eq!(
-        elements(&after, "src_v6"),
+        elements(&after, "hosts_v6"),
         ["2001:db8::10 : jump allow_sip-udp.iax"]
     );
     assert_probes(
@@ -172,7 +172,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
     );
 
     // A rule changed behind pbxwall's back (same count): ipchecker repairs it in full.
-    let handle = common::rule_handle(topo.pbx_ns(), "@src_v4");
+    let handle = common::rule_handle(topo.pbx_ns(), "@hosts_v4");
     let out = common::ns_cmd(
         topo.pbx_ns(),
         "nft",
@@ -386,7 +386,7 @@ fn a_failing_nameserver_keeps_addresses_within_the_grace_only() {
         show(&out)
     );
     assert!(
-        stdout(&out).contains("map src_v4: removed 192.0.2.10 : jump allow_"),
+        stdout(&out).contains("map hosts_v4: removed 192.0.2.10 : jump allow_"),
         "{}",
         show(&out)
     );

@@ -102,7 +102,8 @@ impl Netns {
     fn list_netlink(&self) -> String {
         let (ok, out) = self.nft(&["--debug=netlink", "list", "table", "inet", "pbxwall"]);
         assert!(ok, "{out}");
-        out.lines()
+        let mut lines: Vec<String> = out
+            .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 if l.starts_with("inet pbxwall ") && !l.contains('@') {
@@ -112,8 +113,18 @@ impl Netns {
                     l.to_owned()
                 }
             })
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect();
+        // A hash set dumps its elements in hash order: sort each run of element lines.
+        let mut start = 0;
+        while start < lines.len() {
+            let len = lines[start..]
+                .iter()
+                .take_while(|l| l.trim_start().starts_with("element "))
+                .count();
+            lines[start..start + len].sort();
+            start += len.max(1);
+        }
+        lines.join("\n")
     }
 
     /// Loads nft text with `nft -f -`.
@@ -188,10 +199,19 @@ fn set(name: &str, family: Family, elements: Vec<Element>) -> Set {
 
 /// An interval verdict map: `(net, chain)` pairs, each element jumping to its chain.
 fn vmap(name: &str, family: Family, elements: &[(&str, &str)]) -> Set {
+    map_of(SetKind::VerdictMap, name, family, elements)
+}
+
+/// A hash verdict map of single addresses: `(address, chain)` pairs.
+fn host_map(name: &str, family: Family, elements: &[(&str, &str)]) -> Set {
+    map_of(SetKind::HostMap, name, family, elements)
+}
+
+fn map_of(kind: SetKind, name: &str, family: Family, elements: &[(&str, &str)]) -> Set {
     Set {
         name: name.into(),
         family,
-        kind: SetKind::VerdictMap,
+        kind,
         elements: elements
             .iter()
             .map(|(net, chain)| Element {
@@ -245,7 +265,8 @@ fn input(policy: Verdict, rules: Vec<Rule>) -> Chain {
 }
 
 /// A ruleset of the compiler's shape: every match kind, log and counter, the given sets,
-/// and two verdict maps (adjacent ranges jumping to different chains) with their chains.
+/// a host map and two interval verdict maps (adjacent ranges jumping to different chains)
+/// with their chains.
 fn full_ruleset(mut sets: Vec<Set>) -> Ruleset {
     let mut rules = vec![
         accept(vec![Match::Loopback]),
@@ -284,8 +305,19 @@ fn full_ruleset(mut sets: Vec<Set>) -> Ruleset {
         ],
     );
     let src6 = vmap("src_v6", Family::V6, &[("2001:db8:5::/48", "allow_all")]);
+    let hosts4 = host_map(
+        "hosts_v4",
+        Family::V4,
+        &[
+            ("198.51.100.7/32", "allow_all"),
+            ("198.51.100.8/32", "allow_sip-udp.iax"),
+            ("203.0.113.200/32", "allow_all"),
+        ],
+    );
+    rules.push(saddr_vmap(&hosts4));
     rules.push(saddr_vmap(&src4));
     rules.push(saddr_vmap(&src6));
+    sets.push(hosts4);
     sets.push(src4);
     sets.push(src6);
     rules.push(accept(vec![dport(L4Proto::Udp, 10000, 20000)]));
@@ -737,13 +769,15 @@ fn update_set_elements_removes_and_adds() {
         &["203.0.113.5/32", "192.0.2.64/26", "0.0.0.0/8"],
     );
     let stats = ns
-        .run(|| netlink::update_set_elements("s_v4", Family::V4, &remove, &add))
+        .run(|| netlink::update_set_elements("s_v4", Family::V4, SetKind::Addresses, &remove, &add))
         .unwrap();
     assert!(stats.messages >= 4, "{stats:?}");
     let v6_remove = v6.elements.clone();
     let v6_add = ranges(Family::V6, &["2001:db8:5::/64", "ff00::/8"]);
-    ns.run(|| netlink::update_set_elements("s_v6", Family::V6, &v6_remove, &v6_add))
-        .unwrap();
+    ns.run(|| {
+        netlink::update_set_elements("s_v6", Family::V6, SetKind::Addresses, &v6_remove, &v6_add)
+    })
+    .unwrap();
 
     let want4 = ranges(
         Family::V4,
@@ -773,6 +807,7 @@ fn update_set_elements_removes_and_adds() {
             netlink::update_set_elements(
                 "s_v4",
                 Family::V4,
+                SetKind::Addresses,
                 &ranges(Family::V4, &["192.0.2.200/32"]),
                 &ranges(Family::V4, &["203.0.113.9/32"]),
             )
@@ -791,6 +826,7 @@ fn update_set_elements_removes_and_adds() {
             netlink::update_set_elements(
                 "nosuch_v4",
                 Family::V4,
+                SetKind::Addresses,
                 &[],
                 &ranges(Family::V4, &["203.0.113.9/32"]),
             )
@@ -799,11 +835,53 @@ fn update_set_elements_removes_and_adds() {
     assert!(err.to_string().contains("set nosuch_v4"), "{err}");
     // A range of the wrong family is refused before anything is sent.
     let err = ns
-        .run(|| netlink::update_set_elements("s_v4", Family::V4, &[], &v6_add))
+        .run(|| netlink::update_set_elements("s_v4", Family::V4, SetKind::Addresses, &[], &v6_add))
         .unwrap_err();
     assert!(matches!(err, NetlinkError::Invalid { .. }), "{err}");
 
     assert_same_text(&ns.list().unwrap(), &listed, "listing after failed updates");
+
+    // A host map: one address moves, another changes its chain, in one transaction.
+    let old = host_map(
+        "hosts_v4",
+        Family::V4,
+        &[
+            ("198.51.100.7/32", "allow_all"),
+            ("198.51.100.8/32", "allow_sip-udp.iax"),
+        ],
+    );
+    let new = host_map(
+        "hosts_v4",
+        Family::V4,
+        &[
+            ("198.51.100.9/32", "allow_all"),
+            ("198.51.100.8/32", "allow_all"),
+        ],
+    );
+    ns.run(|| {
+        netlink::update_set_elements(
+            "hosts_v4",
+            Family::V4,
+            SetKind::HostMap,
+            &old.elements,
+            &new.elements,
+        )
+    })
+    .unwrap();
+    let live = ns.run(netlink::read_table).unwrap().unwrap();
+    let got: Vec<String> = live_set(&live, "hosts_v4")
+        .elements
+        .iter()
+        .map(|e| format!("{} {}", e.range, e.jump.as_deref().unwrap_or("-")))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "198.51.100.8 allow_all",
+            "198.51.100.9 allow_all",
+            "203.0.113.200 allow_all"
+        ]
+    );
 }
 
 #[test]

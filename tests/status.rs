@@ -107,7 +107,7 @@ fn status_reports_sync_drift_and_names() {
             "element",
             "inet",
             "pbxwall",
-            "src_v4",
+            "hosts_v4",
             "{ 203.0.113.10 }",
         ],
     );
@@ -126,7 +126,7 @@ fn status_reports_sync_drift_and_names() {
         .map(|d| d.as_str().unwrap())
         .collect();
     assert!(
-        diffs.contains(&"map src_v4: missing 203.0.113.10 : jump allow_ssh"),
+        diffs.contains(&"map hosts_v4: missing 203.0.113.10 : jump allow_ssh"),
         "{diffs:?}"
     );
     assert!(
@@ -144,7 +144,7 @@ fn status_reports_sync_drift_and_names() {
     assert_eq!(status_json(&cfg, &topo, 0)["in_sync"], true);
 
     // A rule replaced in place (same count, same handle): the content check sees it.
-    let handle = common::rule_handle(topo.pbx_ns(), "@src_v4");
+    let handle = common::rule_handle(topo.pbx_ns(), "@hosts_v4");
     nft(
         &topo,
         &[
@@ -162,7 +162,7 @@ fn status_reports_sync_drift_and_names() {
     assert!(
         diffs
             .iter()
-            .any(|d| d.contains("differs from what pbxwall applied (ip saddr vmap @src_v4)")),
+            .any(|d| d.contains("differs from what pbxwall applied (ip saddr vmap @hosts_v4)")),
         "{diffs:?}"
     );
     common::assert_exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");

@@ -228,7 +228,7 @@ pub fn fqdn_accounts(
 /// exactly equivalent: the same table and input chain with the same rules in the same order,
 /// except that every rule matching a set (`ip saddr @trusted_v4 accept`) becomes one rule per
 /// element of that set (`ip saddr 10.0.0.0/8 accept`), and the verdict map lookup
-/// (`ip6 saddr vmap @src_v6`) becomes, for every map element `R : jump C`, one rule per rule
+/// (`ip6 saddr vmap @ranges_v6`) becomes, for every map element `R : jump C`, one rule per rule
 /// of chain `C` with the source added (`udp dport 5060-5061 ip6 saddr R accept`): one rule
 /// per address per port range, as iptables-era tools wrote them. No sets, maps or other
 /// chains remain. Returns the text and its number of rules.

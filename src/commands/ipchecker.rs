@@ -124,6 +124,7 @@ fn check(ctx: &Ctx, lock: &StoreLock, old_cache: &Cache, force: bool) -> Result<
                     .map(|d| SetChange {
                         set: &d.set,
                         family: d.family,
+                        kind: d.kind,
                         remove: &d.remove,
                         add: &d.add,
                     })

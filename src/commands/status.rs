@@ -43,7 +43,7 @@ use super::{Build, Ctx, Dns, Outcome, build};
 use crate::addrset::AddrRange;
 use crate::audit;
 use crate::cli::StatusArgs;
-use crate::compile::{SOURCE_MAP, set_name};
+use crate::compile::{HOSTS_MAP, RANGES_MAP, set_name};
 use crate::cron;
 use crate::model::Account;
 use crate::model::display_net;
@@ -213,23 +213,31 @@ fn drop_counter(live: &LiveTable) -> Option<(u64, u64)> {
 }
 
 /// Whether `range` is live as `restart` would apply it: every element of the built source
-/// map that overlaps it (its own, or the pieces it shares with overlapping accounts) is in
-/// the live map with the same jump.
+/// maps that overlaps it (its own, or the pieces it shares with overlapping accounts) is in
+/// the live map of the same name with the same jump.
 fn applied(want: &Ruleset, live: Option<&LiveTable>, range: AddrRange) -> bool {
     let Some(live) = live else {
         return false;
     };
-    let name = set_name(SOURCE_MAP, range.family);
-    let (Some(want), Some(have)) = (want.set(&name), live.sets.iter().find(|s| s.name == name))
-    else {
-        return false;
-    };
-    let mut overlapping = want
-        .elements
-        .iter()
-        .filter(|e| e.range.start <= range.end && range.start <= e.range.end)
-        .peekable();
-    overlapping.peek().is_some() && overlapping.all(|e| have.elements.binary_search(e).is_ok())
+    let mut found = false;
+    for base in [HOSTS_MAP, RANGES_MAP] {
+        let name = set_name(base, range.family);
+        let Some(want) = want.set(&name) else {
+            continue;
+        };
+        let have = live.sets.iter().find(|s| s.name == name);
+        for e in want
+            .elements
+            .iter()
+            .filter(|e| e.range.start <= range.end && range.start <= e.range.end)
+        {
+            if !have.is_some_and(|h| h.elements.binary_search(e).is_ok()) {
+                return false;
+            }
+            found = true;
+        }
+    }
+    found
 }
 
 fn account_json(b: &Build, a: &Account, live: Option<&LiveTable>) -> Value {

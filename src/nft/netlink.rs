@@ -362,12 +362,14 @@ pub fn rule_fingerprints(ruleset: &Ruleset) -> Result<Vec<(String, Vec<String>)>
 pub fn update_set_elements(
     set: &str,
     family: Family,
+    kind: SetKind,
     remove: &[Element],
     add: &[Element],
 ) -> Result<ApplyStats> {
     update_sets(&[SetChange {
         set,
         family,
+        kind,
         remove,
         add,
     }])
@@ -380,6 +382,8 @@ pub struct SetChange<'a> {
     pub set: &'a str,
     /// Its family.
     pub family: Family,
+    /// Its kind (how its elements are encoded).
+    pub kind: SetKind,
     /// Elements to remove, exactly as they are elements now.
     pub remove: &'a [Element],
     /// Elements to add.
@@ -392,14 +396,12 @@ pub struct SetChange<'a> {
 pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
     let table = cstring(TABLE_NAME, "table")?;
     let mut names = Vec::with_capacity(changes.len());
+    let mut jumps = JumpNames::default();
     for c in changes {
         let what = format!("set {}", c.set);
         names.push(cstring(c.set, &what)?);
-        check_family(
-            &what,
-            c.family,
-            c.remove.iter().chain(c.add).map(|e| &e.range),
-        )?;
+        check_elements(&what, c.family, c.kind, c.remove.iter().chain(c.add))?;
+        jumps.add(c.add)?;
     }
     if changes
         .iter()
@@ -410,36 +412,17 @@ pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
     let mut sock = Socket::open()?;
     let mut batch = Batch::new(sock.take_seqs(), None);
     for (c, name) in changes.iter().zip(&names) {
-        if c.remove.is_empty() {
-            continue;
-        }
-        let mut s = NfSet::new();
-        set_identity(&mut s, &table, name, None);
-        for mut e in interval_elements(c.remove, false)? {
-            e.jump = None;
-            s.add_elem(&e);
-        }
-        batch.add_elems(
-            libc::NFT_MSG_DELSETELEM,
-            0,
-            &s,
-            &format!("removal of elements from set {}", c.set),
+        let what = format!("removal of elements from set {}", c.set);
+        let (kind, elements) = (c.kind, c.remove);
+        add_elements(
+            &mut batch, &table, name, None, kind, elements, false, true, &jumps, &what,
         );
     }
     for (c, name) in changes.iter().zip(&names) {
-        if c.add.is_empty() {
-            continue;
-        }
-        let mut s = NfSet::new();
-        set_identity(&mut s, &table, name, None);
-        for e in interval_elements(c.add, false)? {
-            s.add_elem(&e);
-        }
-        batch.add_elems(
-            libc::NFT_MSG_NEWSETELEM,
-            libc::NLM_F_CREATE,
-            &s,
-            &format!("new elements of set {}", c.set),
+        let what = format!("new elements of set {}", c.set);
+        let (kind, elements) = (c.kind, c.add);
+        add_elements(
+            &mut batch, &table, name, None, kind, elements, false, false, &jumps, &what,
         );
     }
     let batch = batch.finish();
@@ -479,6 +462,7 @@ pub fn delete_table() -> Result<()> {
 struct Plan<'a> {
     ruleset: &'a Ruleset,
     table: CString,
+    jumps: JumpNames,
     sets: Vec<(CString, u32)>,
     chains: Vec<CString>,
     set_ids: HashMap<&'a str, u32>,
@@ -489,14 +473,11 @@ impl<'a> Plan<'a> {
         let table = cstring(TABLE_NAME, "table")?;
         let mut sets = Vec::with_capacity(ruleset.sets.len());
         let mut set_ids = HashMap::new();
+        let mut jumps = JumpNames::default();
         for (i, set) in ruleset.sets.iter().enumerate() {
             let what = format!("set {}", set.name);
-            check_family(&what, set.family, set.elements.iter().map(|e| &e.range))?;
-            for e in &set.elements {
-                if let Some(chain) = &e.jump {
-                    cstring(chain, &what)?;
-                }
-            }
+            check_elements(&what, set.family, set.kind, &set.elements)?;
+            jumps.add(&set.elements)?;
             let id = i as u32 + 1;
             sets.push((cstring(&set.name, &what)?, id));
             set_ids.insert(set.name.as_str(), id);
@@ -524,6 +505,7 @@ impl<'a> Plan<'a> {
         Ok(Plan {
             ruleset,
             table,
+            jumps,
             sets,
             chains,
             set_ids,
@@ -665,19 +647,19 @@ impl<'a> Plan<'a> {
                     || format!("set {}", set.name),
                 );
             }
-            if !set.elements.is_empty() {
-                let leading_zero = set.elements[0].range.start != 0;
-                // Names checked in Plan::new.
-                for e in interval_elements(&set.elements, leading_zero).unwrap_or_default() {
-                    s.add_elem(&e);
-                }
-                batch.add_elems(
-                    libc::NFT_MSG_NEWSETELEM,
-                    libc::NLM_F_CREATE,
-                    &s,
-                    &format!("elements of set {}", set.name),
-                );
-            }
+            let leading_zero = set.elements.first().is_some_and(|e| e.range.start != 0);
+            add_elements(
+                &mut batch,
+                &self.table,
+                cname,
+                (!keep).then_some(*id),
+                set.kind,
+                &set.elements,
+                leading_zero,
+                false,
+                &self.jumps,
+                &format!("elements of set {}", set.name),
+            );
         }
 
         // nft: add rule inet pbxwall CHAIN ...
@@ -782,6 +764,7 @@ fn set_flags(kind: SetKind) -> u32 {
     match kind {
         SetKind::Addresses => libc::NFT_SET_INTERVAL as u32,
         SetKind::VerdictMap => (libc::NFT_SET_INTERVAL | libc::NFT_SET_MAP) as u32,
+        SetKind::HostMap => libc::NFT_SET_MAP as u32,
     }
 }
 
@@ -789,7 +772,7 @@ fn set_flags(kind: SetKind) -> u32 {
 fn data_type(kind: SetKind) -> Option<u32> {
     match kind {
         SetKind::Addresses => None,
-        SetKind::VerdictMap => Some(NFT_DATA_VERDICT),
+        SetKind::VerdictMap | SetKind::HostMap => Some(NFT_DATA_VERDICT),
     }
 }
 
@@ -817,18 +800,29 @@ fn cstring(s: &str, what: &str) -> Result<CString> {
     })
 }
 
-fn check_family<'r>(
+/// Checks that every element is a valid range of `family`, a single address in a host
+/// map, and jumps to a chain exactly when the set is a map.
+fn check_elements<'e>(
     what: &str,
     family: Family,
-    ranges: impl IntoIterator<Item = &'r AddrRange>,
+    kind: SetKind,
+    elements: impl IntoIterator<Item = &'e Element>,
 ) -> Result<()> {
-    for r in ranges {
-        if r.family != family || r.start > r.end || r.end > family.max() {
-            return Err(NetlinkError::Invalid {
-                what: what.to_owned(),
-                reason: format!("element {r} is not a valid {family:?} range"),
-            });
-        }
+    for e in elements {
+        let r = e.range;
+        let reason = if r.family != family || r.start > r.end || r.end > family.max() {
+            format!("element {r} is not a valid {family:?} range")
+        } else if kind == SetKind::HostMap && r.start != r.end {
+            format!("element {r} of a host map is not a single address")
+        } else if e.jump.is_some() != (kind != SetKind::Addresses) {
+            format!("element {e:?} does not fit a {}", kind.noun())
+        } else {
+            continue;
+        };
+        return Err(NetlinkError::Invalid {
+            what: what.to_owned(),
+            reason,
+        });
     }
     Ok(())
 }
@@ -875,74 +869,169 @@ fn describe_match(m: &Match) -> String {
 // Interval encoding (research §2.1)
 // ---------------------------------------------------------------------------------------
 
-/// One element of an interval set as it goes on the wire.
+/// One element of a set as it goes on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct WireElem {
-    /// Key, network byte order.
-    key: Vec<u8>,
+struct WireElem<'a> {
+    /// Key, network byte order (4 or 16 bytes of `buf`).
+    key: Key,
     /// `NFT_SET_ELEM_INTERVAL_END`: the half-open interval before this key ends here.
     end: bool,
     /// A start element whose interval runs to the top of the address space.
     open: bool,
-    /// On a start element of a verdict map: the chain it jumps to.
-    jump: Option<CString>,
+    /// In a verdict map, on a start (or hash) element: the chain it jumps to.
+    jump: Option<&'a CStr>,
 }
 
-fn addr_key(a: IpAddr) -> Vec<u8> {
-    match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+/// An address key without a heap allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl Key {
+    fn of(a: IpAddr) -> Key {
+        let mut buf = [0; 16];
+        let len = match a {
+            IpAddr::V4(a) => {
+                buf[..4].copy_from_slice(&a.octets());
+                4
+            }
+            IpAddr::V6(a) => {
+                buf = a.octets();
+                16
+            }
+        };
+        Key { buf, len }
+    }
+
+    fn zero(family: Family) -> Key {
+        Key {
+            buf: [0; 16],
+            len: key_of(family).1 as usize,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
-/// nft's interval encoding: a start element per range (carrying its jump, in a map) and
-/// an END element at `end_exclusive()` (none at the top of the address space), preceded by
-/// an END element at 0 when `leading_zero` (nft sends it when the first range does not
-/// start at 0). Where map ranges are adjacent, the END of one and the start of the next
-/// share a key, as nft sends them. Fails on a chain name with a NUL byte.
-fn interval_elements(elements: &[Element], leading_zero: bool) -> Result<Vec<WireElem>> {
+/// The chain names the elements of some sets jump to, as C strings, made once.
+#[derive(Default)]
+struct JumpNames(HashMap<Arc<str>, CString>);
+
+impl JumpNames {
+    /// Adds every chain the elements jump to; fails on a name with a NUL byte.
+    fn add(&mut self, elements: &[Element]) -> Result<()> {
+        for name in elements.iter().filter_map(|e| e.jump.as_ref()) {
+            if !self.0.contains_key(name) {
+                let c = cstring(name, &format!("chain {name}"))?;
+                self.0.insert(Arc::clone(name), c);
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, jump: Option<&Arc<str>>) -> Option<&CStr> {
+        jump.and_then(|name| self.0.get(name))
+            .map(CString::as_c_str)
+    }
+}
+
+/// Elements per element list handed to libnftnl at once: bounds the memory of a big set
+/// (libnftnl's element objects are large) without changing what goes on the wire.
+const ELEMENTS_PER_CHUNK: usize = 4096;
+
+/// The wire elements of `elements` of a set of `kind`.
+///
+/// Interval kinds use nft's interval encoding: a start element per range (carrying its
+/// jump, in a map) and an END element at `end_exclusive()` (none at the top of the address
+/// space), preceded by an END element at 0 when `leading_zero` (nft sends it when the
+/// first range does not start at 0). Where map ranges are adjacent, the END of one and the
+/// start of the next share a key, as nft sends them. A host map has one element per
+/// address. `jumps` must hold every chain the elements jump to.
+fn wire_elements<'a>(
+    kind: SetKind,
+    elements: &[Element],
+    leading_zero: bool,
+    jumps: &'a JumpNames,
+) -> Vec<WireElem<'a>> {
     let mut out = Vec::with_capacity(elements.len() * 2 + 1);
+    if kind == SetKind::HostMap {
+        for e in elements {
+            out.push(WireElem {
+                key: Key::of(e.range.first()),
+                end: false,
+                open: false,
+                jump: jumps.get(e.jump.as_ref()),
+            });
+        }
+        return out;
+    }
     if let Some(first) = elements.first()
         && leading_zero
     {
         out.push(WireElem {
-            key: vec![0; key_of(first.range.family).1 as usize],
+            key: Key::zero(first.range.family),
             end: true,
             open: false,
             jump: None,
         });
     }
-    let mut last_jump: Option<(&str, CString)> = None;
     for e in elements {
         let r = e.range;
         let end = r.end_exclusive();
-        let jump = match e.jump.as_deref() {
-            None => None,
-            Some(name) => match &last_jump {
-                Some((n, c)) if *n == name => Some(c.clone()),
-                _ => {
-                    let c = cstring(name, &format!("chain {name}"))?;
-                    last_jump = Some((name, c.clone()));
-                    Some(c)
-                }
-            },
-        };
         out.push(WireElem {
-            key: addr_key(r.first()),
+            key: Key::of(r.first()),
             end: false,
             open: end.is_none(),
-            jump,
+            jump: jumps.get(e.jump.as_ref()),
         });
         if let Some(end) = end {
             out.push(WireElem {
-                key: addr_key(end),
+                key: Key::of(end),
                 end: true,
                 open: false,
                 jump: None,
             });
         }
     }
-    Ok(out)
+    out
+}
+
+/// Adds the elements of one set to the batch as NEWSETELEM (or, with `remove`, DELSETELEM)
+/// messages, [`ELEMENTS_PER_CHUNK`] elements at a time. `id` names a set created earlier in
+/// the same batch. Removals carry no jumps (the kernel finds elements by their keys).
+#[allow(clippy::too_many_arguments)]
+fn add_elements(
+    batch: &mut Batch,
+    table: &CStr,
+    set: &CStr,
+    id: Option<u32>,
+    kind: SetKind,
+    elements: &[Element],
+    leading_zero: bool,
+    remove: bool,
+    jumps: &JumpNames,
+    what: &str,
+) {
+    let (ty, flags) = if remove {
+        (libc::NFT_MSG_DELSETELEM, 0)
+    } else {
+        (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE)
+    };
+    for (i, chunk) in elements.chunks(ELEMENTS_PER_CHUNK).enumerate() {
+        let mut s = NfSet::new();
+        set_identity(&mut s, table, set, id);
+        for mut e in wire_elements(kind, chunk, leading_zero && i == 0, jumps) {
+            if remove {
+                e.jump = None;
+            }
+            s.add_elem(&e);
+        }
+        batch.add_elems(ty, flags, &s, what);
+    }
 }
 
 fn key_number(key: &[u8]) -> Option<(Family, u128)> {
@@ -951,6 +1040,26 @@ fn key_number(key: &[u8]) -> Option<(Family, u128)> {
         16 => Some((Family::V6, u128::from_be_bytes(key.try_into().ok()?))),
         _ => None,
     }
+}
+
+/// Decodes the elements of a host map: one address each.
+fn decode_hosts(family: Family, elems: &[RawElem]) -> Vec<Element> {
+    let mut out: Vec<Element> = elems
+        .iter()
+        .filter_map(|(k, end, jump)| match key_number(k) {
+            Some((f, n)) if f == family && !end => Some(Element {
+                range: AddrRange {
+                    family,
+                    start: n,
+                    end: n,
+                },
+                jump: jump.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// A live element as read: key, whether it is an END element, and a start element's jump.
@@ -1192,13 +1301,16 @@ impl Snapshot {
                 .into_iter()
                 .map(|s| {
                     let family = s.key.and_then(|(f, len)| (len == key_of(f).1).then_some(f));
-                    let kind = [SetKind::Addresses, SetKind::VerdictMap]
+                    let kind = [SetKind::Addresses, SetKind::VerdictMap, SetKind::HostMap]
                         .into_iter()
                         .find(|k| s.flags == Some(set_flags(*k)) && s.data_type == data_type(*k));
                     LiveSet {
                         kind,
                         elements: family
-                            .map(|f| decode_intervals(f, &s.elems))
+                            .map(|f| match kind {
+                                Some(SetKind::HostMap) => decode_hosts(f, &s.elems),
+                                _ => decode_intervals(f, &s.elems),
+                            })
                             .unwrap_or_default(),
                         name: s.name,
                         family,
@@ -1757,8 +1869,8 @@ impl NfSet {
             sys::nftnl_set_elem_set(
                 el,
                 sys::NFTNL_SET_ELEM_KEY as u16,
-                e.key.as_ptr().cast(),
-                e.key.len() as u32,
+                e.key.bytes().as_ptr().cast(),
+                e.key.bytes().len() as u32,
             );
             if e.end {
                 sys::nftnl_set_elem_set_u32(
@@ -2665,13 +2777,28 @@ mod tests {
         ranges.iter().map(|r| Element::address(*r)).collect()
     }
 
+    /// The wire elements of `elements` (an interval set, or a map when they jump).
+    fn encode(kind: SetKind, elements: &[Element], lead: bool) -> Vec<WireElem<'static>> {
+        let mut jumps = JumpNames::default();
+        jumps.add(elements).unwrap();
+        let jumps: &'static JumpNames = Box::leak(Box::new(jumps));
+        wire_elements(kind, elements, lead, jumps)
+    }
+
+    fn kind_of(elements: &[Element]) -> SetKind {
+        if elements.iter().any(|e| e.jump.is_some()) {
+            SetKind::VerdictMap
+        } else {
+            SetKind::Addresses
+        }
+    }
+
     fn wire(elements: &[Element], lead: bool) -> Vec<RawElem> {
-        interval_elements(elements, lead)
-            .unwrap()
+        encode(kind_of(elements), elements, lead)
             .into_iter()
             .map(|e| {
                 let jump = e.jump.map(|c| Arc::from(c.to_str().unwrap()));
-                (e.key, e.end, jump)
+                (e.key.bytes().to_vec(), e.end, jump)
             })
             .collect()
     }
@@ -2679,7 +2806,7 @@ mod tests {
     fn hex(e: &[WireElem]) -> Vec<String> {
         e.iter()
             .map(|e| {
-                let k: String = e.key.iter().map(|b| format!("{b:02x}")).collect();
+                let k: String = e.key.bytes().iter().map(|b| format!("{b:02x}")).collect();
                 format!(
                     "{k}{}{}{}",
                     if e.end { " end" } else { "" },
@@ -2697,7 +2824,11 @@ mod tests {
     fn interval_encoding_matches_nft() {
         // nft --debug=netlink for { 10.0.0.0/8, 192.0.2.7 }:
         // 0[end] 10.0.0.0 11.0.0.0[end] 192.0.2.7 192.0.2.8[end]
-        let e = interval_elements(&els(&[r("10.0.0.0/8"), r("192.0.2.7/32")]), true).unwrap();
+        let e = encode(
+            SetKind::Addresses,
+            &els(&[r("10.0.0.0/8"), r("192.0.2.7/32")]),
+            true,
+        );
         assert_eq!(
             hex(&e),
             [
@@ -2709,7 +2840,11 @@ mod tests {
             ]
         );
         // { 0.0.0.0/8, 240.0.0.0/4 }: no leading zero, no END at the top, open start.
-        let e = interval_elements(&els(&[r("0.0.0.0/8"), r("240.0.0.0/4")]), false).unwrap();
+        let e = encode(
+            SetKind::Addresses,
+            &els(&[r("0.0.0.0/8"), r("240.0.0.0/4")]),
+            false,
+        );
         assert_eq!(hex(&e), ["00000000", "01000000 end", "f0000000 open"]);
     }
 
@@ -2731,7 +2866,7 @@ mod tests {
             jump("192.0.2.128/25", "b"),
             jump("198.51.100.1/32", "a"),
         ];
-        let e = interval_elements(&elements, true).unwrap();
+        let e = encode(SetKind::VerdictMap, &elements, true);
         assert_eq!(
             hex(&e),
             [
@@ -2748,7 +2883,26 @@ mod tests {
         w.reverse();
         assert_eq!(decode_intervals(Family::V4, &w), elements);
         let bad = [jump("192.0.2.0/25", "a\0b")];
-        assert!(interval_elements(&bad, false).is_err());
+        assert!(JumpNames::default().add(&bad).is_err());
+    }
+
+    #[test]
+    fn host_map_encoding_is_one_element_per_address() {
+        let elements = [jump("192.0.2.1/32", "a"), jump("198.51.100.7/32", "b")];
+        let e = encode(SetKind::HostMap, &elements, true);
+        assert_eq!(hex(&e), ["c0000201 jump a", "c6336407 jump b"]);
+        let mut raw: Vec<RawElem> = e
+            .into_iter()
+            .map(|e| {
+                let jump = e.jump.map(|c| Arc::from(c.to_str().unwrap()));
+                (e.key.bytes().to_vec(), e.end, jump)
+            })
+            .collect();
+        raw.reverse();
+        assert_eq!(decode_hosts(Family::V4, &raw), elements);
+        let range = [jump("192.0.2.0/31", "a")];
+        let err = check_elements("map h", Family::V4, SetKind::HostMap, &range).unwrap_err();
+        assert!(err.to_string().contains("not a single address"), "{err}");
     }
 
     #[test]

@@ -57,12 +57,14 @@ impl Display for Set {
                 writeln!(f, "\tset {} {{", self.name)?;
                 writeln!(f, "\t\ttype {key}")?;
             }
-            SetKind::VerdictMap => {
+            SetKind::VerdictMap | SetKind::HostMap => {
                 writeln!(f, "\tmap {} {{", self.name)?;
                 writeln!(f, "\t\ttype {key} : verdict")?;
             }
         }
-        writeln!(f, "\t\tflags interval")?;
+        if self.kind != SetKind::HostMap {
+            writeln!(f, "\t\tflags interval")?;
+        }
         if !self.elements.is_empty() {
             let mut line = String::with_capacity(self.elements.len() * 16);
             for (i, e) in self.elements.iter().enumerate() {
@@ -289,13 +291,22 @@ mod tests {
 		flags interval
 	}
 
-	map src_v4 {
+	map hosts_v4 {
 		type ipv4_addr : verdict
-		flags interval
-		elements = { 198.51.100.0/28 : jump allow_all, 203.0.113.7 : jump allow_sip-udp }
+		elements = { 203.0.113.7 : jump allow_sip-udp }
 	}
 
-	map src_v6 {
+	map ranges_v4 {
+		type ipv4_addr : verdict
+		flags interval
+		elements = { 198.51.100.0/28 : jump allow_all }
+	}
+
+	map hosts_v6 {
+		type ipv6_addr : verdict
+	}
+
+	map ranges_v6 {
 		type ipv6_addr : verdict
 		flags interval
 		elements = { 2001:db8::/48 : jump allow_sip-udp }
@@ -319,8 +330,10 @@ mod tests {
 		icmpv6 type nd-neighbor-advert accept
 		ip saddr @trusted_v4 accept
 		ip6 saddr @trusted_v6 accept
-		ip saddr vmap @src_v4
-		ip6 saddr vmap @src_v6
+		ip saddr vmap @hosts_v4
+		ip saddr vmap @ranges_v4
+		ip6 saddr vmap @hosts_v6
+		ip6 saddr vmap @ranges_v6
 		udp dport 10000-20000 accept
 		limit rate 10/minute log prefix "pbxwall drop: "
 		counter
