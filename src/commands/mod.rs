@@ -302,7 +302,12 @@ pub const LAST_APPLIED: &str = "last-applied.nft";
 /// would make the command report "nothing changed" (and put its files back) although the
 /// kernel has the new ruleset.
 pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
-    if let Err(e) = write_records(ctx, ruleset, lock) {
+    record_applied_text(ctx, ruleset, &render::render(ruleset), lock);
+}
+
+/// [`record_applied`] with the ruleset already rendered as `text`.
+fn record_applied_text(ctx: &Ctx, ruleset: &Ruleset, text: &str, lock: &StoreLock) {
+    if let Err(e) = write_records(ctx, ruleset, text, lock) {
         ctx.warn(format_args!(
             "the ruleset is applied, but recording it in {} failed: {}",
             ctx.paths.state_dir.display(),
@@ -311,8 +316,12 @@ pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
     }
 }
 
-fn write_records(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) -> Result<(), StoreError> {
-    let text = render::render(ruleset);
+fn write_records(
+    ctx: &Ctx,
+    ruleset: &Ruleset,
+    text: &str,
+    lock: &StoreLock,
+) -> Result<(), StoreError> {
     store::write_atomic(
         &ctx.paths.state_dir.join(LAST_APPLIED),
         text.as_bytes(),
@@ -335,9 +344,17 @@ pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool) -> Result<
         guard_ssh_lockout(&build.ruleset)?;
     }
     let started = Instant::now();
-    let stats = netlink::apply(&build.ruleset)
+    // The kernel works through the batch inside one sendmsg; meanwhile another thread
+    // renders the text recorded in last-applied.nft (a large share of a big restart).
+    let (stats, text) = std::thread::scope(|s| {
+        let text = s.spawn(|| render::render(&build.ruleset));
+        let stats = netlink::apply(&build.ruleset);
+        (stats, text.join())
+    });
+    let stats = stats
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
-    record_applied(ctx, &build.ruleset, lock);
+    let text = text.unwrap_or_else(|_| render::render(&build.ruleset));
+    record_applied_text(ctx, &build.ruleset, &text, lock);
     let summary = AppliedSummary {
         accounts: build.accounts.len(),
         address_ranges: build.ruleset.element_count(),

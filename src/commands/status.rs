@@ -231,7 +231,7 @@ fn applied(want: &Ruleset, live: Option<&LiveTable>, range: AddrRange) -> bool {
             .iter()
             .filter(|e| e.range.start <= range.end && range.start <= e.range.end)
         {
-            if !have.is_some_and(|h| h.elements.binary_search(e).is_ok()) {
+            if have.is_none_or(|h| h.elements.binary_search(e).is_err()) {
                 return false;
             }
             found = true;

@@ -22,8 +22,8 @@
 //! add chain inet pbxwall input { type filter hook input priority filter; policy drop; }
 //! add chain inet pbxwall allow_ssh                        # idempotent for kept chains
 //! add set inet pbxwall new_v4 { type ipv4_addr; flags interval; }  # sets not live yet
-//! add element inet pbxwall src_v4 { 192.0.2.1 : jump allow_ssh, ... }  # every set, refilled
 //! add rule inet pbxwall input ...                         # every chain's rules
+//! add element inet pbxwall hosts_v4 { 192.0.2.1 : jump allow_ssh, ... }  # every set, refilled
 //! ```
 //!
 //! The base chain is updated in place, never deleted and re-created: a re-created base
@@ -647,6 +647,26 @@ impl<'a> Plan<'a> {
                     || format!("set {}", set.name),
                 );
             }
+        }
+
+        // nft: add rule inet pbxwall CHAIN ...
+        // Rules before elements: binding a map to its lookup rule makes the kernel check
+        // every element already in it, so the map is bound while still empty.
+        for (chain, cname) in rs.chains.iter().zip(&self.chains) {
+            for (i, rule) in chain.rules.iter().enumerate() {
+                let r = self.rule(cname, rule);
+                batch.add(
+                    libc::NFT_MSG_NEWRULE,
+                    libc::NLM_F_CREATE | libc::NLM_F_APPEND,
+                    Obj::Rule(&r),
+                    || rule_what(&chain.name, i, rule),
+                );
+            }
+        }
+
+        // nft: add element inet pbxwall NAME { ... }
+        for (set, (cname, id)) in rs.sets.iter().zip(&self.sets) {
+            let keep = kept.contains(set.name.as_str());
             let leading_zero = set.elements.first().is_some_and(|e| e.range.start != 0);
             add_elements(
                 &mut batch,
@@ -660,19 +680,6 @@ impl<'a> Plan<'a> {
                 &self.jumps,
                 &format!("elements of set {}", set.name),
             );
-        }
-
-        // nft: add rule inet pbxwall CHAIN ...
-        for (chain, cname) in rs.chains.iter().zip(&self.chains) {
-            for (i, rule) in chain.rules.iter().enumerate() {
-                let r = self.rule(cname, rule);
-                batch.add(
-                    libc::NFT_MSG_NEWRULE,
-                    libc::NLM_F_CREATE | libc::NLM_F_APPEND,
-                    Obj::Rule(&r),
-                    || rule_what(&chain.name, i, rule),
-                );
-            }
         }
         batch.finish()
     }

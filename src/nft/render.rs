@@ -17,10 +17,19 @@ pub fn render(ruleset: &Ruleset) -> String {
 /// The table without set elements: what must stay the same for an address change to be
 /// applied as element updates alone.
 pub fn skeleton(ruleset: &Ruleset) -> String {
-    let mut bare = ruleset.clone();
-    for set in &mut bare.sets {
-        set.elements.clear();
-    }
+    let bare = Ruleset {
+        sets: ruleset
+            .sets
+            .iter()
+            .map(|s| Set {
+                name: s.name.clone(),
+                family: s.family,
+                kind: s.kind,
+                elements: Vec::new(),
+            })
+            .collect(),
+        chains: ruleset.chains.clone(),
+    };
     bare.to_string()
 }
 
