@@ -781,9 +781,11 @@ fn s2_packets(o: &Opts, rep: &mut Report) {
          pbxwall with 10 sources; handled = min over rounds of (dropped by the counter rule, or \
          received by the sink) ÷ sent.\n\
          stranger: {STRANGER6} → udp {RTP_PORT} (RTP range, closed to strangers): walks the whole \
-         chain (set lookups in trusted, all, rtp), then dropped.\n\
-         allowed:  {ALLOWED6} → udp {SIP_PORT}: accepted by the sip-udp rule (lookups in trusted, \
-         all, sip_udp), delivered to a socket.\n",
+         input chain (lookups in trusted_v6, hosts_v6 and ranges_v6, none matching), then \
+         dropped.\n\
+         allowed:  {ALLOWED6} → udp {SIP_PORT}: a single address (lookups in trusted_v6, then \
+         hosts_v6, which jumps to its account's chain), accepted by the sip-udp rule there and \
+         delivered to a socket.\n",
         o.reps
     ));
     for who in [Sender::Stranger, Sender::Allowed] {
@@ -1016,7 +1018,10 @@ fn set_elements(t: &LiveTable) -> BTreeMap<String, (u64, BTreeSet<String>)> {
         .map(|s| {
             (
                 s.name.clone(),
-                (s.handle, s.elements.iter().map(|e| e.to_string()).collect()),
+                (
+                    s.handle,
+                    s.elements.iter().map(|e| e.range.to_string()).collect(),
+                ),
             )
         })
         .collect()
@@ -1124,12 +1129,8 @@ fn s4_ipchecker(o: &Opts, rep: &mut Report) {
         let (m, v) = check("ipchecker, one name moved");
         let after = live(&pbx);
         moved_ms.push(m.ms());
-        let account = &accounts[idx / 10];
-        let want_sets: BTreeSet<String> = account
-            .services
-            .iter()
-            .map(|s| format!("{}_v6", s.replace('-', "_")))
-            .collect();
+        // A single address: one element of the IPv6 host map, whatever its services.
+        let want_sets: BTreeSet<String> = ["hosts_v6".to_string()].into();
         let changes: Vec<String> = v["changes"]
             .as_array()
             .map(|a| {
@@ -1159,7 +1160,7 @@ fn s4_ipchecker(o: &Opts, rep: &mut Report) {
         exact &= rule_handles(&before) == rule_handles(&after);
         exact &= v["apply"] == "elements" && v["netlink_writes"] == 1;
         let name_lines = changes.iter().filter(|c| c.starts_with(&name)).count();
-        let set_lines = changes.iter().filter(|c| c.starts_with("set ")).count();
+        let set_lines = changes.iter().filter(|c| c.starts_with("map ")).count();
         exact &=
             name_lines == 1 && set_lines == want_sets.len() && changes.len() == 1 + want_sets.len();
         all_exact &= exact;

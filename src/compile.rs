@@ -18,15 +18,19 @@
 //! counter                                            # what the drop policy is about to drop
 //! ```
 //!
-//! Every whitelisted source range is ONE element of the verdict map of its family, whatever
-//! the number of its services, so a packet costs one lookup however long the whitelist
-//! (BENCHMARKS.md). The element jumps to the chain of its *combination* of services,
+//! Every whitelisted source is ONE element of a verdict map of its family, whatever the
+//! number of its services: single addresses in the hash map `hosts_v4`, networks and ranges
+//! in the interval map `ranges_v4` (the two are disjoint). A packet costs a hash lookup and
+//! a binary search however long the whitelist (BENCHMARKS.md), and a hash element is cheaper
+//! for the kernel to load than an interval (one element instead of a start and an end). The
+//! element jumps to the chain of its *combination* of services,
 //! `allow_sip-udp.iax { udp dport 5060-5061 accept; ...; udp dport 4569 accept }`, shared by
 //! every source with the same combination (`allow_all` just accepts). Where sources with
 //! different services overlap, the overlap becomes its own element jumping to the chain of
 //! the union. A packet the chain does not accept returns to the input chain and goes on to
-//! the drop policy. Both maps always exist, even when empty, so a name gaining or losing an
-//! address only changes map elements.
+//! the drop policy. All four maps always exist, even when empty, and every account's own
+//! combination has its chain, so a name gaining or losing an address only changes map
+//! elements.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -116,7 +120,7 @@ pub const ICMP_V6: [IcmpType; 8] = [
 /// The addresses each name resolved to (only names with usable addresses).
 pub type Resolved = BTreeMap<Fqdn, Vec<IpAddr>>;
 
-/// The set name of a base name and family, e.g. `trusted_v4`, `src_v6`.
+/// The set name of a base name and family, e.g. `trusted_v4`, `hosts_v6`.
 pub fn set_name(base: &str, family: Family) -> String {
     format!("{}_{}", base.replace('-', "_"), family.suffix())
 }

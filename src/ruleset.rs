@@ -35,7 +35,7 @@ pub struct Ruleset {
 /// interval verdict map from source addresses to the chain a packet jumps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
-    /// Set name, e.g. `trusted_v4` or `src_v6`.
+    /// Set name, e.g. `trusted_v4` or `ranges_v6`.
     pub name: String,
     /// Address family of the keys (`ipv4_addr` or `ipv6_addr`).
     pub family: Family,

@@ -454,19 +454,43 @@ pub struct LoadedAccounts {
     pub skipped: Vec<StoreError>,
 }
 
+/// Account files one thread reads at least: below this a folder is read by one thread.
+const ACCOUNT_FILES_PER_THREAD: usize = 512;
+
 /// Loads every `*.toml` in the accounts folder; a bad file is skipped and reported, the rest
-/// still load. A missing folder means no accounts.
+/// still load. A missing folder means no accounts. Large folders are read and parsed by a
+/// few threads (one per CPU, at most 8); the result is the same, in file order.
 pub fn load_accounts(paths: &Paths, profiles: &Profiles) -> Result<LoadedAccounts, StoreError> {
-    let dir = paths.accounts_dir();
+    let files = toml_files(&paths.accounts_dir())?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let per_thread = files.len().div_ceil(threads).max(ACCOUNT_FILES_PER_THREAD);
+    let load = |chunk: &[PathBuf]| -> Vec<Result<Account, StoreError>> {
+        chunk
+            .iter()
+            .filter_map(|path| match fs::read_to_string(path) {
+                Ok(text) => Some(parse_account(path, &text, profiles)),
+                // Removed by a del-acct since the folder was listed (readers take no lock).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => Some(Err(io_err(path)(e))),
+            })
+            .collect()
+    };
+    let results: Vec<Result<Account, StoreError>> = if files.len() <= per_thread {
+        load(&files)
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = files
+                .chunks(per_thread)
+                .map(|chunk| s.spawn(move || load(chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
     let mut loaded = LoadedAccounts::default();
-    for path in toml_files(&dir)? {
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => Ok(text),
-            // Removed by a del-acct since the folder was listed (readers take no lock).
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => Err(io_err(&path)(e)),
-        };
-        let result = text.and_then(|text| parse_account(&path, &text, profiles));
+    for result in results {
         match result {
             Ok(a) => loaded.accounts.push(a),
             Err(e) => loaded.skipped.push(e),

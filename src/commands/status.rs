@@ -11,7 +11,7 @@
 //! {
 //!   "table": "loaded",                  // or "missing"
 //!   "in_sync": true,
-//!   "differences": ["map src_v4: missing 203.0.113.10 : jump allow_ssh"],
+//!   "differences": ["map hosts_v4: missing 203.0.113.10 : jump allow_ssh"],
 //!   "degraded": false,
 //!   "problems": ["left out x.example (account a): does not resolve (NXDOMAIN)"],
 //!   "last_apply": {"at": "2026-11-27T10:00:00Z", "by": "restart"},     // or null
