@@ -226,10 +226,13 @@ fn applied(want: &Ruleset, live: Option<&LiveTable>, range: AddrRange) -> bool {
             continue;
         };
         let have = live.sets.iter().find(|s| s.name == name);
-        for e in want
+        // Elements are sorted and disjoint: binary search for the first that may overlap.
+        let first = want
             .elements
+            .partition_point(|e| e.range.end < range.start);
+        for e in want.elements[first..]
             .iter()
-            .filter(|e| e.range.start <= range.end && range.start <= e.range.end)
+            .take_while(|e| e.range.start <= range.end)
         {
             if have.is_none_or(|h| h.elements.binary_search(e).is_err()) {
                 return false;
