@@ -227,9 +227,7 @@ fn applied(want: &Ruleset, live: Option<&LiveTable>, range: AddrRange) -> bool {
         };
         let have = live.sets.iter().find(|s| s.name == name);
         // Elements are sorted and disjoint: binary search for the first that may overlap.
-        let first = want
-            .elements
-            .partition_point(|e| e.range.end < range.start);
+        let first = want.elements.partition_point(|e| e.range.end < range.start);
         for e in want.elements[first..]
             .iter()
             .take_while(|e| e.range.start <= range.end)
