@@ -651,4 +651,127 @@ pub(crate) mod tests {
         assert!(rs.accepts_new(ip("192.0.2.99"), Udp, 10000), "rtp from any");
         assert!(!rs.accepts_new(ip("192.0.2.99"), Tcp, 22));
     }
+
+    /// xorshift64*: a deterministic source of test cases.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    #[test]
+    fn map_lookups_agree_with_a_plain_reading_of_the_accounts() {
+        use crate::ruleset::L4Proto::{Tcp, Udp};
+        // Random accounts crowded into 192.0.2.0/27 and 2001:db8::/123, so that sources
+        // overlap, nest and touch all the time; then every address of that space on every
+        // port that matters is checked against the accounts read directly.
+        let ps = shipped_profiles();
+        let services = ["sip-udp", "sip-tcp", "iax", "web", "ssh", "all"];
+        let ports: Vec<(L4Proto, u16)> = vec![
+            (Udp, 5060),
+            (Udp, 5161),
+            (Tcp, 5061),
+            (Udp, 4569),
+            (Tcp, 80),
+            (Tcp, 443),
+            (Tcp, 22),
+            (Udp, 10000),
+            (Tcp, 3306),
+        ];
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        for case in 0..200 {
+            let mut settings = Settings {
+                trusted: vec![],
+                ..Settings::default()
+            };
+            if rng.below(2) == 0 {
+                settings.rtp.from = RtpFrom::Whitelist;
+            }
+            let mut accounts = Vec::new();
+            for a in 0..1 + rng.below(6) {
+                let mut addrs = Vec::new();
+                for _ in 0..1 + rng.below(3) {
+                    let len = 27 + rng.below(6) as u8;
+                    let host = rng.below(32) as u8;
+                    addrs.push(if rng.below(2) == 0 {
+                        format!("192.0.2.{host}/{len}")
+                    } else {
+                        format!("2001:db8::{host:x}/{}", len as u32 + 96)
+                    });
+                }
+                let nets: Vec<ipnet::IpNet> = addrs
+                    .iter()
+                    .map(|s| s.parse::<ipnet::IpNet>().unwrap().trunc())
+                    .collect();
+                let mut svc: Vec<&str> = services
+                    .iter()
+                    .copied()
+                    .filter(|_| rng.below(3) == 0)
+                    .collect();
+                if svc.is_empty() {
+                    svc.push(services[rng.below(6) as usize]);
+                }
+                let mut acct = account(&format!("a{a}"), &[], &[], &svc);
+                acct.addresses = nets;
+                if rng.below(4) == 0 {
+                    acct.media = vec![format!("192.0.2.{}/30", rng.below(8) * 4).parse().unwrap()];
+                }
+                accounts.push(acct);
+            }
+            let rs = compile(&settings, &ps, &accounts, &Resolved::new());
+
+            // Elements: sorted, disjoint, single addresses exactly in the host maps.
+            for set in &rs.sets {
+                for pair in set.elements.windows(2) {
+                    assert!(
+                        pair[0].range.end < pair[1].range.start,
+                        "case {case}: {set:?}"
+                    );
+                }
+                for e in &set.elements {
+                    let single = e.range.start == e.range.end;
+                    match set.kind {
+                        SetKind::HostMap => assert!(single, "case {case}: {e:?}"),
+                        SetKind::VerdictMap => assert!(!single, "case {case}: {e:?}"),
+                        SetKind::Addresses => {}
+                    }
+                }
+            }
+            let addrs = (0..32u8)
+                .map(|h| IpAddr::from([192, 0, 2, h]))
+                .chain((0..32u16).map(|h| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, h])));
+            for src in addrs {
+                for &(proto, port) in &ports {
+                    let covers = |a: &Account| a.addresses.iter().any(|n| n.contains(&src));
+                    let by_service = accounts.iter().filter(|a| covers(a)).any(|a| {
+                        a.services.iter().any(|s| {
+                            ps.get(s).unwrap().ports.iter().any(|p| match *p {
+                                PortSpec::All => true,
+                                PortSpec::Port(pr, r) => {
+                                    pr == proto && (r.first..=r.last).contains(&port)
+                                }
+                            })
+                        })
+                    });
+                    let rtp_port = proto == Udp
+                        && (settings.rtp.ports.first..=settings.rtp.ports.last).contains(&port);
+                    let by_rtp = rtp_port
+                        && (settings.rtp.from == RtpFrom::Any
+                            || accounts
+                                .iter()
+                                .any(|a| covers(a) || a.media.iter().any(|n| n.contains(&src))));
+                    assert_eq!(
+                        rs.accepts_new(src, proto, port),
+                        by_service || by_rtp,
+                        "case {case}: {src} {proto:?} {port}\n{accounts:#?}\n{rs}"
+                    );
+                }
+            }
+        }
+    }
 }
