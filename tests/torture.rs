@@ -762,7 +762,8 @@ fn no_leak_no_gap_while_restart_and_ipchecker_run_back_to_back() {
         let _stop = StopOnDrop(&stop);
         thread::sleep(ms(300));
         for i in 0..rounds {
-            // Every other restart also changes the structure: a set and its rules come and go.
+            // Every other restart also changes the structure: an account with a combination of
+            // services no other has comes and goes, and with it a chain (allow_web).
             let churn = if i.is_multiple_of(2) {
                 cfg.run(
                     ns,
@@ -819,7 +820,7 @@ fn no_leak_no_gap_while_restart_and_ipchecker_run_back_to_back() {
     });
 
     report(format_args!(
-        "no-leak-no-gap: {rounds} restarts (avg {:.0} ms, every other one adding or removing a set) and {rounds} ipchecker runs (avg {:.0} ms, {element_updates} element updates) in {:.1} s; {echoes} echoes over 2 established connections",
+        "no-leak-no-gap: {rounds} restarts (avg {:.0} ms, every other one adding or removing a chain) and {rounds} ipchecker runs (avg {:.0} ms, {element_updates} element updates) in {:.1} s; {echoes} echoes over 2 established connections",
         took.0.as_secs_f64() * 1000.0 / rounds as f64,
         took.1.as_secs_f64() * 1000.0 / rounds as f64,
         started.elapsed().as_secs_f64()
@@ -1037,7 +1038,7 @@ fn restart_never_drops_packets_of_allowed_sources() {
         &["192.0.2.10"],
         5061,
         |i| {
-            // Every other restart also changes the structure (a set and its rules).
+            // Every other restart also changes the structure (chain allow_web comes and goes).
             let churn = if i.is_multiple_of(2) {
                 cfg.run(
                     ns,
