@@ -215,6 +215,48 @@ fn a_moving_name_is_followed_by_element_updates_only() {
             Probe::tcp("192.0.2.11", 22, false),
         ],
     );
+
+    // The name moves onto the office's address: the overlap needs a chain with the
+    // services of both accounts, which does not exist yet, so ipchecker applies in full.
+    dns.set_records(&[
+        ("joe.dyn.example.test", ip("203.0.113.10")),
+        ("joe.dyn.example.test", ip("2001:db8::10")),
+    ]);
+    let out = cfg.run(ns, "ipchecker", ["--json"]);
+    common::assert_exit(&out, 0, "ipchecker, moved onto the office");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["apply"], "full", "{}", show(&out));
+    assert_eq!(
+        elements(&live(&topo), "hosts_v4"),
+        ["203.0.113.10 : jump allow_sip-udp.iax.ssh"]
+    );
+    assert_probes(
+        &topo,
+        &[
+            Probe::udp("203.0.113.10", 5060, true),
+            Probe::udp("203.0.113.10", 4569, true),
+            Probe::tcp("203.0.113.10", 22, true),
+            Probe::udp("192.0.2.11", 5060, false),
+        ],
+    );
+    // And back: the office keeps ssh only.
+    dns.set_records(&[
+        ("joe.dyn.example.test", ip("192.0.2.11")),
+        ("joe.dyn.example.test", ip("2001:db8::10")),
+    ]);
+    common::assert_exit(
+        &cfg.run(ns, "ipchecker", [] as [&str; 0]),
+        0,
+        "ipchecker, back",
+    );
+    assert_probes(
+        &topo,
+        &[
+            Probe::udp("203.0.113.10", 5060, false),
+            Probe::tcp("203.0.113.10", 22, true),
+            Probe::udp("192.0.2.11", 5060, true),
+        ],
+    );
 }
 
 #[test]
