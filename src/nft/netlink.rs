@@ -2807,24 +2807,18 @@ mod tests {
         ranges.iter().map(|r| Element::address(*r)).collect()
     }
 
-    /// The wire elements of `elements` (an interval set, or a map when they jump).
-    fn encode(kind: SetKind, elements: &[Element], lead: bool) -> Vec<WireElem<'static>> {
+    /// The wire elements of `elements` of a set of `kind`, printed by [`hex`].
+    fn encode(kind: SetKind, elements: &[Element], lead: bool) -> Vec<String> {
         let mut jumps = JumpNames::default();
         jumps.add(elements).unwrap();
-        let jumps: &'static JumpNames = Box::leak(Box::new(jumps));
-        wire_elements(kind, elements, lead, jumps)
+        hex(&wire_elements(kind, elements, lead, &jumps))
     }
 
-    fn kind_of(elements: &[Element]) -> SetKind {
-        if elements.iter().any(|e| e.jump.is_some()) {
-            SetKind::VerdictMap
-        } else {
-            SetKind::Addresses
-        }
-    }
-
-    fn wire(elements: &[Element], lead: bool) -> Vec<RawElem> {
-        encode(kind_of(elements), elements, lead)
+    /// The elements as the kernel dumps them back (before decoding).
+    fn wire(kind: SetKind, elements: &[Element], lead: bool) -> Vec<RawElem> {
+        let mut jumps = JumpNames::default();
+        jumps.add(elements).unwrap();
+        wire_elements(kind, elements, lead, &jumps)
             .into_iter()
             .map(|e| {
                 let jump = e.jump.map(|c| Arc::from(c.to_str().unwrap()));
@@ -2860,7 +2854,7 @@ mod tests {
             true,
         );
         assert_eq!(
-            hex(&e),
+            e,
             [
                 "00000000 end",
                 "0a000000",
@@ -2875,7 +2869,7 @@ mod tests {
             &els(&[r("0.0.0.0/8"), r("240.0.0.0/4")]),
             false,
         );
-        assert_eq!(hex(&e), ["00000000", "01000000 end", "f0000000 open"]);
+        assert_eq!(e, ["00000000", "01000000 end", "f0000000 open"]);
     }
 
     fn jump(range: &str, chain: &str) -> Element {
@@ -2898,7 +2892,7 @@ mod tests {
         ];
         let e = encode(SetKind::VerdictMap, &elements, true);
         assert_eq!(
-            hex(&e),
+            e,
             [
                 "00000000 end",
                 "c0000200 jump a",
@@ -2909,7 +2903,7 @@ mod tests {
                 "c6336402 end"
             ]
         );
-        let mut w = wire(&elements, true);
+        let mut w = wire(SetKind::VerdictMap, &elements, true);
         w.reverse();
         assert_eq!(decode_intervals(Family::V4, &w), elements);
         let bad = [jump("192.0.2.0/25", "a\0b")];
@@ -2920,14 +2914,8 @@ mod tests {
     fn host_map_encoding_is_one_element_per_address() {
         let elements = [jump("192.0.2.1/32", "a"), jump("198.51.100.7/32", "b")];
         let e = encode(SetKind::HostMap, &elements, true);
-        assert_eq!(hex(&e), ["c0000201 jump a", "c6336407 jump b"]);
-        let mut raw: Vec<RawElem> = e
-            .into_iter()
-            .map(|e| {
-                let jump = e.jump.map(|c| Arc::from(c.to_str().unwrap()));
-                (e.key.bytes().to_vec(), e.end, jump)
-            })
-            .collect();
+        assert_eq!(e, ["c0000201 jump a", "c6336407 jump b"]);
+        let mut raw = wire(SetKind::HostMap, &elements, true);
         raw.reverse();
         assert_eq!(decode_hosts(Family::V4, &raw), elements);
         let range = [jump("192.0.2.0/31", "a")];
@@ -2956,7 +2944,7 @@ mod tests {
         for ranges in sets {
             let family = ranges[0].family;
             let lead = ranges[0].start != 0;
-            let mut wire = wire(&els(&ranges), lead);
+            let mut wire = wire(SetKind::Addresses, &els(&ranges), lead);
             wire.reverse(); // the kernel dumps rbtree elements in descending order
             assert_eq!(decode_intervals(family, &wire), els(&ranges));
         }
@@ -2967,9 +2955,9 @@ mod tests {
         // 192.0.2.0/25 and 192.0.2.128/25 sent unmerged: END and START share a key.
         let a = r("192.0.2.0/25");
         let b = r("192.0.2.128/25");
-        let mut wire: Vec<RawElem> = wire(&els(&[a]), true)
+        let mut wire: Vec<RawElem> = wire(SetKind::Addresses, &els(&[a]), true)
             .into_iter()
-            .chain(wire(&els(&[b]), false))
+            .chain(wire(SetKind::Addresses, &els(&[b]), false))
             .collect();
         wire.reverse();
         assert_eq!(decode_intervals(Family::V4, &wire), els(&[a, b]));
