@@ -10,6 +10,7 @@
 //! and set elements are sorted, non-overlapping ranges (merged when they lead to the same
 //! place: adjacent ranges of a verdict map may jump to different chains).
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -83,6 +84,31 @@ impl Element {
     pub fn address(range: AddrRange) -> Element {
         Element { range, jump: None }
     }
+}
+
+/// What turns the elements `have` into `want`: `(add, remove)`, the elements of `want` not
+/// in `have` and those of `have` not in `want`, each sorted.
+pub fn element_changes(want: &[Element], have: &[Element]) -> (Vec<Element>, Vec<Element>) {
+    let want_set: BTreeSet<&Element> = want.iter().collect();
+    let have_set: BTreeSet<&Element> = have.iter().collect();
+    let add = want_set
+        .difference(&have_set)
+        .map(|e| (*e).clone())
+        .collect();
+    let remove = have_set
+        .difference(&want_set)
+        .map(|e| (*e).clone())
+        .collect();
+    (add, remove)
+}
+
+/// Elements as a list for messages: `192.0.2.1 : jump allow_ssh, 198.51.100.0/28`.
+pub fn element_list(elements: &[Element]) -> String {
+    elements
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Set {

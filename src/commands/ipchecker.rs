@@ -20,7 +20,7 @@ use crate::cron::{self, CronSchedule};
 use crate::nft::netlink::{self, LiveTable, SetChange};
 use crate::nft::render;
 use crate::resolve::Cache;
-use crate::ruleset::{Element, SetKind};
+use crate::ruleset::{Element, SetKind, element_changes, element_list};
 use crate::state::{IpcheckerRun, State, now_rfc3339};
 use crate::store::{self, StoreLock};
 
@@ -197,32 +197,15 @@ struct Delta {
 
 impl Delta {
     fn describe(&self) -> String {
-        let list = |v: &[Element]| {
-            v.iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let (noun, set) = (self.kind.noun(), &self.set);
         match (self.add.is_empty(), self.remove.is_empty()) {
             (false, false) => format!(
-                "{} {}: added {}; removed {}",
-                self.kind.noun(),
-                self.set,
-                list(&self.add),
-                list(&self.remove)
+                "{noun} {set}: added {}; removed {}",
+                element_list(&self.add),
+                element_list(&self.remove)
             ),
-            (false, true) => format!(
-                "{} {}: added {}",
-                self.kind.noun(),
-                self.set,
-                list(&self.add)
-            ),
-            _ => format!(
-                "{} {}: removed {}",
-                self.kind.noun(),
-                self.set,
-                list(&self.remove)
-            ),
+            (false, true) => format!("{noun} {set}: added {}", element_list(&self.add)),
+            _ => format!("{noun} {set}: removed {}", element_list(&self.remove)),
         }
     }
 }
@@ -233,10 +216,7 @@ fn element_deltas(b: &Build, live: &LiveTable) -> Vec<Delta> {
         let Some(have) = live.sets.iter().find(|s| s.name == set.name) else {
             continue;
         };
-        let want: BTreeSet<&Element> = set.elements.iter().collect();
-        let have: BTreeSet<&Element> = have.elements.iter().collect();
-        let remove: Vec<Element> = have.difference(&want).map(|e| (*e).clone()).collect();
-        let add: Vec<Element> = want.difference(&have).map(|e| (*e).clone()).collect();
+        let (add, remove) = element_changes(&set.elements, &have.elements);
         if !remove.is_empty() || !add.is_empty() {
             out.push(Delta {
                 set: set.name.clone(),

@@ -31,7 +31,6 @@
 //! ```
 //! A stale name also has `since` and `error`; a left-out name has `reason`.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
@@ -49,7 +48,7 @@ use crate::model::Account;
 use crate::model::display_net;
 use crate::nft::netlink::{self, LiveTable};
 use crate::resolve::NameResult;
-use crate::ruleset::{Element, INPUT_CHAIN, Ruleset};
+use crate::ruleset::{INPUT_CHAIN, Ruleset, element_changes, element_list};
 use crate::state::State;
 
 /// `status [--json]`.
@@ -126,30 +125,20 @@ pub fn drift(want: &Ruleset, live: &LiveTable) -> Vec<String> {
                 set.name
             ));
         }
-        let w: BTreeSet<&Element> = set.elements.iter().collect();
-        let h: BTreeSet<&Element> = have.elements.iter().collect();
-        let list = |v: Vec<&&Element>| {
-            v.iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let missing: Vec<&&Element> = w.difference(&h).collect();
+        let (missing, extra) = element_changes(&set.elements, &have.elements);
+        let noun = set.kind.noun();
         if !missing.is_empty() {
             out.push(format!(
-                "{} {}: missing {}",
-                set.kind.noun(),
+                "{noun} {}: missing {}",
                 set.name,
-                list(missing)
+                element_list(&missing)
             ));
         }
-        let extra: Vec<&&Element> = h.difference(&w).collect();
         if !extra.is_empty() {
             out.push(format!(
-                "{} {}: extra {}",
-                set.kind.noun(),
+                "{noun} {}: extra {}",
                 set.name,
-                list(extra)
+                element_list(&extra)
             ));
         }
     }
