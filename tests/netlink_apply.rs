@@ -365,6 +365,22 @@ fn sample_sets() -> Vec<Set> {
     ]
 }
 
+/// A new namespace with `lo` up, `rs` applied in it, then three UDP packets sent on `lo`.
+fn apply_then_ping_lo(rs: &Ruleset) -> Netns {
+    let ns = Netns::new();
+    let (ok, out) = run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+    assert!(ok, "{out}");
+    ns.run(|| netlink::apply(rs)).unwrap();
+    ns.run(|| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = s.local_addr().unwrap();
+        for _ in 0..3 {
+            s.send_to(b"ping", to).unwrap();
+        }
+    });
+    ns
+}
+
 fn live_set<'a>(live: &'a LiveTable, name: &str) -> &'a netlink::LiveSet {
     live.sets
         .iter()
@@ -730,17 +746,7 @@ fn counters_are_read_back() {
             }],
         )],
     };
-    let ns = Netns::new();
-    let (ok, out) = run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-    assert!(ok, "{out}");
-    ns.run(|| netlink::apply(&rs)).unwrap();
-    ns.run(|| {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = s.local_addr().unwrap();
-        for _ in 0..3 {
-            s.send_to(b"ping", to).unwrap();
-        }
-    });
+    let ns = apply_then_ping_lo(&rs);
     let live = ns.run(netlink::read_table).unwrap().unwrap();
     let input = live_chain(&live, "input");
     assert_eq!(input.counters.len(), 1);
@@ -1035,18 +1041,8 @@ fn live_rule_fingerprints_match_the_ir_and_see_replacements() {
     require_root!();
     let rs = fingerprint_ruleset();
     let want = netlink::rule_fingerprints(&rs).unwrap();
-    let ns = Netns::new();
-    let (ok, out) = run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-    assert!(ok, "{out}");
-    ns.run(|| netlink::apply(&rs)).unwrap();
     // Traffic on lo, so the first rule's counter is not 0.
-    ns.run(|| {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = s.local_addr().unwrap();
-        for _ in 0..3 {
-            s.send_to(b"ping", to).unwrap();
-        }
-    });
+    let ns = apply_then_ping_lo(&rs);
 
     let live = ns.run(netlink::read_table).unwrap().unwrap();
     let input = live_chain(&live, "input");
