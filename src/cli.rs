@@ -1,7 +1,11 @@
-//! Command-line definitions (clap derive), shared by the `pbxwall` dispatcher and the
-//! one-command binaries (`add-ip`, `restart`, ...), and the `main` they all run.
+//! The command line, assembled: the `pbxwall` dispatcher and the one-command binaries
+//! (`add-ip`, `restart`, ...) built from the arguments each command module defines
+//! (`AddIpArgs` in [`commands::add`], `StatusArgs` in [`commands::status`], ...), the
+//! options every command takes ([`Common`]), and the `main` they all run, which makes the
+//! command's [`Ctx`] and dispatches to it.
 //!
-//! Exit codes (DESIGN.md §1), relied on by cron and monitoring:
+//! Exit codes, the same for every binary, and what cron and monitoring rely on (cron mails
+//! on any non-zero status; a check can tell "applied but degraded" from "failed"):
 //! 0 success · 1 error, nothing changed · 2 usage error · 3 applied, but degraded.
 
 use std::path::PathBuf;
@@ -9,6 +13,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::commands::add::{AddFqdnArgs, AddIpArgs};
+use crate::commands::del::DelAcctArgs;
+use crate::commands::init::InitArgs;
+use crate::commands::ipchecker::{self, IpcheckerArgs};
+use crate::commands::providers::EnableTrustedProvidersArgs;
+use crate::commands::restart::RestartArgs;
+use crate::commands::status::{self, StatusArgs};
 use crate::commands::{self, Ctx, Outcome, UsageError};
 use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_STATE_DIR, Paths};
 
@@ -50,156 +61,6 @@ impl Common {
     }
 }
 
-/// Options shared by `add-ip` and `add-fqdn`.
-#[derive(Debug, Clone, Args)]
-pub struct AccountOptions {
-    /// Services: profile names or TM3 codes, comma-separated (0=all 1=sip-udp 2=sip-tcp
-    /// 3=iax 4=web 5=webmin 6=ftp 7=tftp 8=ssh 9=fop)
-    #[arg(short, long, value_name = "SERVICES")]
-    pub allow: Option<String>,
-    /// Free text stored with the account
-    #[arg(long, value_name = "TEXT")]
-    pub comment: Option<String>,
-    /// Overwrite an existing account of the same name
-    #[arg(long)]
-    pub replace: bool,
-    /// Only save the account; apply at the next restart
-    #[arg(long)]
-    pub no_restart: bool,
-}
-
-/// `add-ip`: create an account for addresses or networks.
-#[derive(Debug, Clone, Args)]
-pub struct AddIpArgs {
-    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
-    pub name: Option<String>,
-    /// IPv4/IPv6 addresses or CIDRs, also comma-separated
-    #[arg(value_name = "ADDR")]
-    pub addresses: Vec<String>,
-    #[command(flatten)]
-    pub options: AccountOptions,
-    /// Allow ranges larger than /8 (IPv4) or /32 (IPv6), and skip the SSH lockout guard
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// `add-fqdn`: create an account for host names (resolved at every restart and by ipchecker).
-#[derive(Debug, Clone, Args)]
-pub struct AddFqdnArgs {
-    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
-    pub name: Option<String>,
-    /// Host names, also comma-separated; internationalised names are stored in ASCII form
-    #[arg(value_name = "FQDN")]
-    pub fqdns: Vec<String>,
-    #[command(flatten)]
-    pub options: AccountOptions,
-    /// Skip the SSH lockout guard
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// `del-acct`: remove accounts.
-#[derive(Debug, Clone, Args)]
-pub struct DelAcctArgs {
-    /// Accounts to remove (all must exist, else nothing is removed)
-    #[arg(value_name = "NAME", required = true)]
-    pub names: Vec<String>,
-    /// Skip the SSH lockout guard
-    #[arg(long)]
-    pub force: bool,
-    /// Only remove the files; apply at the next restart
-    #[arg(long)]
-    pub no_restart: bool,
-}
-
-/// `restart`: resolve every name, compile every account, apply as one transaction.
-#[derive(Debug, Clone, Args)]
-pub struct RestartArgs {
-    /// Print the nftables ruleset instead of applying it (no root needed)
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Apply even if the ruleset would cut off this SSH session's client
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// `ipchecker`: re-resolve names and write to the kernel only what changed.
-#[derive(Debug, Clone, Args)]
-pub struct IpcheckerArgs {
-    /// Install a cron.d entry running ipchecker as root on this five-field schedule,
-    /// e.g. '*/5 * * * *'
-    #[arg(long, value_name = "SCHEDULE", conflicts_with = "remove_cron")]
-    pub install_cron: Option<String>,
-    /// Remove the cron.d entry
-    #[arg(long)]
-    pub remove_cron: bool,
-    /// The cron.d file to write or remove
-    #[arg(long, value_name = "PATH", default_value = crate::cron::DEFAULT_CRON_FILE)]
-    pub cron_file: PathBuf,
-    /// Apply even if the new addresses would cut off this SSH session's client
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// `enable-trusted-providers`: create or remove provider accounts from providers.toml.
-#[derive(Debug, Clone, Args)]
-pub struct EnableTrustedProvidersArgs {
-    /// Providers to enable, by id (see --list); with --list, show their details
-    #[arg(value_name = "ID")]
-    pub ids: Vec<String>,
-    /// List the providers: what each opens, confidence, date checked, whether it is enabled
-    /// and whether --all enables it (--json: see README)
-    #[arg(long, conflicts_with_all = ["all", "disable", "no_restart", "force"])]
-    pub list: bool,
-    /// Enable every provider whose data is well sourced (confidence high or medium, not stale)
-    #[arg(long)]
-    pub all: bool,
-    /// Remove the accounts of these providers
-    #[arg(long, value_name = "ID", num_args = 1.., conflicts_with_all = ["ids", "all"])]
-    pub disable: Vec<String>,
-    /// Read the providers from PATH instead of SHARE_DIR/providers.toml (the built-in copy
-    /// is used when neither is given nor installed)
-    #[arg(long, value_name = "PATH")]
-    pub providers_file: Option<PathBuf>,
-    /// Apply even if the ruleset would cut off this SSH session's client
-    #[arg(long)]
-    pub force: bool,
-    /// Only write the account files; apply at the next restart
-    #[arg(long)]
-    pub no_restart: bool,
-}
-
-/// `status`: what is loaded, whether it matches the configuration, per account.
-#[derive(Debug, Clone, Args)]
-pub struct StatusArgs {
-    /// The cron.d file whose schedule tells when ipchecker runs next
-    #[arg(long, value_name = "PATH", default_value = crate::cron::DEFAULT_CRON_FILE)]
-    pub cron_file: PathBuf,
-}
-
-/// `pbxwall init`: first-time setup.
-#[derive(Debug, Clone, Args)]
-pub struct InitArgs {
-    /// Trust no private range (for cloud servers, where other customers may use them)
-    #[arg(long)]
-    pub cloud: bool,
-    /// The administrator's address or network (also taken from SSH_CONNECTION); repeatable
-    #[arg(long, value_name = "ADDR")]
-    pub admin: Vec<String>,
-    /// sshd configuration to read the SSH port from
-    #[arg(long, value_name = "PATH", default_value = "/etc/ssh/sshd_config")]
-    pub sshd_config: PathBuf,
-    /// Asterisk configuration folder to read SIP, IAX2 and RTP ports from
-    #[arg(long, value_name = "DIR", default_value = "/etc/asterisk")]
-    pub asterisk_dir: PathBuf,
-    /// Apply even if the ruleset would cut off this SSH session's client
-    #[arg(long)]
-    pub force: bool,
-    /// Only write the files; apply at the next restart
-    #[arg(long)]
-    pub no_restart: bool,
-}
-
 /// All commands, for the `pbxwall` dispatcher.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -212,10 +73,10 @@ pub enum Command {
     /// Resolve every name, compile every account, apply atomically
     Restart(RestartArgs),
     /// Re-resolve host names; write to the kernel only what changed (for cron)
-    #[command(after_long_help = IPCHECKER_LONG_HELP)]
+    #[command(after_long_help = ipchecker::LONG_HELP)]
     Ipchecker(IpcheckerArgs),
     /// Show what is loaded, whether it matches the configuration, and every account
-    #[command(after_long_help = STATUS_LONG_HELP)]
+    #[command(after_long_help = status::LONG_HELP)]
     Status(StatusArgs),
     /// First-time setup: settings, detected ports, this server's and the admin's addresses
     Init(InitArgs),
@@ -230,40 +91,6 @@ Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
 Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
 still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
 addresses for [resolver] stale_grace_s (default 1 hour).";
-
-/// `ipchecker --help`: the failure policy, exit codes and the `--json` shape.
-const IPCHECKER_LONG_HELP: &str = "\
-Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
-2 usage error, 3 applied but degraded (names left out or stale, account files skipped).
-
-Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
-still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
-addresses for [resolver] stale_grace_s (default 1 hour).
-
-Quiet unless something changed or failed. Changed addresses go in as set-element updates
-in one transaction; the whole table is applied only when it is missing or its rules
-changed. With --json it prints one object:
-  {\"apply\": \"none\" | \"elements\" | \"full\", \"netlink_writes\": 0,
-   \"changes\": [\"...\"], \"problems\": [\"...\"]}";
-
-/// `status --help`: exit codes and the `--json` shape.
-const STATUS_LONG_HELP: &str = "\
-Exit status: 0 loaded and in sync with the configuration, nothing degraded; 1 error;
-3 drifted (the kernel differs from what restart would apply), not loaded, or degraded
-(names left out or stale, account files skipped).
-
-With --json it prints one object:
-  {\"table\": \"loaded\" | \"missing\", \"in_sync\": true, \"differences\": [\"...\"],
-   \"degraded\": false, \"problems\": [\"...\"],
-   \"last_apply\": {\"at\", \"by\"} | null,
-   \"ipchecker\": {\"last_run\", \"outcome\", \"netlink_writes\", \"cron_schedule\", \"next_run\"},
-   \"dropped\": {\"packets\", \"bytes\"} | null,
-   \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
-                 \"addresses\": [{\"address\", \"applied\"}],
-                 \"fqdns\": [{\"name\", \"state\": \"ok\" | \"stale\" | \"left_out\",
-                            \"since\", \"error\", \"reason\", \"v4\", \"v6\", \"resolved_at\", \"applied\"}],
-                 \"media\"}],
-   \"recent_changes\": [{\"at\", \"user\", \"command\", \"what\"}]}";
 
 impl Command {
     /// The command's name, as its binary is called.
@@ -349,7 +176,7 @@ single_command!(
     IpcheckerArgs,
     Ipchecker,
     "Re-resolve host names and write to the kernel only what changed (run it from cron)",
-    IPCHECKER_LONG_HELP
+    ipchecker::LONG_HELP
 );
 
 single_command!(
@@ -366,7 +193,7 @@ single_command!(
     StatusArgs,
     Status,
     "Show what is loaded, whether it matches the configuration, and what every account opens",
-    STATUS_LONG_HELP
+    status::LONG_HELP
 );
 
 impl From<PbxwallCli> for (Common, Command) {

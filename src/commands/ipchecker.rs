@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::Local;
+use clap::Args;
 use serde::Serialize;
 
 use super::{Build, Ctx, Dns, Outcome, apply, build, guard_ssh_lockout, record_applied};
-use crate::cli::IpcheckerArgs;
 use crate::cron::{self, CronSchedule};
 use crate::nft::netlink::{self, LiveTable, SetChange};
 use crate::nft::render;
@@ -23,6 +23,39 @@ use crate::resolve::Cache;
 use crate::ruleset::{Element, SetKind, element_changes, element_list};
 use crate::state::{IpcheckerRun, State, now_rfc3339};
 use crate::store::{self, StoreLock};
+
+/// `ipchecker --help`: the failure policy, exit codes and the `--json` shape.
+pub const LONG_HELP: &str = "\
+Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
+2 usage error, 3 applied but degraded (names left out or stale, account files skipped).
+
+Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
+still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
+addresses for [resolver] stale_grace_s (default 1 hour).
+
+Quiet unless something changed or failed. Changed addresses go in as set-element updates
+in one transaction; the whole table is applied only when it is missing or its rules
+changed. With --json it prints one object:
+  {\"apply\": \"none\" | \"elements\" | \"full\", \"netlink_writes\": 0,
+   \"changes\": [\"...\"], \"problems\": [\"...\"]}";
+
+/// `ipchecker`: re-resolve names and write to the kernel only what changed.
+#[derive(Debug, Clone, Args)]
+pub struct IpcheckerArgs {
+    /// Install a cron.d entry running ipchecker as root on this five-field schedule,
+    /// e.g. '*/5 * * * *'
+    #[arg(long, value_name = "SCHEDULE", conflicts_with = "remove_cron")]
+    pub install_cron: Option<String>,
+    /// Remove the cron.d entry
+    #[arg(long)]
+    pub remove_cron: bool,
+    /// The cron.d file to write or remove
+    #[arg(long, value_name = "PATH", default_value = crate::cron::DEFAULT_CRON_FILE)]
+    pub cron_file: PathBuf,
+    /// Apply even if the new addresses would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+}
 
 /// What one run did, as printed with `--json`.
 #[derive(Debug, Serialize)]

@@ -58,14 +58,42 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use clap::Args;
 use serde::Serialize;
 
 use super::{Ctx, Outcome, UsageError, change_then_apply};
-use crate::cli::EnableTrustedProvidersArgs;
 use crate::model::{Account, AccountName, Profiles};
 use crate::providers::{self, ACCOUNT_PREFIX, Provider, ProviderList, Sources};
 use crate::state::now_rfc3339;
 use crate::store::{self, StoreError, close_names, display_net};
+
+/// `enable-trusted-providers`: create or remove provider accounts from providers.toml.
+#[derive(Debug, Clone, Args)]
+pub struct EnableTrustedProvidersArgs {
+    /// Providers to enable, by id (see --list); with --list, show their details
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// List the providers: what each opens, confidence, date checked, whether it is enabled
+    /// and whether --all enables it (--json: see README)
+    #[arg(long, conflicts_with_all = ["all", "disable", "no_restart", "force"])]
+    pub list: bool,
+    /// Enable every provider whose data is well sourced (confidence high or medium, not stale)
+    #[arg(long)]
+    pub all: bool,
+    /// Remove the accounts of these providers
+    #[arg(long, value_name = "ID", num_args = 1.., conflicts_with_all = ["ids", "all"])]
+    pub disable: Vec<String>,
+    /// Read the providers from PATH instead of SHARE_DIR/providers.toml (the built-in copy
+    /// is used when neither is given nor installed)
+    #[arg(long, value_name = "PATH")]
+    pub providers_file: Option<PathBuf>,
+    /// Apply even if the ruleset would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+    /// Only write the account files; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
 
 /// What is on disk under a provider's account name.
 #[derive(Debug)]

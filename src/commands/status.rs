@@ -32,16 +32,17 @@
 //! A stale name also has `since` and `error`; a left-out name has `reason`.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::Local;
+use clap::Args;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use super::{Build, Ctx, Dns, Outcome, build};
 use crate::addrset::AddrRange;
 use crate::audit;
-use crate::cli::StatusArgs;
 use crate::compile::{HOSTS_MAP, RANGES_MAP, set_name};
 use crate::cron;
 use crate::model::Account;
@@ -50,6 +51,33 @@ use crate::nft::netlink::{self, LiveTable};
 use crate::resolve::NameResult;
 use crate::ruleset::{INPUT_CHAIN, Ruleset, element_changes, element_list};
 use crate::state::State;
+
+/// `status --help`: exit codes and the `--json` shape.
+pub const LONG_HELP: &str = "\
+Exit status: 0 loaded and in sync with the configuration, nothing degraded; 1 error;
+3 drifted (the kernel differs from what restart would apply), not loaded, or degraded
+(names left out or stale, account files skipped).
+
+With --json it prints one object:
+  {\"table\": \"loaded\" | \"missing\", \"in_sync\": true, \"differences\": [\"...\"],
+   \"degraded\": false, \"problems\": [\"...\"],
+   \"last_apply\": {\"at\", \"by\"} | null,
+   \"ipchecker\": {\"last_run\", \"outcome\", \"netlink_writes\", \"cron_schedule\", \"next_run\"},
+   \"dropped\": {\"packets\", \"bytes\"} | null,
+   \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
+                 \"addresses\": [{\"address\", \"applied\"}],
+                 \"fqdns\": [{\"name\", \"state\": \"ok\" | \"stale\" | \"left_out\",
+                            \"since\", \"error\", \"reason\", \"v4\", \"v6\", \"resolved_at\", \"applied\"}],
+                 \"media\"}],
+   \"recent_changes\": [{\"at\", \"user\", \"command\", \"what\"}]}";
+
+/// `status`: what is loaded, whether it matches the configuration, per account.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The cron.d file whose schedule tells when ipchecker runs next
+    #[arg(long, value_name = "PATH", default_value = crate::cron::DEFAULT_CRON_FILE)]
+    pub cron_file: PathBuf,
+}
 
 /// `status [--json]`.
 pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
