@@ -20,7 +20,7 @@ use crate::commands::ipchecker::{self, IpcheckerArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
 use crate::commands::restart::RestartArgs;
 use crate::commands::status::{self, StatusArgs};
-use crate::commands::{self, Ctx, Outcome, UsageError};
+use crate::commands::{self, Ctx, Outcome};
 use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_STATE_DIR, Paths};
 
 /// Options every command takes.
@@ -205,65 +205,48 @@ impl From<PbxwallCli> for (Common, Command) {
 /// The `main` of every binary: parse arguments as `C`, run, map the result to an exit code.
 pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
     let (common, command) = C::parse().into();
-    let name = command.name();
-    let ctx = common.ctx(name);
-    let result = match command {
-        Command::AddIp(a) => commands::add::add_ip(&ctx, a),
-        Command::AddFqdn(a) => commands::add::add_fqdn(&ctx, a),
-        Command::DelAcct(a) => commands::del::del_acct(&ctx, a),
-        Command::Restart(a) => commands::restart::restart(&ctx, a),
-        Command::Ipchecker(a) => commands::ipchecker::ipchecker(&ctx, a),
-        Command::Status(a) => commands::status::status(&ctx, a),
-        Command::Init(a) => commands::init::init(&ctx, a),
-        Command::EnableTrustedProviders(a) => {
-            commands::providers::enable_trusted_providers(&ctx, a)
-        }
-    };
-    let (code, error) = match &result {
-        Ok(Outcome::Done) => (0u8, None),
-        Ok(Outcome::Degraded) => (3, None),
-        Err(err) => {
-            let prog = std::env::args()
-                .next()
-                .and_then(|a| {
-                    std::path::Path::new(&a)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                })
-                .unwrap_or_else(|| "pbxwall".into());
-            if common.verbose {
-                eprintln!("{prog}: error: {err}");
-                for cause in err.chain().skip(1) {
-                    eprintln!("  caused by: {cause}");
-                }
-            } else {
-                eprintln!("{prog}: error: {err:#}");
-            }
-            let code = if err.downcast_ref::<UsageError>().is_some() {
-                2
-            } else {
-                1
-            };
-            (code, Some(format!("{err:#}")))
-        }
-    };
-    let report = ctx.report.borrow();
-    if common.json && !report.printed {
-        let outcome = match code {
-            0 => "ok",
-            3 => "degraded",
-            _ => "error",
-        };
-        let out = serde_json::json!({
-            "command": name,
-            "exit": code,
-            "outcome": outcome,
-            "error": error,
-            "messages": report.messages,
-            "warnings": report.warnings,
-            "applied": report.applied,
-        });
-        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    let ctx = common.ctx(command.name());
+    let result = run(&ctx, command);
+    if let Err(err) = &result {
+        print_error(err, common.verbose);
     }
+    let code = commands::exit_code(&result);
+    ctx.print_report(code, result.as_ref().err().map(|e| format!("{e:#}")));
     ExitCode::from(code)
+}
+
+/// Runs one command.
+fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
+    match command {
+        Command::AddIp(a) => commands::add::add_ip(ctx, a),
+        Command::AddFqdn(a) => commands::add::add_fqdn(ctx, a),
+        Command::DelAcct(a) => commands::del::del_acct(ctx, a),
+        Command::Restart(a) => commands::restart::restart(ctx, a),
+        Command::Ipchecker(a) => commands::ipchecker::ipchecker(ctx, a),
+        Command::Status(a) => commands::status::status(ctx, a),
+        Command::Init(a) => commands::init::init(ctx, a),
+        Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
+    }
+}
+
+/// Prints a command's error to stderr as `PROG: error: ...`, PROG being the name this
+/// program was called by: the whole cause chain on one line, or one cause a line with
+/// `--verbose`.
+fn print_error(err: &anyhow::Error, verbose: bool) {
+    let prog = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "pbxwall".into());
+    if verbose {
+        eprintln!("{prog}: error: {err}");
+        for cause in err.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+    } else {
+        eprintln!("{prog}: error: {err:#}");
+    }
 }
