@@ -55,7 +55,7 @@ pub struct Ctx {
     /// The command's name, as its binary is called: in the audit log and the state.
     pub command: &'static str,
     /// What the command reports, printed as JSON at the end with `--json`; shared by clones.
-    pub report: Rc<RefCell<Report>>,
+    pub report: Rc<RefCell<CommandReport>>,
 }
 
 /// The result of a command as `--json` prints it (status and ipchecker print their own,
@@ -68,7 +68,7 @@ pub struct Ctx {
 /// ```
 /// `outcome` is "ok", "degraded" or "error"; `applied` is null when nothing was applied.
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
+pub struct CommandReport {
     /// Result lines, as printed without `--json`.
     pub messages: Vec<String>,
     /// Warnings (also printed to stderr).
@@ -158,7 +158,7 @@ impl Ctx {
 }
 
 impl Ctx {
-    /// With `--json`, prints the command's [`Report`] as its whole output, at the end (unless
+    /// With `--json`, prints the command's [`CommandReport`] as its whole output, at the end (unless
     /// the command printed its own JSON): with its exit status and, on error, the error and
     /// its causes on one line.
     pub fn print_report(&self, exit: u8, error: Option<String>) {

@@ -59,7 +59,7 @@ pub struct IpcheckerArgs {
 
 /// What one run did, as printed with `--json`.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct CheckReport {
     /// "none", "elements" (set elements updated) or "full" (whole table applied).
     pub apply: &'static str,
     /// Netlink transactions sent (0 when nothing changed).
@@ -125,7 +125,12 @@ pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
     Ok(outcome)
 }
 
-fn check(ctx: &Ctx, lock: &StoreLock, old_cache: &Cache, force: bool) -> Result<(Report, Outcome)> {
+fn check(
+    ctx: &Ctx,
+    lock: &StoreLock,
+    old_cache: &Cache,
+    force: bool,
+) -> Result<(CheckReport, Outcome)> {
     let b = build(ctx, Some(lock), Dns::Query)?;
     let mut changes = name_changes(&b, old_cache);
     let problems = b.problems();
@@ -173,7 +178,7 @@ fn check(ctx: &Ctx, lock: &StoreLock, old_cache: &Cache, force: bool) -> Result<
             }
         }
     };
-    let report = Report {
+    let report = CheckReport {
         apply: apply_kind,
         netlink_writes: writes,
         changes,

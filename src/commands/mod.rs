@@ -24,6 +24,6 @@ pub use apply::{
     Build, Dns, LAST_APPLIED, apply, build, change_then_apply, join_addrs, rebuild_and_apply,
     record_applied,
 };
-pub use context::{AppliedSummary, Ctx, Outcome, Report, UsageError, exit_code};
+pub use context::{AppliedSummary, CommandReport, Ctx, Outcome, UsageError, exit_code};
 pub(crate) use lockout::guard_ssh_lockout;
 pub use lockout::ssh_session;
