@@ -124,9 +124,7 @@ impl Ctx {
         self.report.borrow_mut().printed = true;
         Ok(())
     }
-}
 
-impl Ctx {
     /// Prints a result line unless `--quiet`; with `--json` it goes into the report.
     pub fn say(&self, line: impl fmt::Display) {
         if self.json {
@@ -155,12 +153,10 @@ impl Ctx {
             }
         })?)
     }
-}
 
-impl Ctx {
-    /// With `--json`, prints the command's [`CommandReport`] as its whole output, at the end (unless
-    /// the command printed its own JSON): with its exit status and, on error, the error and
-    /// its causes on one line.
+    /// With `--json`, prints the command's [`CommandReport`] as its whole output, at the end
+    /// (unless the command printed its own JSON): with its exit status and, on error, the
+    /// error and its causes on one line.
     pub fn print_report(&self, exit: u8, error: Option<String>) {
         let report = self.report.borrow();
         if !self.json || report.printed {
