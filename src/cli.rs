@@ -48,6 +48,9 @@ pub struct Common {
 }
 
 impl Common {
+    /// The context `command` runs in, with these folders and output options (without
+    /// `--share-dir`: ../share/pbxwall beside the program if it exists, else
+    /// /usr/share/pbxwall).
     fn ctx(&self, command: &'static str) -> Ctx {
         let paths = Paths {
             config_dir: self.config_dir.clone(),
@@ -84,6 +87,7 @@ pub enum Command {
     EnableTrustedProviders(EnableTrustedProvidersArgs),
 }
 
+/// The end of every binary's `--help`: exit codes and the failure policy for names.
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
 2 usage error, 3 applied but degraded (names left out or account files skipped).
@@ -118,6 +122,8 @@ pub struct PbxwallCli {
     command: Command,
 }
 
+/// Defines the parser of a one-command binary: the common options plus that command's
+/// arguments, converted to the same `(Common, Command)` the dispatcher yields.
 macro_rules! single_command {
     ($ty:ident, $bin:literal, $args:ident, $variant:ident, $about:literal) => {
         single_command!($ty, $bin, $args, $variant, $about, AFTER_HELP);
