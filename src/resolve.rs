@@ -81,21 +81,22 @@ const CACHE_VERSION: u32 = 1;
 // ---------------------------------------------------------------------------------------
 // Answers of one run
 
-/// The address family of a query: A or AAAA.
+/// The record type a query asks for: A (IPv4 addresses) or AAAA (IPv6 addresses). Every
+/// name gets one query of each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    /// IPv4, A records.
-    V4,
-    /// IPv6, AAAA records.
-    V6,
+pub enum QueryType {
+    /// IPv4 addresses.
+    A,
+    /// IPv6 addresses.
+    Aaaa,
 }
 
-impl Family {
-    /// The DNS record type asked for this family.
+impl QueryType {
+    /// The record type as DNS writes it, `A` or `AAAA`.
     pub fn record_type(self) -> &'static str {
         match self {
-            Family::V4 => "A",
-            Family::V6 => "AAAA",
+            QueryType::A => "A",
+            QueryType::Aaaa => "AAAA",
         }
     }
 }
@@ -401,8 +402,9 @@ impl Resolution {
 // ---------------------------------------------------------------------------------------
 // Policy
 
-/// What one family contributes after the policy.
-enum Verdict<A> {
+/// The outcome of the policy for one family of one name: what it contributes to the
+/// ruleset, and why.
+enum FamilyOutcome<A> {
     /// Addresses from this run.
     Fresh(Vec<A>),
     /// NXDOMAIN or no records: nothing.
@@ -421,31 +423,31 @@ enum Verdict<A> {
     },
 }
 
-impl<A: Clone> Verdict<A> {
+impl<A: Clone> FamilyOutcome<A> {
     fn addrs(&self) -> Vec<A> {
         match self {
-            Verdict::Fresh(a) | Verdict::Kept { addrs: a, .. } => a.clone(),
-            Verdict::Negative | Verdict::Lost { .. } => Vec::new(),
+            FamilyOutcome::Fresh(a) | FamilyOutcome::Kept { addrs: a, .. } => a.clone(),
+            FamilyOutcome::Negative | FamilyOutcome::Lost { .. } => Vec::new(),
         }
     }
 
     fn failure(&self) -> Option<&Transient> {
         match self {
-            Verdict::Kept { error, .. } | Verdict::Lost { error, .. } => Some(error),
+            FamilyOutcome::Kept { error, .. } | FamilyOutcome::Lost { error, .. } => Some(error),
             _ => None,
         }
     }
 
     fn kept_since(&self) -> Option<DateTime<Utc>> {
         match self {
-            Verdict::Kept { since, .. } => Some(*since),
+            FamilyOutcome::Kept { since, .. } => Some(*since),
             _ => None,
         }
     }
 
     fn dropped(&self) -> Option<DateTime<Utc>> {
         match self {
-            Verdict::Lost { dropped, .. } => *dropped,
+            FamilyOutcome::Lost { dropped, .. } => *dropped,
             _ => None,
         }
     }
@@ -459,7 +461,7 @@ fn judge_family<A: Clone + Ord>(
     name_gone: bool,
     now: DateTime<Utc>,
     grace: TimeDelta,
-) -> (FamilyEntry<A>, Verdict<A>) {
+) -> (FamilyEntry<A>, FamilyOutcome<A>) {
     let forget = || FamilyEntry {
         addrs: Vec::new(),
         resolved_at: cached.resolved_at,
@@ -475,9 +477,9 @@ fn judge_family<A: Clone + Ord>(
                 resolved_at: Some(now),
                 ttl_s: Some(*ttl),
             };
-            (entry, Verdict::Fresh(addrs))
+            (entry, FamilyOutcome::Fresh(addrs))
         }
-        Answer::Addrs(..) | Answer::NoRecords | Answer::NxDomain => (forget(), Verdict::Negative),
+        Answer::Addrs(..) | Answer::NoRecords | Answer::NxDomain => (forget(), FamilyOutcome::Negative),
         Answer::Failed(error) => {
             let mut entry = cached.clone();
             // A time in the future means the clock was set back since: count the grace
@@ -491,7 +493,7 @@ fn judge_family<A: Clone + Ord>(
                     let error = error.clone();
                     (
                         entry,
-                        Verdict::Kept {
+                        FamilyOutcome::Kept {
                             addrs,
                             since,
                             error,
@@ -507,7 +509,7 @@ fn judge_family<A: Clone + Ord>(
                     entry.addrs.clear();
                     entry.ttl_s = None;
                     let error = error.clone();
-                    (entry, Verdict::Lost { error, dropped })
+                    (entry, FamilyOutcome::Lost { error, dropped })
                 }
             }
         }
@@ -561,7 +563,7 @@ pub fn classify(
             reason: "does not resolve (NXDOMAIN)".into(),
         }
     } else if failures.is_empty() {
-        debug_assert!(matches!(j4, Verdict::Negative));
+        debug_assert!(matches!(j4, FamilyOutcome::Negative));
         NameState::LeftOut {
             reason: "does not resolve (no A/AAAA records)".into(),
         }
@@ -839,16 +841,16 @@ async fn query_all(
     let jobs = names
         .iter()
         .enumerate()
-        .flat_map(|(i, n)| [(i, *n, Family::V4), (i, *n, Family::V6)]);
-    let raws: Vec<(usize, Family, Raw)> = stream::iter(jobs)
-        .map(|(i, name, family)| async move {
+        .flat_map(|(i, n)| [(i, *n, QueryType::A), (i, *n, QueryType::Aaaa)]);
+    let raws: Vec<(usize, QueryType, Raw)> = stream::iter(jobs)
+        .map(|(i, name, qtype)| async move {
             let raw = match Name::from_ascii(format!("{name}.")) {
                 Err(e) => Raw::Failed(Transient::Other(format!("invalid name: {e}"))),
                 Ok(absolute) => {
                     let query = async {
-                        match family {
-                            Family::V4 => resolver.ipv4_lookup(absolute).await,
-                            Family::V6 => resolver.ipv6_lookup(absolute).await,
+                        match qtype {
+                            QueryType::A => resolver.ipv4_lookup(absolute).await,
+                            QueryType::Aaaa => resolver.ipv6_lookup(absolute).await,
                         }
                     };
                     match tokio::time::timeout(budget, query).await {
@@ -858,7 +860,7 @@ async fn query_all(
                     }
                 }
             };
-            (i, family, raw)
+            (i, qtype, raw)
         })
         .buffer_unordered(MAX_QUERIES_IN_FLIGHT)
         .take_until(deadline)
@@ -866,15 +868,15 @@ async fn query_all(
         .await;
 
     let mut fresh = vec![Fresh::failed(Transient::Timeout); names.len()];
-    for (i, family, raw) in raws {
-        match family {
-            Family::V4 => {
+    for (i, qtype, raw) in raws {
+        match qtype {
+            QueryType::A => {
                 fresh[i].v4 = raw.answer(|d| match d {
                     RData::A(a) => Some(a.0),
                     _ => None,
                 })
             }
-            Family::V6 => {
+            QueryType::Aaaa => {
                 fresh[i].v6 = raw.answer(|d| match d {
                     RData::AAAA(a) => Some(a.0),
                     _ => None,
