@@ -845,42 +845,10 @@ fn check_elements<'e>(
     Ok(())
 }
 
-/// "rule 3 of chain input (udp dport 5060 ip saddr @x accept)": names a rule in errors.
+/// "rule 3 of chain input (udp dport 5060 ip saddr @x accept)": names a rule in errors, with
+/// the rule's nft text (its `Display`, the text `render` prints).
 fn rule_what(chain: &str, index: usize, rule: &Rule) -> String {
-    let mut parts: Vec<String> = rule.matches.iter().map(describe_match).collect();
-    if let Some(log) = &rule.log {
-        parts.push(format!(
-            "limit rate {}/minute log prefix {:?}",
-            log.per_minute, log.prefix
-        ));
-    }
-    if rule.counter {
-        parts.push("counter".into());
-    }
-    if let Some(v) = rule.verdict {
-        parts.push(
-            match v {
-                Verdict::Accept => "accept",
-                Verdict::Drop => "drop",
-            }
-            .into(),
-        );
-    }
-    format!("rule {} of chain {chain} ({})", index + 1, parts.join(" "))
-}
-
-fn describe_match(m: &Match) -> String {
-    match m {
-        Match::Loopback => "iif \"lo\"".into(),
-        Match::CtEstablishedRelated => "ct state established,related".into(),
-        Match::CtInvalid => "ct state invalid".into(),
-        Match::IcmpType(Family::V4, t) => format!("icmp type {}", t.name),
-        Match::IcmpType(Family::V6, t) => format!("icmpv6 type {}", t.name),
-        Match::Dport(p, r) if r.first == r.last => format!("{} dport {}", p.keyword(), r.first),
-        Match::Dport(p, r) => format!("{} dport {}-{}", p.keyword(), r.first, r.last),
-        Match::SaddrInSet(Family::V4, s) => format!("ip saddr @{s}"),
-        Match::SaddrInSet(Family::V6, s) => format!("ip6 saddr @{s}"),
-    }
+    format!("rule {} of chain {chain} ({rule})", index + 1)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -3092,6 +3060,29 @@ mod tests {
         assert_eq!(
             rule_what("input", 2, &rule),
             "rule 3 of chain input (udp dport 5060-5061 ip saddr @sip_udp_v4 accept)"
+        );
+        let vmap = Rule {
+            saddr_vmap: Some((Family::V4, "hosts_v4".into())),
+            ..Rule::default()
+        };
+        assert_eq!(
+            rule_what("input", 4, &vmap),
+            "rule 5 of chain input (ip saddr vmap @hosts_v4)"
+        );
+        let logged = Rule {
+            log: Some(ruleset::Log {
+                per_minute: 10,
+                prefix: "pbxwall drop: ".into(),
+            }),
+            counter: true,
+            saddr_vmap: Some((Family::V6, "ranges_v6".into())),
+            verdict: Some(Verdict::Drop),
+            ..Rule::default()
+        };
+        assert_eq!(
+            rule_what("input", 0, &logged),
+            "rule 1 of chain input (limit rate 10/minute log prefix \"pbxwall drop: \" counter \
+             ip6 saddr vmap @ranges_v6 drop)"
         );
     }
 }
