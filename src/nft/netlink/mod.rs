@@ -183,6 +183,9 @@ pub struct ApplyStats {
 /// What is live in `table inet pbxwall`, as [`read_table`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveTable {
+    /// The table's flags (`NFTA_TABLE_FLAGS`) as read back, e.g. 1 = dormant (its chains
+    /// unhooked). [`apply`] sends none, so a table it made reads 0.
+    pub flags: u32,
     /// Sets, in the kernel's order.
     pub sets: Vec<LiveSet>,
     /// Chains, in the kernel's order.

@@ -499,6 +499,7 @@ mod tests {
             policy: Some(Verdict::Accept),
         };
         let live = Snapshot {
+            table_flags: 0,
             sets: vec![
                 live_set("trusted_v4", Family::V4, SetKind::Addresses),
                 // Same name, other kind: dropped and created again.
@@ -539,6 +540,7 @@ mod tests {
             policy: Some(Verdict::Drop),
         };
         let live = Snapshot {
+            table_flags: 0,
             sets: Vec::new(),
             chains: vec![live_chain("input", Some(moved))],
         };

@@ -57,6 +57,8 @@ pub(super) struct SnapRule {
 
 /// What was live in the table. Without `full`, sets have no elements and chains no rules.
 pub(super) struct Snapshot {
+    /// `NFTNL_TABLE_FLAGS` of the table.
+    pub(super) table_flags: u32,
     pub(super) sets: Vec<SnapSet>,
     pub(super) chains: Vec<SnapChain>,
 }
@@ -66,6 +68,7 @@ impl Snapshot {
     /// handles, counters and fingerprints per chain.
     pub(super) fn into_live(self) -> LiveTable {
         LiveTable {
+            flags: self.table_flags,
             sets: self
                 .sets
                 .into_iter()
@@ -143,16 +146,23 @@ pub(super) fn read_snapshot(sock: &mut Socket, full: bool) -> Result<Option<Snap
     let table = cstring(TABLE_NAME, "table")?;
     let tname = format!("table inet {TABLE_NAME}");
 
-    // nft list table inet pbxwall  (existence only)
+    // nft list table inet pbxwall  (existence and flags)
     let mut t = NfTable::new();
     t.set_u32(attr::NFTNL_TABLE_FAMILY, NFPROTO_INET.into());
     t.set_str(attr::NFTNL_TABLE_NAME, &table);
+    let mut table_flags = 0;
     match sock.request(
         &tname,
         libc::NFT_MSG_GETTABLE,
         libc::NLM_F_ACK,
         Obj::Table(&t),
-        |_| Ok(()),
+        |msg| {
+            if msg.nft_type() == Some(libc::NFT_MSG_NEWTABLE) {
+                let t = NfTable::parse(msg, &tname)?;
+                table_flags = t.get_u32(attr::NFTNL_TABLE_FLAGS).unwrap_or_default();
+            }
+            Ok(())
+        },
     ) {
         Ok(()) => {}
         Err(RequestError::Kernel(e)) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
@@ -167,7 +177,11 @@ pub(super) fn read_snapshot(sock: &mut Socket, full: bool) -> Result<Option<Snap
             set.elems = read_elements(sock, &table, set)?;
         }
     }
-    Ok(Some(Snapshot { sets, chains }))
+    Ok(Some(Snapshot {
+        table_flags,
+        sets,
+        chains,
+    }))
 }
 
 /// The sets of the table (the kernel filters by table).
@@ -367,4 +381,77 @@ fn raw_elem(e: &SetElem<'_>, chains: &mut HashMap<String, Arc<str>>) -> Option<R
         flags & libc::NFT_SET_ELEM_INTERVAL_END as u32 != 0,
         jump,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addrset::AddrRange;
+    use crate::ruleset::Element;
+
+    #[test]
+    fn into_live_keeps_the_table_flags_and_decodes_each_kind_of_set() {
+        let set = |name: &str, family: Family, kind: Option<SetKind>, elems| SnapSet {
+            name: name.into(),
+            cname: CString::new(name).unwrap(),
+            handle: 3,
+            key: Some((family, key_of(family).1)),
+            flags: Some(kind.map_or(0, set_flags)),
+            data_type: kind.and_then(data_type),
+            elems,
+        };
+        let jump: Arc<str> = Arc::from("allow_ssh");
+        let snap = Snapshot {
+            table_flags: 1,
+            sets: vec![
+                // 192.0.2.0/24 as dumped: END at 0, start, END after it (descending order).
+                set(
+                    "s4",
+                    Family::V4,
+                    Some(SetKind::Addresses),
+                    vec![
+                        (vec![192, 0, 3, 0], true, None),
+                        (vec![192, 0, 2, 0], false, None),
+                        (vec![0, 0, 0, 0], true, None),
+                    ],
+                ),
+                set(
+                    "h4",
+                    Family::V4,
+                    Some(SetKind::HostMap),
+                    vec![(vec![203, 0, 113, 7], false, Some(Arc::clone(&jump)))],
+                ),
+                // Flags pbxwall never makes: no kind.
+                set("odd", Family::V6, None, Vec::new()),
+            ],
+            chains: Vec::new(),
+        };
+        let live = snap.into_live();
+        assert_eq!(live.flags, 1);
+        let kinds: Vec<_> = live
+            .sets
+            .iter()
+            .map(|s| (s.name.as_str(), s.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("s4", Some(SetKind::Addresses)),
+                ("h4", Some(SetKind::HostMap)),
+                ("odd", None)
+            ]
+        );
+        let range = |s: &str| AddrRange::from_net(s.parse().unwrap());
+        assert_eq!(
+            live.sets[0].elements,
+            [Element::address(range("192.0.2.0/24"))]
+        );
+        assert_eq!(
+            live.sets[1].elements,
+            [Element {
+                range: range("203.0.113.7/32"),
+                jump: Some(jump),
+            }]
+        );
+    }
 }
