@@ -16,35 +16,42 @@
 //! One batch, sent with one `sendmsg()` whose iovec holds every batch page, as nft does:
 //! sending one datagram per page (`mnl::Socket::send_all`, the pattern of the nftnl
 //! examples) breaks any batch larger than a page, since the kernel then sees a batch begin
-//! without its end and refuses it. In nft terms:
+//! without its end and refuses it. In nft terms, with the step of `Plan::batch` that sends
+//! each line:
 //!
 //! ```text
-//! add table inet pbxwall                                  # idempotent
-//! flush table inet pbxwall                                # DELRULE with only the table
-//! flush set inet pbxwall <s>       # every live set the IR has too (same key, flags, data)
-//! flush map inet pbxwall <m>       # a live map the IR does not have: drop its jumps first,
-//! delete map inet pbxwall <m>      #   then the map (older kernels keep the chains in use)
-//! delete set inet pbxwall <s>      # every other live set
-//! delete chain inet pbxwall <c>    # every live chain the IR does not have (by name and kind)
+//! add table inet pbxwall                 # add_table: idempotent
+//! flush table inet pbxwall               # flush_rules: DELRULE with only the table
+//! flush set inet pbxwall <s>             # empty_or_drop_live_sets: every live set the IR
+//!                                        #   has too (same key, flags, data)
+//! flush map inet pbxwall <m>             #   a live map the IR does not have: drop its
+//! delete map inet pbxwall <m>            #   jumps first, then the map (older kernels
+//!                                        #   keep the chains in use otherwise)
+//! delete set inet pbxwall <s>            #   every other live set
+//! delete chain inet pbxwall <c>          # drop_stale_chains: every live chain the IR
+//!                                        #   does not have (by name and kind)
 //! add chain inet pbxwall input { type filter hook input priority filter; policy drop; }
-//! add chain inet pbxwall allow_ssh                        # idempotent for kept chains
-//! add set inet pbxwall new_v4 { type ipv4_addr; flags interval; }  # sets not live yet
-//! add rule inet pbxwall input ...                         # every chain's rules
-//! add element inet pbxwall hosts_v4 { 192.0.2.1 : jump allow_ssh, ... }  # every set, refilled
+//! add chain inet pbxwall allow_ssh       # add_chains: idempotent for kept chains
+//! add set inet pbxwall new_v4 { type ipv4_addr; flags interval; }
+//!                                        # add_new_sets: sets not live yet
+//! add rule inet pbxwall input ...        # add_rules: every chain's rules
+//! add element inet pbxwall hosts_v4 { 192.0.2.1 : jump allow_ssh, ... }
+//!                                        # add_elements: every set, refilled
 //! ```
 //!
 //! The base chain is updated in place, never deleted and re-created: a re-created base
 //! chain is hooked with policy accept during the prepare phase and gets its drop policy
 //! only when the commit reaches it, while the old chain is unhooked earlier in the same
-//! commit, so packets leak (a flood during repeated replaces measured hundreds). Sets that stay are flushed and refilled rather than deleted and
-//! re-created: a re-created interval set made the kernel drop packets of whitelisted
-//! sources for a moment during the commit (about one packet per restart under a flood,
-//! measured by `tests/torture.rs`; flush and refill drops none); regular chains that stay
-//! are kept the same way (their rules go with the table flush). Rules are added before
-//! elements: binding a verdict map to its lookup rule makes the kernel check every element
-//! already in it for jump loops, so the maps are bound while still empty (a third of the
-//! time of a 100k-address restart). Element lists go to libnftnl a few thousand at a time,
-//! which bounds memory and changes nothing on the wire.
+//! commit, so packets leak (a UDP flood during repeated replaces got hundreds through).
+//! Sets that stay are flushed and refilled rather than deleted and re-created: a
+//! re-created interval set made the kernel drop packets of whitelisted sources for a
+//! moment during the commit (about one packet per restart under a flood, measured by
+//! `tests/torture.rs`; flush and refill drops none); regular chains that stay are kept the
+//! same way (their rules go with the table flush). Rules are added before elements:
+//! binding a verdict map to its lookup rule makes the kernel check every element already
+//! in it for jump loops, so the maps are bound while still empty (a third of the time of a
+//! 100k-address restart). Element lists go to libnftnl a few thousand at a time, which
+//! bounds memory and changes nothing on the wire.
 //!
 //! The batch begin carries the nf_tables generation id read before the live sets and
 //! chains were listed (`NFNL_BATCH_GENID`); if anything changed nf_tables in between, the
