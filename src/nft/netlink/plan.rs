@@ -228,9 +228,7 @@ impl ReplaceBatch<'_, '_> {
         };
         for ls in &live.sets {
             let mut s = NfSet::new();
-            s.set_u32(attr::NFTNL_SET_FAMILY, NFPROTO_INET.into());
-            s.set_str(attr::NFTNL_SET_TABLE, &self.plan.table);
-            s.set_str(attr::NFTNL_SET_NAME, &ls.cname);
+            set_identity(&mut s, &self.plan.table, &ls.cname, None);
             let keep = self.kept.contains(ls.name.as_str());
             let is_map = ls.flags.is_some_and(|f| f & libc::NFT_SET_MAP as u32 != 0);
             if keep || is_map {

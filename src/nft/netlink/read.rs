@@ -9,7 +9,7 @@ use nftnl::nftnl_sys as attr;
 
 use super::elements::{
     KEY_TYPE_IPV4_ADDR, KEY_TYPE_IPV6_ADDR, RawElem, data_type, decode_hosts, decode_intervals,
-    key_of, set_flags,
+    key_of, set_flags, set_identity,
 };
 use super::expr::{fingerprint, first_counter};
 use super::sys::{NfChain, NfRule, NfSet, NfTable, Obj, RequestError, SetElem, Socket};
@@ -326,9 +326,7 @@ fn read_elements(
 ) -> Result<Vec<RawElem>, ReadError> {
     let what = format!("the elements of set {}", set.name);
     let mut filter = NfSet::new();
-    filter.set_u32(attr::NFTNL_SET_FAMILY, NFPROTO_INET.into());
-    filter.set_str(attr::NFTNL_SET_TABLE, table);
-    filter.set_str(attr::NFTNL_SET_NAME, &set.cname);
+    set_identity(&mut filter, table, &set.cname, None);
     let mut elems = Vec::new();
     let mut chains = HashMap::new();
     let res = sock.request(
