@@ -359,16 +359,6 @@ pub fn parse_port_range(s: &str) -> Option<PortRange> {
     (first >= 1 && first <= last).then_some(PortRange { first, last })
 }
 
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}-{}", self.first, self.last)
-        }
-    }
-}
-
 /// A service profile: which ports a service name (or TM3 code) opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
