@@ -307,8 +307,7 @@ fn systemd_analyze_or_root() -> Result<(), String> {
 
 /// systemd-analyze, installed first (as root) when it is missing.
 fn systemd_analyze() -> Option<PathBuf> {
-    let find = find_systemd_analyze;
-    if let Some(p) = find() {
+    if let Some(p) = find_systemd_analyze() {
         return Some(p);
     }
     if common::is_root() {
@@ -320,7 +319,7 @@ fn systemd_analyze() -> Option<PathBuf> {
             Duration::from_secs(300),
         );
     }
-    find()
+    find_systemd_analyze()
 }
 
 /// `systemd-analyze verify` checks the units' syntax, their dependencies, that every

@@ -76,7 +76,7 @@ fn seed() -> u64 {
         .unwrap_or(DEFAULT_SEED)
 }
 
-/// One line on the process's stderr: not captured by the test runner, so the numbers show
+/// One line on the process's stderr (the test runner captures no output), so the numbers show
 /// for passing tests too.
 fn report(line: impl Display) {
     let _ = writeln!(io::stderr(), "torture: {line}");
