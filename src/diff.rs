@@ -7,7 +7,8 @@
 //!
 //! Compared is everything that decides what a packet meets:
 //!
-//! - the table's flags (pbxwall sets none; a dormant table evaluates none of its chains),
+//! - the table's flags (every apply sets them to none; a dormant table evaluates none of
+//!   its chains),
 //! - the sets and maps: which exist, their key type and kind (interval set, interval
 //!   verdict map, host verdict map), and their elements,
 //! - the chains: which exist, regular or base, and for a base chain its type, hook,

@@ -20,7 +20,8 @@
 //! each line:
 //!
 //! ```text
-//! add table inet pbxwall                 # add_table: idempotent
+//! add table inet pbxwall                 # add_table: idempotent; flags 0 wakes a
+//!                                        #   dormant table
 //! flush table inet pbxwall               # flush_rules: DELRULE with only the table
 //! flush set inet pbxwall <s>             # empty_or_drop_live_sets: every live set the IR
 //!                                        #   has too (same key, flags, data)
@@ -191,7 +192,7 @@ pub struct ApplyStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveTable {
     /// The table's flags (`NFTA_TABLE_FLAGS`) as read back, e.g. 1 = dormant (its chains
-    /// unhooked). [`apply`] sends none, so a table it made reads 0.
+    /// unhooked). [`apply`] sets them to 0, so a table it made or replaced reads 0.
     pub flags: u32,
     /// Sets, in the kernel's order.
     pub sets: Vec<LiveSet>,

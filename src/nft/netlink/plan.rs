@@ -188,10 +188,17 @@ impl ReplaceBatch<'_, '_> {
 
     /// `add table inet pbxwall`: idempotent, and first, since everything else lives in it.
     /// The table is never deleted: that would take the base chain with it.
+    ///
+    /// The message always carries `NFTA_TABLE_FLAGS` = 0: for a live table the kernel then
+    /// updates its flags to none, which wakes a table someone made dormant (`nft add table
+    /// inet pbxwall '{ flags dormant; }'` unhooks every chain: the firewall is off). Without
+    /// the attribute the kernel leaves the flags as they are, and every apply would load the
+    /// rules into a table that evaluates none of them.
     fn add_table(&mut self) {
         let mut table = NfTable::new();
         table.set_u32(attr::NFTNL_TABLE_FAMILY, NFPROTO_INET.into());
         table.set_str(attr::NFTNL_TABLE_NAME, &self.plan.table);
+        table.set_u32(attr::NFTNL_TABLE_FLAGS, 0);
         self.batch.add(
             libc::NFT_MSG_NEWTABLE,
             libc::NLM_F_CREATE,
