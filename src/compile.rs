@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! iif "lo" accept                                   # the host talks to itself
+//! fib saddr type local drop                         # nobody else may claim its addresses
 //! ct state established,related accept               # replies and ICMP errors of known flows
 //! ct state invalid drop
 //! icmp type ... accept / icmpv6 type ... accept      # errors, PMTU and neighbour discovery
@@ -436,11 +437,19 @@ fn jump_elements(ranges: Vec<(AddrRange, usize)>, targets: &[Arc<str>]) -> Vec<E
 /// The base chain, hooked on input with a drop policy: its rules in the order of the
 /// module documentation, each step explaining its place.
 fn input_chain(settings: &Settings) -> Chain {
-    let mut rules = Vec::new();
-    // First what needs no whitelist: the host talking to itself, and the replies and ICMP
-    // errors of flows already accepted (the bulk of the traffic, which so leaves after at
-    // most two rules); invalid packets are dropped before any lookup.
-    rules.extend(host_and_known_flow_rules());
+    // First what needs no whitelist: the host talking to itself. Its own traffic, to any of
+    // its addresses, arrives on lo.
+    let mut rules = vec![loopback_rule()];
+    // So a packet from one of the host's own addresses on any other interface is spoofed:
+    // dropped before anything could admit it. Before the conntrack rule, which would take a
+    // spoof matching a flow the host has with itself as established, and before the
+    // whitelist: `pbx-self` (made by `init`) whitelists the host's own addresses with every
+    // service, and a trusted LAN holds the host's address too. The kernel drops such IPv4
+    // packets itself (martian sources), but not IPv6 ones.
+    rules.push(spoofed_local_source_rule());
+    // The replies and ICMP errors of flows already accepted (the bulk of the traffic, which
+    // so leaves after three rules); invalid packets are dropped before any lookup.
+    rules.extend(known_flow_rules());
     // ICMP errors and neighbour discovery come from anyone (routers on the path,
     // neighbours), so they are accepted whatever the source.
     rules.extend(icmp_rules());
@@ -481,10 +490,20 @@ fn rule(matches: Vec<Match>, verdict: Verdict) -> Rule {
     }
 }
 
-/// `iif "lo" accept`, `ct state established,related accept`, `ct state invalid drop`.
-fn host_and_known_flow_rules() -> [Rule; 3] {
+/// `iif "lo" accept`.
+fn loopback_rule() -> Rule {
+    rule(vec![Match::Loopback], Verdict::Accept)
+}
+
+/// `fib saddr type local drop`: a source address of the host's own, arriving on an
+/// interface other than lo.
+fn spoofed_local_source_rule() -> Rule {
+    rule(vec![Match::SaddrIsLocal], Verdict::Drop)
+}
+
+/// `ct state established,related accept`, `ct state invalid drop`.
+fn known_flow_rules() -> [Rule; 2] {
     [
-        rule(vec![Match::Loopback], Verdict::Accept),
         rule(vec![Match::CtEstablishedRelated], Verdict::Accept),
         rule(vec![Match::CtInvalid], Verdict::Drop),
     ]
@@ -777,6 +796,43 @@ pub(crate) mod tests {
         assert_eq!(
             compile(&s, &ps, &a, &Resolved::new()),
             compile(&s, &ps, &b, &Resolved::new())
+        );
+    }
+
+    #[test]
+    fn spoofed_own_addresses_are_dropped_right_after_lo_for_every_account() {
+        // An account whitelisting the host's own addresses with every service, as `init`
+        // makes `pbx-self`, and a trusted LAN holding them too: neither comes before the drop.
+        let settings = Settings {
+            trusted: vec!["2001:db8::/64".parse().unwrap()],
+            ..Settings::default()
+        };
+        let accounts = [account(
+            "pbx-self",
+            &["192.0.2.1/32", "2001:db8::1/128"],
+            &[],
+            &["all"],
+        )];
+        let rs = compile(&settings, &shipped_profiles(), &accounts, &Resolved::new());
+        assert_eq!(
+            chain_rules(&rs, INPUT_CHAIN)[..4],
+            [
+                "iif \"lo\" accept",
+                "fib saddr type local drop",
+                "ct state established,related accept",
+                "ct state invalid drop",
+            ]
+        );
+        // The same with the default settings and no account.
+        let bare = compile(
+            &Settings::default(),
+            &shipped_profiles(),
+            &[],
+            &Resolved::new(),
+        );
+        assert_eq!(
+            chain_rules(&bare, INPUT_CHAIN)[1],
+            "fib saddr type local drop"
         );
     }
 

@@ -175,6 +175,9 @@ pub struct Rule {
 pub enum Match {
     /// `iif "lo"`: arrived on the loopback interface (ifindex 1 in every namespace).
     Loopback,
+    /// `fib saddr type local`: the source address is one of the host's own (a route lookup
+    /// of the source finds a local route), IPv4 or IPv6.
+    SaddrIsLocal,
     /// `ct state established,related`.
     CtEstablishedRelated,
     /// `ct state invalid`.
@@ -269,8 +272,9 @@ impl Ruleset {
 impl Ruleset {
     /// Whether a NEW connection from `src` to `proto`/`dport` would be accepted by the input
     /// chain: rules are evaluated in order, as the kernel would for the first packet of a
-    /// connection arriving on a non-loopback interface. Used by the SSH lockout guard and to
-    /// explain what a ruleset opens.
+    /// connection from another machine (arriving on a non-loopback interface, from none of
+    /// the host's own addresses). Used by the SSH lockout guard and to explain what a
+    /// ruleset opens.
     pub fn accepts_new(&self, src: IpAddr, proto: L4Proto, dport: u16) -> bool {
         let src = src.to_canonical();
         self.chain(INPUT_CHAIN).is_some_and(|input| {
@@ -319,6 +323,9 @@ impl Ruleset {
     fn matches_new(&self, m: &Match, src: IpAddr, proto: L4Proto, dport: u16) -> bool {
         match m {
             Match::Loopback | Match::CtEstablishedRelated | Match::CtInvalid => false,
+            // A connection from another machine: its source is none of the host's own
+            // addresses (the host's own connections arrive on lo, accepted first).
+            Match::SaddrIsLocal => false,
             Match::IcmpType(..) => false,
             Match::Dport(p, range) => *p == proto && (range.first..=range.last).contains(&dport),
             Match::SaddrInSet(family, name) => {

@@ -193,6 +193,11 @@ fn input(policy: Verdict, rules: Vec<Rule>) -> Chain {
 fn full_ruleset(mut sets: Vec<Set>) -> Ruleset {
     let mut rules = vec![
         accept(vec![Match::Loopback]),
+        Rule {
+            matches: vec![Match::SaddrIsLocal],
+            verdict: Some(Verdict::Drop),
+            ..Rule::default()
+        },
         accept(vec![Match::CtEstablishedRelated]),
         Rule {
             matches: vec![Match::CtInvalid],

@@ -184,6 +184,7 @@ mod tests {
 	chain input {
 		type filter hook input priority filter; policy drop;
 		iif "lo" accept
+		fib saddr type local drop
 		ct state established,related accept
 		ct state invalid drop
 		icmp type destination-unreachable accept

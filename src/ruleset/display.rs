@@ -133,11 +133,13 @@ impl Display for Rule {
     }
 }
 
-/// `iif "lo"`, `ct state ...`, `icmp type ...`, `udp dport 5060-5061`, `ip saddr @SET`.
+/// `iif "lo"`, `fib saddr type local`, `ct state ...`, `icmp type ...`,
+/// `udp dport 5060-5061`, `ip saddr @SET`.
 impl Display for Match {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Match::Loopback => f.write_str("iif \"lo\""),
+            Match::SaddrIsLocal => f.write_str("fib saddr type local"),
             Match::CtEstablishedRelated => f.write_str("ct state established,related"),
             Match::CtInvalid => f.write_str("ct state invalid"),
             Match::IcmpType(Family::V4, t) => write!(f, "icmp type {}", t.name),

@@ -26,6 +26,11 @@ const CT_RELATED: u32 = 4;
 const LIMIT_BURST: u32 = 5;
 /// `LOGLEVEL_WARNING`: the kernel's log level when none is given.
 const LOG_LEVEL_DEFAULT: u32 = 4;
+/// `NFTA_FIB_F_SADDR` (not in the libc crate): the fib lookup is of the source address.
+const FIB_F_SADDR: u32 = 1 << 0;
+/// `NFT_FIB_RESULT_ADDRTYPE` (not in the libc crate): the fib lookup yields the address's
+/// route type (`RTN_LOCAL`, `RTN_UNICAST`, ...).
+const FIB_RESULT_ADDRTYPE: u32 = 3;
 
 /// A set a rule looks up: its name, and its id in the batch (lets the rule find a set
 /// created earlier in the same batch).
@@ -39,6 +44,8 @@ pub(super) struct SetRef {
 enum WireMatch {
     /// `iif "lo"`.
     Loopback,
+    /// `fib saddr type local`.
+    SaddrIsLocal,
     /// `ct state S`, with the state bits of S.
     CtState(u32),
     /// `icmp type T` / `icmpv6 type T`, with the type number.
@@ -53,6 +60,7 @@ impl WireMatch {
     fn new(m: &Match, set: impl Fn(&str) -> Result<SetRef>) -> Result<WireMatch> {
         Ok(match m {
             Match::Loopback => WireMatch::Loopback,
+            Match::SaddrIsLocal => WireMatch::SaddrIsLocal,
             Match::CtEstablishedRelated => WireMatch::CtState(CT_ESTABLISHED | CT_RELATED),
             Match::CtInvalid => WireMatch::CtState(CT_INVALID),
             Match::IcmpType(family, t) => WireMatch::IcmpType(*family, t.code),
@@ -65,6 +73,7 @@ impl WireMatch {
     fn exprs(&self) -> Vec<Expr> {
         match self {
             WireMatch::Loopback => check_loopback(),
+            WireMatch::SaddrIsLocal => check_saddr_is_local(),
             WireMatch::CtState(mask) => check_ct_state(*mask),
             WireMatch::IcmpType(family, code) => check_icmp_type(*family, *code),
             WireMatch::Dport(proto, range) => check_dport(*proto, range.first, range.last),
@@ -216,6 +225,19 @@ fn check_loopback() -> Vec<Expr> {
     ]
 }
 
+/// `fib saddr type local`: `[ fib saddr type => reg 1 ] [ cmp eq reg 1 0x00000002 ]`
+/// (`RTN_LOCAL`). The kernel looks the source address up in the routing tables of the
+/// packet's family (no nfproto guard: the inet table's `fib` handles both families).
+fn check_saddr_is_local() -> Vec<Expr> {
+    vec![
+        Expr::new(c"fib")
+            .u32(attr::NFTNL_EXPR_FIB_FLAGS, FIB_F_SADDR)
+            .u32(attr::NFTNL_EXPR_FIB_RESULT, FIB_RESULT_ADDRTYPE)
+            .u32(attr::NFTNL_EXPR_FIB_DREG, REG_1),
+        cmp(libc::NFT_CMP_EQ, &u32::from(libc::RTN_LOCAL).to_ne_bytes()),
+    ]
+}
+
 /// `ct state S`: `[ ct load state => reg 1 ] [ bitwise reg 1 = ( reg 1 & MASK ) ^ 0 ]
 /// [ cmp neq reg 1 0x00000000 ]`
 fn check_ct_state(mask: u32) -> Vec<Expr> {
@@ -354,7 +376,7 @@ pub(super) fn fingerprint(rule: &mut NfRule) -> String {
 ///
 /// The lookup's set id is only sent, never reported, and libnftnl does not print it; the
 /// set name is on both sides. `cmp` data keeps the length sent, `limit` is sent with its
-/// flags, and `counter`, `meta`, `ct`, `payload`, `bitwise` and `immediate` come back as
+/// flags, and `counter`, `meta`, `fib`, `ct`, `payload`, `bitwise` and `immediate` come back as
 /// sent (checked by the root test `live_rule_fingerprints_match_the_ir_and_see_replacements`).
 fn canonicalize(e: &mut RuleExpr<'_>) {
     let Some(name) = e.name() else {
@@ -406,6 +428,7 @@ mod tests {
                 }),
                 rules: vec![
                     rule(vec![Match::Loopback], Some(Verdict::Accept)),
+                    rule(vec![Match::SaddrIsLocal], Some(Verdict::Drop)),
                     rule(vec![Match::CtEstablishedRelated], Some(Verdict::Accept)),
                     rule(vec![Match::CtInvalid], Some(Verdict::Drop)),
                     rule(
@@ -449,6 +472,7 @@ mod tests {
         // nft 1.0.6 (kernel 6.x), one line per rule.
         let want = [
             "[ meta load iif => reg 1 ] [ cmp eq reg 1 0x00000001 ] [ immediate reg 0 accept ]",
+            "[ fib saddr type => reg 1 ] [ cmp eq reg 1 0x00000002 ] [ immediate reg 0 drop ]",
             "[ ct load state => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0x00000006 ) ^ 0x00000000 ] \
              [ cmp neq reg 1 0x00000000 ] [ immediate reg 0 accept ]",
             "[ ct load state => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0x00000001 ) ^ 0x00000000 ] \
