@@ -62,6 +62,18 @@ pub enum ModelError {
         "refusing to whitelist {0}: it is larger than /8 (IPv4) or /32 (IPv6); pass --force if you really mean it"
     )]
     TooLarge(IpNet),
+    /// A media (RTP) port range that would open another service's port to its senders.
+    #[error(
+        "invalid rtp ports {range}: they cover udp {port} of service {service}, which the RTP rule would open to every media sender; choose a range clear of the service ports, e.g. 10000-20000"
+    )]
+    RtpCoversService {
+        /// The RTP range.
+        range: PortRange,
+        /// The first service port inside it.
+        port: PortRange,
+        /// The profile that port belongs to.
+        service: String,
+    },
     /// A host name that is not valid.
     #[error("invalid host name {value:?}: {reason}")]
     Fqdn {
@@ -455,6 +467,30 @@ impl fmt::Display for PortRange {
             write!(f, "{}-{}", self.first, self.last)
         }
     }
+}
+
+/// Refuses an RTP range that overlaps a UDP port of any profile (other than "all").
+///
+/// The RTP rule opens its range to every media sender (or to every whitelisted source),
+/// whatever services they have, so a range from rtp.conf such as `rtpstart=1`
+/// `rtpend=65535` (FreePBX writes that file from its web interface) would open SIP, IAX and
+/// TFTP to everybody.
+pub fn check_rtp_ports(range: PortRange, profiles: &Profiles) -> Result<(), ModelError> {
+    for profile in profiles.ordered() {
+        for spec in &profile.ports {
+            if let PortSpec::Port(L4Proto::Udp, port) = spec
+                && port.first <= range.last
+                && range.first <= port.last
+            {
+                return Err(ModelError::RtpCoversService {
+                    range,
+                    port: *port,
+                    service: profile.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A service profile: which ports a service name (or TM3 code) opens.
@@ -858,6 +894,23 @@ mod tests {
         }
         let e = "192.0.2.1".parse::<Fqdn>().unwrap_err().to_string();
         assert!(e.contains("use add-ip"), "{e}");
+    }
+
+    #[test]
+    fn rtp_ports_clear_of_the_services() {
+        let profiles = crate::store::builtin_profiles();
+        let ok = |first, last| check_rtp_ports(PortRange { first, last }, &profiles);
+        assert!(ok(10000, 20000).is_ok());
+        assert!(ok(5062, 5159).is_ok());
+        assert_eq!(
+            ok(1, 65535).unwrap_err().to_string(),
+            "invalid rtp ports 1-65535: they cover udp 5060-5061 of service sip-udp, which the \
+             RTP rule would open to every media sender; choose a range clear of the service \
+             ports, e.g. 10000-20000"
+        );
+        assert!(ok(5161, 5161).is_err());
+        assert!(ok(60, 70).is_err(), "tftp");
+        assert!(ok(4569, 4569).is_err(), "iax");
     }
 
     #[test]
