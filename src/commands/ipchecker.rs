@@ -308,7 +308,11 @@ fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
     );
     let command = cron_command(ctx)?;
     let _lock = ctx.lock()?;
-    store::write_atomic(file, cron::cron_file(&schedule, &command).as_bytes(), 0o644)?;
+    store::write_atomic(
+        file,
+        cron::cron_file(&schedule, &command)?.as_bytes(),
+        0o644,
+    )?;
     ctx.audit(&format!(
         "installed cron file {} ({})",
         file.display(),
