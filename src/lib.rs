@@ -25,6 +25,7 @@ pub mod commands;
 pub mod compile;
 pub mod cron;
 pub mod detect;
+pub mod diff;
 pub mod manpages;
 pub mod model;
 pub mod nft;

@@ -1,4 +1,5 @@
-//! Man pages and shell completions, generated from the clap definitions in [`crate::cli`].
+//! Man pages and shell completions, generated from the clap parsers in [`crate::cli`] (built
+//! from the arguments each command module defines).
 //!
 //! # One list of binaries
 //!
@@ -57,8 +58,8 @@ pub const DISPATCHER: fn() -> Command = PbxwallCli::command;
 pub const HAND_WRITTEN: &[&str] = &["pbxwall.8", "pbxwall.toml.5"];
 
 /// Examples shown in the man page of a binary: (binary, command line, what it does).
-/// They are the README's and DESIGN.md's; the test parses every one with its binary's
-/// parser, so an example cannot drift from the options.
+/// Everyday uses, one or more per command, as an administrator would type them; the test
+/// parses every one with its binary's parser, so an example cannot drift from the options.
 pub const EXAMPLES: &[(&str, &str, &str)] = &[
     (
         "add-ip",

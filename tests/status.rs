@@ -1,5 +1,6 @@
-//! `status`: in sync, drift behind pbxwall's back (a set element removed, a rule added, the
-//! table gone), back in sync after restart; every name shows what it expanded to. Needs root.
+//! `status`: in sync, drift behind pbxwall's back (a set element removed, a rule added, a
+//! rule replaced, the policy and the table flags changed, the table gone), back in sync after
+//! restart; every name shows what it expanded to. Needs root.
 
 mod common;
 
@@ -167,6 +168,26 @@ fn status_reports_sync_drift_and_names() {
     );
     common::assert_exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
     assert_eq!(status_json(&cfg, &topo, 0)["in_sync"], true);
+
+    // The base chain's policy and the table's flags changed in place: what a packet meets
+    // changed though no rule, set or element did.
+    nft(
+        &topo,
+        &["chain", "inet", "pbxwall", "input", "{ policy accept; }"],
+    );
+    nft(
+        &topo,
+        &["add", "table", "inet", "pbxwall", "{ flags dormant; }"],
+    );
+    let s = status_json(&cfg, &topo, 3);
+    assert_eq!(
+        s["differences"],
+        serde_json::json!([
+            "table flags 0x1 (dormant), want 0",
+            "chain input: policy is accept, expected drop"
+        ]),
+        "{s:#}"
+    );
 
     nft(&topo, &["delete", "table", "inet", "pbxwall"]);
     let s = status_json(&cfg, &topo, 3);

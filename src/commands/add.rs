@@ -3,13 +3,61 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result};
+use clap::Args;
 use ipnet::IpNet;
 
 use super::{Ctx, Outcome, UsageError, change_then_apply};
-use crate::cli::{AccountOptions, AddFqdnArgs, AddIpArgs};
 use crate::model::{Account, AccountName, Fqdn, Profiles, parse_fqdns, parse_sources};
 use crate::state::now_rfc3339;
 use crate::store::{self, StoreError};
+
+/// Options shared by `add-ip` and `add-fqdn`.
+#[derive(Debug, Clone, Args)]
+pub struct AccountOptions {
+    /// Services: profile names or TM3 codes, comma-separated (0=all 1=sip-udp 2=sip-tcp
+    /// 3=iax 4=web 5=webmin 6=ftp 7=tftp 8=ssh 9=fop)
+    #[arg(short, long, value_name = "SERVICES")]
+    pub allow: Option<String>,
+    /// Free text stored with the account
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// Overwrite an existing account of the same name
+    #[arg(long)]
+    pub replace: bool,
+    /// Only save the account; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
+
+/// `add-ip`: create an account for addresses or networks.
+#[derive(Debug, Clone, Args)]
+pub struct AddIpArgs {
+    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
+    pub name: Option<String>,
+    /// IPv4/IPv6 addresses or CIDRs, also comma-separated
+    #[arg(value_name = "ADDR")]
+    pub addresses: Vec<String>,
+    #[command(flatten)]
+    pub options: AccountOptions,
+    /// Allow ranges larger than /8 (IPv4) or /32 (IPv6), and skip the SSH lockout guard
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `add-fqdn`: create an account for host names (resolved at every restart and by ipchecker).
+#[derive(Debug, Clone, Args)]
+pub struct AddFqdnArgs {
+    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
+    pub name: Option<String>,
+    /// Host names, also comma-separated; internationalised names are stored in ASCII form
+    #[arg(value_name = "FQDN")]
+    pub fqdns: Vec<String>,
+    #[command(flatten)]
+    pub options: AccountOptions,
+    /// Skip the SSH lockout guard
+    #[arg(long)]
+    pub force: bool,
+}
 
 /// What an add command was given, after prompting.
 struct Given {

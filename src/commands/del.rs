@@ -1,11 +1,25 @@
 //! `del-acct`: remove accounts, then apply.
 
 use anyhow::Result;
+use clap::Args;
 
 use super::{Ctx, Outcome, change_then_apply};
-use crate::cli::DelAcctArgs;
 use crate::model::AccountName;
 use crate::store;
+
+/// `del-acct`: remove accounts.
+#[derive(Debug, Clone, Args)]
+pub struct DelAcctArgs {
+    /// Accounts to remove (all must exist, else nothing is removed)
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// Skip the SSH lockout guard
+    #[arg(long)]
+    pub force: bool,
+    /// Only remove the files; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
 
 /// `del-acct NAME...`: all names must exist, else nothing is removed.
 pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {

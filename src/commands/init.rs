@@ -15,15 +15,38 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use ipnet::IpNet;
 
 use super::{Ctx, Outcome, change_then_apply, ssh_session};
-use crate::cli::InitArgs;
 use crate::detect::{self, DetectedPorts};
 use crate::model::{Account, AccountName, DEFAULT_TRUSTED, PortSpec, Profiles, parse_source};
 use crate::ruleset::{L4Proto, PortRange};
 use crate::state::now_rfc3339;
 use crate::store::{self, parse_account, render_account};
+
+/// `pbxwall init`: first-time setup.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Trust no private range (for cloud servers, where other customers may use them)
+    #[arg(long)]
+    pub cloud: bool,
+    /// The administrator's address or network (also taken from SSH_CONNECTION); repeatable
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Vec<String>,
+    /// sshd configuration to read the SSH port from
+    #[arg(long, value_name = "PATH", default_value = "/etc/ssh/sshd_config")]
+    pub sshd_config: PathBuf,
+    /// Asterisk configuration folder to read SIP, IAX2 and RTP ports from
+    #[arg(long, value_name = "DIR", default_value = "/etc/asterisk")]
+    pub asterisk_dir: PathBuf,
+    /// Apply even if the ruleset would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+    /// Only write the files; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
 
 /// Name of the account holding this server's own addresses.
 pub const SELF_ACCOUNT: &str = "pbx-self";

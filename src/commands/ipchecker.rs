@@ -4,29 +4,64 @@
 //! change, and one line per problem (so cron mails only then). When the addresses behind a
 //! name change, only the affected set elements are deleted and added, in one transaction;
 //! the rules and every other element stay as they are. A full apply happens only when the
-//! table is missing (after a reboot, or someone's `nft flush ruleset`) or its structure
-//! changed since the last apply (accounts or settings edited without a restart).
+//! table is missing (after a reboot, or someone's `nft flush ruleset`), when anything but set
+//! elements differs from what the files give ([`crate::diff`]: table flags, sets, chains,
+//! hooks, policies, rules changed behind pbxwall's back), or when the ruleset without its
+//! elements changed since the last apply (accounts or settings edited without a restart).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::Local;
+use clap::Args;
 use serde::Serialize;
 
 use super::{Build, Ctx, Dns, Outcome, apply, build, guard_ssh_lockout, record_applied};
-use crate::cli::IpcheckerArgs;
 use crate::cron::{self, CronSchedule};
-use crate::nft::netlink::{self, LiveTable, SetChange};
+use crate::diff::{self, SetElements};
+use crate::nft::netlink::{self, SetChange};
 use crate::nft::render;
 use crate::resolve::Cache;
-use crate::ruleset::{Element, SetKind, element_changes, element_list};
 use crate::state::{IpcheckerRun, State, now_rfc3339};
 use crate::store::{self, StoreLock};
 
+/// `ipchecker --help`: the failure policy, exit codes and the `--json` shape.
+pub const LONG_HELP: &str = "\
+Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
+2 usage error, 3 applied but degraded (names left out or stale, account files skipped).
+
+Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
+still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
+addresses for [resolver] stale_grace_s (default 1 hour).
+
+Quiet unless something changed or failed. Changed addresses go in as set-element updates
+in one transaction; the whole table is applied only when it is missing or its rules
+changed. With --json it prints one object:
+  {\"apply\": \"none\" | \"elements\" | \"full\", \"netlink_writes\": 0,
+   \"changes\": [\"...\"], \"problems\": [\"...\"]}";
+
+/// `ipchecker`: re-resolve names and write to the kernel only what changed.
+#[derive(Debug, Clone, Args)]
+pub struct IpcheckerArgs {
+    /// Install a cron.d entry running ipchecker as root on this five-field schedule,
+    /// e.g. '*/5 * * * *'
+    #[arg(long, value_name = "SCHEDULE", conflicts_with = "remove_cron")]
+    pub install_cron: Option<String>,
+    /// Remove the cron.d entry
+    #[arg(long)]
+    pub remove_cron: bool,
+    /// The cron.d file to write or remove
+    #[arg(long, value_name = "PATH", default_value = crate::cron::DEFAULT_CRON_FILE)]
+    pub cron_file: PathBuf,
+    /// Apply even if the new addresses would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// What one run did, as printed with `--json`.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct CheckReport {
     /// "none", "elements" (set elements updated) or "full" (whole table applied).
     pub apply: &'static str,
     /// Netlink transactions sent (0 when nothing changed).
@@ -92,55 +127,47 @@ pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
     Ok(outcome)
 }
 
-fn check(ctx: &Ctx, lock: &StoreLock, old_cache: &Cache, force: bool) -> Result<(Report, Outcome)> {
+fn check(
+    ctx: &Ctx,
+    lock: &StoreLock,
+    old_cache: &Cache,
+    force: bool,
+) -> Result<(CheckReport, Outcome)> {
     let b = build(ctx, Some(lock), Dns::Query)?;
     let mut changes = name_changes(&b, old_cache);
     let problems = b.problems();
     let live = netlink::read_table().context("reading table inet pbxwall")?;
     let (st, _) = State::load(&ctx.paths);
     let recorded = st.applied.as_ref().map(|a| a.skeleton.as_str());
-    let (apply_kind, writes) = match live {
-        None => {
-            changes.push("table inet pbxwall was missing; applied the full ruleset".into());
-            full_apply(ctx, &b, lock, force)?
+    let want_rules = netlink::rule_fingerprints(&b.ruleset);
+    let diff = diff::diff(&b.ruleset, want_rules.as_deref(), live.as_ref());
+    // The files' skeleton (the ruleset without elements) as recorded at the last apply: if
+    // it changed, apply in full even when the live table happens to match.
+    let same_skeleton = recorded == Some(render::skeleton(&b.ruleset).as_str());
+    let (apply_kind, writes) = if diff.missing {
+        changes.push("table inet pbxwall was missing; applied the full ruleset".into());
+        full_apply(ctx, &b, lock, force)?
+    } else if diff.is_in_sync() && same_skeleton {
+        ("none", 0)
+    } else if diff.elements_only() && same_skeleton {
+        if !force {
+            guard_ssh_lockout(&b.ruleset)?;
         }
-        Some(live) if !same_structure(&b, &live, recorded) => {
-            changes.push(
-                "the ruleset changed beyond addresses since the last apply; applied it in full"
-                    .into(),
-            );
-            full_apply(ctx, &b, lock, force)?
-        }
-        Some(live) => {
-            let deltas = element_deltas(&b, &live);
-            if deltas.is_empty() {
-                ("none", 0)
-            } else {
-                if !force {
-                    guard_ssh_lockout(&b.ruleset)?;
-                }
-                let set_changes: Vec<SetChange<'_>> = deltas
-                    .iter()
-                    .map(|d| SetChange {
-                        set: &d.set,
-                        family: d.family,
-                        kind: d.kind,
-                        remove: &d.remove,
-                        add: &d.add,
-                    })
-                    .collect();
-                netlink::update_sets(&set_changes).context(
-                    "updating set elements of table inet pbxwall failed; the previous ruleset is still in place",
-                )?;
-                record_applied(ctx, &b.ruleset, lock);
-                for d in &deltas {
-                    changes.push(d.describe());
-                }
-                ("elements", 1)
-            }
-        }
+        let set_changes: Vec<SetChange<'_>> =
+            diff.elements.iter().map(SetElements::change).collect();
+        netlink::update_sets(&set_changes).context(
+            "updating set elements of table inet pbxwall failed; the previous ruleset is still in place",
+        )?;
+        record_applied(ctx, &b.ruleset, lock);
+        changes.extend(diff.elements.iter().map(SetElements::update_line));
+        ("elements", 1)
+    } else {
+        changes.push(
+            "the ruleset changed beyond addresses since the last apply; applied it in full".into(),
+        );
+        full_apply(ctx, &b, lock, force)?
     };
-    let report = Report {
+    let report = CheckReport {
         apply: apply_kind,
         netlink_writes: writes,
         changes,
@@ -156,78 +183,6 @@ fn full_apply(ctx: &Ctx, b: &Build, lock: &StoreLock, force: bool) -> Result<(&'
     };
     apply(&quiet, b, lock, force)?;
     Ok(("full", 1))
-}
-
-/// Whether only set elements can differ between what is live and what was built: the same
-/// sets and maps, the same chains with the same rules (compared by content, as libnftnl
-/// prints them), and the same skeleton as recorded at the last apply.
-fn same_structure(b: &Build, live: &LiveTable, recorded: Option<&str>) -> bool {
-    let want: BTreeSet<(&str, Option<SetKind>)> = b
-        .ruleset
-        .sets
-        .iter()
-        .map(|s| (s.name.as_str(), Some(s.kind)))
-        .collect();
-    let have: BTreeSet<(&str, Option<SetKind>)> = live
-        .sets
-        .iter()
-        .map(|s| (s.name.as_str(), s.kind))
-        .collect();
-    let Ok(rules) = netlink::rule_fingerprints(&b.ruleset) else {
-        return false;
-    };
-    let same_rules = live.chains.len() == rules.len()
-        && rules.iter().all(|(chain, want_rules)| {
-            live.chains
-                .iter()
-                .any(|c| c.name == *chain && c.rules == *want_rules)
-        });
-    want == have && same_rules && recorded == Some(render::skeleton(&b.ruleset).as_str())
-}
-
-/// The element changes of one set.
-#[derive(Debug)]
-struct Delta {
-    set: String,
-    kind: SetKind,
-    family: crate::addrset::Family,
-    remove: Vec<Element>,
-    add: Vec<Element>,
-}
-
-impl Delta {
-    fn describe(&self) -> String {
-        let (noun, set) = (self.kind.noun(), &self.set);
-        match (self.add.is_empty(), self.remove.is_empty()) {
-            (false, false) => format!(
-                "{noun} {set}: added {}; removed {}",
-                element_list(&self.add),
-                element_list(&self.remove)
-            ),
-            (false, true) => format!("{noun} {set}: added {}", element_list(&self.add)),
-            _ => format!("{noun} {set}: removed {}", element_list(&self.remove)),
-        }
-    }
-}
-
-fn element_deltas(b: &Build, live: &LiveTable) -> Vec<Delta> {
-    let mut out = Vec::new();
-    for set in &b.ruleset.sets {
-        let Some(have) = live.sets.iter().find(|s| s.name == set.name) else {
-            continue;
-        };
-        let (add, remove) = element_changes(&set.elements, &have.elements);
-        if !remove.is_empty() || !add.is_empty() {
-            out.push(Delta {
-                set: set.name.clone(),
-                kind: set.kind,
-                family: set.family,
-                remove,
-                add,
-            });
-        }
-    }
-    out
 }
 
 /// One line per name whose addresses changed since the last run.

@@ -58,14 +58,42 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use clap::Args;
 use serde::Serialize;
 
 use super::{Ctx, Outcome, UsageError, change_then_apply};
-use crate::cli::EnableTrustedProvidersArgs;
 use crate::model::{Account, AccountName, Profiles};
 use crate::providers::{self, ACCOUNT_PREFIX, Provider, ProviderList, Sources};
 use crate::state::now_rfc3339;
 use crate::store::{self, StoreError, close_names, display_net};
+
+/// `enable-trusted-providers`: create or remove provider accounts from providers.toml.
+#[derive(Debug, Clone, Args)]
+pub struct EnableTrustedProvidersArgs {
+    /// Providers to enable, by id (see --list); with --list, show their details
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// List the providers: what each opens, confidence, date checked, whether it is enabled
+    /// and whether --all enables it (--json: see README)
+    #[arg(long, conflicts_with_all = ["all", "disable", "no_restart", "force"])]
+    pub list: bool,
+    /// Enable every provider whose data is well sourced (confidence high or medium, not stale)
+    #[arg(long)]
+    pub all: bool,
+    /// Remove the accounts of these providers
+    #[arg(long, value_name = "ID", num_args = 1.., conflicts_with_all = ["ids", "all"])]
+    pub disable: Vec<String>,
+    /// Read the providers from PATH instead of SHARE_DIR/providers.toml (the built-in copy
+    /// is used when neither is given nor installed)
+    #[arg(long, value_name = "PATH")]
+    pub providers_file: Option<PathBuf>,
+    /// Apply even if the ruleset would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+    /// Only write the account files; apply at the next restart
+    #[arg(long)]
+    pub no_restart: bool,
+}
 
 /// What is on disk under a provider's account name.
 #[derive(Debug)]
@@ -157,20 +185,20 @@ pub fn enable_trusted_providers(ctx: &Ctx, args: EnableTrustedProvidersArgs) -> 
             ctx.audit(&format!("account {n} removed (provider {id} disabled)"));
         }
     }
-    let mut report = Report::default();
+    let mut summary = EnableSummary::default();
     for w in &plan.writes {
         let id = w.provider.id.clone();
         let verb = match w.change {
             Change::Create => {
-                report.created.push(id);
+                summary.created.push(id);
                 "enabled"
             }
             Change::Update => {
-                report.updated.push(id);
+                summary.updated.push(id);
                 "updated"
             }
             Change::Unchanged => {
-                report.unchanged.push(id);
+                summary.unchanged.push(id);
                 "unchanged"
             }
         };
@@ -183,15 +211,15 @@ pub fn enable_trusted_providers(ctx: &Ctx, args: EnableTrustedProvidersArgs) -> 
     }
     for (id, n) in &plan.removes {
         ctx.say(format_args!("disabled {id} (account {n} removed)"));
-        report.removed.push(id.clone());
+        summary.removed.push(id.clone());
     }
     for id in &plan.not_enabled {
         ctx.say(format_args!("{id} is not enabled; nothing to remove"));
-        report.not_enabled.push(id.clone());
+        summary.not_enabled.push(id.clone());
     }
-    report.applied = changed.is_some() && !args.no_restart;
+    summary.applied = changed.is_some() && !args.no_restart;
     if ctx.json {
-        ctx.print_json(&report)?;
+        ctx.print_json(&summary)?;
     }
     Ok(changed.unwrap_or(Outcome::Done))
 }
@@ -208,8 +236,10 @@ fn caveats(p: &Provider) -> String {
     why.join(" and ")
 }
 
+/// What an enable or disable run did, by provider id: printed with `--json` (the shape is in
+/// the module documentation).
 #[derive(Debug, Default, Serialize)]
-struct Report {
+struct EnableSummary {
     created: Vec<String>,
     updated: Vec<String>,
     unchanged: Vec<String>,
@@ -218,23 +248,34 @@ struct Report {
     applied: bool,
 }
 
+/// What enabling a provider does to its account file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
+    /// The account does not exist yet.
     Create,
+    /// The account exists, made by this command, but differs from what enabling writes now.
     Update,
+    /// The account is already what enabling writes.
     Unchanged,
 }
 
-struct Write<'a> {
+/// The account file one provider to enable gets.
+struct AccountWrite<'a> {
+    /// The provider's entry in providers.toml.
     provider: &'a Provider,
+    /// The account enabling writes.
     account: Account,
+    /// What writing it changes.
     change: Change,
 }
 
-struct Plan<'a> {
-    writes: Vec<Write<'a>>,
-    /// Provider ids and their accounts.
+/// Everything one run will change, decided (and every id checked) before any file is touched.
+struct ProviderChanges<'a> {
+    /// Accounts of the providers to enable.
+    writes: Vec<AccountWrite<'a>>,
+    /// Provider ids to disable, and their accounts, to remove.
     removes: Vec<(String, AccountName)>,
+    /// Ids given to `--disable` that are in providers.toml but not enabled.
     not_enabled: Vec<String>,
 }
 
@@ -274,7 +315,7 @@ fn plan<'a>(
     profiles: &Profiles,
     list: &'a ProviderList,
     args: &EnableTrustedProvidersArgs,
-) -> Result<Plan<'a>> {
+) -> Result<ProviderChanges<'a>> {
     let known = list.ids();
     let mut wanted: Vec<&Provider> = Vec::new();
     for id in &args.ids {
@@ -296,7 +337,7 @@ fn plan<'a>(
     for p in wanted {
         let name = p.account_name();
         let w = match existing(ctx, profiles, &p.id, &name)? {
-            Existing::Absent => Write {
+            Existing::Absent => AccountWrite {
                 provider: p,
                 account: p.account(Some(now_rfc3339())),
                 change: Change::Create,
@@ -308,7 +349,7 @@ fn plan<'a>(
                 } else {
                     Change::Update
                 };
-                Write {
+                AccountWrite {
                     provider: p,
                     account,
                     change,
@@ -345,7 +386,7 @@ fn plan<'a>(
             Existing::Absent => return Err(unknown(id, &candidates, &list.origin)),
         }
     }
-    Ok(Plan {
+    Ok(ProviderChanges {
         writes,
         removes,
         not_enabled,
@@ -406,8 +447,8 @@ struct OrphanJson {
     account: String,
 }
 
-/// Whether each provider is enabled, and whether its account is what enabling writes now.
-fn status(ctx: &Ctx, profiles: &Profiles, p: &Provider) -> Result<(bool, Option<bool>)> {
+/// Whether a provider is enabled, and whether its account is what enabling writes now.
+fn enabled_state(ctx: &Ctx, profiles: &Profiles, p: &Provider) -> Result<(bool, Option<bool>)> {
     Ok(match existing(ctx, profiles, &p.id, &p.account_name())? {
         Existing::Ours(a, text) => (
             true,
@@ -437,7 +478,7 @@ fn list_providers(
     }
     let mut rows = Vec::new();
     for p in &shown {
-        let (enabled, up_to_date) = status(ctx, profiles, p)?;
+        let (enabled, up_to_date) = enabled_state(ctx, profiles, p)?;
         rows.push(ProviderJson {
             id: &p.id,
             name: &p.name,

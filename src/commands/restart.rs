@@ -1,10 +1,21 @@
 //! `restart`: resolve every name, compile every account, apply as one transaction.
 
 use anyhow::Result;
+use clap::Args;
 
 use super::{Ctx, Dns, Outcome, apply, build};
-use crate::cli::RestartArgs;
 use crate::nft::render;
+
+/// `restart`: resolve every name, compile every account, apply as one transaction.
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    /// Print the nftables ruleset instead of applying it (no root needed)
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even if the ruleset would cut off this SSH session's client
+    #[arg(long)]
+    pub force: bool,
+}
 
 /// `restart [--dry-run] [--force]`.
 pub fn restart(ctx: &Ctx, args: RestartArgs) -> Result<Outcome> {

@@ -32,34 +32,62 @@
 //! A stale name also has `since` and `error`; a left-out name has `reason`.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::Local;
+use clap::Args;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use super::{Build, Ctx, Dns, Outcome, build};
 use crate::addrset::AddrRange;
 use crate::audit;
-use crate::cli::StatusArgs;
 use crate::compile::{HOSTS_MAP, RANGES_MAP, set_name};
 use crate::cron;
+use crate::diff;
 use crate::model::Account;
 use crate::model::display_net;
 use crate::nft::netlink::{self, LiveTable};
 use crate::resolve::NameResult;
-use crate::ruleset::{INPUT_CHAIN, Ruleset, element_changes, element_list};
+use crate::ruleset::{INPUT_CHAIN, Ruleset};
 use crate::state::State;
+
+/// `status --help`: exit codes and the `--json` shape.
+pub const LONG_HELP: &str = "\
+Exit status: 0 loaded and in sync with the configuration, nothing degraded; 1 error;
+3 drifted (the kernel differs from what restart would apply), not loaded, or degraded
+(names left out or stale, account files skipped).
+
+With --json it prints one object:
+  {\"table\": \"loaded\" | \"missing\", \"in_sync\": true, \"differences\": [\"...\"],
+   \"degraded\": false, \"problems\": [\"...\"],
+   \"last_apply\": {\"at\", \"by\"} | null,
+   \"ipchecker\": {\"last_run\", \"outcome\", \"netlink_writes\", \"cron_schedule\", \"next_run\"},
+   \"dropped\": {\"packets\", \"bytes\"} | null,
+   \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
+                 \"addresses\": [{\"address\", \"applied\"}],
+                 \"fqdns\": [{\"name\", \"state\": \"ok\" | \"stale\" | \"left_out\",
+                            \"since\", \"error\", \"reason\", \"v4\", \"v6\", \"resolved_at\", \"applied\"}],
+                 \"media\"}],
+   \"recent_changes\": [{\"at\", \"user\", \"command\", \"what\"}]}";
+
+/// `status`: what is loaded, whether it matches the configuration, per account.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The cron.d file whose schedule tells when ipchecker runs next
+    #[arg(long, value_name = "PATH", default_value = crate::cron::DEFAULT_CRON_FILE)]
+    pub cron_file: PathBuf,
+}
 
 /// `status [--json]`.
 pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     let b = build(ctx, None, Dns::CacheOnly)?;
     let live = netlink::read_table()
         .context("cannot read table inet pbxwall from the kernel (status needs root)")?;
-    let differences = match &live {
-        None => vec!["table inet pbxwall is not loaded".to_owned()],
-        Some(t) => drift(&b.ruleset, t),
-    };
+    let want_rules = netlink::rule_fingerprints(&b.ruleset);
+    let diff = diff::diff(&b.ruleset, want_rules.as_deref(), live.as_ref());
+    let differences = diff.lines();
     let (st, _) = State::load(&ctx.paths);
     let schedule = cron::installed_schedule(&args.cron_file);
     let next_run = schedule
@@ -68,7 +96,7 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
         .map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string());
     let dropped = live.as_ref().and_then(drop_counter);
     let problems = b.problems();
-    let in_sync = differences.is_empty();
+    let in_sync = diff.is_in_sync();
     let report = json!({
         "table": if live.is_some() { "loaded" } else { "missing" },
         "in_sync": in_sync,
@@ -101,99 +129,6 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
 
 /// How many audit-log entries `status` shows.
 pub const RECENT_CHANGES: usize = 5;
-
-/// Differences between the ruleset `restart` would apply and what is live, one line each:
-/// sets and their elements, chains, base-chain policy, and every rule's content (compared
-/// as libnftnl prints the expressions, built with the same code that applies them).
-pub fn drift(want: &Ruleset, live: &LiveTable) -> Vec<String> {
-    let mut out = Vec::new();
-    let fingerprints = match netlink::rule_fingerprints(want) {
-        Ok(f) => f,
-        Err(e) => {
-            out.push(format!("cannot compare rules: {}", crate::error_chain(&e)));
-            Vec::new()
-        }
-    };
-    for set in &want.sets {
-        let Some(have) = live.sets.iter().find(|s| s.name == set.name) else {
-            out.push(format!("{} {} is missing", set.kind.noun(), set.name));
-            continue;
-        };
-        if have.kind != Some(set.kind) {
-            out.push(format!(
-                "set {} is of another kind than pbxwall's",
-                set.name
-            ));
-        }
-        let (missing, extra) = element_changes(&set.elements, &have.elements);
-        let noun = set.kind.noun();
-        if !missing.is_empty() {
-            out.push(format!(
-                "{noun} {}: missing {}",
-                set.name,
-                element_list(&missing)
-            ));
-        }
-        if !extra.is_empty() {
-            out.push(format!(
-                "{noun} {}: extra {}",
-                set.name,
-                element_list(&extra)
-            ));
-        }
-    }
-    for have in &live.sets {
-        if want.set(&have.name).is_none() {
-            out.push(format!("set {} is not pbxwall's", have.name));
-        }
-    }
-    for chain in &want.chains {
-        let Some(have) = live.chains.iter().find(|c| c.name == chain.name) else {
-            out.push(format!("chain {} is missing", chain.name));
-            continue;
-        };
-        if let Some(base) = &chain.base {
-            let policy = have.base.as_ref().and_then(|b| b.policy);
-            if policy != Some(base.policy) {
-                out.push(format!(
-                    "chain {}: policy is {}, expected {}",
-                    chain.name,
-                    policy.map_or("none".to_owned(), |p| p.to_string()),
-                    base.policy
-                ));
-            }
-        }
-        if have.rule_count != chain.rules.len() {
-            out.push(format!(
-                "chain {}: {} rules, expected {} (rules added or removed behind pbxwall's back)",
-                chain.name,
-                have.rule_count,
-                chain.rules.len()
-            ));
-        } else if let Some((_, want_rules)) = fingerprints.iter().find(|(c, _)| *c == chain.name) {
-            for (i, (w, h)) in want_rules.iter().zip(&have.rules).enumerate() {
-                if w != h {
-                    out.push(format!(
-                        "chain {}: rule {} differs from what pbxwall applied ({})",
-                        chain.name,
-                        i + 1,
-                        chain
-                            .rules
-                            .get(i)
-                            .map(|r| r.to_string())
-                            .unwrap_or_default()
-                    ));
-                }
-            }
-        }
-    }
-    for have in &live.chains {
-        if !want.chains.iter().any(|c| c.name == have.name) {
-            out.push(format!("chain {} is not pbxwall's", have.name));
-        }
-    }
-    out
-}
 
 /// Packets and bytes of the last counter in the input chain: what the drop policy dropped.
 fn drop_counter(live: &LiveTable) -> Option<(u64, u64)> {

@@ -171,6 +171,9 @@ pub struct ApplyStats {
 /// What is live in `table inet pbxwall`, as [`read_table`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveTable {
+    /// Table flags (`NFTNL_TABLE_FLAGS`): 0 as pbxwall creates it; bit 0x1 is dormant (the
+    /// kernel evaluates none of its chains).
+    pub flags: u32,
     /// Sets, in the kernel's order.
     pub sets: Vec<LiveSet>,
     /// Chains, in the kernel's order.
@@ -1319,6 +1322,7 @@ struct SnapRule {
 
 /// What was live in the table. Without `full`, sets have no elements and chains no rules.
 struct Snapshot {
+    flags: u32,
     sets: Vec<SnapSet>,
     chains: Vec<SnapChain>,
 }
@@ -1326,6 +1330,7 @@ struct Snapshot {
 impl Snapshot {
     fn into_live(self) -> LiveTable {
         LiveTable {
+            flags: self.flags,
             sets: self
                 .sets
                 .into_iter()
@@ -1385,16 +1390,23 @@ fn read_snapshot(sock: &mut Socket, full: bool) -> Result<Option<Snapshot>, Read
     let table = cstring(TABLE_NAME, "table")?;
     let tname = format!("table inet {TABLE_NAME}");
 
-    // nft list table inet pbxwall  (existence only)
+    // nft list table inet pbxwall  (existence and flags)
     let mut t = NfTable::new();
     t.set_u32(sys::NFTNL_TABLE_FAMILY, NFPROTO_INET.into());
     t.set_str(sys::NFTNL_TABLE_NAME, &table);
+    let mut flags = 0;
     match sock.request(
         &tname,
         libc::NFT_MSG_GETTABLE,
         libc::NLM_F_ACK,
         Obj::Table(&t),
-        |_| Ok(()),
+        |msg| {
+            if msg.nft_type() == Some(libc::NFT_MSG_NEWTABLE) {
+                let t = NfTable::parse(msg, &tname)?;
+                flags = t.get_u32(sys::NFTNL_TABLE_FLAGS).unwrap_or_default();
+            }
+            Ok(())
+        },
     ) {
         Ok(()) => {}
         Err(RequestError::Kernel(e)) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
@@ -1552,7 +1564,11 @@ fn read_snapshot(sock: &mut Socket, full: bool) -> Result<Option<Snapshot>, Read
             }
         }
     }
-    Ok(Some(Snapshot { sets, chains }))
+    Ok(Some(Snapshot {
+        flags,
+        sets,
+        chains,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,279 @@
+//! The apply pipeline every command that changes the firewall goes through: [`build`] (load
+//! the files, resolve names, compile), [`apply`] (one netlink transaction, then
+//! [`record_applied`]), and the two ways commands use them, [`rebuild_and_apply`] and
+//! [`change_then_apply`].
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+
+use super::context::{AppliedSummary, Ctx, Outcome};
+use super::lockout::guard_ssh_lockout;
+use crate::compile;
+use crate::model::{Account, Fqdn, Profiles, Settings};
+use crate::nft::{netlink, render};
+use crate::resolve::{self, NameState, Resolution};
+use crate::ruleset::Ruleset;
+use crate::state::{Applied, State, now_rfc3339};
+use crate::store::{self, LoadedAccounts, StoreError, StoreLock};
+
+/// How a build gets the addresses of host names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dns {
+    /// Ask DNS (restart, ipchecker); with the lock held the cache is updated.
+    Query,
+    /// Use what the cache holds from the last run (status).
+    CacheOnly,
+}
+
+/// Everything `restart` derives from the files before applying.
+#[derive(Debug)]
+pub struct Build {
+    /// Settings in force.
+    pub settings: Settings,
+    /// Profiles in force.
+    pub profiles: Profiles,
+    /// Accounts that loaded.
+    pub accounts: Vec<Account>,
+    /// Account files that were skipped, with file and line.
+    pub skipped: Vec<StoreError>,
+    /// What every host name resolved to, and its state.
+    pub resolution: Resolution,
+    /// The compiled ruleset.
+    pub ruleset: Ruleset,
+}
+
+impl Build {
+    /// Whether anything was left out or is stale.
+    pub fn degraded(&self) -> bool {
+        !self.skipped.is_empty() || self.resolution.degraded().next().is_some()
+    }
+
+    /// The accounts that use a name, for messages.
+    pub fn accounts_of(&self, name: &Fqdn) -> String {
+        let names: Vec<&str> = self
+            .accounts
+            .iter()
+            .filter(|a| a.fqdns.contains(name))
+            .map(|a| a.name.as_str())
+            .collect();
+        names.join(", ")
+    }
+
+    /// One line per problem: skipped files, names left out, stale names.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|e| format!("skipped account file {}", crate::error_chain(e)))
+            .collect();
+        for r in self.resolution.degraded() {
+            let accounts = self.accounts_of(&r.name);
+            out.push(match &r.state {
+                NameState::LeftOut { reason } => {
+                    format!("left out {} (account {accounts}): {reason}", r.name)
+                }
+                state => format!(
+                    "{} (account {accounts}) is {state}; keeping {}",
+                    r.name,
+                    join_addrs(&r.addrs())
+                ),
+            });
+        }
+        out
+    }
+
+    /// Prints [`Build::problems`] to stderr.
+    pub fn report_problems(&self, ctx: &Ctx) {
+        for line in self.problems() {
+            ctx.warn(line);
+        }
+    }
+
+    /// The outcome of applying this build.
+    pub fn outcome(&self) -> Outcome {
+        if self.degraded() {
+            Outcome::Degraded
+        } else {
+            Outcome::Done
+        }
+    }
+}
+
+/// Addresses as a comma-separated list.
+pub fn join_addrs(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Loads settings, profiles and accounts, resolves names and compiles. A bad settings or
+/// profile file is an error; a bad account file is skipped and reported. With `lock`, the
+/// resolution cache is saved.
+pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
+    let settings = store::load_settings(&ctx.paths)?;
+    let profiles = store::load_profiles(&ctx.paths)?;
+    let LoadedAccounts { accounts, skipped } = store::load_accounts(&ctx.paths, &profiles)?;
+    let names: BTreeSet<Fqdn> = accounts
+        .iter()
+        .flat_map(|a| a.fqdns.iter().cloned())
+        .collect();
+    let (mut cache, warning) = resolve::Cache::load(&ctx.paths);
+    if let Some(w) = warning {
+        ctx.warn(w);
+    }
+    let resolution = match dns {
+        Dns::CacheOnly => resolve::from_cache(&names, &cache),
+        Dns::Query => {
+            let r = resolve::resolve_all(&names, &settings.resolver, &mut cache, Utc::now());
+            if let Some(lock) = lock {
+                cache.retain_names(&names);
+                cache.save(&ctx.paths, lock)?;
+            }
+            r
+        }
+    };
+    let ruleset = compile::compile(&settings, &profiles, &accounts, &resolution.usable());
+    Ok(Build {
+        settings,
+        profiles,
+        accounts,
+        skipped,
+        resolution,
+        ruleset,
+    })
+}
+
+/// File in the state folder holding the last ruleset applied, in nft syntax (loadable with
+/// `nft -f`, which the boot-time unit does before the network is up).
+pub const LAST_APPLIED: &str = "last-applied.nft";
+
+/// Records an applied ruleset: `last-applied.nft` and the `applied` part of the state.
+/// The ruleset is live already, so a failure here is a warning, never an error: an error
+/// would make the command report "nothing changed" (and put its files back) although the
+/// kernel has the new ruleset.
+pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
+    record_applied_text(ctx, ruleset, &render::render(ruleset), lock);
+}
+
+/// [`record_applied`] with the ruleset already rendered as `text`.
+fn record_applied_text(ctx: &Ctx, ruleset: &Ruleset, text: &str, lock: &StoreLock) {
+    if let Err(e) = write_records(ctx, ruleset, text, lock) {
+        ctx.warn(format_args!(
+            "the ruleset is applied, but recording it in {} failed: {}",
+            ctx.paths.state_dir.display(),
+            crate::error_chain(&e)
+        ));
+    }
+}
+
+fn write_records(
+    ctx: &Ctx,
+    ruleset: &Ruleset,
+    text: &str,
+    lock: &StoreLock,
+) -> Result<(), StoreError> {
+    store::write_atomic(
+        &ctx.paths.state_dir.join(LAST_APPLIED),
+        text.as_bytes(),
+        0o600,
+    )?;
+    let (mut st, _) = State::load(&ctx.paths);
+    st.applied = Some(Applied {
+        at: now_rfc3339(),
+        by: ctx.command.to_owned(),
+        skeleton: render::skeleton(ruleset),
+        elements: ruleset.element_count(),
+    });
+    st.save(&ctx.paths, lock)
+}
+
+/// Applies a build in one netlink transaction and records it in the state folder.
+/// On error the previous ruleset is still live.
+pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool) -> Result<()> {
+    if !force {
+        guard_ssh_lockout(&build.ruleset)?;
+    }
+    let started = Instant::now();
+    // The kernel works through the batch inside one sendmsg; meanwhile another thread
+    // renders the text recorded in last-applied.nft (a large share of a big restart).
+    let (stats, text) = std::thread::scope(|s| {
+        let text = s.spawn(|| render::render(&build.ruleset));
+        let stats = netlink::apply(&build.ruleset);
+        (stats, text.join())
+    });
+    let stats = stats
+        .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
+    let text = text.unwrap_or_else(|_| render::render(&build.ruleset));
+    record_applied_text(ctx, &build.ruleset, &text, lock);
+    let summary = AppliedSummary {
+        accounts: build.accounts.len(),
+        address_ranges: build.ruleset.element_count(),
+        sets: build.ruleset.sets.len(),
+        netlink_messages: stats.messages,
+        ms: (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
+    };
+    ctx.say(format_args!(
+        "applied table inet pbxwall: {} accounts, {} address ranges in {} sets, {} netlink messages in {:.1} ms",
+        summary.accounts, summary.address_ranges, summary.sets, summary.netlink_messages, summary.ms
+    ));
+    ctx.audit(&format!(
+        "applied table inet pbxwall: {} accounts, {} address ranges",
+        summary.accounts, summary.address_ranges
+    ));
+    ctx.report.borrow_mut().applied = Some(summary);
+    Ok(())
+}
+
+/// Builds and applies under the caller's lock; prints problems. Used after every change.
+pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock, force: bool) -> Result<Outcome> {
+    let b = build(ctx, Some(lock), Dns::Query)?;
+    b.report_problems(ctx);
+    apply(ctx, &b, lock, force)?;
+    Ok(b.outcome())
+}
+
+/// Runs `change` (which writes files), then rebuilds and applies; if applying fails, puts
+/// the files `change` touched back as they were, so an error means nothing changed.
+pub fn change_then_apply(
+    ctx: &Ctx,
+    lock: &StoreLock,
+    touched: &[std::path::PathBuf],
+    no_restart: bool,
+    force: bool,
+    change: impl FnOnce() -> Result<()>,
+) -> Result<Outcome> {
+    let before: Vec<(std::path::PathBuf, Option<String>)> = touched
+        .iter()
+        .map(|p| Ok((p.clone(), store::read_optional(p)?)))
+        .collect::<Result<_, StoreError>>()?;
+    change()?;
+    if no_restart {
+        ctx.say("saved; run restart to apply");
+        return Ok(Outcome::Done);
+    }
+    match rebuild_and_apply(ctx, lock, force) {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            for (path, old) in &before {
+                let restored = match old {
+                    Some(text) => store::write_atomic(path, text.as_bytes(), 0o644),
+                    None => store::remove_durably(path),
+                };
+                if let Err(r) = restored {
+                    ctx.warn(format_args!(
+                        "could not restore {}: {}",
+                        path.display(),
+                        crate::error_chain(&r)
+                    ));
+                }
+            }
+            Err(e.context("the change was not saved"))
+        }
+    }
+}

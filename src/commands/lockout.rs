@@ -1,0 +1,61 @@
+//! The SSH lockout guard: a command that applies a ruleset from an SSH session refuses one
+//! that would stop that session's client from logging in again (unless `--force`).
+
+use std::net::IpAddr;
+
+use anyhow::Result;
+
+use crate::ruleset::{L4Proto, Ruleset};
+
+/// The SSH session this command runs in: the client's address and the server's port, from
+/// `SSH_CONNECTION` ("client_ip client_port server_ip server_port").
+pub fn ssh_session() -> Option<(IpAddr, u16)> {
+    parse_ssh_connection(&std::env::var("SSH_CONNECTION").ok()?)
+}
+
+fn parse_ssh_connection(s: &str) -> Option<(IpAddr, u16)> {
+    let mut parts = s.split_whitespace();
+    let client: IpAddr = parts.next()?.parse().ok()?;
+    let _client_port = parts.next()?;
+    let _server = parts.next()?;
+    let port: u16 = parts.next()?.parse().ok()?;
+    Some((client.to_canonical(), port))
+}
+
+/// Refuses a ruleset that would stop this SSH session's client from opening a new
+/// connection to the SSH port (the running session itself would survive as established,
+/// but the next login would not).
+pub(crate) fn guard_ssh_lockout(ruleset: &Ruleset) -> Result<()> {
+    if let Some((client, port)) = ssh_session()
+        && !ruleset.accepts_new(client, L4Proto::Tcp, port)
+    {
+        anyhow::bail!(
+            "refusing to apply: your SSH client {client} could no longer reach tcp port {port}; \
+             whitelist it first (add-ip admin {client} --allow ssh) or pass --force"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_connection_parsing() {
+        assert_eq!(
+            parse_ssh_connection("203.0.113.7 52314 192.0.2.1 22"),
+            Some(("203.0.113.7".parse().unwrap(), 22))
+        );
+        assert_eq!(
+            parse_ssh_connection("::ffff:203.0.113.7 52314 ::ffff:192.0.2.1 2222"),
+            Some(("203.0.113.7".parse().unwrap(), 2222))
+        );
+        assert_eq!(
+            parse_ssh_connection("2001:db8::7 1 2001:db8::1 22"),
+            Some(("2001:db8::7".parse().unwrap(), 22))
+        );
+        assert_eq!(parse_ssh_connection(""), None);
+        assert_eq!(parse_ssh_connection("garbage here"), None);
+    }
+}
