@@ -212,7 +212,7 @@ impl From<PbxwallCli> for (Common, Command) {
 pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
     let (common, command) = C::parse().into();
     let ctx = common.ctx(command.name());
-    let result = run(&ctx, command);
+    let result = run(&ctx, command).map(|outcome| ctx.finish(outcome));
     if let Err(err) = &result {
         print_error(err, common.verbose);
     }

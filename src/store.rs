@@ -172,15 +172,24 @@ pub struct StoreLock {
 impl StoreLock {
     /// Takes the lock, creating the state folder and lock file if needed. If another command
     /// holds it, says so through `waiting` and blocks until it is free.
+    ///
+    /// A full or read-only state folder must not stop a command from protecting the host,
+    /// and a lock needs no writing: when the lock file cannot be opened for writing, it is
+    /// opened read-only, and when it cannot be created, the state folder itself is locked.
     pub fn acquire(paths: &Paths, waiting: impl FnOnce(&Path)) -> Result<StoreLock, StoreError> {
-        let path = paths.lock_file();
+        let mut path = paths.lock_file();
         fs::create_dir_all(&paths.state_dir).map_err(io_err(&paths.state_dir))?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .mode(0o600)
+            .mode(STATE_FILE_MODE)
             .open(&path)
+            .or_else(|e| File::open(&path).map_err(|_| e))
+            .or_else(|e| {
+                path = paths.state_dir.clone();
+                File::open(&path).map_err(|_| e)
+            })
             .map_err(io_err(&path))?;
         let lock_err = |source| StoreError::Lock {
             path: path.clone(),

@@ -109,7 +109,12 @@ pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
         },
     };
     st.ipchecker = Some(run);
-    st.save(&ctx.paths, &lock)?;
+    if let Err(e) = st.save(&ctx.paths, &lock) {
+        ctx.warn_state_unsaved(format_args!(
+            "could not record this run: {}",
+            crate::error_chain(&e)
+        ));
+    }
     let (report, outcome) = result?;
     for line in &report.changes {
         ctx.audit(line);
