@@ -118,6 +118,8 @@ pub fn join_addrs(addrs: &[IpAddr]) -> String {
 pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let settings = store::load_settings(&ctx.paths)?;
     let profiles = store::load_profiles(&ctx.paths)?;
+    crate::model::check_rtp_ports(settings.rtp.ports, &profiles)
+        .with_context(|| ctx.paths.settings_file().display().to_string())?;
     let LoadedAccounts { accounts, skipped } = store::load_accounts(&ctx.paths, &profiles)?;
     let names: BTreeSet<Fqdn> = accounts
         .iter()

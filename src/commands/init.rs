@@ -20,7 +20,9 @@ use ipnet::IpNet;
 
 use super::{Ctx, Outcome, change_then_apply, ssh_session};
 use crate::detect::{self, DetectedPorts};
-use crate::model::{Account, AccountName, DEFAULT_TRUSTED, PortSpec, Profiles, parse_source};
+use crate::model::{
+    Account, AccountName, DEFAULT_TRUSTED, PortSpec, Profiles, check_rtp_ports, parse_source,
+};
 use crate::ruleset::{L4Proto, PortRange};
 use crate::state::now_rfc3339;
 use crate::store::{self, parse_account, render_account};
@@ -76,6 +78,14 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
         }
     }
     let detected = detect::detect(&args.sshd_config, &args.asterisk_dir);
+    if let Some(rtp) = detected.rtp {
+        check_rtp_ports(rtp, &profiles).with_context(|| {
+            format!(
+                "the RTP range of rtpstart/rtpend in {} is not taken over; set it to a range clear of the service ports (e.g. rtpstart=10000, rtpend=20000) and run init again",
+                args.asterisk_dir.join("rtp.conf").display()
+            )
+        })?;
+    }
     let own = own_addresses().context("listing this server's addresses with `ip -j addr`")?;
 
     let mut plan = Vec::new();
@@ -240,9 +250,14 @@ fn account_plan(
         created: Some(now_rfc3339()),
         provider: None,
     };
-    if let Some(text) = store::read_optional(&path)?
-        && let Ok(existing) = parse_account(&path, &text, profiles)
-    {
+    if let Some(text) = store::read_optional(&path)? {
+        // Never overwrite what cannot be read: it may hold addresses init would lose.
+        let existing = parse_account(&path, &text, profiles).with_context(|| {
+            format!(
+                "{} exists but cannot be read, so init leaves it alone; fix or remove it, then run init again",
+                path.display()
+            )
+        })?;
         let mut services: Vec<String> = existing.services.clone();
         services.extend(account.services.iter().cloned());
         account.services = profiles.parse_services(&services)?;
