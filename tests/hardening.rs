@@ -1,0 +1,336 @@
+//! Hardening: what an intruder or a clumsy administrator does to the table, the state
+//! folder and the files, and what pbxwall must do about it. Root tests make their own
+//! namespaces ([`Topology`]: a "pbx" and a "client" namespace joined by a veth pair) and use
+//! documentation addresses only; the others run the binaries on a temporary config folder.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{
+    Needs, Probe, Servers, TempConfig, Topology, assert_exit, assert_probes, ns_cmd, show,
+    stderr, stdout,
+};
+
+/// joe (192.0.2.10) may reach SSH; nobody else may; no LAN is trusted.
+fn setup(topo: &Topology) -> TempConfig {
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = []\n");
+    let out = cfg.run(
+        Some(topo.pbx_ns()),
+        "add-ip",
+        ["joe", "192.0.2.10", "--allow", "ssh"],
+    );
+    assert_exit(&out, 0, "add-ip joe");
+    cfg
+}
+
+/// joe reaches SSH, a stranger does not.
+fn assert_whitelist_holds(topo: &Topology) {
+    assert_probes(
+        topo,
+        &[
+            Probe::tcp("192.0.2.10", 22, true),
+            Probe::tcp("192.0.2.11", 22, false),
+            Probe::tcp("2001:db8::11", 22, false),
+        ],
+    );
+}
+
+fn a_dormant_table_is_drift_and_every_apply_wakes_it() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[]);
+    let cfg = setup(&topo);
+    let ns = Some(topo.pbx_ns());
+    assert_whitelist_holds(&topo);
+
+    common::nft_ok(topo.pbx_ns(), "add table inet pbxwall { flags dormant; }\n");
+    // The attack: a dormant table filters nothing.
+    assert_probes(&topo, &[Probe::tcp("192.0.2.11", 22, true)]);
+    let out = cfg.run(ns, "status", [] as [&str; 0]);
+    assert_exit(&out, 3, "status of a dormant table");
+    assert!(stdout(&out).contains("dormant"), "{}", show(&out));
+
+    assert_exit(&cfg.run(ns, "ipchecker", [] as [&str; 0]), 0, "ipchecker");
+    assert_whitelist_holds(&topo);
+    assert_exit(&cfg.run(ns, "status", [] as [&str; 0]), 0, "status after ipchecker");
+
+    common::nft_ok(topo.pbx_ns(), "add table inet pbxwall { flags dormant; }\n");
+    assert_exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
+    assert_whitelist_holds(&topo);
+    let listed = stdout(&ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]));
+    assert!(!listed.contains("dormant"), "{listed}");
+}
+
+fn a_base_chain_moved_to_another_hook_is_drift_and_repaired() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[]);
+    let cfg = setup(&topo);
+    let ns = Some(topo.pbx_ns());
+    let listed = stdout(&ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]));
+    assert!(listed.contains("hook input"), "{listed}");
+    let moved = listed.replace("hook input", "hook forward");
+    common::nft_ok(
+        topo.pbx_ns(),
+        &format!("delete table inet pbxwall\n{moved}"),
+    );
+    assert_probes(&topo, &[Probe::tcp("192.0.2.11", 22, true)]);
+    let out = cfg.run(ns, "status", [] as [&str; 0]);
+    assert_exit(&out, 3, "status of a chain on hook forward");
+    assert!(stdout(&out).contains("hook forward"), "{}", show(&out));
+
+    assert_exit(&cfg.run(ns, "ipchecker", [] as [&str; 0]), 0, "ipchecker");
+    assert_whitelist_holds(&topo);
+    assert_exit(&cfg.run(ns, "status", [] as [&str; 0]), 0, "status after ipchecker");
+}
+
+/// A tmpfs mounted on a folder for the length of a test; unmounted on drop, panics included.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = common::run_cmd(
+            {
+                let mut c = std::process::Command::new("mount");
+                c.args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"]).arg(dir);
+                c
+            },
+            None,
+        );
+        assert!(out.status.success(), "mount tmpfs: {}", show(&out));
+        Tmpfs(dir.to_owned())
+    }
+
+    fn read_only(&self) {
+        let mut c = std::process::Command::new("mount");
+        c.args(["-o", "remount,ro"]).arg(&self.0);
+        let out = common::run_cmd(c, None);
+        assert!(out.status.success(), "remount ro: {}", show(&out));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let mut c = std::process::Command::new("umount");
+        c.arg("-l").arg(&self.0);
+        let _ = common::run_cmd(c, None);
+    }
+}
+
+fn a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[]);
+    let cfg = TempConfig::new();
+    let state = Tmpfs::mount(cfg.state_dir());
+    cfg.write("pbxwall.toml", "trusted = []\n");
+    let ns = Some(topo.pbx_ns());
+    for (name, addr) in [("joe", "192.0.2.10"), ("ann", "192.0.2.12")] {
+        let out = cfg.run(ns, "add-ip", [name, addr, "--allow", "ssh"]);
+        assert_exit(&out, 0, "add-ip");
+    }
+    state.read_only();
+
+    let out = cfg.run(ns, "del-acct", ["joe"]);
+    assert_exit(&out, 3, "del-acct with a read-only state folder");
+    assert!(stderr(&out).contains("failed"), "{}", show(&out));
+    assert!(cfg.read("accounts/joe.toml").is_none());
+    assert_probes(
+        &topo,
+        &[
+            Probe::tcp("192.0.2.10", 22, false),
+            Probe::tcp("192.0.2.12", 22, true),
+        ],
+    );
+
+    common::nft_ok(topo.pbx_ns(), "flush ruleset\n");
+    let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
+    assert_exit(&out, 3, "ipchecker after a flush, read-only state folder");
+    assert_probes(
+        &topo,
+        &[
+            Probe::tcp("192.0.2.11", 22, false),
+            Probe::tcp("192.0.2.12", 22, true),
+        ],
+    );
+    common::nft_ok(topo.pbx_ns(), "flush ruleset\n");
+    assert_exit(&cfg.run(ns, "restart", [] as [&str; 0]), 3, "restart");
+    assert_probes(&topo, &[Probe::tcp("192.0.2.11", 22, false)]);
+}
+
+fn init_refuses_an_rtp_range_over_the_service_ports() {
+    let topo = Topology::new();
+    let cfg = TempConfig::new();
+    let ast = cfg.root().join("asterisk");
+    std::fs::create_dir_all(&ast).unwrap();
+    std::fs::write(ast.join("rtp.conf"), "[general]\nrtpstart=1\nrtpend=65535\n").unwrap();
+    let sshd = cfg.root().join("sshd_config");
+    std::fs::write(&sshd, "Port 22\n").unwrap();
+    let before = common::snapshot(cfg.config_dir());
+    let out = cfg.run(
+        Some(topo.pbx_ns()),
+        "pbxwall",
+        [
+            "init",
+            "--asterisk-dir",
+            &ast.display().to_string(),
+            "--sshd-config",
+            &sshd.display().to_string(),
+        ],
+    );
+    assert_exit(&out, 1, "init with rtpstart=1 rtpend=65535");
+    let err = stderr(&out);
+    assert!(err.contains("rtp.conf"), "{err}");
+    assert!(err.contains("udp 5060-5061 of service sip-udp"), "{err}");
+    assert_eq!(common::snapshot(cfg.config_dir()), before);
+    let listed = ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]);
+    assert!(!listed.status.success(), "nothing applied");
+}
+
+fn rtp_ports_over_a_service_port_are_refused() {
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = []\n[rtp]\nports = \"5000-6000\"\n");
+    let out = cfg.run(None, "restart", ["--dry-run"]);
+    assert_exit(&out, 1, "restart --dry-run with [rtp] ports over sip-udp");
+    assert!(
+        stderr(&out).contains("invalid rtp ports 5000-6000: they cover udp 5060-5061 of service sip-udp"),
+        "{}",
+        show(&out)
+    );
+}
+
+fn init_leaves_an_account_file_it_cannot_parse_alone() {
+    let topo = Topology::new();
+    let cfg = TempConfig::new();
+    let admin = "addresses = [\"203.0.113.0/28\", \"198.51.100.0/28\", \"2001:db8::/48\"]\nservices = [\"ssh\"]\ncolour = \"blue\"\n";
+    cfg.write("accounts/admin.toml", admin);
+    let ast = cfg.root().join("asterisk");
+    std::fs::create_dir_all(&ast).unwrap();
+    let out = cfg.run(
+        Some(topo.pbx_ns()),
+        "pbxwall",
+        [
+            "init",
+            "--admin",
+            "203.0.113.20",
+            "--asterisk-dir",
+            &ast.display().to_string(),
+            "--sshd-config",
+            "/nonexistent",
+        ],
+    );
+    assert_exit(&out, 1, "init over an unreadable admin.toml");
+    assert!(stderr(&out).contains("admin.toml"), "{}", show(&out));
+    assert_eq!(cfg.read("accounts/admin.toml").as_deref(), Some(admin));
+}
+
+fn account_files_others_could_write_are_not_applied() {
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = []\n");
+    cfg.write("accounts/joe.toml", "addresses = [\"192.0.2.10\"]\nservices = [\"ssh\"]\n");
+    let eve = cfg.write(
+        "accounts/eve.toml",
+        "addresses = [\"0.0.0.0/0\"]\nservices = [\"all\"]\n",
+    );
+    std::os::unix::fs::chown(&eve, Some(65534), Some(65534)).unwrap();
+    let out = cfg.run(None, "restart", ["--dry-run"]);
+    assert_exit(&out, 3, "restart --dry-run with eve.toml owned by nobody");
+    assert!(
+        stderr(&out).contains("eve.toml: it is owned by uid 65534, not root"),
+        "{}",
+        show(&out)
+    );
+    assert!(stdout(&out).contains("192.0.2.10"), "{}", show(&out));
+    assert!(!stdout(&out).contains("0.0.0.0/0"), "{}", show(&out));
+
+    std::os::unix::fs::chown(&eve, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&eve, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = cfg.run(None, "restart", ["--dry-run"]);
+    assert_exit(&out, 3, "restart --dry-run with a world-writable eve.toml");
+    assert!(
+        stderr(&out).contains("eve.toml: it is writable by group or others (mode 0666)"),
+        "{}",
+        show(&out)
+    );
+    std::fs::remove_file(&eve).unwrap();
+    std::os::unix::fs::symlink(cfg.root().join("gone.toml"), &eve).unwrap();
+    let out = cfg.run(None, "restart", ["--dry-run"]);
+    assert_exit(&out, 3, "restart --dry-run with a dangling eve.toml");
+    assert!(stderr(&out).contains("symbolic link to a file that does not exist"), "{}", show(&out));
+
+    let accounts = cfg.config_dir().join("accounts");
+    std::fs::set_permissions(&accounts, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = cfg.run(None, "restart", ["--dry-run"]);
+    assert_exit(&out, 1, "restart --dry-run with a world-writable accounts folder");
+    assert!(stderr(&out).contains("writable by group or others"), "{}", show(&out));
+}
+
+fn special_purpose_addresses_are_refused_with_a_hint() {
+    let cfg = TempConfig::new();
+    let before = common::snapshot(cfg.config_dir());
+    for (addr, expect) in [
+        (
+            "::ffff:203.0.113.8",
+            "invalid address \"::ffff:203.0.113.8\": not a unicast source address (IPv4-mapped IPv6); write it as 203.0.113.8",
+        ),
+        (
+            "::ffff:0:0/96",
+            "invalid address \"::ffff:0:0/96\": not a unicast source address (IPv4-mapped IPv6)",
+        ),
+        (
+            "64:ff9b::/96",
+            "invalid address \"64:ff9b::/96\": not a unicast source address (IPv4 embedded in IPv6)",
+        ),
+        ("127.0.0.1", "not a unicast source address (loopback)"),
+        ("fe80::1", "not a unicast source address (link-local)"),
+    ] {
+        let out = cfg.run(
+            None,
+            "add-ip",
+            ["x", addr, "--allow", "ssh", "--force", "--no-restart"],
+        );
+        assert_exit(&out, 1, addr);
+        assert!(stderr(&out).contains(expect), "{addr}: {}", show(&out));
+    }
+    assert_eq!(common::snapshot(cfg.config_dir()), before);
+}
+
+fn cron_lines_cannot_be_injected_through_folder_names() {
+    let cfg = TempConfig::new();
+    let cron = cfg.root().join("cron.d");
+    std::fs::create_dir_all(&cron).unwrap();
+    let file = cron.join("pbxwall");
+    let evil = format!("{}/x\n* * * * * root touch /tmp/pbxwall-pwned", cfg.root().display());
+    let out = cfg.run(
+        None,
+        "ipchecker",
+        [
+            "--install-cron",
+            "*/5 * * * *",
+            "--cron-file",
+            &file.display().to_string(),
+            "--share-dir",
+            &evil,
+        ],
+    );
+    assert_exit(&out, 1, "ipchecker --install-cron with a newline in --share-dir");
+    assert!(stderr(&out).contains("control character"), "{}", show(&out));
+    assert!(!file.exists());
+}
+
+common::test_main! {
+    Needs::ROOT => [
+        a_dormant_table_is_drift_and_every_apply_wakes_it,
+        a_base_chain_moved_to_another_hook_is_drift_and_repaired,
+        a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table,
+        init_refuses_an_rtp_range_over_the_service_ports,
+        init_leaves_an_account_file_it_cannot_parse_alone,
+        account_files_others_could_write_are_not_applied,
+    ],
+    Needs::NOTHING => [
+        rtp_ports_over_a_service_port_are_refused,
+        special_purpose_addresses_are_refused_with_a_hint,
+        cron_lines_cannot_be_injected_through_folder_names,
+    ],
+}
