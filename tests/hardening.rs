@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{
-    Needs, Probe, Servers, TempConfig, Topology, assert_exit, assert_probes, ns_cmd, show,
-    stderr, stdout,
+    Needs, Probe, Servers, TempConfig, Topology, assert_exit, assert_probes, ns_cmd, show, stderr,
+    stdout,
 };
 
 /// joe (192.0.2.10) may reach SSH; nobody else may; no LAN is trusted.
@@ -54,12 +54,20 @@ fn a_dormant_table_is_drift_and_every_apply_wakes_it() {
 
     assert_exit(&cfg.run(ns, "ipchecker", [] as [&str; 0]), 0, "ipchecker");
     assert_whitelist_holds(&topo);
-    assert_exit(&cfg.run(ns, "status", [] as [&str; 0]), 0, "status after ipchecker");
+    assert_exit(
+        &cfg.run(ns, "status", [] as [&str; 0]),
+        0,
+        "status after ipchecker",
+    );
 
     common::nft_ok(topo.pbx_ns(), "add table inet pbxwall { flags dormant; }\n");
     assert_exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
     assert_whitelist_holds(&topo);
-    let listed = stdout(&ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]));
+    let listed = stdout(&ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["list", "table", "inet", "pbxwall"],
+    ));
     assert!(!listed.contains("dormant"), "{listed}");
 }
 
@@ -68,7 +76,11 @@ fn a_base_chain_moved_to_another_hook_is_drift_and_repaired() {
     let _servers = Servers::start(&topo, &[22], &[]);
     let cfg = setup(&topo);
     let ns = Some(topo.pbx_ns());
-    let listed = stdout(&ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]));
+    let listed = stdout(&ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["list", "table", "inet", "pbxwall"],
+    ));
     assert!(listed.contains("hook input"), "{listed}");
     let moved = listed.replace("hook input", "hook forward");
     common::nft_ok(
@@ -82,7 +94,11 @@ fn a_base_chain_moved_to_another_hook_is_drift_and_repaired() {
 
     assert_exit(&cfg.run(ns, "ipchecker", [] as [&str; 0]), 0, "ipchecker");
     assert_whitelist_holds(&topo);
-    assert_exit(&cfg.run(ns, "status", [] as [&str; 0]), 0, "status after ipchecker");
+    assert_exit(
+        &cfg.run(ns, "status", [] as [&str; 0]),
+        0,
+        "status after ipchecker",
+    );
 }
 
 /// A tmpfs mounted on a folder for the length of a test; unmounted on drop, panics included.
@@ -94,7 +110,8 @@ impl Tmpfs {
         let out = common::run_cmd(
             {
                 let mut c = std::process::Command::new("mount");
-                c.args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"]).arg(dir);
+                c.args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+                    .arg(dir);
                 c
             },
             None,
@@ -164,7 +181,11 @@ fn init_refuses_an_rtp_range_over_the_service_ports() {
     let cfg = TempConfig::new();
     let ast = cfg.root().join("asterisk");
     std::fs::create_dir_all(&ast).unwrap();
-    std::fs::write(ast.join("rtp.conf"), "[general]\nrtpstart=1\nrtpend=65535\n").unwrap();
+    std::fs::write(
+        ast.join("rtp.conf"),
+        "[general]\nrtpstart=1\nrtpend=65535\n",
+    )
+    .unwrap();
     let sshd = cfg.root().join("sshd_config");
     std::fs::write(&sshd, "Port 22\n").unwrap();
     let before = common::snapshot(cfg.config_dir());
@@ -190,11 +211,15 @@ fn init_refuses_an_rtp_range_over_the_service_ports() {
 
 fn rtp_ports_over_a_service_port_are_refused() {
     let cfg = TempConfig::new();
-    cfg.write("pbxwall.toml", "trusted = []\n[rtp]\nports = \"5000-6000\"\n");
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[rtp]\nports = \"5000-6000\"\n",
+    );
     let out = cfg.run(None, "restart", ["--dry-run"]);
     assert_exit(&out, 1, "restart --dry-run with [rtp] ports over sip-udp");
     assert!(
-        stderr(&out).contains("invalid rtp ports 5000-6000: they cover udp 5060-5061 of service sip-udp"),
+        stderr(&out)
+            .contains("invalid rtp ports 5000-6000: they cover udp 5060-5061 of service sip-udp"),
         "{}",
         show(&out)
     );
@@ -228,7 +253,10 @@ fn init_leaves_an_account_file_it_cannot_parse_alone() {
 fn account_files_others_could_write_are_not_applied() {
     let cfg = TempConfig::new();
     cfg.write("pbxwall.toml", "trusted = []\n");
-    cfg.write("accounts/joe.toml", "addresses = [\"192.0.2.10\"]\nservices = [\"ssh\"]\n");
+    cfg.write(
+        "accounts/joe.toml",
+        "addresses = [\"192.0.2.10\"]\nservices = [\"ssh\"]\n",
+    );
     let eve = cfg.write(
         "accounts/eve.toml",
         "addresses = [\"0.0.0.0/0\"]\nservices = [\"all\"]\n",
@@ -257,13 +285,25 @@ fn account_files_others_could_write_are_not_applied() {
     std::os::unix::fs::symlink(cfg.root().join("gone.toml"), &eve).unwrap();
     let out = cfg.run(None, "restart", ["--dry-run"]);
     assert_exit(&out, 3, "restart --dry-run with a dangling eve.toml");
-    assert!(stderr(&out).contains("symbolic link to a file that does not exist"), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("symbolic link to a file that does not exist"),
+        "{}",
+        show(&out)
+    );
 
     let accounts = cfg.config_dir().join("accounts");
     std::fs::set_permissions(&accounts, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = cfg.run(None, "restart", ["--dry-run"]);
-    assert_exit(&out, 1, "restart --dry-run with a world-writable accounts folder");
-    assert!(stderr(&out).contains("writable by group or others"), "{}", show(&out));
+    assert_exit(
+        &out,
+        1,
+        "restart --dry-run with a world-writable accounts folder",
+    );
+    assert!(
+        stderr(&out).contains("writable by group or others"),
+        "{}",
+        show(&out)
+    );
 }
 
 fn special_purpose_addresses_are_refused_with_a_hint() {
@@ -301,7 +341,10 @@ fn cron_lines_cannot_be_injected_through_folder_names() {
     let cron = cfg.root().join("cron.d");
     std::fs::create_dir_all(&cron).unwrap();
     let file = cron.join("pbxwall");
-    let evil = format!("{}/x\n* * * * * root touch /tmp/pbxwall-pwned", cfg.root().display());
+    let evil = format!(
+        "{}/x\n* * * * * root touch /tmp/pbxwall-pwned",
+        cfg.root().display()
+    );
     let out = cfg.run(
         None,
         "ipchecker",
@@ -314,7 +357,11 @@ fn cron_lines_cannot_be_injected_through_folder_names() {
             &evil,
         ],
     );
-    assert_exit(&out, 1, "ipchecker --install-cron with a newline in --share-dir");
+    assert_exit(
+        &out,
+        1,
+        "ipchecker --install-cron with a newline in --share-dir",
+    );
     assert!(stderr(&out).contains("control character"), "{}", show(&out));
     assert!(!file.exists());
 }
