@@ -247,12 +247,13 @@ fn print_error(err: &anyhow::Error, verbose: bool) {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "pbxwall".into());
+    let printable = |text: String| crate::model::printable(&text).into_owned();
     if verbose {
-        eprintln!("{prog}: error: {err}");
+        eprintln!("{prog}: error: {}", printable(err.to_string()));
         for cause in err.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            eprintln!("  caused by: {}", printable(cause.to_string()));
         }
     } else {
-        eprintln!("{prog}: error: {err:#}");
+        eprintln!("{prog}: error: {}", printable(format!("{err:#}")));
     }
 }

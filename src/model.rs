@@ -652,6 +652,26 @@ impl Account {
     }
 }
 
+/// `text` safe to print on a terminal: control characters (newlines, escape sequences) and
+/// the Unicode controls that reorder text are shown escaped (`\n`, `\u{1b}`), so a comment
+/// or a user name from a file can neither add a line nor redraw the screen.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A network as users write it: single addresses without `/32` or `/128`.
 pub fn display_net(net: &IpNet) -> String {
     if net.prefix_len() == net.max_prefix_len() {
@@ -911,6 +931,16 @@ mod tests {
         assert!(ok(5161, 5161).is_err());
         assert!(ok(60, 70).is_err(), "tftp");
         assert!(ok(4569, 4569).is_err(), "iax");
+    }
+
+    #[test]
+    fn printable_escapes_what_could_draw_on_a_terminal() {
+        assert_eq!(printable("Joe's office"), "Joe's office");
+        assert_eq!(printable("née ☎"), "née ☎");
+        assert_eq!(
+            printable("x\n\u{1b}[2Ain sync\r\u{202e}"),
+            "x\\n\\u{1b}[2Ain sync\\r\\u{202e}"
+        );
     }
 
     #[test]

@@ -366,6 +366,69 @@ fn cron_lines_cannot_be_injected_through_folder_names() {
     assert!(!file.exists());
 }
 
+fn comments_and_names_from_files_cannot_draw_on_the_terminal() {
+    let ns = common::Netns::new();
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = []\n");
+    let out = cfg.run(
+        Some(ns.name()),
+        "add-ip",
+        [
+            "joe",
+            "192.0.2.10",
+            "--allow",
+            "ssh",
+            "--comment",
+            "x\n\u{1b}[2Ktable inet pbxwall: loaded, in sync",
+        ],
+    );
+    assert_exit(&out, 0, "add-ip with escape sequences in the comment");
+    let out = cfg.run(Some(ns.name()), "status", [] as [&str; 0]);
+    let text = stdout(&out);
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert!(
+        text.contains("joe: ssh (x\\n\\u{1b}[2Ktable inet pbxwall: loaded, in sync)"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("table inet pbxwall")).count(),
+        1,
+        "{text}"
+    );
+}
+
+fn init_cloud_takes_effect_on_the_shipped_settings_file() {
+    let topo = Topology::new();
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/pbxwall.toml"))
+            .unwrap(),
+    );
+    let ast = cfg.root().join("asterisk");
+    std::fs::create_dir_all(&ast).unwrap();
+    let out = cfg.run(
+        Some(topo.pbx_ns()),
+        "pbxwall",
+        [
+            "init",
+            "--cloud",
+            "--admin",
+            "203.0.113.20",
+            "--asterisk-dir",
+            &ast.display().to_string(),
+            "--sshd-config",
+            "/nonexistent",
+        ],
+    );
+    assert_exit(&out, 0, "init --cloud over the shipped settings file");
+    let settings = cfg.read("pbxwall.toml").unwrap();
+    assert!(settings.contains("trusted = []"), "{settings}");
+    let listed = stdout(&ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]));
+    assert!(!listed.contains("192.168.0.0/16"), "{listed}");
+    assert!(!listed.contains("10.0.0.0/8"), "{listed}");
+}
+
 common::test_main! {
     Needs::ROOT => [
         a_dormant_table_is_drift_and_every_apply_wakes_it,
@@ -374,6 +437,8 @@ common::test_main! {
         init_refuses_an_rtp_range_over_the_service_ports,
         init_leaves_an_account_file_it_cannot_parse_alone,
         account_files_others_could_write_are_not_applied,
+        comments_and_names_from_files_cannot_draw_on_the_terminal,
+        init_cloud_takes_effect_on_the_shipped_settings_file,
     ],
     Needs::NOTHING => [
         rtp_ports_over_a_service_port_are_refused,

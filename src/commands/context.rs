@@ -152,14 +152,14 @@ impl Ctx {
         if self.json {
             self.report.borrow_mut().messages.push(line.to_string());
         } else if !self.quiet {
-            outln!("{line}");
+            outln!("{}", crate::model::printable(&line.to_string()));
         }
     }
 
     /// Prints a warning to stderr (always), and records it for `--json`.
     pub fn warn(&self, line: impl fmt::Display) {
         let line = line.to_string();
-        eprintln!("warning: {line}");
+        eprintln!("warning: {}", crate::model::printable(&line));
         self.report.borrow_mut().warnings.push(line);
     }
 
