@@ -159,17 +159,6 @@ pub fn account_sources(account: &Account, resolved: &Resolved) -> Vec<AddrRange>
     v
 }
 
-fn rule(matches: Vec<Match>, verdict: Verdict) -> Rule {
-    Rule {
-        matches,
-        verdict: Some(verdict),
-        ..Rule::default()
-    }
-}
-
-/// Label of media-only ranges in the partition (after every profile index).
-const MEDIA_LABEL: u32 = u32::MAX;
-
 /// Builds the ruleset. Accounts naming a service without a profile are ignored for that
 /// service (the store refuses such accounts before they get here).
 pub fn compile(
@@ -178,42 +167,108 @@ pub fn compile(
     accounts: &[Account],
     resolved: &Resolved,
 ) -> Ruleset {
-    let ordered = profiles.ordered();
-    let label_of: BTreeMap<&str, u32> = ordered
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.name.as_str(), i as u32))
-        .collect();
-    let rtp_whitelist = settings.rtp.from == RtpFrom::Whitelist;
-    let rtp = Match::Dport(L4Proto::Udp, settings.rtp.ports);
+    let services = Services::new(settings, profiles);
+    // Each account's services as partition labels, once: its chain and its sources use them.
+    let account_labels: Vec<Vec<u32>> = accounts.iter().map(|a| services.labels(a)).collect();
+    // Every account's own combination of services has its chain even while none of its
+    // names resolve, so a name coming back only adds map elements.
+    let mut allow_chains = AllowChains::new(&services);
+    allow_chains.add_accounts_own(accounts, &account_labels);
+    // Every source range with its account's labels: they overlap freely here.
+    let sources = labelled_sources(&services, accounts, &account_labels, resolved);
+    // The sets in the order the input chain looks them up: trusted, then per family the
+    // disjoint pieces of the sources, where an overlap may add the chain of a union.
+    let mut sets = trusted_sets(settings);
+    for family in FAMILIES {
+        sets.extend(source_maps(family, &sources, &mut allow_chains));
+    }
+    // The base chain first, then the chains its maps jump to, in name order.
+    let mut chains = vec![input_chain(settings)];
+    chains.extend(allow_chains.into_chains());
+    Ruleset { sets, chains }
+}
 
-    // Each account's services as labels (profile indexes, sorted); an account without a
-    // known service sends media only when RTP is whitelisted.
-    let account_labels: Vec<Vec<u32>> = accounts
-        .iter()
-        .map(|account| {
-            let mut labels: Vec<u32> = account
-                .services
-                .iter()
-                .filter_map(|s| label_of.get(s.as_str()).copied())
-                .collect();
-            if rtp_whitelist && labels.is_empty() {
-                labels.push(MEDIA_LABEL);
-            }
-            labels.sort_unstable();
-            labels.dedup();
-            labels
-        })
-        .collect();
+// ---------------------------------------------------------------------------------------
+// Services as labels
 
-    // Every source range labelled with each of its account's labels, and media ranges with
-    // MEDIA_LABEL when RTP is whitelisted.
+/// Label of media-only ranges in the partition (after every profile index).
+const MEDIA_LABEL: u32 = u32::MAX;
+
+/// The services, as the labels [`partition`] works with: a profile's label is its index in
+/// profile order, so a sorted label set lists its services in profile order, and
+/// [`MEDIA_LABEL`] stands for "media only".
+struct Services<'a> {
+    /// The profiles in profile order: label → profile.
+    ordered: Vec<&'a Profile>,
+    /// Profile name → label.
+    label_of: BTreeMap<&'a str, u32>,
+    /// `[rtp] from = "whitelist"`: media is accepted from whitelisted sources only, through
+    /// their chains, instead of from anyone in the input chain.
+    rtp_whitelist: bool,
+    /// `udp dport RTP-PORTS`.
+    rtp: Match,
+}
+
+impl<'a> Services<'a> {
+    fn new(settings: &Settings, profiles: &'a Profiles) -> Self {
+        let ordered = profiles.ordered();
+        let label_of = ordered
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i as u32))
+            .collect();
+        Services {
+            ordered,
+            label_of,
+            rtp_whitelist: settings.rtp.from == RtpFrom::Whitelist,
+            rtp: Match::Dport(L4Proto::Udp, settings.rtp.ports),
+        }
+    }
+
+    /// An account's services as labels, sorted; an account without a known service sends
+    /// media only when RTP is whitelisted.
+    fn labels(&self, account: &Account) -> Vec<u32> {
+        let mut labels: Vec<u32> = account
+            .services
+            .iter()
+            .filter_map(|s| self.label_of.get(s.as_str()).copied())
+            .collect();
+        if self.rtp_whitelist && labels.is_empty() {
+            labels.push(MEDIA_LABEL);
+        }
+        labels.sort_unstable();
+        labels.dedup();
+        labels
+    }
+
+    /// The profiles a label set opens: "all" alone when it is among them (it absorbs the
+    /// rest); none for media only.
+    fn profiles(&self, labels: &[u32]) -> Vec<&'a Profile> {
+        let profiles: Vec<&Profile> = labels
+            .iter()
+            .filter_map(|l| self.ordered.get(*l as usize).copied())
+            .collect();
+        match profiles.iter().find(|p| p.is_all()) {
+            Some(all) => vec![*all],
+            None => profiles,
+        }
+    }
+}
+
+/// Every source range labelled with each of its account's labels, and, when RTP is
+/// whitelisted, every media range with [`MEDIA_LABEL`].
+fn labelled_sources(
+    services: &Services,
+    accounts: &[Account],
+    account_labels: &[Vec<u32>],
+    resolved: &Resolved,
+) -> Vec<(AddrRange, u32)> {
     let mut labelled: Vec<(AddrRange, u32)> = Vec::new();
-    for (account, labels) in accounts.iter().zip(&account_labels) {
+    for (account, labels) in accounts.iter().zip(account_labels) {
         for r in account_sources(account, resolved) {
             labelled.extend(labels.iter().map(|l| (r, *l)));
         }
-        if rtp_whitelist {
+        if services.rtp_whitelist {
             labelled.extend(
                 account
                     .media
@@ -222,159 +277,265 @@ pub fn compile(
             );
         }
     }
+    labelled
+}
 
-    // One chain per combination of services that occurs.
-    let mut allow_chains: BTreeMap<String, Chain> = BTreeMap::new();
-    let mut chain_for = |labels: &[u32]| -> Arc<str> {
-        let services: Vec<&Profile> = labels
-            .iter()
-            .filter_map(|l| ordered.get(*l as usize).copied())
-            .collect();
-        let services: Vec<&Profile> = match services.iter().find(|p| p.is_all()) {
-            Some(all) => vec![*all],
-            None => services,
-        };
-        let names: Vec<&str> = services.iter().map(|p| p.name.as_str()).collect();
-        let name = allow_chain_name(&names);
-        allow_chains.entry(name.clone()).or_insert_with(|| {
-            let mut rules = Vec::new();
-            for p in &services {
-                if p.is_all() {
-                    rules.push(rule(vec![], Verdict::Accept));
-                    continue;
-                }
-                for spec in &p.ports {
-                    if let PortSpec::Port(proto, range) = *spec {
-                        rules.push(rule(vec![Match::Dport(proto, range)], Verdict::Accept));
-                    }
-                }
-            }
-            if rtp_whitelist && !services.iter().any(|p| p.is_all()) {
-                rules.push(rule(vec![rtp.clone()], Verdict::Accept));
-            }
-            Chain {
-                name: name.clone(),
-                base: None,
-                rules,
-            }
-        });
-        Arc::from(name)
-    };
+// ---------------------------------------------------------------------------------------
+// The chains of the combinations of services
 
-    // Every account's own combination has its chain even while none of its names resolve,
-    // so a name coming back only adds map elements.
-    for (account, labels) in accounts.iter().zip(&account_labels) {
-        if !labels.is_empty() {
-            chain_for(labels);
-        }
-        if rtp_whitelist && !account.media.is_empty() {
-            chain_for(&[MEDIA_LABEL]);
+/// The `allow_*` chains, one per combination of services that occurs, by name.
+struct AllowChains<'s, 'a> {
+    services: &'s Services<'a>,
+    chains: BTreeMap<String, Chain>,
+}
+
+impl<'s, 'a> AllowChains<'s, 'a> {
+    fn new(services: &'s Services<'a>) -> Self {
+        AllowChains {
+            services,
+            chains: BTreeMap::new(),
         }
     }
 
+    /// Adds the chain of every account's own combination of services, and the media-only
+    /// chain for accounts with media ranges when RTP is whitelisted.
+    fn add_accounts_own(&mut self, accounts: &[Account], account_labels: &[Vec<u32>]) {
+        for (account, labels) in accounts.iter().zip(account_labels) {
+            if !labels.is_empty() {
+                self.chain_for(labels);
+            }
+            if self.services.rtp_whitelist && !account.media.is_empty() {
+                self.chain_for(&[MEDIA_LABEL]);
+            }
+        }
+    }
+
+    /// The name of the chain of a label set, adding the chain on first use.
+    fn chain_for(&mut self, labels: &[u32]) -> Arc<str> {
+        let profiles = self.services.profiles(labels);
+        let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+        let name = allow_chain_name(&names);
+        if !self.chains.contains_key(&name) {
+            let chain = Chain {
+                name: name.clone(),
+                base: None,
+                rules: self.allow_rules(&profiles),
+            };
+            self.chains.insert(name.clone(), chain);
+        }
+        Arc::from(name)
+    }
+
+    /// What a combination of services accepts: each profile's ports in profile order
+    /// (everything for "all"), then the media ports when RTP is whitelisted.
+    fn allow_rules(&self, profiles: &[&Profile]) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        for p in profiles {
+            if p.is_all() {
+                rules.push(rule(vec![], Verdict::Accept));
+                continue;
+            }
+            for spec in &p.ports {
+                if let PortSpec::Port(proto, range) = *spec {
+                    rules.push(rule(vec![Match::Dport(proto, range)], Verdict::Accept));
+                }
+            }
+        }
+        if self.services.rtp_whitelist && !profiles.iter().any(|p| p.is_all()) {
+            rules.push(rule(vec![self.services.rtp.clone()], Verdict::Accept));
+        }
+        rules
+    }
+
+    /// The chains, in name order.
+    fn into_chains(self) -> impl Iterator<Item = Chain> {
+        self.chains.into_values()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Sets
+
+/// `trusted_v4` and `trusted_v6`: the trusted networks, merged.
+fn trusted_sets(settings: &Settings) -> Vec<Set> {
     let trusted: Vec<AddrRange> = settings
         .trusted
         .iter()
         .map(|n| AddrRange::from_net(*n))
         .collect();
-    let mut sets = Vec::new();
-    for family in FAMILIES {
-        sets.push(Set::addresses(
-            &set_name(TRUSTED_SET, family),
-            family,
-            merge(family, trusted.iter().copied()),
-        ));
-    }
-    let mut source_maps = Vec::new();
-    for family in FAMILIES {
-        let parts = partition(family, labelled.iter().copied());
-        let targets: Vec<Arc<str>> = parts.label_sets.iter().map(|l| chain_for(l)).collect();
-        let mut elements: Vec<Element> = Vec::with_capacity(parts.ranges.len());
-        for (range, id) in parts.ranges {
-            let jump = &targets[id];
-            match elements.last_mut() {
-                // Different label sets can share a chain ("all" absorbs the rest).
-                Some(last)
-                    if last.jump.as_ref() == Some(jump) && last.range.end + 1 == range.start =>
-                {
-                    last.range.end = range.end;
-                }
-                _ => elements.push(Element {
-                    range,
-                    jump: Some(Arc::clone(jump)),
-                }),
-            }
-        }
-        // Single addresses go to the hash map, ranges to the interval map: the two are
-        // disjoint, so a source matches at most one element of one of them.
-        let (hosts, ranges): (Vec<Element>, Vec<Element>) = elements
-            .into_iter()
-            .partition(|e| e.range.start == e.range.end);
-        source_maps.push(Set {
+    FAMILIES
+        .into_iter()
+        .map(|family| {
+            Set::addresses(
+                &set_name(TRUSTED_SET, family),
+                family,
+                merge(family, trusted.iter().copied()),
+            )
+        })
+        .collect()
+}
+
+/// The two source maps of a family, `hosts_*` then `ranges_*`: the labelled sources cut into
+/// disjoint ranges, each jumping to the chain of the union of the services covering it.
+fn source_maps(
+    family: Family,
+    labelled: &[(AddrRange, u32)],
+    allow_chains: &mut AllowChains,
+) -> [Set; 2] {
+    let parts = partition(family, labelled.iter().copied());
+    let targets: Vec<Arc<str>> = parts
+        .label_sets
+        .iter()
+        .map(|l| allow_chains.chain_for(l))
+        .collect();
+    let elements = jump_elements(parts.ranges, &targets);
+    // Single addresses go to the hash map, ranges to the interval map: the two are
+    // disjoint, so a source matches at most one element of one of them.
+    let (hosts, ranges): (Vec<Element>, Vec<Element>) = elements
+        .into_iter()
+        .partition(|e| e.range.start == e.range.end);
+    [
+        Set {
             name: set_name(HOSTS_MAP, family),
             family,
             kind: SetKind::HostMap,
             elements: hosts,
-        });
-        source_maps.push(Set {
+        },
+        Set {
             name: set_name(RANGES_MAP, family),
             family,
             kind: SetKind::VerdictMap,
             elements: ranges,
-        });
-    }
+        },
+    ]
+}
 
-    let mut rules = vec![
-        rule(vec![Match::Loopback], Verdict::Accept),
-        rule(vec![Match::CtEstablishedRelated], Verdict::Accept),
-        rule(vec![Match::CtInvalid], Verdict::Drop),
-    ];
-    for t in ICMP_V4 {
-        rules.push(rule(vec![Match::IcmpType(Family::V4, t)], Verdict::Accept));
+/// The map elements of partitioned ranges (sorted, each with the index of its chain in
+/// `targets`): neighbours jumping to the same chain become one element.
+fn jump_elements(ranges: Vec<(AddrRange, usize)>, targets: &[Arc<str>]) -> Vec<Element> {
+    let mut elements: Vec<Element> = Vec::with_capacity(ranges.len());
+    for (range, id) in ranges {
+        let jump = &targets[id];
+        match elements.last_mut() {
+            // Different label sets can share a chain ("all" absorbs the rest).
+            Some(last) if last.jump.as_ref() == Some(jump) && last.range.end + 1 == range.start => {
+                last.range.end = range.end;
+            }
+            _ => elements.push(Element {
+                range,
+                jump: Some(Arc::clone(jump)),
+            }),
+        }
     }
-    for t in ICMP_V6 {
-        rules.push(rule(vec![Match::IcmpType(Family::V6, t)], Verdict::Accept));
-    }
-    for family in FAMILIES {
+    elements
+}
+
+// ---------------------------------------------------------------------------------------
+// The input chain
+
+/// The base chain, hooked on input with a drop policy: its rules in the order of the
+/// module documentation, each step explaining its place.
+fn input_chain(settings: &Settings) -> Chain {
+    let mut rules = Vec::new();
+    // First what needs no whitelist: the host talking to itself, and the replies and ICMP
+    // errors of flows already accepted (the bulk of the traffic, which so leaves after at
+    // most two rules); invalid packets are dropped before any lookup.
+    rules.extend(host_and_known_flow_rules());
+    // ICMP errors and neighbour discovery come from anyone (routers on the path,
+    // neighbours), so they are accepted whatever the source.
+    rules.extend(icmp_rules());
+    // The LAN before the whitelist: full access, nothing more to look up.
+    rules.extend(trusted_rules());
+    // The whitelist: one lookup per map; a source in no map, or a packet its chain does
+    // not accept, falls through to the next rule.
+    rules.extend(source_map_rules());
+    // Media from anyone (`[rtp] from = "any"`): the one port range open to strangers, the
+    // last accept before the drop policy. With "whitelist" the chains accept it instead.
+    if settings.rtp.from != RtpFrom::Whitelist {
         rules.push(rule(
-            vec![Match::SaddrInSet(family, set_name(TRUSTED_SET, family))],
+            vec![Match::Dport(L4Proto::Udp, settings.rtp.ports)],
             Verdict::Accept,
         ));
     }
-    for map in &source_maps {
-        rules.push(Rule {
-            saddr_vmap: Some((map.family, map.name.clone())),
-            ..Rule::default()
-        });
-    }
-    sets.extend(source_maps);
-    if !rtp_whitelist {
-        rules.push(rule(vec![rtp], Verdict::Accept));
-    }
+    // Only what is about to be dropped is logged and counted: last, before the policy.
     if settings.log_drops {
-        rules.push(Rule {
-            log: Some(Log {
-                per_minute: LOG_PER_MINUTE,
-                prefix: LOG_PREFIX.to_owned(),
-            }),
-            ..Rule::default()
-        });
+        rules.push(drop_log_rule());
     }
-    rules.push(Rule {
-        counter: true,
-        ..Rule::default()
-    });
-
-    let mut chains = vec![Chain {
+    rules.push(drop_counter_rule());
+    Chain {
         name: INPUT_CHAIN.to_owned(),
         base: Some(BaseChain {
             priority: INPUT_PRIORITY,
             policy: Verdict::Drop,
         }),
         rules,
-    }];
-    chains.extend(allow_chains.into_values());
-    Ruleset { sets, chains }
+    }
+}
+
+/// A rule of matches and a verdict, without log or counter.
+fn rule(matches: Vec<Match>, verdict: Verdict) -> Rule {
+    Rule {
+        matches,
+        verdict: Some(verdict),
+        ..Rule::default()
+    }
+}
+
+/// `iif "lo" accept`, `ct state established,related accept`, `ct state invalid drop`.
+fn host_and_known_flow_rules() -> [Rule; 3] {
+    [
+        rule(vec![Match::Loopback], Verdict::Accept),
+        rule(vec![Match::CtEstablishedRelated], Verdict::Accept),
+        rule(vec![Match::CtInvalid], Verdict::Drop),
+    ]
+}
+
+/// `icmp type T accept` for [`ICMP_V4`], then `icmpv6 type T accept` for [`ICMP_V6`].
+fn icmp_rules() -> impl Iterator<Item = Rule> {
+    let v4 = ICMP_V4.into_iter().map(|t| (Family::V4, t));
+    let v6 = ICMP_V6.into_iter().map(|t| (Family::V6, t));
+    v4.chain(v6)
+        .map(|(family, t)| rule(vec![Match::IcmpType(family, t)], Verdict::Accept))
+}
+
+/// `ip saddr @trusted_v4 accept`, `ip6 saddr @trusted_v6 accept`.
+fn trusted_rules() -> impl Iterator<Item = Rule> {
+    FAMILIES.into_iter().map(|family| {
+        rule(
+            vec![Match::SaddrInSet(family, set_name(TRUSTED_SET, family))],
+            Verdict::Accept,
+        )
+    })
+}
+
+/// `ip saddr vmap @hosts_v4`, `ip saddr vmap @ranges_v4`, then the same for IPv6: the
+/// source maps in the order of the sets.
+fn source_map_rules() -> impl Iterator<Item = Rule> {
+    FAMILIES.into_iter().flat_map(|family| {
+        [HOSTS_MAP, RANGES_MAP].map(|map| Rule {
+            saddr_vmap: Some((family, set_name(map, family))),
+            ..Rule::default()
+        })
+    })
+}
+
+/// `limit rate 10/minute log prefix "pbxwall drop: "`.
+fn drop_log_rule() -> Rule {
+    Rule {
+        log: Some(Log {
+            per_minute: LOG_PER_MINUTE,
+            prefix: LOG_PREFIX.to_owned(),
+        }),
+        ..Rule::default()
+    }
+}
+
+/// `counter`: what the drop policy is about to drop.
+fn drop_counter_rule() -> Rule {
+    Rule {
+        counter: true,
+        ..Rule::default()
+    }
 }
 
 #[cfg(test)]

@@ -58,8 +58,8 @@ pub const DISPATCHER: fn() -> Command = PbxwallCli::command;
 pub const HAND_WRITTEN: &[&str] = &["pbxwall.8", "pbxwall.toml.5"];
 
 /// Examples shown in the man page of a binary: (binary, command line, what it does).
-/// Everyday uses, one or more per command, as an administrator would type them; the test
-/// parses every one with its binary's parser, so an example cannot drift from the options.
+/// Most are the README's examples; the test parses every one with its binary's parser, so
+/// an example cannot drift from the options.
 pub const EXAMPLES: &[(&str, &str, &str)] = &[
     (
         "add-ip",

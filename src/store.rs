@@ -1,6 +1,7 @@
 //! Files: where they live, how they are locked, read and written.
 //!
-//! Layout (DESIGN.md §2):
+//! Layout (a contract: administrators edit these files and install scripts write them, so
+//! the paths do not change; README "Files" shows them with examples):
 //!
 //! ```text
 //! CONFIG_DIR/pbxwall.toml          settings (optional)
