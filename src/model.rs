@@ -704,6 +704,8 @@ pub struct ResolverSettings {
     pub attempts: u32,
     /// How long the last good addresses of a name are kept while its DNS fails transiently.
     pub stale_grace_s: u64,
+    /// Most addresses one host name contributes (IPv4 and IPv6 together); more are cut.
+    pub max_addresses: usize,
 }
 
 impl Default for ResolverSettings {
@@ -713,6 +715,7 @@ impl Default for ResolverSettings {
             timeout_ms: 2000,
             attempts: 2,
             stale_grace_s: 3600,
+            max_addresses: 16,
         }
     }
 }

@@ -744,6 +744,7 @@ struct ResolverIn {
     timeout_ms: Option<Spanned<u64>>,
     attempts: Option<Spanned<u32>>,
     stale_grace_s: Option<u64>,
+    max_addresses: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -808,6 +809,18 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
         timeout_ms,
         attempts,
         stale_grace_s: raw.resolver.stale_grace_s.unwrap_or(d.stale_grace_s),
+        max_addresses: match raw.resolver.max_addresses {
+            Some(m) if !(1..=1024).contains(m.get_ref()) => {
+                return Err(invalid(
+                    path,
+                    text,
+                    m.span().start,
+                    format!("invalid max_addresses {}: use 1 to 1024", m.get_ref()),
+                ));
+            }
+            Some(m) => m.into_inner(),
+            None => d.max_addresses,
+        },
     };
     let mut rtp = RtpSettings::default();
     if let Some(p) = raw.rtp.ports {

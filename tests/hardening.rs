@@ -391,7 +391,9 @@ fn comments_and_names_from_files_cannot_draw_on_the_terminal() {
         "{text}"
     );
     assert_eq!(
-        text.lines().filter(|l| l.starts_with("table inet pbxwall")).count(),
+        text.lines()
+            .filter(|l| l.starts_with("table inet pbxwall"))
+            .count(),
         1,
         "{text}"
     );
@@ -402,8 +404,11 @@ fn init_cloud_takes_effect_on_the_shipped_settings_file() {
     let cfg = TempConfig::new();
     cfg.write(
         "pbxwall.toml",
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/pbxwall.toml"))
-            .unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/pbxwall.toml"
+        ))
+        .unwrap(),
     );
     let ast = cfg.root().join("asterisk");
     std::fs::create_dir_all(&ast).unwrap();
@@ -424,7 +429,11 @@ fn init_cloud_takes_effect_on_the_shipped_settings_file() {
     assert_exit(&out, 0, "init --cloud over the shipped settings file");
     let settings = cfg.read("pbxwall.toml").unwrap();
     assert!(settings.contains("trusted = []"), "{settings}");
-    let listed = stdout(&ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]));
+    let listed = stdout(&ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["list", "table", "inet", "pbxwall"],
+    ));
     assert!(!listed.contains("192.168.0.0/16"), "{listed}");
     assert!(!listed.contains("10.0.0.0/8"), "{listed}");
 }

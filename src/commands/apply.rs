@@ -72,16 +72,21 @@ impl Build {
             .collect();
         for r in self.resolution.degraded() {
             let accounts = self.accounts_of(&r.name);
-            out.push(match &r.state {
-                NameState::LeftOut { reason } => {
-                    format!("left out {} (account {accounts}): {reason}", r.name)
-                }
-                state => format!(
+            match &r.state {
+                NameState::Ok => {}
+                NameState::LeftOut { reason } => out.push(format!(
+                    "left out {} (account {accounts}): {reason}",
+                    r.name
+                )),
+                state => out.push(format!(
                     "{} (account {accounts}) is {state}; keeping {}",
                     r.name,
                     join_addrs(&r.addrs())
-                ),
-            });
+                )),
+            }
+            for note in &r.notes {
+                out.push(format!("{} (account {accounts}): {note}", r.name));
+            }
         }
         out
     }
