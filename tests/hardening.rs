@@ -438,6 +438,40 @@ fn init_cloud_takes_effect_on_the_shipped_settings_file() {
     assert!(!listed.contains("10.0.0.0/8"), "{listed}");
 }
 
+fn dns_answers_are_screened_and_capped() {
+    let topo = Topology::new();
+    let dns = topo.start_dnsmasq();
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let name = "joe.dyn.example.test";
+    let mut records: Vec<(&str, std::net::IpAddr)> = (1..=40)
+        .map(|i| (name, ip(&format!("198.51.100.{i}"))))
+        .collect();
+    for special in ["127.0.0.1", "169.254.7.7", "::1", "fe80::7", "::ffff:203.0.113.9"] {
+        records.push((name, ip(special)));
+    }
+    dns.set_records(&records);
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\"]\ntimeout_ms = 1000\nattempts = 2\n",
+    );
+    let out = cfg.run(Some(topo.pbx_ns()), "add-fqdn", ["joe", name, "--allow", "ssh"]);
+    assert_exit(&out, 3, "add-fqdn of a name with 45 addresses");
+    let err = stderr(&out);
+    for special in ["127.0.0.1", "169.254.7.7", "::1", "fe80::7", "::ffff:203.0.113.9"] {
+        assert!(err.contains(&format!("ignored {special} from DNS")), "{special}: {err}");
+    }
+    assert!(err.contains("answered 40 addresses, more than [resolver] max_addresses = 16"), "{err}");
+    let listed = stdout(&ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]));
+    let whitelisted = (1..=40)
+        .filter(|i| listed.contains(&format!("198.51.100.{i} ")) || listed.contains(&format!("198.51.100.{i},")))
+        .count();
+    assert_eq!(whitelisted, 16, "{listed}");
+    for special in ["127.0.0.1", "169.254.7.7", "fe80::7"] {
+        assert!(!listed.contains(special), "{special}: {listed}");
+    }
+}
+
 common::test_main! {
     Needs::ROOT => [
         a_dormant_table_is_drift_and_every_apply_wakes_it,
@@ -449,6 +483,7 @@ common::test_main! {
         comments_and_names_from_files_cannot_draw_on_the_terminal,
         init_cloud_takes_effect_on_the_shipped_settings_file,
     ],
+    Needs::root_and(&["dnsmasq"]) => [dns_answers_are_screened_and_capped],
     Needs::NOTHING => [
         rtp_ports_over_a_service_port_are_refused,
         special_purpose_addresses_are_refused_with_a_hint,
