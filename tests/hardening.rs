@@ -444,7 +444,8 @@ fn dns_answers_are_screened_and_capped() {
     let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
     let name = "joe.dyn.example.test";
     let mut records: Vec<(&str, std::net::IpAddr)> = (1..=40)
-        .map(|i| (name, ip(&format!("198.51.100.{i}"))))
+        // Every third address: no two adjacent, so each stays a single element.
+        .map(|i| (name, ip(&format!("198.51.100.{}", i * 3))))
         .collect();
     for special in ["127.0.0.1", "169.254.7.7", "::1", "fe80::7", "::ffff:203.0.113.9"] {
         records.push((name, ip(special)));
@@ -464,7 +465,7 @@ fn dns_answers_are_screened_and_capped() {
     assert!(err.contains("answered 40 addresses, more than [resolver] max_addresses = 16"), "{err}");
     let listed = stdout(&ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]));
     let whitelisted = (1..=40)
-        .filter(|i| listed.contains(&format!("198.51.100.{i} ")) || listed.contains(&format!("198.51.100.{i},")))
+        .filter(|i| listed.contains(&format!("198.51.100.{} ", i * 3)))
         .count();
     assert_eq!(whitelisted, 16, "{listed}");
     for special in ["127.0.0.1", "169.254.7.7", "fe80::7"] {
