@@ -1,7 +1,9 @@
 # pbxwall — build, test, demo. `make test` is what CI (.ci/run) runs.
 #
-# Root is needed for the packet tests (network namespaces); without root they say
-# "SKIPPED ... needs root" and are counted as skipped, never as passed.
+# Root is needed for the packet tests (network namespaces). Without root (or ip/nft, or a
+# program a test runs such as dnsmasq) the test runner of tests/common reports them as
+# ignored, with a "SKIPPED <test>: <why>" line: counted as skipped by .ci/run, never as
+# passed. PBXWALL_TESTS_REQUIRE_ROOT=1 (.ci/run sets it) makes them fail instead.
 
 CARGO ?= cargo
 PREFIX ?= /usr/local
@@ -191,7 +193,9 @@ deb:
 	@ls -1 $(TARGET_DIR)/debian/*.deb
 
 ## test-slow: build the .deb, install it into a fresh Debian 12 root (debootstrap) and run
-##            it there (root; minutes, needs the Debian mirror apt uses)
+##            it there (root; minutes, needs the Debian mirror apt uses). The test is ignored
+##            unless PBXWALL_SLOW_TESTS=1; --include-ignored makes it fail, not be ignored,
+##            when it cannot run (not root)
 test-slow:
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) debootstrap dpkg-dev"
 	PBXWALL_SLOW_TESTS=1 $(CARGO) test --locked --test deb -- --include-ignored --nocapture

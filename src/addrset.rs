@@ -1,9 +1,10 @@
 //! Address ranges and their merging.
 //!
-//! The kernel refuses overlapping intervals in a set (research/nftables.md §2.2), and
-//! accounts overlap all the time, so every set is merged here first: sorted, overlapping and
-//! adjacent ranges joined. The same merged form is what `nft list` prints back, so the renderer
-//! and the netlink encoder both start from it.
+//! The kernel refuses overlapping intervals in a set (`EEXIST`: merging is nft's userspace
+//! work, its `auto-merge` flag never reaches the kernel), and accounts overlap all the time,
+//! so every set is merged here first: sorted, overlapping and adjacent ranges joined. The
+//! same merged form is what `nft list` prints back, so the renderer and the netlink encoder
+//! both start from it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

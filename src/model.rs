@@ -459,16 +459,6 @@ pub fn parse_port_range(s: &str) -> Option<PortRange> {
     (first >= 1 && first <= last).then_some(PortRange { first, last })
 }
 
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}-{}", self.first, self.last)
-        }
-    }
-}
-
 /// Refuses an RTP range that overlaps a UDP port of any profile (other than "all").
 ///
 /// The RTP rule opens its range to every media sender (or to every whitelisted source),

@@ -1,10 +1,11 @@
 //! The ruleset IR: plain data describing the one table pbxwall owns.
 //!
-//! [`crate::compile`] builds it from accounts, profiles, settings and name resolution;
-//! [`crate::nft::render`] prints it in nft syntax (`restart --dry-run`) and
-//! [`crate::nft::netlink`] turns it into one netlink batch. Both are views of the same
-//! value, and a root test checks that `nft list table inet pbxwall` shows what the renderer
-//! printed, so the two cannot drift apart.
+//! [`crate::compile`] builds it from accounts, profiles, settings and name resolution.
+//! Every type prints itself in nft syntax (its `Display`, in the `display` submodule):
+//! [`crate::nft::render`] prints the whole table that way (`restart --dry-run`), and
+//! [`crate::nft::netlink`], which turns the IR into one netlink batch, names a rejected rule
+//! with the same text. A root test checks that `nft list table inet pbxwall` shows what the
+//! renderer printed, so the two views of the same value cannot drift apart.
 //!
 //! Everything here is deterministic: sets and rules keep the order the compiler gave them,
 //! and set elements are sorted, non-overlapping ranges (merged when they lead to the same
@@ -16,11 +17,16 @@ use std::sync::Arc;
 
 use crate::addrset::{AddrRange, Family};
 
+mod display;
+
 /// Name of the nftables table pbxwall owns (family `inet`). Nothing outside it is touched.
 pub const TABLE_NAME: &str = "pbxwall";
 /// Name of the one base chain (hook input, policy drop).
 pub const INPUT_CHAIN: &str = "input";
-/// Priority of the input base chain (`filter`). Never changed on replace (research §3.3).
+/// Priority of the input base chain (`filter`). Never changed on replace: the kernel refuses
+/// to re-add an existing base chain with another hook or priority (`EOPNOTSUPP`), and
+/// deleting and re-creating it in the same batch lets packets through, because a new base
+/// chain is hooked with policy accept until the commit reaches its drop policy.
 pub const INPUT_PRIORITY: i32 = 0;
 
 /// The whole ruleset: one `table inet pbxwall`.

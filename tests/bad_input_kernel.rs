@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Output;
 
-use common::{TempConfig, Topology, ns_cmd, show, stderr, stdout};
+use common::{Needs, TempConfig, Topology, ns_cmd, show, stderr, stdout};
 
 /// How a case is run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,17 +253,7 @@ fn check_output(c: &Case, out: &Output) -> Option<String> {
     })
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn bad_input_changes_neither_files_nor_the_kernel() {
-    if !common::require_root("bad_input_changes_neither_files_nor_the_kernel")
-        || !common::require_tools(
-            "bad_input_changes_neither_files_nor_the_kernel",
-            &["setpriv"],
-        )
-    {
-        return;
-    }
     assert!(CASES.len() >= 40, "{} cases", CASES.len());
     let topo = Topology::new();
     let cfg = TempConfig::new();
@@ -382,4 +372,8 @@ fn bad_input_changes_neither_files_nor_the_kernel() {
         CASES.len(),
         failures.join("\n")
     );
+}
+
+common::test_main! {
+    Needs::root_and(&["setpriv"]) => [bad_input_changes_neither_files_nor_the_kernel],
 }

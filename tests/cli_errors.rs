@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TempConfig, show, stderr, stdout};
+use common::{Needs, TempConfig, show, stderr, stdout};
 
 fn setup() -> TempConfig {
     let cfg = TempConfig::new();
@@ -75,7 +75,6 @@ const CASES: &[Case] = &[
     case(&["restart", "--bogus"], 2, "unexpected argument '--bogus'"),
 ];
 
-#[test]
 fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     let cfg = setup();
     let before = common::snapshot(cfg.config_dir());
@@ -115,7 +114,6 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     );
 }
 
-#[test]
 fn corrupt_settings_stop_restart_with_file_and_line() {
     let cfg = setup();
     cfg.write(
@@ -136,7 +134,6 @@ fn corrupt_settings_stop_restart_with_file_and_line() {
     );
 }
 
-#[test]
 fn corrupt_account_file_is_skipped_the_rest_applies_exit_3() {
     let cfg = setup();
     cfg.write(
@@ -157,7 +154,6 @@ fn corrupt_account_file_is_skipped_the_rest_applies_exit_3() {
     );
 }
 
-#[test]
 fn corrupt_local_profile_is_an_error() {
     let cfg = setup();
     cfg.write(
@@ -173,7 +169,6 @@ fn corrupt_local_profile_is_an_error() {
     );
 }
 
-#[test]
 fn dry_run_prints_the_table_and_codes_work_as_names() {
     let cfg = setup();
     let out = cfg.run(
@@ -200,7 +195,6 @@ fn dry_run_prints_the_table_and_codes_work_as_names() {
     assert!(s.contains("\t\tudp dport 5060-5061 accept\n"), "{s}");
 }
 
-#[test]
 fn replace_overwrites_and_fqdn_names_are_normalised() {
     let cfg = setup();
     let out = cfg.run(
@@ -239,7 +233,6 @@ fn replace_overwrites_and_fqdn_names_are_normalised() {
     assert!(text.contains("services = [\"sip-udp\", \"iax\"]"), "{text}");
 }
 
-#[test]
 fn audit_log_records_who_what_and_addresses() {
     let cfg = TempConfig::new();
     let env = [("SUDO_USER", "alice")];
@@ -312,7 +305,6 @@ fn audit_log_records_who_what_and_addresses() {
     );
 }
 
-#[test]
 fn json_results_have_the_documented_shape() {
     let cfg = TempConfig::new();
     let out = cfg.run(
@@ -347,13 +339,9 @@ fn json_results_have_the_documented_shape() {
     );
 }
 
-#[test]
 fn on_a_terminal_add_ip_asks_with_a_numbered_menu() {
     // `script` (util-linux) gives the command a pseudo-terminal; stdin feeds the answers.
-    let Some(script) = common::tool("script") else {
-        eprintln!("SKIPPED on_a_terminal_add_ip_asks_with_a_numbered_menu: `script` not found");
-        return;
-    };
+    let script = common::tool_path("script");
     let cfg = TempConfig::new();
     let cmd = format!("{} --no-restart", common::bin("add-ip").display());
     let c = cfg.command(None, &script, ["-qec", cmd.as_str(), "/dev/null"]);
@@ -370,4 +358,19 @@ fn on_a_terminal_add_ip_asks_with_a_numbered_menu() {
     let text = cfg.read("accounts/joe.toml").unwrap();
     assert!(text.contains("addresses = [\"192.0.2.7\"]"), "{text}");
     assert!(text.contains("services = [\"sip-udp\", \"iax\"]"), "{text}");
+}
+
+common::test_main! {
+    Needs::NOTHING => [
+        audit_log_records_who_what_and_addresses,
+        bad_input_is_refused_with_one_line_and_changes_nothing,
+        corrupt_account_file_is_skipped_the_rest_applies_exit_3,
+        corrupt_local_profile_is_an_error,
+        corrupt_settings_stop_restart_with_file_and_line,
+        dry_run_prints_the_table_and_codes_work_as_names,
+        json_results_have_the_documented_shape,
+        replace_overwrites_and_fqdn_names_are_normalised,
+    ],
+    // `script` (util-linux) gives the command a pseudo-terminal.
+    Needs::tools(&["script"]) => [on_a_terminal_add_ip_asks_with_a_numbered_menu],
 }

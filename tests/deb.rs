@@ -5,8 +5,8 @@
 //! no state behind.
 //!
 //! Slow (a release build, a debootstrap, an apt install: about 6 minutes) and needs root,
-//! so it is ignored by `cargo test` and runs with `make test-slow` (`--include-ignored`
-//! and `PBXWALL_SLOW_TESTS=1`); run any other way it says SKIPPED.
+//! so it runs only with `PBXWALL_SLOW_TESTS=1` (`make test-slow`); without it, as root or
+//! not, CI or not, `cargo test` reports it as ignored with a SKIPPED line saying why.
 //!
 //! When debootstrap cannot reach the mirror, the test falls back to a minimal chroot: the
 //! package unpacked with `dpkg-deb -x` plus the shared libraries `ldd` names. That checks
@@ -19,15 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::Needs;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 fn text(b: &[u8]) -> String {
@@ -286,32 +281,7 @@ fn minimal_chroot(deb: &Path) -> Chroot {
     }
 }
 
-/// Says why the test did not run, past the test harness's output capture.
-fn skipped(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "SKIPPED deb_installs_and_runs_in_a_clean_debian_12: {why}"
-    );
-}
-
-// Ignored in every ordinary `cargo test` (as root too: it is slow); `make test-slow` runs
-// it with `--include-ignored` and PBXWALL_SLOW_TESTS=1.
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
-#[cfg_attr(pbxwall_root, ignore = "slow: run `make test-slow`")]
 fn deb_installs_and_runs_in_a_clean_debian_12() {
-    if !is_root() {
-        skipped("needs root");
-        return;
-    }
-    if std::env::var_os("PBXWALL_SLOW_TESTS").is_none_or(|v| v != "1") {
-        skipped(
-            "slow (release build, debootstrap); run `make test-slow` or set \
-             PBXWALL_SLOW_TESTS=1",
-        );
-        return;
-    }
     ensure_tool("dpkg-shlibdeps", "dpkg-dev");
     ensure_tool("debootstrap", "debootstrap");
 
@@ -465,4 +435,12 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
             "FALLBACK minimal"
         }
     );
+}
+
+common::test_main! {
+    // Ignored in every ordinary `cargo test` (as root too: it is slow).
+    Needs::ROOT.with_opt_in(
+        "PBXWALL_SLOW_TESTS",
+        "slow (release build, debootstrap); run `make test-slow` or set PBXWALL_SLOW_TESTS=1",
+    ) => [deb_installs_and_runs_in_a_clean_debian_12],
 }

@@ -8,8 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::{
-    Probe, Servers, ServfailDns, SilentDns, TempConfig, Topology, assert_probes, in_ns, show,
-    stderr, stdout,
+    Needs, Probe, Servers, ServfailDns, SilentDns, TempConfig, Topology, assert_probes, in_ns,
+    show, stderr, stdout,
 };
 use pbxwall::nft::netlink::{self, LiveTable};
 
@@ -53,12 +53,7 @@ fn set_handles(t: &LiveTable) -> Vec<(String, u64)> {
     t.sets.iter().map(|s| (s.name.clone(), s.handle)).collect()
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn a_moving_name_is_followed_by_element_updates_only() {
-    if !common::require_root("a_moving_name_is_followed_by_element_updates_only") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22], &[5060, 4569]);
     let dns = topo.start_dnsmasq();
@@ -259,12 +254,7 @@ fn a_moving_name_is_followed_by_element_updates_only() {
     );
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn an_nxdomain_name_is_saved_left_out_and_retried() {
-    if !common::require_root("an_nxdomain_name_is_saved_left_out_and_retried") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22], &[5060]);
     let dns = topo.start_dnsmasq();
@@ -314,12 +304,7 @@ fn an_nxdomain_name_is_saved_left_out_and_retried() {
     assert_probes(&topo, &[Probe::udp("192.0.2.10", 5060, true)]);
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn a_silent_nameserver_costs_one_timeout_and_blocks_nothing_else() {
-    if !common::require_root("a_silent_nameserver_costs_one_timeout") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22], &[5060]);
     topo.add_client_addr("192.0.2.54");
@@ -374,12 +359,7 @@ fn a_silent_nameserver_costs_one_timeout_and_blocks_nothing_else() {
     );
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn a_failing_nameserver_keeps_addresses_within_the_grace_only() {
-    if !common::require_root("a_failing_nameserver_keeps_addresses_within_the_grace_only") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[], &[5060]);
     let dns = topo.start_dnsmasq();
@@ -435,7 +415,6 @@ fn a_failing_nameserver_keeps_addresses_within_the_grace_only() {
     assert_probes(&topo, &[Probe::udp("192.0.2.10", 5060, false)]);
 }
 
-#[test]
 fn cron_install_validate_and_remove() {
     let cfg = TempConfig::new();
     let cron = cfg.root().join("cron.d-pbxwall");
@@ -509,4 +488,14 @@ fn cron_install_validate_and_remove() {
         ["--remove-cron", "--install-cron", "* * * * *"],
     );
     common::assert_exit(&out, 2, "conflicting flags");
+}
+
+common::test_main! {
+    Needs::NOTHING => [cron_install_validate_and_remove],
+    Needs::ROOT => [a_silent_nameserver_costs_one_timeout_and_blocks_nothing_else],
+    Needs::root_and(&["dnsmasq"]) => [
+        a_failing_nameserver_keeps_addresses_within_the_grace_only,
+        a_moving_name_is_followed_by_element_updates_only,
+        an_nxdomain_name_is_saved_left_out_and_retried,
+    ],
 }

@@ -447,7 +447,13 @@ fn dns_answers_are_screened_and_capped() {
         // Every third address: no two adjacent, so each stays a single element.
         .map(|i| (name, ip(&format!("198.51.100.{}", i * 3))))
         .collect();
-    for special in ["127.0.0.1", "169.254.7.7", "::1", "fe80::7", "::ffff:203.0.113.9"] {
+    for special in [
+        "127.0.0.1",
+        "169.254.7.7",
+        "::1",
+        "fe80::7",
+        "::ffff:203.0.113.9",
+    ] {
         records.push((name, ip(special)));
     }
     dns.set_records(&records);
@@ -456,14 +462,34 @@ fn dns_answers_are_screened_and_capped() {
         "pbxwall.toml",
         "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\"]\ntimeout_ms = 1000\nattempts = 2\n",
     );
-    let out = cfg.run(Some(topo.pbx_ns()), "add-fqdn", ["joe", name, "--allow", "ssh"]);
+    let out = cfg.run(
+        Some(topo.pbx_ns()),
+        "add-fqdn",
+        ["joe", name, "--allow", "ssh"],
+    );
     assert_exit(&out, 3, "add-fqdn of a name with 45 addresses");
     let err = stderr(&out);
-    for special in ["127.0.0.1", "169.254.7.7", "::1", "fe80::7", "::ffff:203.0.113.9"] {
-        assert!(err.contains(&format!("ignored {special} from DNS")), "{special}: {err}");
+    for special in [
+        "127.0.0.1",
+        "169.254.7.7",
+        "::1",
+        "fe80::7",
+        "::ffff:203.0.113.9",
+    ] {
+        assert!(
+            err.contains(&format!("ignored {special} from DNS")),
+            "{special}: {err}"
+        );
     }
-    assert!(err.contains("answered 40 addresses, more than [resolver] max_addresses = 16"), "{err}");
-    let listed = stdout(&ns_cmd(topo.pbx_ns(), "nft", &["list", "table", "inet", "pbxwall"]));
+    assert!(
+        err.contains("answered 40 addresses, more than [resolver] max_addresses = 16"),
+        "{err}"
+    );
+    let listed = stdout(&ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["list", "table", "inet", "pbxwall"],
+    ));
     let whitelisted = (1..=40)
         .filter(|i| listed.contains(&format!("198.51.100.{} ", i * 3)))
         .count();

@@ -1,5 +1,7 @@
 //! Self-test of the integration-test harness in `tests/common/`: namespaces, servers, probes,
-//! nft, DNS fixtures, binaries, and that everything is cleaned up (also after a panic).
+//! nft, DNS fixtures, binaries, and that everything is cleaned up (also after a panic); and
+//! the skip rule of the test runner (`common::harness`): a test that cannot run is reported
+//! as ignored, never passed, and fails under `PBXWALL_TESTS_REQUIRE_ROOT`.
 //! The root tests run in parallel threads of this binary, each with its own namespaces.
 
 mod common;
@@ -8,12 +10,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Mutex;
+use std::thread;
 use std::time::{Duration, Instant};
 
+use libtest_mimic::Arguments;
+
 use common::dns::{build_query, parse_reply, servfail_reply};
+use common::harness::{self, Decision, Facts};
 use common::{
-    CLIENT_ADDRS, DnsReply, Names, Outcome, PROBE_TIMEOUT, Probe, Proto::*, QType, RCODE_NOERROR,
-    RCODE_NXDOMAIN, RCODE_SERVFAIL, Servers, ServfailDns, SilentDns, TempConfig, Topology,
+    CLIENT_ADDRS, DnsReply, Names, Needs, Outcome, PROBE_TIMEOUT, Probe, Proto::*, QType,
+    RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_SERVFAIL, Servers, ServfailDns, SilentDns, TempConfig,
+    Topology,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -41,32 +49,230 @@ fn ifindex(name: &str) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // Without root
 
-#[test]
-fn skip_message_when_not_root() {
-    let mut out = Vec::new();
-    assert!(!common::require_root_with("some_test", 1000, &[], &mut out));
-    let text = String::from_utf8(out).unwrap();
+fn facts(euid: u32, missing: &[&str]) -> Facts {
+    Facts {
+        euid,
+        missing_tools: missing.iter().map(|t| t.to_string()).collect(),
+        opted_in: true,
+        check: Ok(()),
+        require_all: false,
+    }
+}
+
+#[track_caller]
+fn ignored_reason(decision: Decision) -> String {
+    match decision {
+        Decision::Ignore(reason) => reason,
+        other => panic!("expected Ignore, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn failed_reason(decision: Decision) -> String {
+    match decision {
+        Decision::Fail(reason) => reason,
+        other => panic!("expected Fail, got {other:?}"),
+    }
+}
+
+/// The thread the last [`records_its_thread`] ran on.
+static TEST_THREAD: Mutex<Option<String>> = Mutex::new(None);
+
+fn records_its_thread() {
+    *TEST_THREAD.lock().unwrap() = thread::current().name().map(str::to_owned);
+}
+
+fn must_not_run() {
+    panic!("a test that cannot run here was run");
+}
+
+fn panics_on_purpose() {
+    panic!("deliberate panic inside a trial (harness self-test)");
+}
+
+/// The skip rule, decided ([`harness::decide`]) and reported (libtest-mimic's counts, the
+/// same a test binary prints): a test that cannot run is ignored, never passed, and fails under
+/// `PBXWALL_TESTS_REQUIRE_ROOT`.
+fn skip_rule_runs_ignores_or_fails() {
+    let root = Needs::ROOT;
+    // Root, ip and nft: the test runs.
+    assert_eq!(harness::decide(&root, &facts(0, &[])), Decision::Run);
+    // Not root: ignored, and the SKIPPED line says why.
+    let reason = ignored_reason(harness::decide(&root, &facts(1000, &[])));
+    let text = harness::skip_line("some_test", &reason);
     assert!(
         text.starts_with("SKIPPED some_test: needs root and ip/nft (run as root)"),
         "{text}"
     );
     assert!(text.contains("euid is 1000"), "{text}");
-
-    let mut out = Vec::new();
-    assert!(!common::require_root_with("t2", 0, &["nft"], &mut out));
-    let text = String::from_utf8(out).unwrap();
+    // Root, but nft missing: ignored.
+    let reason = ignored_reason(harness::decide(&root, &facts(0, &["nft"])));
+    let text = harness::skip_line("t2", &reason);
     assert!(
         text.starts_with("SKIPPED t2: needs root and ip/nft"),
         "{text}"
     );
     assert!(text.contains("not found: nft"), "{text}");
+    // Under PBXWALL_TESTS_REQUIRE_ROOT the same tests fail, with the same reasons.
+    let ci = |euid, missing| Facts {
+        require_all: true,
+        ..facts(euid, missing)
+    };
+    let reason = failed_reason(harness::decide(&root, &ci(1000, &[])));
+    assert!(
+        reason.contains("euid is 1000") && reason.contains(common::REQUIRE_ROOT_ENV),
+        "{reason}"
+    );
+    let reason = failed_reason(harness::decide(&root, &ci(0, &["nft"])));
+    assert!(reason.contains("not found: nft"), "{reason}");
+    assert_eq!(harness::decide(&root, &ci(0, &[])), Decision::Run);
+    // A test that needs nothing runs anywhere.
+    assert_eq!(
+        harness::decide(&Needs::NOTHING, &ci(1000, &[])),
+        Decision::Run
+    );
 
-    let mut out = Vec::new();
-    assert!(common::require_root_with("t3", 0, &[], &mut out));
-    assert!(out.is_empty());
+    // Extra programs follow the same rule, with or without root.
+    let dns = Needs::root_and(&["dnsmasq"]);
+    assert_eq!(dns.programs(), ["ip", "nft", "dnsmasq"]);
+    assert_eq!(harness::decide(&dns, &facts(0, &[])), Decision::Run);
+    let reason = ignored_reason(harness::decide(&dns, &facts(0, &["dnsmasq"])));
+    assert_eq!(
+        reason,
+        "needs root and ip/nft (run as root) and dnsmasq [not found: dnsmasq]"
+    );
+    failed_reason(harness::decide(&dns, &ci(0, &["dnsmasq"])));
+    let groff = Needs::tools(&["groff"]);
+    assert_eq!(groff.programs(), ["groff"]);
+    assert_eq!(harness::decide(&groff, &facts(1000, &[])), Decision::Run);
+    let reason = ignored_reason(harness::decide(&groff, &facts(1000, &["groff"])));
+    assert_eq!(reason, "needs groff [not found: groff]");
+    failed_reason(harness::decide(&groff, &ci(1000, &["groff"])));
+    // A test's own check: its message is the reason.
+    let checked = Needs::NOTHING.with_check(|| Err("no widget".into()));
+    let failing_check = Facts {
+        check: Err("no widget".into()),
+        ..facts(0, &[])
+    };
+    assert_eq!(
+        harness::decide(&checked, &failing_check),
+        Decision::Ignore("no widget".into())
+    );
+
+    // An opt-in switch that is off: ignored, as root and under PBXWALL_TESTS_REQUIRE_ROOT too.
+    let slow = Needs::ROOT.with_opt_in("PBXWALL_SELFTEST_SWITCH", "slow: set the switch");
+    let off = |f: Facts| Facts {
+        opted_in: false,
+        ..f
+    };
+    for f in [facts(0, &[]), ci(0, &[]), ci(1000, &[])] {
+        assert_eq!(
+            harness::decide(&slow, &off(f)),
+            Decision::Ignore("slow: set the switch".into())
+        );
+    }
+    // On: the root rule as for any root test.
+    assert_eq!(harness::decide(&slow, &facts(0, &[])), Decision::Run);
+    ignored_reason(harness::decide(&slow, &facts(1000, &[])));
+    failed_reason(harness::decide(&slow, &ci(1000, &[])));
+
+    // The facts of this machine.
+    let f = Facts::of(&Needs::tools(&["pbxwall-no-such-program", "sh"]));
+    assert_eq!(f.missing_tools, ["pbxwall-no-such-program"]);
+    assert_eq!(f.euid, harness::euid());
+    assert!(f.opted_in && f.check.is_ok());
+    assert!(!Facts::of(&slow).opted_in, "the switch is not set here");
+
+    // Reported through libtest-mimic: a test that ran and passed is "passed", one that cannot
+    // run is "ignored" (its body is never called), one that cannot run under
+    // PBXWALL_TESTS_REQUIRE_ROOT and one that panics are "failed".
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let args = Arguments {
+        // To a file: a second summary line on stdout would be added to CI's totals.
+        logfile: Some(log.to_str().unwrap().to_owned()),
+        test_threads: Some(1),
+        ..Arguments::default()
+    };
+    let trials = || {
+        vec![
+            harness::trial(
+                "runs",
+                harness::decide(&root, &facts(0, &[])),
+                records_its_thread,
+            ),
+            harness::trial(
+                "cannot_run",
+                harness::decide(&root, &facts(1000, &[])),
+                must_not_run,
+            ),
+            harness::trial(
+                "cannot_run_in_ci",
+                harness::decide(&root, &ci(1000, &[])),
+                must_not_run,
+            ),
+            harness::trial("panics", Decision::Run, panics_on_purpose),
+        ]
+    };
+    let done = libtest_mimic::run(&args, trials());
+    assert_eq!(
+        (done.num_passed, done.num_failed, done.num_ignored),
+        (1, 2, 1),
+        "{done:?}"
+    );
+    assert_eq!(TEST_THREAD.lock().unwrap().as_deref(), Some("runs"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let outcome = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .and_then(|l| l.rsplit(" ... ").next())
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+    };
+    assert_eq!(outcome("runs"), "ok");
+    assert_eq!(outcome("cannot_run"), "ignored");
+    assert_eq!(outcome("cannot_run_in_ci"), "FAILED");
+    assert_eq!(outcome("panics"), "FAILED");
+    assert!(
+        text.contains("test result: FAILED. 1 passed; 2 failed; 1 ignored;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("test panicked: deliberate panic inside a trial"),
+        "{text}"
+    );
+    assert!(text.contains(common::REQUIRE_ROOT_ENV), "{text}");
+
+    // Run anyway (`--include-ignored`): a test that cannot run fails, it never passes.
+    let anyway = Arguments {
+        include_ignored: true,
+        ..args.clone()
+    };
+    let done = libtest_mimic::run(&anyway, trials());
+    assert_eq!(
+        (done.num_passed, done.num_failed, done.num_ignored),
+        (1, 3, 0),
+        "{done:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("cannot run here: needs root and ip/nft (run as root) [euid is 1000]"),
+        "{text}"
+    );
+
+    // The name filter and --skip decide which tests print a SKIPPED line.
+    let filtered = |filter: Option<&str>, skip: &[&str], exact| Arguments {
+        filter: filter.map(str::to_owned),
+        skip: skip.iter().map(|s| s.to_string()).collect(),
+        exact,
+        ..Arguments::default()
+    };
+    assert!(harness::selected(&filtered(None, &[], false), "abc"));
+    assert!(harness::selected(&filtered(Some("b"), &[], false), "abc"));
+    assert!(!harness::selected(&filtered(Some("b"), &[], true), "abc"));
+    assert!(harness::selected(&filtered(Some("abc"), &[], true), "abc"));
+    assert!(!harness::selected(&filtered(None, &["bc"], false), "abc"));
 }
 
-#[test]
 fn names_are_unique_and_fit() {
     let a = Names::next();
     let b = Names::next();
@@ -84,7 +290,6 @@ fn names_are_unique_and_fit() {
     }
 }
 
-#[test]
 fn dns_wire_format() {
     let q = build_query(0x1234, "sip1.example.test", QType::Aaaa);
     assert_eq!(&q[..2], &[0x12, 0x34]);
@@ -111,7 +316,6 @@ fn dns_wire_format() {
     assert!(parse_reply(&a[..a.len() - 1], 7).is_err(), "truncated");
 }
 
-#[test]
 fn run_with_timeout_kills_and_tempconfig_env() {
     let mut sleep = Command::new("sleep");
     sleep.arg("10");
@@ -161,11 +365,7 @@ fn run_with_timeout_kills_and_tempconfig_env() {
 // ---------------------------------------------------------------------------------------------
 // As root
 
-#[test]
 fn topology_servers_probes_and_nft() {
-    if !common::require_root("topology_servers_probes_and_nft") {
-        return;
-    }
     let topo = Topology::new();
     let names = topo.names().clone();
     let listed = common::netns_list();
@@ -307,13 +507,7 @@ fn topology_servers_probes_and_nft() {
     assert_gone(&names);
 }
 
-#[test]
 fn dnsmasq_serves_and_rewrites_records() {
-    if !common::require_root("dnsmasq_serves_and_rewrites_records")
-        || !common::require_tools("dnsmasq_serves_and_rewrites_records", &["dnsmasq"])
-    {
-        return;
-    }
     let topo = Topology::new();
     let names = topo.names().clone();
     let dns = topo.start_dnsmasq();
@@ -368,11 +562,7 @@ fn dnsmasq_serves_and_rewrites_records() {
     assert_gone(&names);
 }
 
-#[test]
 fn silent_and_servfail_dns() {
-    if !common::require_root("silent_and_servfail_dns") {
-        return;
-    }
     let topo = Topology::new();
     let names = topo.names().clone();
     topo.add_client_addr("192.0.2.54");
@@ -415,11 +605,7 @@ fn silent_and_servfail_dns() {
     assert_gone(&names);
 }
 
-#[test]
 fn binaries_run_inside_the_pbx_namespace() {
-    if !common::require_root("binaries_run_inside_the_pbx_namespace") {
-        return;
-    }
     let topo = Topology::new();
     let cfg = TempConfig::new();
     let out = cfg.run_program(
@@ -437,13 +623,7 @@ fn binaries_run_inside_the_pbx_namespace() {
     assert!(out.status.code().is_some(), "{}", common::show(&out));
 }
 
-#[test]
 fn cleanup_after_panic() {
-    if !common::require_root("cleanup_after_panic")
-        || !common::require_tools("cleanup_after_panic", &["dnsmasq"])
-    {
-        return;
-    }
     let mut seen = None;
     let result = catch_unwind(AssertUnwindSafe(|| {
         let topo = Topology::new();
@@ -465,11 +645,7 @@ fn cleanup_after_panic() {
     assert!(status.is_some(), "stray sleep was not killed");
 }
 
-#[test]
 fn in_ns_propagates_panics_and_results() {
-    if !common::require_root("in_ns_propagates_panics_and_results") {
-        return;
-    }
     let topo = Topology::new();
     let v = topo.in_client(|| {
         std::net::UdpSocket::bind((Ipv4Addr::new(192, 0, 2, 10), 0))
@@ -481,4 +657,20 @@ fn in_ns_propagates_panics_and_results() {
     let r = catch_unwind(AssertUnwindSafe(|| topo.in_pbx(|| panic!("inner"))));
     assert!(r.is_err());
     assert!(common::enter_ns("pbxw-no-such-namespace").is_err());
+}
+
+common::test_main! {
+    Needs::NOTHING => [
+        skip_rule_runs_ignores_or_fails,
+        names_are_unique_and_fit,
+        dns_wire_format,
+        run_with_timeout_kills_and_tempconfig_env,
+    ],
+    Needs::ROOT => [
+        topology_servers_probes_and_nft,
+        silent_and_servfail_dns,
+        binaries_run_inside_the_pbx_namespace,
+        in_ns_propagates_panics_and_results,
+    ],
+    Needs::root_and(&["dnsmasq"]) => [dnsmasq_serves_and_rewrites_records, cleanup_after_panic],
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Probe, Servers, TempConfig, Topology, assert_probes, show, stdout};
+use common::{Needs, Probe, Servers, TempConfig, Topology, assert_probes, show, stdout};
 
 /// A fake host configuration: sshd on 2222, PJSIP UDP on 5070, RTP 12000-12100.
 fn host_files(cfg: &TempConfig) -> (String, String) {
@@ -28,12 +28,7 @@ fn host_files(cfg: &TempConfig) -> (String, String) {
     )
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn init_whitelists_server_and_admin_with_detected_ports() {
-    if !common::require_root("init_whitelists_server_and_admin_with_detected_ports") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22, 2222], &[5060, 5070, 12050]);
     let cfg = TempConfig::new();
@@ -100,7 +95,6 @@ fn init_whitelists_server_and_admin_with_detected_ports() {
     assert_eq!(common::snapshot(cfg.config_dir()), before);
 }
 
-#[test]
 fn init_cloud_trusts_nothing_and_refuses_bad_admin() {
     let cfg = TempConfig::new();
     let (sshd, ast) = host_files(&cfg);
@@ -135,4 +129,9 @@ fn init_cloud_trusts_nothing_and_refuses_bad_admin() {
     let dry = cfg.run(None, "restart", ["--dry-run"]);
     common::assert_exit(&dry, 0, "dry-run after init");
     assert!(!stdout(&dry).contains("192.168.0.0/16"), "{}", show(&dry));
+}
+
+common::test_main! {
+    Needs::NOTHING => [init_cloud_trusts_nothing_and_refuses_bad_admin],
+    Needs::ROOT => [init_whitelists_server_and_admin_with_detected_ports],
 }

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use pbxwall::manpages;
 
+use common::Needs;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -161,7 +163,6 @@ fn expected_tree() -> BTreeSet<String> {
     want
 }
 
-#[test]
 fn install_puts_exactly_the_expected_files() {
     use std::os::unix::fs::PermissionsExt;
 
@@ -237,7 +238,6 @@ fn install_puts_exactly_the_expected_files() {
     );
 }
 
-#[test]
 fn install_keeps_settings_and_uninstall_removes_the_rest() {
     let inst = Installed::new();
     let dest = inst.dest();
@@ -264,7 +264,6 @@ fn install_keeps_settings_and_uninstall_removes_the_rest() {
     );
 }
 
-#[test]
 fn install_honours_prefix() {
     let tmp = tempfile::tempdir().unwrap();
     let completions = tmp.path().join("completions");
@@ -288,17 +287,30 @@ fn install_honours_prefix() {
     assert!(dest.join("etc/pbxwall/pbxwall.toml").exists());
 }
 
+/// Where systemd-analyze is installed, if it is.
+fn find_systemd_analyze() -> Option<PathBuf> {
+    ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// What [`units_pass_systemd_analyze_verify`] needs: systemd-analyze installed, or root to
+/// install it.
+fn systemd_analyze_or_root() -> Result<(), String> {
+    if find_systemd_analyze().is_some() || common::is_root() {
+        Ok(())
+    } else {
+        Err("systemd-analyze is not installed (apt-get install systemd)".into())
+    }
+}
+
+/// systemd-analyze, installed first (as root) when it is missing.
 fn systemd_analyze() -> Option<PathBuf> {
-    let find = || {
-        ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-    };
-    if let Some(p) = find() {
+    if let Some(p) = find_systemd_analyze() {
         return Some(p);
     }
-    if is_root() {
+    if common::is_root() {
         eprintln!("systemd-analyze missing: apt-get install systemd");
         let _ = common::run_to_files(
             Command::new("apt-get")
@@ -307,32 +319,16 @@ fn systemd_analyze() -> Option<PathBuf> {
             Duration::from_secs(300),
         );
     }
-    find()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    find_systemd_analyze()
 }
 
 /// `systemd-analyze verify` checks the units' syntax, their dependencies, that every
 /// ExecStart program exists and is executable, and that every Documentation= man page is
 /// found. The units say /usr/sbin/restart; this machine has pbxwall only in DESTDIR, so
 /// the test verifies copies that point there (nft stays /usr/sbin/nft, a real path).
-#[test]
 fn units_pass_systemd_analyze_verify() {
-    let Some(analyze) = systemd_analyze() else {
-        // Past the harness's output capture, so it is seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "SKIPPED units_pass_systemd_analyze_verify: systemd-analyze is not installed \
-             (apt-get install systemd)"
-        );
-        return;
-    };
+    let analyze = systemd_analyze()
+        .expect("systemd-analyze is missing, and `apt-get install systemd` did not install it");
     let inst = Installed::new();
     let dest = inst.dest();
     let sbin = dest.join("usr/sbin");
@@ -379,4 +375,13 @@ fn units_pass_systemd_analyze_verify() {
     if !stderr.trim().is_empty() {
         eprintln!("systemd-analyze verify said, about other units:\n{stderr}");
     }
+}
+
+common::test_main! {
+    Needs::NOTHING => [
+        install_honours_prefix,
+        install_keeps_settings_and_uninstall_removes_the_rest,
+        install_puts_exactly_the_expected_files,
+    ],
+    Needs::NOTHING.with_check(systemd_analyze_or_root) => [units_pass_systemd_analyze_verify],
 }

@@ -1,16 +1,15 @@
 //! Root tests of `nft::netlink`: apply, read back, update elements, delete.
 //!
-//! Every test makes its own network namespace (`pbxw-nl-<pid>-<n>`), runs the netlink code
-//! on a thread that joined it with `setns`, checks with `ip netns exec NAME nft ...`, and
-//! deletes the namespace when it ends, panics included. Nothing is ever applied in the
-//! host's namespace. Without root the tests print "SKIPPED: needs root" and pass.
+//! Every test makes its own network namespace (`common::Netns`: `pbxw-<pid>-<n>-ns`, only
+//! `lo`, up), runs the netlink code on a thread that joined it with `setns`, checks with
+//! `ip netns exec NAME nft ...`, and deletes the namespace when it ends, panics included.
+//! Nothing is ever applied in the host's namespace. Needs root (except the one test that
+//! never touches the kernel); without it the tests are reported as ignored (see
+//! `common::harness`).
 
-use std::io::Write;
+mod common;
+
 use std::net::{IpAddr, Ipv6Addr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 
 use pbxwall::addrset::{AddrRange, Family, merge_nets};
 use pbxwall::nft::netlink::{self, LiveTable, NetlinkError};
@@ -20,85 +19,37 @@ use pbxwall::ruleset::{
     SetKind, Verdict,
 };
 
+use common::{Needs, Netns};
+
 // ---------------------------------------------------------------------------------------
-// Harness
+// nft in the namespace
 // ---------------------------------------------------------------------------------------
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!(
-                "\n*** SKIPPED: needs root (network namespaces + nf_tables): {} ***\n",
-                thread::current().name().unwrap_or(module_path!())
-            );
-            return;
-        }
-    };
-}
-
-fn run(cmd: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-/// A throwaway network namespace, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "pbxw-nl-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let (ok, out) = run("ip", &["netns", "add", &name]);
-        assert!(ok, "ip netns add {name}: {out}");
-        Netns { name }
-    }
-
-    /// Runs `f` on a thread that joined this namespace (netlink sockets belong to the
-    /// namespace of the thread that opens them).
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        thread::scope(|s| {
-            s.spawn(move || {
-                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                // SAFETY: a valid namespace fd; affects only this (scoped) thread.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-
-    fn nft(&self, args: &[&str]) -> (bool, String) {
-        let mut full = vec!["netns", "exec", &self.name, "nft"];
-        full.extend_from_slice(args);
-        run("ip", &full)
-    }
-
+/// `nft` in a test's namespace, as these tests look at the table.
+trait NftInNamespace {
+    /// `nft ARGS...` in the namespace: whether it succeeded, and stdout followed by stderr.
+    fn nft(&self, args: &[&str]) -> (bool, String);
     /// `nft list table inet pbxwall`, or `None` when it fails (no table).
+    fn list(&self) -> Option<String>;
+    /// The netlink view of the table as nft prints it (`--debug=netlink`), handles removed.
+    fn list_netlink(&self) -> String;
+    /// Loads nft text with `nft -f -`.
+    fn load(&self, text: &str);
+}
+
+impl NftInNamespace for Netns {
+    fn nft(&self, args: &[&str]) -> (bool, String) {
+        let out = common::ns_cmd(self.name(), "nft", args);
+        let mut text = common::stdout(&out);
+        text.push_str(&common::stderr(&out));
+        (out.status.success(), text)
+    }
+
     fn list(&self) -> Option<String> {
         let (ok, out) = self.nft(&["list", "table", "inet", "pbxwall"]);
         ok.then_some(out)
     }
 
-    /// The netlink view of the table as nft prints it (`--debug=netlink`), handles removed.
     fn list_netlink(&self) -> String {
         let (ok, out) = self.nft(&["--debug=netlink", "list", "table", "inet", "pbxwall"]);
         assert!(ok, "{out}");
@@ -127,36 +78,8 @@ impl Netns {
         lines.join("\n")
     }
 
-    /// Loads nft text with `nft -f -`.
     fn load(&self, text: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nft");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft -f failed: {}\n{text}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let (ok, out) = run("ip", &["netns", "del", &self.name]);
-        if !ok {
-            eprintln!("warning: ip netns del {}: {out}", self.name);
-        }
+        common::nft_ok(self.name(), text);
     }
 }
 
@@ -368,8 +291,6 @@ fn sample_sets() -> Vec<Set> {
 /// A new namespace with `lo` up, `rs` applied in it, then three UDP packets sent on `lo`.
 fn apply_then_ping_lo(rs: &Ruleset) -> Netns {
     let ns = Netns::new();
-    let (ok, out) = run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-    assert!(ok, "{out}");
     ns.run(|| netlink::apply(rs)).unwrap();
     ns.run(|| {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -424,9 +345,7 @@ fn assert_sets_match(live: &LiveTable, rs: &Ruleset) {
 // Tests
 // ---------------------------------------------------------------------------------------
 
-#[test]
 fn apply_to_fresh_namespace_lists_like_nft_and_renderer() {
-    require_root!();
     let rs = full_ruleset(sample_sets());
     let text = render::render(&rs);
 
@@ -477,9 +396,7 @@ fn apply_to_fresh_namespace_lists_like_nft_and_renderer() {
     assert_eq!(input.counters.len(), 1);
 }
 
-#[test]
 fn reapply_replaces_sets_chains_and_rules_but_keeps_base_chain() {
-    require_root!();
     let ns = Netns::new();
     // A stale table: a base chain with another priority, an output chain, a regular chain
     // jumped to, and a set; apply must clear all of it. Another table must survive.
@@ -581,9 +498,7 @@ table inet pbxwall {
     assert!(ok && tables.contains("table inet other"), "{tables}");
 }
 
-#[test]
 fn apply_100k_addresses_in_one_batch() {
-    require_root!();
     // 100 000 distinct, non-adjacent /128s in 2001:db8::/32.
     let big = |offset: u128| {
         let base = u128::from("2001:db8::".parse::<Ipv6Addr>().unwrap());
@@ -618,9 +533,7 @@ fn apply_100k_addresses_in_one_batch() {
     }
 }
 
-#[test]
 fn rejected_batch_names_the_object_and_keeps_old_ruleset() {
-    require_root!();
     let ns = Netns::new();
     let good = full_ruleset(sample_sets());
     ns.run(|| netlink::apply(&good)).unwrap();
@@ -679,9 +592,7 @@ fn rejected_batch_names_the_object_and_keeps_old_ruleset() {
     assert_eq!(live_after, live_before);
 }
 
-#[test]
 fn read_table_returns_the_merged_ranges() {
-    require_root!();
     let v4 = set(
         "edges_v4",
         Family::V4,
@@ -731,9 +642,7 @@ fn read_table_returns_the_merged_ranges() {
     );
 }
 
-#[test]
 fn counters_are_read_back() {
-    require_root!();
     let rs = Ruleset {
         sets: vec![],
         chains: vec![input(
@@ -755,9 +664,7 @@ fn counters_are_read_back() {
     assert!(packets >= 3 && bytes >= 3 * 32, "{:?}", input.counters);
 }
 
-#[test]
 fn update_set_elements_removes_and_adds() {
-    require_root!();
     let v4 = set(
         "s_v4",
         Family::V4,
@@ -890,9 +797,7 @@ fn update_set_elements_removes_and_adds() {
     );
 }
 
-#[test]
 fn delete_table_when_absent_and_present() {
-    require_root!();
     let ns = Netns::new();
     ns.load("table inet other {\n    set keep { type ipv4_addr; }\n}\n");
     ns.run(netlink::delete_table).unwrap();
@@ -965,7 +870,6 @@ fn fingerprint_text(fps: &[(String, Vec<String>)]) -> String {
         .join("\n")
 }
 
-#[test]
 fn rule_fingerprints_are_one_line_per_rule_without_handles_or_counter_values() {
     // No root needed: nothing touches the kernel.
     let rs = fingerprint_ruleset();
@@ -1035,10 +939,7 @@ fn rule_fingerprints_are_one_line_per_rule_without_handles_or_counter_values() {
     assert_eq!(changed[extra].1[1], fps[extra].1[1]);
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn live_rule_fingerprints_match_the_ir_and_see_replacements() {
-    require_root!();
     let rs = fingerprint_ruleset();
     let want = netlink::rule_fingerprints(&rs).unwrap();
     // Traffic on lo, so the first rule's counter is not 0.
@@ -1106,4 +1007,20 @@ fn live_rule_fingerprints_match_the_ir_and_see_replacements() {
     ns.run(|| netlink::apply(&rs)).unwrap();
     let live = ns.run(netlink::read_table).unwrap().unwrap();
     assert_eq!(live_fingerprints(&live), want);
+}
+
+common::test_main! {
+    // Nothing here touches the kernel.
+    Needs::NOTHING => [rule_fingerprints_are_one_line_per_rule_without_handles_or_counter_values],
+    Needs::ROOT => [
+        apply_100k_addresses_in_one_batch,
+        apply_to_fresh_namespace_lists_like_nft_and_renderer,
+        counters_are_read_back,
+        delete_table_when_absent_and_present,
+        live_rule_fingerprints_match_the_ir_and_see_replacements,
+        read_table_returns_the_merged_ranges,
+        reapply_replaces_sets_chains_and_rules_but_keeps_base_chain,
+        rejected_batch_names_the_object_and_keeps_old_ruleset,
+        update_set_elements_removes_and_adds,
+    ],
 }

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use std::process::Output;
 
 use common::Proto::{Tcp, Udp};
-use common::{Probe, Servers, TempConfig, Topology, assert_probes, cross, ns_cmd, show, stdout};
+use common::{
+    Needs, Probe, Servers, TempConfig, Topology, assert_probes, cross, ns_cmd, show, stdout,
+};
 use pbxwall::nft::render::normalize;
 
 const TCP_PORTS: [u16; 4] = [22, 80, 5060, 10000];
@@ -82,12 +84,7 @@ fn expected(src: IpAddr, proto: common::Proto, port: u16) -> bool {
     }
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn accounts_reach_exactly_their_services_and_del_acct_removes_access() {
-    if !common::require_root("accounts_reach_exactly_their_services") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &TCP_PORTS, &UDP_PORTS);
     let cfg = setup(&topo);
@@ -110,12 +107,7 @@ fn accounts_reach_exactly_their_services_and_del_acct_removes_access() {
     assert_probes(&topo, &after);
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn dry_run_text_is_what_the_kernel_lists() {
-    if !common::require_root("dry_run_text_is_what_the_kernel_lists") {
-        return;
-    }
     let topo = Topology::new();
     let cfg = setup(&topo);
     // Ranges that merge, v6 networks, a range ending at the top of the IPv4 space.
@@ -169,12 +161,7 @@ fn dry_run_text_is_what_the_kernel_lists() {
     );
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn failed_apply_keeps_the_previous_ruleset_and_the_files() {
-    if !common::require_root("failed_apply_keeps_the_previous_ruleset") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22], &[5060]);
     let cfg = setup(&topo);
@@ -219,12 +206,7 @@ fn failed_apply_keeps_the_previous_ruleset_and_the_files() {
     );
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn an_account_of_100k_addresses_applies() {
-    if !common::require_root("an_account_of_100k_addresses_applies") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[], &[5060]);
     let cfg = TempConfig::new();
@@ -262,12 +244,7 @@ fn an_account_of_100k_addresses_applies() {
     );
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn lockout_guard_refuses_to_cut_off_this_ssh_client() {
-    if !common::require_root("lockout_guard_refuses_to_cut_off_this_ssh_client") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22], &[]);
     let cfg = setup(&topo);
@@ -310,12 +287,7 @@ fn lockout_guard_refuses_to_cut_off_this_ssh_client() {
     assert_probes(&topo, &[Probe::tcp("203.0.113.10", 22, false)]);
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn rtp_from_whitelist_admits_only_accounts_and_media_ranges() {
-    if !common::require_root("rtp_from_whitelist_admits_only_accounts_and_media_ranges") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[], &[12000, 20500]);
     let cfg = TempConfig::new();
@@ -348,4 +320,15 @@ fn rtp_from_whitelist_admits_only_accounts_and_media_ranges() {
             Probe::udp("198.51.100.11", 12000, false),
         ],
     );
+}
+
+common::test_main! {
+    Needs::ROOT => [
+        accounts_reach_exactly_their_services_and_del_acct_removes_access,
+        an_account_of_100k_addresses_applies,
+        dry_run_text_is_what_the_kernel_lists,
+        lockout_guard_refuses_to_cut_off_this_ssh_client,
+        rtp_from_whitelist_admits_only_accounts_and_media_ranges,
+    ],
+    Needs::root_and(&["setpriv"]) => [failed_apply_keeps_the_previous_ruleset_and_the_files],
 }

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{Probe, Servers, TempConfig, Topology, assert_probes, show, stderr, stdout};
+use common::{Needs, Probe, Servers, TempConfig, Topology, assert_probes, show, stderr, stdout};
 use serde_json::Value;
 
 const BIN: &str = "enable-trusted-providers";
@@ -124,7 +124,6 @@ fn json(out: &Output) -> Value {
     serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", show(out)))
 }
 
-#[test]
 fn list_shows_every_builtin_entry_and_json_has_the_documented_shape() {
     let env = Env::new();
     let out = env.builtin(&["--list"]);
@@ -222,7 +221,6 @@ fn list_shows_every_builtin_entry_and_json_has_the_documented_shape() {
     assert_eq!(ids, ["didww", "twilio"]);
 }
 
-#[test]
 fn all_enables_exactly_the_well_sourced_builtin_entries() {
     let env = Env::new();
     let v = json(&env.builtin(&["--list", "--json"]));
@@ -284,7 +282,6 @@ fn all_enables_exactly_the_well_sourced_builtin_entries() {
     assert_eq!(json(&out)["providers"][0]["enabled"], true);
 }
 
-#[test]
 fn enable_is_idempotent_updates_follow_the_file_and_disable_removes() {
     let env = Env::new();
     let out = env.test(None, &["doc-sip", "--no-restart"]);
@@ -416,7 +413,6 @@ const CASES: &[Case] = &[
     case(&["--bogus", "--no-restart"], 2, "unexpected argument '--bogus'"),
 ];
 
-#[test]
 fn bad_ids_and_arguments_change_nothing() {
     let env = Env::new();
     exit(&env.test(None, &["doc-stale", "--no-restart"]), 0);
@@ -505,12 +501,7 @@ fn bad_ids_and_arguments_change_nothing() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn an_enabled_provider_reaches_sip_and_nothing_else() {
-    if !common::require_root("an_enabled_provider_reaches_sip_and_nothing_else") {
-        return;
-    }
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22, 5060], &[5060]);
     let env = Env::new();
@@ -588,4 +579,14 @@ fn an_enabled_provider_reaches_sip_and_nothing_else() {
             Probe::udp("2001:db8:1::10", 5060, false),
         ],
     );
+}
+
+common::test_main! {
+    Needs::NOTHING => [
+        all_enables_exactly_the_well_sourced_builtin_entries,
+        bad_ids_and_arguments_change_nothing,
+        enable_is_idempotent_updates_follow_the_file_and_disable_removes,
+        list_shows_every_builtin_entry_and_json_has_the_documented_shape,
+    ],
+    Needs::root_and(&["setpriv"]) => [an_enabled_provider_reaches_sip_and_nothing_else],
 }

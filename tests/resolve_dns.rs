@@ -2,25 +2,25 @@
 //! file the test rewrites (plus SIGHUP), a UDP socket that never answers (timeouts) and a
 //! tiny responder that answers everything with SERVFAIL.
 //!
-//! Every test makes its own network namespace (`pbxw-res-<pid>-<n>`), runs the servers on its
+//! Every test makes its own network namespace (`common::Netns`), runs the servers on its
 //! 127.0.0.1 and resolves from a thread that entered it, so nothing touches the host's
 //! network and tests run in parallel. Everything started is stopped in `Drop`, also while
 //! unwinding from a failed assertion: dnsmasq is killed by its PID and reaped, responder
 //! threads are stopped and joined, the namespace is deleted.
 //!
-//! Needs root (namespaces), `ip` and `/usr/sbin/dnsmasq`; without them each test prints a
-//! `SKIPPED` line and returns, or fails when `PBXWALL_TESTS_REQUIRE_ROOT` is set (CI).
+//! Needs root (namespaces), `ip` and `dnsmasq`; without them each test is reported as
+//! ignored, or fails when `PBXWALL_TESTS_REQUIRE_ROOT` is set (CI): see `common::harness`.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,8 @@ use pbxwall::model::{Fqdn, ResolverSettings};
 use pbxwall::resolve::{self, Cache, NameState, Resolution};
 use pbxwall::store::{Paths, StoreLock};
 
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
-const REQUIRE_ROOT_ENV: &str = "PBXWALL_TESTS_REQUIRE_ROOT";
+use common::{Needs, Netns};
+
 /// Port of dnsmasq inside each test's namespace (53: the resolv.conf test needs it).
 const DNS_PORT: u16 = 53;
 const SILENT_PORT: u16 = 5354;
@@ -38,97 +38,6 @@ const SERVFAIL_PORT: u16 = 5356;
 
 // ---------------------------------------------------------------------------------------
 // Fixture
-
-/// Whether the test can run; prints a loud SKIPPED line (straight to stderr, not captured)
-/// when it cannot, or panics when `PBXWALL_TESTS_REQUIRE_ROOT` asks for every test to run.
-fn can_run(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let mut why = Vec::new();
-    if euid != 0 {
-        why.push(format!("euid is {euid}"));
-    }
-    if !Path::new(DNSMASQ).exists() {
-        why.push(format!("{DNSMASQ} not found"));
-    }
-    if Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        why.push("ip not found".into());
-    }
-    if why.is_empty() {
-        return true;
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: needs root, ip and dnsmasq [{}]",
-        why.join("; ")
-    );
-    if std::env::var(REQUIRE_ROOT_ENV).is_ok_and(|v| !v.is_empty() && v != "0") {
-        panic!(
-            "{test}: cannot run ({}), and {REQUIRE_ROOT_ENV} is set",
-            why.join("; ")
-        );
-    }
-    false
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A fresh network namespace with only `lo` (up); deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "pbxw-res-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
-        ns
-    }
-
-    /// Runs `f` on a new thread that entered the namespace (the caller's thread never
-    /// changes namespace). Sockets made there stay in the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        thread::scope(|s| {
-            s.spawn(|| {
-                let file = File::open(&path).expect("open netns");
-                // SAFETY: setns on a valid namespace fd; it only changes this thread.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 /// dnsmasq on 127.0.0.1:DNS_PORT of a namespace, serving `example.test` from a hosts file
 /// (names under it that are not in the file are NXDOMAIN). Killed by PID on drop.
@@ -148,8 +57,9 @@ impl Dnsmasq {
         fs::write(&hosts_file, hosts).unwrap();
         fs::set_permissions(&hosts_file, fs::Permissions::from_mode(0o644)).unwrap();
         let log = dir.path().join("dnsmasq.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, DNSMASQ])
+        let child = Command::new(common::tool_path("ip"))
+            .args(["netns", "exec", ns.name()])
+            .arg(common::tool_path("dnsmasq"))
             .args([
                 "-k",
                 "--conf-file=/dev/null",
@@ -387,6 +297,7 @@ fn settings(port: u16, timeout_ms: u64, attempts: u32, grace_s: u64) -> Resolver
         timeout_ms,
         attempts,
         stale_grace_s: grace_s,
+        ..Default::default()
     }
 }
 
@@ -427,11 +338,7 @@ const ZONE: &str = "\
 // ---------------------------------------------------------------------------------------
 // Tests
 
-#[test]
 fn a_and_aaaa_v4_only_v6_only_nxdomain_and_no_records() {
-    if !can_run("a_and_aaaa_v4_only_v6_only_nxdomain_and_no_records") {
-        return;
-    }
     let ns = Netns::new();
     let _dns = Dnsmasq::start(
         &ns,
@@ -519,11 +426,7 @@ fn a_and_aaaa_v4_only_v6_only_nxdomain_and_no_records() {
     assert_eq!(cache.len(), 8);
 }
 
-#[test]
 fn record_change_is_picked_up_after_sighup() {
-    if !can_run("record_change_is_picked_up_after_sighup") {
-        return;
-    }
     let ns = Netns::new();
     let dns = Dnsmasq::start(&ns, ZONE, &[]);
     let s = settings(DNS_PORT, 1000, 2, 3600);
@@ -560,11 +463,7 @@ fn record_change_is_picked_up_after_sighup() {
     assert_eq!(e.last_error.as_ref().unwrap().at, t1);
 }
 
-#[test]
 fn servfail_keeps_cached_addresses_within_grace_then_drops_them() {
-    if !can_run("servfail_keeps_cached_addresses_within_grace_then_drops_them") {
-        return;
-    }
     let ns = Netns::new();
     let _dns = Dnsmasq::start(&ns, ZONE, &[]);
     let servfail = ServfailDns::start(&ns);
@@ -649,11 +548,7 @@ fn servfail_keeps_cached_addresses_within_grace_then_drops_them() {
     assert_eq!(servfail.queries() - before, 2, "one A and one AAAA query");
 }
 
-#[test]
 fn timeouts_honour_timeout_times_attempts_and_run_concurrently() {
-    if !can_run("timeouts_honour_timeout_times_attempts_and_run_concurrently") {
-        return;
-    }
     let ns = Netns::new();
     let _dns = Dnsmasq::start(&ns, ZONE, &[]);
     let _silent = SilentDns::start(&ns);
@@ -723,11 +618,7 @@ fn timeouts_honour_timeout_times_attempts_and_run_concurrently() {
     }
 }
 
-#[test]
 fn a_working_third_nameserver_is_reached_when_two_are_silent() {
-    if !can_run("a_working_third_nameserver_is_reached_when_two_are_silent") {
-        return;
-    }
     let ns = Netns::new();
     let _dns = Dnsmasq::start(&ns, ZONE, &[]);
     let dead: Vec<SocketAddr> = ["127.0.0.2:53", "127.0.0.3:53"]
@@ -754,11 +645,7 @@ fn a_working_third_nameserver_is_reached_when_two_are_silent() {
     }
 }
 
-#[test]
 fn many_names_resolve_concurrently_without_losses() {
-    if !can_run("many_names_resolve_concurrently_without_losses") {
-        return;
-    }
     let ns = Netns::new();
     let mut zone = String::from(ZONE);
     for i in 0..300 {
@@ -797,11 +684,7 @@ fn many_names_resolve_concurrently_without_losses() {
     assert!(res.elapsed < Duration::from_secs(5), "{:?}", res.elapsed);
 }
 
-#[test]
 fn nameservers_from_resolv_conf_when_settings_name_none() {
-    if !can_run("nameservers_from_resolv_conf_when_settings_name_none") {
-        return;
-    }
     let ns = Netns::new();
     let _dns = Dnsmasq::start(&ns, ZONE, &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -817,6 +700,7 @@ fn nameservers_from_resolv_conf_when_settings_name_none() {
         timeout_ms: 500,
         attempts: 1,
         stale_grace_s: 3600,
+        ..Default::default()
     };
     let list = names(&["sip1.example.test", "nosuch.example.test"]);
     let res = ns.run(|| resolve::resolve_all_with(&list, &s, &conf, &mut Cache::default(), t0()));
@@ -851,11 +735,7 @@ fn nameservers_from_resolv_conf_when_settings_name_none() {
     }
 }
 
-#[test]
 fn cache_save_and_load_round_trip_atomically() {
-    if !can_run("cache_save_and_load_round_trip_atomically") {
-        return;
-    }
     let ns = Netns::new();
     let _dns = Dnsmasq::start(&ns, ZONE, &[]);
     let state = tempfile::tempdir().unwrap();
@@ -909,4 +789,17 @@ fn cache_save_and_load_round_trip_atomically() {
     let (broken, warning) = Cache::load(&paths);
     assert!(broken.is_empty());
     assert!(warning.unwrap().contains("corrupt DNS cache"));
+}
+
+common::test_main! {
+    Needs::root_and(&["dnsmasq"]) => [
+        a_and_aaaa_v4_only_v6_only_nxdomain_and_no_records,
+        a_working_third_nameserver_is_reached_when_two_are_silent,
+        cache_save_and_load_round_trip_atomically,
+        many_names_resolve_concurrently_without_losses,
+        nameservers_from_resolv_conf_when_settings_name_none,
+        record_change_is_picked_up_after_sighup,
+        servfail_keeps_cached_addresses_within_grace_then_drops_them,
+        timeouts_honour_timeout_times_attempts_and_run_concurrently,
+    ],
 }

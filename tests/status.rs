@@ -6,7 +6,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{TempConfig, Topology, ns_cmd, show, stdout};
+use common::{Needs, TempConfig, Topology, ns_cmd, show, stdout};
 use serde_json::Value;
 
 fn status_json(cfg: &TempConfig, topo: &Topology, code: i32) -> Value {
@@ -21,12 +21,7 @@ fn nft(topo: &Topology, args: &[&str]) {
     assert!(out.status.success(), "nft {args:?}: {}", show(&out));
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn status_reports_sync_drift_and_names() {
-    if !common::require_root("status_reports_sync_drift_and_names") {
-        return;
-    }
     let topo = Topology::new();
     let dns = topo.start_dnsmasq();
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -193,4 +188,8 @@ fn status_reports_sync_drift_and_names() {
     let s = status_json(&cfg, &topo, 3);
     assert_eq!(s["table"], "missing");
     assert_eq!(s["differences"][0], "table inet pbxwall is not loaded");
+}
+
+common::test_main! {
+    Needs::root_and(&["dnsmasq"]) => [status_reports_sync_drift_and_names],
 }

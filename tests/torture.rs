@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use common::{Probe, Servers, TempConfig, Topology, enter_ns, ns_cmd, show, stderr, stdout};
+use common::{Needs, Probe, Servers, TempConfig, Topology, enter_ns, ns_cmd, show, stderr, stdout};
 use pbxwall::model::{Fqdn, Profiles, parse_source};
 use pbxwall::nft::netlink;
 use pbxwall::nft::render::normalize;
@@ -76,7 +76,7 @@ fn seed() -> u64 {
         .unwrap_or(DEFAULT_SEED)
 }
 
-/// One line on the process's stderr: not captured by the test runner, so the numbers show
+/// One line on the process's stderr (the test runner captures no output), so the numbers show
 /// for passing tests too.
 fn report(line: impl Display) {
     let _ = writeln!(io::stderr(), "torture: {line}");
@@ -617,13 +617,7 @@ fn dns_settings() -> &'static str {
     "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\"]\ntimeout_ms = 3000\nattempts = 2\n"
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn no_leak_no_gap_while_restart_and_ipchecker_run_back_to_back() {
-    let name = "no_leak_no_gap_while_restart_and_ipchecker_run_back_to_back";
-    if !common::require_root(name) || !common::require_tools(name, &["dnsmasq"]) {
-        return;
-    }
     let rounds = scaled(30, 200);
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[5061], &[5060]);
@@ -937,13 +931,7 @@ fn flood_while(
 
 const MOVE_NAME: &str = "move.torture.example.test";
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn ipchecker_element_updates_never_drop_packets_of_allowed_sources() {
-    let name = "ipchecker_element_updates_never_drop_packets_of_allowed_sources";
-    if !common::require_root(name) || !common::require_tools(name, &["dnsmasq"]) {
-        return;
-    }
     let rounds = scaled(30, 200);
     let topo = Topology::new();
     let dns = topo.start_dnsmasq();
@@ -1007,12 +995,7 @@ fn ipchecker_element_updates_never_drop_packets_of_allowed_sources() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn restart_never_drops_packets_of_allowed_sources() {
-    if !common::require_root("restart_never_drops_packets_of_allowed_sources") {
-        return;
-    }
     let rounds = scaled(100, 400);
     let topo = Topology::new();
     let cfg = TempConfig::new();
@@ -1087,13 +1070,7 @@ fn lw_account(w: usize, i: usize, ops: usize) -> (String, Vec<String>) {
     (format!("w{w}-op{i}"), vec![v4, v6])
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn no_lost_writes_with_concurrent_writers_and_ipchecker() {
-    let name = "no_lost_writes_with_concurrent_writers_and_ipchecker";
-    if !common::require_root(name) || !common::require_tools(name, &["dnsmasq"]) {
-        return;
-    }
     let workers = 8;
     let ops = scaled(25, 60);
     let topo = Topology::new();
@@ -1294,12 +1271,7 @@ enum CrashOp {
     Restart,
 }
 
-#[test]
-#[cfg_attr(not(pbxwall_root), ignore = "needs root")]
 fn kill_9_at_random_moments_leaves_the_old_or_the_new_ruleset() {
-    if !common::require_root("kill_9_at_random_moments_leaves_the_old_or_the_new_ruleset") {
-        return;
-    }
     let rounds = scaled(40, 300);
     let seed = seed();
     let mut rng = Rng::new(seed);
@@ -1784,7 +1756,6 @@ fn shown(input: &str) -> String {
     }
 }
 
-#[test]
 fn hostile_input_never_panics_or_hangs_any_parser() {
     let per_parser = scaled(600, 20_000);
     let seed = seed();
@@ -1850,4 +1821,17 @@ fn hostile_input_never_panics_or_hangs_any_parser() {
     ));
     failures.truncate(20);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+common::test_main! {
+    Needs::NOTHING => [hostile_input_never_panics_or_hangs_any_parser],
+    Needs::ROOT => [
+        kill_9_at_random_moments_leaves_the_old_or_the_new_ruleset,
+        restart_never_drops_packets_of_allowed_sources,
+    ],
+    Needs::root_and(&["dnsmasq"]) => [
+        ipchecker_element_updates_never_drop_packets_of_allowed_sources,
+        no_leak_no_gap_while_restart_and_ipchecker_run_back_to_back,
+        no_lost_writes_with_concurrent_writers_and_ipchecker,
+    ],
 }

@@ -1,13 +1,13 @@
 //! The ruleset IR printed in nft syntax, as `nft list table inet pbxwall` shows it.
 //!
-//! `restart --dry-run` prints this, and the text loads with `nft -f`. A root test applies
-//! the same IR through netlink and compares `nft list` with this text (normalised: counter
-//! values and line wrapping aside), so the two views cannot drift apart.
+//! The text comes from the IR's own `Display` impls, which live beside the IR in
+//! [`crate::ruleset`]; this module adds the views built on them and the normalisation that
+//! compares them with `nft list`. `restart --dry-run` prints [`render`], and the text loads
+//! with `nft -f`. A root test applies the same IR through netlink and compares `nft list`
+//! with this text (normalised: counter values and line wrapping aside), so the two views
+//! cannot drift apart.
 
-use std::fmt::{self, Display, Write};
-
-use crate::addrset::Family;
-use crate::ruleset::{Chain, Element, Match, Rule, Ruleset, Set, SetKind, TABLE_NAME, Verdict};
+use crate::ruleset::{Ruleset, Set};
 
 /// The whole table as nft text.
 pub fn render(ruleset: &Ruleset) -> String {
@@ -31,146 +31,6 @@ pub fn skeleton(ruleset: &Ruleset) -> String {
         chains: ruleset.chains.clone(),
     };
     bare.to_string()
-}
-
-impl Display for Ruleset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "table inet {TABLE_NAME} {{")?;
-        let mut first = true;
-        for set in &self.sets {
-            if !first {
-                writeln!(f)?;
-            }
-            first = false;
-            write!(f, "{set}")?;
-        }
-        for chain in &self.chains {
-            if !first {
-                writeln!(f)?;
-            }
-            first = false;
-            write!(f, "{chain}")?;
-        }
-        writeln!(f, "}}")
-    }
-}
-
-impl Display for Set {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let key = match self.family {
-            Family::V4 => "ipv4_addr",
-            Family::V6 => "ipv6_addr",
-        };
-        match self.kind {
-            SetKind::Addresses => {
-                writeln!(f, "\tset {} {{", self.name)?;
-                writeln!(f, "\t\ttype {key}")?;
-            }
-            SetKind::VerdictMap | SetKind::HostMap => {
-                writeln!(f, "\tmap {} {{", self.name)?;
-                writeln!(f, "\t\ttype {key} : verdict")?;
-            }
-        }
-        if self.kind != SetKind::HostMap {
-            writeln!(f, "\t\tflags interval")?;
-        }
-        if !self.elements.is_empty() {
-            let mut line = String::with_capacity(self.elements.len() * 16);
-            for (i, e) in self.elements.iter().enumerate() {
-                if i > 0 {
-                    line.push_str(", ");
-                }
-                write!(line, "{e}")?;
-            }
-            writeln!(f, "\t\telements = {{ {line} }}")?;
-        }
-        writeln!(f, "\t}}")
-    }
-}
-
-/// `a`, `a/len` or `a-b`, and in a map ` : jump CHAIN`.
-impl Display for Element {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.range)?;
-        if let Some(chain) = &self.jump {
-            write!(f, " : jump {chain}")?;
-        }
-        Ok(())
-    }
-}
-
-impl Display for Chain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "\tchain {} {{", self.name)?;
-        if let Some(base) = &self.base {
-            let prio = if base.priority == 0 {
-                "filter".to_owned()
-            } else {
-                format!("filter {:+}", base.priority)
-                    .replace('+', "+ ")
-                    .replace('-', "- ")
-            };
-            writeln!(
-                f,
-                "\t\ttype filter hook input priority {prio}; policy {};",
-                base.policy
-            )?;
-        }
-        for rule in &self.rules {
-            writeln!(f, "\t\t{rule}")?;
-        }
-        writeln!(f, "\t}}")
-    }
-}
-
-impl Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<String> = self.matches.iter().map(|m| m.to_string()).collect();
-        if let Some(log) = &self.log {
-            parts.push(format!(
-                "limit rate {}/minute log prefix \"{}\"",
-                log.per_minute, log.prefix
-            ));
-        }
-        if self.counter {
-            parts.push("counter".to_owned());
-        }
-        if let Some((family, map)) = &self.saddr_vmap {
-            let key = match family {
-                Family::V4 => "ip",
-                Family::V6 => "ip6",
-            };
-            parts.push(format!("{key} saddr vmap @{map}"));
-        }
-        if let Some(v) = self.verdict {
-            parts.push(v.to_string());
-        }
-        f.write_str(&parts.join(" "))
-    }
-}
-
-impl Display for Match {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Match::Loopback => f.write_str("iif \"lo\""),
-            Match::CtEstablishedRelated => f.write_str("ct state established,related"),
-            Match::CtInvalid => f.write_str("ct state invalid"),
-            Match::IcmpType(Family::V4, t) => write!(f, "icmp type {}", t.name),
-            Match::IcmpType(Family::V6, t) => write!(f, "icmpv6 type {}", t.name),
-            Match::Dport(proto, range) => write!(f, "{} dport {range}", proto.keyword()),
-            Match::SaddrInSet(Family::V4, set) => write!(f, "ip saddr @{set}"),
-            Match::SaddrInSet(Family::V6, set) => write!(f, "ip6 saddr @{set}"),
-        }
-    }
-}
-
-impl Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Verdict::Accept => "accept",
-            Verdict::Drop => "drop",
-        })
-    }
 }
 
 /// Normalises nft text for comparison: drops counter values and blank lines, collapses

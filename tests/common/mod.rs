@@ -1,16 +1,15 @@
-//! Shared harness for pbxwall's integration tests.
+//! Shared harness for pbxwall's integration tests: the test runner and its skip rule
+//! ([`harness`]), network namespaces ([`netns`]), servers, probes, DNS fixtures, bounded
+//! commands and throwaway configurations.
 //!
-//! Every root integration test does `mod common;` and uses what it needs:
+//! Every test binary does `mod common;`, writes its tests as plain functions and ends with
+//! [`test_main!`], which lists each test under what it needs:
 //!
 //! ```ignore
 //! mod common;
-//! use common::{Probe, Proto::*, Servers, Topology};
+//! use common::{Needs, Probe, Proto::*, Servers, Topology};
 //!
-//! #[test]
 //! fn sip_from_whitelisted_source_only() {
-//!     if !common::require_root("sip_from_whitelisted_source_only") {
-//!         return;
-//!     }
 //!     let topo = Topology::new();                       // namespaces "pbx" and "client"
 //!     let _srv = Servers::start(&topo, &[5061], &[5060]); // listeners in "pbx"
 //!     let cfg = common::TempConfig::new();
@@ -21,11 +20,15 @@
 //!         Probe::udp("192.0.2.11", 5060, false),
 //!     ]);
 //! }   // guards drop in reverse order: config dir, servers, then the namespaces
+//!
+//! common::test_main! {
+//!     Needs::ROOT => [sip_from_whitelisted_source_only],
+//! }
 //! ```
 //!
 //! Rules the harness keeps (and tests built on it must keep):
-//! - each [`Topology`] has its own namespaces (`pbxw-<pid>-<n>-pbx`/`-cli`) and veth names
-//!   (≤ 15 characters), so tests run in parallel threads of one test binary;
+//! - each [`Topology`] and each [`Netns`] has its own namespaces (`pbxw-<pid>-<n>-...`) and
+//!   veth names (≤ 15 characters), so tests run in parallel threads of one test binary;
 //! - only documentation addresses (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24,
 //!   2001:db8::/32) and loopback are used;
 //! - everything started is stopped in `Drop` (also while unwinding from a panic): server
@@ -33,17 +36,19 @@
 //! - every loop and every child process is bounded in count and time.
 //!
 //! The network namespace is a property of a *thread* (`setns(2)`), so the test thread itself
-//! never changes namespace: [`in_ns`] runs a closure in a fresh scoped thread that entered the
-//! namespace first. Sockets (including netlink sockets) stay in the namespace they were
-//! created in.
+//! never changes namespace: [`in_ns`] (and [`Netns::run`]) runs a closure in a fresh scoped
+//! thread that entered the namespace first. Sockets (including netlink sockets) stay in the
+//! namespace they were created in.
 //!
-//! Without root (or without `ip`/`nft`) [`require_root`] prints a loud `SKIPPED` line straight
-//! to the process's stderr (not captured by the test runner) and the test returns early. Set
-//! `PBXWALL_TESTS_REQUIRE_ROOT=1` (CI) to make that a failure instead.
+//! A test this machine cannot run (not root, `ip`/`nft` or another program missing) is
+//! reported as ignored, never as passed, with a `SKIPPED <test>: <why>` line on stderr; with
+//! `PBXWALL_TESTS_REQUIRE_ROOT=1` (CI) it fails instead. [`harness`] has the whole rule.
 
-#![allow(dead_code, unused_imports)]
+// Each test binary (and the benchmarks, which include this module too) uses part of it.
+#![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod dns;
+pub mod harness;
 pub mod netns;
 pub mod probe;
 pub mod servers;
@@ -62,6 +67,9 @@ pub use probe::{
 };
 pub use servers::Servers;
 
+pub(crate) use harness::test_main;
+pub use harness::{Needs, is_root};
+
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt;
@@ -75,83 +83,17 @@ use std::time::{Duration, Instant};
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound for one run of a pbxwall binary through [`TempConfig::run`].
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(90);
-/// Env var: when set to a non-empty value other than `0`, a skipped root test fails instead.
+/// Env var: when set to a non-empty value other than `0`, a test this machine cannot run
+/// (not root, a program missing) fails instead of being reported as ignored.
 pub const REQUIRE_ROOT_ENV: &str = "PBXWALL_TESTS_REQUIRE_ROOT";
 
 // ---------------------------------------------------------------------------------------------
-// Root check
+// Programs
 
-/// The tools every netfilter test needs.
+/// The programs every netfilter test needs (besides root).
 pub const ROOT_TOOLS: [&str; 2] = ["ip", "nft"];
 
-/// True when the test can run (euid 0, `ip` and `nft` installed). Otherwise prints
-/// `SKIPPED <test>: needs root and ip/nft (run as root) ...` to stderr and returns false
-/// (or panics when `PBXWALL_TESTS_REQUIRE_ROOT` is set). Use as
-/// `if !common::require_root("name") { return; }`.
-pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let missing = missing_tools(&ROOT_TOOLS);
-    let ok = require_root_with(test, euid, &missing, &mut io::stderr());
-    if !ok && skip_is_failure() {
-        panic!("{test}: needs root and ip/nft, and {REQUIRE_ROOT_ENV} is set");
-    }
-    ok
-}
-
-/// The check behind [`require_root`], with its inputs explicit so it can be unit-tested:
-/// writes the skip line to `out` and returns false when `euid != 0` or `missing_tools` is not
-/// empty. `out` should be unbuffered stderr: the test runner captures `eprintln!` but not
-/// writes to `io::stderr()`, so the line shows even for passing tests.
-pub fn require_root_with(
-    test: &str,
-    euid: u32,
-    missing_tools: &[&str],
-    out: &mut dyn Write,
-) -> bool {
-    let mut why = Vec::new();
-    if euid != 0 {
-        why.push(format!("euid is {euid}"));
-    }
-    if !missing_tools.is_empty() {
-        why.push(format!("not found: {}", missing_tools.join(", ")));
-    }
-    if why.is_empty() {
-        return true;
-    }
-    let _ = writeln!(
-        out,
-        "SKIPPED {test}: needs root and ip/nft (run as root) [{}]",
-        why.join("; ")
-    );
-    let _ = out.flush();
-    false
-}
-
-/// Like [`require_root`] for extra programs a test needs (e.g. `["dnsmasq"]`): prints
-/// `SKIPPED <test>: needs <tools>` and returns false when one is missing.
-pub fn require_tools(test: &str, tools: &[&str]) -> bool {
-    let missing = missing_tools(tools);
-    if missing.is_empty() {
-        return true;
-    }
-    let _ = writeln!(
-        io::stderr(),
-        "SKIPPED {test}: needs {} (not found: {})",
-        tools.join(", "),
-        missing.join(", ")
-    );
-    if skip_is_failure() {
-        panic!("{test}: missing {missing:?}, and {REQUIRE_ROOT_ENV} is set");
-    }
-    false
-}
-
-fn skip_is_failure() -> bool {
-    std::env::var(REQUIRE_ROOT_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// The tools of `tools` that [`tool`] cannot find.
+/// The programs of `tools` that [`tool`] cannot find.
 pub fn missing_tools<'a>(tools: &[&'a str]) -> Vec<&'a str> {
     tools
         .iter()

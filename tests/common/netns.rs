@@ -1,7 +1,7 @@
 //! Network namespaces: unique names, the pbx/client topology, running code and commands
 //! inside a namespace.
 //!
-//! Topology (research/nftables.md §6):
+//! The topology of [`Topology`] (a [`Netns`] on its own is one namespace with only `lo`):
 //!
 //! ```text
 //!  namespace pbxw-<pid>-<n>-pbx                namespace pbxw-<pid>-<n>-cli
@@ -86,6 +86,12 @@ impl Names {
     }
 }
 
+/// A namespace name of this process not used before: `pbxw-<pid>-<n>-<tag>`.
+pub fn unique_ns_name(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{NS_PREFIX}{}-{n}-{tag}", std::process::id())
+}
+
 // ---------------------------------------------------------------------------------------------
 // One namespace
 
@@ -96,7 +102,19 @@ pub struct Netns {
     name: String,
 }
 
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Netns {
+    /// Creates a namespace of its own ([`unique_ns_name`]) with `lo` up and nothing else;
+    /// panics if that fails.
+    pub fn new() -> Netns {
+        Netns::create(&unique_ns_name("ns"))
+    }
+
     /// Creates namespace `name` with `lo` up; panics if that fails.
     pub fn create(name: &str) -> Netns {
         remove_stale_once();
@@ -112,6 +130,12 @@ impl Netns {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Runs `f` on a new thread inside this namespace and returns its result (see [`in_ns`]);
+    /// sockets `f` opens, netlink ones included, belong to this namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_ns(&self.name, f)
     }
 }
 
