@@ -120,6 +120,18 @@ impl Tmpfs {
         Tmpfs(dir.to_owned())
     }
 
+    /// Fills the file system to the last byte.
+    fn fill(&self) {
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        for _ in 0..1024 {
+            if std::io::Write::write_all(&mut f, &chunk).is_err() {
+                return;
+            }
+        }
+        panic!("{} never filled up", self.0.display());
+    }
+
     fn read_only(&self) {
         let mut c = std::process::Command::new("mount");
         c.args(["-o", "remount,ro"]).arg(&self.0);
@@ -136,7 +148,9 @@ impl Drop for Tmpfs {
     }
 }
 
-fn a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table() {
+/// Removing access and restoring a missing table must work when the state folder cannot
+/// be written: `spoil` makes it so after two accounts were added.
+fn state_folder_that_cannot_be_written(spoil: fn(&Tmpfs)) {
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22], &[]);
     let cfg = TempConfig::new();
@@ -147,7 +161,7 @@ fn a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table(
         let out = cfg.run(ns, "add-ip", [name, addr, "--allow", "ssh"]);
         assert_exit(&out, 0, "add-ip");
     }
-    state.read_only();
+    spoil(&state);
 
     let out = cfg.run(ns, "del-acct", ["joe"]);
     assert_exit(&out, 3, "del-acct with a read-only state folder");
@@ -174,6 +188,14 @@ fn a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table(
     common::nft_ok(topo.pbx_ns(), "flush ruleset\n");
     assert_exit(&cfg.run(ns, "restart", [] as [&str; 0]), 3, "restart");
     assert_probes(&topo, &[Probe::tcp("192.0.2.11", 22, false)]);
+}
+
+fn a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table() {
+    state_folder_that_cannot_be_written(Tmpfs::read_only);
+}
+
+fn a_full_state_folder_never_blocks_removing_access_or_restoring_the_table() {
+    state_folder_that_cannot_be_written(Tmpfs::fill);
 }
 
 fn init_refuses_an_rtp_range_over_the_service_ports() {
@@ -505,6 +527,7 @@ common::test_main! {
         a_dormant_table_is_drift_and_every_apply_wakes_it,
         a_base_chain_moved_to_another_hook_is_drift_and_repaired,
         a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table,
+        a_full_state_folder_never_blocks_removing_access_or_restoring_the_table,
         init_refuses_an_rtp_range_over_the_service_ports,
         init_leaves_an_account_file_it_cannot_parse_alone,
         account_files_others_could_write_are_not_applied,
