@@ -385,7 +385,8 @@ fn own_addresses() -> Result<Vec<IpNet>> {
             }
             if let Some(ip) = a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
                 let net = IpNet::from(ip);
-                if !addrs.contains(&net) {
+                // Validated like every other address, whatever `ip` calls global.
+                if crate::model::check_unicast(&net).is_ok() && !addrs.contains(&net) {
                     addrs.push(net);
                 }
             }
