@@ -198,30 +198,34 @@ fn a_full_state_folder_never_blocks_removing_access_or_restoring_the_table() {
     state_folder_that_cannot_be_written(Tmpfs::fill);
 }
 
+/// `pbxwall init EXTRA... --asterisk-dir DIR --sshd-config FILE` in the pbx namespace, with
+/// `rtp_conf` (if any) as the Asterisk folder's rtp.conf and an sshd on port 22.
+fn run_init(
+    cfg: &TempConfig,
+    topo: &Topology,
+    extra: &[&str],
+    rtp_conf: Option<&str>,
+) -> std::process::Output {
+    let ast = cfg.root().join("asterisk");
+    std::fs::create_dir_all(&ast).unwrap();
+    if let Some(text) = rtp_conf {
+        std::fs::write(ast.join("rtp.conf"), text).unwrap();
+    }
+    let sshd = cfg.root().join("sshd_config");
+    std::fs::write(&sshd, "Port 22\n").unwrap();
+    let (ast, sshd) = (ast.display().to_string(), sshd.display().to_string());
+    let mut args = vec!["init"];
+    args.extend_from_slice(extra);
+    args.extend(["--asterisk-dir", &ast, "--sshd-config", &sshd]);
+    cfg.run(Some(topo.pbx_ns()), "pbxwall", args)
+}
+
 fn init_refuses_an_rtp_range_over_the_service_ports() {
     let topo = Topology::new();
     let cfg = TempConfig::new();
-    let ast = cfg.root().join("asterisk");
-    std::fs::create_dir_all(&ast).unwrap();
-    std::fs::write(
-        ast.join("rtp.conf"),
-        "[general]\nrtpstart=1\nrtpend=65535\n",
-    )
-    .unwrap();
-    let sshd = cfg.root().join("sshd_config");
-    std::fs::write(&sshd, "Port 22\n").unwrap();
     let before = common::snapshot(cfg.config_dir());
-    let out = cfg.run(
-        Some(topo.pbx_ns()),
-        "pbxwall",
-        [
-            "init",
-            "--asterisk-dir",
-            &ast.display().to_string(),
-            "--sshd-config",
-            &sshd.display().to_string(),
-        ],
-    );
+    let rtp = "[general]\nrtpstart=1\nrtpend=65535\n";
+    let out = run_init(&cfg, &topo, &[], Some(rtp));
     assert_exit(&out, 1, "init with rtpstart=1 rtpend=65535");
     let err = stderr(&out);
     assert!(err.contains("rtp.conf"), "{err}");
@@ -252,21 +256,7 @@ fn init_leaves_an_account_file_it_cannot_parse_alone() {
     let cfg = TempConfig::new();
     let admin = "addresses = [\"203.0.113.0/28\", \"198.51.100.0/28\", \"2001:db8::/48\"]\nservices = [\"ssh\"]\ncolour = \"blue\"\n";
     cfg.write("accounts/admin.toml", admin);
-    let ast = cfg.root().join("asterisk");
-    std::fs::create_dir_all(&ast).unwrap();
-    let out = cfg.run(
-        Some(topo.pbx_ns()),
-        "pbxwall",
-        [
-            "init",
-            "--admin",
-            "203.0.113.20",
-            "--asterisk-dir",
-            &ast.display().to_string(),
-            "--sshd-config",
-            "/nonexistent",
-        ],
-    );
+    let out = run_init(&cfg, &topo, &["--admin", "203.0.113.20"], None);
     assert_exit(&out, 1, "init over an unreadable admin.toml");
     assert!(stderr(&out).contains("admin.toml"), "{}", show(&out));
     assert_eq!(cfg.read("accounts/admin.toml").as_deref(), Some(admin));
@@ -424,30 +414,9 @@ fn comments_and_names_from_files_cannot_draw_on_the_terminal() {
 fn init_cloud_takes_effect_on_the_shipped_settings_file() {
     let topo = Topology::new();
     let cfg = TempConfig::new();
-    cfg.write(
-        "pbxwall.toml",
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/packaging/pbxwall.toml"
-        ))
-        .unwrap(),
-    );
-    let ast = cfg.root().join("asterisk");
-    std::fs::create_dir_all(&ast).unwrap();
-    let out = cfg.run(
-        Some(topo.pbx_ns()),
-        "pbxwall",
-        [
-            "init",
-            "--cloud",
-            "--admin",
-            "203.0.113.20",
-            "--asterisk-dir",
-            &ast.display().to_string(),
-            "--sshd-config",
-            "/nonexistent",
-        ],
-    );
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/pbxwall.toml");
+    cfg.write("pbxwall.toml", &std::fs::read_to_string(shipped).unwrap());
+    let out = run_init(&cfg, &topo, &["--cloud", "--admin", "203.0.113.20"], None);
     assert_exit(&out, 0, "init --cloud over the shipped settings file");
     let settings = cfg.read("pbxwall.toml").unwrap();
     assert!(settings.contains("trusted = []"), "{settings}");
