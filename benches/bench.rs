@@ -1063,6 +1063,7 @@ fn s4_ipchecker(o: &Opts, rep: &mut Report) {
         timeout_ms: TIMEOUT_MS,
         attempts: ATTEMPTS as u32,
         stale_grace_s: 3600,
+        ..Default::default()
     };
     let dns_floor = || -> f64 {
         common::in_ns(&pbx, || {

@@ -7,7 +7,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixDatagram;
 
 use serde::{Deserialize, Serialize};
@@ -79,9 +79,12 @@ pub fn record(paths: &Paths, command: &str, what: &str) -> Result<(), StoreError
         source,
     };
     std::fs::create_dir_all(&paths.state_dir).map_err(io)?;
+    // Root only, and never appended through a symbolic link somebody put in its place.
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::store::STATE_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(io)?;
     f.write_all(line.as_bytes()).map_err(io)?;

@@ -212,7 +212,7 @@ impl From<PbxwallCli> for (Common, Command) {
 pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
     let (common, command) = C::parse().into();
     let ctx = common.ctx(command.name());
-    let result = run(&ctx, command);
+    let result = run(&ctx, command).map(|outcome| ctx.finish(outcome));
     if let Err(err) = &result {
         print_error(err, common.verbose);
     }
@@ -247,12 +247,13 @@ fn print_error(err: &anyhow::Error, verbose: bool) {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "pbxwall".into());
+    let printable = |text: String| crate::model::printable(&text).into_owned();
     if verbose {
-        eprintln!("{prog}: error: {err}");
+        eprintln!("{prog}: error: {}", printable(err.to_string()));
         for cause in err.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            eprintln!("  caused by: {}", printable(cause.to_string()));
         }
     } else {
-        eprintln!("{prog}: error: {err:#}");
+        eprintln!("{prog}: error: {}", printable(format!("{err:#}")));
     }
 }

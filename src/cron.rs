@@ -78,9 +78,28 @@ impl CronSchedule {
     }
 }
 
+/// A command that cannot be written to a cron.d line.
+#[derive(Debug, Error)]
+#[error(
+    "cannot write the command {command:?} to a cron file: it contains a control character (a newline would start a new cron line); use folder names without them"
+)]
+pub struct CronCommandError {
+    /// The command line, as it would have been written.
+    pub command: String,
+}
+
 /// The text of the cron.d file: runs `command` as root on `schedule`.
-pub fn cron_file(schedule: &CronSchedule, command: &str) -> String {
-    format!(
+///
+/// cron ends the line at a newline and turns an unescaped `%` into one (crontab(5)), so a
+/// control character in `command` is refused and `%` is written as `\%`.
+pub fn cron_file(schedule: &CronSchedule, command: &str) -> Result<String, CronCommandError> {
+    if command.chars().any(char::is_control) {
+        return Err(CronCommandError {
+            command: command.to_owned(),
+        });
+    }
+    let command = command.replace('%', "\\%");
+    Ok(format!(
         "# pbxwall: re-resolve dynamic DNS names and update the firewall.\n\
          # Installed by `ipchecker --install-cron`; remove with `ipchecker --remove-cron`.\n\
          # ipchecker is quiet unless something changed or failed, so cron mails only then.\n\
@@ -88,7 +107,7 @@ pub fn cron_file(schedule: &CronSchedule, command: &str) -> String {
          PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
          {} root {command}\n",
         schedule.as_str()
-    )
+    ))
 }
 
 /// The schedule of an installed pbxwall cron file, if it has one.
@@ -156,13 +175,30 @@ mod tests {
     #[test]
     fn cron_file_round_trip() {
         let s = CronSchedule::parse("*/10 * * * *").unwrap();
-        let text = cron_file(&s, "/usr/sbin/ipchecker --quiet");
+        let text = cron_file(&s, "/usr/sbin/ipchecker --quiet").unwrap();
         assert!(text.contains("\n*/10 * * * * root /usr/sbin/ipchecker --quiet\n"));
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pbxwall");
         std::fs::write(&f, text).unwrap();
         assert_eq!(installed_schedule(&f).unwrap().as_str(), "*/10 * * * *");
         assert!(installed_schedule(&dir.path().join("none")).is_none());
+    }
+
+    #[test]
+    fn cron_commands_cannot_add_lines() {
+        let s = CronSchedule::parse("*/5 * * * *").unwrap();
+        let cmd = format!(
+            "ipchecker --config-dir {}",
+            sh_quote("/etc/x\n* * * * * root evil")
+        );
+        let e = cron_file(&s, &cmd).unwrap_err().to_string();
+        assert!(e.starts_with("cannot write the command"), "{e}");
+        assert!(cron_file(&s, "ipchecker --config-dir '/a\tb'").is_err());
+        let text = cron_file(&s, "ipchecker --config-dir '/etc/50%'").unwrap();
+        assert!(
+            text.ends_with("root ipchecker --config-dir '/etc/50\\%'\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -46,16 +46,34 @@ pub enum ModelError {
     /// No host name at all.
     #[error("no host name given: name at least one, e.g. joe.dyndns.example")]
     NoFqdns,
-    /// An address that can never be a packet's source.
-    #[error(
-        "invalid address {0:?}: not a unicast source address (unspecified, multicast or broadcast)"
-    )]
-    NotUnicast(String),
+    /// An address that can never be the source of a packet from outside, or that never
+    /// matches in a rule (an IPv4-mapped IPv6 address: the kernel sees such packets as IPv4).
+    #[error("invalid address {value:?}: not a unicast source address ({kind}){hint}")]
+    NotUnicast {
+        /// What was given.
+        value: String,
+        /// Which special-purpose block it lies in.
+        kind: SpecialPurpose,
+        /// What to write instead, when there is something (`; write it as 203.0.113.8`).
+        hint: String,
+    },
     /// A range so large it needs `--force`.
     #[error(
         "refusing to whitelist {0}: it is larger than /8 (IPv4) or /32 (IPv6); pass --force if you really mean it"
     )]
     TooLarge(IpNet),
+    /// A media (RTP) port range that would open another service's port to its senders.
+    #[error(
+        "invalid rtp ports {range}: they cover udp {port} of service {service}, which the RTP rule would open to every media sender; choose a range clear of the service ports, e.g. 10000-20000"
+    )]
+    RtpCoversService {
+        /// The RTP range.
+        range: PortRange,
+        /// The first service port inside it.
+        port: PortRange,
+        /// The profile that port belongs to.
+        service: String,
+    },
     /// A host name that is not valid.
     #[error("invalid host name {value:?}: {reason}")]
     Fqdn {
@@ -143,9 +161,9 @@ impl fmt::Display for AccountName {
 
 /// Parses one address or CIDR a user wants to whitelist.
 ///
-/// Host bits after the prefix are an error (the message names the network), as are
-/// unspecified, multicast and broadcast addresses. Ranges wider than /8 (IPv4) or /32 (IPv6)
-/// need `force`.
+/// Host bits after the prefix are an error (the message names the network), as is a network
+/// that lies inside a special-purpose block ([`check_unicast`]). Ranges wider than /8 (IPv4)
+/// or /32 (IPv6) need `force`.
 pub fn parse_source(s: &str, force: bool) -> Result<IpNet, ModelError> {
     let t = s.trim();
     let net = if t.contains('/') {
@@ -162,17 +180,12 @@ pub fn parse_source(s: &str, force: bool) -> Result<IpNet, ModelError> {
         let ip: IpAddr = t.parse().map_err(|_| ModelError::Address(s.to_owned()))?;
         IpNet::from(ip)
     };
+    check_unicast(&net).map_err(|kind| ModelError::NotUnicast {
+        value: s.to_owned(),
+        kind,
+        hint: ipv4_hint(&net, kind),
+    })?;
     let addr = net.addr();
-    let max_prefix = match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    };
-    let bad = addr.is_multicast()
-        || (net.prefix_len() == max_prefix && addr.is_unspecified())
-        || addr == IpAddr::V4(std::net::Ipv4Addr::BROADCAST);
-    if bad {
-        return Err(ModelError::NotUnicast(s.to_owned()));
-    }
     let too_large = match addr {
         IpAddr::V4(_) => net.prefix_len() < 8,
         IpAddr::V6(_) => net.prefix_len() < 32,
@@ -181,6 +194,93 @@ pub fn parse_source(s: &str, force: bool) -> Result<IpNet, ModelError> {
         return Err(ModelError::TooLarge(net));
     }
     Ok(net)
+}
+
+/// A block of addresses that never is the source of a packet pbxwall should admit.
+///
+/// Addresses inside these blocks are refused on the command line and in files, and left out
+/// (with a warning) when a DNS answer or a detected configuration brings them: whatever their
+/// origin, every address goes through [`check_unicast`] before it reaches the ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialPurpose {
+    /// `0.0.0.0/8` ("this network", RFC 1122 §3.2.1.3) or `::` (RFC 4291 §2.5.2).
+    Unspecified,
+    /// `127.0.0.0/8` or `::1`: the host's own traffic arrives on `lo`, which is always
+    /// accepted; from outside these are spoofed.
+    Loopback,
+    /// `169.254.0.0/16` (RFC 3927) or `fe80::/10` (RFC 4291 §2.5.6): valid on one link only.
+    LinkLocal,
+    /// `224.0.0.0/4` or `ff00::/8`: never a source.
+    Multicast,
+    /// `255.255.255.255`: never a source.
+    Broadcast,
+    /// `::ffff:0:0/96` (RFC 4291 §2.5.5.2): the kernel sees such packets as IPv4, so an
+    /// IPv6 rule for them never matches.
+    Ipv4Mapped,
+    /// `::/96` (IPv4-compatible, deprecated by RFC 4291 §2.5.5.1), `::ffff:0:0:0/96`
+    /// (IPv4-translated, RFC 2765), `64:ff9b::/96` and `64:ff9b:1::/48` (NAT64, RFC 6052 and
+    /// RFC 8215): IPv4 addresses in IPv6 clothing, to be whitelisted as IPv4.
+    Ipv4Embedded,
+}
+
+impl fmt::Display for SpecialPurpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SpecialPurpose::Unspecified => "unspecified",
+            SpecialPurpose::Loopback => "loopback",
+            SpecialPurpose::LinkLocal => "link-local",
+            SpecialPurpose::Multicast => "multicast",
+            SpecialPurpose::Broadcast => "broadcast",
+            SpecialPurpose::Ipv4Mapped => "IPv4-mapped IPv6",
+            SpecialPurpose::Ipv4Embedded => "IPv4 embedded in IPv6",
+        })
+    }
+}
+
+/// The special-purpose blocks, most specific first where they nest (`::` and `::1` lie
+/// inside `::/96`).
+const SPECIAL_PURPOSE: [(&str, SpecialPurpose); 14] = [
+    ("0.0.0.0/8", SpecialPurpose::Unspecified),
+    ("127.0.0.0/8", SpecialPurpose::Loopback),
+    ("169.254.0.0/16", SpecialPurpose::LinkLocal),
+    ("224.0.0.0/4", SpecialPurpose::Multicast),
+    ("255.255.255.255/32", SpecialPurpose::Broadcast),
+    ("::/128", SpecialPurpose::Unspecified),
+    ("::1/128", SpecialPurpose::Loopback),
+    ("fe80::/10", SpecialPurpose::LinkLocal),
+    ("ff00::/8", SpecialPurpose::Multicast),
+    ("::ffff:0:0/96", SpecialPurpose::Ipv4Mapped),
+    ("::/96", SpecialPurpose::Ipv4Embedded),
+    ("::ffff:0:0:0/96", SpecialPurpose::Ipv4Embedded),
+    ("64:ff9b::/96", SpecialPurpose::Ipv4Embedded),
+    ("64:ff9b:1::/48", SpecialPurpose::Ipv4Embedded),
+];
+
+/// `Err` with the block when every address of `net` lies inside a special-purpose block
+/// ([`SpecialPurpose`]). A network that only *contains* such a block (`0.0.0.0/0` with
+/// `--force`) is fine: the kernel never sees packets from those addresses anyway.
+pub fn check_unicast(net: &IpNet) -> Result<(), SpecialPurpose> {
+    for (block, kind) in SPECIAL_PURPOSE {
+        let block: IpNet = block.parse().expect("valid constant");
+        if block.contains(net) {
+            return Err(kind);
+        }
+    }
+    Ok(())
+}
+
+/// `; write it as 203.0.113.8` for a single IPv6 address that carries an IPv4 address in
+/// its last 32 bits.
+fn ipv4_hint(net: &IpNet, kind: SpecialPurpose) -> String {
+    match (net, kind) {
+        (IpNet::V6(n), SpecialPurpose::Ipv4Mapped | SpecialPurpose::Ipv4Embedded)
+            if n.prefix_len() == 128 =>
+        {
+            let [.., a, b, c, d] = n.addr().octets();
+            format!("; write it as {}", std::net::Ipv4Addr::new(a, b, c, d))
+        }
+        _ => String::new(),
+    }
 }
 
 /// Splits command-line address arguments that may also be comma-separated, then parses each.
@@ -359,6 +459,30 @@ pub fn parse_port_range(s: &str) -> Option<PortRange> {
     (first >= 1 && first <= last).then_some(PortRange { first, last })
 }
 
+/// Refuses an RTP range that overlaps a UDP port of any profile (other than "all").
+///
+/// The RTP rule opens its range to every media sender (or to every whitelisted source),
+/// whatever services they have, so a range from rtp.conf such as `rtpstart=1`
+/// `rtpend=65535` (FreePBX writes that file from its web interface) would open SIP, IAX and
+/// TFTP to everybody.
+pub fn check_rtp_ports(range: PortRange, profiles: &Profiles) -> Result<(), ModelError> {
+    for profile in profiles.ordered() {
+        for spec in &profile.ports {
+            if let PortSpec::Port(L4Proto::Udp, port) = spec
+                && port.first <= range.last
+                && range.first <= port.last
+            {
+                return Err(ModelError::RtpCoversService {
+                    range,
+                    port: *port,
+                    service: profile.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A service profile: which ports a service name (or TM3 code) opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
@@ -518,6 +642,26 @@ impl Account {
     }
 }
 
+/// `text` safe to print on a terminal: control characters (newlines, escape sequences) and
+/// the Unicode controls that reorder text are shown escaped (`\n`, `\u{1b}`), so a comment
+/// or a user name from a file can neither add a line nor redraw the screen.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A network as users write it: single addresses without `/32` or `/128`.
 pub fn display_net(net: &IpNet) -> String {
     if net.prefix_len() == net.max_prefix_len() {
@@ -550,6 +694,8 @@ pub struct ResolverSettings {
     pub attempts: u32,
     /// How long the last good addresses of a name are kept while its DNS fails transiently.
     pub stale_grace_s: u64,
+    /// Most addresses one host name contributes (IPv4 and IPv6 together); more are cut.
+    pub max_addresses: usize,
 }
 
 impl Default for ResolverSettings {
@@ -559,6 +705,7 @@ impl Default for ResolverSettings {
             timeout_ms: 2000,
             attempts: 2,
             stale_grace_s: 3600,
+            max_addresses: 16,
         }
     }
 }
@@ -674,12 +821,57 @@ mod tests {
             );
             assert!(parse_source(huge, true).is_ok(), "{huge}");
         }
-        for bad in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "ff02::1", "::"] {
+        for bad in [
+            "0.0.0.0",
+            "0.0.0.0/8",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.0.0.0/8",
+            "169.254.1.1",
+            "224.0.0.1",
+            "239.0.0.0/8",
+            "255.255.255.255",
+            "ff02::1",
+            "::",
+            "::1",
+            "fe80::1",
+            "fe80::/64",
+            "::ffff:203.0.113.8",
+            "::ffff:0:0/96",
+            "::ffff:203.0.113.0/120",
+            "::/96",
+            "::203.0.113.8",
+            "::ffff:0:203.0.113.8",
+            "64:ff9b::/96",
+            "64:ff9b::203.0.113.8",
+            "64:ff9b:1::/48",
+        ] {
             assert!(
-                matches!(parse_source(bad, true), Err(ModelError::NotUnicast(_))),
+                matches!(parse_source(bad, true), Err(ModelError::NotUnicast { .. })),
                 "{bad}"
             );
         }
+        // Wider networks that only contain such blocks, and their neighbours, are fine.
+        for ok in [
+            "0.0.0.0/0",
+            "::/0",
+            "1.0.0.0/8",
+            "64:ff9b:2::/48",
+            "2001:db8::1",
+        ] {
+            assert!(parse_source(ok, true).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            parse_source("::ffff:203.0.113.8", false)
+                .unwrap_err()
+                .to_string(),
+            "invalid address \"::ffff:203.0.113.8\": not a unicast source address \
+             (IPv4-mapped IPv6); write it as 203.0.113.8"
+        );
+        assert_eq!(
+            parse_source("fe80::1", false).unwrap_err().to_string(),
+            "invalid address \"fe80::1\": not a unicast source address (link-local)"
+        );
         assert_eq!(
             parse_sources(&["192.0.2.1,192.0.2.2", "192.0.2.1"], false)
                 .unwrap()
@@ -715,6 +907,33 @@ mod tests {
         }
         let e = "192.0.2.1".parse::<Fqdn>().unwrap_err().to_string();
         assert!(e.contains("use add-ip"), "{e}");
+    }
+
+    #[test]
+    fn rtp_ports_clear_of_the_services() {
+        let profiles = crate::store::builtin_profiles();
+        let ok = |first, last| check_rtp_ports(PortRange { first, last }, &profiles);
+        assert!(ok(10000, 20000).is_ok());
+        assert!(ok(5062, 5159).is_ok());
+        assert_eq!(
+            ok(1, 65535).unwrap_err().to_string(),
+            "invalid rtp ports 1-65535: they cover udp 5060-5061 of service sip-udp, which the \
+             RTP rule would open to every media sender; choose a range clear of the service \
+             ports, e.g. 10000-20000"
+        );
+        assert!(ok(5161, 5161).is_err());
+        assert!(ok(60, 70).is_err(), "tftp");
+        assert!(ok(4569, 4569).is_err(), "iax");
+    }
+
+    #[test]
+    fn printable_escapes_what_could_draw_on_a_terminal() {
+        assert_eq!(printable("Joe's office"), "Joe's office");
+        assert_eq!(printable("née ☎"), "née ☎");
+        assert_eq!(
+            printable("x\n\u{1b}[2Ain sync\r\u{202e}"),
+            "x\\n\\u{1b}[2Ain sync\\r\\u{202e}"
+        );
     }
 
     #[test]

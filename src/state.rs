@@ -69,7 +69,7 @@ impl State {
     /// Writes the record atomically; the caller holds the lock.
     pub fn save(&self, paths: &Paths, _lock: &StoreLock) -> Result<(), StoreError> {
         let text = serde_json::to_string_pretty(self).expect("state serialises");
-        store::write_atomic(&paths.state_dir.join(STATE_FILE), text.as_bytes(), 0o644)
+        store::write_state(&paths.state_dir.join(STATE_FILE), text.as_bytes())
     }
 }
 

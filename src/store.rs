@@ -87,6 +87,15 @@ pub enum StoreError {
         /// Existing names that look alike.
         close: Vec<String>,
     },
+    /// A configuration file or folder anybody but root (or the user running pbxwall) could
+    /// have written, or that is not a plain file of a sane size.
+    #[error("refusing to read {path}: {why}")]
+    Unsafe {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong with it and how to fix it.
+        why: String,
+    },
     /// The lock could not be taken.
     #[error("cannot lock {path} (pbxwall needs a local file system that supports locks)")]
     Lock {
@@ -164,15 +173,24 @@ pub struct StoreLock {
 impl StoreLock {
     /// Takes the lock, creating the state folder and lock file if needed. If another command
     /// holds it, says so through `waiting` and blocks until it is free.
+    ///
+    /// A full or read-only state folder must not stop a command from protecting the host,
+    /// and a lock needs no writing: when the lock file cannot be opened for writing, it is
+    /// opened read-only, and when it cannot be created, the state folder itself is locked.
     pub fn acquire(paths: &Paths, waiting: impl FnOnce(&Path)) -> Result<StoreLock, StoreError> {
-        let path = paths.lock_file();
+        let mut path = paths.lock_file();
         fs::create_dir_all(&paths.state_dir).map_err(io_err(&paths.state_dir))?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .mode(0o600)
+            .mode(STATE_FILE_MODE)
             .open(&path)
+            .or_else(|e| File::open(&path).map_err(|_| e))
+            .or_else(|e| {
+                path = paths.state_dir.clone();
+                File::open(&path).map_err(|_| e)
+            })
             .map_err(io_err(&path))?;
         let lock_err = |source| StoreError::Lock {
             path: path.clone(),
@@ -237,16 +255,35 @@ impl Drop for StoreLock {
 
 static TEMP_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Mode of account files pbxwall writes: they name the users' addresses.
+pub const ACCOUNT_FILE_MODE: u32 = 0o640;
+/// Mode of state files (resolution cache, last apply, audit log): root only.
+pub const STATE_FILE_MODE: u32 = 0o600;
+
 /// Writes `contents` to `path` atomically: a temp file beside it (created exclusively),
-/// the old file's mode kept (else `mode`), fsync, rename over the target, fsync of the folder.
-/// Readers see the old or the new file, never a mix; the temp file is removed on error.
+/// the old file's mode kept without its group and other write bits (else `mode`), fsync,
+/// rename over the target, fsync of the folder. Readers see the old or the new file, never
+/// a mix; the temp file is removed on error. A symbolic link at `path` is replaced, never
+/// followed.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
+    let mode = fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| m.mode() & 0o7777 & !0o022)
+        .unwrap_or(mode);
+    write_atomic_with_mode(path, contents, mode)
+}
+
+/// [`write_atomic`] for a state file: always [`STATE_FILE_MODE`], whatever the old file's
+/// mode was.
+pub fn write_state(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    write_atomic_with_mode(path, contents, STATE_FILE_MODE)
+}
+
+fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let mode = fs::metadata(path)
-        .map(|m| m.mode() & 0o7777)
-        .unwrap_or(mode);
     let tmp = dir.join(format!(
         ".{file_name}.tmp.{}.{}",
         std::process::id(),
@@ -282,6 +319,94 @@ pub fn remove_durably(path: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
+}
+
+/// Largest configuration file read (settings, an account, a profile): a hand-written account
+/// is a few hundred bytes, an account of 100,000 addresses about 2 MiB; parsing takes about
+/// ten times a file's size in memory, so 8 MiB bounds that while leaving room to grow.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 8 << 20;
+
+/// Reads a configuration file that decides who gets in, after the checks sshd makes with
+/// StrictModes: it must be owned by root (or the user running pbxwall) and writable by
+/// nobody else, a regular file (a symbolic link is followed and its target checked; a
+/// dangling one is an error, not a missing file), and at most [`MAX_CONFIG_FILE_BYTES`].
+/// `Ok(None)` if it does not exist.
+pub fn read_config(path: &Path) -> Result<Option<String>, StoreError> {
+    let unsafe_file = |why: String| StoreError::Unsafe {
+        path: path.to_owned(),
+        why,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return match fs::symlink_metadata(path) {
+                Ok(_) => Err(unsafe_file(
+                    "it is a symbolic link to a file that does not exist".into(),
+                )),
+                Err(_) => Ok(None),
+            };
+        }
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(unsafe_file("it is not a regular file".into()));
+    }
+    check_owner_and_mode(path, &meta)?;
+    if meta.len() > MAX_CONFIG_FILE_BYTES {
+        return Err(unsafe_file(format!(
+            "it is {} bytes, more than the limit of {MAX_CONFIG_FILE_BYTES}",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    io::Read::read_to_string(
+        &mut io::Read::take(file, MAX_CONFIG_FILE_BYTES + 1),
+        &mut text,
+    )
+    .map_err(io_err(path))?;
+    Ok(Some(text))
+}
+
+/// Checks a configuration folder the way [`read_config`] checks a file (a missing folder is
+/// fine: it holds nothing).
+pub fn check_config_dir(dir: &Path) -> Result<(), StoreError> {
+    match fs::metadata(dir) {
+        Ok(meta) => check_owner_and_mode(dir, &meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Owned by root or by the effective user, and not writable by group or others.
+fn check_owner_and_mode(path: &Path, meta: &fs::Metadata) -> Result<(), StoreError> {
+    let why = if meta.uid() != 0 && Some(meta.uid()) != effective_uid() {
+        format!(
+            "it is owned by uid {}, not root; run chown root {}",
+            meta.uid(),
+            path.display()
+        )
+    } else if meta.mode() & 0o022 != 0 {
+        format!(
+            "it is writable by group or others (mode {:04o}); run chmod go-w {}",
+            meta.mode() & 0o7777,
+            path.display()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::Unsafe {
+        path: path.to_owned(),
+        why,
+    })
+}
+
+/// The effective user id, from `/proc/self/status` (`Uid:` real, effective, ...); `None`
+/// when it cannot be read, and then only root-owned files pass.
+fn effective_uid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Reads a file to a string; `Ok(None)` if it does not exist.
@@ -462,17 +587,19 @@ const ACCOUNT_FILES_PER_THREAD: usize = 512;
 /// still load. A missing folder means no accounts. Large folders are read and parsed by a
 /// few threads (one per CPU, at most 8); the result is the same, in file order.
 pub fn load_accounts(paths: &Paths, profiles: &Profiles) -> Result<LoadedAccounts, StoreError> {
+    check_config_dir(&paths.config_dir)?;
+    check_config_dir(&paths.accounts_dir())?;
     let files = toml_files(&paths.accounts_dir())?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let per_thread = files.len().div_ceil(threads).max(ACCOUNT_FILES_PER_THREAD);
     let load = |chunk: &[PathBuf]| -> Vec<Result<Account, StoreError>> {
         chunk
             .iter()
-            .filter_map(|path| match fs::read_to_string(path) {
-                Ok(text) => Some(parse_account(path, &text, profiles)),
+            .filter_map(|path| match read_config(path) {
+                Ok(Some(text)) => Some(parse_account(path, &text, profiles)),
                 // Removed by a del-acct since the folder was listed (readers take no lock).
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => Some(Err(io_err(path)(e))),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
             })
             .collect()
     };
@@ -526,7 +653,7 @@ pub fn save_account(
     if !replace && path.exists() {
         return Err(StoreError::AccountExists(account.name.clone()));
     }
-    write_atomic(&path, render_account(account).as_bytes(), 0o644)
+    write_atomic(&path, render_account(account).as_bytes(), ACCOUNT_FILE_MODE)
 }
 
 /// Deletes account files. Every name must exist, else nothing is deleted and the error
@@ -618,6 +745,7 @@ struct ResolverIn {
     timeout_ms: Option<Spanned<u64>>,
     attempts: Option<Spanned<u32>>,
     stale_grace_s: Option<u64>,
+    max_addresses: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -682,6 +810,18 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
         timeout_ms,
         attempts,
         stale_grace_s: raw.resolver.stale_grace_s.unwrap_or(d.stale_grace_s),
+        max_addresses: match raw.resolver.max_addresses {
+            Some(m) if !(1..=1024).contains(m.get_ref()) => {
+                return Err(invalid(
+                    path,
+                    text,
+                    m.span().start,
+                    format!("invalid max_addresses {}: use 1 to 1024", m.get_ref()),
+                ));
+            }
+            Some(m) => m.into_inner(),
+            None => d.max_addresses,
+        },
     };
     let mut rtp = RtpSettings::default();
     if let Some(p) = raw.rtp.ports {
@@ -710,7 +850,8 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
 /// Loads the settings; a missing file means all defaults.
 pub fn load_settings(paths: &Paths) -> Result<Settings, StoreError> {
     let path = paths.settings_file();
-    match read_optional(&path)? {
+    check_config_dir(&paths.config_dir)?;
+    match read_config(&path)? {
         Some(text) => parse_settings(&path, &text),
         None => Ok(Settings::default()),
     }
@@ -805,9 +946,12 @@ pub fn load_profiles(paths: &Paths) -> Result<Profiles, StoreError> {
     } else {
         all.extend(builtin_profile_list()?);
     }
+    check_config_dir(&paths.local_profiles_dir())?;
     for path in toml_files(&paths.local_profiles_dir())? {
-        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-        all.push(parse_profile(&path, &text)?);
+        // Listed a moment ago: a file gone since then was removed on purpose.
+        if let Some(text) = read_config(&path)? {
+            all.push(parse_profile(&path, &text)?);
+        }
     }
     Ok(Profiles::new(all))
 }
@@ -932,6 +1076,83 @@ mod tests {
         let _lock = StoreLock::acquire(&p, |_| {}).unwrap();
         assert!(!stale.exists());
         assert!(keep.exists());
+    }
+
+    #[test]
+    fn config_files_are_read_only_when_nobody_else_could_write_them() {
+        let t = temp();
+        let f = t.path().join("a.toml");
+        fs::write(&f, "x = 1").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_config(&f).unwrap().as_deref(), Some("x = 1"));
+        assert_eq!(read_config(&t.path().join("none.toml")).unwrap(), None);
+
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(
+            read_config(&f).unwrap_err().to_string(),
+            format!(
+                "refusing to read {0}: it is writable by group or others (mode 0666); run chmod go-w {0}",
+                f.display()
+            )
+        );
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        if effective_uid() == Some(0) {
+            std::os::unix::fs::chown(&f, Some(65534), None).unwrap();
+            let e = read_config(&f).unwrap_err().to_string();
+            assert!(
+                e.ends_with(&format!(
+                    "it is owned by uid 65534, not root; run chown root {}",
+                    f.display()
+                )),
+                "{e}"
+            );
+            std::os::unix::fs::chown(&f, Some(0), None).unwrap();
+        }
+
+        let dangling = t.path().join("gone.toml");
+        std::os::unix::fs::symlink(t.path().join("nowhere.toml"), &dangling).unwrap();
+        let e = read_config(&dangling).unwrap_err().to_string();
+        assert!(
+            e.ends_with("it is a symbolic link to a file that does not exist"),
+            "{e}"
+        );
+        let link = t.path().join("link.toml");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert_eq!(read_config(&link).unwrap().as_deref(), Some("x = 1"));
+
+        let big = t.path().join("big.toml");
+        fs::write(&big, vec![b'#'; MAX_CONFIG_FILE_BYTES as usize + 1]).unwrap();
+        let e = read_config(&big).unwrap_err().to_string();
+        assert!(e.contains("more than the limit of 8388608"), "{e}");
+        assert!(read_config(t.path()).is_err(), "a folder is not a file");
+
+        let dir = t.path().join("accounts");
+        fs::create_dir(&dir).unwrap();
+        assert!(check_config_dir(&dir).is_ok());
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(check_config_dir(&dir).is_err());
+        assert!(check_config_dir(&t.path().join("none")).is_ok());
+    }
+
+    #[test]
+    fn written_files_never_keep_group_or_other_write() {
+        let t = temp();
+        let f = t.path().join("x.toml");
+        write_atomic(&f, b"a", 0o640).unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        write_atomic(&f, b"b", 0o640).unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o777, 0o644);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        write_state(&f, b"c").unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o777, 0o600);
+        // A symbolic link in the target's place is replaced, its target left alone.
+        let target = t.path().join("target");
+        fs::write(&target, "keep").unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_state(&link, b"new").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_file());
     }
 
     #[test]

@@ -297,6 +297,7 @@ fn settings(port: u16, timeout_ms: u64, attempts: u32, grace_s: u64) -> Resolver
         timeout_ms,
         attempts,
         stale_grace_s: grace_s,
+        ..Default::default()
     }
 }
 
@@ -699,6 +700,7 @@ fn nameservers_from_resolv_conf_when_settings_name_none() {
         timeout_ms: 500,
         attempts: 1,
         stale_grace_s: 3600,
+        ..Default::default()
     };
     let list = names(&["sip1.example.test", "nosuch.example.test"]);
     let res = ns.run(|| resolve::resolve_all_with(&list, &s, &conf, &mut Cache::default(), t0()));

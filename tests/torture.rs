@@ -1823,9 +1823,122 @@ fn hostile_input_never_panics_or_hangs_any_parser() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A foreign change to table inet pbxwall, as another tool or an intruder might make it.
+struct ForeignChange {
+    what: &'static str,
+    /// nft commands (`nft -f -` in the pbx namespace); `{TABLE}` is replaced by the live
+    /// table's text, for changes that reload it altered.
+    script: &'static str,
+    /// Text replacements applied to the live table before `script` reloads it.
+    alter: &'static [(&'static str, &'static str)],
+}
+
+const FOREIGN_CHANGES: &[ForeignChange] = &[
+    ForeignChange {
+        what: "table made dormant",
+        script: "add table inet pbxwall { flags dormant; }\n",
+        alter: &[],
+    },
+    ForeignChange {
+        what: "base chain moved to hook forward",
+        script: "delete table inet pbxwall\n{TABLE}",
+        alter: &[("hook input", "hook forward")],
+    },
+    ForeignChange {
+        what: "base chain at another priority",
+        script: "delete table inet pbxwall\n{TABLE}",
+        alter: &[("priority filter", "priority 10")],
+    },
+    ForeignChange {
+        what: "policy accept",
+        script: "add chain inet pbxwall input { type filter hook input priority filter; policy accept; }\n",
+        alter: &[],
+    },
+    ForeignChange {
+        what: "accept rule inserted first",
+        script: "insert rule inet pbxwall input accept\n",
+        alter: &[],
+    },
+    ForeignChange {
+        what: "input chain flushed",
+        script: "flush chain inet pbxwall input\n",
+        alter: &[],
+    },
+    ForeignChange {
+        what: "stranger added to the host map",
+        script: "add element inet pbxwall hosts_v4 { 192.0.2.11 : jump allow_ssh }\n",
+        alter: &[],
+    },
+    ForeignChange {
+        what: "account removed from the host map",
+        script: "delete element inet pbxwall hosts_v4 { 192.0.2.10 }\n",
+        alter: &[],
+    },
+    ForeignChange {
+        what: "flush ruleset",
+        script: "flush ruleset\n",
+        alter: &[],
+    },
+    ForeignChange {
+        what: "table deleted",
+        script: "delete table inet pbxwall\n",
+        alter: &[],
+    },
+];
+
+/// Random foreign changes between ipchecker runs: after each run the stranger is shut out
+/// again, the account gets in, and status is back in sync.
+fn ipchecker_repairs_random_foreign_changes() {
+    let rounds = scaled(12, 100);
+    let mut rng = Rng::new(seed() ^ 0xf0e1);
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = []\n");
+    let ns = Some(topo.pbx_ns());
+    ok(
+        cfg.run(ns, "add-ip", ["joe", "192.0.2.10", "--allow", "ssh"]),
+        "add-ip joe",
+    );
+    let holds = [
+        Probe::tcp("192.0.2.10", 22, true),
+        Probe::tcp("192.0.2.11", 22, false),
+        Probe::udp("192.0.2.11", 5060, false),
+        Probe::tcp("2001:db8::11", 22, false),
+    ];
+    let mut seen = BTreeMap::new();
+    for round in 0..rounds {
+        let change = rng.pick(FOREIGN_CHANGES);
+        *seen.entry(change.what).or_insert(0) += 1;
+        let mut table = live_table(&topo).unwrap_or_default();
+        for (from, to) in change.alter {
+            table = table.replace(from, to);
+        }
+        common::nft_ok(topo.pbx_ns(), &change.script.replace("{TABLE}", &table));
+        let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "round {round}, after {}: ipchecker {}",
+            change.what,
+            show(&out)
+        );
+        if let Err(e) = common::check_probes(&topo, &holds) {
+            panic!("round {round}, after {} and ipchecker: {e}", change.what);
+        }
+        if let Err(e) = status_in_sync(&cfg, &topo) {
+            panic!("round {round}, after {} and ipchecker: {e}", change.what);
+        }
+    }
+    report(format_args!(
+        "foreign-changes: {rounds} rounds repaired by ipchecker: {seen:?}"
+    ));
+}
+
 common::test_main! {
     Needs::NOTHING => [hostile_input_never_panics_or_hangs_any_parser],
     Needs::ROOT => [
+        ipchecker_repairs_random_foreign_changes,
         kill_9_at_random_moments_leaves_the_old_or_the_new_ruleset,
         restart_never_drops_packets_of_allowed_sources,
     ],

@@ -72,16 +72,21 @@ impl Build {
             .collect();
         for r in self.resolution.degraded() {
             let accounts = self.accounts_of(&r.name);
-            out.push(match &r.state {
-                NameState::LeftOut { reason } => {
-                    format!("left out {} (account {accounts}): {reason}", r.name)
-                }
-                state => format!(
+            match &r.state {
+                NameState::Ok => {}
+                NameState::LeftOut { reason } => out.push(format!(
+                    "left out {} (account {accounts}): {reason}",
+                    r.name
+                )),
+                state => out.push(format!(
                     "{} (account {accounts}) is {state}; keeping {}",
                     r.name,
                     join_addrs(&r.addrs())
-                ),
-            });
+                )),
+            }
+            for note in &r.notes {
+                out.push(format!("{} (account {accounts}): {note}", r.name));
+            }
         }
         out
     }
@@ -118,6 +123,8 @@ pub fn join_addrs(addrs: &[IpAddr]) -> String {
 pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let settings = store::load_settings(&ctx.paths)?;
     let profiles = store::load_profiles(&ctx.paths)?;
+    crate::model::check_rtp_ports(settings.rtp.ports, &profiles)
+        .with_context(|| ctx.paths.settings_file().display().to_string())?;
     let LoadedAccounts { accounts, skipped } = store::load_accounts(&ctx.paths, &profiles)?;
     let names: BTreeSet<Fqdn> = accounts
         .iter()
@@ -133,7 +140,14 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
             let r = resolve::resolve_all(&names, &settings.resolver, &mut cache, Utc::now());
             if let Some(lock) = lock {
                 cache.retain_names(&names);
-                cache.save(&ctx.paths, lock)?;
+                // The answers are in hand: a full or read-only state folder must not stop
+                // them from reaching the kernel (the next run asks again).
+                if let Err(e) = cache.save(&ctx.paths, lock) {
+                    ctx.warn_state_unsaved(format_args!(
+                        "could not save the resolution cache: {}",
+                        crate::error_chain(&e)
+                    ));
+                }
             }
             r
         }
@@ -154,9 +168,11 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
 pub const LAST_APPLIED: &str = "last-applied.nft";
 
 /// Records an applied ruleset: `last-applied.nft` and the `applied` part of the state.
-/// The ruleset is live already, so a failure here is a warning, never an error: an error
-/// would make the command report "nothing changed" (and put its files back) although the
-/// kernel has the new ruleset.
+/// The ruleset is live already, so a failure here is a warning (exit 3), never an error: an
+/// error would make the command report "nothing changed" (and put its files back) although
+/// the kernel has the new ruleset. When the new `last-applied.nft` cannot be written, the
+/// old one is removed if it can be: loaded at boot, it could admit a source the live
+/// ruleset no longer admits (the boot then waits for `pbxwall-restart.service` instead).
 pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
     record_applied_text(ctx, ruleset, &render::render(ruleset), lock);
 }
@@ -164,7 +180,7 @@ pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
 /// [`record_applied`] with the ruleset already rendered as `text`.
 fn record_applied_text(ctx: &Ctx, ruleset: &Ruleset, text: &str, lock: &StoreLock) {
     if let Err(e) = write_records(ctx, ruleset, text, lock) {
-        ctx.warn(format_args!(
+        ctx.warn_state_unsaved(format_args!(
             "the ruleset is applied, but recording it in {} failed: {}",
             ctx.paths.state_dir.display(),
             crate::error_chain(&e)
@@ -178,11 +194,16 @@ fn write_records(
     text: &str,
     lock: &StoreLock,
 ) -> Result<(), StoreError> {
-    store::write_atomic(
-        &ctx.paths.state_dir.join(LAST_APPLIED),
-        text.as_bytes(),
-        0o600,
-    )?;
+    let boot_file = ctx.paths.state_dir.join(LAST_APPLIED);
+    if let Err(e) = store::write_state(&boot_file, text.as_bytes()) {
+        if store::remove_durably(&boot_file).is_err() && boot_file.exists() {
+            ctx.warn(format_args!(
+                "{} still holds an older ruleset and could not be removed",
+                boot_file.display()
+            ));
+        }
+        return Err(e);
+    }
     let (mut st, _) = State::load(&ctx.paths);
     st.applied = Some(Applied {
         at: now_rfc3339(),

@@ -43,6 +43,24 @@ pub fn exit_code(result: &Result<Outcome>) -> u8 {
     }
 }
 
+impl Ctx {
+    /// Warns that a state file could not be written while the firewall was changed anyway:
+    /// protection never waits for a full or read-only disk, but the command ends degraded.
+    pub fn warn_state_unsaved(&self, what: impl fmt::Display) {
+        self.warn(what);
+        self.report.borrow_mut().state_unsaved = true;
+    }
+
+    /// `outcome`, made [`Outcome::Degraded`] when a state file could not be written.
+    pub fn finish(&self, outcome: Outcome) -> Outcome {
+        if self.report.borrow().state_unsaved {
+            Outcome::Degraded
+        } else {
+            outcome
+        }
+    }
+}
+
 /// What every command knows: where the files are and how to talk.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -78,6 +96,10 @@ pub struct CommandReport {
     /// Set when the command printed its own JSON.
     #[serde(skip)]
     pub printed: bool,
+    /// A state file (resolution cache, last applied ruleset) could not be written although
+    /// the firewall changed: the command ends degraded (exit 3). Not printed in the JSON.
+    #[serde(skip)]
+    pub state_unsaved: bool,
 }
 
 /// Numbers of one apply.
@@ -130,14 +152,14 @@ impl Ctx {
         if self.json {
             self.report.borrow_mut().messages.push(line.to_string());
         } else if !self.quiet {
-            outln!("{line}");
+            outln!("{}", crate::model::printable(&line.to_string()));
         }
     }
 
     /// Prints a warning to stderr (always), and records it for `--json`.
     pub fn warn(&self, line: impl fmt::Display) {
         let line = line.to_string();
-        eprintln!("warning: {line}");
+        eprintln!("warning: {}", crate::model::printable(&line));
         self.report.borrow_mut().warnings.push(line);
     }
 

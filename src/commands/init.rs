@@ -20,7 +20,9 @@ use ipnet::IpNet;
 
 use super::{Ctx, Outcome, change_then_apply, ssh_session};
 use crate::detect::{self, DetectedPorts};
-use crate::model::{Account, AccountName, DEFAULT_TRUSTED, PortSpec, Profiles, parse_source};
+use crate::model::{
+    Account, AccountName, DEFAULT_TRUSTED, PortSpec, Profiles, check_rtp_ports, parse_source,
+};
 use crate::ruleset::{L4Proto, PortRange};
 use crate::state::now_rfc3339;
 use crate::store::{self, parse_account, render_account};
@@ -76,21 +78,18 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
         }
     }
     let detected = detect::detect(&args.sshd_config, &args.asterisk_dir);
+    if let Some(rtp) = detected.rtp {
+        check_rtp_ports(rtp, &profiles).with_context(|| {
+            format!(
+                "the RTP range of rtpstart/rtpend in {} is not taken over; set it to a range clear of the service ports (e.g. rtpstart=10000, rtpend=20000) and run init again",
+                args.asterisk_dir.join("rtp.conf").display()
+            )
+        })?;
+    }
     let own = own_addresses().context("listing this server's addresses with `ip -j addr`")?;
 
     let mut plan = Vec::new();
-    let settings_path = ctx.paths.settings_file();
-    if !settings_path.exists() {
-        plan.push(Planned {
-            path: settings_path.clone(),
-            text: settings_text(args.cloud, detected.rtp),
-            what: if args.cloud {
-                "settings: no trusted LAN (--cloud)".into()
-            } else {
-                format!("settings: trusted LAN {}", DEFAULT_TRUSTED.join(", "))
-            },
-        });
-    }
+    plan.extend(settings_plan(ctx, args.cloud, detected.rtp)?);
     plan.extend(profile_overrides(ctx, &profiles, &detected));
     let lock = ctx.lock()?;
     if !own.is_empty() {
@@ -146,6 +145,99 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
         ctx.audit(&format!("wrote {} ({})", p.path.display(), p.what));
     }
     Ok(outcome)
+}
+
+/// Private ranges `--cloud` takes out of `trusted`: RFC 1918, shared address space
+/// (RFC 6598) and unique local IPv6 (RFC 4193), which some clouds route between customers.
+const PRIVATE_RANGES: [&str; 5] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+
+/// Whether a `trusted` entry lies inside one of [`PRIVATE_RANGES`].
+fn is_private_range(entry: &str) -> bool {
+    let Ok(net) = entry.trim().parse::<IpNet>() else {
+        return false;
+    };
+    PRIVATE_RANGES
+        .iter()
+        .any(|r| r.parse::<IpNet>().is_ok_and(|r| r.contains(&net)))
+}
+
+/// The settings file init wants.
+///
+/// A missing file, or one whose settings are all commented out (as `make install` and the
+/// package ship it), becomes init's own. A file with the administrator's settings keeps them
+/// and its comments: only the keys init owns change (`trusted` loses its private ranges with
+/// `--cloud`, `[rtp] ports` takes the range detected in rtp.conf). A file that does not
+/// parse is left alone (an error).
+fn settings_plan(ctx: &Ctx, cloud: bool, rtp: Option<PortRange>) -> Result<Option<Planned>> {
+    let path = ctx.paths.settings_file();
+    let current = store::read_optional(&path)?;
+    Ok(
+        settings_edit(&path, current.as_deref(), cloud, rtp)?.map(|(text, what)| Planned {
+            path,
+            text,
+            what,
+        }),
+    )
+}
+
+/// [`settings_plan`] on the file's text (`None`: no file): the new text and what changed.
+fn settings_edit(
+    path: &std::path::Path,
+    current: Option<&str>,
+    cloud: bool,
+    rtp: Option<PortRange>,
+) -> Result<Option<(String, String)>> {
+    let existing = match current {
+        None => None,
+        Some(text) => {
+            let doc: toml_edit::DocumentMut = text.parse().with_context(|| {
+                format!(
+                    "{} cannot be parsed, so init leaves it alone; fix it, then run init again",
+                    path.display()
+                )
+            })?;
+            (!doc.as_table().is_empty()).then_some(doc)
+        }
+    };
+    let Some(mut doc) = existing else {
+        let what = if cloud {
+            "settings: no trusted LAN (--cloud)".into()
+        } else {
+            format!("settings: trusted LAN {}", DEFAULT_TRUSTED.join(", "))
+        };
+        return Ok(Some((settings_text(cloud, rtp), what)));
+    };
+    let mut what = Vec::new();
+    if cloud {
+        match doc.get_mut("trusted").and_then(|t| t.as_array_mut()) {
+            Some(list) => {
+                let before = list.len();
+                list.retain(|v| !v.as_str().is_some_and(is_private_range));
+                if list.len() != before {
+                    list.fmt();
+                }
+            }
+            None => doc["trusted"] = toml_edit::value(toml_edit::Array::new()),
+        }
+        what.push("no private range trusted (--cloud)".to_owned());
+    }
+    if let Some(r) = rtp {
+        doc["rtp"]["ports"] = toml_edit::value(format!("{}-{}", r.first, r.last));
+        what.push(format!("rtp ports {r}"));
+    }
+    if what.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((
+        doc.to_string(),
+        format!("settings: {}", what.join(", ")),
+    )))
 }
 
 fn settings_text(cloud: bool, rtp: Option<PortRange>) -> String {
@@ -240,9 +332,14 @@ fn account_plan(
         created: Some(now_rfc3339()),
         provider: None,
     };
-    if let Some(text) = store::read_optional(&path)?
-        && let Ok(existing) = parse_account(&path, &text, profiles)
-    {
+    if let Some(text) = store::read_optional(&path)? {
+        // Never overwrite what cannot be read: it may hold addresses init would lose.
+        let existing = parse_account(&path, &text, profiles).with_context(|| {
+            format!(
+                "{} exists but cannot be read, so init leaves it alone; fix or remove it, then run init again",
+                path.display()
+            )
+        })?;
         let mut services: Vec<String> = existing.services.clone();
         services.extend(account.services.iter().cloned());
         account.services = profiles.parse_services(&services)?;
@@ -288,11 +385,77 @@ fn own_addresses() -> Result<Vec<IpNet>> {
             }
             if let Some(ip) = a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
                 let net = IpNet::from(ip);
-                if !addrs.contains(&net) {
+                // Validated like every other address, whatever `ip` calls global.
+                if crate::model::check_unicast(&net).is_ok() && !addrs.contains(&net) {
                     addrs.push(net);
                 }
             }
         }
     }
     Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/etc/pbxwall/pbxwall.toml";
+    const RTP: PortRange = PortRange {
+        first: 12000,
+        last: 12100,
+    };
+
+    fn edit(current: Option<&str>, cloud: bool, rtp: Option<PortRange>) -> Option<String> {
+        settings_edit(std::path::Path::new(PATH), current, cloud, rtp)
+            .unwrap()
+            .map(|(text, _)| text)
+    }
+
+    #[test]
+    fn the_shipped_commented_file_becomes_inits_own() {
+        let shipped = include_str!("../../packaging/pbxwall.toml");
+        let text = edit(Some(shipped), true, Some(RTP)).unwrap();
+        assert_eq!(text, settings_text(true, Some(RTP)));
+        let settings = store::parse_settings(std::path::Path::new(PATH), &text).unwrap();
+        assert!(settings.trusted.is_empty());
+        assert_eq!(settings.rtp.ports, RTP);
+        assert_eq!(edit(None, false, None).unwrap(), settings_text(false, None));
+    }
+
+    #[test]
+    fn the_administrators_settings_and_comments_stay() {
+        let mine = "# my notes\ntrusted = [\"192.168.0.0/16\", \"203.0.113.0/24\", \"10.1.0.0/16\"]  # office\nlog_drops = false\n\n[rtp]\n# media\nports = \"10000-20000\"\nfrom = \"whitelist\"\n";
+        let text = edit(Some(mine), true, Some(RTP)).unwrap();
+        assert_eq!(
+            text,
+            "# my notes\ntrusted = [\"203.0.113.0/24\"]  # office\nlog_drops = false\n\n[rtp]\n# media\nports = \"12000-12100\"\nfrom = \"whitelist\"\n"
+        );
+        assert_eq!(
+            edit(Some(mine), false, None),
+            None,
+            "nothing init owns changes"
+        );
+        let no_trusted = "log_drops = false\n";
+        let text = edit(Some(no_trusted), true, None).unwrap();
+        let settings = store::parse_settings(std::path::Path::new(PATH), &text).unwrap();
+        assert!(settings.trusted.is_empty() && !settings.log_drops, "{text}");
+        let text = edit(Some(no_trusted), false, Some(RTP)).unwrap();
+        let settings = store::parse_settings(std::path::Path::new(PATH), &text).unwrap();
+        assert_eq!(settings.rtp.ports, RTP, "{text}");
+    }
+
+    #[test]
+    fn a_settings_file_that_does_not_parse_is_left_alone() {
+        let e = settings_edit(
+            std::path::Path::new(PATH),
+            Some("trusted = [\n"),
+            true,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("cannot be parsed, so init leaves it alone"),
+            "{e:#}"
+        );
+    }
 }

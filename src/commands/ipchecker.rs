@@ -109,7 +109,12 @@ pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
         },
     };
     st.ipchecker = Some(run);
-    st.save(&ctx.paths, &lock)?;
+    if let Err(e) = st.save(&ctx.paths, &lock) {
+        ctx.warn_state_unsaved(format_args!(
+            "could not record this run: {}",
+            crate::error_chain(&e)
+        ));
+    }
     let (report, outcome) = result?;
     for line in &report.changes {
         ctx.audit(line);
@@ -263,7 +268,11 @@ fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
     );
     let command = cron_command(ctx)?;
     let _lock = ctx.lock()?;
-    store::write_atomic(file, cron::cron_file(&schedule, &command).as_bytes(), 0o644)?;
+    store::write_atomic(
+        file,
+        cron::cron_file(&schedule, &command)?.as_bytes(),
+        0o644,
+    )?;
     ctx.audit(&format!(
         "installed cron file {} ({})",
         file.display(),

@@ -200,9 +200,10 @@ fn name_json(want: &Ruleset, r: &NameResult, live: Option<&LiveTable>) -> Value 
     v
 }
 
+/// A value of the report as text; strings from files (comments, user names) escaped.
 fn s(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => crate::model::printable(s).into_owned(),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
@@ -263,8 +264,8 @@ fn print_text(r: &Value) {
             .map(s)
             .collect();
         let mut head = format!("{}: {}", s(&a["name"]), services.join(", "));
-        if let Some(c) = a["comment"].as_str() {
-            head.push_str(&format!(" ({c})"));
+        if a["comment"].is_string() {
+            head.push_str(&format!(" ({})", s(&a["comment"])));
         }
         outln!("{head}");
         for addr in a["addresses"].as_array().into_iter().flatten() {

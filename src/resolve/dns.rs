@@ -32,7 +32,7 @@ use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{Name, RData};
+use hickory_resolver::proto::rr::{Name, RData, Record};
 use hickory_resolver::{Resolver, TokioResolver};
 use thiserror::Error;
 
@@ -219,17 +219,51 @@ fn answer_of_error<A>(e: &NetError) -> Answer<A> {
 }
 
 /// The addresses of one family in a lookup (CNAMEs followed by the server), with the
-/// smallest TTL of the answer.
+/// smallest TTL of the records used.
 fn answer_of_lookup<A>(lookup: &Lookup, pick: impl Fn(&RData) -> Option<A>) -> Answer<A> {
-    let addrs: Vec<A> = lookup
-        .answers()
+    answer_of_records(lookup.query().name(), lookup.answers(), pick)
+}
+
+/// Longest CNAME chain followed from the name asked for.
+const MAX_CNAME_HOPS: usize = 8;
+
+/// A name as the owner of a record is compared: lower case, without the final dot.
+fn owner_key(name: &Name) -> String {
+    name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// [`answer_of_lookup`] on the records of an answer: only records owned by the name asked
+/// for, or by a name its CNAME chain leads to, count. A server that adds records of other
+/// names (by mistake, or to plant addresses) cannot widen what a name admits.
+fn answer_of_records<A>(
+    asked: &Name,
+    records: &[Record],
+    pick: impl Fn(&RData) -> Option<A>,
+) -> Answer<A> {
+    let mut chain = vec![owner_key(asked)];
+    for _ in 0..MAX_CNAME_HOPS {
+        let last = chain.last().expect("starts with the name asked for");
+        let next = records.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if owner_key(&r.name) == *last => Some(owner_key(&target.0)),
+            _ => None,
+        });
+        match next {
+            Some(next) if !chain.contains(&next) => chain.push(next),
+            _ => break,
+        }
+    }
+    let mut ttl = u32::MAX;
+    let addrs: Vec<A> = records
         .iter()
-        .filter_map(|r| pick(&r.data))
+        .filter(|r| chain.contains(&owner_key(&r.name)))
+        .filter_map(|r| {
+            ttl = ttl.min(r.ttl);
+            pick(&r.data)
+        })
         .collect();
     if addrs.is_empty() {
         return Answer::NoRecords;
     }
-    let ttl = lookup.answers().iter().map(|r| r.ttl).min().unwrap_or(0);
     Answer::Addrs(addrs, ttl)
 }
 
@@ -341,6 +375,47 @@ mod tests {
 
     use super::super::test_support::*;
     use super::*;
+
+    #[test]
+    fn only_records_on_the_cname_chain_count() {
+        use hickory_resolver::proto::rr::rdata::{A, CNAME};
+        let name = |s: &str| Name::from_ascii(s).unwrap();
+        let a = |owner: &str, ttl: u32, addr: [u8; 4]| {
+            Record::from_rdata(name(owner), ttl, RData::A(A(Ipv4Addr::from(addr))))
+        };
+        let cname = |owner: &str, target: &str| {
+            Record::from_rdata(name(owner), 300, RData::CNAME(CNAME(name(target))))
+        };
+        let pick = |d: &RData| match d {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        };
+        let records = [
+            cname("Joe.Dyn.example.test.", "home.isp.example.test."),
+            cname("home.isp.example.test.", "cpe-7.isp.example.test."),
+            a("cpe-7.isp.example.test.", 60, [192, 0, 2, 7]),
+            // Not on the chain: another owner, planted in the same answer.
+            a("evil.example.test.", 30, [203, 0, 113, 66]),
+            cname("other.example.test.", "cpe-7.isp.example.test."),
+        ];
+        assert_eq!(
+            answer_of_records(&name("joe.dyn.example.test."), &records, pick),
+            Answer::Addrs(vec![Ipv4Addr::new(192, 0, 2, 7)], 60)
+        );
+        assert_eq!(
+            answer_of_records(&name("nobody.example.test."), &records, pick),
+            Answer::NoRecords
+        );
+        // A CNAME loop ends; nothing on it has an address.
+        let looped = [
+            cname("a.example.test.", "b.example.test."),
+            cname("b.example.test.", "a.example.test."),
+        ];
+        assert_eq!(
+            answer_of_records(&name("a.example.test."), &looped, pick),
+            Answer::NoRecords
+        );
+    }
 
     #[test]
     fn error_classes() {

@@ -39,7 +39,7 @@ mod test_support;
 
 pub use cache::{CACHE_FILE, Cache, CacheEntry, FamilyEntry, LastError};
 pub use dns::{MAX_QUERIES_IN_FLIGHT, QueryType, SYSTEM_RESOLV_CONF, SetupError};
-pub use policy::{Answer, Fresh, NameResult, NameState, Transient, classify, from_cache};
+pub use policy::{Answer, Fresh, NameResult, NameState, Transient, classify, from_cache, screen};
 
 /// The outcome of [`resolve_all`].
 #[derive(Debug, Clone)]
@@ -65,7 +65,9 @@ impl Resolution {
 
     /// The names that are stale or left out.
     pub fn degraded(&self) -> impl Iterator<Item = &NameResult> {
-        self.names.values().filter(|r| r.state != NameState::Ok)
+        self.names
+            .values()
+            .filter(|r| r.state != NameState::Ok || !r.notes.is_empty())
     }
 
     /// The names left out of the ruleset.
@@ -105,8 +107,10 @@ pub fn resolve_all_with(
     // Each name judged against what the cache remembers, and the cache updated with it.
     let grace = Duration::from_secs(settings.stale_grace_s);
     let mut results = BTreeMap::new();
-    for (name, fresh) in list.into_iter().zip(fresh) {
-        let (entry, result) = classify(name, &fresh, cache.get(name), now, grace);
+    for (name, mut fresh) in list.into_iter().zip(fresh) {
+        let notes = screen(&mut fresh, settings.max_addresses);
+        let (entry, mut result) = classify(name, &fresh, cache.get(name), now, grace);
+        result.notes = notes;
         cache.insert(name.clone(), entry);
         results.insert(name.clone(), result);
     }

@@ -125,6 +125,65 @@ impl fmt::Display for NameState {
     }
 }
 
+/// Takes out of `fresh` what no answer may bring into the ruleset, whatever the server
+/// says, and returns one note per thing taken: special-purpose addresses
+/// ([`crate::model::check_unicast`]: loopback, link-local, multicast, IPv4-mapped, ...), and
+/// addresses beyond `max` (IPv4 first, each family sorted, so the same answer always keeps
+/// the same addresses). A family left with no address counts as having no records.
+pub fn screen(fresh: &mut Fresh, max: usize) -> Vec<String> {
+    let mut notes = Vec::new();
+    let v4 = screen_family(&mut fresh.v4, &mut notes);
+    let v6 = screen_family(&mut fresh.v6, &mut notes);
+    if v4 + v6 > max {
+        notes.push(format!(
+            "answered {} addresses, more than [resolver] max_addresses = {max}; only the first {max} are used",
+            v4 + v6
+        ));
+        truncate_family(&mut fresh.v4, max);
+        truncate_family(&mut fresh.v6, max.saturating_sub(v4));
+    }
+    notes
+}
+
+/// Drops the special-purpose addresses of one family's answer, sorted and deduplicated;
+/// returns how many addresses are left.
+fn screen_family<A: Copy + Ord + Into<IpAddr>>(
+    answer: &mut Answer<A>,
+    notes: &mut Vec<String>,
+) -> usize {
+    let Answer::Addrs(addrs, _) = answer else {
+        return 0;
+    };
+    addrs.sort();
+    addrs.dedup();
+    addrs.retain(|a| {
+        let ip: IpAddr = (*a).into();
+        match crate::model::check_unicast(&ipnet::IpNet::from(ip)) {
+            Ok(()) => true,
+            Err(kind) => {
+                notes.push(format!(
+                    "ignored {ip} from DNS: not a unicast source address ({kind})"
+                ));
+                false
+            }
+        }
+    });
+    if addrs.is_empty() {
+        *answer = Answer::NoRecords;
+        return 0;
+    }
+    addrs.len()
+}
+
+fn truncate_family<A>(answer: &mut Answer<A>, keep: usize) {
+    if let Answer::Addrs(addrs, _) = answer {
+        addrs.truncate(keep);
+        if addrs.is_empty() {
+            *answer = Answer::NoRecords;
+        }
+    }
+}
+
 /// The outcome for one name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NameResult {
@@ -141,6 +200,10 @@ pub struct NameResult {
     /// it never has).
     #[serde(serialize_with = "time_opt::serialize")]
     pub resolved_at: Option<DateTime<Utc>>,
+    /// What this run's answer held that was not used ([`screen`]): special-purpose
+    /// addresses, addresses beyond `[resolver] max_addresses`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl NameResult {
@@ -355,6 +418,7 @@ pub fn classify(
             .or_else(|| cached.last_error.clone()),
     };
     let result = NameResult {
+        notes: Vec::new(),
         name: name.clone(),
         v4,
         v6,
@@ -392,6 +456,7 @@ pub fn from_cache(names: &BTreeSet<Fqdn>, cache: &Cache) -> Resolution {
         out.insert(
             name.clone(),
             NameResult {
+                notes: Vec::new(),
                 name: name.clone(),
                 v4: entry.v4.addrs.clone(),
                 v6: entry.v6.addrs.clone(),
@@ -410,6 +475,68 @@ pub fn from_cache(names: &BTreeSet<Fqdn>, cache: &Cache) -> Resolution {
 mod tests {
     use super::super::test_support::*;
     use super::*;
+
+    #[test]
+    fn screen_drops_special_purpose_addresses_and_caps_the_rest() {
+        let mut f = fresh(
+            Answer::Addrs(
+                vec![
+                    v4("192.0.2.9"),
+                    v4("127.0.0.1"),
+                    v4("0.0.0.0"),
+                    v4("224.0.0.1"),
+                    v4("255.255.255.255"),
+                    v4("169.254.1.1"),
+                ],
+                60,
+            ),
+            Answer::Addrs(
+                vec![
+                    v6("::1"),
+                    v6("fe80::1"),
+                    v6("ff02::1"),
+                    v6("::ffff:192.0.2.8"),
+                    v6("::"),
+                ],
+                60,
+            ),
+        );
+        let notes = screen(&mut f, 16);
+        assert_eq!(f.v4, Answer::Addrs(vec![v4("192.0.2.9")], 60));
+        assert_eq!(f.v6, Answer::NoRecords, "nothing usable left");
+        assert_eq!(notes.len(), 10, "{notes:?}");
+        assert!(notes.contains(&"ignored ::ffff:192.0.2.8 from DNS: not a unicast source address (IPv4-mapped IPv6)".to_owned()), "{notes:?}");
+
+        // 3,000 A records: the first 16 in order, IPv4 before IPv6.
+        let many: Vec<Ipv4Addr> = (0..3000u32)
+            .map(|i| Ipv4Addr::from(u32::from(v4("192.0.2.0")) + i))
+            .rev()
+            .collect();
+        let mut f = fresh(
+            Answer::Addrs(many, 60),
+            Answer::Addrs(vec![v6("2001:db8::1")], 60),
+        );
+        let notes = screen(&mut f, 16);
+        let Answer::Addrs(kept, _) = &f.v4 else {
+            panic!("{f:?}")
+        };
+        assert_eq!(kept.len(), 16);
+        assert_eq!((kept[0], kept[15]), (v4("192.0.2.0"), v4("192.0.2.15")));
+        assert_eq!(f.v6, Answer::NoRecords);
+        assert_eq!(
+            notes,
+            [
+                "answered 3001 addresses, more than [resolver] max_addresses = 16; only the first 16 are used"
+            ]
+        );
+        let mut f = fresh(
+            Answer::Addrs(vec![v4("192.0.2.1")], 60),
+            Answer::Addrs(vec![v6("2001:db8::2"), v6("2001:db8::1")], 60),
+        );
+        assert_eq!(screen(&mut f, 2).len(), 1);
+        assert_eq!(f.v6, Answer::Addrs(vec![v6("2001:db8::1")], 60));
+        assert!(screen(&mut fresh(Answer::NxDomain, timeout()), 16).is_empty());
+    }
 
     #[test]
     fn fresh_addresses_are_ok_sorted_and_remembered() {
