@@ -38,39 +38,6 @@ fn assert_whitelist_holds(topo: &Topology) {
     );
 }
 
-fn a_dormant_table_is_drift_and_every_apply_wakes_it() {
-    let topo = Topology::new();
-    let _servers = Servers::start(&topo, &[22], &[]);
-    let cfg = setup(&topo);
-    let ns = Some(topo.pbx_ns());
-    assert_whitelist_holds(&topo);
-
-    common::nft_ok(topo.pbx_ns(), "add table inet pbxwall { flags dormant; }\n");
-    // The attack: a dormant table filters nothing.
-    assert_probes(&topo, &[Probe::tcp("192.0.2.11", 22, true)]);
-    let out = cfg.run(ns, "status", [] as [&str; 0]);
-    assert_exit(&out, 3, "status of a dormant table");
-    assert!(stdout(&out).contains("dormant"), "{}", show(&out));
-
-    assert_exit(&cfg.run(ns, "ipchecker", [] as [&str; 0]), 0, "ipchecker");
-    assert_whitelist_holds(&topo);
-    assert_exit(
-        &cfg.run(ns, "status", [] as [&str; 0]),
-        0,
-        "status after ipchecker",
-    );
-
-    common::nft_ok(topo.pbx_ns(), "add table inet pbxwall { flags dormant; }\n");
-    assert_exit(&cfg.run(ns, "restart", [] as [&str; 0]), 0, "restart");
-    assert_whitelist_holds(&topo);
-    let listed = stdout(&ns_cmd(
-        topo.pbx_ns(),
-        "nft",
-        &["list", "table", "inet", "pbxwall"],
-    ));
-    assert!(!listed.contains("dormant"), "{listed}");
-}
-
 fn a_base_chain_moved_to_another_hook_is_drift_and_repaired() {
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22], &[]);
@@ -493,7 +460,6 @@ fn dns_answers_are_screened_and_capped() {
 
 common::test_main! {
     Needs::ROOT => [
-        a_dormant_table_is_drift_and_every_apply_wakes_it,
         a_base_chain_moved_to_another_hook_is_drift_and_repaired,
         a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table,
         a_full_state_folder_never_blocks_removing_access_or_restoring_the_table,
