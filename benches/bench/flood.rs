@@ -1,6 +1,6 @@
 //! A bounded UDP flood and a sink: `sendmmsg`/`recvmmsg` in batches of [`BATCH`], 18-byte
-//! payloads, the sender pinned to one CPU and the sink to the other (research/nftables.md
-//! §5.3 did the same in C).
+//! payloads, the sender pinned to one CPU and the sink to the other, so the two never
+//! compete for a core.
 //!
 //! Over a veth pair the receive path (netfilter included) runs in the sender's context
 //! (`veth_xmit` → backlog → softirq on `local_bh_enable`), so the sender's rate *is* the
@@ -19,7 +19,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Messages per `sendmmsg`/`recvmmsg` call.
 pub const BATCH: usize = 64;
-/// Payload size (as in research/nftables.md §5.3).
+/// Payload size: the smallest UDP datagram that still looks like a packet (a minimal
+/// Ethernet frame), so the cost measured is the per-packet path, not copying.
 pub const PAYLOAD: usize = 18;
 
 /// Pins the calling thread to `cpu` if the machine has it; returns whether it did.
