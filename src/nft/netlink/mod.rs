@@ -9,7 +9,11 @@
 //!   set, sets numbered for the batch) and the replace batch as a list of named steps;
 //! * `elements`: sets and their elements on the wire (nft's interval encoding, both ways);
 //! * `expr`: rules as expressions (the `check_*` helpers) and rule fingerprints;
-//! * `read`: the dumps of the live table and what they become ([`LiveTable`]).
+//! * `read`: the dumps of the live table and what they become ([`LiveTable`]);
+//! * [`conntrack`]: after an apply, ending the flows of sources that lost access
+//!   (ctnetlink, with rtnetlink for this host's addresses and `sock_diag` to close TCP
+//!   sockets; its messages are written and read in safe Rust, only the socket I/O is in
+//!   `sys`).
 //!
 //! # What [`apply`] sends
 //!
@@ -90,6 +94,7 @@ use nftnl::nftnl_sys as attr;
 use crate::addrset::Family;
 use crate::ruleset::{Element, Ruleset, SetKind, TABLE_NAME, Verdict};
 
+pub mod conntrack;
 mod elements;
 mod expr;
 mod plan;
