@@ -34,7 +34,8 @@ use crate::store::{self, StoreLock};
 /// `ipchecker --help`: the failure policy, exit codes and the `--json` shape.
 pub const LONG_HELP: &str = "\
 Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
-2 usage error, 3 applied but degraded (names left out or stale, account files skipped).
+2 usage error, 3 applied but degraded (names left out or stale, account files skipped,
+running flows of addresses that lost access not ended).
 
 Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
 still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
