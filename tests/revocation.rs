@@ -261,6 +261,11 @@ impl TcpSession {
         })
     }
 
+    /// The client end's port.
+    fn local_port(&self) -> u16 {
+        self.stream.local_addr().unwrap().port()
+    }
+
     /// When bytes last arrived from the server.
     fn last_data(&self) -> Option<Instant> {
         self.got.lock().unwrap().last
@@ -682,9 +687,54 @@ fn outbound_and_trusted_flows_are_untouched() {
     }
 }
 
+/// The SSH connection a command runs in is kept even when `--force` takes its source's
+/// access away (ending it would cut the command off half way), and the output says so; the
+/// source's other connections end.
+fn the_commands_own_ssh_connection_is_kept() {
+    let topo = Topology::new();
+    let _server = TalkingServer::start(topo.pbx_ns(), 22);
+    let cfg = config(&[]);
+    let ns = Some(topo.pbx_ns());
+    ok(
+        cfg.run(ns, "add-ip", ["admin", "203.0.113.10", "--allow", "ssh"]),
+        "add-ip admin",
+    );
+    let cli = topo.client_ns();
+    let own = TcpSession::open(cli, "203.0.113.10", pbx("203.0.113.10", 22));
+    let other = TcpSession::open(cli, "203.0.113.10", pbx("203.0.113.10", 22));
+    own.assert_works("before del-acct");
+    other.assert_works("before del-acct");
+
+    let session = format!("203.0.113.10 {} 192.0.2.1 22", own.local_port());
+    let env = [("SSH_CONNECTION", session.as_str())];
+    let out = cfg.run_env(ns, "del-acct", ["admin"], &env);
+    common::assert_exit(
+        &out,
+        1,
+        "del-acct admin from its own session, without --force",
+    );
+    let out = ok(
+        cfg.run_env(ns, "del-acct", ["admin", "--force"], &env),
+        "del-acct admin --force",
+    );
+    let done = Instant::now();
+    assert_says(
+        &out,
+        "ended 1 flow of a source that lost access: 203.0.113.10 tcp/22",
+    );
+    assert_says(
+        &out,
+        "kept this SSH session's connection (203.0.113.10 tcp/22) although its source lost \
+         access; it ends with the session",
+    );
+    other.assert_stopped(done, "after del-acct admin --force");
+    own.assert_works("after del-acct admin --force");
+}
+
 common::test_main! {
     Needs::ROOT => [
         del_acct_cuts_the_tcp_connection_of_the_account,
+        the_commands_own_ssh_connection_is_kept,
         del_acct_stops_the_udp_keepalives_of_the_account,
         a_source_that_loses_one_service_keeps_the_others,
         outbound_and_trusted_flows_are_untouched,
