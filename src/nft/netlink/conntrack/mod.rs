@@ -136,39 +136,42 @@ impl Ended {
     /// Flows of the same source and service are counted together; after ten sources and
     /// services the rest are counted.
     pub fn summary(&self) -> Option<String> {
-        if self.flows.is_empty() {
-            return None;
-        }
-        let mut groups: BTreeMap<(IpAddr, L4Proto, u16), usize> = BTreeMap::new();
-        for f in &self.flows {
-            *groups.entry((f.src, f.proto, f.dport)).or_default() += 1;
-        }
-        let mut items: Vec<String> = groups
-            .iter()
-            .take(LISTED)
-            .map(|((src, proto, port), n)| {
-                let more = if *n > 1 {
-                    format!(" ({n} flows)")
-                } else {
-                    String::new()
-                };
-                format!("{src} {}/{port}{more}", proto.keyword())
-            })
-            .collect();
-        if groups.len() > LISTED {
-            items.push(format!("and {} more", groups.len() - LISTED));
-        }
         let n = self.flows.len();
-        let (flows, whose) = if n == 1 {
-            ("flow", "a source")
-        } else {
-            ("flows", "sources")
+        let (flows, whose) = match n {
+            0 => return None,
+            1 => ("flow", "a source"),
+            _ => ("flows", "sources"),
         };
         Some(format!(
             "ended {n} {flows} of {whose} that lost access: {}",
-            items.join(", ")
+            flow_list(&self.flows)
         ))
     }
+}
+
+/// Flows as a list for messages: `192.0.2.10 tcp/22, 192.0.2.10 udp/5060 (2 flows)`, by
+/// source and service, each counted; after ten of them the rest are counted.
+fn flow_list(flows: &[Flow]) -> String {
+    let mut groups: BTreeMap<(IpAddr, L4Proto, u16), usize> = BTreeMap::new();
+    for f in flows {
+        *groups.entry((f.src, f.proto, f.dport)).or_default() += 1;
+    }
+    let mut items: Vec<String> = groups
+        .iter()
+        .take(LISTED)
+        .map(|((src, proto, port), n)| {
+            let count = if *n > 1 {
+                format!(" ({n} flows)")
+            } else {
+                String::new()
+            };
+            format!("{src} {}/{port}{count}", proto.keyword())
+        })
+        .collect();
+    if groups.len() > LISTED {
+        items.push(format!("and {} more", groups.len() - LISTED));
+    }
+    items.join(", ")
 }
 
 /// A netlink socket with its own sequence numbers.
@@ -255,26 +258,54 @@ pub fn end_revoked_flows(ruleset: &Ruleset, keep: Option<&Flow>) -> Result<Ended
         return Ok(ended);
     }
     let mut sockets = None;
-    for (entry, flow) in &doomed {
-        if flow.proto == L4Proto::Tcp {
-            close_socket(&mut sockets, flow, &mut ended.problems);
+    // Why flows could not be closed or ended, with the flows: one problem line each.
+    let mut not_closed: BTreeMap<String, Vec<Flow>> = BTreeMap::new();
+    let mut not_ended: BTreeMap<String, Vec<Flow>> = BTreeMap::new();
+    for (i, (entry, flow)) in doomed.iter().enumerate() {
+        if flow.proto == L4Proto::Tcp
+            && let Err(why) = close_socket(&mut sockets, flow)
+        {
+            not_closed.entry(why).or_default().push(*flow);
         }
-        match delete(&mut conntrack, entry, true)? {
-            Ok(()) => ended.flows.push(*flow),
-            Err(e) => ended
-                .problems
-                .push(format!("could not end the flow {flow}: {e}")),
+        match delete(&mut conntrack, entry, true) {
+            Ok(Ok(())) => ended.flows.push(*flow),
+            Ok(Err(e)) => not_ended.entry(e.to_string()).or_default().push(*flow),
+            // The socket failed: the flows left cannot be ended through it either.
+            Err(e) => {
+                let left = doomed[i..].iter().map(|(_, f)| *f);
+                not_ended
+                    .entry(crate::error_chain(&e))
+                    .or_default()
+                    .extend(left);
+                break;
+            }
         }
     }
-    if doomed.iter().any(|(_, f)| f.proto == L4Proto::Udp) {
+    if ended.flows.iter().any(|f| f.proto == L4Proto::Udp) {
         std::thread::sleep(LATE_ANSWER_PAUSE);
         for (entry, _) in doomed.iter().filter(|(_, f)| f.proto == L4Proto::Udp) {
-            // Gone already (ENOENT) is the usual answer; anything else was reported above.
-            let _ = delete(&mut conntrack, entry, false)?;
+            // Gone already (ENOENT) is the usual answer; a failure here changes nothing
+            // that was reported.
+            if delete(&mut conntrack, entry, false).is_err() {
+                break;
+            }
         }
     }
+    for (why, flows) in not_closed {
+        let (n, list) = (flows.len(), flow_list(&flows));
+        let conns = if n == 1 { "connection" } else { "connections" };
+        ended.problems.push(format!(
+            "could not close {n} TCP {conns} of sources that lost access ({list}): {why}"
+        ));
+    }
+    for (why, flows) in not_ended {
+        let (n, list) = (flows.len(), flow_list(&flows));
+        let what = if n == 1 { "flow" } else { "flows" };
+        ended.problems.push(format!(
+            "could not end {n} {what} of sources that lost access ({list}): {why}"
+        ));
+    }
     ended.flows.sort();
-    ended.problems.dedup();
     Ok(ended)
 }
 
@@ -309,21 +340,15 @@ fn gone_is_fine(e: io::Error) -> Result<(), io::Error> {
     }
 }
 
-/// Closes this host's socket of a TCP flow, if it still has one; problems are recorded,
-/// never fatal (the conntrack entry is deleted anyway).
-fn close_socket(link: &mut Option<Link>, flow: &Flow, problems: &mut Vec<String>) {
+/// Closes this host's socket of a TCP flow, if it still has one (none: closed already).
+/// An error says why it could not be closed; the caller deletes the conntrack entry anyway.
+fn close_socket(link: &mut Option<Link>, flow: &Flow) -> Result<(), String> {
     let link = match link {
         Some(l) => l,
-        None => match Link::open(Protocol::SockDiag, "the sockets of this host") {
-            Ok(l) => link.insert(l),
-            Err(e) => {
-                problems.push(format!(
-                    "could not close the TCP connections of sources that lost access: {}",
-                    crate::error_chain(&e)
-                ));
-                return;
-            }
-        },
+        None => link.insert(
+            Link::open(Protocol::SockDiag, "the sockets of this host")
+                .map_err(|e| crate::error_chain(&e))?,
+        ),
     };
     let conn = Connection {
         local: flow.dst,
@@ -332,39 +357,37 @@ fn close_socket(link: &mut Option<Link>, flow: &Flow, problems: &mut Vec<String>
         remote_port: flow.sport,
     };
     let mut cookie = None;
-    let found = link.ask(
-        |seq| sockets::lookup_request(&conn, seq),
-        "the lookup of a socket",
-        |m| {
-            cookie = cookie.or(sockets::cookie_of(m, &conn));
-            Ok(())
-        },
-    );
-    let closed: Result<(), String> = match (found, cookie) {
-        (Err(e), _) => Err(crate::error_chain(&e)),
-        // No socket: closed already (the lookup answers ENOENT, or only the listener).
-        (Ok(_), None) => return,
-        (Ok(_), Some(cookie)) => match link.ask(
+    let found = link
+        .ask(
+            |seq| sockets::lookup_request(&conn, seq),
+            "the lookup of a socket",
+            |m| {
+                cookie = cookie.or(sockets::cookie_of(m, &conn));
+                Ok(())
+            },
+        )
+        .map_err(|e| crate::error_chain(&e))?;
+    let Some(cookie) = cookie else {
+        // No socket, or only the port's listener: the connection is closed already.
+        return found.or_else(gone_is_fine).map_err(|e| e.to_string());
+    };
+    let destroyed = link
+        .ask(
             |seq| sockets::destroy_request(&conn, cookie, seq),
             "the closing of a socket",
             |_| Ok(()),
-        ) {
-            Err(e) => Err(crate::error_chain(&e)),
-            Ok(Ok(())) => return,
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => return,
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Err(format!(
-                "this kernel cannot close sockets (built without CONFIG_INET_DIAG_DESTROY), \
-                 so the connection may resume if this host writes to it ({e})"
-            )),
-            Ok(Err(e)) => Err(e.to_string()),
-        },
-    };
-    if let Err(why) = closed {
-        problems.push(format!(
-            "could not close the TCP connection {flow} ({}:{}): {why}",
-            flow.src, flow.sport
-        ));
-    }
+        )
+        .map_err(|e| crate::error_chain(&e))?;
+    destroyed.or_else(gone_is_fine).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            format!(
+                "this kernel cannot close sockets (built without CONFIG_INET_DIAG_DESTROY), so \
+                 a connection may resume if this host writes to it ({e})"
+            )
+        } else {
+            e.to_string()
+        }
+    })
 }
 
 /// The flow into this host an entry stands for, or `None` when the entry is anything else
