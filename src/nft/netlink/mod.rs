@@ -1,8 +1,10 @@
-//! The ruleset IR as one nf_tables netlink batch, and the live table read back.
+//! The ruleset IR as one nf_tables netlink batch, the live table read back, and the flows
+//! of sources that lost access ended after an apply ([`conntrack`]).
 //!
 //! It drives libnftnl through `nftnl::nftnl_sys`. All of the FFI, and the only `unsafe` in
-//! pbxwall, is in `sys`: owned libnftnl objects, the expression builder, the batch and the
-//! socket, each with a safe interface. Everything that decides *what* is sent is plain
+//! pbxwall, is in `sys`: owned libnftnl objects, the expression builder, the batch, the
+//! nf_tables socket and a plain netlink socket for [`conntrack`], each with a safe
+//! interface. Everything that decides *what* is sent is plain
 //! Rust on top of them, under `deny(unsafe_code)`:
 //!
 //! * `plan`: the IR checked once (names kept as C strings, elements checked against their
