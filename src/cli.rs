@@ -90,11 +90,15 @@ pub enum Command {
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
-2 usage error, 3 applied but degraded (names left out or account files skipped).
+2 usage error, 3 applied but degraded (names left out, account files skipped, or running
+flows of sources that lost access not ended).
 
 Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
 still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
-addresses for [resolver] stale_grace_s (default 1 hour).";
+addresses for [resolver] stale_grace_s (default 1 hour).
+
+Whatever takes access away also ends the running TCP and UDP flows of the sources that
+lost it (their established connections and keepalives); the output says which.";
 
 impl Command {
     /// The command's name, as its binary is called.

@@ -132,6 +132,16 @@ impl Set {
     pub fn ranges(&self) -> impl Iterator<Item = AddrRange> + '_ {
         self.elements.iter().map(|e| e.range)
     }
+
+    /// The element whose range holds `addr`, found by binary search: the elements are
+    /// sorted and disjoint, so their ends are sorted too.
+    pub fn element_of(&self, addr: IpAddr) -> Option<&Element> {
+        let key = AddrRange::from_addr(addr);
+        let i = self
+            .elements
+            .partition_point(|e| (e.range.family, e.range.end) < (key.family, key.start));
+        self.elements.get(i).filter(|e| e.range.contains(addr))
+    }
 }
 
 /// A chain; `base` is set for chains hooked into netfilter.
@@ -273,8 +283,11 @@ impl Ruleset {
     /// Whether a NEW connection from `src` to `proto`/`dport` would be accepted by the input
     /// chain: rules are evaluated in order, as the kernel would for the first packet of a
     /// connection from another machine (arriving on a non-loopback interface, from none of
-    /// the host's own addresses). Used by the SSH lockout guard and to explain what a
-    /// ruleset opens.
+    /// the host's own addresses: trusted networks, the verdict maps and the chains they jump
+    /// to, media ports open to everyone). Used by the SSH lockout guard, to explain what a
+    /// ruleset opens, and to tell which running flows lost access
+    /// ([`crate::nft::netlink::conntrack`]), once per flow: set lookups are binary searches,
+    /// so the cost does not grow with the whitelist.
     pub fn accepts_new(&self, src: IpAddr, proto: L4Proto, dport: u16) -> bool {
         let src = src.to_canonical();
         self.chain(INPUT_CHAIN).is_some_and(|input| {
@@ -306,7 +319,7 @@ impl Ruleset {
                 && depth < 4
                 && let Some(target) = self
                     .set(map)
-                    .and_then(|s| s.elements.iter().find(|e| e.range.contains(src)))
+                    .and_then(|s| s.element_of(src))
                     .and_then(|e| e.jump.as_deref())
                     .and_then(|name| self.chain(name))
                 && let Some(v) = self.chain_accepts(target, src, proto, dport, depth + 1)
@@ -330,9 +343,7 @@ impl Ruleset {
             Match::Dport(p, range) => *p == proto && (range.first..=range.last).contains(&dport),
             Match::SaddrInSet(family, name) => {
                 Family::of(src) == *family
-                    && self
-                        .set(name)
-                        .is_some_and(|s| s.ranges().any(|r| r.contains(src)))
+                    && self.set(name).is_some_and(|s| s.element_of(src).is_some())
             }
         }
     }

@@ -1,7 +1,13 @@
 //! The apply pipeline every command that changes the firewall goes through: [`build`] (load
 //! the files, resolve names, compile), [`apply`] (one netlink transaction, then
-//! [`record_applied`]), and the two ways commands use them, [`rebuild_and_apply`] and
-//! [`change_then_apply`].
+//! [`record_applied`], then [`end_lost_flows`]), and the two ways commands use them,
+//! [`rebuild_and_apply`] and [`change_then_apply`].
+//!
+//! Whatever takes access away goes through here or through `ipchecker`'s element update,
+//! and both end the running flows of the sources that lost it ([`end_lost_flows`]): the
+//! input chain accepts established flows before it looks at the whitelist, so without that
+//! a removed source would keep what it has open. Failing to end them never undoes the
+//! apply: it is a warning and exit 3.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -11,9 +17,10 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 
 use super::context::{AppliedSummary, Ctx, Outcome};
-use super::lockout::guard_ssh_lockout;
+use super::lockout::{guard_ssh_lockout, own_ssh_flow};
 use crate::compile;
 use crate::model::{Account, Fqdn, Profiles, Settings};
+use crate::nft::netlink::conntrack;
 use crate::nft::{netlink, render};
 use crate::resolve::{self, NameState, Resolution};
 use crate::ruleset::Ruleset;
@@ -214,9 +221,83 @@ fn write_records(
     st.save(&ctx.paths, lock)
 }
 
-/// Applies a build in one netlink transaction and records it in the state folder.
-/// On error the previous ruleset is still live.
-pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool) -> Result<()> {
+/// What [`end_lost_flows`] did, for the command's output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowsEnded {
+    /// Result lines: the flows ended (`ended 2 flows of sources that lost access:
+    /// 192.0.2.10 tcp/22, ...`) and the SSH connection kept; empty when nothing was ended.
+    pub lines: Vec<String>,
+    /// Warnings: flows that could not be ended, or why none could.
+    pub problems: Vec<String>,
+}
+
+impl FlowsEnded {
+    /// Degraded when anything could not be ended.
+    pub fn outcome(&self) -> Outcome {
+        if self.problems.is_empty() {
+            Outcome::Done
+        } else {
+            Outcome::Degraded
+        }
+    }
+
+    /// Prints the lines (and records them in the audit log) and the warnings; returns
+    /// [`FlowsEnded::outcome`].
+    pub fn report(&self, ctx: &Ctx) -> Outcome {
+        for line in &self.lines {
+            ctx.say(line);
+            ctx.audit(line);
+        }
+        for p in &self.problems {
+            ctx.warn(p);
+        }
+        self.outcome()
+    }
+}
+
+/// Ends the running flows of the sources that `ruleset`, live now, no longer admits: every
+/// TCP or UDP flow into this host whose source could not open it again (see
+/// [`conntrack`]). This command's own SSH connection is left open and reported. Never an
+/// error: what fails is in [`FlowsEnded::problems`].
+pub fn end_lost_flows(ruleset: &Ruleset) -> FlowsEnded {
+    let keep = own_ssh_flow();
+    let mut out = FlowsEnded::default();
+    match conntrack::end_revoked_flows(ruleset, keep.as_ref()) {
+        Ok(ended) => {
+            out.lines.extend(ended.summary());
+            if let Some(kept) = ended.kept {
+                out.lines.push(format!(
+                    "kept this SSH session's connection ({kept}) although its source lost \
+                     access; it ends with the session"
+                ));
+            }
+            out.problems = ended.problems;
+        }
+        Err(e) => out.problems.push(format!(
+            "the ruleset is applied, but the running flows of sources that lost access could \
+             not be ended: {}; they stay open until they go quiet",
+            crate::error_chain(&e)
+        )),
+    }
+    out
+}
+
+/// Applies a build as [`apply_ruleset`] does and prints what ending the flows did; the
+/// outcome is degraded when some could not be ended.
+pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool) -> Result<Outcome> {
+    Ok(apply_ruleset(ctx, build, lock, force)?.report(ctx))
+}
+
+/// Applies a build in one netlink transaction, records it in the state folder, then ends
+/// the flows of the sources that lost access ([`end_lost_flows`]) and returns what that did
+/// for the caller to report. On error the previous ruleset is still live and no flow was
+/// touched.
+pub fn apply_ruleset(
+    ctx: &Ctx,
+    build: &Build,
+    lock: &StoreLock,
+    force: bool,
+) -> Result<FlowsEnded> {
     if !force {
         guard_ssh_lockout(&build.ruleset)?;
     }
@@ -248,15 +329,15 @@ pub fn apply(ctx: &Ctx, build: &Build, lock: &StoreLock, force: bool) -> Result<
         summary.accounts, summary.address_ranges
     ));
     ctx.report.borrow_mut().applied = Some(summary);
-    Ok(())
+    Ok(end_lost_flows(&build.ruleset))
 }
 
 /// Builds and applies under the caller's lock; prints problems. Used after every change.
 pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock, force: bool) -> Result<Outcome> {
     let b = build(ctx, Some(lock), Dns::Query)?;
     b.report_problems(ctx);
-    apply(ctx, &b, lock, force)?;
-    Ok(b.outcome())
+    let applied = apply(ctx, &b, lock, force)?;
+    Ok(b.outcome().worst(applied))
 }
 
 /// Runs `change` (which writes files), then rebuilds and applies; if applying fails, puts

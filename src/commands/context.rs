@@ -20,6 +20,17 @@ pub enum Outcome {
     Degraded,
 }
 
+impl Outcome {
+    /// The worse of two outcomes: degraded if either is.
+    pub fn worst(self, other: Outcome) -> Outcome {
+        if self == Outcome::Degraded || other == Outcome::Degraded {
+            Outcome::Degraded
+        } else {
+            Outcome::Done
+        }
+    }
+}
+
 /// A usage error: missing arguments without a terminal to ask on (exit 2).
 #[derive(Debug)]
 pub struct UsageError(pub String);

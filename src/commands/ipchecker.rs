@@ -8,6 +8,8 @@
 //! elements differs from what the files give ([`crate::diff`]: table flags, sets, chains,
 //! hooks, policies, rules changed behind pbxwall's back), or when the ruleset without its
 //! elements changed since the last apply (accounts or settings edited without a restart).
+//! After either kind of apply the running flows of the addresses that lost access are ended
+//! ([`end_lost_flows`]) and reported as one more change line.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,10 @@ use chrono::Local;
 use clap::Args;
 use serde::Serialize;
 
-use super::{Build, Ctx, Dns, Outcome, apply, build, guard_ssh_lockout, record_applied};
+use super::{
+    Build, Ctx, Dns, FlowsEnded, Outcome, apply_ruleset, build, end_lost_flows, guard_ssh_lockout,
+    record_applied,
+};
 use crate::cron::{self, CronSchedule};
 use crate::diff::{self, SetElements};
 use crate::nft::netlink::{self, SetChange};
@@ -29,7 +34,8 @@ use crate::store::{self, StoreLock};
 /// `ipchecker --help`: the failure policy, exit codes and the `--json` shape.
 pub const LONG_HELP: &str = "\
 Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
-2 usage error, 3 applied but degraded (names left out or stale, account files skipped).
+2 usage error, 3 applied but degraded (names left out or stale, account files skipped,
+running flows of addresses that lost access not ended).
 
 Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
 still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
@@ -37,7 +43,9 @@ addresses for [resolver] stale_grace_s (default 1 hour).
 
 Quiet unless something changed or failed. Changed addresses go in as set-element updates
 in one transaction; the whole table is applied only when it is missing or its rules
-changed. With --json it prints one object:
+changed. After either, the running flows of addresses that lost access (the old address
+of a name that moved) are ended, and a change line says which. With --json it prints one
+object:
   {\"apply\": \"none\" | \"elements\" | \"full\", \"netlink_writes\": 0,
    \"changes\": [\"...\"], \"problems\": [\"...\"]}";
 
@@ -140,7 +148,7 @@ fn check(
 ) -> Result<(CheckReport, Outcome)> {
     let b = build(ctx, Some(lock), Dns::Query)?;
     let mut changes = name_changes(&b, old_cache);
-    let problems = b.problems();
+    let mut problems = b.problems();
     let live = netlink::read_table().context("reading table inet pbxwall")?;
     let (st, _) = State::load(&ctx.paths);
     let recorded = st.applied.as_ref().map(|a| a.skeleton.as_str());
@@ -149,9 +157,11 @@ fn check(
     // The files' skeleton (the ruleset without elements) as recorded at the last apply: if
     // it changed, apply in full even when the live table happens to match.
     let same_skeleton = recorded == Some(render::skeleton(&b.ruleset).as_str());
+    // What ending the flows of sources that lost access did, after any apply.
+    let mut flows = FlowsEnded::default();
     let (apply_kind, writes) = if diff.missing {
         changes.push("table inet pbxwall was missing; applied the full ruleset".into());
-        full_apply(ctx, &b, lock, force)?
+        full_apply(ctx, &b, lock, force, &mut flows)?
     } else if diff.is_in_sync() && same_skeleton {
         ("none", 0)
     } else if diff.elements_only() && same_skeleton {
@@ -165,28 +175,40 @@ fn check(
         )?;
         record_applied(ctx, &b.ruleset, lock);
         changes.extend(diff.elements.iter().map(SetElements::update_line));
+        flows = end_lost_flows(&b.ruleset);
         ("elements", 1)
     } else {
         changes.push(
             "the ruleset changed beyond addresses since the last apply; applied it in full".into(),
         );
-        full_apply(ctx, &b, lock, force)?
+        full_apply(ctx, &b, lock, force, &mut flows)?
     };
+    let outcome = b.outcome().worst(flows.outcome());
+    changes.extend(flows.lines);
+    problems.extend(flows.problems);
     let report = CheckReport {
         apply: apply_kind,
         netlink_writes: writes,
         changes,
         problems,
     };
-    Ok((report, b.outcome()))
+    Ok((report, outcome))
 }
 
-fn full_apply(ctx: &Ctx, b: &Build, lock: &StoreLock, force: bool) -> Result<(&'static str, u32)> {
+/// Applies the whole build quietly; what ending the flows did goes into `flows`, for the
+/// report's change lines and problems.
+fn full_apply(
+    ctx: &Ctx,
+    b: &Build,
+    lock: &StoreLock,
+    force: bool,
+    flows: &mut FlowsEnded,
+) -> Result<(&'static str, u32)> {
     let quiet = Ctx {
         quiet: true,
         ..ctx.clone()
     };
-    apply(&quiet, b, lock, force)?;
+    *flows = apply_ruleset(&quiet, b, lock, force)?;
     Ok(("full", 1))
 }
 

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 
+use crate::nft::netlink::conntrack::Flow;
 use crate::ruleset::{L4Proto, Ruleset};
 
 /// The SSH session this command runs in: the client's address and the server's port, from
@@ -14,12 +15,29 @@ pub fn ssh_session() -> Option<(IpAddr, u16)> {
 }
 
 fn parse_ssh_connection(s: &str) -> Option<(IpAddr, u16)> {
+    parse_ssh_flow(s).map(|f| (f.src, f.dport))
+}
+
+/// The TCP connection this command's SSH session runs over, from `SSH_CONNECTION`: ending
+/// the flows of sources that lost access leaves it open (reported), so a `--force` past the
+/// guard below does not cut the command off half way.
+pub(crate) fn own_ssh_flow() -> Option<Flow> {
+    parse_ssh_flow(&std::env::var("SSH_CONNECTION").ok()?)
+}
+
+fn parse_ssh_flow(s: &str) -> Option<Flow> {
     let mut parts = s.split_whitespace();
     let client: IpAddr = parts.next()?.parse().ok()?;
-    let _client_port = parts.next()?;
-    let _server = parts.next()?;
+    let client_port: u16 = parts.next()?.parse().ok()?;
+    let server: IpAddr = parts.next()?.parse().ok()?;
     let port: u16 = parts.next()?.parse().ok()?;
-    Some((client.to_canonical(), port))
+    Some(Flow {
+        src: client.to_canonical(),
+        sport: client_port,
+        proto: L4Proto::Tcp,
+        dst: server.to_canonical(),
+        dport: port,
+    })
 }
 
 /// Refuses a ruleset that would stop this SSH session's client from opening a new
@@ -56,6 +74,12 @@ mod tests {
             Some(("2001:db8::7".parse().unwrap(), 22))
         );
         assert_eq!(parse_ssh_connection(""), None);
+        let flow = parse_ssh_flow("::ffff:203.0.113.7 52314 ::ffff:192.0.2.1 2222").unwrap();
+        assert_eq!(flow.to_string(), "203.0.113.7 tcp/2222");
+        assert_eq!(
+            (flow.sport, flow.dst),
+            (52314, "192.0.2.1".parse().unwrap())
+        );
         assert_eq!(parse_ssh_connection("garbage here"), None);
     }
 }

@@ -21,8 +21,8 @@ mod context;
 mod lockout;
 
 pub use apply::{
-    Build, Dns, LAST_APPLIED, apply, build, change_then_apply, join_addrs, rebuild_and_apply,
-    record_applied,
+    Build, Dns, FlowsEnded, LAST_APPLIED, apply, apply_ruleset, build, change_then_apply,
+    end_lost_flows, join_addrs, rebuild_and_apply, record_applied,
 };
 pub use context::{AppliedSummary, CommandReport, Ctx, Outcome, UsageError, exit_code};
 pub(crate) use lockout::guard_ssh_lockout;

@@ -28,6 +28,6 @@ pub fn restart(ctx: &Ctx, args: RestartArgs) -> Result<Outcome> {
     let lock = ctx.lock()?;
     let b = build(ctx, Some(&lock), Dns::Query)?;
     b.report_problems(ctx);
-    apply(ctx, &b, &lock, args.force)?;
-    Ok(b.outcome())
+    let applied = apply(ctx, &b, &lock, args.force)?;
+    Ok(b.outcome().worst(applied))
 }

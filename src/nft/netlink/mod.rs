@@ -1,15 +1,21 @@
-//! The ruleset IR as one nf_tables netlink batch, and the live table read back.
+//! The ruleset IR as one nf_tables netlink batch, the live table read back, and the flows
+//! of sources that lost access ended after an apply ([`conntrack`]).
 //!
 //! It drives libnftnl through `nftnl::nftnl_sys`. All of the FFI, and the only `unsafe` in
-//! pbxwall, is in `sys`: owned libnftnl objects, the expression builder, the batch and the
-//! socket, each with a safe interface. Everything that decides *what* is sent is plain
+//! pbxwall, is in `sys`: owned libnftnl objects, the expression builder, the batch, the
+//! nf_tables socket and a plain netlink socket for [`conntrack`], each with a safe
+//! interface. Everything that decides *what* is sent is plain
 //! Rust on top of them, under `deny(unsafe_code)`:
 //!
 //! * `plan`: the IR checked once (names kept as C strings, elements checked against their
 //!   set, sets numbered for the batch) and the replace batch as a list of named steps;
 //! * `elements`: sets and their elements on the wire (nft's interval encoding, both ways);
 //! * `expr`: rules as expressions (the `check_*` helpers) and rule fingerprints;
-//! * `read`: the dumps of the live table and what they become ([`LiveTable`]).
+//! * `read`: the dumps of the live table and what they become ([`LiveTable`]);
+//! * [`conntrack`]: after an apply, ending the flows of sources that lost access
+//!   (ctnetlink, with rtnetlink for this host's addresses and `sock_diag` to close TCP
+//!   sockets; its messages are written and read in safe Rust, only the socket I/O is in
+//!   `sys`).
 //!
 //! # What [`apply`] sends
 //!
@@ -91,6 +97,7 @@ use nftnl::nftnl_sys as attr;
 use crate::addrset::Family;
 use crate::ruleset::{Element, Ruleset, SetKind, TABLE_NAME, Verdict};
 
+pub mod conntrack;
 mod elements;
 mod expr;
 mod plan;

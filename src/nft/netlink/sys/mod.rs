@@ -7,6 +7,8 @@
 //! that hand out borrowed views of a rule's expressions or a set's elements only for the
 //! length of one callback, a [`Batch`] that writes every message itself and a [`Socket`]
 //! that sends requests and batches and checks every answer's length before parsing it.
+//! A [`RawSocket`] sends and receives plain byte buffers for the conntrack module, which
+//! writes and reads those messages itself.
 //!
 //! Attribute ids (`NFTNL_TABLE_NAME`, `NFTNL_EXPR_META_KEY`, ...) are the plain constants
 //! of `nftnl::nftnl_sys`; using them needs no `unsafe`.
@@ -24,9 +26,11 @@ use nftnl::nftnl_sys as ffi;
 use super::{NetlinkError, Result};
 
 mod batch;
+mod raw;
 mod socket;
 
 pub(super) use batch::{Batch, Obj};
+pub(super) use raw::{Protocol, RawSocket};
 pub(super) use socket::{CommitError, Reply, RequestError, Socket};
 
 /// The libnftnl functions of one object type (table, chain, rule, set); they all share
