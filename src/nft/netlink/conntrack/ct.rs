@@ -119,14 +119,26 @@ pub(super) fn dump_request(seq: u32) -> Vec<u8> {
 /// entry holding the tuple has another id); without, whatever entry holds the tuple in
 /// either direction. Acknowledged.
 pub(super) fn delete_request(entry: &Entry, by_id: bool, seq: u32) -> Vec<u8> {
-    let t = entry.orig;
+    let m = MsgBuilder::new(SUBSYS << 8 | MSG_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq)
+        .header(&nfgenmsg(family_of(entry.orig.src)));
+    let mut m = put_tuple(m, CTA_TUPLE_ORIG, &entry.orig);
+    if let Some(zone) = entry.zone {
+        m = m.attr(CTA_ZONE, &zone.to_be_bytes());
+    }
+    if by_id && let Some(id) = entry.id {
+        m = m.attr(CTA_ID, &id.to_be_bytes());
+    }
+    m.finish()
+}
+
+/// Adds `t` as the nested tuple attribute `ty` (`CTA_TUPLE_ORIG` or `CTA_TUPLE_REPLY`):
+/// addresses, then protocol and ports, as ctnetlink nests them.
+fn put_tuple(m: MsgBuilder, ty: u16, t: &Tuple) -> MsgBuilder {
     let (src_attr, dst_attr) = match t.src {
         IpAddr::V4(_) => (CTA_IP_V4_SRC, CTA_IP_V4_DST),
         IpAddr::V6(_) => (CTA_IP_V6_SRC, CTA_IP_V6_DST),
     };
-    let mut m = MsgBuilder::new(SUBSYS << 8 | MSG_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq)
-        .header(&nfgenmsg(family_of(t.src)))
-        .begin_nest(CTA_TUPLE_ORIG)
+    m.begin_nest(ty)
         .begin_nest(CTA_TUPLE_IP)
         .attr(src_attr, &octets(t.src))
         .attr(dst_attr, &octets(t.dst))
@@ -136,14 +148,7 @@ pub(super) fn delete_request(entry: &Entry, by_id: bool, seq: u32) -> Vec<u8> {
         .attr(CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes())
         .attr(CTA_PROTO_DST_PORT, &t.dport.to_be_bytes())
         .end_nest()
-        .end_nest();
-    if let Some(zone) = entry.zone {
-        m = m.attr(CTA_ZONE, &zone.to_be_bytes());
-    }
-    if by_id && let Some(id) = entry.id {
-        m = m.attr(CTA_ID, &id.to_be_bytes());
-    }
-    m.finish()
+        .end_nest()
 }
 
 fn octets(addr: IpAddr) -> Vec<u8> {
@@ -242,27 +247,10 @@ pub(super) mod tests {
 
     /// An entry as the kernel dumps it (nested flags set, status and id big-endian).
     fn dumped(e: &Entry) -> Vec<u8> {
-        fn put(m: MsgBuilder, ty: u16, t: &Tuple) -> MsgBuilder {
-            let (s, d) = match t.src {
-                IpAddr::V4(_) => (CTA_IP_V4_SRC, CTA_IP_V4_DST),
-                IpAddr::V6(_) => (CTA_IP_V6_SRC, CTA_IP_V6_DST),
-            };
-            m.begin_nest(ty)
-                .begin_nest(CTA_TUPLE_IP)
-                .attr(s, &octets(t.src))
-                .attr(d, &octets(t.dst))
-                .end_nest()
-                .begin_nest(CTA_TUPLE_PROTO)
-                .attr(CTA_PROTO_NUM, &[t.proto])
-                .attr(CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes())
-                .attr(CTA_PROTO_DST_PORT, &t.dport.to_be_bytes())
-                .end_nest()
-                .end_nest()
-        }
         let mut m =
             MsgBuilder::new(SUBSYS << 8 | MSG_NEW, 2, 9).header(&nfgenmsg(family_of(e.orig.src)));
-        m = put(m, CTA_TUPLE_ORIG, &e.orig);
-        m = put(m, CTA_TUPLE_REPLY, &e.reply);
+        m = put_tuple(m, CTA_TUPLE_ORIG, &e.orig);
+        m = put_tuple(m, CTA_TUPLE_REPLY, &e.reply);
         m = m.attr(CTA_STATUS, &e.status.to_be_bytes());
         if let Some(id) = e.id {
             m = m.attr(CTA_ID, &id.to_be_bytes());

@@ -106,32 +106,40 @@ impl RawSocket {
     /// Receives one datagram into `buf` (its whole length is offered) and returns the part
     /// received. A datagram larger than `buf` is an error, never silently cut.
     pub(in crate::nft::netlink) fn recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
-        loop {
-            // SAFETY: valid socket; `buf` is writable for its length. MSG_TRUNC makes the
-            // kernel return the datagram's real length, checked below.
-            let rc = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_TRUNC,
-                )
-            };
-            if rc < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
+        // SAFETY: valid socket; `buf` is writable for its length.
+        let n = unsafe { recv_whole(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) }?;
+        Ok(&buf[..n])
+    }
+}
+
+/// One `recv(2)` of a whole datagram into the `len` bytes at `buf`, retried when
+/// interrupted. `MSG_TRUNC` makes the kernel return the datagram's real length, so one larger
+/// than the buffer is an error, never silently cut. Returns the length received.
+///
+/// # Safety
+/// `fd` must be an open socket and `buf` writable for `len` bytes.
+pub(super) unsafe fn recv_whole(
+    fd: std::os::fd::RawFd,
+    buf: *mut std::ffi::c_void,
+    len: usize,
+    flags: std::ffi::c_int,
+) -> io::Result<usize> {
+    loop {
+        // SAFETY: the caller guarantees `fd` and `len` writable bytes at `buf`.
+        let rc = unsafe { libc::recv(fd, buf, len, flags | libc::MSG_TRUNC) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            let n = rc as usize;
-            if n > buf.len() {
-                return Err(io::Error::other(format!(
-                    "netlink message of {n} bytes does not fit the {}-byte buffer",
-                    buf.len()
-                )));
-            }
-            return Ok(&buf[..n]);
+            return Err(err);
         }
+        let n = rc as usize;
+        if n > len {
+            return Err(io::Error::other(format!(
+                "netlink message of {n} bytes does not fit the {len}-byte buffer"
+            )));
+        }
+        return Ok(n);
     }
 }

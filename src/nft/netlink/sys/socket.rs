@@ -414,32 +414,9 @@ impl Socket {
 
     /// One `recv` into the receive buffer; returns the number of bytes.
     fn recv(&mut self, flags: c_int) -> io::Result<usize> {
-        loop {
-            let cap = self.rbuf.len();
-            // SAFETY: valid socket; the buffer is writable for `cap` bytes.
-            let rc = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.rbuf.as_mut_ptr(),
-                    cap,
-                    flags | libc::MSG_TRUNC,
-                )
-            };
-            if rc < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
-            }
-            let n = rc as usize;
-            if n > cap {
-                return Err(io::Error::other(format!(
-                    "netlink message of {n} bytes does not fit the {cap}-byte buffer"
-                )));
-            }
-            return Ok(n);
-        }
+        let cap = self.rbuf.len();
+        // SAFETY: valid socket; the buffer is writable for `cap` bytes.
+        unsafe { super::raw::recv_whole(self.fd.as_raw_fd(), self.rbuf.as_mut_ptr(), cap, flags) }
     }
 
     /// Sends the batch with one `sendmsg` and reads back what the kernel queued.
