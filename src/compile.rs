@@ -565,6 +565,24 @@ pub(crate) mod tests {
         crate::store::builtin_profiles()
     }
 
+    /// `joe`: 203.0.113.7 and 2001:db8::/48 with sip-udp.
+    pub(crate) fn joe_sip_udp() -> Account {
+        account(
+            "joe",
+            &["203.0.113.7/32", "2001:db8::/48"],
+            &[],
+            &["sip-udp"],
+        )
+    }
+
+    /// The default settings with `trusted` = `[net]`.
+    pub(crate) fn trusting(net: &str) -> Settings {
+        Settings {
+            trusted: vec![net.parse().unwrap()],
+            ..Settings::default()
+        }
+    }
+
     pub(crate) fn account(
         name: &str,
         addrs: &[&str],
@@ -803,10 +821,7 @@ pub(crate) mod tests {
     fn spoofed_own_addresses_are_dropped_right_after_lo_for_every_account() {
         // An account whitelisting the host's own addresses with every service, as `init`
         // makes `pbx-self`, and a trusted LAN holding them too: neither comes before the drop.
-        let settings = Settings {
-            trusted: vec!["2001:db8::/64".parse().unwrap()],
-            ..Settings::default()
-        };
+        let settings = trusting("2001:db8::/64");
         let accounts = [account(
             "pbx-self",
             &["192.0.2.1/32", "2001:db8::1/128"],
@@ -840,17 +855,9 @@ pub(crate) mod tests {
     fn accepts_new_follows_the_rules() {
         use crate::ruleset::L4Proto::{Tcp, Udp};
         let ps = shipped_profiles();
-        let settings = Settings {
-            trusted: vec!["198.51.100.0/28".parse().unwrap()],
-            ..Settings::default()
-        };
+        let settings = trusting("198.51.100.0/28");
         let accounts = [
-            account(
-                "joe",
-                &["203.0.113.7/32", "2001:db8::/48"],
-                &[],
-                &["sip-udp"],
-            ),
+            joe_sip_udp(),
             account("admin", &["192.0.2.10/32"], &[], &["ssh"]),
         ];
         let rs = compile(&settings, &ps, &accounts, &Resolved::new());

@@ -155,6 +155,42 @@ pub struct Chain {
     pub rules: Vec<Rule>,
 }
 
+#[cfg(test)]
+impl Chain {
+    /// The input base chain (hook input, policy drop) with `rules`, for the unit tests'
+    /// hand-built rulesets.
+    pub(crate) fn input_dropping(rules: Vec<Rule>) -> Chain {
+        Chain {
+            name: INPUT_CHAIN.into(),
+            base: Some(BaseChain {
+                priority: INPUT_PRIORITY,
+                policy: Verdict::Drop,
+            }),
+            rules,
+        }
+    }
+
+    /// `chain NAME { tcp dport PORT accept }`: a regular chain as a verdict map element
+    /// jumps to, for the unit tests' hand-built rulesets.
+    pub(crate) fn accepting_tcp_port(name: &str, port: u16) -> Chain {
+        Chain {
+            name: name.into(),
+            base: None,
+            rules: vec![Rule {
+                matches: vec![Match::Dport(
+                    L4Proto::Tcp,
+                    PortRange {
+                        first: port,
+                        last: port,
+                    },
+                )],
+                verdict: Some(Verdict::Accept),
+                ..Rule::default()
+            }],
+        }
+    }
+}
+
 /// Hook parameters of a base chain. pbxwall only uses hook input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BaseChain {

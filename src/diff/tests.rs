@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::addrset::AddrRange;
-use crate::ruleset::{L4Proto, Match, PortRange, Rule};
+use crate::ruleset::{Match, Rule};
 
 fn host(addr: &str, jump: &str) -> Element {
     Element {
@@ -35,39 +35,18 @@ fn want() -> Ruleset {
             },
         ],
         chains: vec![
-            Chain {
-                name: "input".into(),
-                base: Some(BaseChain {
-                    priority: 0,
-                    policy: Verdict::Drop,
-                }),
-                rules: vec![
-                    Rule {
-                        matches: vec![Match::Loopback],
-                        verdict: Some(Verdict::Accept),
-                        ..Rule::default()
-                    },
-                    Rule {
-                        saddr_vmap: Some((Family::V4, "hosts_v4".into())),
-                        ..Rule::default()
-                    },
-                ],
-            },
-            Chain {
-                name: "allow_ssh".into(),
-                base: None,
-                rules: vec![Rule {
-                    matches: vec![Match::Dport(
-                        L4Proto::Tcp,
-                        PortRange {
-                            first: 22,
-                            last: 22,
-                        },
-                    )],
+            Chain::input_dropping(vec![
+                Rule {
+                    matches: vec![Match::Loopback],
                     verdict: Some(Verdict::Accept),
                     ..Rule::default()
-                }],
-            },
+                },
+                Rule {
+                    saddr_vmap: Some((Family::V4, "hosts_v4".into())),
+                    ..Rule::default()
+                },
+            ]),
+            Chain::accepting_tcp_port("allow_ssh", 22),
         ],
     }
 }

@@ -125,24 +125,16 @@ fn strip_counter_values(line: &str) -> String {
 mod tests {
     use super::*;
     use crate::compile::compile;
-    use crate::compile::tests::{account, shipped_profiles};
-    use crate::model::{RtpFrom, Settings};
+    use crate::compile::tests::{account, joe_sip_udp, shipped_profiles, trusting};
+    use crate::model::RtpFrom;
 
     #[test]
     fn golden_ruleset() {
         let ps = shipped_profiles();
-        let settings = Settings {
-            trusted: vec!["192.0.2.0/28".parse().unwrap()],
-            ..Settings::default()
-        };
+        let settings = trusting("192.0.2.0/28");
         assert_eq!(settings.rtp.from, RtpFrom::Any);
         let accounts = [
-            account(
-                "joe",
-                &["203.0.113.7/32", "2001:db8::/48"],
-                &[],
-                &["sip-udp"],
-            ),
+            joe_sip_udp(),
             account("all", &["198.51.100.0/28"], &[], &["0"]),
         ];
         let mut accounts = accounts.to_vec();

@@ -476,6 +476,25 @@ mod tests {
     use super::super::test_support::*;
     use super::*;
 
+    /// [`classify`] of `sip.example.test`.
+    fn classify_sip(
+        fresh: &Fresh,
+        cached: Option<&CacheEntry>,
+        now: DateTime<Utc>,
+        grace: Duration,
+    ) -> (CacheEntry, NameResult) {
+        classify(&name("sip.example.test"), fresh, cached, now, grace)
+    }
+
+    /// [`classify_sip`] when the name resolved to both families at T0.
+    fn classify_sip_after_t0(
+        fresh: &Fresh,
+        now: DateTime<Utc>,
+        grace: Duration,
+    ) -> (CacheEntry, NameResult) {
+        classify_sip(fresh, Some(&resolved_at_t0()), now, grace)
+    }
+
     #[test]
     fn screen_drops_special_purpose_addresses_and_caps_the_rest() {
         let mut f = fresh(
@@ -584,8 +603,7 @@ mod tests {
     fn nxdomain_removes_the_remembered_addresses() {
         let cached = resolved_at_t0();
         let now = t("2026-11-22T10:05:00Z");
-        let (entry, r) = classify(
-            &name("sip.example.test"),
+        let (entry, r) = classify_sip(
             &fresh(Answer::NxDomain, Answer::NxDomain),
             Some(&cached),
             now,
@@ -609,8 +627,7 @@ mod tests {
             })
         );
         // A timeout afterwards does not bring the forgotten addresses back.
-        let (_, r) = classify(
-            &name("sip.example.test"),
+        let (_, r) = classify_sip(
             &fresh(timeout(), timeout()),
             Some(&entry),
             now + TimeDelta::seconds(60),
@@ -655,13 +672,7 @@ mod tests {
     fn timeout_keeps_addresses_within_the_grace() {
         let cached = resolved_at_t0();
         let now = t("2026-11-22T10:59:59Z");
-        let (entry, r) = classify(
-            &name("sip.example.test"),
-            &fresh(timeout(), timeout()),
-            Some(&cached),
-            now,
-            HOUR,
-        );
+        let (entry, r) = classify_sip(&fresh(timeout(), timeout()), Some(&cached), now, HOUR);
         assert_eq!(
             r.state,
             NameState::Stale {
@@ -688,13 +699,7 @@ mod tests {
     fn timeout_drops_addresses_once_the_grace_has_passed() {
         let cached = resolved_at_t0();
         let now = t("2026-11-22T11:00:00Z"); // exactly one grace later
-        let (entry, r) = classify(
-            &name("sip.example.test"),
-            &fresh(servfail(), servfail()),
-            Some(&cached),
-            now,
-            HOUR,
-        );
+        let (entry, r) = classify_sip(&fresh(servfail(), servfail()), Some(&cached), now, HOUR);
         assert!(r.addrs().is_empty());
         assert_eq!(
             r.state,
@@ -707,8 +712,7 @@ mod tests {
         assert!(entry.v4.addrs.is_empty() && entry.v6.addrs.is_empty());
         assert_eq!(entry.v4.resolved_at, Some(t(T0)));
         // And the next failure does not resurrect them.
-        let (_, r) = classify(
-            &name("sip.example.test"),
+        let (_, r) = classify_sip(
             &fresh(servfail(), servfail()),
             Some(&entry),
             now + TimeDelta::seconds(1),
@@ -724,13 +728,7 @@ mod tests {
 
     #[test]
     fn zero_grace_never_keeps() {
-        let (_, r) = classify(
-            &name("sip.example.test"),
-            &fresh(timeout(), timeout()),
-            Some(&resolved_at_t0()),
-            t(T0),
-            Duration::ZERO,
-        );
+        let (_, r) = classify_sip_after_t0(&fresh(timeout(), timeout()), t(T0), Duration::ZERO);
         assert!(r.addrs().is_empty());
         assert!(matches!(r.state, NameState::LeftOut { .. }));
     }
@@ -759,8 +757,7 @@ mod tests {
     fn one_family_failing_keeps_that_family_only() {
         let cached = resolved_at_t0();
         let now = t("2026-11-22T10:30:00Z");
-        let (entry, r) = classify(
-            &name("sip.example.test"),
+        let (entry, r) = classify_sip(
             &fresh(servfail(), Answer::Addrs(vec![v6("2001:db8::11")], 30)),
             Some(&cached),
             now,
@@ -780,8 +777,7 @@ mod tests {
         assert_eq!(entry.v6.resolved_at, Some(now));
 
         // The failing family with a negative other family: stale on its own.
-        let (_, r) = classify(
-            &name("sip.example.test"),
+        let (_, r) = classify_sip(
             &fresh(servfail(), Answer::NoRecords),
             Some(&cached),
             now,
@@ -794,8 +790,7 @@ mod tests {
 
     #[test]
     fn failing_family_without_history_next_to_a_fresh_one_is_ok() {
-        let (entry, r) = classify(
-            &name("sip.example.test"),
+        let (entry, r) = classify_sip(
             &fresh(Answer::Addrs(vec![v4("192.0.2.10")], 60), servfail()),
             None,
             t(T0),
@@ -810,8 +805,7 @@ mod tests {
     fn stale_since_is_the_older_family() {
         let mut cached = resolved_at_t0();
         cached.v6.resolved_at = Some(t("2026-11-22T09:30:00Z"));
-        let (_, r) = classify(
-            &name("sip.example.test"),
+        let (_, r) = classify_sip(
             &fresh(timeout(), servfail()),
             Some(&cached),
             t("2026-11-22T10:10:00Z"),
@@ -825,8 +819,7 @@ mod tests {
             }
         );
         // Twenty-one minutes later the AAAA side is past the grace, the A side is not.
-        let (entry, r) = classify(
-            &name("sip.example.test"),
+        let (entry, r) = classify_sip(
             &fresh(timeout(), servfail()),
             Some(&cached),
             t("2026-11-22T10:31:00Z"),
@@ -846,10 +839,8 @@ mod tests {
 
     #[test]
     fn nxdomain_in_one_family_means_the_name_is_gone() {
-        let (entry, r) = classify(
-            &name("sip.example.test"),
+        let (entry, r) = classify_sip_after_t0(
             &fresh(Answer::NxDomain, timeout()),
-            Some(&resolved_at_t0()),
             t("2026-11-22T10:01:00Z"),
             HOUR,
         );
@@ -865,8 +856,7 @@ mod tests {
             }
         );
         // Servers disagreeing: fresh addresses of the other family are still used.
-        let (_, r) = classify(
-            &name("sip.example.test"),
+        let (_, r) = classify_sip(
             &fresh(Answer::NxDomain, Answer::Addrs(vec![v6("2001:db8::12")], 5)),
             None,
             t(T0),
@@ -880,17 +870,10 @@ mod tests {
     fn a_clock_set_back_counts_the_grace_from_now() {
         let cached = resolved_at_t0();
         let now = t("2026-11-22T08:00:00Z"); // two hours before the last resolution
-        let (entry, r) = classify(
-            &name("sip.example.test"),
-            &fresh(timeout(), timeout()),
-            Some(&cached),
-            now,
-            HOUR,
-        );
+        let (entry, r) = classify_sip(&fresh(timeout(), timeout()), Some(&cached), now, HOUR);
         assert_eq!(r.v4, [v4("192.0.2.10")]);
         assert_eq!(entry.v4.resolved_at, Some(now));
-        let (_, r) = classify(
-            &name("sip.example.test"),
+        let (_, r) = classify_sip(
             &fresh(timeout(), timeout()),
             Some(&entry),
             now + TimeDelta::seconds(3600),
@@ -904,15 +887,12 @@ mod tests {
 
     #[test]
     fn last_error_is_history() {
-        let (entry, _) = classify(
-            &name("sip.example.test"),
+        let (entry, _) = classify_sip_after_t0(
             &fresh(timeout(), timeout()),
-            Some(&resolved_at_t0()),
             t("2026-11-22T10:01:00Z"),
             HOUR,
         );
-        let (entry, r) = classify(
-            &name("sip.example.test"),
+        let (entry, r) = classify_sip(
             &fresh(Answer::Addrs(vec![v4("192.0.2.10")], 60), Answer::NoRecords),
             Some(&entry),
             t("2026-11-22T10:02:00Z"),
@@ -930,10 +910,8 @@ mod tests {
 
     #[test]
     fn name_result_json() {
-        let (_, r) = classify(
-            &name("sip.example.test"),
+        let (_, r) = classify_sip_after_t0(
             &fresh(timeout(), timeout()),
-            Some(&resolved_at_t0()),
             t("2026-11-22T10:01:00Z"),
             HOUR,
         );

@@ -390,7 +390,7 @@ mod tests {
     use crate::addrset::{AddrRange, Family};
     use crate::nft::netlink::LiveHook;
     use crate::nft::netlink::read::SnapSet;
-    use crate::ruleset::{BaseChain, Element, L4Proto, Match, PortRange, SetKind, Verdict};
+    use crate::ruleset::{Element, L4Proto, Match, PortRange, SetKind, Verdict};
 
     /// `trusted_v4` and a host map `hosts_v4`; chain `input` (trusted accepted, then the
     /// map) and `allow_ssh`.
@@ -410,39 +410,18 @@ mod tests {
                 },
             ],
             chains: vec![
-                ruleset::Chain {
-                    name: "input".into(),
-                    base: Some(BaseChain {
-                        priority: 0,
-                        policy: Verdict::Drop,
-                    }),
-                    rules: vec![
-                        Rule {
-                            matches: vec![Match::SaddrInSet(Family::V4, "trusted_v4".into())],
-                            verdict: Some(Verdict::Accept),
-                            ..Rule::default()
-                        },
-                        Rule {
-                            saddr_vmap: Some((Family::V4, "hosts_v4".into())),
-                            ..Rule::default()
-                        },
-                    ],
-                },
-                ruleset::Chain {
-                    name: "allow_ssh".into(),
-                    base: None,
-                    rules: vec![Rule {
-                        matches: vec![Match::Dport(
-                            L4Proto::Tcp,
-                            PortRange {
-                                first: 22,
-                                last: 22,
-                            },
-                        )],
+                ruleset::Chain::input_dropping(vec![
+                    Rule {
+                        matches: vec![Match::SaddrInSet(Family::V4, "trusted_v4".into())],
                         verdict: Some(Verdict::Accept),
                         ..Rule::default()
-                    }],
-                },
+                    },
+                    Rule {
+                        saddr_vmap: Some((Family::V4, "hosts_v4".into())),
+                        ..Rule::default()
+                    },
+                ]),
+                ruleset::Chain::accepting_tcp_port("allow_ssh", 22),
             ],
         }
     }
