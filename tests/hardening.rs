@@ -141,6 +141,17 @@ fn state_folder_that_cannot_be_written(spoil: fn(&Tmpfs)) {
             Probe::tcp("203.0.113.10", 22, true),
         ],
     );
+    // The boot file never admits a source the live ruleset no longer admits: it was
+    // rewritten or removed, unless the folder is read-only (then the warning says so).
+    let boot = std::fs::read_to_string(cfg.state_dir().join("last-applied.nft"));
+    match boot {
+        Ok(text) if text.contains("192.0.2.10") => assert!(
+            stderr(&out).contains("still holds an older ruleset and could not be removed"),
+            "{}",
+            show(&out)
+        ),
+        _ => {}
+    }
 
     common::nft_ok(topo.pbx_ns(), "flush ruleset\n");
     let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
@@ -163,6 +174,37 @@ fn a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table(
 
 fn a_full_state_folder_never_blocks_removing_access_or_restoring_the_table() {
     state_folder_that_cannot_be_written(Tmpfs::fill);
+}
+
+fn the_audit_log_is_never_appended_through_a_symbolic_link() {
+    let ns = common::Netns::new();
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = []\n");
+    std::fs::create_dir_all(cfg.state_dir()).unwrap();
+    let target = cfg.root().join("elsewhere");
+    std::fs::write(&target, "untouched\n").unwrap();
+    std::os::unix::fs::symlink(&target, cfg.state_dir().join("audit.log")).unwrap();
+    let out = cfg.run(
+        Some(ns.name()),
+        "add-ip",
+        ["joe", "192.0.2.10", "--allow", "ssh"],
+    );
+    assert_exit(&out, 0, "add-ip with audit.log a symbolic link");
+    assert!(
+        stderr(&out).contains("could not write the audit log"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
+    let mode = |p: &str| {
+        std::fs::metadata(cfg.root().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("config/accounts/joe.toml"), 0o640);
+    assert_eq!(mode("state/last-applied.nft"), 0o600);
 }
 
 /// `pbxwall init EXTRA... --asterisk-dir DIR --sshd-config FILE` in the pbx namespace, with
@@ -463,6 +505,7 @@ common::test_main! {
         a_base_chain_moved_to_another_hook_is_drift_and_repaired,
         a_read_only_state_folder_never_blocks_removing_access_or_restoring_the_table,
         a_full_state_folder_never_blocks_removing_access_or_restoring_the_table,
+        the_audit_log_is_never_appended_through_a_symbolic_link,
         init_refuses_an_rtp_range_over_the_service_ports,
         init_leaves_an_account_file_it_cannot_parse_alone,
         account_files_others_could_write_are_not_applied,
