@@ -371,6 +371,58 @@ fn imported_accounts_admit_what_the_old_rules_did() {
     );
 }
 
+/// The import applies through the same guard as add-ip: a session whose client the imported
+/// accounts would lock out is refused, and an apply the kernel refuses leaves no account
+/// file behind.
+fn import_is_guarded_and_writes_nothing_when_the_apply_fails() {
+    let topo = Topology::new();
+    let cfg = TempConfig::new();
+    cfg.write("profiles/paging.toml", PAGING_PROFILE);
+    let files = old_files(&cfg);
+    let ns = Some(topo.pbx_ns());
+    let accounts = || {
+        std::fs::read_dir(cfg.config_dir().join("accounts"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+
+    let stranger = [("SSH_CONNECTION", "2001:db8:1::10 40000 2001:db8::1 22")];
+    let out = cfg.run_env(ns, "pbxwall", args(&files, &[]), &stranger);
+    assert_exit(&out, 1, "import from a session it would lock out");
+    assert!(
+        stderr(&out).contains(
+            "refusing to apply: your SSH client 2001:db8:1::10 could no longer reach tcp port 22"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(accounts(), 0, "no account file left");
+
+    // Without CAP_NET_ADMIN the kernel refuses the apply: exit 1, no account file.
+    let setpriv = common::tool_path("setpriv");
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        "--bounding-set=-net_admin".into(),
+        "--inh-caps=-net_admin".into(),
+        "--".into(),
+        common::bin("pbxwall").into(),
+    ];
+    argv.extend(args(&files, &[]).into_iter().map(Into::into));
+    let out = cfg.run_program(ns, &setpriv, argv, &[]);
+    assert_exit(&out, 1, "import without CAP_NET_ADMIN");
+    assert!(
+        stderr(&out).contains("the change was not saved"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(accounts(), 0, "no account file left");
+
+    // The admin's own session (ssh imported for 203.0.113.10) may import.
+    let admin = [("SSH_CONNECTION", "203.0.113.10 40000 192.0.2.1 22")];
+    let out = cfg.run_env(ns, "pbxwall", args(&files, &[]), &admin);
+    assert_exit(&out, 0, "import from the admin's session");
+    assert_eq!(accounts(), 8);
+}
+
 common::test_main! {
     Needs::NOTHING => [
         bad_files_are_refused_with_file_and_line,
@@ -379,4 +431,5 @@ common::test_main! {
         tm3_account_files_are_named_after_the_file,
     ],
     Needs::ROOT => [imported_accounts_admit_what_the_old_rules_did],
+    Needs::root_and(&["setpriv"]) => [import_is_guarded_and_writes_nothing_when_the_apply_fails],
 }
