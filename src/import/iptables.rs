@@ -169,7 +169,20 @@ fn rule(words: &[String], table: Option<&str>, force: bool) -> Result<Line, Stri
             "state {state}: pbxwall accepts established and related flows itself"
         )));
     }
+    let proto = o.proto.map(str::to_ascii_lowercase);
+    if let Some(p @ ("icmp" | "ipv6-icmp" | "icmpv6" | "1" | "58")) = proto.as_deref() {
+        return Ok(Line::Skipped(format!(
+            "-p {p}: pbxwall accepts the ICMP the stack needs itself"
+        )));
+    }
     let Some(sources) = o.sources else {
+        if o.unsupported.iter().any(|u| u == "-m set") {
+            return Ok(Line::NotImported(
+                "-m set: the addresses of an ipset are not read (list them with ipset save and \
+                 import or add them)"
+                    .into(),
+            ));
+        }
         return Ok(Line::Skipped(
             "accepts from any source, not from a whitelisted one (pbxwall opens RTP itself: \
              [rtp] in pbxwall.toml)"
@@ -187,15 +200,10 @@ fn rule(words: &[String], table: Option<&str>, force: bool) -> Result<Line, Stri
             o.unsupported.join(" ")
         )));
     }
-    let proto = match o.proto.map(str::to_ascii_lowercase).as_deref() {
+    let proto = match proto.as_deref() {
         None | Some("all") => None,
-        Some("tcp") | Some("6") => Some(L4Proto::Tcp),
-        Some("udp") | Some("17") => Some(L4Proto::Udp),
-        Some(p @ ("icmp" | "ipv6-icmp" | "icmpv6" | "1" | "58")) => {
-            return Ok(Line::Skipped(format!(
-                "-p {p}: pbxwall accepts the ICMP the stack needs itself"
-            )));
-        }
+        Some("tcp" | "6") => Some(L4Proto::Tcp),
+        Some("udp" | "17") => Some(L4Proto::Udp),
         Some(p) => {
             return Ok(Line::NotImported(format!(
                 "-p {p}: only tcp and udp ports (or everything) can be imported"

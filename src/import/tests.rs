@@ -152,6 +152,14 @@ fn iptables_rules_pbxwall_cannot_express_are_not_imported() {
         &ipt("-A INPUT -s 192.0.2.1 -p gre -j ACCEPT"),
         "-p gre"
     ));
+    assert!(not_imported(
+        &ipt("-A INPUT -m set --match-set whitelist src -j ACCEPT"),
+        "ipset"
+    ));
+    assert!(skipped(
+        &ipt("-A INPUT -s 192.0.2.1 -p icmp -m icmp --icmp-type 8 -j ACCEPT"),
+        "ICMP"
+    ));
     assert!(skipped(&ipt("-A INPUT garbage"), "not an ACCEPT"));
     assert!(skipped(&ipt("garbage"), "not an iptables rule"));
 }
