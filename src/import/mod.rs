@@ -244,6 +244,16 @@ struct SourceRules {
     items: Vec<(usize, String, usize, Ports)>,
 }
 
+/// The sources that become one account, while grouping.
+struct Group {
+    hint: String,
+    services: Vec<String>,
+    comment: String,
+    sources: Vec<Source>,
+    /// `FILE:LINE` of the rules imported.
+    from: Vec<String>,
+}
+
 /// Groups the rules of `inputs` into accounts and maps their ports to `profiles` (see the
 /// module documentation). Account names are not checked against existing accounts here.
 pub fn plan(inputs: &[Input], profiles: &Profiles) -> Plan {
@@ -289,8 +299,8 @@ pub fn plan(inputs: &[Input], profiles: &Profiles) -> Plan {
         }
     }
 
-    // (name hint, services) -> account, in the order of first appearance.
-    let mut groups: Vec<((String, Vec<String>), Planned)> = Vec::new();
+    // (name hint, services) -> the account's sources, in the order of first appearance.
+    let mut groups: Vec<Group> = Vec::new();
     for source in order {
         let rules = &by_source[&source];
         let ports: Vec<Ports> = rules.items.iter().map(|(_, _, _, p)| *p).collect();
@@ -307,54 +317,37 @@ pub fn plan(inputs: &[Input], profiles: &Profiles) -> Plan {
         if services.is_empty() {
             continue;
         }
-        let from: Vec<String> = rules
-            .items
+        let group = match groups
             .iter()
-            .filter(|(_, _, _, p)| !uncovered.contains(p))
-            .map(|(_, label, line, _)| format!("{label}:{line}"))
-            .collect();
-        let key = (rules.hint.clone(), services.clone());
-        let planned = match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, planned)) => planned,
+            .position(|g| g.hint == rules.hint && g.services == services)
+        {
+            Some(i) => &mut groups[i],
             None => {
-                let comment = rules
-                    .comment
-                    .clone()
-                    .unwrap_or_else(|| format!("imported from {}", rules.items[0].1));
-                let account = Account {
-                    name: AccountName::from_str("placeholder").expect("valid name"),
-                    addresses: Vec::new(),
-                    fqdns: Vec::new(),
+                groups.push(Group {
+                    hint: rules.hint.clone(),
                     services,
-                    media: Vec::new(),
-                    comment: Some(comment),
-                    created: None,
-                    provider: None,
-                };
-                groups.push((
-                    key,
-                    Planned {
-                        account,
-                        from: Vec::new(),
-                    },
-                ));
-                &mut groups.last_mut().expect("just pushed").1
+                    comment: rules
+                        .comment
+                        .clone()
+                        .unwrap_or_else(|| format!("imported from {}", rules.items[0].1)),
+                    sources: Vec::new(),
+                    from: Vec::new(),
+                });
+                groups.last_mut().expect("just pushed")
             }
         };
-        match &source {
-            Source::Net(n) => planned.account.addresses.push(*n),
-            Source::Name(n) => planned.account.fqdns.push(n.clone()),
-        }
-        for f in from {
-            if !planned.from.contains(&f) {
-                planned.from.push(f);
+        group.sources.push(source.clone());
+        for (_, label, line, ports) in &rules.items {
+            let at = format!("{label}:{line}");
+            if !uncovered.contains(ports) && !group.from.contains(&at) {
+                group.from.push(at);
             }
         }
     }
 
     let mut used: Vec<String> = Vec::new();
-    for ((hint, _), mut planned) in groups {
-        let base = account_name_from(&hint);
+    for group in groups {
+        let base = account_name_from(&group.hint);
         let mut name = base.clone();
         let mut n = 2;
         while used.iter().any(|u| u.eq_ignore_ascii_case(&name)) {
@@ -364,7 +357,26 @@ pub fn plan(inputs: &[Input], profiles: &Profiles) -> Plan {
             n += 1;
         }
         used.push(name.clone());
-        planned.account.name = AccountName::from_str(&name).expect("made valid");
+        let (mut addresses, mut fqdns) = (Vec::new(), Vec::new());
+        for source in group.sources {
+            match source {
+                Source::Net(n) => addresses.push(n),
+                Source::Name(n) => fqdns.push(n),
+            }
+        }
+        let planned = Planned {
+            account: Account {
+                name: AccountName::from_str(&name).expect("made valid"),
+                addresses,
+                fqdns,
+                services: group.services,
+                media: Vec::new(),
+                comment: Some(group.comment),
+                created: None,
+                provider: None,
+            },
+            from: group.from,
+        };
         out.accounts.push(planned);
     }
     not_imported.sort_by_key(|(at, _)| *at);
