@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
 use crate::commands::del::DelAcctArgs;
+use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
 use crate::commands::ipchecker::{self, IpcheckerArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
@@ -85,6 +86,10 @@ pub enum Command {
     Init(InitArgs),
     /// List trusted SIP providers, or create/remove their accounts, then apply
     EnableTrustedProviders(EnableTrustedProvidersArgs),
+    /// Turn the whitelists of iptables-save files (Travelin' Man 3) or CSF's csf.allow into
+    /// accounts, then apply
+    #[command(after_long_help = import_cmd::LONG_HELP)]
+    Import(ImportArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -112,6 +117,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Init(_) => "init",
             Command::EnableTrustedProviders(_) => "enable-trusted-providers",
+            Command::Import(_) => "import",
         }
     }
 }
@@ -236,6 +242,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Status(a) => commands::status::status(ctx, a),
         Command::Init(a) => commands::init::init(ctx, a),
         Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
+        Command::Import(a) => commands::import::import(ctx, a),
     }
 }
 

@@ -26,6 +26,7 @@ pub mod compile;
 pub mod cron;
 pub mod detect;
 pub mod diff;
+pub mod import;
 pub mod manpages;
 pub mod model;
 pub mod nft;
