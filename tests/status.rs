@@ -35,21 +35,25 @@ fn status_reports_sync_drift_and_names() {
         "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\"]\ntimeout_ms = 500\nattempts = 1\n",
     );
     let ns = Some(topo.pbx_ns());
-    common::assert_exit(
-        &cfg.run(
-            ns,
-            "add-ip",
-            [
-                "office",
-                "203.0.113.10",
-                "--allow",
-                "ssh",
-                "--comment",
-                "HQ",
-            ],
-        ),
-        0,
+    let out = cfg.run(
+        ns,
         "add-ip",
+        [
+            "office",
+            "203.0.113.10",
+            "--allow",
+            "ssh",
+            "--comment",
+            "HQ",
+        ],
+    );
+    common::assert_exit(&out, 0, "add-ip");
+    // What was saved comes first, then what the apply did.
+    let said: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(said[0], "account office saved", "{said:?}");
+    assert!(
+        said[1].starts_with("applied table inet pbxwall: "),
+        "{said:?}"
     );
     common::assert_exit(
         &cfg.run(

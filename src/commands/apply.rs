@@ -341,13 +341,16 @@ pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock, force: bool) -> Result<Out
 }
 
 /// Runs `change` (which writes files), then rebuilds and applies; if applying fails, puts
-/// the files `change` touched back as they were, so an error means nothing changed.
+/// the files `change` touched back as they were, so an error means nothing changed. `done`
+/// says what `change` did ("account joe saved"): printed once the files are written, before
+/// the apply's own lines; with `no_restart` its last line ends "; run restart to apply".
 pub fn change_then_apply(
     ctx: &Ctx,
     lock: &StoreLock,
     touched: &[std::path::PathBuf],
     no_restart: bool,
     force: bool,
+    done: &[String],
     change: impl FnOnce() -> Result<()>,
 ) -> Result<Outcome> {
     let before: Vec<(std::path::PathBuf, Option<String>)> = touched
@@ -355,8 +358,19 @@ pub fn change_then_apply(
         .map(|p| Ok((p.clone(), store::read_optional(p)?)))
         .collect::<Result<_, StoreError>>()?;
     change()?;
+    // What changed is said before the apply reports (and with `--no-restart`, the last line
+    // says that nothing was applied yet).
+    for (i, line) in done.iter().enumerate() {
+        if no_restart && i + 1 == done.len() {
+            ctx.say(format_args!("{line}; run restart to apply"));
+        } else {
+            ctx.say(line);
+        }
+    }
     if no_restart {
-        ctx.say("saved; run restart to apply");
+        if done.is_empty() {
+            ctx.say("saved; run restart to apply");
+        }
         return Ok(Outcome::Done);
     }
     match rebuild_and_apply(ctx, lock, force) {

@@ -135,12 +135,20 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
         ctx.say(format_args!("writing {} ({})", p.path.display(), p.what));
     }
     let touched: Vec<PathBuf> = changed.iter().map(|p| p.path.clone()).collect();
-    let outcome = change_then_apply(ctx, &lock, &touched, args.no_restart, args.force, || {
-        for p in &changed {
-            store::write_atomic(&p.path, p.text.as_bytes(), 0o644)?;
-        }
-        Ok(())
-    })?;
+    let outcome = change_then_apply(
+        ctx,
+        &lock,
+        &touched,
+        args.no_restart,
+        args.force,
+        &[],
+        || {
+            for p in &changed {
+                store::write_atomic(&p.path, p.text.as_bytes(), 0o644)?;
+            }
+            Ok(())
+        },
+    )?;
     for p in &changed {
         ctx.audit(&format!("wrote {} ({})", p.path.display(), p.what));
     }

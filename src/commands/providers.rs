@@ -156,15 +156,23 @@ pub fn enable_trusted_providers(ctx: &Ctx, args: EnableTrustedProvidersArgs) -> 
         ctx.say("providers are up to date; nothing changed");
         None
     } else {
-        let outcome = change_then_apply(ctx, &lock, &touched, args.no_restart, args.force, || {
-            for w in plan.writes.iter().filter(|w| w.change != Change::Unchanged) {
-                store::save_account(&ctx.paths, &w.account, true, &lock)?;
-            }
-            for (_, n) in &plan.removes {
-                store::remove_durably(&ctx.paths.account_file(n))?;
-            }
-            Ok(())
-        })?;
+        let outcome = change_then_apply(
+            ctx,
+            &lock,
+            &touched,
+            args.no_restart,
+            args.force,
+            &[],
+            || {
+                for w in plan.writes.iter().filter(|w| w.change != Change::Unchanged) {
+                    store::save_account(&ctx.paths, &w.account, true, &lock)?;
+                }
+                for (_, n) in &plan.removes {
+                    store::remove_durably(&ctx.paths.account_file(n))?;
+                }
+                Ok(())
+            },
+        )?;
         Some(outcome)
     };
     if changed.is_some() {
