@@ -238,15 +238,15 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
         .source(source())
         .manual("pbxwall manual");
     let mut out = Vec::new();
-    let sections: [RenderSection; 4] = [
-        Man::render_title,
-        Man::render_name_section,
-        Man::render_synopsis_section,
-        Man::render_description_section,
-    ];
+    let sections: [RenderSection; 2] = [Man::render_title, Man::render_name_section];
     for render in sections {
         render(&man, &mut out).expect("writing to a Vec cannot fail");
     }
+    synopsis(cmd)
+        .to_writer(&mut out)
+        .expect("writing to a Vec cannot fail");
+    man.render_description_section(&mut out)
+        .expect("writing to a Vec cannot fail");
     if dispatcher.find_subcommand(name).is_some() {
         let mut roff = Roff::new();
         roff.control("PP", []);
@@ -351,6 +351,67 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
     roff.to_writer(&mut out)
         .expect("writing to a Vec cannot fail");
     String::from_utf8(out).expect("roff output is UTF-8")
+}
+
+/// The SYNOPSIS section: every visible option with its value name (`[-a|--allow SERVICES]`),
+/// then the positional arguments, optional ones in brackets and repeatable ones followed by
+/// `...` (clap_mangen's own synopsis drops both the value names and the `...`).
+fn synopsis(cmd: &Command) -> Roff {
+    let mut line = vec![bold(cmd.get_name().to_owned())];
+    let args = cmd.get_arguments().filter(|a| !a.is_hide_set());
+    let (positionals, options): (Vec<_>, Vec<_>) = args.partition(|a| a.is_positional());
+    let repeated = |a: &clap::Arg| {
+        matches!(a.get_action(), clap::ArgAction::Append)
+            || a.get_num_args().is_some_and(|n| n.max_values() > 1)
+    };
+    let value_names = |a: &clap::Arg| -> Vec<String> {
+        match a.get_value_names() {
+            Some(v) => v.iter().map(|n| n.to_string()).collect(),
+            None => vec![a.get_id().as_str().to_uppercase()],
+        }
+    };
+    for a in options {
+        line.push(roman(" ["));
+        let mut flag = Vec::new();
+        if let Some(short) = a.get_short() {
+            flag.push(format!("-{short}"));
+        }
+        if let Some(long) = a.get_long() {
+            flag.push(format!("--{long}"));
+        }
+        for (i, f) in flag.into_iter().enumerate() {
+            if i > 0 {
+                line.push(roman("|"));
+            }
+            line.push(bold(f));
+        }
+        if a.get_action().takes_values() {
+            for v in value_names(a) {
+                line.push(roman(" "));
+                line.push(italic(v));
+            }
+        }
+        if repeated(a) {
+            line.push(roman("]..."));
+        } else {
+            line.push(roman("]"));
+        }
+    }
+    for a in positionals {
+        let required = a.is_required_set();
+        line.push(roman(if required { " " } else { " [" }));
+        line.push(italic(value_names(a).join(" ")));
+        if !required {
+            line.push(roman("]"));
+        }
+        if repeated(a) {
+            line.push(roman("..."));
+        }
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"]);
+    roff.text(line);
+    roff
 }
 
 /// Fills the generated blocks of a hand-written page (`man/pbxwall.8`) from the dispatcher:
@@ -481,21 +542,37 @@ fn see_also_block(binaries: &[String]) -> Roff {
 }
 
 /// Splits "0 success, 1 error (a, b), 2 usage error" into its codes and their meanings:
-/// a new code starts at ", " followed by a number and a space.
+/// a new code starts at ", " or "; " followed by a number and a space.
 fn exit_codes(text: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for piece in text.trim().trim_end_matches('.').split(", ") {
+    let mut rest = text.trim().trim_end_matches('.');
+    let mut sep = "";
+    loop {
+        let cut = rest.find([',', ';']);
+        let piece = &rest[..cut.unwrap_or(rest.len())];
         let code = piece
             .split_once(' ')
             .filter(|(n, _)| n.parse::<u8>().is_ok());
         match (code, out.last_mut()) {
             (Some((n, what)), _) => out.push((n.to_owned(), what.to_owned())),
             (None, Some((_, what))) => {
-                what.push_str(", ");
+                what.push_str(sep);
                 what.push_str(piece);
             }
             (None, None) => out.push((String::new(), piece.to_owned())),
         }
+        let Some(at) = cut else { break };
+        let after = &rest[at + 1..];
+        sep = if rest[at..].starts_with(',') {
+            ", "
+        } else {
+            "; "
+        };
+        if !after.starts_with(' ') {
+            // Not a list separator ("1,3"): part of the text.
+            sep = &rest[at..at + 1];
+        }
+        rest = after.strip_prefix(' ').unwrap_or(after);
     }
     out
 }
@@ -574,6 +651,15 @@ mod tests {
                 ("0".into(), "success".into()),
                 ("1".into(), "error (nothing changed, old stays)".into()),
                 ("2".into(), "usage error".into()),
+            ]
+        );
+        let codes = exit_codes("0 in sync; 1 error; 3 drifted (a; b, c)");
+        assert_eq!(
+            codes,
+            [
+                ("0".into(), "in sync".into()),
+                ("1".into(), "error".into()),
+                ("3".into(), "drifted (a; b, c)".into()),
             ]
         );
     }

@@ -74,7 +74,7 @@ pub struct EnableTrustedProvidersArgs {
     #[arg(value_name = "ID")]
     pub ids: Vec<String>,
     /// List the providers: what each opens, confidence, date checked, whether it is enabled
-    /// and whether --all enables it (--json: see README)
+    /// and whether --all enables it (--json: see /usr/share/doc/pbxwall/README.md)
     #[arg(long, conflicts_with_all = ["all", "disable", "no_restart", "force"])]
     pub list: bool,
     /// Enable every provider whose data is well sourced (confidence high or medium, not stale)
