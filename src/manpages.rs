@@ -50,6 +50,11 @@ pub const BINARIES: &[fn() -> Command] = &[
     EnableTrustedProvidersCli::command,
 ];
 
+/// `pbxwall` subcommands without a binary of their own: (subcommand, page name, how it is
+/// called). Each gets `man/PAGE.8`, generated from the dispatcher's subcommand like the
+/// pages of [`BINARIES`].
+pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[("init", "pbxwall-init", "pbxwall init")];
+
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
 /// hand).
 pub const DISPATCHER: fn() -> Command = PbxwallCli::command;
@@ -117,6 +122,16 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
         "The same, for scripts and monitoring.",
     ),
     (
+        "pbxwall",
+        "pbxwall init --admin 198.51.100.7",
+        "First-time setup on a LAN PBX, administered from 198.51.100.7 as well as from this SSH session's client.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall init --cloud --asterisk-dir /etc/asterisk --sshd-config /etc/ssh/sshd_config",
+        "First-time setup on a cloud server (no private range trusted), with the default places to read ports from spelled out.",
+    ),
+    (
         "enable-trusted-providers",
         "enable-trusted-providers --list",
         "List the providers, what each opens, and which are enabled.",
@@ -154,11 +169,30 @@ pub struct Generated {
     pub text: String,
 }
 
-/// The section-8 man page of every binary in [`BINARIES`], in memory, dated `date`
-/// (`YYYY-MM-DD`, the last change of the page: see [`page_date`] and [`set_th`]).
+/// The pages of [`SUBCOMMAND_PAGES`]: the dispatcher's subcommand, named `pbxwall-NAME`
+/// and called `pbxwall NAME`.
+pub fn subcommand_pages() -> Vec<Command> {
+    let dispatcher = dispatcher();
+    SUBCOMMAND_PAGES
+        .iter()
+        .map(|&(name, page, called)| {
+            dispatcher
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("{name} in SUBCOMMAND_PAGES is not a pbxwall subcommand"))
+                .clone()
+                .name(page)
+                .bin_name(called)
+        })
+        .collect()
+}
+
+/// The section-8 man page of every binary in [`BINARIES`] and every subcommand in
+/// [`SUBCOMMAND_PAGES`], in memory, dated `date` (`YYYY-MM-DD`, the last change of the page:
+/// see [`page_date`] and [`set_th`]).
 pub fn man_pages(date: &str) -> Vec<Generated> {
     let dispatcher = dispatcher();
-    let all = binaries();
+    let mut all = binaries();
+    all.extend(subcommand_pages());
     all.iter()
         .map(|cmd| Generated {
             name: format!("{}.8", cmd.get_name()),
@@ -294,7 +328,11 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
         }
     }
 
-    let examples: Vec<_> = EXAMPLES.iter().filter(|(b, _, _)| *b == name).collect();
+    let called = cmd.get_bin_name().unwrap_or(name);
+    let examples: Vec<_> = EXAMPLES
+        .iter()
+        .filter(|(_, line, _)| *line == called || line.starts_with(&format!("{called} ")))
+        .collect();
     if !examples.is_empty() {
         roff.control("SH", ["EXAMPLES"]);
         for (_, line, what) in examples {
@@ -357,7 +395,9 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
 /// then the positional arguments, optional ones in brackets and repeatable ones followed by
 /// `...` (clap_mangen's own synopsis drops both the value names and the `...`).
 fn synopsis(cmd: &Command) -> Roff {
-    let mut line = vec![bold(cmd.get_name().to_owned())];
+    let mut line = vec![bold(
+        cmd.get_bin_name().unwrap_or(cmd.get_name()).to_owned(),
+    )];
     let args = cmd.get_arguments().filter(|a| !a.is_hide_set());
     let (positionals, options): (Vec<_>, Vec<_>) = args.partition(|a| a.is_positional());
     let repeated = |a: &clap::Arg| {
@@ -479,6 +519,8 @@ fn commands_block(dispatcher: &Command, binaries: &[String]) -> Roff {
         let mut line = vec![roman(format!("{}.", about.trim_end_matches('.')))];
         if binaries.iter().any(|b| b == name) {
             line.extend([roman(" See "), bold(name), roman("(8).")]);
+        } else if let Some((_, page, _)) = SUBCOMMAND_PAGES.iter().find(|(s, _, _)| *s == name) {
+            line.extend([roman(" See "), bold(*page), roman("(8).")]);
         }
         roff.text(line);
     }
@@ -532,6 +574,7 @@ fn options_block(dispatcher: &Command) -> Roff {
 fn see_also_block(binaries: &[String]) -> Roff {
     let mut pages: Vec<(&str, &str)> = vec![("pbxwall.toml", "5")];
     pages.extend(binaries.iter().map(|b| (b.as_str(), "8")));
+    pages.extend(SUBCOMMAND_PAGES.iter().map(|(_, page, _)| (*page, "8")));
     pages.extend([("nft", "8"), ("systemd.timer", "5")]);
     let mut roff = Roff::new();
     for (i, (page, section)) in pages.iter().enumerate() {

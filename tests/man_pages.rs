@@ -196,7 +196,8 @@ fn shell_words(line: &str) -> Vec<String> {
 }
 
 fn examples_parse_with_their_binary() {
-    let binaries = manpages::binaries();
+    let mut binaries = manpages::binaries();
+    binaries.push(manpages::dispatcher());
     for (bin, line, _) in manpages::EXAMPLES {
         let words = shell_words(line);
         assert_eq!(words[0], *bin, "example {line:?} is not for {bin}");
@@ -397,6 +398,35 @@ fn generated_pages_read_right() {
     );
 }
 
+/// `pbxwall init` has its page, pbxwall-init(8), with every option `--help` shows, and the
+/// overview points to it.
+fn init_has_a_page_with_its_options() {
+    let pages = manpages::man_pages("2026-01-01");
+    let init = pages
+        .iter()
+        .find(|g| g.name == "pbxwall-init.8")
+        .expect("no pbxwall-init.8");
+    let text = unroff(&init.text);
+    for want in [
+        ".TH PBXWALL-INIT 8",
+        "pbxwall init [",
+        "--sshd-config PATH",
+        "--asterisk-dir DIR",
+        "--admin ADDR]...",
+        "--cloud",
+        "EXIT STATUS",
+        "no admin account is written",
+        "pbxwall init --admin 198.51.100.7",
+    ] {
+        assert!(
+            text.contains(want),
+            "pbxwall-init(8) lacks {want:?}:\n{text}"
+        );
+    }
+    let overview = unroff(&read(&man_dir().join("pbxwall.8")));
+    assert!(overview.contains("See pbxwall-init(8)."), "pbxwall(8)");
+}
+
 fn pages_render_without_warnings() {
     for entry in std::fs::read_dir(man_dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -469,6 +499,7 @@ common::test_main! {
         every_command_binary_is_listed_once,
         examples_parse_with_their_binary,
         generated_pages_read_right,
+        init_has_a_page_with_its_options,
         man_pages_are_up_to_date,
         overview_page_agrees_with_readme,
         settings_documentation_shows_the_real_defaults,
