@@ -93,6 +93,7 @@ SBINDIR ?= $(PREFIX)/sbin
 DATADIR ?= $(PREFIX)/share
 PKGDATADIR ?= $(DATADIR)/pbxwall
 MANDIR ?= $(DATADIR)/man
+DOCDIR ?= $(DATADIR)/doc/pbxwall
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 ZSHCOMPDIR ?= $(DATADIR)/zsh/site-functions
@@ -137,8 +138,8 @@ ifneq ($(origin BINDIR_SRC),command line)
 	$(CARGO) build --locked --profile $(CARGO_PROFILE) --bins
 endif
 
-## install: binaries, shipped data, man pages, completions, systemd units, and (if absent)
-##          the commented-out /etc/pbxwall/pbxwall.toml with empty accounts/ and profiles/
+## install: binaries, shipped data, man pages, README.md (in DOCDIR), completions, systemd
+##          units, and (if absent) the commented-out /etc/pbxwall/pbxwall.toml with empty accounts/ and profiles/
 install: install-build completions
 	@for b in $(BINARIES); do test -x "$(BINDIR_SRC)/$$b" || { \
 	  echo "$(BINDIR_SRC)/$$b is missing: build first (make build), or set BINDIR_SRC" >&2; exit 1; }; done
@@ -150,6 +151,8 @@ install: install-build completions
 	$(INSTALL) -d "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(MANDIR)/man5"
 	$(INSTALL) -m 0644 $(wildcard man/*.8) "$(DESTDIR)$(MANDIR)/man8/"
 	$(INSTALL) -m 0644 $(wildcard man/*.5) "$(DESTDIR)$(MANDIR)/man5/"
+	$(INSTALL) -d "$(DESTDIR)$(DOCDIR)"
+	$(INSTALL) -m 0644 README.md "$(DESTDIR)$(DOCDIR)/"
 	$(INSTALL) -d "$(DESTDIR)$(BASHCOMPDIR)" "$(DESTDIR)$(ZSHCOMPDIR)" "$(DESTDIR)$(FISHCOMPDIR)"
 	$(INSTALL) -m 0644 $(COMPLETIONS_DIR)/bash/* "$(DESTDIR)$(BASHCOMPDIR)/"
 	$(INSTALL) -m 0644 $(COMPLETIONS_DIR)/zsh/* "$(DESTDIR)$(ZSHCOMPDIR)/"
@@ -175,6 +178,8 @@ uninstall:
 	rm -rf "$(DESTDIR)$(PKGDATADIR)"
 	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man8/,$(notdir $(wildcard man/*.8)))
 	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man5/,$(notdir $(wildcard man/*.5)))
+	rm -f "$(DESTDIR)$(DOCDIR)/README.md"
+	rmdir "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
 	rm -f $(addprefix "$(DESTDIR)$(BASHCOMPDIR)"/,$(BINARIES))
 	rm -f $(addprefix "$(DESTDIR)$(ZSHCOMPDIR)"/_,$(BINARIES))
 	rm -f $(addsuffix .fish,$(addprefix "$(DESTDIR)$(FISHCOMPDIR)"/,$(BINARIES)))

@@ -83,6 +83,7 @@ pub enum Command {
     #[command(after_long_help = status::LONG_HELP)]
     Status(StatusArgs),
     /// First-time setup: settings, detected ports, this server's and the admin's addresses
+    #[command(after_long_help = crate::commands::init::LONG_HELP)]
     Init(InitArgs),
     /// List trusted SIP providers, or create/remove their accounts, then apply
     EnableTrustedProviders(EnableTrustedProvidersArgs),

@@ -50,6 +50,11 @@ pub const BINARIES: &[fn() -> Command] = &[
     EnableTrustedProvidersCli::command,
 ];
 
+/// `pbxwall` subcommands without a binary of their own: (subcommand, page name, how it is
+/// called). Each gets `man/PAGE.8`, generated from the dispatcher's subcommand like the
+/// pages of [`BINARIES`].
+pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[("init", "pbxwall-init", "pbxwall init")];
+
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
 /// hand).
 pub const DISPATCHER: fn() -> Command = PbxwallCli::command;
@@ -117,6 +122,16 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
         "The same, for scripts and monitoring.",
     ),
     (
+        "pbxwall",
+        "pbxwall init --admin 198.51.100.7",
+        "First-time setup on a LAN PBX, administered from 198.51.100.7 as well as from this SSH session's client.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall init --cloud --asterisk-dir /etc/asterisk --sshd-config /etc/ssh/sshd_config",
+        "First-time setup on a cloud server (no private range trusted), with the default places to read ports from spelled out.",
+    ),
+    (
         "enable-trusted-providers",
         "enable-trusted-providers --list",
         "List the providers, what each opens, and which are enabled.",
@@ -154,11 +169,30 @@ pub struct Generated {
     pub text: String,
 }
 
-/// The section-8 man page of every binary in [`BINARIES`], in memory, dated `date`
-/// (`YYYY-MM-DD`, the last change of the page: see [`page_date`] and [`set_th`]).
+/// The pages of [`SUBCOMMAND_PAGES`]: the dispatcher's subcommand, named `pbxwall-NAME`
+/// and called `pbxwall NAME`.
+pub fn subcommand_pages() -> Vec<Command> {
+    let dispatcher = dispatcher();
+    SUBCOMMAND_PAGES
+        .iter()
+        .map(|&(name, page, called)| {
+            dispatcher
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("{name} in SUBCOMMAND_PAGES is not a pbxwall subcommand"))
+                .clone()
+                .name(page)
+                .bin_name(called)
+        })
+        .collect()
+}
+
+/// The section-8 man page of every binary in [`BINARIES`] and every subcommand in
+/// [`SUBCOMMAND_PAGES`], in memory, dated `date` (`YYYY-MM-DD`, the last change of the page:
+/// see [`page_date`] and [`set_th`]).
 pub fn man_pages(date: &str) -> Vec<Generated> {
     let dispatcher = dispatcher();
-    let all = binaries();
+    let mut all = binaries();
+    all.extend(subcommand_pages());
     all.iter()
         .map(|cmd| Generated {
             name: format!("{}.8", cmd.get_name()),
@@ -238,15 +272,15 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
         .source(source())
         .manual("pbxwall manual");
     let mut out = Vec::new();
-    let sections: [RenderSection; 4] = [
-        Man::render_title,
-        Man::render_name_section,
-        Man::render_synopsis_section,
-        Man::render_description_section,
-    ];
+    let sections: [RenderSection; 2] = [Man::render_title, Man::render_name_section];
     for render in sections {
         render(&man, &mut out).expect("writing to a Vec cannot fail");
     }
+    synopsis(cmd)
+        .to_writer(&mut out)
+        .expect("writing to a Vec cannot fail");
+    man.render_description_section(&mut out)
+        .expect("writing to a Vec cannot fail");
     if dispatcher.find_subcommand(name).is_some() {
         let mut roff = Roff::new();
         roff.control("PP", []);
@@ -294,7 +328,11 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
         }
     }
 
-    let examples: Vec<_> = EXAMPLES.iter().filter(|(b, _, _)| *b == name).collect();
+    let called = cmd.get_bin_name().unwrap_or(name);
+    let examples: Vec<_> = EXAMPLES
+        .iter()
+        .filter(|(_, line, _)| *line == called || line.starts_with(&format!("{called} ")))
+        .collect();
     if !examples.is_empty() {
         roff.control("SH", ["EXAMPLES"]);
         for (_, line, what) in examples {
@@ -351,6 +389,69 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
     roff.to_writer(&mut out)
         .expect("writing to a Vec cannot fail");
     String::from_utf8(out).expect("roff output is UTF-8")
+}
+
+/// The SYNOPSIS section: every visible option with its value name (`[-a|--allow SERVICES]`),
+/// then the positional arguments, optional ones in brackets and repeatable ones followed by
+/// `...` (clap_mangen's own synopsis drops both the value names and the `...`).
+fn synopsis(cmd: &Command) -> Roff {
+    let mut line = vec![bold(
+        cmd.get_bin_name().unwrap_or(cmd.get_name()).to_owned(),
+    )];
+    let args = cmd.get_arguments().filter(|a| !a.is_hide_set());
+    let (positionals, options): (Vec<_>, Vec<_>) = args.partition(|a| a.is_positional());
+    let repeated = |a: &clap::Arg| {
+        matches!(a.get_action(), clap::ArgAction::Append)
+            || a.get_num_args().is_some_and(|n| n.max_values() > 1)
+    };
+    let value_names = |a: &clap::Arg| -> Vec<String> {
+        match a.get_value_names() {
+            Some(v) => v.iter().map(|n| n.to_string()).collect(),
+            None => vec![a.get_id().as_str().to_uppercase()],
+        }
+    };
+    for a in options {
+        line.push(roman(" ["));
+        let mut flag = Vec::new();
+        if let Some(short) = a.get_short() {
+            flag.push(format!("-{short}"));
+        }
+        if let Some(long) = a.get_long() {
+            flag.push(format!("--{long}"));
+        }
+        for (i, f) in flag.into_iter().enumerate() {
+            if i > 0 {
+                line.push(roman("|"));
+            }
+            line.push(bold(f));
+        }
+        if a.get_action().takes_values() {
+            for v in value_names(a) {
+                line.push(roman(" "));
+                line.push(italic(v));
+            }
+        }
+        if repeated(a) {
+            line.push(roman("]..."));
+        } else {
+            line.push(roman("]"));
+        }
+    }
+    for a in positionals {
+        let required = a.is_required_set();
+        line.push(roman(if required { " " } else { " [" }));
+        line.push(italic(value_names(a).join(" ")));
+        if !required {
+            line.push(roman("]"));
+        }
+        if repeated(a) {
+            line.push(roman("..."));
+        }
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"]);
+    roff.text(line);
+    roff
 }
 
 /// Fills the generated blocks of a hand-written page (`man/pbxwall.8`) from the dispatcher:
@@ -418,6 +519,8 @@ fn commands_block(dispatcher: &Command, binaries: &[String]) -> Roff {
         let mut line = vec![roman(format!("{}.", about.trim_end_matches('.')))];
         if binaries.iter().any(|b| b == name) {
             line.extend([roman(" See "), bold(name), roman("(8).")]);
+        } else if let Some((_, page, _)) = SUBCOMMAND_PAGES.iter().find(|(s, _, _)| *s == name) {
+            line.extend([roman(" See "), bold(*page), roman("(8).")]);
         }
         roff.text(line);
     }
@@ -471,6 +574,7 @@ fn options_block(dispatcher: &Command) -> Roff {
 fn see_also_block(binaries: &[String]) -> Roff {
     let mut pages: Vec<(&str, &str)> = vec![("pbxwall.toml", "5")];
     pages.extend(binaries.iter().map(|b| (b.as_str(), "8")));
+    pages.extend(SUBCOMMAND_PAGES.iter().map(|(_, page, _)| (*page, "8")));
     pages.extend([("nft", "8"), ("systemd.timer", "5")]);
     let mut roff = Roff::new();
     for (i, (page, section)) in pages.iter().enumerate() {
@@ -481,21 +585,37 @@ fn see_also_block(binaries: &[String]) -> Roff {
 }
 
 /// Splits "0 success, 1 error (a, b), 2 usage error" into its codes and their meanings:
-/// a new code starts at ", " followed by a number and a space.
+/// a new code starts at ", " or "; " followed by a number and a space.
 fn exit_codes(text: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for piece in text.trim().trim_end_matches('.').split(", ") {
+    let mut rest = text.trim().trim_end_matches('.');
+    let mut sep = "";
+    loop {
+        let cut = rest.find([',', ';']);
+        let piece = &rest[..cut.unwrap_or(rest.len())];
         let code = piece
             .split_once(' ')
             .filter(|(n, _)| n.parse::<u8>().is_ok());
         match (code, out.last_mut()) {
             (Some((n, what)), _) => out.push((n.to_owned(), what.to_owned())),
             (None, Some((_, what))) => {
-                what.push_str(", ");
+                what.push_str(sep);
                 what.push_str(piece);
             }
             (None, None) => out.push((String::new(), piece.to_owned())),
         }
+        let Some(at) = cut else { break };
+        let after = &rest[at + 1..];
+        sep = if rest[at..].starts_with(',') {
+            ", "
+        } else {
+            "; "
+        };
+        if !after.starts_with(' ') {
+            // Not a list separator ("1,3"): part of the text.
+            sep = &rest[at..at + 1];
+        }
+        rest = after.strip_prefix(' ').unwrap_or(after);
     }
     out
 }
@@ -574,6 +694,15 @@ mod tests {
                 ("0".into(), "success".into()),
                 ("1".into(), "error (nothing changed, old stays)".into()),
                 ("2".into(), "usage error".into()),
+            ]
+        );
+        let codes = exit_codes("0 in sync; 1 error; 3 drifted (a; b, c)");
+        assert_eq!(
+            codes,
+            [
+                ("0".into(), "in sync".into()),
+                ("1".into(), "error".into()),
+                ("3".into(), "drifted (a; b, c)".into()),
             ]
         );
     }

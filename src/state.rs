@@ -34,6 +34,11 @@ pub struct Applied {
     pub skeleton: String,
     /// Number of address ranges in all sets.
     pub elements: usize,
+    /// When the table was last loaded in full (RFC 3339, UTC): its drop counter counts from
+    /// then. An update of set elements only (ipchecker) keeps the table, its counter and
+    /// this time. `None` in state written before pbxwall recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_at: Option<String>,
 }
 
 /// How the last ipchecker run went.
@@ -98,6 +103,7 @@ mod tests {
                 by: "restart".into(),
                 skeleton: "table inet pbxwall {}".into(),
                 elements: 3,
+                loaded_at: None,
             }),
             ipchecker: None,
         };

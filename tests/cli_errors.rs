@@ -318,7 +318,7 @@ fn json_results_have_the_documented_shape() {
     assert_eq!(v["exit"], 0);
     assert_eq!(v["outcome"], "ok");
     assert!(v["error"].is_null());
-    assert_eq!(v["messages"][1], "account joe saved");
+    assert_eq!(v["messages"][0], "account joe saved; run restart to apply");
     assert!(v["applied"].is_null());
 
     let out = cfg.run(
@@ -336,6 +336,23 @@ fn json_results_have_the_documented_shape() {
             .unwrap()
             .contains("invalid address \"192.0.2.300\""),
         "{v}"
+    );
+}
+
+fn no_restart_says_what_was_saved_or_removed_and_that_nothing_was_applied() {
+    let cfg = TempConfig::new();
+    let out = cfg.run(
+        None,
+        "add-ip",
+        ["joe", "192.0.2.7", "--allow", "sip-udp", "--no-restart"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(stdout(&out), "account joe saved; run restart to apply\n");
+    let out = cfg.run(None, "del-acct", ["joe", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        stdout(&out),
+        "account joe removed (had addresses 192.0.2.7; services sip-udp); run restart to apply\n"
     );
 }
 
@@ -369,6 +386,7 @@ common::test_main! {
         corrupt_settings_stop_restart_with_file_and_line,
         dry_run_prints_the_table_and_codes_work_as_names,
         json_results_have_the_documented_shape,
+        no_restart_says_what_was_saved_or_removed_and_that_nothing_was_applied,
         replace_overwrites_and_fqdn_names_are_normalised,
     ],
     // `script` (util-linux) gives the command a pseudo-terminal.

@@ -93,6 +93,22 @@ fn init_whitelists_server_and_admin_with_detected_ports() {
     common::assert_exit(&out, 0, "second pbxwall init");
     assert!(stdout(&out).contains("nothing to change"), "{}", show(&out));
     assert_eq!(common::snapshot(cfg.config_dir()), before);
+    // ... and applies nothing while the table is in sync; once it is gone, applies and says why.
+    assert!(!stdout(&out).contains("applied table"), "{}", show(&out));
+    let gone = common::ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["delete", "table", "inet", "pbxwall"],
+    );
+    assert!(gone.status.success(), "{}", show(&gone));
+    let out = cfg.run_env(Some(topo.pbx_ns()), "pbxwall", args, &ssh);
+    common::assert_exit(&out, 0, "third pbxwall init");
+    let text = stdout(&out);
+    assert!(
+        text.contains("nothing to change in the files, but table inet pbxwall is not loaded: applying them\napplied table inet pbxwall"),
+        "{}",
+        show(&out)
+    );
 }
 
 fn init_cloud_trusts_nothing_and_refuses_bad_admin() {
@@ -131,7 +147,81 @@ fn init_cloud_trusts_nothing_and_refuses_bad_admin() {
     assert!(!stdout(&dry).contains("192.168.0.0/16"), "{}", show(&dry));
 }
 
+/// Init says what it did not find, profiles it writes name the detected ports (not the
+/// shipped ones), and a second run with nothing to change says so and does nothing else.
+fn init_says_what_it_did_not_find_and_what_it_detected() {
+    let cfg = TempConfig::new();
+    let missing_ssh = cfg.root().join("no-ssh/sshd_config");
+    let missing_ast = cfg.root().join("no-asterisk");
+    let args = [
+        "init",
+        "--no-restart",
+        "--sshd-config",
+        missing_ssh.to_str().unwrap(),
+        "--asterisk-dir",
+        missing_ast.to_str().unwrap(),
+    ];
+    let out = cfg.run(None, "pbxwall", args);
+    common::assert_exit(&out, 0, "init with nothing to read");
+    let text = stdout(&out);
+    for want in [
+        format!(
+            "not found: {} (no sshd configuration): the ssh profile keeps its shipped port; give --sshd-config PATH if sshd is configured elsewhere\n",
+            missing_ssh.display()
+        ),
+        format!(
+            "not found: {} (no Asterisk configuration folder): the SIP, IAX2 and RTP ports stay the shipped ones; give --asterisk-dir DIR if Asterisk is configured elsewhere\n",
+            missing_ast.display()
+        ),
+        "not found: an SSH client (no SSH_CONNECTION) and no --admin: no admin account written; give --admin ADDR for the addresses you administer from\n".to_owned(),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in:\n{}", show(&out));
+    }
+    assert!(cfg.read("accounts/admin.toml").is_none());
+
+    let cfg = TempConfig::new();
+    let (sshd, ast) = host_files(&cfg);
+    let args = [
+        "init",
+        "--no-restart",
+        "--sshd-config",
+        &sshd,
+        "--asterisk-dir",
+        &ast,
+        "--admin",
+        "203.0.113.10",
+    ];
+    let out = cfg.run(None, "pbxwall", args);
+    common::assert_exit(&out, 0, "init");
+    assert!(!stdout(&out).contains("not found"), "{}", show(&out));
+    let ssh = cfg.read("profiles/ssh.toml").unwrap();
+    assert!(
+        ssh.contains("description = \"Secure shell (ports detected on this host: 2222)\""),
+        "{ssh}"
+    );
+    let sip = cfg.read("profiles/sip-udp.toml").unwrap();
+    assert!(
+        sip.contains(
+            "description = \"SIP signalling over UDP (ports detected on this host: 5070)\""
+        ),
+        "{sip}"
+    );
+    let before = common::snapshot(cfg.config_dir());
+    let out = cfg.run(None, "pbxwall", args);
+    common::assert_exit(&out, 0, "second init");
+    assert_eq!(common::snapshot(cfg.config_dir()), before);
+    let text = stdout(&out);
+    assert!(
+        text.ends_with("nothing to change: pbxwall is set up\n") && !text.contains("saved"),
+        "{}",
+        show(&out)
+    );
+}
+
 common::test_main! {
-    Needs::NOTHING => [init_cloud_trusts_nothing_and_refuses_bad_admin],
+    Needs::NOTHING => [
+        init_cloud_trusts_nothing_and_refuses_bad_admin,
+        init_says_what_it_did_not_find_and_what_it_detected,
+    ],
     Needs::ROOT => [init_whitelists_server_and_admin_with_detected_ports],
 }

@@ -137,6 +137,8 @@ fn expected_tree() -> BTreeSet<String> {
     if root().join("providers.toml").exists() {
         want.insert("usr/share/pbxwall/providers.toml".into());
     }
+    // The man pages point to it (enable-trusted-providers --list --json, among others).
+    want.insert("usr/share/doc/pbxwall/README.md".into());
     let pages = manpages::man_pages("")
         .into_iter()
         .map(|g| g.name)
@@ -161,6 +163,39 @@ fn expected_tree() -> BTreeSet<String> {
     want.insert("etc/pbxwall/accounts/".into());
     want.insert("etc/pbxwall/profiles/".into());
     want
+}
+
+/// packaging/README.md cites only files the tree has: every repository path it names
+/// (`src/manpages.rs`, `tests/deb.rs`, `README.md`, ...; globs are checked by their folder)
+/// exists.
+fn packaging_notes_cite_files_the_tree_has() {
+    let notes = std::fs::read_to_string(root().join("packaging/README.md")).unwrap();
+    let mut missing = Vec::new();
+    let words = notes.split(|c: char| {
+        c.is_whitespace() || matches!(c, '`' | '(' | ')' | '"' | ',' | ';' | ':' | '|')
+    });
+    for word in words {
+        let word = word.trim_end_matches('.').trim_end_matches("'s");
+        let is_file = [".md", ".rs", ".toml", ".in", ".sh"]
+            .iter()
+            .any(|e| word.ends_with(e));
+        // Paths on the installed system (/etc/..., $(PREFIX)/...) and bare names of
+        // installed files (NAME.toml) are not the repository's.
+        if !is_file || word.starts_with('/') || word.contains('$') || word.contains("NAME") {
+            continue;
+        }
+        let path = match word.rsplit_once('/') {
+            Some((dir, file)) if file.contains('*') => dir.to_owned(),
+            _ => word.to_owned(),
+        };
+        if !root().join(&path).exists() {
+            missing.push(word.to_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "packaging/README.md cites files the tree does not have: {missing:?}"
+    );
 }
 
 fn install_puts_exactly_the_expected_files() {
@@ -382,6 +417,7 @@ common::test_main! {
         install_honours_prefix,
         install_keeps_settings_and_uninstall_removes_the_rest,
         install_puts_exactly_the_expected_files,
+        packaging_notes_cite_files_the_tree_has,
     ],
     Needs::NOTHING.with_check(systemd_analyze_or_root) => [units_pass_systemd_analyze_verify],
 }

@@ -196,7 +196,8 @@ fn shell_words(line: &str) -> Vec<String> {
 }
 
 fn examples_parse_with_their_binary() {
-    let binaries = manpages::binaries();
+    let mut binaries = manpages::binaries();
+    binaries.push(manpages::dispatcher());
     for (bin, line, _) in manpages::EXAMPLES {
         let words = shell_words(line);
         assert_eq!(words[0], *bin, "example {line:?} is not for {bin}");
@@ -351,6 +352,81 @@ fn overview_page_agrees_with_readme() {
     }
 }
 
+/// The generated pages as a reader sees them: SYNOPSIS keeps the value names and the `...`
+/// of repeated arguments, each exit code is its own item, and a pointer to further
+/// documentation names a file the package installs.
+fn generated_pages_read_right() {
+    let pages = manpages::man_pages("2026-01-01");
+    let page = |name: &str| {
+        let g = pages.iter().find(|g| g.name == name).unwrap();
+        unroff(&g.text)
+    };
+    let synopsis = |name: &str| {
+        let p = page(name);
+        let after = p.split_once(".SH SYNOPSIS\n").unwrap().1.to_owned();
+        after.lines().next().unwrap().to_owned()
+    };
+    let add_ip = synopsis("add-ip.8");
+    assert!(
+        add_ip.contains("[-a|--allow SERVICES]") && add_ip.ends_with("[NAME] [ADDR]..."),
+        "{add_ip}"
+    );
+    let del_acct = synopsis("del-acct.8");
+    assert!(del_acct.ends_with(" NAME..."), "{del_acct}");
+    let providers = synopsis("enable-trusted-providers.8");
+    assert!(providers.contains("[--disable ID]..."), "{providers}");
+
+    let status = page("status.8");
+    let exit = status
+        .split_once(".SH \"EXIT STATUS\"\n")
+        .unwrap()
+        .1
+        .split(".SH NOTES")
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        exit.starts_with(".TP\n0\nloaded and in sync with the configuration, nothing degraded\n.TP\n1\nerror\n.TP\n3\ndrifted"),
+        "{exit}"
+    );
+
+    let providers = page("enable-trusted-providers.8");
+    assert!(!providers.contains("see README)"), "{providers}");
+    assert!(
+        providers.contains("see /usr/share/doc/pbxwall/README.md"),
+        "{providers}"
+    );
+}
+
+/// `pbxwall init` has its page, pbxwall-init(8), with every option `--help` shows, and the
+/// overview points to it.
+fn init_has_a_page_with_its_options() {
+    let pages = manpages::man_pages("2026-01-01");
+    let init = pages
+        .iter()
+        .find(|g| g.name == "pbxwall-init.8")
+        .expect("no pbxwall-init.8");
+    let text = unroff(&init.text);
+    for want in [
+        ".TH PBXWALL-INIT 8",
+        "pbxwall init [",
+        "--sshd-config PATH",
+        "--asterisk-dir DIR",
+        "--admin ADDR]...",
+        "--cloud",
+        "EXIT STATUS",
+        "no admin account is written",
+        "pbxwall init --admin 198.51.100.7",
+    ] {
+        assert!(
+            text.contains(want),
+            "pbxwall-init(8) lacks {want:?}:\n{text}"
+        );
+    }
+    let overview = unroff(&read(&man_dir().join("pbxwall.8")));
+    assert!(overview.contains("See pbxwall-init(8)."), "pbxwall(8)");
+}
+
 fn pages_render_without_warnings() {
     for entry in std::fs::read_dir(man_dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -422,6 +498,8 @@ common::test_main! {
         completions_for_every_binary,
         every_command_binary_is_listed_once,
         examples_parse_with_their_binary,
+        generated_pages_read_right,
+        init_has_a_page_with_its_options,
         man_pages_are_up_to_date,
         overview_page_agrees_with_readme,
         settings_documentation_shows_the_real_defaults,

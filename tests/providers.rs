@@ -581,12 +581,45 @@ fn an_enabled_provider_reaches_sip_and_nothing_else() {
     );
 }
 
+/// Every source the shipped providers.toml cites is a URL anyone can open (http or https),
+/// never an id of an index nobody else can look up.
+fn every_shipped_source_is_a_public_url() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("providers.toml")).unwrap();
+    let file: toml::Value = toml::from_str(&text).unwrap();
+    let mut bad = Vec::new();
+    let mut count = 0;
+    for p in file["provider"].as_array().unwrap() {
+        let id = p["id"].as_str().unwrap();
+        for (fact, list) in p["sources"].as_table().unwrap() {
+            for source in list.as_array().unwrap() {
+                let source = source.as_str().unwrap();
+                count += 1;
+                let url = source.split_whitespace().next().unwrap_or("");
+                let public = (url.starts_with("https://") || url.starts_with("http://"))
+                    && url.len() > "https://x.y".len()
+                    && !source.contains("find_string");
+                if !public {
+                    bad.push(format!("{id} {fact}: {source}"));
+                }
+            }
+        }
+    }
+    assert!(count > 20, "{count} sources");
+    assert!(
+        bad.is_empty(),
+        "sources that are not a public URL:\n{}",
+        bad.join("\n")
+    );
+}
+
 common::test_main! {
     Needs::NOTHING => [
         all_enables_exactly_the_well_sourced_builtin_entries,
         bad_ids_and_arguments_change_nothing,
         enable_is_idempotent_updates_follow_the_file_and_disable_removes,
         list_shows_every_builtin_entry_and_json_has_the_documented_shape,
+        every_shipped_source_is_a_public_url,
     ],
     Needs::root_and(&["setpriv"]) => [an_enabled_provider_reaches_sip_and_nothing_else],
 }

@@ -35,21 +35,25 @@ fn status_reports_sync_drift_and_names() {
         "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\"]\ntimeout_ms = 500\nattempts = 1\n",
     );
     let ns = Some(topo.pbx_ns());
-    common::assert_exit(
-        &cfg.run(
-            ns,
-            "add-ip",
-            [
-                "office",
-                "203.0.113.10",
-                "--allow",
-                "ssh",
-                "--comment",
-                "HQ",
-            ],
-        ),
-        0,
+    let out = cfg.run(
+        ns,
         "add-ip",
+        [
+            "office",
+            "203.0.113.10",
+            "--allow",
+            "ssh",
+            "--comment",
+            "HQ",
+        ],
+    );
+    common::assert_exit(&out, 0, "add-ip");
+    // What was saved comes first, then what the apply did.
+    let said: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(said[0], "account office saved", "{said:?}");
+    assert!(
+        said[1].starts_with("applied table inet pbxwall: "),
+        "{said:?}"
     );
     common::assert_exit(
         &cfg.run(
@@ -78,6 +82,13 @@ fn status_reports_sync_drift_and_names() {
     assert_eq!(name["v4"][0], "192.0.2.10");
     assert_eq!(name["v6"][0], "2001:db8::10");
     assert_eq!(name["applied"].as_array().unwrap().len(), 2);
+    // The documented keys are there for a name that resolves too, null when empty.
+    for key in ["since", "error", "reason"] {
+        assert!(
+            name.as_object().unwrap().contains_key(key) && name[key].is_null(),
+            "{key}: {name:#}"
+        );
+    }
     let office = &accounts[1];
     assert_eq!(office["comment"], "HQ");
     assert_eq!(office["addresses"][0]["address"], "203.0.113.10");
@@ -190,6 +201,68 @@ fn status_reports_sync_drift_and_names() {
     assert_eq!(s["differences"][0], "table inet pbxwall is not loaded");
 }
 
+/// The drop counter says since when it counts, ipchecker is described in words, and a
+/// configuration that does not build still shows what is live, with the error.
+fn status_says_what_it_counts_and_survives_a_broken_configuration() {
+    let topo = Topology::new();
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = []\n");
+    let ns = Some(topo.pbx_ns());
+    let no_cron = cfg.root().join("no-cron");
+    let no_cron = no_cron.to_str().unwrap();
+    common::assert_exit(
+        &cfg.run(ns, "add-ip", ["office", "203.0.113.10", "--allow", "ssh"]),
+        0,
+        "add-ip",
+    );
+    let out = cfg.run(ns, "status", ["--json", "--cron-file", no_cron]);
+    common::assert_exit(&out, 0, "status --json");
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(s["error"].is_null(), "{s:#}");
+    assert!(s["dropped"]["since"].is_string(), "{s:#}");
+    assert_eq!(s["dropped"]["since"], s["last_apply"]["at"], "{s:#}");
+    let out = cfg.run(ns, "status", ["--cron-file", no_cron]);
+    common::assert_exit(&out, 0, "status");
+    let text = stdout(&out);
+    let since = s["dropped"]["since"].as_str().unwrap();
+    assert!(
+        text.contains(&format!(
+            "dropped by policy since the last full apply at {since}: "
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nipchecker has not run yet; no cron entry\n"),
+        "{text}"
+    );
+
+    cfg.write("pbxwall.toml", "trusted = [\n");
+    let out = cfg.run(ns, "status", ["--cron-file", no_cron]);
+    common::assert_exit(&out, 1, "status with a broken pbxwall.toml");
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("configuration: ERROR, not compared with what is live: "),
+        "{}",
+        show(&out)
+    );
+    assert!(text.contains("pbxwall.toml"), "{}", show(&out));
+    assert!(
+        text.contains("table inet pbxwall: loaded (") && text.contains("dropped by policy"),
+        "{}",
+        show(&out)
+    );
+    let out = cfg.run(ns, "status", ["--json", "--cron-file", no_cron]);
+    common::assert_exit(&out, 1, "status --json with a broken pbxwall.toml");
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["table"], "loaded");
+    assert!(
+        s["error"].as_str().unwrap().contains("pbxwall.toml"),
+        "{s:#}"
+    );
+    assert!(s["live"]["elements"].as_u64().unwrap() >= 1, "{s:#}");
+}
+
 common::test_main! {
     Needs::root_and(&["dnsmasq"]) => [status_reports_sync_drift_and_names],
+    Needs::ROOT => [status_says_what_it_counts_and_survives_a_broken_configuration],
 }

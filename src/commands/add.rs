@@ -151,10 +151,10 @@ fn save(
         std::slice::from_ref(&path),
         no_restart,
         force,
+        &[format!("account {name} saved")],
         || Ok(store::save_account(&ctx.paths, &account, replace, &lock)?),
     )
     .with_context(|| format!("account {name}"))?;
-    ctx.say(format_args!("account {name} saved"));
     ctx.audit(&what);
     Ok(outcome)
 }

@@ -180,13 +180,17 @@ pub const LAST_APPLIED: &str = "last-applied.nft";
 /// the kernel has the new ruleset. When the new `last-applied.nft` cannot be written, the
 /// old one is removed if it can be: loaded at boot, it could admit a source the live
 /// ruleset no longer admits (the boot then waits for `pbxwall-restart.service` instead).
+///
+/// This is for an update of set elements only (ipchecker): the table and its rules stay, so
+/// the recorded time of the last full load (where the drop counter starts) is kept.
 pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
-    record_applied_text(ctx, ruleset, &render::render(ruleset), lock);
+    record_applied_text(ctx, ruleset, &render::render(ruleset), lock, false);
 }
 
-/// [`record_applied`] with the ruleset already rendered as `text`.
-fn record_applied_text(ctx: &Ctx, ruleset: &Ruleset, text: &str, lock: &StoreLock) {
-    if let Err(e) = write_records(ctx, ruleset, text, lock) {
+/// [`record_applied`] with the ruleset already rendered as `text`; `full`: the whole table
+/// was loaded (its rules, and so the drop counter, are new).
+fn record_applied_text(ctx: &Ctx, ruleset: &Ruleset, text: &str, lock: &StoreLock, full: bool) {
+    if let Err(e) = write_records(ctx, ruleset, text, lock, full) {
         ctx.warn_state_unsaved(format_args!(
             "the ruleset is applied, but recording it in {} failed: {}",
             ctx.paths.state_dir.display(),
@@ -200,6 +204,7 @@ fn write_records(
     ruleset: &Ruleset,
     text: &str,
     lock: &StoreLock,
+    full: bool,
 ) -> Result<(), StoreError> {
     let boot_file = ctx.paths.state_dir.join(LAST_APPLIED);
     if let Err(e) = store::write_state(&boot_file, text.as_bytes()) {
@@ -212,11 +217,18 @@ fn write_records(
         return Err(e);
     }
     let (mut st, _) = State::load(&ctx.paths);
+    let at = now_rfc3339();
+    let loaded_at = if full {
+        Some(at.clone())
+    } else {
+        st.applied.as_ref().and_then(|a| a.loaded_at.clone())
+    };
     st.applied = Some(Applied {
-        at: now_rfc3339(),
+        at,
         by: ctx.command.to_owned(),
         skeleton: render::skeleton(ruleset),
         elements: ruleset.element_count(),
+        loaded_at,
     });
     st.save(&ctx.paths, lock)
 }
@@ -312,7 +324,7 @@ pub fn apply_ruleset(
     let stats = stats
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
     let text = text.unwrap_or_else(|_| render::render(&build.ruleset));
-    record_applied_text(ctx, &build.ruleset, &text, lock);
+    record_applied_text(ctx, &build.ruleset, &text, lock, true);
     let summary = AppliedSummary {
         accounts: build.accounts.len(),
         address_ranges: build.ruleset.element_count(),
@@ -341,13 +353,16 @@ pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock, force: bool) -> Result<Out
 }
 
 /// Runs `change` (which writes files), then rebuilds and applies; if applying fails, puts
-/// the files `change` touched back as they were, so an error means nothing changed.
+/// the files `change` touched back as they were, so an error means nothing changed. `done`
+/// says what `change` did ("account joe saved"): printed once the files are written, before
+/// the apply's own lines; with `no_restart` its last line ends "; run restart to apply".
 pub fn change_then_apply(
     ctx: &Ctx,
     lock: &StoreLock,
     touched: &[std::path::PathBuf],
     no_restart: bool,
     force: bool,
+    done: &[String],
     change: impl FnOnce() -> Result<()>,
 ) -> Result<Outcome> {
     let before: Vec<(std::path::PathBuf, Option<String>)> = touched
@@ -355,8 +370,19 @@ pub fn change_then_apply(
         .map(|p| Ok((p.clone(), store::read_optional(p)?)))
         .collect::<Result<_, StoreError>>()?;
     change()?;
+    // What changed is said before the apply reports (and with `--no-restart`, the last line
+    // says that nothing was applied yet).
+    for (i, line) in done.iter().enumerate() {
+        if no_restart && i + 1 == done.len() {
+            ctx.say(format_args!("{line}; run restart to apply"));
+        } else {
+            ctx.say(line);
+        }
+    }
     if no_restart {
-        ctx.say("saved; run restart to apply");
+        if done.is_empty() {
+            ctx.say("saved; run restart to apply");
+        }
         return Ok(Outcome::Done);
     }
     match rebuild_and_apply(ctx, lock, force) {

@@ -44,11 +44,16 @@ pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {
             format!("account {n} removed{had}")
         })
         .collect();
-    let outcome = change_then_apply(ctx, &lock, &files, args.no_restart, args.force, || {
-        Ok(store::delete_accounts(&ctx.paths, &names, &lock)?)
-    })?;
+    let outcome = change_then_apply(
+        ctx,
+        &lock,
+        &files,
+        args.no_restart,
+        args.force,
+        &gone,
+        || Ok(store::delete_accounts(&ctx.paths, &names, &lock)?),
+    )?;
     for line in &gone {
-        ctx.say(line);
         ctx.audit(line);
     }
     Ok(outcome)

@@ -126,31 +126,45 @@ pub fn import(ctx: &Ctx, args: ImportArgs) -> Result<Outcome> {
         .map(|p| ctx.paths.account_file(&p.account.name))
         .collect();
     let existed: Vec<bool> = touched.iter().map(|p| p.exists()).collect();
-    let applied = change_then_apply(ctx, &lock, &touched, args.no_restart, args.force, || {
-        // All or nothing: a file that cannot be written puts back the ones written before.
-        let before: Vec<Option<String>> = touched
-            .iter()
-            .map(|p| store::read_optional(p))
-            .collect::<Result<_, _>>()?;
-        for (i, planned) in plan.accounts.iter().enumerate() {
-            if let Err(e) = store::save_account(&ctx.paths, &planned.account, args.replace, &lock) {
-                for (path, old) in touched.iter().zip(&before).take(i) {
-                    let _ = match old {
-                        Some(text) => {
-                            store::write_atomic(path, text.as_bytes(), store::ACCOUNT_FILE_MODE)
-                        }
-                        None => store::remove_durably(path),
-                    };
+    let saved: Vec<String> = plan
+        .accounts
+        .iter()
+        .map(|p| format!("account {} saved", p.account.name))
+        .collect();
+    let applied = change_then_apply(
+        ctx,
+        &lock,
+        &touched,
+        args.no_restart,
+        args.force,
+        &saved,
+        || {
+            // All or nothing: a file that cannot be written puts back the ones written before.
+            let before: Vec<Option<String>> = touched
+                .iter()
+                .map(|p| store::read_optional(p))
+                .collect::<Result<_, _>>()?;
+            for (i, planned) in plan.accounts.iter().enumerate() {
+                if let Err(e) =
+                    store::save_account(&ctx.paths, &planned.account, args.replace, &lock)
+                {
+                    for (path, old) in touched.iter().zip(&before).take(i) {
+                        let _ = match old {
+                            Some(text) => {
+                                store::write_atomic(path, text.as_bytes(), store::ACCOUNT_FILE_MODE)
+                            }
+                            None => store::remove_durably(path),
+                        };
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .context("import")?;
     for (planned, existed) in plan.accounts.iter().zip(existed) {
         let a = &planned.account;
-        ctx.say(format_args!("account {} saved", a.name));
         ctx.audit(&format!(
             "account {} {} by import from {}: {}",
             a.name,

@@ -8,7 +8,9 @@
 //!    client of this session and every `--admin ADDR`, services ssh, web, webmin).
 //! 4. Apply, with the SSH lockout guard.
 //!
-//! A second run with the same inputs changes no file.
+//! Init says what it looked for and did not find (no sshd_config, no Asterisk folder, no SSH
+//! client and no `--admin`: no admin account). A second run with the same inputs changes no
+//! file, and applies only when table inet pbxwall is not loaded or differs from the files.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -18,14 +20,36 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ipnet::IpNet;
 
-use super::{Ctx, Outcome, change_then_apply, ssh_session};
+use super::{Ctx, Dns, Outcome, build, change_then_apply, ssh_session};
 use crate::detect::{self, DetectedPorts};
+use crate::diff;
 use crate::model::{
     Account, AccountName, DEFAULT_TRUSTED, PortSpec, Profiles, check_rtp_ports, parse_source,
 };
+use crate::nft::netlink;
 use crate::ruleset::{L4Proto, PortRange};
 use crate::state::now_rfc3339;
 use crate::store::{self, parse_account, render_account};
+
+/// `pbxwall init --help`: exit codes, what init reads and writes, what a second run does.
+pub const LONG_HELP: &str = "\
+Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
+2 usage error, 3 applied but degraded (names left out, account files skipped, or running
+flows of sources that lost access not ended).
+
+Init writes pbxwall.toml (trusted LAN ranges, none with --cloud; the RTP range of
+rtp.conf) unless it has settings of the administrator's, a local profile for ssh, sip-udp,
+sip-tcp or iax when the ports read from --sshd-config and --asterisk-dir (pjsip.conf,
+pjsip.transports.conf, sip.conf, iax.conf, rtp.conf) differ from the shipped ones, the
+account pbx-self (this server's global addresses, service all) and the account admin (the
+SSH client of this session and every --admin, services web, webmin, ssh), then applies with
+the SSH lockout guard.
+
+It says what it did not find: no sshd configuration or no Asterisk folder (the shipped
+ports stay), no SSH client and no --admin (no admin account is written).
+
+A second run with the same inputs changes no file; it applies only when table inet pbxwall
+is not loaded or differs from the files, and says so.";
 
 /// `pbxwall init`: first-time setup.
 #[derive(Debug, Clone, Args)]
@@ -92,6 +116,7 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
     plan.extend(settings_plan(ctx, args.cloud, detected.rtp)?);
     plan.extend(profile_overrides(ctx, &profiles, &detected));
     let lock = ctx.lock()?;
+    let (has_own, has_admin) = (!own.is_empty(), !admins.is_empty());
     if !own.is_empty() {
         plan.extend(account_plan(
             ctx,
@@ -122,6 +147,9 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
     if !detected.sources.is_empty() {
         ctx.say(format_args!("read {}", detected.sources.join(", ")));
     }
+    for line in not_found(&args, &detected, has_own, has_admin) {
+        ctx.say(line);
+    }
     let changed: Vec<&Planned> = plan
         .iter()
         .filter(|p| {
@@ -129,22 +157,98 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
         })
         .collect();
     if changed.is_empty() {
-        ctx.say("nothing to change: pbxwall is set up");
+        // Nothing to write: apply only when the kernel does not already hold what the files
+        // say (not loaded, or changed behind pbxwall's back), and say so.
+        if args.no_restart {
+            ctx.say("nothing to change: pbxwall is set up");
+            return Ok(Outcome::Done);
+        }
+        match live_differs(ctx, &lock)? {
+            None => {
+                ctx.say("nothing to change: pbxwall is set up and table inet pbxwall is in sync");
+                return Ok(Outcome::Done);
+            }
+            Some(why) => ctx.say(format_args!(
+                "nothing to change in the files, but {why}: applying them"
+            )),
+        }
     }
     for p in &changed {
         ctx.say(format_args!("writing {} ({})", p.path.display(), p.what));
     }
     let touched: Vec<PathBuf> = changed.iter().map(|p| p.path.clone()).collect();
-    let outcome = change_then_apply(ctx, &lock, &touched, args.no_restart, args.force, || {
-        for p in &changed {
-            store::write_atomic(&p.path, p.text.as_bytes(), 0o644)?;
-        }
-        Ok(())
-    })?;
+    let outcome = change_then_apply(
+        ctx,
+        &lock,
+        &touched,
+        args.no_restart,
+        args.force,
+        &[],
+        || {
+            for p in &changed {
+                store::write_atomic(&p.path, p.text.as_bytes(), 0o644)?;
+            }
+            Ok(())
+        },
+    )?;
     for p in &changed {
         ctx.audit(&format!("wrote {} ({})", p.path.display(), p.what));
     }
     Ok(outcome)
+}
+
+/// What init looked for and did not find, each with what it means for the setup.
+fn not_found(args: &InitArgs, d: &DetectedPorts, has_own: bool, has_admin: bool) -> Vec<String> {
+    let read = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        d.sources.iter().any(|s| s.starts_with(&path))
+    };
+    let mut out = Vec::new();
+    if !read(&args.sshd_config) {
+        out.push(format!(
+            "not found: {} (no sshd configuration): the ssh profile keeps its shipped port; give --sshd-config PATH if sshd is configured elsewhere",
+            args.sshd_config.display()
+        ));
+    }
+    if !args.asterisk_dir.is_dir() {
+        out.push(format!(
+            "not found: {} (no Asterisk configuration folder): the SIP, IAX2 and RTP ports stay the shipped ones; give --asterisk-dir DIR if Asterisk is configured elsewhere",
+            args.asterisk_dir.display()
+        ));
+    } else if !read(&args.asterisk_dir) {
+        out.push(format!(
+            "not found: pjsip.conf, sip.conf, iax.conf or rtp.conf in {}: the SIP, IAX2 and RTP ports stay the shipped ones",
+            args.asterisk_dir.display()
+        ));
+    }
+    if !has_admin {
+        out.push(format!(
+            "not found: an SSH client (no SSH_CONNECTION) and no --admin: no {ADMIN_ACCOUNT} account written; give --admin ADDR for the addresses you administer from"
+        ));
+    }
+    if !has_own {
+        out.push(format!(
+            "not found: a global address of this server: no {SELF_ACCOUNT} account written"
+        ));
+    }
+    out
+}
+
+/// Why the kernel's table differs from what the files build (`None`: in sync), with the
+/// names resolved from the cache only.
+fn live_differs(ctx: &Ctx, lock: &store::StoreLock) -> Result<Option<String>> {
+    let b = build(ctx, Some(lock), Dns::CacheOnly)?;
+    let live = netlink::read_table()
+        .context("cannot read table inet pbxwall from the kernel (init needs root)")?;
+    let want_rules = netlink::rule_fingerprints(&b.ruleset);
+    let diff = diff::diff(&b.ruleset, want_rules.as_deref(), live.as_ref());
+    Ok(if live.is_none() {
+        Some("table inet pbxwall is not loaded".to_owned())
+    } else if !diff.is_in_sync() {
+        Some("table inet pbxwall differs from them".to_owned())
+    } else {
+        None
+    })
 }
 
 /// Private ranges `--cloud` takes out of `trusted`: RFC 1918, shared address space
@@ -297,10 +401,12 @@ fn profile_overrides(ctx: &Ctx, profiles: &Profiles, d: &DetectedPorts) -> Vec<P
             .code
             .map(|c| format!("code = {c}\n"))
             .unwrap_or_default();
+        let detected: Vec<String> = ports.iter().map(u16::to_string).collect();
         out.push(Planned {
             text: format!(
-                "# Written by `pbxwall init` from this host's configuration.\n{code}name = \"{name}\"\ndescription = \"{} (ports detected on this host)\"\nports = [{}]\n",
-                profile.description.trim_end_matches(" (ports detected on this host)"),
+                "# Written by `pbxwall init` from this host's configuration.\n{code}name = \"{name}\"\ndescription = \"{} (ports detected on this host: {})\"\nports = [{}]\n",
+                without_ports(&profile.description),
+                detected.join(", "),
                 specs.join(", ")
             ),
             path,
@@ -308,6 +414,19 @@ fn profile_overrides(ctx: &Ctx, profiles: &Profiles, d: &DetectedPorts) -> Vec<P
         });
     }
     out
+}
+
+/// A profile description without its trailing list of ports in parentheses ("SIP signalling
+/// over UDP (PJSIP 5060-5061, ...)" → "SIP signalling over UDP"): an override written for
+/// other ports must not name the shipped ones.
+fn without_ports(description: &str) -> &str {
+    match description.trim_end().strip_suffix(')') {
+        Some(head) => match head.rfind(" (") {
+            Some(at) if head[at..].chars().any(|c| c.is_ascii_digit()) => head[..at].trim_end(),
+            _ => description,
+        },
+        None => description,
+    }
 }
 
 /// The account file init wants. An existing account keeps what it has (its `created`, any
@@ -442,6 +561,20 @@ mod tests {
         let text = edit(Some(no_trusted), false, Some(RTP)).unwrap();
         let settings = store::parse_settings(std::path::Path::new(PATH), &text).unwrap();
         assert_eq!(settings.rtp.ports, RTP, "{text}");
+    }
+
+    #[test]
+    fn override_descriptions_lose_the_shipped_ports() {
+        assert_eq!(
+            without_ports("SIP signalling over UDP (PJSIP 5060-5061, chan_sip 5160-5161)"),
+            "SIP signalling over UDP"
+        );
+        assert_eq!(
+            without_ports("Secure shell (ports detected on this host: 2222)"),
+            "Secure shell"
+        );
+        assert_eq!(without_ports("Secure shell"), "Secure shell");
+        assert_eq!(without_ports("Panel (old)"), "Panel (old)");
     }
 
     #[test]

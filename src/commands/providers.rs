@@ -74,7 +74,7 @@ pub struct EnableTrustedProvidersArgs {
     #[arg(value_name = "ID")]
     pub ids: Vec<String>,
     /// List the providers: what each opens, confidence, date checked, whether it is enabled
-    /// and whether --all enables it (--json: see README)
+    /// and whether --all enables it (--json: see /usr/share/doc/pbxwall/README.md)
     #[arg(long, conflicts_with_all = ["all", "disable", "no_restart", "force"])]
     pub list: bool,
     /// Enable every provider whose data is well sourced (confidence high or medium, not stale)
@@ -156,15 +156,23 @@ pub fn enable_trusted_providers(ctx: &Ctx, args: EnableTrustedProvidersArgs) -> 
         ctx.say("providers are up to date; nothing changed");
         None
     } else {
-        let outcome = change_then_apply(ctx, &lock, &touched, args.no_restart, args.force, || {
-            for w in plan.writes.iter().filter(|w| w.change != Change::Unchanged) {
-                store::save_account(&ctx.paths, &w.account, true, &lock)?;
-            }
-            for (_, n) in &plan.removes {
-                store::remove_durably(&ctx.paths.account_file(n))?;
-            }
-            Ok(())
-        })?;
+        let outcome = change_then_apply(
+            ctx,
+            &lock,
+            &touched,
+            args.no_restart,
+            args.force,
+            &[],
+            || {
+                for w in plan.writes.iter().filter(|w| w.change != Change::Unchanged) {
+                    store::save_account(&ctx.paths, &w.account, true, &lock)?;
+                }
+                for (_, n) in &plan.removes {
+                    store::remove_durably(&ctx.paths.account_file(n))?;
+                }
+                Ok(())
+            },
+        )?;
         Some(outcome)
     };
     if changed.is_some() {

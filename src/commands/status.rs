@@ -59,12 +59,21 @@ Exit status: 0 loaded and in sync with the configuration, nothing degraded; 1 er
 3 drifted (the kernel differs from what restart would apply), not loaded, or degraded
 (names left out or stale, account files skipped).
 
-With --json it prints one object:
-  {\"table\": \"loaded\" | \"missing\", \"in_sync\": true, \"differences\": [\"...\"],
-   \"degraded\": false, \"problems\": [\"...\"],
+The drop counter counts from the last full apply (restart, a change, ipchecker reloading
+the table), whose time it shows; ipchecker's address updates keep it.
+
+When the configuration does not build (a broken pbxwall.toml), status shows the error and
+what is live (the table's size, the drop counter, the last apply, ipchecker, recent
+changes), then exits 1.
+
+With --json it prints one object (every key always present; null when it has no value):
+  {\"table\": \"loaded\" | \"missing\", \"error\": null | \"...\",
+   \"in_sync\": true | null, \"differences\": [\"...\"],
+   \"degraded\": false | null, \"problems\": [\"...\"],
+   \"live\": {\"rules\", \"sets\", \"elements\"} | null,
    \"last_apply\": {\"at\", \"by\"} | null,
    \"ipchecker\": {\"last_run\", \"outcome\", \"netlink_writes\", \"cron_schedule\", \"next_run\"},
-   \"dropped\": {\"packets\", \"bytes\"} | null,
+   \"dropped\": {\"packets\", \"bytes\", \"since\"} | null,
    \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
                  \"addresses\": [{\"address\", \"applied\"}],
                  \"fqdns\": [{\"name\", \"state\": \"ok\" | \"stale\" | \"left_out\",
@@ -81,13 +90,14 @@ pub struct StatusArgs {
 }
 
 /// `status [--json]`.
+///
+/// When the configuration does not build (a broken pbxwall.toml, say), it still shows what is
+/// live (the table, its size, the drop counter, the last apply, ipchecker, recent changes)
+/// with the error, then fails with that error (exit 1).
 pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
-    let b = build(ctx, None, Dns::CacheOnly)?;
+    let built = build(ctx, None, Dns::CacheOnly);
     let live = netlink::read_table()
         .context("cannot read table inet pbxwall from the kernel (status needs root)")?;
-    let want_rules = netlink::rule_fingerprints(&b.ruleset);
-    let diff = diff::diff(&b.ruleset, want_rules.as_deref(), live.as_ref());
-    let differences = diff.lines();
     let (st, _) = State::load(&ctx.paths);
     let schedule = cron::installed_schedule(&args.cron_file);
     let next_run = schedule
@@ -95,14 +105,10 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
         .and_then(|s| s.next_runs(Local::now(), 1).pop())
         .map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string());
     let dropped = live.as_ref().and_then(drop_counter);
-    let problems = b.problems();
-    let in_sync = diff.is_in_sync();
-    let report = json!({
+    let counted_since = st.applied.as_ref().and_then(|a| a.loaded_at.clone());
+    let mut report = json!({
         "table": if live.is_some() { "loaded" } else { "missing" },
-        "in_sync": in_sync,
-        "differences": differences,
-        "degraded": b.degraded(),
-        "problems": problems,
+        "error": null,
         "last_apply": st.applied.as_ref().map(|a| json!({"at": a.at, "by": a.by})),
         "ipchecker": {
             "last_run": st.ipchecker.as_ref().map(|r| r.at.clone()),
@@ -111,19 +117,66 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             "cron_schedule": schedule.as_ref().map(|s| s.as_str().to_owned()),
             "next_run": next_run,
         },
-        "dropped": dropped.map(|(p, by)| json!({"packets": p, "bytes": by})),
-        "accounts": b.accounts.iter().map(|a| account_json(&b, a, live.as_ref())).collect::<Vec<_>>(),
+        "dropped": dropped.map(|(p, by)| json!({"packets": p, "bytes": by, "since": counted_since})),
         "recent_changes": audit::last(&ctx.paths, RECENT_CHANGES),
     });
-    if ctx.json {
-        ctx.print_json(&report)?;
-    } else {
-        print_text(&report);
-    }
+    let b = match built {
+        Ok(b) => b,
+        Err(e) => {
+            let m = report.as_object_mut().expect("an object");
+            m.insert("error".into(), json!(format!("{e:#}")));
+            m.insert("in_sync".into(), Value::Null);
+            m.insert("differences".into(), json!([]));
+            m.insert("degraded".into(), Value::Null);
+            m.insert("problems".into(), json!([]));
+            m.insert("live".into(), live.as_ref().map(live_size).into());
+            m.insert("accounts".into(), json!([]));
+            show(ctx, &report)?;
+            return Err(e.context(
+                "the configuration does not build, so status cannot compare it with what is live",
+            ));
+        }
+    };
+    let want_rules = netlink::rule_fingerprints(&b.ruleset);
+    let diff = diff::diff(&b.ruleset, want_rules.as_deref(), live.as_ref());
+    let in_sync = diff.is_in_sync();
+    let m = report.as_object_mut().expect("an object");
+    m.insert("in_sync".into(), json!(in_sync));
+    m.insert("differences".into(), json!(diff.lines()));
+    m.insert("degraded".into(), json!(b.degraded()));
+    m.insert("problems".into(), json!(b.problems()));
+    m.insert("live".into(), live.as_ref().map(live_size).into());
+    m.insert(
+        "accounts".into(),
+        b.accounts
+            .iter()
+            .map(|a| account_json(&b, a, live.as_ref()))
+            .collect(),
+    );
+    show(ctx, &report)?;
     Ok(if in_sync && !b.degraded() {
         Outcome::Done
     } else {
         Outcome::Degraded
+    })
+}
+
+/// Prints the report as JSON or text.
+fn show(ctx: &Ctx, report: &Value) -> Result<()> {
+    if ctx.json {
+        ctx.print_json(report)
+    } else {
+        print_text(report);
+        Ok(())
+    }
+}
+
+/// The size of the live table: rules of all chains, sets, and the address ranges in them.
+fn live_size(live: &LiveTable) -> Value {
+    json!({
+        "rules": live.chains.iter().map(|c| c.rule_count).sum::<usize>(),
+        "sets": live.sets.len(),
+        "elements": live.sets.iter().map(|s| s.elements.len()).sum::<usize>(),
     })
 }
 
@@ -172,7 +225,9 @@ fn account_json(b: &Build, a: &Account, live: Option<&LiveTable>) -> Value {
         .iter()
         .map(|f| match b.resolution.names.get(f) {
             Some(r) => name_json(&b.ruleset, r, live),
-            None => json!({"name": f.as_str(), "state": "left_out", "reason": "not resolved"}),
+            None => with_every_name_key(
+                json!({"name": f.as_str(), "state": "left_out", "reason": "not resolved"}),
+            ),
         })
         .collect();
     json!({
@@ -197,7 +252,57 @@ fn name_json(want: &Ruleset, r: &NameResult, live: Option<&LiveTable>) -> Value 
     if let Value::Object(m) = &mut v {
         m.insert("applied".into(), json!(applied));
     }
+    with_every_name_key(v)
+}
+
+/// The keys `--json` documents for a name, each present (`null` when it has no value):
+/// a resolved name has no `since`, `error` or `reason`, a name never resolved no addresses.
+const NAME_KEYS: [&str; 9] = [
+    "name",
+    "state",
+    "since",
+    "error",
+    "reason",
+    "v4",
+    "v6",
+    "resolved_at",
+    "applied",
+];
+
+fn with_every_name_key(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        for key in NAME_KEYS {
+            let empty = match key {
+                "v4" | "v6" | "applied" => json!([]),
+                _ => Value::Null,
+            };
+            m.entry(key).or_insert(empty);
+        }
+    }
     v
+}
+
+/// What `status` says of ipchecker, in words: when it last ran and how it went, and whether
+/// cron runs it.
+fn ipchecker_line(ip: &Value) -> String {
+    let last = match ip["last_run"].as_str() {
+        Some(_) => format!(
+            "ipchecker last ran at {} ({})",
+            s(&ip["last_run"]),
+            s(&ip["outcome"])
+        ),
+        None => "ipchecker has not run yet".to_owned(),
+    };
+    let cron = match (ip["cron_schedule"].as_str(), ip["next_run"].as_str()) {
+        (Some(_), Some(_)) => format!(
+            "cron runs it at \"{}\", next at {}",
+            s(&ip["cron_schedule"]),
+            s(&ip["next_run"])
+        ),
+        (Some(_), None) => format!("cron runs it at \"{}\"", s(&ip["cron_schedule"])),
+        (None, _) => "no cron entry".to_owned(),
+    };
+    format!("{last}; {cron}")
 }
 
 /// A value of the report as text; strings from files (comments, user names) escaped.
@@ -210,8 +315,22 @@ fn s(v: &Value) -> String {
 }
 
 fn print_text(r: &Value) {
+    if r["error"].is_string() {
+        outln!(
+            "configuration: ERROR, not compared with what is live: {}",
+            s(&r["error"])
+        );
+    }
     let table = if r["table"] == "missing" {
         "NOT LOADED".to_owned()
+    } else if r["in_sync"].is_null() {
+        let l = &r["live"];
+        format!(
+            "loaded ({} rules, {} sets, {} address ranges)",
+            s(&l["rules"]),
+            s(&l["sets"]),
+            s(&l["elements"])
+        )
     } else if r["in_sync"] == true {
         "loaded, in sync with the configuration".to_owned()
     } else {
@@ -224,17 +343,16 @@ fn print_text(r: &Value) {
     if let Some(a) = r["last_apply"].as_object() {
         outln!("last apply: {} by {}", s(&a["at"]), s(&a["by"]));
     }
-    let ip = &r["ipchecker"];
-    outln!(
-        "ipchecker: last run {} ({}), cron {} next {}",
-        s(&ip["last_run"]),
-        s(&ip["outcome"]),
-        s(&ip["cron_schedule"]),
-        s(&ip["next_run"])
-    );
+    outln!("{}", ipchecker_line(&r["ipchecker"]));
     if let Some(d) = r["dropped"].as_object() {
+        // The counter starts from zero whenever the table is loaded in full (restart, a
+        // change, ipchecker repairing it); ipchecker's address updates keep it.
+        let since = match d["since"] {
+            Value::String(_) => format!("since the last full apply at {}", s(&d["since"])),
+            _ => "since the last full apply".to_owned(),
+        };
         outln!(
-            "dropped by policy: {} packets, {} bytes",
+            "dropped by policy {since}: {} packets, {} bytes",
             s(&d["packets"]),
             s(&d["bytes"])
         );
