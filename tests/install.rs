@@ -238,6 +238,57 @@ fn install_puts_exactly_the_expected_files() {
     );
 }
 
+/// The section names of a 64-bit little-endian ELF file (what `readelf -S` lists).
+fn elf_section_names(path: &Path) -> Vec<String> {
+    let data = std::fs::read(path).unwrap();
+    let name = path.display();
+    assert!(
+        data.len() > 64 && data[..4] == *b"\x7fELF" && data[4] == 2 && data[5] == 1,
+        "{name} is not a 64-bit little-endian ELF file"
+    );
+    let u16_at = |at: usize| u16::from_le_bytes(data[at..at + 2].try_into().unwrap()) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap()) as usize;
+    // ELF header: e_shoff at 0x28, e_shentsize 0x3a, e_shnum 0x3c, e_shstrndx 0x3e.
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    // Section header: sh_name at 0, sh_offset at 0x18.
+    let strtab = u64_at(shoff + shstrndx * shentsize + 0x18);
+    (0..shnum)
+        .map(|i| {
+            let start = strtab + u32_at(shoff + i * shentsize);
+            let end = start + data[start..].iter().position(|&b| b == 0).unwrap();
+            String::from_utf8_lossy(&data[start..end]).into_owned()
+        })
+        .collect()
+}
+
+/// `make install` strips the binaries (the release profile keeps debug info for profiling:
+/// unstripped, the eight binaries took 327 MB).
+fn install_strips_the_binaries() {
+    let inst = Installed::new();
+    for b in cargo_bins() {
+        let installed = inst.dest().join("usr/sbin").join(&b);
+        let sections = elf_section_names(&installed);
+        let debug: Vec<&String> = sections
+            .iter()
+            .filter(|s| {
+                [".debug_info", ".debug_line", ".debug_str", ".symtab"].contains(&s.as_str())
+            })
+            .collect();
+        assert!(
+            debug.is_empty(),
+            "{b} installed unstripped: it has {debug:?}"
+        );
+        let size = std::fs::metadata(&installed).unwrap().len();
+        let built = std::fs::metadata(built_bins().join(&b)).unwrap().len();
+        assert!(
+            size < built / 2,
+            "{b}: installed {size} bytes, built {built}: not stripped?"
+        );
+    }
+}
+
 fn install_keeps_settings_and_uninstall_removes_the_rest() {
     let inst = Installed::new();
     let dest = inst.dest();
@@ -382,6 +433,7 @@ common::test_main! {
         install_honours_prefix,
         install_keeps_settings_and_uninstall_removes_the_rest,
         install_puts_exactly_the_expected_files,
+        install_strips_the_binaries,
     ],
     Needs::NOTHING.with_check(systemd_analyze_or_root) => [units_pass_systemd_analyze_verify],
 }
