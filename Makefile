@@ -171,8 +171,17 @@ install: install-build completions
 	fi
 	@echo "installed under $(DESTDIR)$(PREFIX); see packaging/README.md for the systemd units"
 
-## uninstall: remove what install put under PREFIX; /etc/pbxwall and /var/lib/pbxwall stay
+# The first line of every cron file pbxwall writes (CRON_FILE_MARKER in src/cron.rs).
+CRON_FILE ?= $(SYSCONFDIR)/cron.d/pbxwall
+CRON_MARKER := \# pbxwall: re-resolve dynamic DNS names and update the firewall.
+
+## uninstall: remove what install put under PREFIX, and the cron file of
+##            `ipchecker --install-cron` (only if pbxwall wrote it: cron would call the removed
+##            ipchecker); /etc/pbxwall and /var/lib/pbxwall stay
 uninstall:
+	@if [ -f "$(DESTDIR)$(CRON_FILE)" ] && [ "$$(head -n 1 "$(DESTDIR)$(CRON_FILE)")" = "$(CRON_MARKER)" ]; then \
+	  echo "rm -f $(DESTDIR)$(CRON_FILE)"; rm -f "$(DESTDIR)$(CRON_FILE)"; \
+	fi
 	rm -f $(addprefix "$(DESTDIR)$(SBINDIR)"/,$(BINARIES))
 	rm -rf "$(DESTDIR)$(PKGDATADIR)"
 	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man8/,$(notdir $(wildcard man/*.8)))
