@@ -13,6 +13,8 @@ DESTDIR ?=
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables dnsmasq-base iproute2 python3
 # ... and the packaging tests (man page rendering, systemd-analyze verify of the units).
 DEB_PACKAGES += groff-base systemd
+# ... and promtool, which checks `status --prometheus` (tests/status.rs).
+DEB_PACKAGES += prometheus
 
 .PHONY: all build deps lint test demo clean
 

@@ -117,6 +117,11 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
         "The same, for scripts and monitoring.",
     ),
     (
+        "status",
+        "status --prometheus-file /var/lib/prometheus/node-exporter/pbxwall.prom",
+        "Write the metrics for node_exporter's textfile collector (run it from cron).",
+    ),
+    (
         "enable-trusted-providers",
         "enable-trusted-providers --list",
         "List the providers, what each opens, and which are enabled.",
