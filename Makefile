@@ -15,8 +15,8 @@ DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables dnsmasq-base iproute
 DEB_PACKAGES += groff-base systemd
 # ... and promtool, which checks `status --prometheus` (tests/status.rs).
 DEB_PACKAGES += prometheus
-# ... and fish, which runs the fish completions (tests/man_pages.rs; bash is always there).
-DEB_PACKAGES += fish
+# ... and fish and zsh, which run their completions (tests/man_pages.rs; bash is always there).
+DEB_PACKAGES += fish zsh
 
 .PHONY: all build deps lint test demo clean
 

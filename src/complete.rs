@@ -208,6 +208,68 @@ pub fn fish_script(bin: &str) -> String {
     out
 }
 
+/// The zsh helper put into every zsh script of [`DYNAMIC_BINARIES`] (after clap's
+/// `autoload` line); [`zsh_script`] points clap's `_default` actions of those arguments at
+/// it. It reads the line from `$BUFFER`, because `_arguments` narrows `$words` to the
+/// positional arguments.
+const ZSH_HELPER: &str = r#"
+# Services, account names and provider ids depend on this machine's files: the program
+# prints them when PBXWALL_COMPLETE=services|accounts|providers is set.
+(( $+functions[_pbxwall_dynamic] )) ||
+_pbxwall_dynamic() {
+    # _arguments passes compadd options (-J group ...) first, the kind last.
+    local kind=$argv[-1]
+    argv[-1]=()
+    local -a line folders values
+    local i
+    line=(${(Q)${(z)BUFFER}})
+    for ((i = 2; i < $#line; i++)); do
+        case $line[i] in
+            --config-dir) folders+=("PBXWALL_CONFIG_DIR=$line[i+1]") ;;
+            --config-dir=*) folders+=("PBXWALL_CONFIG_DIR=${line[i]#*=}") ;;
+            --share-dir) folders+=("PBXWALL_SHARE_DIR=$line[i+1]") ;;
+            --share-dir=*) folders+=("PBXWALL_SHARE_DIR=${line[i]#*=}") ;;
+        esac
+    done
+    values=(${(f)"$(env $folders PBXWALL_COMPLETE=$kind $line[1] 2>/dev/null)"})
+    [[ $kind == services ]] && compset -P '*,'
+    compadd "$@" -a values
+}
+"#;
+
+/// clap's zsh script for `bin` with the services, account names and provider ids completed
+/// by asking the program (see [`bash_script`]); other binaries' scripts are returned as
+/// they are.
+pub fn zsh_script(bin: &str, clap_script: &str) -> String {
+    if !DYNAMIC_BINARIES.contains(&bin) {
+        return clap_script.to_owned();
+    }
+    let mut out = String::with_capacity(clap_script.len() + ZSH_HELPER.len());
+    for line in clap_script.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        // clap's action for an argument without a value hint: `...:VALUE_NAME:_default' \`.
+        let kind = if body.contains("]:SERVICES:_default'") {
+            Some("services")
+        } else if body.starts_with("'*::names -- ") || body.contains("]:NAME:_default'") {
+            Some("accounts")
+        } else if body.starts_with("'*::ids -- ") || body.contains("]:ID:_default'") {
+            Some("providers")
+        } else {
+            None
+        };
+        match kind {
+            Some(kind) => {
+                out.push_str(&line.replacen(":_default'", &format!(":_pbxwall_dynamic {kind}'"), 1))
+            }
+            None => out.push_str(line),
+        }
+        if body == "autoload -U is-at-least" {
+            out.push_str(ZSH_HELPER);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

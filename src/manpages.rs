@@ -535,7 +535,9 @@ pub fn completions() -> Vec<(&'static str, Generated)> {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut cmd.clone(), &bin, &mut buf);
             let mut text = String::from_utf8(buf).expect("completion scripts are UTF-8");
-            if complete::DYNAMIC_BINARIES.contains(&bin.as_str()) {
+            if shell == Shell::Zsh {
+                text = complete::zsh_script(&bin, &text);
+            } else if complete::DYNAMIC_BINARIES.contains(&bin.as_str()) {
                 text.push_str(&dynamic_completion(shell, &bin, &text));
             }
             out.push((

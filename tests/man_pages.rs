@@ -583,8 +583,90 @@ fn fish_completions_offer_services_accounts_and_providers() {
     assert_eq!(complete("del-acct --no-r"), ["--no-restart"]);
 }
 
+/// Types a line into an interactive zsh on a pseudo-terminal (zsh/zpty) and completes it
+/// with a widget that records every match offered: `zsh -f DRIVER FPATH_DIR LINE OUT`
+/// writes them to OUT, one a line, then creates OUT.done. Return is unbound before the
+/// line is typed, so it is never run.
+const ZSH_DRIVER: &str = r#"
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT= RPROMPT= ; fpath=(${(q)1} \$fpath); autoload -U compinit; compinit -u -D"
+zpty -w z "_record() { compadd() { builtin compadd \"\$@\"; local -a m; builtin compadd -O m \"\$@\"; print -lr -- \$m >> ${(q)3}; }; _main_complete; unfunction compadd; : > ${(q)3}.done; }"
+zpty -w z "zle -C record complete-word _record; bindkey '^T' record; bindkey -r '^M'; bindkey -r '^J'"
+zpty -n -w z "$2"$'\024'
+for i in {1..100}; do [[ -e $3.done ]] && break; sleep 0.1; done
+zpty -d z
+"#;
+
+/// The same in zsh, through clap's `_arguments` script and the helper added to it.
+fn zsh_completions_offer_services_accounts_and_providers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scripts = tmp.path().join("completions");
+    manpages::write_completions(&scripts).unwrap();
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(config.join("accounts")).unwrap();
+    for name in ["joe-office", "alice", "jane"] {
+        std::fs::write(config.join("accounts").join(format!("{name}.toml")), "").unwrap();
+    }
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let driver = tmp.path().join("driver.zsh");
+    std::fs::write(&driver, ZSH_DRIVER).unwrap();
+    let bins = Path::new(env!("CARGO_BIN_EXE_pbxwall")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut n = 0;
+    let mut complete = |line: &str| -> Vec<String> {
+        n += 1;
+        let out_file = tmp.path().join(format!("out{n}"));
+        let out = common::run_to_files(
+            Command::new("zsh")
+                .arg("-f")
+                .arg(&driver)
+                .arg(scripts.join("zsh"))
+                .arg(line)
+                .arg(&out_file)
+                .env("PATH", &path)
+                .current_dir(tmp.path())
+                .env("PBXWALL_CONFIG_DIR", &config)
+                .env("PBXWALL_STATE_DIR", &state)
+                .env_remove("PBXWALL_SHARE_DIR"),
+            std::time::Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success() && tmp.path().join(format!("out{n}.done")).exists(),
+            "zsh completion of {line:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut got: Vec<String> = std::fs::read_to_string(&out_file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(complete("add-ip joe --allow sip"), ["sip-tcp", "sip-udp"]);
+    assert_eq!(complete("pbxwall add-fqdn x -a ssh,i"), ["iax"]);
+    assert_eq!(complete("del-acct j"), ["jane", "joe-office"]);
+    assert_eq!(complete("pbxwall del-acct a"), ["alice"]);
+    assert_eq!(complete("enable-trusted-providers tw"), ["twilio"]);
+    assert_eq!(
+        complete("enable-trusted-providers --disable tw"),
+        ["twilio"]
+    );
+    assert_eq!(complete("del-acct --no-r"), ["--no-restart"]);
+    // Nothing was run: the state folder is as it was.
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+}
+
 common::test_main! {
     Needs::tools(&["bash"]) => [completions_offer_services_accounts_and_providers],
+    Needs::tools(&["zsh"]) => [zsh_completions_offer_services_accounts_and_providers],
     Needs::tools(&["fish"]) => [fish_completions_offer_services_accounts_and_providers],
     Needs::NOTHING => [
         completions_for_every_binary,
