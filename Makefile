@@ -13,6 +13,10 @@ DESTDIR ?=
 DEB_PACKAGES := libnftnl-dev libmnl-dev pkg-config nftables dnsmasq-base iproute2 python3
 # ... and the packaging tests (man page rendering, systemd-analyze verify of the units).
 DEB_PACKAGES += groff-base systemd
+# ... and promtool, which checks `status --prometheus` (tests/status.rs).
+DEB_PACKAGES += prometheus
+# ... and fish and zsh, which run their completions (tests/man_pages.rs; bash is always there).
+DEB_PACKAGES += fish zsh
 
 .PHONY: all build deps lint test demo clean
 
@@ -80,6 +84,7 @@ clean:
 # Installing and packaging (packaging/README.md explains the layout and the units).
 #
 #   make install                      build (release), then install under /usr/local
+#                                     (binaries stripped; INSTALL_STRIP= keeps debug info)
 #   make install PREFIX=/usr DESTDIR=/tmp/root BINDIR_SRC=target/debug
 #                                     install binaries already built there, no build
 #   make uninstall                    remove what install put there (not /etc/pbxwall)
@@ -103,8 +108,9 @@ CONFDIR ?= $(SYSCONFDIR)/pbxwall
 STATEDIR ?= /var/lib/pbxwall
 NFT ?= /usr/sbin/nft
 INSTALL ?= install
-# -s to strip the binaries (make deb does)
-INSTALL_STRIP ?=
+# install's -s strips the binaries as they are copied: the release profile keeps debug info
+# for profiling (42 MB a binary, ~4 MB stripped). INSTALL_STRIP= installs them unstripped.
+INSTALL_STRIP ?= -s
 # Cargo profile of the binaries to install: release, or debug (cargo's dev profile).
 PROFILE ?= release
 CARGO_PROFILE = $(if $(filter debug,$(PROFILE)),dev,$(PROFILE))
@@ -172,8 +178,17 @@ install: install-build completions
 	fi
 	@echo "installed under $(DESTDIR)$(PREFIX); see packaging/README.md for the systemd units"
 
-## uninstall: remove what install put under PREFIX; /etc/pbxwall and /var/lib/pbxwall stay
+# The first line of every cron file pbxwall writes (CRON_FILE_MARKER in src/cron.rs).
+CRON_FILE ?= $(SYSCONFDIR)/cron.d/pbxwall
+CRON_MARKER := \# pbxwall: re-resolve dynamic DNS names and update the firewall.
+
+## uninstall: remove what install put under PREFIX, and the cron file of
+##            `ipchecker --install-cron` (only if pbxwall wrote it: cron would call the removed
+##            ipchecker); /etc/pbxwall and /var/lib/pbxwall stay
 uninstall:
+	@if [ -f "$(DESTDIR)$(CRON_FILE)" ] && [ "$$(head -n 1 "$(DESTDIR)$(CRON_FILE)")" = "$(CRON_MARKER)" ]; then \
+	  echo "rm -f $(DESTDIR)$(CRON_FILE)"; rm -f "$(DESTDIR)$(CRON_FILE)"; \
+	fi
 	rm -f $(addprefix "$(DESTDIR)$(SBINDIR)"/,$(BINARIES))
 	rm -rf "$(DESTDIR)$(PKGDATADIR)"
 	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man8/,$(notdir $(wildcard man/*.8)))

@@ -221,6 +221,10 @@ impl From<PbxwallCli> for (Common, Command) {
 
 /// The `main` of every binary: parse arguments as `C`, run, map the result to an exit code.
 pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
+    // A completion script asking for services, account names or provider ids.
+    if crate::complete::answer_if_asked() {
+        return ExitCode::SUCCESS;
+    }
     let (common, command) = C::parse().into();
     let ctx = common.ctx(command.name());
     let result = run(&ctx, command).map(|outcome| ctx.finish(outcome));

@@ -12,6 +12,12 @@ use thiserror::Error;
 /// Where `ipchecker --install-cron` writes by default.
 pub const DEFAULT_CRON_FILE: &str = "/etc/cron.d/pbxwall";
 
+/// The first line of every cron file pbxwall writes. The package's postrm (on purge) and
+/// `make uninstall` remove the cron file only when it starts with this line, so a file of
+/// the same name that the administrator wrote stays; keep them in step when it changes.
+pub const CRON_FILE_MARKER: &str =
+    "# pbxwall: re-resolve dynamic DNS names and update the firewall.";
+
 /// A schedule that cron-parser refused.
 #[derive(Debug, Error)]
 #[error(
@@ -100,7 +106,7 @@ pub fn cron_file(schedule: &CronSchedule, command: &str) -> Result<String, CronC
     }
     let command = command.replace('%', "\\%");
     Ok(format!(
-        "# pbxwall: re-resolve dynamic DNS names and update the firewall.\n\
+        "{CRON_FILE_MARKER}\n\
          # Installed by `ipchecker --install-cron`; remove with `ipchecker --remove-cron`.\n\
          # ipchecker is quiet unless something changed or failed, so cron mails only then.\n\
          SHELL=/bin/sh\n\

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod compile;
+pub mod complete;
 pub mod cron;
 pub mod detect;
 pub mod diff;

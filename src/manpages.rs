@@ -36,6 +36,7 @@ use crate::cli::{
     AddFqdnCli, AddIpCli, DelAcctCli, EnableTrustedProvidersCli, IpcheckerCli, PbxwallCli,
     RestartCli, StatusCli,
 };
+use crate::complete;
 use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_SHARE_DIR, DEFAULT_STATE_DIR};
 
 /// The parser of every one-command binary: one line each. Each gets `man/NAME.8` and
@@ -130,6 +131,11 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
         "pbxwall",
         "pbxwall init --cloud --asterisk-dir /etc/asterisk --sshd-config /etc/ssh/sshd_config",
         "First-time setup on a cloud server (no private range trusted), with the default places to read ports from spelled out.",
+    ),
+    (
+        "status",
+        "status --prometheus-file /var/lib/prometheus/node-exporter/pbxwall.prom",
+        "Write the metrics for node_exporter's textfile collector (run it from cron).",
     ),
     (
         "enable-trusted-providers",
@@ -648,16 +654,39 @@ pub fn completions() -> Vec<(&'static str, Generated)> {
         for &(shell, dir) in SHELLS {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut cmd.clone(), &bin, &mut buf);
+            let mut text = String::from_utf8(buf).expect("completion scripts are UTF-8");
+            if shell == Shell::Zsh {
+                text = complete::zsh_script(&bin, &text);
+            } else if complete::DYNAMIC_BINARIES.contains(&bin.as_str()) {
+                text.push_str(&dynamic_completion(shell, &bin, &text));
+            }
             out.push((
                 dir,
                 Generated {
                     name: completion_file_name(shell, &bin),
-                    text: String::from_utf8(buf).expect("completion scripts are UTF-8"),
+                    text,
                 },
             ));
         }
     }
     out
+}
+
+/// The part of `bin`'s completion for `shell` that asks the program for services, account
+/// names and provider ids ([`complete`]), added after clap's script `clap_script`.
+fn dynamic_completion(shell: Shell, bin: &str, clap_script: &str) -> String {
+    match shell {
+        Shell::Bash => {
+            // clap's script registers its function last: `complete -F _name ... bin`.
+            let clap_fn = clap_script
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("complete -F ")?.split(' ').next())
+                .expect("clap's bash script registers a function");
+            complete::bash_script(bin, clap_fn)
+        }
+        Shell::Fish => complete::fish_script(bin),
+        _ => String::new(),
+    }
 }
 
 /// Writes every completion to `dir/<shell>/<file>` (creating the folders), then

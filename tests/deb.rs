@@ -414,15 +414,21 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
         chroot.sh_ok("test -f /usr/share/pbxwall/profiles/sip-udp.toml", minute);
     }
 
-    // 5. Purge leaves no state and no package files (the account file the admin wrote stays).
+    // 5. Purge leaves no state, no cron file and no package files (the account file the
+    //    admin wrote stays).
     if full {
         chroot.sh_ok(
             "mkdir -p /var/lib/pbxwall && touch /var/lib/pbxwall/x",
             minute,
         );
+        chroot.sh_ok(
+            "mkdir -p /etc/cron.d && /usr/sbin/ipchecker --install-cron '*/5 * * * *'",
+            minute,
+        );
         chroot.sh_ok("dpkg --purge pbxwall", 5 * minute);
         chroot.sh_ok(
             "! test -e /var/lib/pbxwall && ! test -e /usr/sbin/restart && \
+             ! test -e /etc/cron.d/pbxwall && \
              test -f /etc/pbxwall/accounts/joe.toml && ! test -e /etc/pbxwall/pbxwall.toml",
             minute,
         );

@@ -273,12 +273,66 @@ fn install_puts_exactly_the_expected_files() {
     );
 }
 
+/// The section names of a 64-bit little-endian ELF file (what `readelf -S` lists).
+fn elf_section_names(path: &Path) -> Vec<String> {
+    let data = std::fs::read(path).unwrap();
+    let name = path.display();
+    assert!(
+        data.len() > 64 && data[..4] == *b"\x7fELF" && data[4] == 2 && data[5] == 1,
+        "{name} is not a 64-bit little-endian ELF file"
+    );
+    let u16_at = |at: usize| u16::from_le_bytes(data[at..at + 2].try_into().unwrap()) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap()) as usize;
+    // ELF header: e_shoff at 0x28, e_shentsize 0x3a, e_shnum 0x3c, e_shstrndx 0x3e.
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    // Section header: sh_name at 0, sh_offset at 0x18.
+    let strtab = u64_at(shoff + shstrndx * shentsize + 0x18);
+    (0..shnum)
+        .map(|i| {
+            let start = strtab + u32_at(shoff + i * shentsize);
+            let end = start + data[start..].iter().position(|&b| b == 0).unwrap();
+            String::from_utf8_lossy(&data[start..end]).into_owned()
+        })
+        .collect()
+}
+
+/// `make install` strips the binaries (the release profile keeps debug info for profiling:
+/// unstripped, the eight binaries took 327 MB).
+fn install_strips_the_binaries() {
+    let inst = Installed::new();
+    for b in cargo_bins() {
+        let installed = inst.dest().join("usr/sbin").join(&b);
+        let sections = elf_section_names(&installed);
+        let debug: Vec<&String> = sections
+            .iter()
+            .filter(|s| {
+                [".debug_info", ".debug_line", ".debug_str", ".symtab"].contains(&s.as_str())
+            })
+            .collect();
+        assert!(
+            debug.is_empty(),
+            "{b} installed unstripped: it has {debug:?}"
+        );
+        let size = std::fs::metadata(&installed).unwrap().len();
+        let built = std::fs::metadata(built_bins().join(&b)).unwrap().len();
+        assert!(
+            size < built / 2,
+            "{b}: installed {size} bytes, built {built}: not stripped?"
+        );
+    }
+}
+
 fn install_keeps_settings_and_uninstall_removes_the_rest() {
     let inst = Installed::new();
     let dest = inst.dest();
     let settings = dest.join("etc/pbxwall/pbxwall.toml");
     std::fs::write(&settings, "trusted = []\n").unwrap();
     std::fs::write(dest.join("etc/pbxwall/accounts/joe.toml"), "x").unwrap();
+    // What `ipchecker --install-cron` writes: cron would go on calling the removed binary.
+    std::fs::create_dir_all(dest.join("etc/cron.d")).unwrap();
+    std::fs::write(dest.join("etc/cron.d/pbxwall"), pbxwall_cron_file()).unwrap();
 
     let out = make("install", &dest, &inst.completions(), &[]);
     assert!(out.contains("kept"), "{out}");
@@ -296,6 +350,95 @@ fn install_keeps_settings_and_uninstall_removes_the_rest() {
         files,
         ["etc/pbxwall/accounts/joe.toml", "etc/pbxwall/pbxwall.toml"],
         "uninstall must remove everything but the administrator's /etc/pbxwall"
+    );
+
+    // A cron file of the same name that pbxwall did not write stays.
+    let own = "*/5 * * * * root /usr/local/bin/my-own-job\n";
+    std::fs::write(dest.join("etc/cron.d/pbxwall"), own).unwrap();
+    make("uninstall", &dest, &inst.completions(), &[]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/cron.d/pbxwall")).unwrap(),
+        own
+    );
+}
+
+/// The cron file `ipchecker --install-cron "*/5 * * * *"` writes.
+fn pbxwall_cron_file() -> String {
+    let schedule = pbxwall::cron::CronSchedule::parse("*/5 * * * *").unwrap();
+    pbxwall::cron::cron_file(&schedule, "/usr/sbin/ipchecker").unwrap()
+}
+
+/// Runs packaging/debian/postrm with `args` as dpkg would, on the root `dpkg_root`
+/// (dpkg's DPKG_ROOT, which the script prefixes to every path).
+fn postrm(dpkg_root: &Path, args: &[&str]) {
+    check(
+        Command::new("sh")
+            .arg(root().join("packaging/debian/postrm"))
+            .args(args)
+            .env("DPKG_ROOT", dpkg_root),
+        Duration::from_secs(10),
+    );
+}
+
+/// `dpkg --purge` removes what pbxwall wrote: the state, the cron file of
+/// `ipchecker --install-cron` (only if it is pbxwall's), empty configuration folders.
+/// `remove` (not purge) keeps them all.
+fn postrm_purge_removes_the_cron_file_pbxwall_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path();
+    for dir in [
+        "etc/cron.d",
+        "etc/pbxwall/accounts",
+        "etc/pbxwall/profiles",
+        "var/lib/pbxwall",
+    ] {
+        std::fs::create_dir_all(r.join(dir)).unwrap();
+    }
+    std::fs::write(r.join("etc/cron.d/pbxwall"), pbxwall_cron_file()).unwrap();
+    std::fs::write(r.join("var/lib/pbxwall/state.json"), "{}").unwrap();
+
+    postrm(r, &["remove"]);
+    assert!(
+        r.join("etc/cron.d/pbxwall").exists(),
+        "remove keeps the cron file"
+    );
+    assert!(r.join("var/lib/pbxwall/state.json").exists());
+
+    postrm(r, &["purge"]);
+    assert_eq!(
+        tree(r),
+        BTreeSet::from(["etc/cron.d/".to_string(), "var/lib/".to_string()]),
+        "purge must remove the cron file, the state and the empty /etc/pbxwall"
+    );
+
+    // Somebody else's /etc/cron.d/pbxwall, and an account file, stay.
+    let own = "*/5 * * * * root /usr/local/bin/my-own-job\n";
+    std::fs::write(r.join("etc/cron.d/pbxwall"), own).unwrap();
+    std::fs::create_dir_all(r.join("etc/pbxwall/accounts")).unwrap();
+    std::fs::write(r.join("etc/pbxwall/accounts/joe.toml"), "x").unwrap();
+    postrm(r, &["purge"]);
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/cron.d/pbxwall")).unwrap(),
+        own
+    );
+    assert!(r.join("etc/pbxwall/accounts/joe.toml").exists());
+}
+
+/// postrm and the Makefile recognise pbxwall's cron file by its first line: the same one
+/// src/cron.rs writes.
+fn cron_marker_is_the_same_everywhere() {
+    let marker = pbxwall::cron::CRON_FILE_MARKER;
+    assert_eq!(pbxwall_cron_file().lines().next(), Some(marker));
+    let postrm = std::fs::read_to_string(root().join("packaging/debian/postrm")).unwrap();
+    assert!(
+        postrm.contains(&format!("CRON_MARKER='{marker}'\n")),
+        "packaging/debian/postrm"
+    );
+    let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
+    let escaped = marker.replacen('#', "\\#", 1);
+    assert!(
+        makefile.contains(&format!("CRON_MARKER := {escaped}\n")),
+        "Makefile"
     );
 }
 
@@ -418,6 +561,9 @@ common::test_main! {
         install_keeps_settings_and_uninstall_removes_the_rest,
         install_puts_exactly_the_expected_files,
         packaging_notes_cite_files_the_tree_has,
+        install_strips_the_binaries,
+        postrm_purge_removes_the_cron_file_pbxwall_wrote,
+        cron_marker_is_the_same_everywhere,
     ],
     Needs::NOTHING.with_check(systemd_analyze_or_root) => [units_pass_systemd_analyze_verify],
 }

@@ -493,7 +493,257 @@ fn completions_for_every_binary() {
     }
 }
 
+/// Drives a bash completion script as bash-completion would: sources it, sets COMP_WORDS
+/// to the words typed (the last one being completed), calls the function `complete -p`
+/// registered for the command, and prints COMPREPLY one a line.
+const BASH_DRIVER: &str = r#"
+script=$1; shift
+source "$script"
+COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+spec=$(complete -p "${COMP_WORDS[0]}") || exit 1
+fn=${spec#*-F }; fn=${fn%% *}
+"$fn" "${COMP_WORDS[0]}" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+[[ ${#COMPREPLY[@]} -eq 0 ]] || printf '%s\n' "${COMPREPLY[@]}"
+"#;
+
+/// What bash completes for `words` (the last one is being completed) with the generated
+/// script of `words[0]`, the built binaries first in PATH, `config` as the configuration
+/// folder and its parent as the current folder.
+fn bash_complete(scripts: &Path, config: &Path, words: &[&str]) -> Vec<String> {
+    let bins = Path::new(env!("CARGO_BIN_EXE_pbxwall")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("--norc")
+        .arg("-c")
+        .arg(BASH_DRIVER)
+        .arg("driver")
+        .arg(scripts.join("bash").join(words[0]))
+        .args(words)
+        .env("PATH", path)
+        .current_dir(config.parent().unwrap())
+        .env("PBXWALL_CONFIG_DIR", config)
+        .env_remove("PBXWALL_SHARE_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bash completion of {words:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `--allow` completes services (not file names), `del-acct` the existing accounts,
+/// `enable-trusted-providers` the provider ids, in the single binaries and through
+/// `pbxwall`; everything else is clap's completion as before.
+fn completions_offer_services_accounts_and_providers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scripts = tmp.path().join("completions");
+    manpages::write_completions(&scripts).unwrap();
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(config.join("accounts")).unwrap();
+    for name in ["joe-office", "alice", "jane"] {
+        std::fs::write(
+            config.join("accounts").join(format!("{name}.toml")),
+            "addresses = [\"203.0.113.7\"]\nservices = [\"ssh\"]\n",
+        )
+        .unwrap();
+    }
+    // A file named like a service: --allow must not offer it.
+    std::fs::write(tmp.path().join("sip-notes.txt"), "").unwrap();
+    let complete = |words: &[&str]| bash_complete(&scripts, &config, words);
+
+    assert_eq!(
+        complete(&["add-ip", "joe", "--allow", "sip"]),
+        ["sip-udp", "sip-tcp"]
+    );
+    assert_eq!(complete(&["add-fqdn", "joe", "-a", "ssh,i"]), ["ssh,iax"]);
+    let all = complete(&["pbxwall", "add-ip", "joe", "--allow", ""]);
+    for want in ["sip-udp", "iax", "ssh", "8"] {
+        assert!(all.iter().any(|s| s == want), "{want} not in {all:?}");
+    }
+    assert_eq!(
+        complete(&["add-ip", "joe", "--allow", "zzz"]),
+        [] as [&str; 0]
+    );
+
+    assert_eq!(complete(&["del-acct", "j"]), ["jane", "joe-office"]);
+    assert_eq!(
+        complete(&["pbxwall", "del-acct", "--force", ""]),
+        ["alice", "jane", "joe-office"]
+    );
+
+    let providers = pbxwall::providers::load_providers(
+        &pbxwall::store::Paths {
+            config_dir: config.clone(),
+            state_dir: tmp.path().join("state"),
+            share_dir: tmp.path().join("share"),
+        },
+        None,
+        &pbxwall::store::builtin_profiles(),
+    )
+    .unwrap()
+    .ids();
+    assert!(!providers.is_empty());
+    assert_eq!(complete(&["enable-trusted-providers", ""]), providers);
+    assert_eq!(
+        complete(&["pbxwall", "enable-trusted-providers", "--disable", ""]),
+        providers
+    );
+
+    // Options and other values are still clap's.
+    assert_eq!(complete(&["del-acct", "--no-r"]), ["--no-restart"]);
+    assert_eq!(complete(&["pbxwall", "del"]), ["del-acct"]);
+}
+
+/// The same in fish: `complete -C LINE` after sourcing the generated script.
+fn fish_completions_offer_services_accounts_and_providers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scripts = tmp.path().join("completions");
+    manpages::write_completions(&scripts).unwrap();
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(config.join("accounts")).unwrap();
+    for name in ["joe-office", "alice", "jane"] {
+        std::fs::write(config.join("accounts").join(format!("{name}.toml")), "").unwrap();
+    }
+    std::fs::write(tmp.path().join("sip-notes.txt"), "").unwrap();
+    let bins = Path::new(env!("CARGO_BIN_EXE_pbxwall")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let complete = |line: &str| -> Vec<String> {
+        let bin = line.split(' ').next().unwrap();
+        let script = scripts.join("fish").join(format!("{bin}.fish"));
+        let out = Command::new("fish")
+            .arg("--no-config")
+            .arg("-c")
+            .arg(format!(
+                "source '{}'; complete -C '{line}'",
+                script.display()
+            ))
+            .env("PATH", &path)
+            .current_dir(tmp.path())
+            .env("PBXWALL_CONFIG_DIR", &config)
+            .env_remove("PBXWALL_SHARE_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fish: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(complete("add-ip joe --allow sip"), ["sip-tcp", "sip-udp"]);
+    assert_eq!(complete("pbxwall add-fqdn x -a ss"), ["ssh"]);
+    assert_eq!(complete("del-acct j"), ["jane", "joe-office"]);
+    assert_eq!(complete("pbxwall del-acct a"), ["alice"]);
+    assert_eq!(complete("enable-trusted-providers tw"), ["twilio"]);
+    assert_eq!(
+        complete("pbxwall enable-trusted-providers --disable tw"),
+        ["twilio"]
+    );
+    assert_eq!(complete("del-acct --no-r"), ["--no-restart"]);
+}
+
+/// Types a line into an interactive zsh on a pseudo-terminal (zsh/zpty) and completes it
+/// with a widget that records every match offered: `zsh -f DRIVER FPATH_DIR LINE OUT`
+/// writes them to OUT, one a line, then creates OUT.done. Return is unbound before the
+/// line is typed, so it is never run.
+const ZSH_DRIVER: &str = r#"
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT= RPROMPT= ; fpath=(${(q)1} \$fpath); autoload -U compinit; compinit -u -D"
+zpty -w z "_record() { compadd() { builtin compadd \"\$@\"; local -a m; builtin compadd -O m \"\$@\"; print -lr -- \$m >> ${(q)3}; }; _main_complete; unfunction compadd; : > ${(q)3}.done; }"
+zpty -w z "zle -C record complete-word _record; bindkey '^T' record; bindkey -r '^M'; bindkey -r '^J'"
+zpty -n -w z "$2"$'\024'
+for i in {1..100}; do [[ -e $3.done ]] && break; sleep 0.1; done
+zpty -d z
+"#;
+
+/// The same in zsh, through clap's `_arguments` script and the helper added to it.
+fn zsh_completions_offer_services_accounts_and_providers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scripts = tmp.path().join("completions");
+    manpages::write_completions(&scripts).unwrap();
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(config.join("accounts")).unwrap();
+    for name in ["joe-office", "alice", "jane"] {
+        std::fs::write(config.join("accounts").join(format!("{name}.toml")), "").unwrap();
+    }
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let driver = tmp.path().join("driver.zsh");
+    std::fs::write(&driver, ZSH_DRIVER).unwrap();
+    let bins = Path::new(env!("CARGO_BIN_EXE_pbxwall")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut n = 0;
+    let mut complete = |line: &str| -> Vec<String> {
+        n += 1;
+        let out_file = tmp.path().join(format!("out{n}"));
+        let out = common::run_to_files(
+            Command::new("zsh")
+                .arg("-f")
+                .arg(&driver)
+                .arg(scripts.join("zsh"))
+                .arg(line)
+                .arg(&out_file)
+                .env("PATH", &path)
+                .current_dir(tmp.path())
+                .env("PBXWALL_CONFIG_DIR", &config)
+                .env("PBXWALL_STATE_DIR", &state)
+                .env_remove("PBXWALL_SHARE_DIR"),
+            std::time::Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success() && tmp.path().join(format!("out{n}.done")).exists(),
+            "zsh completion of {line:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut got: Vec<String> = std::fs::read_to_string(&out_file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(complete("add-ip joe --allow sip"), ["sip-tcp", "sip-udp"]);
+    assert_eq!(complete("pbxwall add-fqdn x -a ssh,i"), ["iax"]);
+    assert_eq!(complete("del-acct j"), ["jane", "joe-office"]);
+    assert_eq!(complete("pbxwall del-acct a"), ["alice"]);
+    assert_eq!(complete("enable-trusted-providers tw"), ["twilio"]);
+    assert_eq!(
+        complete("enable-trusted-providers --disable tw"),
+        ["twilio"]
+    );
+    assert_eq!(complete("del-acct --no-r"), ["--no-restart"]);
+    // Nothing was run: the state folder is as it was.
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+}
+
 common::test_main! {
+    Needs::tools(&["bash"]) => [completions_offer_services_accounts_and_providers],
+    Needs::tools(&["zsh"]) => [zsh_completions_offer_services_accounts_and_providers],
+    Needs::tools(&["fish"]) => [fish_completions_offer_services_accounts_and_providers],
     Needs::NOTHING => [
         completions_for_every_binary,
         every_command_binary_is_listed_once,

@@ -262,7 +262,156 @@ fn status_says_what_it_counts_and_survives_a_broken_configuration() {
     assert!(s["live"]["elements"].as_u64().unwrap() >= 1, "{s:#}");
 }
 
+/// `promtool check metrics` on `text`: the exposition format and Prometheus' naming rules.
+#[track_caller]
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(common::tool_path("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{text}",
+        show(&out)
+    );
+}
+
+/// The sample of `metric` (with its labels, e.g. `pbxwall_names{state="ok"}`) in `text`.
+#[track_caller]
+fn sample(text: &str, metric: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {metric} in:\n{text}"))
+        .to_owned()
+}
+
+/// `status --prometheus` for node_exporter's textfile collector: valid for promtool, the
+/// values of the table and the accounts, and `--prometheus-file` writes the same atomically.
+fn status_prometheus_passes_promtool() {
+    let topo = Topology::new();
+    let dns = topo.start_dnsmasq();
+    dns.set_records(&[("joe.dyn.example.test", "192.0.2.10".parse().unwrap())]);
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\"]\ntimeout_ms = 500\nattempts = 1\n",
+    );
+    let ns = Some(topo.pbx_ns());
+    let prometheus = || {
+        let out = cfg.run(ns, "status", ["--prometheus"]);
+        common::assert_exit(&out, 0, "status --prometheus");
+        stdout(&out)
+    };
+
+    // Nothing applied yet: no table, still valid metrics and exit 0.
+    let text = prometheus();
+    promtool_check(&text);
+    assert_eq!(sample(&text, "pbxwall_table_loaded"), "0", "{text}");
+    assert_eq!(sample(&text, "pbxwall_in_sync"), "0", "{text}");
+    assert!(!text.contains("pbxwall_last_apply"), "{text}");
+
+    let add = cfg.run(
+        ns,
+        "add-ip",
+        [
+            "office",
+            "203.0.113.10",
+            "198.51.100.0/24",
+            "--allow",
+            "ssh",
+        ],
+    );
+    common::assert_exit(&add, 0, "add-ip");
+    let add = cfg.run(
+        ns,
+        "add-fqdn",
+        ["joe", "joe.dyn.example.test", "--allow", "sip-udp"],
+    );
+    common::assert_exit(&add, 0, "add-fqdn");
+    let ipchecker = cfg.run(ns, "ipchecker", [] as [&str; 0]);
+    common::assert_exit(&ipchecker, 0, "ipchecker");
+
+    let before = chrono::Utc::now().timestamp();
+    let text = prometheus();
+    promtool_check(&text);
+    for (metric, want) in [
+        ("pbxwall_table_loaded", "1"),
+        ("pbxwall_in_sync", "1"),
+        ("pbxwall_degraded", "0"),
+        ("pbxwall_differences", "0"),
+        ("pbxwall_accounts", "2"),
+        ("pbxwall_addresses", "2"),
+        ("pbxwall_set_elements{set=\"hosts_v4\"}", "2"),
+        ("pbxwall_set_elements{set=\"ranges_v4\"}", "1"),
+        ("pbxwall_names{state=\"ok\"}", "1"),
+        ("pbxwall_names{state=\"left_out\"}", "0"),
+        ("pbxwall_ipchecker_last_run_outcome{outcome=\"ok\"}", "1"),
+    ] {
+        assert_eq!(sample(&text, metric), want, "{metric} in:\n{text}");
+    }
+    assert!(
+        text.contains("# TYPE pbxwall_dropped_packets_total counter\n"),
+        "{text}"
+    );
+    sample(&text, "pbxwall_dropped_packets_total")
+        .parse::<u64>()
+        .unwrap();
+    for metric in [
+        "pbxwall_last_apply_timestamp_seconds",
+        "pbxwall_ipchecker_last_run_timestamp_seconds",
+    ] {
+        let at: i64 = sample(&text, metric).parse().unwrap();
+        assert!(
+            (before - 120..=before).contains(&at),
+            "{metric} {at}, now {before}"
+        );
+    }
+
+    // Drift shows; status itself would exit 3, the metrics still exit 0.
+    nft(
+        &topo,
+        &[
+            "delete",
+            "element",
+            "inet",
+            "pbxwall",
+            "hosts_v4",
+            "{ 203.0.113.10 }",
+        ],
+    );
+    let text = prometheus();
+    assert_eq!(sample(&text, "pbxwall_in_sync"), "0", "{text}");
+    assert_eq!(sample(&text, "pbxwall_set_elements{set=\"hosts_v4\"}"), "1");
+
+    // --prometheus-file: written whole (mode 0644), nothing on stdout.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pbxwall.prom");
+    let out = cfg.run(ns, "status", ["--prometheus-file", file.to_str().unwrap()]);
+    common::assert_exit(&out, 0, "status --prometheus-file");
+    assert_eq!(stdout(&out), "", "{}", show(&out));
+    let written = std::fs::read_to_string(&file).unwrap();
+    promtool_check(&written);
+    assert_eq!(sample(&written, "pbxwall_in_sync"), "0", "{written}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "a temporary file was left behind");
+}
+
 common::test_main! {
     Needs::root_and(&["dnsmasq"]) => [status_reports_sync_drift_and_names],
     Needs::ROOT => [status_says_what_it_counts_and_survives_a_broken_configuration],
+    Needs::root_and(&["dnsmasq", "promtool"]) => [status_prometheus_passes_promtool],
 }

@@ -30,6 +30,9 @@
 //! }
 //! ```
 //! A stale name also has `since` and `error`; a left-out name has `reason`.
+//!
+//! `status --prometheus` ([`prometheus_text`]) reports the same state as Prometheus metrics,
+//! for node_exporter's textfile collector (`--prometheus-file PATH` writes them atomically).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -49,9 +52,10 @@ use crate::diff;
 use crate::model::Account;
 use crate::model::display_net;
 use crate::nft::netlink::{self, LiveTable};
-use crate::resolve::NameResult;
+use crate::resolve::{NameResult, NameState};
 use crate::ruleset::{INPUT_CHAIN, Ruleset};
 use crate::state::State;
+use crate::store;
 
 /// `status --help`: exit codes and the `--json` shape.
 pub const LONG_HELP: &str = "\
@@ -65,6 +69,18 @@ the table), whose time it shows; ipchecker's address updates keep it.
 When the configuration does not build (a broken pbxwall.toml), status shows the error and
 what is live (the table's size, the drop counter, the last apply, ipchecker, recent
 changes), then exits 1.
+
+With --prometheus it prints the same state as metrics in Prometheus' text exposition
+format (the state is in the metrics, so the exit status is 0 unless they cannot be made);
+--prometheus-file PATH writes them atomically to PATH instead, for node_exporter's
+textfile collector (run it from cron every minute).
+
+Metrics: pbxwall_table_loaded, pbxwall_in_sync, pbxwall_degraded (1 or 0);
+pbxwall_differences, pbxwall_problems; pbxwall_dropped_packets_total and
+pbxwall_dropped_bytes_total (since the last full apply); pbxwall_accounts, pbxwall_addresses;
+pbxwall_set_elements{set}; pbxwall_names{state} (ok, stale, left_out);
+pbxwall_last_apply_timestamp_seconds; pbxwall_ipchecker_last_run_timestamp_seconds;
+pbxwall_ipchecker_last_run_outcome{outcome} (ok, degraded, error).
 
 With --json it prints one object (every key always present; null when it has no value):
   {\"table\": \"loaded\" | \"missing\", \"error\": null | \"...\",
@@ -87,6 +103,13 @@ pub struct StatusArgs {
     /// The cron.d file whose schedule tells when ipchecker runs next
     #[arg(long, value_name = "PATH", default_value = crate::cron::DEFAULT_CRON_FILE)]
     pub cron_file: PathBuf,
+    /// Print metrics in Prometheus' text format instead (exit 0 when printed)
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Write those metrics atomically to PATH instead of printing them, e.g. into
+    /// node_exporter's textfile folder (exit 0 when written)
+    #[arg(long, value_name = "PATH")]
+    pub prometheus_file: Option<PathBuf>,
 }
 
 /// `status [--json]`.
@@ -95,6 +118,9 @@ pub struct StatusArgs {
 /// live (the table, its size, the drop counter, the last apply, ipchecker, recent changes)
 /// with the error, then fails with that error (exit 1).
 pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
+    if args.prometheus || args.prometheus_file.is_some() {
+        return prometheus(ctx, &args);
+    }
     let built = build(ctx, None, Dns::CacheOnly);
     let live = netlink::read_table()
         .context("cannot read table inet pbxwall from the kernel (status needs root)")?;
@@ -416,5 +442,295 @@ fn print_text(r: &Value) {
                 addrs.len()
             );
         }
+    }
+}
+
+/// What `status --prometheus` reports, gathered from the same sources as the text and JSON
+/// report: the build from the files and the cached resolution, the live table, state.json.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// Whether table inet pbxwall is loaded.
+    pub table_loaded: bool,
+    /// Whether the live table is what `restart` would apply.
+    pub in_sync: bool,
+    /// Whether names are left out or stale, or account files skipped.
+    pub degraded: bool,
+    /// How many differences the drift check found.
+    pub differences: usize,
+    /// How many problems (names left out or stale, files skipped) there are.
+    pub problems: usize,
+    /// Packets and bytes the drop policy's counter holds, when the table is loaded.
+    pub dropped: Option<(u64, u64)>,
+    /// Accounts that loaded.
+    pub accounts: usize,
+    /// Addresses and networks written in the account files.
+    pub addresses: usize,
+    /// Elements of every live set and map, by set name.
+    pub set_elements: Vec<(String, usize)>,
+    /// Host names that resolved this run or recently (ok), kept from earlier (stale), and
+    /// left out of the ruleset.
+    pub names_ok: usize,
+    /// See [`Metrics::names_ok`].
+    pub names_stale: usize,
+    /// See [`Metrics::names_ok`].
+    pub names_left_out: usize,
+    /// When the last apply happened (unix seconds).
+    pub last_apply: Option<i64>,
+    /// When ipchecker last ran (unix seconds), and its outcome ("ok", "degraded", "error").
+    pub ipchecker_last_run: Option<(i64, String)>,
+}
+
+/// The outcomes ipchecker records; each gets a 0/1 sample of
+/// `pbxwall_ipchecker_last_run_outcome`.
+const IPCHECKER_OUTCOMES: [&str; 3] = ["ok", "degraded", "error"];
+
+/// `status --prometheus` / `--prometheus-file PATH`.
+fn prometheus(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
+    let b = build(ctx, None, Dns::CacheOnly)?;
+    let live = netlink::read_table()
+        .context("cannot read table inet pbxwall from the kernel (status needs root)")?;
+    let want_rules = netlink::rule_fingerprints(&b.ruleset);
+    let diff = diff::diff(&b.ruleset, want_rules.as_deref(), live.as_ref());
+    let (st, _) = State::load(&ctx.paths);
+    let unix = |at: &str| {
+        chrono::DateTime::parse_from_rfc3339(at)
+            .ok()
+            .map(|t| t.timestamp())
+    };
+    let mut m = Metrics {
+        table_loaded: live.is_some(),
+        in_sync: diff.is_in_sync(),
+        degraded: b.degraded(),
+        differences: diff.lines().len(),
+        problems: b.problems().len(),
+        dropped: live.as_ref().and_then(drop_counter),
+        accounts: b.accounts.len(),
+        addresses: b.accounts.iter().map(|a| a.addresses.len()).sum(),
+        set_elements: live
+            .iter()
+            .flat_map(|l| &l.sets)
+            .map(|s| (s.name.clone(), s.elements.len()))
+            .collect(),
+        last_apply: st.applied.as_ref().and_then(|a| unix(&a.at)),
+        ipchecker_last_run: st
+            .ipchecker
+            .as_ref()
+            .and_then(|r| Some((unix(&r.at)?, r.outcome.clone()))),
+        ..Metrics::default()
+    };
+    let names: std::collections::BTreeSet<_> = b.accounts.iter().flat_map(|a| &a.fqdns).collect();
+    for name in names {
+        match b.resolution.names.get(name).map(|r| &r.state) {
+            Some(NameState::Ok) => m.names_ok += 1,
+            Some(NameState::Stale { .. }) => m.names_stale += 1,
+            Some(NameState::LeftOut { .. }) | None => m.names_left_out += 1,
+        }
+    }
+    let text = prometheus_text(&m);
+    match &args.prometheus_file {
+        Some(path) => store::write_atomic(path, text.as_bytes(), 0o644)
+            .with_context(|| format!("cannot write the metrics to {}", path.display()))?,
+        None => out!("{text}"),
+    }
+    Ok(Outcome::Done)
+}
+
+/// The metrics in Prometheus' text exposition format (version 0.0.4), one `# HELP` and
+/// `# TYPE` line per metric. Metrics with nothing to report (no table, never applied) are
+/// left out rather than given a made-up value.
+pub fn prometheus_text(m: &Metrics) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: String| vec![(String::new(), v)];
+    let flag = |b: bool| one(u8::from(b).to_string());
+    let maybe = |v: Option<String>| v.map(one).unwrap_or_default();
+    metric(
+        "pbxwall_table_loaded",
+        "gauge",
+        "Whether table inet pbxwall is loaded (1) or not (0).",
+        &flag(m.table_loaded),
+    );
+    metric(
+        "pbxwall_in_sync",
+        "gauge",
+        "Whether the live table is what restart would apply (1) or drifted or missing (0).",
+        &flag(m.in_sync),
+    );
+    metric(
+        "pbxwall_degraded",
+        "gauge",
+        "Whether host names are left out or stale or account files skipped (1).",
+        &flag(m.degraded),
+    );
+    metric(
+        "pbxwall_differences",
+        "gauge",
+        "Differences between the live table and what restart would apply.",
+        &one(m.differences.to_string()),
+    );
+    metric(
+        "pbxwall_problems",
+        "gauge",
+        "Problems: host names left out or stale, account files skipped.",
+        &one(m.problems.to_string()),
+    );
+    metric(
+        "pbxwall_dropped_packets_total",
+        "counter",
+        "Packets dropped by the input chain's policy since the table was last applied.",
+        &maybe(m.dropped.map(|(p, _)| p.to_string())),
+    );
+    metric(
+        "pbxwall_dropped_bytes_total",
+        "counter",
+        "Bytes dropped by the input chain's policy since the table was last applied.",
+        &maybe(m.dropped.map(|(_, b)| b.to_string())),
+    );
+    metric(
+        "pbxwall_accounts",
+        "gauge",
+        "Accounts that loaded from the account files.",
+        &one(m.accounts.to_string()),
+    );
+    metric(
+        "pbxwall_addresses",
+        "gauge",
+        "Addresses and networks written in the account files (host names not counted).",
+        &one(m.addresses.to_string()),
+    );
+    let sets: Vec<(String, String)> = m
+        .set_elements
+        .iter()
+        .map(|(set, n)| (format!("{{set=\"{}\"}}", label_value(set)), n.to_string()))
+        .collect();
+    metric(
+        "pbxwall_set_elements",
+        "gauge",
+        "Elements (addresses and ranges) in each live set and map of table inet pbxwall.",
+        &sets,
+    );
+    let names: Vec<(String, String)> = [
+        ("ok", m.names_ok),
+        ("stale", m.names_stale),
+        ("left_out", m.names_left_out),
+    ]
+    .iter()
+    .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n.to_string()))
+    .collect();
+    metric(
+        "pbxwall_names",
+        "gauge",
+        "Host names of the accounts: resolved (ok), kept from an earlier answer (stale), left out.",
+        &names,
+    );
+    metric(
+        "pbxwall_last_apply_timestamp_seconds",
+        "gauge",
+        "When pbxwall last applied the ruleset (unix time).",
+        &maybe(m.last_apply.map(|t| t.to_string())),
+    );
+    metric(
+        "pbxwall_ipchecker_last_run_timestamp_seconds",
+        "gauge",
+        "When ipchecker last ran (unix time).",
+        &maybe(m.ipchecker_last_run.as_ref().map(|(t, _)| t.to_string())),
+    );
+    let outcomes: Vec<(String, String)> = match &m.ipchecker_last_run {
+        Some((_, outcome)) => IPCHECKER_OUTCOMES
+            .iter()
+            .map(|o| {
+                (
+                    format!("{{outcome=\"{o}\"}}"),
+                    u8::from(outcome == o).to_string(),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    metric(
+        "pbxwall_ipchecker_last_run_outcome",
+        "gauge",
+        "The outcome of the last ipchecker run: 1 for the one it had (ok, degraded, error).",
+        &outcomes,
+    );
+    out
+}
+
+/// A label value escaped as the text format wants (backslash, double quote, newline).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_help_type_and_samples() {
+        let m = Metrics {
+            table_loaded: true,
+            in_sync: true,
+            dropped: Some((12, 840)),
+            accounts: 2,
+            addresses: 3,
+            set_elements: vec![("hosts_v4".into(), 3)],
+            names_ok: 1,
+            names_left_out: 1,
+            last_apply: Some(1_800_000_000),
+            ipchecker_last_run: Some((1_800_000_060, "degraded".into())),
+            ..Metrics::default()
+        };
+        let text = prometheus_text(&m);
+        for line in [
+            "# HELP pbxwall_table_loaded Whether table inet pbxwall is loaded (1) or not (0).",
+            "# TYPE pbxwall_table_loaded gauge",
+            "pbxwall_table_loaded 1",
+            "pbxwall_in_sync 1",
+            "pbxwall_degraded 0",
+            "# TYPE pbxwall_dropped_packets_total counter",
+            "pbxwall_dropped_packets_total 12",
+            "pbxwall_dropped_bytes_total 840",
+            "pbxwall_accounts 2",
+            "pbxwall_addresses 3",
+            "pbxwall_set_elements{set=\"hosts_v4\"} 3",
+            "pbxwall_names{state=\"ok\"} 1",
+            "pbxwall_names{state=\"stale\"} 0",
+            "pbxwall_names{state=\"left_out\"} 1",
+            "pbxwall_last_apply_timestamp_seconds 1800000000",
+            "pbxwall_ipchecker_last_run_timestamp_seconds 1800000060",
+            "pbxwall_ipchecker_last_run_outcome{outcome=\"ok\"} 0",
+            "pbxwall_ipchecker_last_run_outcome{outcome=\"degraded\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+
+        // Nothing to report: no made-up values.
+        let text = prometheus_text(&Metrics::default());
+        assert!(text.contains("pbxwall_table_loaded 0\n"), "{text}");
+        for absent in [
+            "pbxwall_dropped",
+            "pbxwall_set_elements",
+            "pbxwall_last_apply",
+            "pbxwall_ipchecker",
+        ] {
+            assert!(!text.contains(absent), "{absent} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
