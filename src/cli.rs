@@ -6,7 +6,9 @@
 //!
 //! Exit codes, the same for every binary, and what cron and monitoring rely on (cron mails
 //! on any non-zero status; a check can tell "applied but degraded" from "failed"):
-//! 0 success · 1 error, nothing changed · 2 usage error · 3 applied, but degraded.
+//! 0 success · 1 error, nothing changed · 2 usage error: the command line is wrong (clap's
+//! syntax errors, a missing argument, or a value that is not valid: `UsageError`), nothing
+//! changed · 3 applied, but degraded.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,7 +92,8 @@ pub enum Command {
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
-2 usage error, 3 applied but degraded (names left out, account files skipped, or running
+2 usage error (a missing argument or a value that is not valid on the command line; nothing
+changed), 3 applied but degraded (names left out, account files skipped, or running
 flows of sources that lost access not ended).
 
 Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is

@@ -449,7 +449,7 @@ fn cron_install_validate_and_remove() {
             "ipchecker",
             ["--install-cron", bad, "--cron-file", cron_s],
         );
-        common::assert_exit(&out, 1, bad);
+        common::assert_exit(&out, 2, bad);
         assert!(
             stderr(&out).contains("invalid cron schedule"),
             "{}",

@@ -167,7 +167,10 @@ pub fn add_ip(ctx: &Ctx, args: AddIpArgs) -> Result<Outcome> {
         (args.name, args.addresses, args.options),
         "IP address or CIDR",
         force,
-        |values| Ok((parse_sources(values, force)?, Vec::new())),
+        |values| {
+            let sources = parse_sources(values, force).map_err(UsageError::bad_value)?;
+            Ok((sources, Vec::new()))
+        },
     )
 }
 
@@ -178,7 +181,12 @@ pub fn add_fqdn(ctx: &Ctx, args: AddFqdnArgs) -> Result<Outcome> {
         (args.name, args.fqdns, args.options),
         "host name",
         args.force,
-        |values| Ok((Vec::new(), parse_fqdns(values)?)),
+        |values| {
+            Ok((
+                Vec::new(),
+                parse_fqdns(values).map_err(UsageError::bad_value)?,
+            ))
+        },
     )
 }
 
@@ -192,9 +200,11 @@ fn add(
 ) -> Result<Outcome> {
     let profiles = store::load_profiles(&ctx.paths)?;
     let g = complete(name, values, options.allow, prompt, &profiles)?;
-    let name: AccountName = g.name.parse()?;
+    let name: AccountName = g.name.parse().map_err(UsageError::bad_value)?;
     let (addresses, fqdns) = parse(&g.values)?;
-    let services = profiles.parse_services(&[g.allow])?;
+    let services = profiles
+        .parse_services(&[g.allow])
+        .map_err(UsageError::bad_value)?;
     let account = Account {
         name,
         addresses,

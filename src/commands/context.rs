@@ -31,9 +31,22 @@ impl Outcome {
     }
 }
 
-/// A usage error: missing arguments without a terminal to ask on (exit 2).
+/// A usage error (exit 2): the command line itself is wrong, whatever the state of the
+/// system: missing arguments without a terminal to ask on, or a value that is not valid
+/// (an address, account name, host name, service, provider id or cron schedule that does not
+/// parse, a range too large without `--force`). The same rule as clap's syntax errors, so a
+/// script can tell "fix the command line" (2) from "it could not be done now" (1: the account
+/// exists, no such account, the kernel or the SSH guard refused, a broken file).
 #[derive(Debug)]
 pub struct UsageError(pub String);
+
+impl UsageError {
+    /// A value given on the command line that does not parse: its error, as a usage error
+    /// (the message stays as it is).
+    pub fn bad_value(err: impl fmt::Display) -> anyhow::Error {
+        UsageError(err.to_string()).into()
+    }
+}
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::{Ctx, Outcome, change_then_apply};
+use super::{Ctx, Outcome, UsageError, change_then_apply};
 use crate::model::AccountName;
 use crate::store;
 
@@ -27,7 +27,8 @@ pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {
         .names
         .iter()
         .map(|n| n.parse::<AccountName>())
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError::bad_value)?;
     let lock = ctx.lock()?;
     let files: Vec<_> = names.iter().map(|n| ctx.paths.account_file(n)).collect();
     let profiles = store::load_profiles(&ctx.paths)?;
