@@ -129,7 +129,7 @@ const CASES: &[Case] = &[
     // restart
     case(&["restart", "now"], 2, "unexpected argument 'now'"),
     case(&["restart", "--dry-run", "--dry-run"], 2, "the argument '--dry-run' cannot be used multiple times"),
-    case(&["restart"], 1, "refusing to apply: your SSH client 198.51.100.77 could no longer reach tcp port 22; whitelist it first (add-ip admin 198.51.100.77 --allow ssh) or pass --force").how(How::SshStranger),
+    case(&["restart"], 1, "refusing to apply: your SSH client 198.51.100.77 could no longer reach tcp port 22; whitelist it first (add-ip admin-2 198.51.100.77 --allow ssh) or pass --force").how(How::SshStranger),
     case(&["restart"], 1, "applying table inet pbxwall failed; the previous ruleset is still in place").how(How::NoNetAdmin),
     case(&["restart"], 1, "pbxwall.toml:3: invalid rtp ports \"20000-10000\": expected FIRST-LAST within 1-65535").with_file("pbxwall.toml", BAD_RTP),
     case(&["restart"], 1, "pbxwall.toml:1: invalid network \"10.0.0.1/8\": host bits are set after /8").with_file("pbxwall.toml", "trusted = [\"10.0.0.1/8\"]\n"),

@@ -299,7 +299,7 @@ pub fn apply_ruleset(
     force: bool,
 ) -> Result<FlowsEnded> {
     if !force {
-        guard_ssh_lockout(&build.ruleset)?;
+        guard_ssh_lockout(&ctx.paths, &build.ruleset)?;
     }
     let started = Instant::now();
     // The kernel works through the batch inside one sendmsg; meanwhile another thread

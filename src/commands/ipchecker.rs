@@ -166,7 +166,7 @@ fn check(
         ("none", 0)
     } else if diff.elements_only() && same_skeleton {
         if !force {
-            guard_ssh_lockout(&b.ruleset)?;
+            guard_ssh_lockout(&ctx.paths, &b.ruleset)?;
         }
         let set_changes: Vec<SetChange<'_>> =
             diff.elements.iter().map(SetElements::change).collect();
