@@ -81,6 +81,16 @@ const CASES: &[Case] = &[
     case(&["ipchecker", "--install-cron", "@hourly", "--cron-file", "/nonexistent/pbxwall-cron"], 2, "invalid cron schedule \"@hourly\""),
     case(&["del-acct", "a/b"], 2, "invalid account name \"a/b\""),
     case(&["pbxwall", "init", "--admin", "300.1.2.3"], 2, "invalid address \"300.1.2.3\""),
+    // Hints for what newcomers get wrong: a port on the address, a forgotten account name,
+    // a misspelt service, an empty item in del-acct's comma list.
+    case(&["add-ip", "joe", "203.0.113.7:5060", "--allow", "1"], 2, "invalid address \"203.0.113.7:5060\": write it without :5060, as 203.0.113.7; ports come from the services (--allow)"),
+    case(&["add-ip", "joe", "[2001:db8::7]:5060", "--allow", "1"], 2, "write it without :5060, as 2001:db8::7;"),
+    case(&["add-ip", "203.0.113.7", "--allow", "1"], 2, "missing arguments: \"203.0.113.7\" looks like an address, not an account name: give the account name first, e.g. add-ip joe-office 203.0.113.7 --allow SERVICES"),
+    case(&["add-fqdn", "joe.dyndns.example", "--allow", "1"], 2, "missing arguments: \"joe.dyndns.example\" looks like a host name, not an account name: give the account name first, e.g. add-fqdn joe-mobile joe.dyndns.example --allow SERVICES"),
+    case(&["add-ip", "joe", "192.0.2.1", "--allow", "sipudp"], 2, "unknown service \"sipudp\": valid services are 0=all, 1=sip-udp, 2=sip-tcp, 3=iax, 4=web, 5=webmin, 6=ftp, 7=tftp, 8=ssh, 9=fop; did you mean sip-udp?"),
+    case(&["add-ip", "joe", "192.0.2.1", "--allow", "sip-udp", "--allow", "iax webmni"], 2, "unknown service \"webmni\": valid services are 0=all, 1=sip-udp, 2=sip-tcp, 3=iax, 4=web, 5=webmin, 6=ftp, 7=tftp, 8=ssh, 9=fop; did you mean webmin?"),
+    case(&["del-acct", "joe-office,,nobody"], 1, "no account named nobody"),
+    case(&["del-acct", ","], 2, "no account name given: name at least one"),
 ];
 
 fn bad_input_is_refused_with_one_line_and_changes_nothing() {
@@ -202,6 +212,39 @@ fn dry_run_prints_the_table_and_codes_work_as_names() {
     assert!(s.contains(" : jump allow_all"), "{s}");
     assert!(s.contains("chain allow_sip-udp"), "{s}");
     assert!(s.contains("\t\tudp dport 5060-5061 accept\n"), "{s}");
+}
+
+/// `--allow` lists may be given more than once and separated by spaces as well as commas;
+/// `del-acct` takes comma-separated names like `add-ip` takes addresses.
+fn lists_merge_and_split_on_spaces() {
+    let cfg = setup();
+    let out = cfg.run(
+        None,
+        "add-ip",
+        [
+            "ann",
+            "192.0.2.7 192.0.2.8",
+            "--allow",
+            "sip-udp iax",
+            "--allow",
+            "ssh",
+            "--no-restart",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = cfg.read("accounts/ann.toml").unwrap();
+    assert!(
+        text.contains("addresses = [\"192.0.2.7\", \"192.0.2.8\"]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("services = [\"sip-udp\", \"iax\", \"ssh\"]"),
+        "{text}"
+    );
+    let out = cfg.run(None, "del-acct", ["ann,joe-office", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(cfg.read("accounts/ann.toml").is_none());
+    assert!(cfg.read("accounts/joe-office.toml").is_none());
 }
 
 fn replace_overwrites_and_fqdn_names_are_normalised() {
@@ -378,6 +421,7 @@ common::test_main! {
         corrupt_settings_stop_restart_with_file_and_line,
         dry_run_prints_the_table_and_codes_work_as_names,
         json_results_have_the_documented_shape,
+        lists_merge_and_split_on_spaces,
         replace_overwrites_and_fqdn_names_are_normalised,
     ],
     // `script` (util-linux) gives the command a pseudo-terminal.

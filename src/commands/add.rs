@@ -14,10 +14,11 @@ use crate::store::{self, StoreError};
 /// Options shared by `add-ip` and `add-fqdn`.
 #[derive(Debug, Clone, Args)]
 pub struct AccountOptions {
-    /// Services: profile names or TM3 codes, comma-separated (0=all 1=sip-udp 2=sip-tcp
-    /// 3=iax 4=web 5=webmin 6=ftp 7=tftp 8=ssh 9=fop)
-    #[arg(short, long, value_name = "SERVICES")]
-    pub allow: Option<String>,
+    /// Services: profile names or TM3 codes, separated by commas or spaces; repeatable, the
+    /// lists are merged (0=all 1=sip-udp 2=sip-tcp 3=iax 4=web 5=webmin 6=ftp 7=tftp 8=ssh
+    /// 9=fop)
+    #[arg(short, long, value_name = "SERVICES", action = clap::ArgAction::Append)]
+    pub allow: Vec<String>,
     /// Free text stored with the account
     #[arg(long, value_name = "TEXT")]
     pub comment: Option<String>,
@@ -67,14 +68,29 @@ struct Given {
 }
 
 /// Fills in missing arguments: asks on a terminal (as the original tools did), else a
-/// usage error.
+/// usage error. A name that looks like the value (`add-ip 203.0.113.7 --allow 1`: the account
+/// name was forgotten) is taken as the value on a terminal, and named in the error otherwise.
 fn complete(
-    name: Option<String>,
-    values: Vec<String>,
-    allow: Option<String>,
-    what: &str,
+    mut name: Option<String>,
+    mut values: Vec<String>,
+    allow: Vec<String>,
+    (what, a_value, example): (&str, &str, &str),
+    looks_like_value: fn(&str) -> bool,
     profiles: &Profiles,
 ) -> Result<Given> {
+    let allow = (!allow.is_empty()).then(|| allow.join(","));
+    let forgotten_name = values.is_empty() && name.as_deref().is_some_and(looks_like_value);
+    if forgotten_name && !io::stdin().is_terminal() {
+        let value = name.unwrap_or_default();
+        return Err(UsageError(format!(
+            "missing arguments: {value:?} looks like {a_value}, not an account name: give the \
+             account name first, e.g. {example} {value} --allow SERVICES (see --help)"
+        ))
+        .into());
+    }
+    if forgotten_name {
+        values = name.take().into_iter().collect();
+    }
     if let (Some(name), false, Some(allow)) = (&name, values.is_empty(), &allow) {
         return Ok(Given {
             name: name.clone(),
@@ -159,13 +175,32 @@ fn save(
     Ok(outcome)
 }
 
+/// Whether an argument given as the account name is an address (or an address with a port):
+/// the name was forgotten.
+fn looks_like_address(s: &str) -> bool {
+    matches!(
+        crate::model::parse_source(s, true),
+        Ok(_)
+            | Err(crate::model::ModelError::AddressWithPort { .. }
+                | crate::model::ModelError::HostBits { .. }
+                | crate::model::ModelError::NotUnicast { .. })
+    )
+}
+
+/// Whether an argument given as the account name is a host name (it has a dot and a last
+/// label that is not all digits): the name was forgotten.
+fn looks_like_host_name(s: &str) -> bool {
+    s.contains('.') && s.parse::<Fqdn>().is_ok()
+}
+
 /// `add-ip NAME ADDR... --allow SERVICES`.
 pub fn add_ip(ctx: &Ctx, args: AddIpArgs) -> Result<Outcome> {
     let force = args.force;
     add(
         ctx,
         (args.name, args.addresses, args.options),
-        "IP address or CIDR",
+        ("IP address or CIDR", "an address", "add-ip joe-office"),
+        looks_like_address,
         force,
         |values| {
             let sources = parse_sources(values, force).map_err(UsageError::bad_value)?;
@@ -179,7 +214,8 @@ pub fn add_fqdn(ctx: &Ctx, args: AddFqdnArgs) -> Result<Outcome> {
     add(
         ctx,
         (args.name, args.fqdns, args.options),
-        "host name",
+        ("host name", "a host name", "add-fqdn joe-mobile"),
+        looks_like_host_name,
         args.force,
         |values| {
             Ok((
@@ -194,12 +230,20 @@ pub fn add_fqdn(ctx: &Ctx, args: AddFqdnArgs) -> Result<Outcome> {
 fn add(
     ctx: &Ctx,
     (name, values, options): (Option<String>, Vec<String>, AccountOptions),
-    prompt: &str,
+    prompt: (&str, &str, &str),
+    looks_like_value: fn(&str) -> bool,
     force: bool,
     parse: impl FnOnce(&[String]) -> Result<(Vec<IpNet>, Vec<Fqdn>)>,
 ) -> Result<Outcome> {
     let profiles = store::load_profiles(&ctx.paths)?;
-    let g = complete(name, values, options.allow, prompt, &profiles)?;
+    let g = complete(
+        name,
+        values,
+        options.allow,
+        prompt,
+        looks_like_value,
+        &profiles,
+    )?;
     let name: AccountName = g.name.parse().map_err(UsageError::bad_value)?;
     let (addresses, fqdns) = parse(&g.values)?;
     let services = profiles
