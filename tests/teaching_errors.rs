@@ -47,6 +47,109 @@ fn lockout_advice_is_a_command_that_works() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
 
+/// Run by another user than root (nobody, through setpriv), each command that touches the
+/// firewall says in one line that it needs root and what works without, instead of
+/// "Permission denied" or "cannot list the nf_tables generation"; a bad value is still the
+/// usage error it is, and nothing changes.
+fn without_root_one_line_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = TempConfig::new();
+    let out = cfg.run(
+        None,
+        "add-ip",
+        ["joe", "192.0.2.7", "--allow", "sip-udp", "--no-restart"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    for dir in [
+        cfg.root().to_owned(),
+        cfg.config_dir().to_owned(),
+        cfg.config_dir().join("accounts"),
+        cfg.state_dir().to_owned(),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let before = common::snapshot(cfg.config_dir());
+    let change = "needs root (CAP_NET_ADMIN) to change the firewall; run it with sudo";
+    let cases: &[(&[&str], i32, String)] = &[
+        (
+            &["add-ip", "ann", "192.0.2.8", "--allow", "1"],
+            1,
+            format!("add-ip: error: {change}, or use --no-restart to only save the account"),
+        ),
+        (
+            &["add-fqdn", "m", "m.example", "--allow", "1"],
+            1,
+            format!("add-fqdn: error: {change}, or use --no-restart to only save the account"),
+        ),
+        (
+            &["del-acct", "joe"],
+            1,
+            format!("del-acct: error: {change}, or use --no-restart to only remove the files"),
+        ),
+        (
+            &["restart"],
+            1,
+            format!("restart: error: {change}, or use --dry-run to print the ruleset"),
+        ),
+        (&["ipchecker"], 1, format!("ipchecker: error: {change}")),
+        (
+            &["status"],
+            1,
+            "status: error: needs root (CAP_NET_ADMIN) to read the firewall; run it with sudo"
+                .into(),
+        ),
+        (
+            &["enable-trusted-providers", "--all"],
+            1,
+            format!("enable-trusted-providers: error: {change}, or use --list or --no-restart"),
+        ),
+        (
+            &["pbxwall", "restart"],
+            1,
+            format!("pbxwall: error: {change}, or use --dry-run to print the ruleset"),
+        ),
+        // A bad value is said first: it is wrong whoever runs the command.
+        (
+            &["add-ip", "ann", "192.0.2.300", "--allow", "1"],
+            2,
+            "add-ip: error: invalid address \"192.0.2.300\"".into(),
+        ),
+        // Files only, in a folder of root's: the file it could not write, and sudo.
+        (
+            &["add-ip", "ann", "192.0.2.8", "--allow", "1", "--no-restart"],
+            1,
+            "add-ip: error: needs root to change pbxwall's files (account ann: ".into(),
+        ),
+    ];
+    let setpriv = common::tool_path("setpriv");
+    let mut failures = Vec::new();
+    for (args, code, line) in cases {
+        let (bin, rest) = args.split_first().unwrap();
+        let mut full: Vec<std::ffi::OsString> = vec![
+            "--reuid=65534".into(),
+            "--regid=65534".into(),
+            "--clear-groups".into(),
+            "--".into(),
+            common::bin(bin).into(),
+        ];
+        full.extend(rest.iter().map(Into::into));
+        let out = cfg.run_program(None, &setpriv, &full, &[]);
+        let err = stderr(&out);
+        if out.status.code() != Some(*code)
+            || err.lines().count() != 1
+            || !err.starts_with(line.as_str())
+        {
+            failures.push(format!(
+                "{args:?}: want exit {code} and {line:?}\n{}",
+                show(&out)
+            ));
+        }
+    }
+    assert_eq!(common::snapshot(cfg.config_dir()), before);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 common::test_main! {
     Needs::ROOT => [lockout_advice_is_a_command_that_works],
+    Needs::root_and(&["setpriv"]) => [without_root_one_line_says_so],
 }

@@ -56,6 +56,20 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A command run by another user than root that needs root: said in one line instead of the
+/// "Permission denied" or "Operation not permitted" of the first file or netlink message
+/// the command would have failed on (exit 1, nothing changed).
+#[derive(Debug)]
+pub struct NeedsRoot(pub String);
+
+impl fmt::Display for NeedsRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NeedsRoot {}
+
 /// The exit status of a command's result, the same in every binary: 0 done, 3 applied but
 /// degraded, 2 usage error ([`UsageError`]), 1 any other error (nothing changed).
 pub fn exit_code(result: &Result<Outcome>) -> u8 {
@@ -98,6 +112,9 @@ pub struct Ctx {
     pub command: &'static str,
     /// What the command reports, printed as JSON at the end with `--json`; shared by clones.
     pub report: Rc<RefCell<CommandReport>>,
+    /// Set when the command, as given, needs root and does not run as root: the message of
+    /// the [`NeedsRoot`] error [`Ctx::lock`] returns.
+    pub needs_root: Option<String>,
 }
 
 /// The result of a command as `--json` prints it (status and ipchecker print their own,
@@ -150,6 +167,7 @@ impl Ctx {
             json,
             command,
             report: Rc::default(),
+            needs_root: None,
         }
     }
 
@@ -187,8 +205,12 @@ impl Ctx {
         self.report.borrow_mut().warnings.push(line);
     }
 
-    /// Takes the store lock, saying so when another command holds it.
+    /// Takes the store lock, saying so when another command holds it; fails with
+    /// [`NeedsRoot`] when the command needs root and runs without.
     pub fn lock(&self) -> Result<StoreLock> {
+        if let Some(needs_root) = &self.needs_root {
+            return Err(NeedsRoot(needs_root.clone()).into());
+        }
         let quiet = self.quiet;
         Ok(StoreLock::acquire(&self.paths, |p| {
             if !quiet {
