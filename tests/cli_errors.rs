@@ -91,6 +91,9 @@ const CASES: &[Case] = &[
     case(&["add-ip", "joe", "192.0.2.1", "--allow", "sip-udp", "--allow", "iax webmni"], 2, "unknown service \"webmni\": valid services are 0=all, 1=sip-udp, 2=sip-tcp, 3=iax, 4=web, 5=webmin, 6=ftp, 7=tftp, 8=ssh, 9=fop; did you mean webmin?"),
     case(&["del-acct", "joe-office,,nobody"], 1, "no account named nobody"),
     case(&["del-acct", ","], 2, "no account name given: name at least one"),
+    // Names that differ only in case are one account to a person reading them.
+    case(&["add-ip", "Joe-Office", "192.0.2.1", "--allow", "1"], 1, "account joe-office exists already, and Joe-Office differs from it only in case: choose another name, or change joe-office with --replace"),
+    case(&["add-fqdn", "JOE-OFFICE", "ok.example", "--allow", "1", "--replace"], 1, "account joe-office exists already, and JOE-OFFICE differs from it only in case"),
 ];
 
 fn bad_input_is_refused_with_one_line_and_changes_nothing() {
@@ -245,6 +248,56 @@ fn lists_merge_and_split_on_spaces() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(cfg.read("accounts/ann.toml").is_none());
     assert!(cfg.read("accounts/joe-office.toml").is_none());
+}
+
+/// An address another account whitelists too is saved with a warning naming that account
+/// (removing one of them would leave it open through the other).
+fn an_address_in_two_accounts_is_warned() {
+    let cfg = setup();
+    let out = cfg.run(
+        None,
+        "add-ip",
+        [
+            "joe-home",
+            "203.0.113.7,198.51.100.0/24",
+            "--allow",
+            "iax",
+            "--no-restart",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        stderr(&out),
+        "warning: 203.0.113.7 is also in account joe-office; removing one account leaves it open through the other\n"
+    );
+    let out = cfg.run(
+        None,
+        "add-ip",
+        ["bob", "198.51.100.9", "--allow", "1", "--no-restart"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        stderr(&out),
+        "warning: 198.51.100.9 overlaps 198.51.100.0/24 of account joe-home; removing one account leaves it open through the other\n"
+    );
+    // Replacing an account does not warn about its own addresses.
+    let out = cfg.run(
+        None,
+        "add-ip",
+        [
+            "bob",
+            "198.51.100.9",
+            "--allow",
+            "3",
+            "--replace",
+            "--no-restart",
+        ],
+    );
+    assert!(
+        !stderr(&out).contains("also in account bob"),
+        "{}",
+        show(&out)
+    );
 }
 
 fn replace_overwrites_and_fqdn_names_are_normalised() {
@@ -414,6 +467,7 @@ fn on_a_terminal_add_ip_asks_with_a_numbered_menu() {
 
 common::test_main! {
     Needs::NOTHING => [
+        an_address_in_two_accounts_is_warned,
         audit_log_records_who_what_and_addresses,
         bad_input_is_refused_with_one_line_and_changes_nothing,
         corrupt_account_file_is_skipped_the_rest_applies_exit_3,

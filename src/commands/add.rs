@@ -7,7 +7,7 @@ use clap::Args;
 use ipnet::IpNet;
 
 use super::{Ctx, Outcome, UsageError, change_then_apply};
-use crate::model::{Account, AccountName, Fqdn, Profiles, parse_fqdns, parse_sources};
+use crate::model::{Account, AccountName, Fqdn, Profiles, display_net, parse_fqdns, parse_sources};
 use crate::state::now_rfc3339;
 use crate::store::{self, StoreError};
 
@@ -143,9 +143,60 @@ fn ask(prompt: &str) -> Result<String> {
     Ok(line)
 }
 
+/// Refuses a new account whose name differs from an existing one only in case (`Joe-Office`
+/// beside `joe-office`: two files a person reads as one account, and one file on a
+/// case-insensitive copy or backup). Replacing the account of exactly that name is fine.
+fn refuse_case_clash(ctx: &Ctx, name: &AccountName) -> Result<()> {
+    if ctx.paths.account_file(name).exists() {
+        return Ok(());
+    }
+    let existing = store::account_names(&ctx.paths)?;
+    if let Some(other) = existing
+        .iter()
+        .find(|e| e.eq_ignore_ascii_case(name.as_str()))
+    {
+        anyhow::bail!(
+            "account {other} exists already, and {name} differs from it only in case: \
+             choose another name, or change {other} with --replace"
+        );
+    }
+    Ok(())
+}
+
+/// Warns about addresses of `account` that another account also whitelists (the same
+/// address, or a network holding or inside it): one of them is most often a mistake, and
+/// removing one account then leaves the address open through the other.
+fn warn_shared_addresses(ctx: &Ctx, account: &Account, profiles: &Profiles) {
+    if account.addresses.is_empty() {
+        return;
+    }
+    let Ok(loaded) = store::load_accounts(&ctx.paths, profiles) else {
+        return;
+    };
+    for other in loaded.accounts.iter().filter(|o| o.name != account.name) {
+        for net in &account.addresses {
+            let shared = other
+                .addresses
+                .iter()
+                .find(|o| o.contains(net) || net.contains(*o));
+            if let Some(o) = shared {
+                let (net_text, o_text) = (display_net(net), display_net(o));
+                let what = if o == net {
+                    format!("{net_text} is also in account {}", other.name)
+                } else {
+                    format!("{net_text} overlaps {o_text} of account {}", other.name)
+                };
+                ctx.warn(format_args!(
+                    "{what}; removing one account leaves it open through the other"
+                ));
+            }
+        }
+    }
+}
+
 fn save(
     ctx: &Ctx,
-    account: Account,
+    (account, profiles): (Account, &Profiles),
     replace: bool,
     no_restart: bool,
     force: bool,
@@ -155,6 +206,8 @@ fn save(
     if !replace && path.exists() {
         return Err(StoreError::AccountExists(account.name).into());
     }
+    refuse_case_clash(ctx, &account.name)?;
+    warn_shared_addresses(ctx, &account, profiles);
     let name = account.name.clone();
     let what = format!(
         "account {name} {}: {}",
@@ -259,5 +312,11 @@ fn add(
         created: Some(now_rfc3339()),
         provider: None,
     };
-    save(ctx, account, options.replace, options.no_restart, force)
+    save(
+        ctx,
+        (account, &profiles),
+        options.replace,
+        options.no_restart,
+        force,
+    )
 }
