@@ -149,7 +149,56 @@ fn without_root_one_line_says_so() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `add-fqdn` of a name that does not exist (NXDOMAIN) is refused, naming it and --force,
+/// and nothing is saved; a name whose DNS fails only for a while (SERVFAIL) is saved with a
+/// warning, as before.
+fn add_fqdn_refuses_a_name_that_does_not_exist() {
+    use std::net::SocketAddr;
+    let topo = Topology::new();
+    let _dns = topo.start_dnsmasq();
+    topo.add_client_addr("192.0.2.54");
+    let _servfail =
+        common::dns::ServfailDns::start(topo.client_ns(), SocketAddr::from(([192, 0, 2, 54], 53)));
+    let cfg = TempConfig::new();
+    let settings = |ns: &str| {
+        format!(
+            "trusted = []\n[resolver]\nnameservers = [\"{ns}\"]\ntimeout_ms = 500\nattempts = 1\n"
+        )
+    };
+    cfg.write("pbxwall.toml", &settings("192.0.2.53"));
+    let ns = Some(topo.pbx_ns());
+    let out = cfg.run(
+        ns,
+        "add-fqdn",
+        [
+            "joe-mobile",
+            "joe.dyndsn.example.test",
+            "--allow",
+            "sip-udp",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(
+        stderr(&out),
+        "add-fqdn: error: account joe-mobile: the change was not saved: refusing to add \
+         joe.dyndsn.example.test: it does not exist (NXDOMAIN); check the spelling, or pass \
+         --force to save it anyway (it is resolved again at every restart and by ipchecker)\n"
+    );
+    assert!(cfg.read("accounts/joe-mobile.toml").is_none(), "not saved");
+
+    cfg.write("pbxwall.toml", &settings("192.0.2.54"));
+    let out = cfg.run(
+        ns,
+        "add-fqdn",
+        ["joe-mobile", "joe.dyn.example.test", "--allow", "sip-udp"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(stderr(&out).contains("SERVFAIL"), "{}", show(&out));
+    assert!(cfg.read("accounts/joe-mobile.toml").is_some(), "saved");
+}
+
 common::test_main! {
     Needs::ROOT => [lockout_advice_is_a_command_that_works],
     Needs::root_and(&["setpriv"]) => [without_root_one_line_says_so],
+    Needs::root_and(&["dnsmasq"]) => [add_fqdn_refuses_a_name_that_does_not_exist],
 }

@@ -6,8 +6,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ipnet::IpNet;
 
-use super::{Ctx, Outcome, UsageError, change_then_apply};
+use super::{Ctx, Outcome, UsageError, change_then_apply_checked};
 use crate::model::{Account, AccountName, Fqdn, Profiles, display_net, parse_fqdns, parse_sources};
+use crate::resolve::NameState;
 use crate::state::now_rfc3339;
 use crate::store::{self, StoreError};
 
@@ -55,7 +56,7 @@ pub struct AddFqdnArgs {
     pub fqdns: Vec<String>,
     #[command(flatten)]
     pub options: AccountOptions,
-    /// Skip the SSH lockout guard
+    /// Save names that do not exist (NXDOMAIN) too, and skip the SSH lockout guard
     #[arg(long)]
     pub force: bool,
 }
@@ -194,6 +195,25 @@ fn warn_shared_addresses(ctx: &Ctx, account: &Account, profiles: &Profiles) {
     }
 }
 
+/// Refuses an account with a host name that does not exist (NXDOMAIN in the resolution the
+/// apply made): most often a typo. A name that fails only for a while (timeout, SERVFAIL)
+/// is saved, with the warning every apply gives; `--force` saves a missing one too.
+fn refuse_names_that_do_not_exist(account: &Account, build: &super::Build) -> Result<()> {
+    for name in &account.fqdns {
+        if let Some(result) = build.resolution.names.get(name)
+            && let NameState::LeftOut { reason } = &result.state
+            && reason.contains("NXDOMAIN")
+        {
+            anyhow::bail!(
+                "refusing to add {name}: it does not exist (NXDOMAIN); check the spelling, or \
+                 pass --force to save it anyway (it is resolved again at every restart and \
+                 by ipchecker)"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn save(
     ctx: &Ctx,
     (account, profiles): (Account, &Profiles),
@@ -214,13 +234,16 @@ fn save(
         if path.exists() { "replaced" } else { "added" },
         account.summary()
     );
-    let outcome = change_then_apply(
+    let outcome = change_then_apply_checked(
         ctx,
         &lock,
         std::slice::from_ref(&path),
-        no_restart,
-        force,
+        (no_restart, force),
         || Ok(store::save_account(&ctx.paths, &account, replace, &lock)?),
+        |build| match force {
+            true => Ok(()),
+            false => refuse_names_that_do_not_exist(&account, build),
+        },
     )
     .with_context(|| format!("account {name}"))?;
     ctx.say(format_args!("account {name} saved"));

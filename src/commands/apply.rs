@@ -334,7 +334,19 @@ pub fn apply_ruleset(
 
 /// Builds and applies under the caller's lock; prints problems. Used after every change.
 pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock, force: bool) -> Result<Outcome> {
+    rebuild_and_apply_checked(ctx, lock, force, |_| Ok(()))
+}
+
+/// [`rebuild_and_apply`], refusing the build when `check` finds something wrong with it
+/// (before anything is printed or applied).
+fn rebuild_and_apply_checked(
+    ctx: &Ctx,
+    lock: &StoreLock,
+    force: bool,
+    check: impl FnOnce(&Build) -> Result<()>,
+) -> Result<Outcome> {
     let b = build(ctx, Some(lock), Dns::Query)?;
+    check(&b)?;
     b.report_problems(ctx);
     let applied = apply(ctx, &b, lock, force)?;
     Ok(b.outcome().worst(applied))
@@ -350,6 +362,20 @@ pub fn change_then_apply(
     force: bool,
     change: impl FnOnce() -> Result<()>,
 ) -> Result<Outcome> {
+    change_then_apply_checked(ctx, lock, touched, (no_restart, force), change, |_| Ok(()))
+}
+
+/// [`change_then_apply`], with a `check` of the build made after the change: when it fails
+/// the files are put back as they were and nothing is applied (add-fqdn refuses a name
+/// that does not exist this way, with the answer of the one resolution the apply makes).
+pub fn change_then_apply_checked(
+    ctx: &Ctx,
+    lock: &StoreLock,
+    touched: &[std::path::PathBuf],
+    (no_restart, force): (bool, bool),
+    change: impl FnOnce() -> Result<()>,
+    check: impl FnOnce(&Build) -> Result<()>,
+) -> Result<Outcome> {
     let before: Vec<(std::path::PathBuf, Option<String>)> = touched
         .iter()
         .map(|p| Ok((p.clone(), store::read_optional(p)?)))
@@ -359,7 +385,7 @@ pub fn change_then_apply(
         ctx.say("saved; run restart to apply");
         return Ok(Outcome::Done);
     }
-    match rebuild_and_apply(ctx, lock, force) {
+    match rebuild_and_apply_checked(ctx, lock, force, check) {
         Ok(o) => Ok(o),
         Err(e) => {
             for (path, old) in &before {
