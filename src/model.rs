@@ -350,11 +350,16 @@ pub fn parse_sources<S: AsRef<str>>(args: &[S], force: bool) -> Result<Vec<IpNet
     Ok(out)
 }
 
-/// Splits command-line host-name arguments that may also be comma- or space-separated, then
-/// parses each (duplicates dropped).
+/// Splits command-line host-name arguments that may also be comma-separated, then parses
+/// each (duplicates dropped). Not on spaces: `a b.example` is one bad name, said as such.
 pub fn parse_fqdns<S: AsRef<str>>(args: &[S]) -> Result<Vec<Fqdn>, ModelError> {
     let mut out = Vec::new();
-    for part in args.iter().flat_map(|a| split_list(a.as_ref())) {
+    for part in args
+        .iter()
+        .flat_map(|a| a.as_ref().split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let f: Fqdn = part.parse()?;
         if !out.contains(&f) {
             out.push(f);
