@@ -6,7 +6,9 @@
 //!
 //! Exit codes, the same for every binary, and what cron and monitoring rely on (cron mails
 //! on any non-zero status; a check can tell "applied but degraded" from "failed"):
-//! 0 success · 1 error, nothing changed · 2 usage error · 3 applied, but degraded.
+//! 0 success · 1 error, nothing changed · 2 usage error: the command line is wrong (clap's
+//! syntax errors, a missing argument, or a value that is not valid: `UsageError`), nothing
+//! changed · 3 applied, but degraded.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +23,7 @@ use crate::commands::ipchecker::{self, IpcheckerArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
 use crate::commands::restart::RestartArgs;
 use crate::commands::status::{self, StatusArgs};
-use crate::commands::{self, Ctx, Outcome};
+use crate::commands::{self, Ctx, NeedsRoot, Outcome};
 use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_STATE_DIR, Paths};
 
 /// Options every command takes.
@@ -96,7 +98,8 @@ pub enum Command {
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
 const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 error (nothing changed, the old ruleset stays live),
-2 usage error, 3 applied but degraded (names left out, account files skipped, or running
+2 usage error (a missing argument or a value that is not valid on the command line; nothing
+changed), 3 applied but degraded (names left out, account files skipped, or running
 flows of sources that lost access not ended).
 
 Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything else is
@@ -107,6 +110,36 @@ Whatever takes access away also ends the running TCP and UDP flows of the source
 lost it (their established connections and keepalives); the output says which.";
 
 impl Command {
+    /// What this command, as given, does with the kernel's firewall, when it needs root
+    /// (CAP_NET_ADMIN) for it: `Some((verb, what else to do without root))`. `None` when it
+    /// only reads and writes files (`--dry-run`, `--no-restart`, `--list`, the cron options).
+    fn kernel_access(&self) -> Option<(&'static str, &'static str)> {
+        let change = "change the firewall";
+        match self {
+            Command::AddIp(a) if !a.options.no_restart => {
+                Some((change, ", or use --no-restart to only save the account"))
+            }
+            Command::AddFqdn(a) if !a.options.no_restart => {
+                Some((change, ", or use --no-restart to only save the account"))
+            }
+            Command::DelAcct(a) if !a.no_restart => {
+                Some((change, ", or use --no-restart to only remove the files"))
+            }
+            Command::Restart(a) if !a.dry_run => {
+                Some((change, ", or use --dry-run to print the ruleset"))
+            }
+            Command::Ipchecker(a) if a.install_cron.is_none() && !a.remove_cron => {
+                Some((change, ""))
+            }
+            Command::Status(_) => Some(("read the firewall", "")),
+            Command::Init(a) if !a.no_restart => Some((change, ", or use --no-restart")),
+            Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
+                Some((change, ", or use --list or --no-restart"))
+            }
+            _ => None,
+        }
+    }
+
     /// The command's name, as its binary is called.
     pub fn name(&self) -> &'static str {
         match self {
@@ -226,14 +259,53 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let (common, command) = C::parse().into();
-    let ctx = common.ctx(command.name());
-    let result = run(&ctx, command).map(|outcome| ctx.finish(outcome));
+    let mut ctx = common.ctx(command.name());
+    let not_root = effective_uid().is_some_and(|uid| uid != 0);
+    if not_root && let Some((verb, otherwise)) = command.kernel_access() {
+        // Said when the command takes the lock, after its values were checked (a bad value
+        // is still a usage error), before anything is read from or written to the kernel.
+        ctx.needs_root = Some(format!(
+            "needs root (CAP_NET_ADMIN) to {verb}; run it with sudo{otherwise}"
+        ));
+    }
+    let result = match (&command, &ctx.needs_root) {
+        // status takes no lock and has no values to check.
+        (Command::Status(_), Some(needs_root)) => Err(NeedsRoot(needs_root.clone()).into()),
+        _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
+    };
+    let result = result.map_err(|err| {
+        if not_root && permission_denied(&err) {
+            NeedsRoot(format!(
+                "needs root to change pbxwall's files ({err:#}); run it with sudo"
+            ))
+            .into()
+        } else {
+            err
+        }
+    });
     if let Err(err) = &result {
         print_error(err, common.verbose);
     }
     let code = commands::exit_code(&result);
     ctx.print_report(code, result.as_ref().err().map(|e| format!("{e:#}")));
     ExitCode::from(code)
+}
+
+/// The effective user id of this process, from the `Uid:` line of `/proc/self/status`
+/// (real, effective, saved, file system); `None` when it cannot be read.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether an error was caused by the system refusing access (EACCES or EPERM).
+fn permission_denied(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    })
 }
 
 /// Runs one command.

@@ -57,6 +57,19 @@ pub enum ModelError {
         /// What to write instead, when there is something (`; write it as 203.0.113.8`).
         hint: String,
     },
+    /// An address with a port (`203.0.113.7:5060`, `[2001:db8::7]:5060`): ports come from
+    /// the services, never from the address.
+    #[error(
+        "invalid address {value:?}: write it without :{port}, as {address}; ports come from the services (--allow)"
+    )]
+    AddressWithPort {
+        /// What was given.
+        value: String,
+        /// The address part.
+        address: String,
+        /// The port part.
+        port: String,
+    },
     /// A range so large it needs `--force`.
     #[error(
         "refusing to whitelist {0}: it is larger than /8 (IPv4) or /32 (IPv6); pass --force if you really mean it"
@@ -83,12 +96,14 @@ pub enum ModelError {
         reason: String,
     },
     /// A service that is neither a profile name nor a code.
-    #[error("unknown service {value:?}: valid services are {valid}")]
+    #[error("unknown service {value:?}: valid services are {valid}{hint}")]
     UnknownService {
         /// What was given.
         value: String,
         /// The known codes and names.
         valid: String,
+        /// `; did you mean sip-udp?` when a name looks alike, else empty.
+        hint: String,
     },
     /// An empty service list.
     #[error(
@@ -166,6 +181,13 @@ impl fmt::Display for AccountName {
 /// or /32 (IPv6) need `force`.
 pub fn parse_source(s: &str, force: bool) -> Result<IpNet, ModelError> {
     let t = s.trim();
+    if let Some((address, port)) = address_with_port(t) {
+        return Err(ModelError::AddressWithPort {
+            value: s.to_owned(),
+            address: address.to_owned(),
+            port: port.to_owned(),
+        });
+    }
     let net = if t.contains('/') {
         let net: IpNet = t.parse().map_err(|_| ModelError::Address(s.to_owned()))?;
         if net.addr() != net.network() {
@@ -194,6 +216,33 @@ pub fn parse_source(s: &str, force: bool) -> Result<IpNet, ModelError> {
         return Err(ModelError::TooLarge(net));
     }
     Ok(net)
+}
+
+/// The address and port of `203.0.113.7:5060` or `[2001:db8::7]:5060` (a port of 1-5
+/// digits after an address that parses), as people copy them from SIP logs.
+fn address_with_port(t: &str) -> Option<(&str, &str)> {
+    let (address, port) = t.rsplit_once(':')?;
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bracketed = address.strip_prefix('[').and_then(|a| a.strip_suffix(']'));
+    match bracketed {
+        Some(v6) => v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+            .then_some((v6, port)),
+        None => address
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok()
+            .then_some((address, port)),
+    }
+}
+
+/// Splits a command-line argument that may hold several values, separated by commas or
+/// white space (`--allow 'sip-udp iax'` as well as `--allow sip-udp,iax`).
+pub fn split_list(arg: &str) -> impl Iterator<Item = &str> {
+    arg.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
 }
 
 /// A block of addresses that never is the source of a packet pbxwall should admit.
@@ -283,14 +332,12 @@ fn ipv4_hint(net: &IpNet, kind: SpecialPurpose) -> String {
     }
 }
 
-/// Splits command-line address arguments that may also be comma-separated, then parses each.
+/// Splits command-line address arguments that may also be comma- or space-separated, then
+/// parses each.
 pub fn parse_sources<S: AsRef<str>>(args: &[S], force: bool) -> Result<Vec<IpNet>, ModelError> {
     let mut out = Vec::new();
     for arg in args {
-        for part in arg.as_ref().split(',').map(str::trim) {
-            if part.is_empty() {
-                continue;
-            }
+        for part in split_list(arg.as_ref()) {
             let net = parse_source(part, force)?;
             if !out.contains(&net) {
                 out.push(net);
@@ -304,17 +351,15 @@ pub fn parse_sources<S: AsRef<str>>(args: &[S], force: bool) -> Result<Vec<IpNet
 }
 
 /// Splits command-line host-name arguments that may also be comma-separated, then parses
-/// each (duplicates dropped).
+/// each (duplicates dropped). Not on spaces: `a b.example` is one bad name, said as such.
 pub fn parse_fqdns<S: AsRef<str>>(args: &[S]) -> Result<Vec<Fqdn>, ModelError> {
     let mut out = Vec::new();
     for part in args
         .iter()
         .flat_map(|a| a.as_ref().split(','))
         .map(str::trim)
+        .filter(|p| !p.is_empty())
     {
-        if part.is_empty() {
-            continue;
-        }
         let f: Fqdn = part.parse()?;
         if !out.contains(&f) {
             out.push(f);
@@ -559,20 +604,31 @@ impl Profiles {
             Ok(code) => self.by_name.values().find(|p| p.code == Some(code)),
             Err(_) => self.by_name.get(&t.to_ascii_lowercase()),
         };
-        found.ok_or_else(|| ModelError::UnknownService {
-            value: s.to_owned(),
-            valid: self.describe(),
+        found.ok_or_else(|| {
+            let names: Vec<String> = self.by_name.keys().cloned().collect();
+            let close = if t.parse::<u8>().is_ok() {
+                Vec::new()
+            } else {
+                crate::store::close_names(t, &names)
+            };
+            ModelError::UnknownService {
+                value: s.to_owned(),
+                valid: self.describe(),
+                hint: if close.is_empty() {
+                    String::new()
+                } else {
+                    format!("; did you mean {}?", close.join(" or "))
+                },
+            }
         })
     }
 
-    /// Parses a comma-separated `--allow` list (names or codes; `0`/`all` absorbs the rest).
+    /// Parses `--allow` lists, each comma- or space-separated (names or codes; `0`/`all`
+    /// absorbs the rest).
     pub fn parse_services<S: AsRef<str>>(&self, args: &[S]) -> Result<Vec<String>, ModelError> {
         let mut out: Vec<String> = Vec::new();
         for arg in args {
-            for part in arg.as_ref().split(',').map(str::trim) {
-                if part.is_empty() {
-                    continue;
-                }
+            for part in split_list(arg.as_ref()) {
                 let name = self.resolve(part)?.name.clone();
                 if !out.contains(&name) {
                     out.push(name);
@@ -765,6 +821,29 @@ impl Default for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_with_a_port_says_to_drop_the_port() {
+        for (given, address) in [
+            ("203.0.113.7:5060", "203.0.113.7"),
+            ("[2001:db8::7]:5060", "2001:db8::7"),
+        ] {
+            match parse_source(given, false) {
+                Err(ModelError::AddressWithPort {
+                    address: a, port, ..
+                }) => {
+                    assert_eq!((a.as_str(), port.as_str()), (address, "5060"))
+                }
+                other => panic!("{given}: {other:?}"),
+            }
+        }
+        // IPv6 without brackets is an address, not an address with a port.
+        assert!(parse_source("2001:db8::7:5060", false).is_ok());
+        assert!(matches!(
+            parse_source("::ffff:1.2.3.4", false),
+            Err(ModelError::NotUnicast { .. })
+        ));
+    }
 
     #[test]
     fn account_names() {

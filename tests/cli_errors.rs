@@ -36,43 +36,64 @@ const fn case(args: &'static [&'static str], code: i32, error: &'static str) -> 
 
 #[rustfmt::skip]
 const CASES: &[Case] = &[
-    case(&["add-ip", "joe", "300.1.2.3", "--allow", "1"], 1, "invalid address \"300.1.2.3\": expected an IPv4 or IPv6 address or CIDR"),
-    case(&["add-ip", "joe", "192.0.2.1/33", "--allow", "1"], 1, "invalid address \"192.0.2.1/33\""),
-    case(&["add-ip", "joe", "2001:db8::g", "--allow", "1"], 1, "invalid address \"2001:db8::g\""),
-    case(&["add-ip", "joe", "198.51.100.5/24", "--allow", "1"], 1, "invalid network \"198.51.100.5/24\": host bits are set after /24; the network is 198.51.100.0/24"),
-    case(&["add-ip", "joe", "0.0.0.0/0", "--allow", "1"], 1, "refusing to whitelist 0.0.0.0/0: it is larger than /8 (IPv4) or /32 (IPv6); pass --force"),
-    case(&["add-ip", "joe", "10.0.0.0/7", "--allow", "1"], 1, "refusing to whitelist 10.0.0.0/7"),
-    case(&["add-ip", "joe", "2001::/16", "--allow", "1"], 1, "refusing to whitelist 2001::/16"),
-    case(&["add-ip", "joe", "224.0.0.1", "--allow", "1"], 1, "not a unicast source address"),
-    case(&["add-ip", "joe", "192.0.2.1,300.0.0.1", "--allow", "1"], 1, "invalid address \"300.0.0.1\""),
-    case(&["add-ip", "../x", "192.0.2.1", "--allow", "1"], 1, "invalid account name \"../x\": use 1-64 characters of A-Z a-z 0-9 . _ -"),
-    case(&["add-ip", "a/b", "192.0.2.1", "--allow", "1"], 1, "invalid account name \"a/b\""),
-    case(&["add-ip", "", "192.0.2.1", "--allow", "1"], 1, "invalid account name \"\""),
+    case(&["add-ip", "joe", "300.1.2.3", "--allow", "1"], 2, "invalid address \"300.1.2.3\": expected an IPv4 or IPv6 address or CIDR"),
+    case(&["add-ip", "joe", "192.0.2.1/33", "--allow", "1"], 2, "invalid address \"192.0.2.1/33\""),
+    case(&["add-ip", "joe", "2001:db8::g", "--allow", "1"], 2, "invalid address \"2001:db8::g\""),
+    case(&["add-ip", "joe", "198.51.100.5/24", "--allow", "1"], 2, "invalid network \"198.51.100.5/24\": host bits are set after /24; the network is 198.51.100.0/24"),
+    case(&["add-ip", "joe", "0.0.0.0/0", "--allow", "1"], 2, "refusing to whitelist 0.0.0.0/0: it is larger than /8 (IPv4) or /32 (IPv6); pass --force"),
+    case(&["add-ip", "joe", "10.0.0.0/7", "--allow", "1"], 2, "refusing to whitelist 10.0.0.0/7"),
+    case(&["add-ip", "joe", "2001::/16", "--allow", "1"], 2, "refusing to whitelist 2001::/16"),
+    case(&["add-ip", "joe", "224.0.0.1", "--allow", "1"], 2, "not a unicast source address"),
+    case(&["add-ip", "joe", "192.0.2.1,300.0.0.1", "--allow", "1"], 2, "invalid address \"300.0.0.1\""),
+    case(&["add-ip", "../x", "192.0.2.1", "--allow", "1"], 2, "invalid account name \"../x\": use 1-64 characters of A-Z a-z 0-9 . _ -"),
+    case(&["add-ip", "a/b", "192.0.2.1", "--allow", "1"], 2, "invalid account name \"a/b\""),
+    case(&["add-ip", "", "192.0.2.1", "--allow", "1"], 2, "invalid account name \"\""),
     case(&["add-ip", "-rf", "192.0.2.1", "--allow", "1"], 2, "unexpected argument '-r'"),
-    case(&["add-ip", ".hidden", "192.0.2.1", "--allow", "1"], 1, "invalid account name \".hidden\""),
-    case(&["add-ip", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "192.0.2.1", "--allow", "1"], 1, "invalid account name"),
-    case(&["add-ip", "joe", "192.0.2.1", "--allow", "telnet"], 1, "unknown service \"telnet\": valid services are 0=all, 1=sip-udp, 2=sip-tcp, 3=iax, 4=web, 5=webmin, 6=ftp, 7=tftp, 8=ssh, 9=fop"),
-    case(&["add-ip", "joe", "192.0.2.1", "--allow", "12"], 1, "unknown service \"12\""),
-    case(&["add-ip", "joe", "192.0.2.1", "--allow", ","], 1, "no services given"),
+    case(&["add-ip", ".hidden", "192.0.2.1", "--allow", "1"], 2, "invalid account name \".hidden\""),
+    case(&["add-ip", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "192.0.2.1", "--allow", "1"], 2, "invalid account name"),
+    case(&["add-ip", "joe", "192.0.2.1", "--allow", "telnet"], 2, "unknown service \"telnet\": valid services are 0=all, 1=sip-udp, 2=sip-tcp, 3=iax, 4=web, 5=webmin, 6=ftp, 7=tftp, 8=ssh, 9=fop"),
+    case(&["add-ip", "joe", "192.0.2.1", "--allow", "12"], 2, "unknown service \"12\""),
+    case(&["add-ip", "joe", "192.0.2.1", "--allow", ","], 2, "no services given"),
     case(&["add-ip", "joe-office", "192.0.2.1", "--allow", "1"], 1, "account joe-office exists already: pass --replace to overwrite it"),
     case(&["add-ip", "joe", "--allow", "1"], 2, "missing arguments"),
     case(&["add-ip", "joe", "192.0.2.1"], 2, "missing arguments"),
     case(&["add-ip"], 2, "missing arguments"),
     case(&["add-ip", "joe", "192.0.2.1", "--allow", "1", "--bogus"], 2, "unexpected argument '--bogus'"),
-    case(&["add-fqdn", "m", "192.0.2.1", "--allow", "1"], 1, "invalid host name \"192.0.2.1\": it is an IP address; use add-ip for addresses"),
-    case(&["add-fqdn", "m", "*.example.com", "--allow", "1"], 1, "wildcards cannot be resolved"),
-    case(&["add-fqdn", "m", "a..example.com", "--allow", "1"], 1, "empty label"),
-    case(&["add-fqdn", "m", "localhost", "--allow", "1"], 1, "give a fully qualified name"),
-    case(&["add-fqdn", "m", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example", "--allow", "1"], 1, "longer than 63"),
-    case(&["add-fqdn", "m", "bad_name!.example", "--allow", "1"], 1, "invalid host name \"bad_name!.example\""),
-    case(&["add-fqdn", "m", "ok.example", "--allow", "99"], 1, "unknown service \"99\""),
+    case(&["add-fqdn", "m", "192.0.2.1", "--allow", "1"], 2, "invalid host name \"192.0.2.1\": it is an IP address; use add-ip for addresses"),
+    case(&["add-fqdn", "m", "*.example.com", "--allow", "1"], 2, "wildcards cannot be resolved"),
+    case(&["add-fqdn", "m", "a..example.com", "--allow", "1"], 2, "empty label"),
+    case(&["add-fqdn", "m", "localhost", "--allow", "1"], 2, "give a fully qualified name"),
+    case(&["add-fqdn", "m", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example", "--allow", "1"], 2, "longer than 63"),
+    case(&["add-fqdn", "m", "bad_name!.example", "--allow", "1"], 2, "invalid host name \"bad_name!.example\""),
+    case(&["add-fqdn", "m", "ok.example", "--allow", "99"], 2, "unknown service \"99\""),
     case(&["add-fqdn", "joe-office", "ok.example", "--allow", "1"], 1, "exists already"),
     case(&["del-acct", "joe-ofice"], 1, "no account named joe-ofice; did you mean joe-office?"),
     case(&["del-acct", "nobody"], 1, "no account named nobody"),
-    case(&["del-acct", "../etc/passwd"], 1, "invalid account name \"../etc/passwd\""),
+    case(&["del-acct", "../etc/passwd"], 2, "invalid account name \"../etc/passwd\""),
     case(&["del-acct", "joe-office", "nobody"], 1, "no account named nobody"),
     case(&["del-acct"], 2, "required"),
     case(&["restart", "--bogus"], 2, "unexpected argument '--bogus'"),
+    // One rule for the exit status: a value on the command line that is not valid exits 2,
+    // like clap's syntax errors; 1 is for what could not be done (exists, no such account).
+    case(&["add-ip", "joe", "203.0.113.300", "--allow", "1"], 2, "invalid address \"203.0.113.300\""),
+    case(&["add-ip", "joe", "192.0.2.1", "--allow", ""], 2, "no services given"),
+    case(&["pbxwall", "add-ip", "joe", "0.0.0.0/0", "--allow", "1"], 2, "refusing to whitelist 0.0.0.0/0"),
+    case(&["ipchecker", "--install-cron", "@hourly", "--cron-file", "/nonexistent/pbxwall-cron"], 2, "invalid cron schedule \"@hourly\""),
+    case(&["del-acct", "a/b"], 2, "invalid account name \"a/b\""),
+    case(&["pbxwall", "init", "--admin", "300.1.2.3"], 2, "invalid address \"300.1.2.3\""),
+    // Hints for what newcomers get wrong: a port on the address, a forgotten account name,
+    // a misspelt service, an empty item in del-acct's comma list.
+    case(&["add-ip", "joe", "203.0.113.7:5060", "--allow", "1"], 2, "invalid address \"203.0.113.7:5060\": write it without :5060, as 203.0.113.7; ports come from the services (--allow)"),
+    case(&["add-ip", "joe", "[2001:db8::7]:5060", "--allow", "1"], 2, "write it without :5060, as 2001:db8::7;"),
+    case(&["add-ip", "203.0.113.7", "--allow", "1"], 2, "missing arguments: \"203.0.113.7\" looks like an address, not an account name: give the account name first, e.g. add-ip joe-office 203.0.113.7 --allow SERVICES"),
+    case(&["add-fqdn", "joe.dyndns.example", "--allow", "1"], 2, "missing arguments: \"joe.dyndns.example\" looks like a host name, not an account name: give the account name first, e.g. add-fqdn joe-mobile joe.dyndns.example --allow SERVICES"),
+    case(&["add-ip", "joe", "192.0.2.1", "--allow", "sipudp"], 2, "unknown service \"sipudp\": valid services are 0=all, 1=sip-udp, 2=sip-tcp, 3=iax, 4=web, 5=webmin, 6=ftp, 7=tftp, 8=ssh, 9=fop; did you mean sip-udp?"),
+    case(&["add-ip", "joe", "192.0.2.1", "--allow", "sip-udp", "--allow", "iax webmni"], 2, "unknown service \"webmni\": valid services are 0=all, 1=sip-udp, 2=sip-tcp, 3=iax, 4=web, 5=webmin, 6=ftp, 7=tftp, 8=ssh, 9=fop; did you mean webmin?"),
+    case(&["del-acct", "joe-office,,nobody"], 1, "no account named nobody"),
+    case(&["del-acct", ","], 2, "no account name given: name at least one"),
+    // Names that differ only in case are one account to a person reading them.
+    case(&["add-ip", "Joe-Office", "192.0.2.1", "--allow", "1"], 1, "account joe-office exists already, and Joe-Office differs from it only in case: choose another name, or change joe-office with --replace"),
+    case(&["add-fqdn", "JOE-OFFICE", "ok.example", "--allow", "1", "--replace"], 1, "account joe-office exists already, and JOE-OFFICE differs from it only in case"),
 ];
 
 fn bad_input_is_refused_with_one_line_and_changes_nothing() {
@@ -86,8 +107,9 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         let first_error_line = err.lines().find(|l| l.contains("error")).unwrap_or("");
         let code_ok = out.status.code() == Some(c.code);
         let text_ok = first_error_line.contains(c.error);
-        // Our own errors are one line; clap's usage errors add a usage block.
-        let one_line = c.code == 2 || err.trim_end().lines().count() == 1;
+        // Our own errors are one line (exit 1 or 2); clap's usage errors add a usage block.
+        let clap = err.starts_with("error: ");
+        let one_line = (clap && c.code == 2) || err.trim_end().lines().count() == 1;
         if !(code_ok && text_ok && one_line) {
             failures.push(format!(
                 "{:?}: want exit {} and {:?}\n{}",
@@ -193,6 +215,89 @@ fn dry_run_prints_the_table_and_codes_work_as_names() {
     assert!(s.contains(" : jump allow_all"), "{s}");
     assert!(s.contains("chain allow_sip-udp"), "{s}");
     assert!(s.contains("\t\tudp dport 5060-5061 accept\n"), "{s}");
+}
+
+/// `--allow` lists may be given more than once and separated by spaces as well as commas;
+/// `del-acct` takes comma-separated names like `add-ip` takes addresses.
+fn lists_merge_and_split_on_spaces() {
+    let cfg = setup();
+    let out = cfg.run(
+        None,
+        "add-ip",
+        [
+            "ann",
+            "192.0.2.7 192.0.2.8",
+            "--allow",
+            "sip-udp iax",
+            "--allow",
+            "ssh",
+            "--no-restart",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = cfg.read("accounts/ann.toml").unwrap();
+    assert!(
+        text.contains("addresses = [\"192.0.2.7\", \"192.0.2.8\"]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("services = [\"sip-udp\", \"iax\", \"ssh\"]"),
+        "{text}"
+    );
+    let out = cfg.run(None, "del-acct", ["ann,joe-office", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(cfg.read("accounts/ann.toml").is_none());
+    assert!(cfg.read("accounts/joe-office.toml").is_none());
+}
+
+/// An address another account whitelists too is saved with a warning naming that account
+/// (removing one of them would leave it open through the other).
+fn an_address_in_two_accounts_is_warned() {
+    let cfg = setup();
+    let out = cfg.run(
+        None,
+        "add-ip",
+        [
+            "joe-home",
+            "203.0.113.7,198.51.100.0/24",
+            "--allow",
+            "iax",
+            "--no-restart",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        stderr(&out),
+        "warning: 203.0.113.7 is also in account joe-office; removing one account leaves it open through the other\n"
+    );
+    let out = cfg.run(
+        None,
+        "add-ip",
+        ["bob", "198.51.100.9", "--allow", "1", "--no-restart"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        stderr(&out),
+        "warning: 198.51.100.9 overlaps 198.51.100.0/24 of account joe-home; removing one account leaves it open through the other\n"
+    );
+    // Replacing an account does not warn about its own addresses.
+    let out = cfg.run(
+        None,
+        "add-ip",
+        [
+            "bob",
+            "198.51.100.9",
+            "--allow",
+            "3",
+            "--replace",
+            "--no-restart",
+        ],
+    );
+    assert!(
+        !stderr(&out).contains("also in account bob"),
+        "{}",
+        show(&out)
+    );
 }
 
 fn replace_overwrites_and_fqdn_names_are_normalised() {
@@ -326,10 +431,10 @@ fn json_results_have_the_documented_shape() {
         "pbxwall",
         ["--json", "add-ip", "eve", "192.0.2.300", "--allow", "1"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["outcome"], "error");
-    assert_eq!(v["exit"], 1);
+    assert_eq!(v["exit"], 2);
     assert!(
         v["error"]
             .as_str()
@@ -379,6 +484,7 @@ fn on_a_terminal_add_ip_asks_with_a_numbered_menu() {
 
 common::test_main! {
     Needs::NOTHING => [
+        an_address_in_two_accounts_is_warned,
         audit_log_records_who_what_and_addresses,
         bad_input_is_refused_with_one_line_and_changes_nothing,
         corrupt_account_file_is_skipped_the_rest_applies_exit_3,
@@ -386,6 +492,7 @@ common::test_main! {
         corrupt_settings_stop_restart_with_file_and_line,
         dry_run_prints_the_table_and_codes_work_as_names,
         json_results_have_the_documented_shape,
+        lists_merge_and_split_on_spaces,
         no_restart_says_what_was_saved_or_removed_and_that_nothing_was_applied,
         replace_overwrites_and_fqdn_names_are_normalised,
     ],

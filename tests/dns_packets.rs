@@ -266,12 +266,33 @@ fn an_nxdomain_name_is_saved_left_out_and_retried() {
         0,
         "add-ip office",
     );
+    // Most often a typo: refused unless --force, and nothing is saved.
     let out = cfg.run(
         ns,
         "add-fqdn",
         ["ghost", "nosuch.example.test", "--allow", "sip-udp"],
     );
-    common::assert_exit(&out, 3, "add-fqdn of a name that does not exist");
+    common::assert_exit(&out, 1, "add-fqdn of a name that does not exist");
+    assert!(
+        stderr(&out).contains(
+            "refusing to add nosuch.example.test: it does not exist (NXDOMAIN); check the spelling, or pass --force"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert!(cfg.read("accounts/ghost.toml").is_none(), "not saved");
+    let out = cfg.run(
+        ns,
+        "add-fqdn",
+        [
+            "ghost",
+            "nosuch.example.test",
+            "--allow",
+            "sip-udp",
+            "--force",
+        ],
+    );
+    common::assert_exit(&out, 3, "add-fqdn --force of a name that does not exist");
     assert!(
         stderr(&out)
             .contains("left out nosuch.example.test (account ghost): does not resolve (NXDOMAIN)"),
@@ -449,7 +470,7 @@ fn cron_install_validate_and_remove() {
             "ipchecker",
             ["--install-cron", bad, "--cron-file", cron_s],
         );
-        common::assert_exit(&out, 1, bad);
+        common::assert_exit(&out, 2, bad);
         assert!(
             stderr(&out).contains("invalid cron schedule"),
             "{}",

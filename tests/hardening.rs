@@ -351,7 +351,7 @@ fn special_purpose_addresses_are_refused_with_a_hint() {
             "add-ip",
             ["x", addr, "--allow", "ssh", "--force", "--no-restart"],
         );
-        assert_exit(&out, 1, addr);
+        assert_exit(&out, 2, addr);
         assert!(stderr(&out).contains(expect), "{addr}: {}", show(&out));
     }
     assert_eq!(common::snapshot(cfg.config_dir()), before);

@@ -126,7 +126,7 @@ fn init_cloud_trusts_nothing_and_refuses_bad_admin() {
     let mut bad = base.to_vec();
     bad.extend(["--admin", "203.0.113.300"]);
     let out = cfg.run(None, "pbxwall", &bad);
-    common::assert_exit(&out, 1, "bad --admin");
+    common::assert_exit(&out, 2, "bad --admin");
     assert!(
         common::stderr(&out).contains("invalid address \"203.0.113.300\""),
         "{}",

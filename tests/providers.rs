@@ -398,14 +398,14 @@ const fn case(args: &'static [&'static str], code: i32, error: &'static str) -> 
 
 #[rustfmt::skip]
 const CASES: &[Case] = &[
-    case(&["doc-sp", "--no-restart"], 1, "unknown provider \"doc-sp\" in "),
-    case(&["doc-sp", "--no-restart"], 1, "; did you mean doc-sip?"),
-    case(&["doc-sip", "nope", "--no-restart"], 1, "unknown provider \"nope\""),
-    case(&["provider-doc-sip", "--no-restart"], 1, "did you mean doc-sip?"),
-    case(&["--disable", "nope", "--no-restart"], 1, "unknown provider \"nope\""),
-    case(&["--disable", "doc-stal", "--no-restart"], 1, "did you mean doc-stale?"),
-    case(&["--disable", "../x", "--no-restart"], 1, "unknown provider \"../x\""),
-    case(&["--list", "nope"], 1, "unknown provider \"nope\""),
+    case(&["doc-sp", "--no-restart"], 2, "unknown provider \"doc-sp\" in "),
+    case(&["doc-sp", "--no-restart"], 2, "; did you mean doc-sip?"),
+    case(&["doc-sip", "nope", "--no-restart"], 2, "unknown provider \"nope\""),
+    case(&["provider-doc-sip", "--no-restart"], 2, "did you mean doc-sip?"),
+    case(&["--disable", "nope", "--no-restart"], 2, "unknown provider \"nope\""),
+    case(&["--disable", "doc-stal", "--no-restart"], 2, "did you mean doc-stale?"),
+    case(&["--disable", "../x", "--no-restart"], 2, "unknown provider \"../x\""),
+    case(&["--list", "nope"], 2, "unknown provider \"nope\""),
     case(&["--no-restart"], 2, "nothing to do: give provider ids, --all, --disable ID... or --list"),
     case(&["--list", "--all"], 2, "cannot be used with"),
     case(&["--disable", "doc-sip", "--all", "--no-restart"], 2, "cannot be used with"),

@@ -311,7 +311,7 @@ pub fn apply_ruleset(
     force: bool,
 ) -> Result<FlowsEnded> {
     if !force {
-        guard_ssh_lockout(&build.ruleset)?;
+        guard_ssh_lockout(&ctx.paths, &build.ruleset)?;
     }
     let started = Instant::now();
     // The kernel works through the batch inside one sendmsg; meanwhile another thread
@@ -346,7 +346,19 @@ pub fn apply_ruleset(
 
 /// Builds and applies under the caller's lock; prints problems. Used after every change.
 pub fn rebuild_and_apply(ctx: &Ctx, lock: &StoreLock, force: bool) -> Result<Outcome> {
+    rebuild_and_apply_checked(ctx, lock, force, |_| Ok(()))
+}
+
+/// [`rebuild_and_apply`], refusing the build when `check` finds something wrong with it
+/// (before anything is printed or applied).
+fn rebuild_and_apply_checked(
+    ctx: &Ctx,
+    lock: &StoreLock,
+    force: bool,
+    check: impl FnOnce(&Build) -> Result<()>,
+) -> Result<Outcome> {
     let b = build(ctx, Some(lock), Dns::Query)?;
+    check(&b)?;
     b.report_problems(ctx);
     let applied = apply(ctx, &b, lock, force)?;
     Ok(b.outcome().worst(applied))
@@ -365,6 +377,30 @@ pub fn change_then_apply(
     done: &[String],
     change: impl FnOnce() -> Result<()>,
 ) -> Result<Outcome> {
+    change_then_apply_checked(
+        ctx,
+        lock,
+        touched,
+        (no_restart, force),
+        done,
+        change,
+        |_| Ok(()),
+    )
+}
+
+/// [`change_then_apply`], with a `check` of the build made after the change: when it fails
+/// the files are put back as they were, `done` is not said and nothing is applied (add-fqdn
+/// refuses a name that does not exist this way, with the answer of the one resolution the
+/// apply makes).
+pub fn change_then_apply_checked(
+    ctx: &Ctx,
+    lock: &StoreLock,
+    touched: &[std::path::PathBuf],
+    (no_restart, force): (bool, bool),
+    done: &[String],
+    change: impl FnOnce() -> Result<()>,
+    check: impl FnOnce(&Build) -> Result<()>,
+) -> Result<Outcome> {
     let before: Vec<(std::path::PathBuf, Option<String>)> = touched
         .iter()
         .map(|p| Ok((p.clone(), store::read_optional(p)?)))
@@ -372,20 +408,28 @@ pub fn change_then_apply(
     change()?;
     // What changed is said before the apply reports (and with `--no-restart`, the last line
     // says that nothing was applied yet).
-    for (i, line) in done.iter().enumerate() {
-        if no_restart && i + 1 == done.len() {
-            ctx.say(format_args!("{line}; run restart to apply"));
-        } else {
-            ctx.say(line);
+    let say_done = || {
+        for (i, line) in done.iter().enumerate() {
+            if no_restart && i + 1 == done.len() {
+                ctx.say(format_args!("{line}; run restart to apply"));
+            } else {
+                ctx.say(line);
+            }
         }
-    }
+    };
     if no_restart {
+        say_done();
         if done.is_empty() {
             ctx.say("saved; run restart to apply");
         }
         return Ok(Outcome::Done);
     }
-    match rebuild_and_apply(ctx, lock, force) {
+    let checked = |b: &Build| {
+        check(b)?;
+        say_done();
+        Ok(())
+    };
+    match rebuild_and_apply_checked(ctx, lock, force, checked) {
         Ok(o) => Ok(o),
         Err(e) => {
             for (path, old) in &before {

@@ -31,9 +31,22 @@ impl Outcome {
     }
 }
 
-/// A usage error: missing arguments without a terminal to ask on (exit 2).
+/// A usage error (exit 2): the command line itself is wrong, whatever the state of the
+/// system: missing arguments without a terminal to ask on, or a value that is not valid
+/// (an address, account name, host name, service, provider id or cron schedule that does not
+/// parse, a range too large without `--force`). The same rule as clap's syntax errors, so a
+/// script can tell "fix the command line" (2) from "it could not be done now" (1: the account
+/// exists, no such account, the kernel or the SSH guard refused, a broken file).
 #[derive(Debug)]
 pub struct UsageError(pub String);
+
+impl UsageError {
+    /// A value given on the command line that does not parse: its error, as a usage error
+    /// (the message stays as it is).
+    pub fn bad_value(err: impl fmt::Display) -> anyhow::Error {
+        UsageError(err.to_string()).into()
+    }
+}
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -42,6 +55,20 @@ impl fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// A command run by another user than root that needs root: said in one line instead of the
+/// "Permission denied" or "Operation not permitted" of the first file or netlink message
+/// the command would have failed on (exit 1, nothing changed).
+#[derive(Debug)]
+pub struct NeedsRoot(pub String);
+
+impl fmt::Display for NeedsRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NeedsRoot {}
 
 /// The exit status of a command's result, the same in every binary: 0 done, 3 applied but
 /// degraded, 2 usage error ([`UsageError`]), 1 any other error (nothing changed).
@@ -85,6 +112,9 @@ pub struct Ctx {
     pub command: &'static str,
     /// What the command reports, printed as JSON at the end with `--json`; shared by clones.
     pub report: Rc<RefCell<CommandReport>>,
+    /// Set when the command, as given, needs root and does not run as root: the message of
+    /// the [`NeedsRoot`] error [`Ctx::lock`] returns.
+    pub needs_root: Option<String>,
 }
 
 /// The result of a command as `--json` prints it (status and ipchecker print their own,
@@ -137,6 +167,7 @@ impl Ctx {
             json,
             command,
             report: Rc::default(),
+            needs_root: None,
         }
     }
 
@@ -174,8 +205,12 @@ impl Ctx {
         self.report.borrow_mut().warnings.push(line);
     }
 
-    /// Takes the store lock, saying so when another command holds it.
+    /// Takes the store lock, saying so when another command holds it; fails with
+    /// [`NeedsRoot`] when the command needs root and runs without.
     pub fn lock(&self) -> Result<StoreLock> {
+        if let Some(needs_root) = &self.needs_root {
+            return Err(NeedsRoot(needs_root.clone()).into());
+        }
         let quiet = self.quiet;
         Ok(StoreLock::acquire(&self.paths, |p| {
             if !quiet {

@@ -3,14 +3,14 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::{Ctx, Outcome, change_then_apply};
+use super::{Ctx, Outcome, UsageError, change_then_apply};
 use crate::model::AccountName;
 use crate::store;
 
 /// `del-acct`: remove accounts.
 #[derive(Debug, Clone, Args)]
 pub struct DelAcctArgs {
-    /// Accounts to remove (all must exist, else nothing is removed)
+    /// Accounts to remove, also comma-separated (all must exist, else nothing is removed)
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
     /// Skip the SSH lockout guard
@@ -26,8 +26,18 @@ pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {
     let names = args
         .names
         .iter()
+        .flat_map(|n| n.split(','))
+        .filter(|n| !n.is_empty())
         .map(|n| n.parse::<AccountName>())
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError::bad_value)?;
+    if names.is_empty() {
+        return Err(
+            UsageError("no account name given: name at least one (see --help)".into()).into(),
+        );
+    }
+    let mut names = names;
+    names.dedup();
     let lock = ctx.lock()?;
     let files: Vec<_> = names.iter().map(|n| ctx.paths.account_file(n)).collect();
     let profiles = store::load_profiles(&ctx.paths)?;

@@ -93,7 +93,7 @@ pub fn init(ctx: &Ctx, args: InitArgs) -> Result<Outcome> {
     let profiles = store::load_profiles(&ctx.paths)?;
     let mut admins: Vec<IpNet> = Vec::new();
     for a in &args.admin {
-        admins.push(parse_source(a, false)?);
+        admins.push(parse_source(a, false).map_err(super::UsageError::bad_value)?);
     }
     if let Some((client, _)) = ssh_session() {
         let net = IpNet::from(client);

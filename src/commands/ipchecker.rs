@@ -20,8 +20,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{
-    Build, Ctx, Dns, FlowsEnded, Outcome, apply_ruleset, build, end_lost_flows, guard_ssh_lockout,
-    record_applied,
+    Build, Ctx, Dns, FlowsEnded, Outcome, UsageError, apply_ruleset, build, end_lost_flows,
+    guard_ssh_lockout, record_applied,
 };
 use crate::cron::{self, CronSchedule};
 use crate::diff::{self, SetElements};
@@ -166,7 +166,7 @@ fn check(
         ("none", 0)
     } else if diff.elements_only() && same_skeleton {
         if !force {
-            guard_ssh_lockout(&b.ruleset)?;
+            guard_ssh_lockout(&ctx.paths, &b.ruleset)?;
         }
         let set_changes: Vec<SetChange<'_>> =
             diff.elements.iter().map(SetElements::change).collect();
@@ -280,7 +280,7 @@ fn cron_command(ctx: &Ctx) -> Result<String> {
 }
 
 fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
-    let schedule = CronSchedule::parse(schedule)?;
+    let schedule = CronSchedule::parse(schedule).map_err(UsageError::bad_value)?;
     let dir = file.parent().unwrap_or(Path::new("."));
     anyhow::ensure!(
         dir.as_os_str().is_empty() || dir.is_dir(),

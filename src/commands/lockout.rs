@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use crate::nft::netlink::conntrack::Flow;
 use crate::ruleset::{L4Proto, Ruleset};
+use crate::store::{self, Paths};
 
 /// The SSH session this command runs in: the client's address and the server's port, from
 /// `SSH_CONNECTION` ("client_ip client_port server_ip server_port").
@@ -42,17 +43,34 @@ fn parse_ssh_flow(s: &str) -> Option<Flow> {
 
 /// Refuses a ruleset that would stop this SSH session's client from opening a new
 /// connection to the SSH port (the running session itself would survive as established,
-/// but the next login would not).
-pub(crate) fn guard_ssh_lockout(ruleset: &Ruleset) -> Result<()> {
+/// but the next login would not). The advice names a command that works as written: an
+/// account name no file in `paths` uses yet (`admin`, else `admin-2`, `admin-3`, ...: after
+/// `init` the `admin` account exists already, and `add-ip` does not overwrite it).
+pub(crate) fn guard_ssh_lockout(paths: &Paths, ruleset: &Ruleset) -> Result<()> {
     if let Some((client, port)) = ssh_session()
         && !ruleset.accepts_new(client, L4Proto::Tcp, port)
     {
+        let existing = store::account_names(paths).unwrap_or_default();
+        let name = free_account_name("admin", &existing);
         anyhow::bail!(
             "refusing to apply: your SSH client {client} could no longer reach tcp port {port}; \
-             whitelist it first (add-ip admin {client} --allow ssh) or pass --force"
+             whitelist it first (add-ip {name} {client} --allow ssh) or pass --force"
         );
     }
     Ok(())
+}
+
+/// `base` when no account has that name (ignoring case, as file systems and people may),
+/// else the first of `base-2`, `base-3`, ... that is free.
+fn free_account_name(base: &str, existing: &[String]) -> String {
+    let taken = |n: &str| existing.iter().any(|e| e.eq_ignore_ascii_case(n));
+    if !taken(base) {
+        return base.to_owned();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken(n))
+        .expect("an unbounded range has a free name")
 }
 
 #[cfg(test)]
@@ -81,5 +99,16 @@ mod tests {
             (52314, "192.0.2.1".parse().unwrap())
         );
         assert_eq!(parse_ssh_connection("garbage here"), None);
+    }
+
+    #[test]
+    fn the_advised_account_name_is_free() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(free_account_name("admin", &names(&["joe"])), "admin");
+        assert_eq!(free_account_name("admin", &names(&["admin"])), "admin-2");
+        assert_eq!(
+            free_account_name("admin", &names(&["Admin", "admin-2", "admin-4"])),
+            "admin-3"
+        );
     }
 }

@@ -296,7 +296,9 @@ fn unknown(id: &str, known: &[String], origin: &str) -> anyhow::Error {
     } else {
         format!("; did you mean {}?", close.join(" or "))
     };
-    anyhow::anyhow!("unknown provider {id:?} in {origin}{hint} (--list shows them all)")
+    UsageError::bad_value(format_args!(
+        "unknown provider {id:?} in {origin}{hint} (--list shows them all)"
+    ))
 }
 
 fn not_ours(a: &Account, id: &str) -> anyhow::Error {
