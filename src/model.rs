@@ -121,6 +121,11 @@ pub enum ModelError {
     /// A profile name that is not usable.
     #[error("invalid profile name {0:?}: use 1-32 characters of a-z 0-9 -, starting with a letter")]
     ProfileName(String),
+    /// A duration that does not parse or is out of range.
+    #[error(
+        "invalid duration {0:?}: expected a number and a unit s, m, h or d (e.g. 90s, 10m, 2h, 7d, 1h30m), from 1s to 365d"
+    )]
+    Duration(String),
 }
 
 /// The name of an account: 1-64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or
@@ -727,6 +732,109 @@ pub fn display_net(net: &IpNet) -> String {
     }
 }
 
+/// A span of time as users write it: `90s`, `10m`, `2h`, `7d`, or parts joined (`1h30m`),
+/// from one second to 365 days. Kernel set timeouts (bans, admissions, knock grants,
+/// temporary accounts) and settings such as `[guard] ban_for` use it. Serialized as its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration {
+    secs: u64,
+}
+
+impl Duration {
+    /// The longest duration accepted: 365 days.
+    pub const MAX_SECS: u64 = 365 * 86_400;
+
+    /// A duration of `secs` seconds, if within 1 s to 365 d.
+    pub fn from_secs(secs: u64) -> Option<Duration> {
+        (1..=Self::MAX_SECS)
+            .contains(&secs)
+            .then_some(Duration { secs })
+    }
+
+    /// Whole seconds.
+    pub fn as_secs(self) -> u64 {
+        self.secs
+    }
+
+    /// As a `std::time::Duration`.
+    pub fn to_std(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.secs)
+    }
+}
+
+impl FromStr for Duration {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Duration, ModelError> {
+        let bad = || ModelError::Duration(s.to_string());
+        let text = s.trim();
+        if text.is_empty() {
+            return Err(bad());
+        }
+        let mut total: u64 = 0;
+        let mut digits = String::new();
+        let mut last_unit = u64::MAX;
+        for c in text.chars() {
+            if c.is_ascii_digit() {
+                if digits.len() >= 12 {
+                    return Err(bad());
+                }
+                digits.push(c);
+                continue;
+            }
+            let unit = match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                _ => return Err(bad()),
+            };
+            // Each unit once, largest first (`1h30m`, not `30m1h` or `1m1m`).
+            if digits.is_empty() || unit >= last_unit {
+                return Err(bad());
+            }
+            last_unit = unit;
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            digits.clear();
+            total = n
+                .checked_mul(unit)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(bad)?;
+        }
+        if !digits.is_empty() {
+            return Err(bad());
+        }
+        Duration::from_secs(total).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for Duration {
+    /// The shortest form that reads back to the same value: `1d2h`, `90s` → `1m30s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.secs;
+        for (unit, suffix) in [(86_400, 'd'), (3600, 'h'), (60, 'm'), (1, 's')] {
+            if rest >= unit {
+                write!(f, "{}{suffix}", rest / unit)?;
+                rest %= unit;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where RTP (media) may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -821,6 +929,44 @@ impl Default for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_and_print_back() {
+        for (text, secs, shown) in [
+            ("90s", 90, "1m30s"),
+            ("10m", 600, "10m"),
+            ("2h", 7200, "2h"),
+            ("7d", 604_800, "7d"),
+            ("1h30m", 5400, "1h30m"),
+            ("1s", 1, "1s"),
+            ("365d", 365 * 86_400, "365d"),
+        ] {
+            let d: Duration = text.parse().unwrap();
+            assert_eq!(d.as_secs(), secs, "{text}");
+            assert_eq!(d.to_string(), shown);
+            assert_eq!(shown.parse::<Duration>().unwrap(), d);
+        }
+        for bad in [
+            "",
+            "0s",
+            "10",
+            "h",
+            "1x",
+            "-1h",
+            "1.5h",
+            "366d",
+            "30m1h",
+            "1m1m",
+            "99999999999999d",
+            "1 h",
+        ] {
+            let e = bad.parse::<Duration>().unwrap_err();
+            assert!(
+                e.to_string().contains("e.g. 90s, 10m, 2h, 7d"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn an_address_with_a_port_says_to_drop_the_port() {
