@@ -17,6 +17,9 @@ DEB_PACKAGES += groff-base systemd
 DEB_PACKAGES += prometheus
 # ... and fish and zsh, which run their completions (tests/man_pages.rs; bash is always there).
 DEB_PACKAGES += fish zsh
+# ... and the real peers of the v2 layers: SIPp (SIP traffic), fail2ban (bans through
+# pbxwall's action), knockd's `knock` client, minisign (signed bundles), ansible-core (fleets).
+DEB_PACKAGES += sip-tester fail2ban knockd minisign ansible-core
 
 .PHONY: all build deps lint test demo clean
 
