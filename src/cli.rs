@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
+use crate::commands::ban::{BanArgs, BansArgs, UnbanArgs};
 use crate::commands::del::DelAcctArgs;
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
@@ -93,6 +94,13 @@ pub enum Command {
     /// accounts, then apply
     #[command(after_long_help = import_cmd::LONG_HELP)]
     Import(ImportArgs),
+    /// Drop every packet of some sources for a while (element operation, no restart)
+    #[command(after_long_help = crate::commands::ban::LONG_HELP)]
+    Ban(BanArgs),
+    /// End bans now
+    Unban(UnbanArgs),
+    /// List the bans with their time left and origin (manual, guard, fail2ban)
+    Bans(BansArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -131,7 +139,8 @@ impl Command {
             Command::Ipchecker(a) if a.install_cron.is_none() && !a.remove_cron => {
                 Some((change, ""))
             }
-            Command::Status(_) => Some(("read the firewall", "")),
+            Command::Status(_) | Command::Bans(_) => Some(("read the firewall", "")),
+            Command::Ban(_) | Command::Unban(_) => Some((change, "")),
             Command::Init(a) if !a.no_restart => Some((change, ", or use --no-restart")),
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
                 Some((change, ", or use --list or --no-restart"))
@@ -152,6 +161,9 @@ impl Command {
             Command::Init(_) => "init",
             Command::EnableTrustedProviders(_) => "enable-trusted-providers",
             Command::Import(_) => "import",
+            Command::Ban(_) => "ban",
+            Command::Unban(_) => "unban",
+            Command::Bans(_) => "bans",
         }
     }
 }
@@ -270,7 +282,9 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
     }
     let result = match (&command, &ctx.needs_root) {
         // status takes no lock and has no values to check.
-        (Command::Status(_), Some(needs_root)) => Err(NeedsRoot(needs_root.clone()).into()),
+        (Command::Status(_) | Command::Bans(_), Some(needs_root)) => {
+            Err(NeedsRoot(needs_root.clone()).into())
+        }
         _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
     };
     let result = result.map_err(|err| {
@@ -320,6 +334,9 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Init(a) => commands::init::init(ctx, a),
         Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
         Command::Import(a) => commands::import::import(ctx, a),
+        Command::Ban(a) => commands::ban::ban(ctx, a),
+        Command::Unban(a) => commands::ban::unban(ctx, a),
+        Command::Bans(a) => commands::ban::bans(ctx, a),
     }
 }
 

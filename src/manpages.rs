@@ -54,7 +54,12 @@ pub const BINARIES: &[fn() -> Command] = &[
 /// `pbxwall` subcommands without a binary of their own: (subcommand, page name, how it is
 /// called). Each gets `man/PAGE.8`, generated from the dispatcher's subcommand like the
 /// pages of [`BINARIES`].
-pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[("init", "pbxwall-init", "pbxwall init")];
+pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
+    ("init", "pbxwall-init", "pbxwall init"),
+    ("ban", "pbxwall-ban", "pbxwall ban"),
+    ("unban", "pbxwall-unban", "pbxwall unban"),
+    ("bans", "pbxwall-bans", "pbxwall bans"),
+];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
 /// hand).
@@ -136,6 +141,26 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
         "status",
         "status --prometheus-file /var/lib/prometheus/node-exporter/pbxwall.prom",
         "Write the metrics for node_exporter's textfile collector (run it from cron).",
+    ),
+    (
+        "pbxwall",
+        r#"pbxwall ban 203.0.113.66 --for 2h --comment "REGISTER flood""#,
+        "Drop everything from one address for two hours, ending what it has open.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall ban --stdin --for 7d < blocklist.txt",
+        "Ban every address of a list, one a line, for a week.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall unban 203.0.113.66",
+        "Let an address in again before its ban runs out.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall bans --json",
+        "Every ban with its time left and origin (manual, guard, fail2ban).",
     ),
     (
         "enable-trusted-providers",
