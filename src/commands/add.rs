@@ -24,8 +24,13 @@ pub struct AccountOptions {
     #[arg(long, value_name = "TEXT")]
     pub comment: Option<String>,
     /// Overwrite an existing account of the same name
-    #[arg(long)]
+    #[arg(long, conflicts_with = "append")]
     pub replace: bool,
+    /// Add the addresses or names to the existing account NAME, keeping its services,
+    /// comment and created time (--allow is then optional: the services it names are added
+    /// to the account's, for all its addresses; --comment replaces the comment)
+    #[arg(long)]
+    pub append: bool,
     /// Only save the account; apply at the next restart
     #[arg(long)]
     pub no_restart: bool,
@@ -65,7 +70,8 @@ pub struct AddFqdnArgs {
 struct Given {
     name: String,
     values: Vec<String>,
-    allow: String,
+    /// `None` only with `--append` (the account keeps its services).
+    allow: Option<String>,
 }
 
 /// Fills in missing arguments: asks on a terminal (as the original tools did), else a
@@ -74,7 +80,7 @@ struct Given {
 fn complete(
     mut name: Option<String>,
     mut values: Vec<String>,
-    allow: Vec<String>,
+    (allow, append): (Vec<String>, bool),
     (what, a_value, example): (&str, &str, &str),
     looks_like_value: fn(&str) -> bool,
     profiles: &Profiles,
@@ -92,16 +98,19 @@ fn complete(
     if forgotten_name {
         values = name.take().into_iter().collect();
     }
-    if let (Some(name), false, Some(allow)) = (&name, values.is_empty(), &allow) {
+    if let (Some(name), false) = (&name, values.is_empty())
+        && (append || allow.is_some())
+    {
         return Ok(Given {
             name: name.clone(),
             values,
-            allow: allow.clone(),
+            allow,
         });
     }
     if !io::stdin().is_terminal() {
+        let allow = if append { "" } else { " and --allow SERVICES" };
         return Err(UsageError(format!(
-            "missing arguments: give NAME, at least one {what} and --allow SERVICES (see --help)"
+            "missing arguments: give NAME, at least one {what}{allow} (see --help)"
         ))
         .into());
     }
@@ -115,15 +124,16 @@ fn complete(
         values
     };
     let allow = match allow {
-        Some(a) => a,
-        None => {
+        Some(a) => Some(a),
+        None if append => None,
+        None => Some({
             println!("Services:");
             for p in profiles.ordered() {
                 let code = p.code.map(|c| c.to_string()).unwrap_or_default();
                 println!("  {code:>2}  {:<10} {}", p.name, p.description);
             }
             ask("Services (numbers or names, comma-separated)")?
-        }
+        }),
     };
     Ok(Given {
         name,
@@ -315,26 +325,31 @@ fn add(
     let g = complete(
         name,
         values,
-        options.allow,
+        (options.allow, options.append),
         prompt,
         looks_like_value,
         &profiles,
     )?;
     let name: AccountName = g.name.parse().map_err(UsageError::bad_value)?;
     let (addresses, fqdns) = parse(&g.values)?;
-    let services = profiles
-        .parse_services(&[g.allow])
+    let services = g
+        .allow
+        .map(|allow| profiles.parse_services(&[allow]))
+        .transpose()
         .map_err(UsageError::bad_value)?;
     let account = Account {
         name,
         addresses,
         fqdns,
-        services,
+        services: services.unwrap_or_default(),
         media: Vec::new(),
         comment: options.comment,
         created: Some(now_rfc3339()),
         provider: None,
     };
+    if options.append {
+        return append(ctx, (account, &profiles), options.no_restart, force);
+    }
     save(
         ctx,
         (account, &profiles),
@@ -342,4 +357,142 @@ fn add(
         options.no_restart,
         force,
     )
+}
+
+/// `--append`: adds the addresses and names of `given` (an account of the same name) to the
+/// existing account, and its services if any; a comment replaces the account's. Everything
+/// else of the account (services without `--allow`, comment without `--comment`, created
+/// time, media, provider) stays as it is. Values the account already has (or an address
+/// one of its networks holds) are skipped and said; when nothing is left to change, nothing
+/// is written or applied.
+fn append(
+    ctx: &Ctx,
+    (given, profiles): (Account, &Profiles),
+    no_restart: bool,
+    force: bool,
+) -> Result<Outcome> {
+    let lock = ctx.lock()?;
+    let name = given.name.clone();
+    let path = ctx.paths.account_file(&name);
+    let Some(text) = store::read_optional(&path)? else {
+        let existing = store::account_names(&ctx.paths)?;
+        let close = store::close_names(name.as_str(), &existing);
+        let hint = if close.is_empty() {
+            String::new()
+        } else {
+            format!(" (did you mean {}?)", close.join(" or "))
+        };
+        anyhow::bail!(
+            "no account named {name} to append to{hint}; to create it, run the command \
+             without --append (and with --allow SERVICES)"
+        );
+    };
+    let mut account = store::parse_account(&path, &text, profiles)?;
+    let mut added: Vec<String> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
+    let mut new_nets: Vec<IpNet> = Vec::new();
+    for net in &given.addresses {
+        if let Some(holder) = account.addresses.iter().find(|a| a.contains(net)) {
+            kept.push(if holder == net {
+                display_net(net)
+            } else {
+                format!("{} (in {})", display_net(net), display_net(holder))
+            });
+        } else if !new_nets.contains(net) {
+            new_nets.push(*net);
+            added.push(display_net(net));
+        }
+    }
+    let mut new_names: Vec<Fqdn> = Vec::new();
+    for fqdn in &given.fqdns {
+        if account.fqdns.contains(fqdn) {
+            kept.push(fqdn.to_string());
+        } else if !new_names.contains(fqdn) {
+            new_names.push(fqdn.clone());
+            added.push(fqdn.to_string());
+        }
+    }
+    let services = if given.services.is_empty() {
+        account.services.clone()
+    } else {
+        let all: Vec<&String> = account.services.iter().chain(&given.services).collect();
+        profiles.parse_services(&all)?
+    };
+    let new_services: Vec<String> = services
+        .iter()
+        .filter(|s| !account.services.contains(s))
+        .cloned()
+        .collect();
+    let comment_changes = given.comment.is_some() && given.comment != account.comment;
+    let nothing = added.is_empty() && new_services.is_empty() && !comment_changes;
+    if !kept.is_empty() {
+        let end = if nothing { "; nothing to change" } else { "" };
+        ctx.say(format_args!(
+            "account {name} has {} already{end}",
+            kept.join(", ")
+        ));
+    }
+    if nothing {
+        if kept.is_empty() {
+            ctx.say(format_args!("account {name}: nothing to change"));
+        }
+        return Ok(Outcome::Done);
+    }
+    let fresh = Account {
+        addresses: new_nets.clone(),
+        ..account.clone()
+    };
+    warn_shared_addresses(ctx, &fresh, profiles);
+    if account.provider.is_some() {
+        ctx.warn(format_args!(
+            "account {name} was written by enable-trusted-providers, which may write it again \
+             without what you append; a separate account keeps it"
+        ));
+    }
+    account.addresses.extend(new_nets);
+    account.fqdns.extend(new_names.iter().cloned());
+    account.services = services;
+    if comment_changes {
+        account.comment = given.comment;
+    }
+    let mut what = Vec::new();
+    if !added.is_empty() {
+        what.push(format!("appended {}", added.join(", ")));
+    }
+    if !new_services.is_empty() {
+        what.push(format!(
+            "added services {} (for all its addresses and names)",
+            new_services.join(", ")
+        ));
+    }
+    if comment_changes {
+        what.push("replaced the comment".to_owned());
+    }
+    let summary = account.summary();
+    let done = [
+        format!("account {name}: {}", what.join("; ")),
+        format!("account {name} saved: {summary}"),
+    ];
+    let check_names = Account {
+        fqdns: new_names,
+        ..account.clone()
+    };
+    let outcome = change_then_apply_checked(
+        ctx,
+        &lock,
+        std::slice::from_ref(&path),
+        (no_restart, force),
+        &done,
+        || Ok(store::save_account(&ctx.paths, &account, true, &lock)?),
+        |build| match force {
+            true => Ok(()),
+            false => refuse_names_that_do_not_exist(&check_names, build),
+        },
+    )
+    .with_context(|| format!("account {name}"))?;
+    ctx.audit(&format!(
+        "account {name} {}: now {summary}",
+        what.join("; ")
+    ));
+    Ok(outcome)
 }
