@@ -273,6 +273,12 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
             "needs root (CAP_NET_ADMIN) to {verb}; run it with sudo{otherwise}"
         ));
     }
+    // What a command that only reads pbxwall's files does with them, for the root message.
+    let files_verb = if matches!(command, Command::List(_)) {
+        "read"
+    } else {
+        "change"
+    };
     let result = match (&command, &ctx.needs_root) {
         // status takes no lock and has no values to check.
         (Command::Status(_), Some(needs_root)) => Err(NeedsRoot(needs_root.clone()).into()),
@@ -281,7 +287,7 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
     let result = result.map_err(|err| {
         if not_root && permission_denied(&err) {
             NeedsRoot(format!(
-                "needs root to change pbxwall's files ({err:#}); run it with sudo"
+                "needs root to {files_verb} pbxwall's files ({err:#}); run it with sudo"
             ))
             .into()
         } else {

@@ -129,7 +129,15 @@ pub fn table(rows: &[ListRow]) -> Vec<String> {
 /// `list [--json]`.
 pub fn list(ctx: &Ctx, _args: ListArgs) -> Result<Outcome> {
     let profiles = store::load_profiles(&ctx.paths)?;
-    let loaded = store::load_accounts(&ctx.paths, &profiles)?;
+    let mut loaded = store::load_accounts(&ctx.paths, &profiles)?;
+    // A file this user may not read is no broken file: say that it needs root instead.
+    let denied = loaded.skipped.iter().position(|e| {
+        matches!(e, store::StoreError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    if let Some(i) = denied {
+        return Err(loaded.skipped.swap_remove(i).into());
+    }
     let rows: Vec<ListRow> = loaded.accounts.iter().map(ListRow::of).collect();
     let skipped: Vec<String> = loaded
         .skipped
