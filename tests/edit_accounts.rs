@@ -366,6 +366,92 @@ fn list_shows_one_account_a_line() {
     assert_eq!(stdout(&out), "");
 }
 
+/// Runs `bin ARGS` on a pseudo-terminal (`script`, util-linux) with `answers` typed in; the
+/// output holds the questions, the echoed answers and the command's own lines.
+fn on_a_terminal(cfg: &TempConfig, bin: &str, args: &str, answers: &[u8]) -> std::process::Output {
+    let script = common::tool_path("script");
+    let cmd = format!("{} {args}", common::bin(bin).display());
+    let c = cfg.command(None, &script, ["-qec", cmd.as_str(), "/dev/null"]);
+    common::run_with_timeout(c, Some(answers), std::time::Duration::from_secs(20)).unwrap()
+}
+
+fn the_menu_checks_each_answer_and_asks_for_a_comment() {
+    let cfg = joe();
+    let out = on_a_terminal(
+        &cfg,
+        "add-ip",
+        "--no-restart",
+        b"joe\nann\n203.0.113.7:5060\n203.0.113.8\nsipudp\n1,3\nAnn's phone\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let s = stdout(&out);
+    for line in [
+        "account joe exists already: choose another name (or run the command with --append \
+         to add to it, or --replace); try again (2 tries left)",
+        "invalid address \"203.0.113.7:5060\": write it without :5060, as 203.0.113.7; ports \
+         come from the services (--allow); try again (2 tries left)",
+        "did you mean sip-udp?; try again (2 tries left)",
+        "Comment (optional, Enter for none): ",
+        "account ann saved; run restart to apply",
+    ] {
+        assert!(s.contains(line), "want {line:?} in:\n{s}");
+    }
+    let text = cfg.read("accounts/ann.toml").unwrap();
+    assert!(text.contains("addresses = [\"203.0.113.8\"]"), "{text}");
+    assert!(text.contains("services = [\"sip-udp\", \"iax\"]"), "{text}");
+    assert!(text.contains("comment = \"Ann's phone\""), "{text}");
+
+    // --append asks only for what to append: the account keeps services and comment.
+    let out = on_a_terminal(
+        &cfg,
+        "add-ip",
+        "--append --no-restart",
+        b"nobody\njoe\n198.51.100.7\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let s = stdout(&out);
+    assert!(
+        s.contains("no account named nobody to append to; try again"),
+        "{s}"
+    );
+    assert!(!s.contains("Services") && !s.contains("Comment"), "{s}");
+    let text = cfg.read("accounts/joe.toml").unwrap();
+    assert!(
+        text.contains("addresses = [\"203.0.113.7\", \"198.51.100.7\"]")
+            && text.contains("comment = \"Joe's office\""),
+        "{text}"
+    );
+}
+
+fn the_menu_ends_cleanly_at_end_of_input_or_after_three_wrong_answers() {
+    let cfg = joe();
+    let before = common::snapshot(cfg.config_dir());
+    // Ctrl-D (end of input) at the services question.
+    let out = on_a_terminal(&cfg, "add-fqdn", "--no-restart", b"ann\nann.example\n");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stdout(&out).contains(
+            "add-fqdn: error: no answer to \"Services (numbers or names, comma-separated)\" \
+             (end of input); nothing changed"
+        ),
+        "{}",
+        show(&out)
+    );
+    // Three wrong names: the command gives up.
+    let out = on_a_terminal(&cfg, "add-ip", "--no-restart", b"a/b\n\n../x\nann\n");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stdout(&out).contains(
+            "add-ip: error: invalid account name \"../x\": use 1-64 characters of A-Z a-z 0-9 \
+             . _ -, not starting with . or -; gave up after 3 answers to \"Account name\", \
+             nothing changed"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(common::snapshot(cfg.config_dir()), before);
+}
+
 common::test_main! {
     Needs::NOTHING => [
         append_keeps_services_comment_and_created_time,
@@ -375,5 +461,10 @@ common::test_main! {
         del_address_keeps_the_rest,
         del_address_refusals,
         list_shows_one_account_a_line,
+    ],
+    // `script` (util-linux) gives the command a pseudo-terminal.
+    Needs::tools(&["script"]) => [
+        the_menu_checks_each_answer_and_asks_for_a_comment,
+        the_menu_ends_cleanly_at_end_of_input_or_after_three_wrong_answers,
     ],
 }
