@@ -21,6 +21,7 @@ use crate::commands::del::DelAcctArgs;
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
 use crate::commands::ipchecker::{self, IpcheckerArgs};
+use crate::commands::list::{self as list_cmd, ListArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
 use crate::commands::restart::RestartArgs;
 use crate::commands::status::{self, StatusArgs};
@@ -75,8 +76,11 @@ pub enum Command {
     AddIp(AddIpArgs),
     /// Create an account for host names, then apply
     AddFqdn(AddFqdnArgs),
-    /// Remove accounts, then apply
+    /// Remove accounts, or some addresses of one account, then apply
     DelAcct(DelAcctArgs),
+    /// List the accounts, one a line: services, addresses, names, expiry, origin, comment
+    #[command(after_long_help = list_cmd::LONG_HELP)]
+    List(ListArgs),
     /// Resolve every name, compile every account, apply atomically
     Restart(RestartArgs),
     /// Re-resolve host names; write to the kernel only what changed (for cron)
@@ -155,6 +159,7 @@ impl Command {
             Command::AddIp(_) => "add-ip",
             Command::AddFqdn(_) => "add-fqdn",
             Command::DelAcct(_) => "del-acct",
+            Command::List(_) => "list",
             Command::Restart(_) => "restart",
             Command::Ipchecker(_) => "ipchecker",
             Command::Status(_) => "status",
@@ -222,7 +227,7 @@ single_command!(
     "del-acct",
     DelAcctArgs,
     DelAcct,
-    "Remove accounts, then apply"
+    "Remove accounts, or some addresses of one account, then apply"
 );
 single_command!(
     RestartCli,
@@ -280,6 +285,12 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
             "needs root (CAP_NET_ADMIN) to {verb}; run it with sudo{otherwise}"
         ));
     }
+    // What a command that only reads pbxwall's files does with them, for the root message.
+    let files_verb = if matches!(command, Command::List(_)) {
+        "read"
+    } else {
+        "change"
+    };
     let result = match (&command, &ctx.needs_root) {
         // status takes no lock and has no values to check.
         (Command::Status(_) | Command::Bans(_), Some(needs_root)) => {
@@ -290,7 +301,7 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
     let result = result.map_err(|err| {
         if not_root && permission_denied(&err) {
             NeedsRoot(format!(
-                "needs root to change pbxwall's files ({err:#}); run it with sudo"
+                "needs root to {files_verb} pbxwall's files ({err:#}); run it with sudo"
             ))
             .into()
         } else {
@@ -328,6 +339,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::AddIp(a) => commands::add::add_ip(ctx, a),
         Command::AddFqdn(a) => commands::add::add_fqdn(ctx, a),
         Command::DelAcct(a) => commands::del::del_acct(ctx, a),
+        Command::List(a) => commands::list::list(ctx, a),
         Command::Restart(a) => commands::restart::restart(ctx, a),
         Command::Ipchecker(a) => commands::ipchecker::ipchecker(ctx, a),
         Command::Status(a) => commands::status::status(ctx, a),
