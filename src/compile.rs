@@ -14,7 +14,9 @@
 //! ip saddr @trusted_v4 accept                        # LAN, full access
 //! ip saddr vmap @hosts_v4                            # whitelisted addresses: jump to their chain
 //! ip saddr vmap @ranges_v4                           # whitelisted ranges: the same
-//! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any")
+//! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any"); with
+//!                                                   #   [geo]: ... ip saddr @geo_v4 accept,
+//!                                                   #   ... ip6 saddr @geo_v6 accept
 //! limit rate 10/minute log prefix "pbxwall drop: "   # [log_drops]
 //! counter                                            # what the drop policy is about to drop
 //! ```
@@ -38,6 +40,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::addrset::{AddrRange, Family, merge, partition};
+use crate::geo::Gate;
 use crate::model::{Account, Fqdn, PortSpec, Profile, Profiles, RtpFrom, Settings};
 use crate::ruleset::{
     BaseChain, Chain, Element, INPUT_CHAIN, INPUT_PRIORITY, IcmpType, L4Proto, Log, Match, Rule,
@@ -160,13 +163,30 @@ pub fn account_sources(account: &Account, resolved: &Resolved) -> Vec<AddrRange>
     v
 }
 
-/// Builds the ruleset. Accounts naming a service without a profile are ignored for that
-/// service (the store refuses such accounts before they get here).
+/// Builds the ruleset without a geo gate ([`compile_gated`] with [`Gate::Off`]).
 pub fn compile(
     settings: &Settings,
     profiles: &Profiles,
     accounts: &[Account],
     resolved: &Resolved,
+) -> Ruleset {
+    compile_gated(settings, profiles, accounts, resolved, &Gate::Off)
+}
+
+/// Builds the ruleset. Accounts naming a service without a profile are ignored for that
+/// service (the store refuses such accounts before they get here).
+///
+/// `gate` is the geo gate ([`crate::geo`]): when on, the sets `geo_v4` and `geo_v6` are
+/// added (last) and every open path of the input chain (a rule accepting sources that are
+/// not whitelisted; today the RTP ports with `[rtp] from = "any"`) goes through
+/// [`Gate::gated`]. Loopback, established flows, ICMP, trusted networks and the
+/// whitelist come before and never depend on it.
+pub fn compile_gated(
+    settings: &Settings,
+    profiles: &Profiles,
+    accounts: &[Account],
+    resolved: &Resolved,
+    gate: &Gate,
 ) -> Ruleset {
     let services = Services::new(settings, profiles);
     // Each account's services as partition labels, once: its chain and its sources use them.
@@ -183,8 +203,9 @@ pub fn compile(
     for family in FAMILIES {
         sets.extend(source_maps(family, &sources, &mut allow_chains));
     }
+    sets.extend(gate.sets());
     // The base chain first, then the chains its maps jump to, in name order.
-    let mut chains = vec![input_chain(settings)];
+    let mut chains = vec![input_chain(settings, gate)];
     chains.extend(allow_chains.into_chains());
     Ruleset { sets, chains }
 }
@@ -436,7 +457,7 @@ fn jump_elements(ranges: Vec<(AddrRange, usize)>, targets: &[Arc<str>]) -> Vec<E
 
 /// The base chain, hooked on input with a drop policy: its rules in the order of the
 /// module documentation, each step explaining its place.
-fn input_chain(settings: &Settings) -> Chain {
+fn input_chain(settings: &Settings, gate: &Gate) -> Chain {
     // First what needs no whitelist: the host talking to itself. Its own traffic, to any of
     // its addresses, arrives on lo.
     let mut rules = vec![loopback_rule()];
@@ -460,11 +481,12 @@ fn input_chain(settings: &Settings) -> Chain {
     rules.extend(source_map_rules());
     // Media from anyone (`[rtp] from = "any"`): the one port range open to strangers, the
     // last accept before the drop policy. With "whitelist" the chains accept it instead.
+    // An open path: behind the geo gate when there is one.
     if settings.rtp.from != RtpFrom::Whitelist {
-        rules.push(rule(
+        rules.extend(gate.gated(rule(
             vec![Match::Dport(L4Proto::Udp, settings.rtp.ports)],
             Verdict::Accept,
-        ));
+        )));
     }
     // Only what is about to be dropped is logged and counted: last, before the policy.
     if settings.log_drops {

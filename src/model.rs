@@ -910,6 +910,8 @@ pub struct Settings {
     pub rtp: RtpSettings,
     /// Log dropped packets (rate-limited) to the kernel log.
     pub log_drops: bool,
+    /// `[geo]`: the country gate of the open paths.
+    pub geo: crate::geo::GeoSettings,
 }
 
 impl Default for Settings {
@@ -922,6 +924,7 @@ impl Default for Settings {
             resolver: ResolverSettings::default(),
             rtp: RtpSettings::default(),
             log_drops: true,
+            geo: crate::geo::GeoSettings::default(),
         }
     }
 }

@@ -339,3 +339,50 @@ impl Gate {
         }
     }
 }
+
+/// What a build knows about its geo gate: `status` prints it, `geo update` reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GeoInfo {
+    /// `[geo] database`, as configured (absolute).
+    pub database: Option<PathBuf>,
+    /// Its format's name.
+    pub format: Option<&'static str>,
+    /// Its files' newest modification time, RFC 3339.
+    pub modified: Option<String>,
+    /// Rows read from it.
+    pub rows: usize,
+    /// What the gate passes: `DE, AT` or `all but CN`.
+    pub countries: String,
+    /// IPv4 ranges in `geo_v4`.
+    pub ranges_v4: usize,
+    /// IPv6 ranges in `geo_v6`.
+    pub ranges_v6: usize,
+    /// Listed countries the database has no range for.
+    pub missing: Vec<Country>,
+    /// The database could not be used; the gate holds what was live before.
+    pub problem: Option<String>,
+}
+
+/// Reads `[geo] database` and builds the gate: [`Gate::Off`] without `allow`/`deny`.
+pub fn load(settings: &GeoSettings) -> Result<(Gate, GeoInfo), GeoError> {
+    let Some(path) = settings.database.as_deref().filter(|_| settings.enabled()) else {
+        return Ok((Gate::Off, GeoInfo::default()));
+    };
+    let db = Database::open(path)?;
+    let sel = select(&db, settings)?;
+    let info = GeoInfo {
+        database: Some(path.to_owned()),
+        format: Some(db.format.name()),
+        modified: db.modified().map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        }),
+        rows: sel.rows,
+        countries: settings.describe(),
+        ranges_v4: sel.v4.len(),
+        ranges_v6: sel.v6.len(),
+        missing: sel.missing(),
+        problem: None,
+    };
+    Ok((Gate::from_selection(sel), info))
+}

@@ -432,3 +432,98 @@ fn the_gate_adds_a_source_match_per_family() {
     assert!(!gate.admits(ip("198.51.100.1")));
     assert!(!gate.admits(ip("2001:db8::1")));
 }
+
+#[test]
+fn only_the_open_paths_depend_on_the_gate() {
+    use crate::compile::tests::{account, shipped_profiles, trusting};
+    use crate::compile::{Resolved, compile_gated};
+    use crate::ruleset::L4Proto::{Tcp, Udp};
+    let gate = Gate::On {
+        v4: vec![AddrRange::from_net("192.0.2.0/25".parse().unwrap())],
+        v6: vec![AddrRange::from_net("2001:db8::/48".parse().unwrap())],
+    };
+    let settings = trusting("198.51.100.0/28");
+    let accounts = [account("joe", &["203.0.113.7/32"], &[], &["sip-udp"])];
+    let rs = compile_gated(
+        &settings,
+        &shipped_profiles(),
+        &accounts,
+        &Resolved::new(),
+        &gate,
+    );
+    assert!(rs.set("geo_v4").is_some() && rs.set("geo_v6").is_some());
+    // RTP from any: only for the allowed country's addresses.
+    assert!(rs.accepts_new(ip("192.0.2.9"), Udp, 10000));
+    assert!(rs.accepts_new(ip("2001:db8::9"), Udp, 20000));
+    assert!(!rs.accepts_new(ip("192.0.2.200"), Udp, 10000));
+    assert!(!rs.accepts_new(ip("2001:db8:5::9"), Udp, 10000));
+    // Whitelisted accounts and trusted networks never depend on it.
+    assert!(rs.accepts_new(ip("203.0.113.7"), Udp, 5060));
+    assert!(rs.accepts_new(ip("198.51.100.3"), Tcp, 22));
+    // Gated or not, nothing else opens.
+    assert!(!rs.accepts_new(ip("192.0.2.9"), Udp, 5060));
+    let input: Vec<String> = rs
+        .chain("input")
+        .unwrap()
+        .rules
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert!(
+        input.contains(&"udp dport 10000-20000 ip saddr @geo_v4 accept".to_string()),
+        "{input:?}"
+    );
+    assert!(
+        !input.contains(&"udp dport 10000-20000 accept".to_string()),
+        "{input:?}"
+    );
+    // Without a gate, the ruleset is what compile() gives.
+    assert_eq!(
+        compile_gated(
+            &settings,
+            &shipped_profiles(),
+            &accounts,
+            &Resolved::new(),
+            &Gate::Off
+        ),
+        crate::compile::compile(&settings, &shipped_profiles(), &accounts, &Resolved::new())
+    );
+}
+
+#[test]
+fn settings_of_the_gate() {
+    let f = Path::new("/etc/pbxwall/pbxwall.toml");
+    let parse = |t: &str| crate::store::parse_settings(f, t);
+    let s =
+        parse("[geo]\ndatabase = \"geo/dbip.csv\"\nallow = [\"DE\", \"AT\", \"DE\"]\n").unwrap();
+    assert_eq!(
+        s.geo.database.as_deref(),
+        Some(Path::new("/etc/pbxwall/geo/dbip.csv"))
+    );
+    assert_eq!(s.geo.allow, [cc("DE"), cc("AT")]);
+    assert!(s.geo.enabled());
+    let s = parse("[geo]\ndatabase = \"/srv/geo\"\ndeny = [\"CN\"]\n").unwrap();
+    assert_eq!(s.geo.describe(), "all but CN");
+    assert!(!parse("").unwrap().geo.enabled());
+    for (text, line, what) in [
+        (
+            "[geo]\ndatabase = \"x.csv\"\nallow = [\n  \"DE\",\n  \"UK\"]\n",
+            5,
+            "invalid country code \"UK\"",
+        ),
+        ("[geo]\nallow = [\"DE\"]\n", 2, "needs [geo] database"),
+        (
+            "[geo]\ndatabase = \"x\"\nallow = [\"DE\"]\ndeny = [\"CN\"]\n",
+            3,
+            "exclude each other",
+        ),
+        ("[geo]\nallowed = [\"DE\"]\n", 2, "unknown field"),
+    ] {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("/etc/pbxwall/pbxwall.toml:{line}: ")),
+            "{e}"
+        );
+        assert!(e.contains(what), "{e}");
+    }
+}
