@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
 use crate::commands::del::DelAcctArgs;
+use crate::commands::geo::{self as geo_cmd, GeoArgs};
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
 use crate::commands::ipchecker::{self, IpcheckerArgs};
@@ -93,6 +94,9 @@ pub enum Command {
     /// accounts, then apply
     #[command(after_long_help = import_cmd::LONG_HELP)]
     Import(ImportArgs),
+    /// IP Country: the country of an address, or reload the country database into the kernel
+    #[command(after_long_help = geo_cmd::LONG_HELP)]
+    Geo(GeoArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -136,6 +140,7 @@ impl Command {
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
                 Some((change, ", or use --list or --no-restart"))
             }
+            Command::Geo(a) if a.action.changes_firewall() => Some((change, "")),
             _ => None,
         }
     }
@@ -152,6 +157,7 @@ impl Command {
             Command::Init(_) => "init",
             Command::EnableTrustedProviders(_) => "enable-trusted-providers",
             Command::Import(_) => "import",
+            Command::Geo(_) => "geo",
         }
     }
 }
@@ -320,6 +326,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Init(a) => commands::init::init(ctx, a),
         Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
         Command::Import(a) => commands::import::import(ctx, a),
+        Command::Geo(a) => commands::geo::geo(ctx, a),
     }
 }
 

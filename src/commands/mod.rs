@@ -10,6 +10,7 @@
 
 pub mod add;
 pub mod del;
+pub mod geo;
 pub mod import;
 pub mod init;
 pub mod ipchecker;
