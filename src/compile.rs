@@ -188,7 +188,7 @@ pub fn compile_gated(
     resolved: &Resolved,
     gate: &Gate,
 ) -> Ruleset {
-    let services = Services::new(settings, profiles);
+    let services = Services::new(settings, profiles, gate);
     // Each account's services as partition labels, once: its chain and its sources use them.
     let account_labels: Vec<Vec<u32>> = accounts.iter().map(|a| services.labels(a)).collect();
     // Every account's own combination of services has its chain even while none of its
@@ -224,15 +224,16 @@ struct Services<'a> {
     ordered: Vec<&'a Profile>,
     /// Profile name → label.
     label_of: BTreeMap<&'a str, u32>,
-    /// `[rtp] from = "whitelist"`: media is accepted from whitelisted sources only, through
-    /// their chains, instead of from anyone in the input chain.
+    /// Media is accepted from whitelisted sources through their chains: with
+    /// `[rtp] from = "whitelist"` (instead of from anyone in the input chain), and with a geo
+    /// gate (so whitelisted sources and providers' media ranges never depend on it).
     rtp_whitelist: bool,
     /// `udp dport RTP-PORTS`.
     rtp: Match,
 }
 
 impl<'a> Services<'a> {
-    fn new(settings: &Settings, profiles: &'a Profiles) -> Self {
+    fn new(settings: &Settings, profiles: &'a Profiles, gate: &Gate) -> Self {
         let ordered = profiles.ordered();
         let label_of = ordered
             .iter()
@@ -242,7 +243,7 @@ impl<'a> Services<'a> {
         Services {
             ordered,
             label_of,
-            rtp_whitelist: settings.rtp.from == RtpFrom::Whitelist,
+            rtp_whitelist: settings.rtp.from == RtpFrom::Whitelist || gate.is_on(),
             rtp: Match::Dport(L4Proto::Udp, settings.rtp.ports),
         }
     }

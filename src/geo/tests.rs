@@ -443,7 +443,12 @@ fn only_the_open_paths_depend_on_the_gate() {
         v6: vec![AddrRange::from_net("2001:db8::/48".parse().unwrap())],
     };
     let settings = trusting("198.51.100.0/28");
-    let accounts = [account("joe", &["203.0.113.7/32"], &[], &["sip-udp"])];
+    let mut provider = account("provider", &["198.51.100.64/28"], &[], &["sip-udp"]);
+    provider.media = vec!["198.51.100.128/25".parse().unwrap()];
+    let accounts = [
+        account("joe", &["203.0.113.7/32"], &[], &["sip-udp"]),
+        provider,
+    ];
     let rs = compile_gated(
         &settings,
         &shipped_profiles(),
@@ -457,8 +462,12 @@ fn only_the_open_paths_depend_on_the_gate() {
     assert!(rs.accepts_new(ip("2001:db8::9"), Udp, 20000));
     assert!(!rs.accepts_new(ip("192.0.2.200"), Udp, 10000));
     assert!(!rs.accepts_new(ip("2001:db8:5::9"), Udp, 10000));
-    // Whitelisted accounts and trusted networks never depend on it.
+    // Whitelisted accounts (their media too), providers' media ranges and trusted
+    // networks never depend on it.
     assert!(rs.accepts_new(ip("203.0.113.7"), Udp, 5060));
+    assert!(rs.accepts_new(ip("203.0.113.7"), Udp, 15000));
+    assert!(rs.accepts_new(ip("198.51.100.200"), Udp, 15000));
+    assert!(!rs.accepts_new(ip("198.51.100.200"), Udp, 5060));
     assert!(rs.accepts_new(ip("198.51.100.3"), Tcp, 22));
     // Gated or not, nothing else opens.
     assert!(!rs.accepts_new(ip("192.0.2.9"), Udp, 5060));
