@@ -906,7 +906,7 @@ fn parse_geo(path: &Path, text: &str, raw: GeoIn) -> Result<GeoSettings, StoreEr
             path,
             text,
             allow_at.unwrap_or(0),
-            "[geo] allow or deny needs [geo] database: the path of a DB-IP lite CSV, IP2Location LITE DB1 CSV or GeoLite2 Country CSV folder",
+            "[geo] allow or deny needs [geo] database: the path of a DB-IP lite CSV, IP2Location LITE DB1 CSV, GeoLite2 Country CSV folder or .mmdb file",
         ));
     }
     Ok(geo)

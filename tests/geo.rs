@@ -233,6 +233,49 @@ fn geo_update_writes_only_the_delta() {
     assert!(stdout(&out).contains("nothing written"), "{}", show(&out));
 }
 
+fn an_mmdb_database_gates_the_same_way() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[], &[SIP, RTP]);
+    let cfg = TempConfig::new();
+    let mmdb = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/test-country.mmdb"
+    ))
+    .expect("tests/data/test-country.mmdb");
+    std::fs::write(cfg.config_dir().join("GeoLite2-Country.mmdb"), mmdb).unwrap();
+    cfg.write(
+        "pbxwall.toml",
+        "[geo]\ndatabase = \"GeoLite2-Country.mmdb\"\nallow = [\"DE\"]\n",
+    );
+    ok(
+        cfg.run(Some(topo.pbx_ns()), "restart", [] as [&str; 0]),
+        "restart",
+    );
+    assert_probes(
+        &topo,
+        &[
+            Probe::udp("192.0.2.10", RTP, true),      // DE
+            Probe::udp("2001:db8::10", RTP, true),    // DE
+            Probe::udp("198.51.100.11", RTP, false),  // US
+            Probe::udp("203.0.113.10", RTP, false),   // FR (registered in DE)
+            Probe::udp("2001:db8:1::10", RTP, false), // US
+        ],
+    );
+    let out = ok(
+        cfg.run(
+            Some(topo.pbx_ns()),
+            "pbxwall",
+            ["geo", "lookup", "203.0.113.10"],
+        ),
+        "geo lookup",
+    );
+    assert!(
+        stdout(&out).contains("country FR (database range 203.0.113.0/24)"),
+        "{}",
+        show(&out)
+    );
+}
+
 fn handle_of_rtp_rule(topo: &Topology) -> String {
     common::rule_handle(topo.pbx_ns(), "ip saddr @geo_v4 accept")
 }
@@ -242,5 +285,6 @@ common::test_main! {
         rtp_opens_only_for_allowed_countries_and_whitelisted_sources,
         a_corrupt_database_changes_nothing,
         geo_update_writes_only_the_delta,
+        an_mmdb_database_gates_the_same_way,
     ],
 }

@@ -15,7 +15,7 @@
 //! - [`Country`]: an ISO 3166-1 alpha-2 code, validated;
 //! - [`GeoSettings`]: the `[geo]` table;
 //! - [`read`]: the database readers (DB-IP lite CSV, GeoLite2 Country CSV, IP2Location LITE
-//!   DB1 CSV, IPv4 and IPv6), streaming, row by row;
+//!   DB1 CSV, IPv4 and IPv6, streaming, row by row; MMDB with the `maxminddb` crate);
 //! - [`select`]: the ranges of the allowed countries, merged per family ([`Selection`]);
 //! - [`Gate`]: what the compiler adds: the two sets, and [`Gate::gated`], which turns one
 //!   open-path rule into its gated rules.
@@ -130,8 +130,8 @@ impl FromStr for Country {
 /// `[geo]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GeoSettings {
-    /// The country database: a DB-IP lite or IP2Location LITE CSV file, or GeoLite2 Country
-    /// CSV (its folder, or one of its files). `None`: not set.
+    /// The country database: a DB-IP lite or IP2Location LITE CSV file, GeoLite2 Country
+    /// CSV (its folder, or one of its files), or an MMDB file. `None`: not set.
     pub database: Option<PathBuf>,
     /// Countries allowed on the open paths; empty with `deny` empty: no gate.
     pub allow: Vec<Country>,

@@ -7,11 +7,14 @@
 //! | DB-IP IP to Country Lite (CSV) | `dbip-country-lite-YYYY-MM.csv` (IPv4 and IPv6, no header) | `1.0.0.0,1.0.0.255,AU` |
 //! | GeoLite2 Country (CSV) | `GeoLite2-Country-Blocks-IPv4.csv`, `...-Blocks-IPv6.csv`, `...-Locations-en.csv` in one folder (headers) | `1.0.0.0/24,2077456,2077456,,0,0,` |
 //! | IP2Location LITE DB1 (CSV) | `IP2LOCATION-LITE-DB1.CSV`, or `IP2LOCATION-LITE-DB1.IPV6.CSV` (IPv6 numbers, IPv4 as `::ffff:a.b.c.d`) | `"16777216","16777471","US","United States of America"` |
+//! | MaxMind DB | `*.mmdb` (GeoLite2/GeoIP2 Country or City, DB-IP lite MMDB), read with the `maxminddb` crate | a network with `country.iso_code` |
 //!
-//! Files are streamed: memory does not grow with the size of the database, only with what
-//! the caller keeps. Anything that does not parse stops the reading with the file and line
-//! ([`GeoError::Corrupt`]): a half-read database is never used. Compressed downloads
-//! (`.gz`, `.zip`) and MMDB files are recognised and refused with what to do instead.
+//! CSV files are streamed: memory does not grow with the size of the database, only with
+//! what the caller keeps (an MMDB file is read into memory whole: GeoLite2 Country is a few
+//! MiB). Anything that does not parse stops the reading with the file and line
+//! ([`GeoError::Corrupt`]; an MMDB file: with the file, [`GeoError::Format`]): a half-read
+//! database is never used. Compressed downloads (`.gz`, `.zip`) are recognised and refused
+//! with what to do instead.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -77,6 +80,9 @@ pub enum Format {
     GeoLite2,
     /// IP2Location LITE DB1 CSV: `"from","to","CC","Country"` with integer addresses.
     Ip2Location,
+    /// MaxMind DB (`.mmdb`): GeoLite2/GeoIP2 Country or City, DB-IP lite MMDB, or any
+    /// database whose records have `country.iso_code` (or `registered_country.iso_code`).
+    Mmdb,
 }
 
 impl Format {
@@ -86,6 +92,7 @@ impl Format {
             Format::DbIp => "DB-IP lite CSV",
             Format::GeoLite2 => "GeoLite2 Country CSV",
             Format::Ip2Location => "IP2Location LITE DB1 CSV",
+            Format::Mmdb => "MaxMind DB (MMDB)",
         }
     }
 }
@@ -142,9 +149,11 @@ impl Database {
             ));
         }
         if file_name(path).to_ascii_lowercase().ends_with(".mmdb") {
-            return Err(refuse(
-                "MMDB files are not read by pbxwall: download the CSV edition of the database (GeoLite2 Country CSV, DB-IP lite CSV or IP2Location LITE DB1 CSV)",
-            ));
+            return Ok(Database {
+                path: path.to_owned(),
+                format: Format::Mmdb,
+                files: vec![path.to_owned()],
+            });
         }
         let text = String::from_utf8_lossy(head);
         let first = text
@@ -163,7 +172,7 @@ impl Database {
             Format::DbIp
         } else {
             return Err(refuse(
-                "not a country database pbxwall reads: expected DB-IP lite CSV (start,end,country), IP2Location LITE DB1 CSV, or the GeoLite2 Country CSV folder",
+                "not a country database pbxwall reads: expected DB-IP lite CSV (start,end,country), IP2Location LITE DB1 CSV, the GeoLite2 Country CSV folder, or an .mmdb file",
             ));
         };
         Ok(Database {
@@ -237,6 +246,15 @@ impl Database {
     /// Stops reading at the row.
     pub fn lookup(&self, addr: IpAddr) -> Result<Option<(AddrRange, Option<Country>)>, GeoError> {
         let addr = addr.to_canonical();
+        if self.format == Format::Mmdb {
+            let reader = open_mmdb(&self.files[0])?;
+            let bad = |e| mmdb_error(&self.files[0], e);
+            let found = reader.lookup(addr).map_err(bad)?;
+            if !found.has_data() {
+                return Ok(None);
+            }
+            return mmdb_row(&found).map(Some).map_err(bad);
+        }
         let mut found = None;
         self.scan(|r, c| {
             if r.contains(addr) {
@@ -255,6 +273,18 @@ impl Database {
     ) -> Result<usize, GeoError> {
         let mut rows = 0;
         match self.format {
+            Format::Mmdb => {
+                let reader = open_mmdb(&self.files[0])?;
+                let bad = |e: maxminddb::MaxMindDbError| mmdb_error(&self.files[0], e);
+                for item in reader.networks(Default::default()).map_err(bad)? {
+                    let item = item.map_err(bad)?;
+                    let (range, country) = mmdb_row(&item).map_err(bad)?;
+                    rows += 1;
+                    if f(range, country).is_break() {
+                        break;
+                    }
+                }
+            }
             Format::DbIp => {
                 read_rows(&self.files[0], |at, fields| {
                     if at.line == 1 && fields.first().is_some_and(|f| f.contains("start")) {
@@ -616,4 +646,39 @@ fn geolite_block(
         }
     };
     Ok((AddrRange::from_net(net), country))
+}
+
+fn open_mmdb(path: &Path) -> Result<maxminddb::Reader<Vec<u8>>, GeoError> {
+    let bytes = std::fs::read(path).map_err(|source| GeoError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    maxminddb::Reader::from_source(bytes).map_err(|e| mmdb_error(path, e))
+}
+
+fn mmdb_error(path: &Path, e: maxminddb::MaxMindDbError) -> GeoError {
+    GeoError::Format {
+        path: path.to_owned(),
+        why: format!("not a valid MMDB database: {e}"),
+    }
+}
+
+/// A network of an MMDB file and its country: `country.iso_code`, or
+/// `registered_country.iso_code` when the record has no location (as in the CSV).
+fn mmdb_row<S: AsRef<[u8]>>(
+    item: &maxminddb::LookupResult<'_, S>,
+) -> Result<(AddrRange, Option<Country>), maxminddb::MaxMindDbError> {
+    use maxminddb::PathElement::Key;
+    let net = item.network()?;
+    // An IpNetwork's prefix is never longer than its address, so IpNet::new cannot fail;
+    // the single address stands in should it ever.
+    let net = IpNet::new(net.ip(), net.prefix()).unwrap_or_else(|_| IpNet::from(net.ip()));
+    let mut country = None;
+    for key in ["country", "registered_country"] {
+        if let Some(code) = item.decode_path::<&str>(&[Key(key), Key("iso_code")])? {
+            country = Country::from_db(code);
+            break;
+        }
+    }
+    Ok((AddrRange::from_net(net.trunc()), country))
 }
