@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
 use crate::commands::ban::{BanArgs, BansArgs, UnbanArgs};
 use crate::commands::del::DelAcctArgs;
+use crate::commands::geo::{self as geo_cmd, GeoArgs};
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
 use crate::commands::ipchecker::{self, IpcheckerArgs};
@@ -105,6 +106,9 @@ pub enum Command {
     Unban(UnbanArgs),
     /// List the bans with their time left and origin (manual, guard, fail2ban)
     Bans(BansArgs),
+    /// IP Country: the country of an address, or reload the country database into the kernel
+    #[command(after_long_help = geo_cmd::LONG_HELP)]
+    Geo(GeoArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -149,6 +153,7 @@ impl Command {
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
                 Some((change, ", or use --list or --no-restart"))
             }
+            Command::Geo(a) if a.action.changes_firewall() => Some((change, "")),
             _ => None,
         }
     }
@@ -169,6 +174,7 @@ impl Command {
             Command::Ban(_) => "ban",
             Command::Unban(_) => "unban",
             Command::Bans(_) => "bans",
+            Command::Geo(_) => "geo",
         }
     }
 }
@@ -349,6 +355,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Ban(a) => commands::ban::ban(ctx, a),
         Command::Unban(a) => commands::ban::unban(ctx, a),
         Command::Bans(a) => commands::ban::bans(ctx, a),
+        Command::Geo(a) => commands::geo::geo(ctx, a),
     }
 }
 

@@ -15,7 +15,9 @@
 //! ip saddr @trusted_v4 accept                        # LAN, full access
 //! ip saddr vmap @hosts_v4                            # whitelisted addresses: jump to their chain
 //! ip saddr vmap @ranges_v4                           # whitelisted ranges: the same
-//! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any")
+//! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any"); with
+//!                                                   #   [geo]: ... ip saddr @geo_v4 accept,
+//!                                                   #   ... ip6 saddr @geo_v6 accept
 //! limit rate 10/minute log prefix "pbxwall drop: "   # [log_drops]
 //! counter                                            # what the drop policy is about to drop
 //! ```
@@ -39,6 +41,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::addrset::{AddrRange, Family, merge, partition};
+use crate::geo::Gate;
 use crate::model::{Account, Fqdn, PortSpec, Profile, Profiles, RtpFrom, Settings};
 use crate::ruleset::{
     BaseChain, Chain, Dynamic, Element, INPUT_CHAIN, INPUT_PRIORITY, IcmpType, L4Proto, Log, Match,
@@ -167,15 +170,32 @@ pub fn account_sources(account: &Account, resolved: &Resolved) -> Vec<AddrRange>
     v
 }
 
-/// Builds the ruleset. Accounts naming a service without a profile are ignored for that
-/// service (the store refuses such accounts before they get here).
+/// Builds the ruleset without a geo gate ([`compile_gated`] with [`Gate::Off`]).
 pub fn compile(
     settings: &Settings,
     profiles: &Profiles,
     accounts: &[Account],
     resolved: &Resolved,
 ) -> Ruleset {
-    let services = Services::new(settings, profiles);
+    compile_gated(settings, profiles, accounts, resolved, &Gate::Off)
+}
+
+/// Builds the ruleset. Accounts naming a service without a profile are ignored for that
+/// service (the store refuses such accounts before they get here).
+///
+/// `gate` is the geo gate ([`crate::geo`]): when on, the sets `geo_v4` and `geo_v6` are
+/// added (last) and every open path of the input chain (a rule accepting sources that are
+/// not whitelisted; today the RTP ports with `[rtp] from = "any"`) goes through
+/// [`Gate::gated`]. Loopback, established flows, ICMP, trusted networks and the
+/// whitelist come before and never depend on it.
+pub fn compile_gated(
+    settings: &Settings,
+    profiles: &Profiles,
+    accounts: &[Account],
+    resolved: &Resolved,
+    gate: &Gate,
+) -> Ruleset {
+    let services = Services::new(settings, profiles, gate);
     // Each account's services as partition labels, once: its chain and its sources use them.
     let account_labels: Vec<Vec<u32>> = accounts.iter().map(|a| services.labels(a)).collect();
     // Every account's own combination of services has its chain even while none of its
@@ -192,8 +212,9 @@ pub fn compile(
     }
     // The ban sets always exist (empty until `pbxwall ban` or the guard adds to them).
     sets.extend(ban_sets());
+    sets.extend(gate.sets());
     // The base chain first, then the chains its maps jump to, in name order.
-    let mut chains = vec![input_chain(settings)];
+    let mut chains = vec![input_chain(settings, gate)];
     chains.extend(allow_chains.into_chains());
     Ruleset { sets, chains }
 }
@@ -212,15 +233,16 @@ struct Services<'a> {
     ordered: Vec<&'a Profile>,
     /// Profile name → label.
     label_of: BTreeMap<&'a str, u32>,
-    /// `[rtp] from = "whitelist"`: media is accepted from whitelisted sources only, through
-    /// their chains, instead of from anyone in the input chain.
+    /// Media is accepted from whitelisted sources through their chains: with
+    /// `[rtp] from = "whitelist"` (instead of from anyone in the input chain), and with a geo
+    /// gate (so whitelisted sources and providers' media ranges never depend on it).
     rtp_whitelist: bool,
     /// `udp dport RTP-PORTS`.
     rtp: Match,
 }
 
 impl<'a> Services<'a> {
-    fn new(settings: &Settings, profiles: &'a Profiles) -> Self {
+    fn new(settings: &Settings, profiles: &'a Profiles, gate: &Gate) -> Self {
         let ordered = profiles.ordered();
         let label_of = ordered
             .iter()
@@ -230,7 +252,7 @@ impl<'a> Services<'a> {
         Services {
             ordered,
             label_of,
-            rtp_whitelist: settings.rtp.from == RtpFrom::Whitelist,
+            rtp_whitelist: settings.rtp.from == RtpFrom::Whitelist || gate.is_on(),
             rtp: Match::Dport(L4Proto::Udp, settings.rtp.ports),
         }
     }
@@ -466,7 +488,7 @@ fn jump_elements(ranges: Vec<(AddrRange, usize)>, targets: &[Arc<str>]) -> Vec<E
 
 /// The base chain, hooked on input with a drop policy: its rules in the order of the
 /// module documentation, each step explaining its place.
-fn input_chain(settings: &Settings) -> Chain {
+fn input_chain(settings: &Settings, gate: &Gate) -> Chain {
     // First what needs no whitelist: the host talking to itself. Its own traffic, to any of
     // its addresses, arrives on lo.
     let mut rules = vec![loopback_rule()];
@@ -494,11 +516,12 @@ fn input_chain(settings: &Settings) -> Chain {
     rules.extend(source_map_rules());
     // Media from anyone (`[rtp] from = "any"`): the one port range open to strangers, the
     // last accept before the drop policy. With "whitelist" the chains accept it instead.
+    // An open path: behind the geo gate when there is one.
     if settings.rtp.from != RtpFrom::Whitelist {
-        rules.push(rule(
+        rules.extend(gate.gated(rule(
             vec![Match::Dport(L4Proto::Udp, settings.rtp.ports)],
             Verdict::Accept,
-        ));
+        )));
     }
     // Only what is about to be dropped is logged and counted: last, before the policy.
     if settings.log_drops {

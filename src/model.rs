@@ -1033,6 +1033,8 @@ pub struct Settings {
     pub sip: SipSettings,
     /// The guard and bans (`[guard]`).
     pub guard: GuardSettings,
+    /// `[geo]`: the country gate of the open paths.
+    pub geo: crate::geo::GeoSettings,
 }
 
 impl Default for Settings {
@@ -1047,6 +1049,7 @@ impl Default for Settings {
             log_drops: true,
             sip: SipSettings::default(),
             guard: GuardSettings::default(),
+            geo: crate::geo::GeoSettings::default(),
         }
     }
 }

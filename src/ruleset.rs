@@ -172,13 +172,23 @@ pub fn element_changes(want: &[Element], have: &[Element]) -> (Vec<Element>, Vec
     (add, remove)
 }
 
-/// Elements as a list for messages: `192.0.2.1 : jump allow_ssh, 198.51.100.0/28`.
+/// Most elements [`element_list`] names; the rest are counted (a geo set changes by
+/// thousands).
+pub const ELEMENT_LIST_MAX: usize = 20;
+
+/// Elements as a list for messages: `192.0.2.1 : jump allow_ssh, 198.51.100.0/28`; after
+/// [`ELEMENT_LIST_MAX`] of them, `and N more`.
 pub fn element_list(elements: &[Element]) -> String {
-    elements
+    let mut out = elements
         .iter()
+        .take(ELEMENT_LIST_MAX)
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if elements.len() > ELEMENT_LIST_MAX {
+        out.push_str(&format!(" and {} more", elements.len() - ELEMENT_LIST_MAX));
+    }
+    out
 }
 
 impl Set {

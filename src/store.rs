@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::geo::{Country, GeoSettings};
 use crate::model::{
     Account, AccountName, Fqdn, ModelError, Profile, Profiles, ResolverSettings, RtpFrom,
     RtpSettings, Settings, parse_port_range, parse_source,
@@ -740,6 +741,8 @@ struct SettingsIn {
     sip: SipIn,
     #[serde(default)]
     guard: GuardIn,
+    #[serde(default)]
+    geo: GeoIn,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -756,6 +759,14 @@ struct GuardIn {
     limit: Option<Spanned<String>>,
     burst: Option<Spanned<i64>>,
     ban_for: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeoIn {
+    database: Option<Spanned<String>>,
+    allow: Option<Vec<Spanned<String>>>,
+    deny: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -865,6 +876,7 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
         s.log_drops = l;
     }
     parse_sip_layer(path, text, raw.sip, raw.guard, &mut s)?;
+    s.geo = parse_geo(path, text, raw.geo)?;
     Ok(s)
 }
 
@@ -922,6 +934,59 @@ fn parse_sip_layer(
         s.guard.ban_for = duration(v, "guard] ban_for")?;
     }
     Ok(())
+}
+
+/// `[geo]`: codes checked against ISO 3166-1, `allow` and `deny` exclusive, a database
+/// required by either; a relative database path is relative to the settings' folder.
+fn parse_geo(path: &Path, text: &str, raw: GeoIn) -> Result<GeoSettings, StoreError> {
+    let codes = |list: Option<Vec<Spanned<String>>>| -> Result<Vec<Country>, StoreError> {
+        let mut out: Vec<Country> = Vec::new();
+        for c in list.unwrap_or_default() {
+            let code = c
+                .get_ref()
+                .parse::<Country>()
+                .map_err(|e| invalid(path, text, c.span().start, e.to_string()))?;
+            if !out.contains(&code) {
+                out.push(code);
+            }
+        }
+        Ok(out)
+    };
+    let allow_at = raw
+        .allow
+        .as_ref()
+        .and_then(|a| a.first())
+        .map(|a| a.span().start);
+    let geo = GeoSettings {
+        database: raw
+            .database
+            .as_ref()
+            .map(|d| d.get_ref().trim())
+            .filter(|d| !d.is_empty())
+            .map(|d| match path.parent() {
+                Some(dir) => dir.join(d),
+                None => PathBuf::from(d),
+            }),
+        allow: codes(raw.allow)?,
+        deny: codes(raw.deny)?,
+    };
+    if !geo.allow.is_empty() && !geo.deny.is_empty() {
+        return Err(invalid(
+            path,
+            text,
+            allow_at.unwrap_or(0),
+            "[geo] allow and deny exclude each other: list the countries to allow, or those to deny",
+        ));
+    }
+    if geo.enabled() && geo.database.is_none() {
+        return Err(invalid(
+            path,
+            text,
+            allow_at.unwrap_or(0),
+            "[geo] allow or deny needs [geo] database: the path of a DB-IP lite CSV, IP2Location LITE DB1 CSV, GeoLite2 Country CSV folder or .mmdb file",
+        ));
+    }
+    Ok(geo)
 }
 
 /// Loads the settings; a missing file means all defaults.

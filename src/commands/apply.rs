@@ -18,7 +18,9 @@ use chrono::Utc;
 
 use super::context::{AppliedSummary, Ctx, Outcome};
 use super::lockout::{guard_ssh_lockout, own_ssh_flow};
+use crate::addrset::Family;
 use crate::compile;
+use crate::geo::{self, Gate, GeoInfo, GeoSettings};
 use crate::model::{Account, Fqdn, Profiles, Settings};
 use crate::nft::netlink::conntrack;
 use crate::nft::{netlink, render};
@@ -51,12 +53,16 @@ pub struct Build {
     pub resolution: Resolution,
     /// The compiled ruleset.
     pub ruleset: Ruleset,
+    /// The geo gate: its database and what it holds.
+    pub geo: GeoInfo,
 }
 
 impl Build {
     /// Whether anything was left out or is stale.
     pub fn degraded(&self) -> bool {
-        !self.skipped.is_empty() || self.resolution.degraded().next().is_some()
+        !self.skipped.is_empty()
+            || self.resolution.degraded().next().is_some()
+            || self.geo.problem.is_some()
     }
 
     /// The accounts that use a name, for messages.
@@ -94,6 +100,14 @@ impl Build {
             for note in &r.notes {
                 out.push(format!("{} (account {accounts}): {note}", r.name));
             }
+        }
+        out.extend(self.geo.problem.clone());
+        if !self.geo.missing.is_empty() {
+            let missing: Vec<String> = self.geo.missing.iter().map(|c| c.to_string()).collect();
+            out.push(format!(
+                "the geo database has no address range for {}",
+                missing.join(", ")
+            ));
         }
         out
     }
@@ -159,7 +173,9 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
             r
         }
     };
-    let mut ruleset = compile::compile(&settings, &profiles, &accounts, &resolution.usable());
+    let (gate, geo) = load_gate(&settings.geo)?;
+    let mut ruleset =
+        compile::compile_gated(&settings, &profiles, &accounts, &resolution.usable(), &gate);
     // The dynamic sets' elements (bans, admissions, grants) are kernel state: with the
     // lock, what is live is recorded with its expiry, and what was recorded is handed to
     // the apply to restore when the table was created from nothing.
@@ -175,7 +191,46 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
         skipped,
         resolution,
         ruleset,
+        geo,
     })
+}
+
+/// The geo gate of `[geo]`. A database that cannot be used (unreadable, corrupt, or empty
+/// for every allowed country) leaves the gate as it is live: its live elements are kept,
+/// and the build is degraded (exit 3) with the reason. Without a live gate to keep, it is
+/// an error: nothing is applied.
+pub fn load_gate(settings: &GeoSettings) -> Result<(Gate, GeoInfo)> {
+    let err = match geo::load(settings) {
+        Ok(loaded) => return Ok(loaded),
+        Err(e) => e,
+    };
+    let live = netlink::read_table().ok().flatten();
+    let live_set = |family| {
+        let name = Gate::set_name(family);
+        live.as_ref()
+            .and_then(|t| t.sets.iter().find(|s| s.name == name))
+            .map(|s| s.elements.iter().map(|e| e.range).collect::<Vec<_>>())
+    };
+    match (live_set(Family::V4), live_set(Family::V6)) {
+        (Some(v4), Some(v6)) => {
+            let info = GeoInfo {
+                database: settings.database.clone(),
+                countries: settings.describe(),
+                ranges_v4: v4.len(),
+                ranges_v6: v6.len(),
+                problem: Some(format!(
+                    "cannot use the geo database: {}; the geo gate keeps the {} ranges live now",
+                    crate::error_chain(&err),
+                    v4.len() + v6.len()
+                )),
+                ..GeoInfo::default()
+            };
+            Ok((Gate::On { v4, v6 }, info))
+        }
+        _ => Err(anyhow::Error::new(err).context(
+            "cannot build the geo gate ([geo] in the settings), and none is live to keep",
+        )),
+    }
 }
 
 /// File in the state folder holding the last ruleset applied, in nft syntax (loadable with

@@ -11,6 +11,7 @@
 pub mod add;
 pub mod ban;
 pub mod del;
+pub mod geo;
 pub mod import;
 pub mod init;
 pub mod ipchecker;
@@ -25,7 +26,8 @@ mod lockout;
 
 pub use apply::{
     Build, Dns, FlowsEnded, LAST_APPLIED, apply, apply_ruleset, build, change_then_apply,
-    change_then_apply_checked, end_lost_flows, join_addrs, rebuild_and_apply, record_applied,
+    change_then_apply_checked, end_lost_flows, join_addrs, load_gate, rebuild_and_apply,
+    record_applied,
 };
 pub use context::{AppliedSummary, CommandReport, Ctx, NeedsRoot, Outcome, UsageError, exit_code};
 pub(crate) use lockout::guard_ssh_lockout;

@@ -18,6 +18,9 @@
 //!   "ipchecker": {"last_run": "...", "outcome": "ok", "netlink_writes": 0,
 //!                 "cron_schedule": "*/5 * * * *", "next_run": "..."},   // fields may be null
 //!   "dropped": {"packets": 12, "bytes": 840},                           // or null
+//!   "geo": {"database": "/srv/geo/dbip.csv", "format": "DB-IP lite CSV",  // or null
+//!           "modified": "...", "rows": 600000, "countries": "DE, AT", "ranges_v4": 9000,
+//!           "ranges_v6": 3000, "missing": [], "problem": null, "live_v4": 9000, "live_v6": 3000},
 //!   "accounts": [{
 //!     "name": "joe", "services": ["sip-udp"], "comment": null, "provider": null,
 //!     "addresses": [{"address": "203.0.113.7", "applied": true}],
@@ -90,6 +93,8 @@ With --json it prints one object (every key always present; null when it has no 
    \"last_apply\": {\"at\", \"by\"} | null,
    \"ipchecker\": {\"last_run\", \"outcome\", \"netlink_writes\", \"cron_schedule\", \"next_run\"},
    \"dropped\": {\"packets\", \"bytes\", \"since\"} | null,
+   \"geo\": {\"database\", \"format\", \"modified\", \"rows\", \"countries\", \"ranges_v4\",
+            \"ranges_v6\", \"missing\", \"problem\", \"live_v4\", \"live_v6\"} | null,
    \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
                  \"addresses\": [{\"address\", \"applied\"}],
                  \"fqdns\": [{\"name\", \"state\": \"ok\" | \"stale\" | \"left_out\",
@@ -156,6 +161,7 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             m.insert("degraded".into(), Value::Null);
             m.insert("problems".into(), json!([]));
             m.insert("live".into(), live.as_ref().map(live_size).into());
+            m.insert("geo".into(), Value::Null);
             m.insert("accounts".into(), json!([]));
             show(ctx, &report)?;
             return Err(e.context(
@@ -172,6 +178,7 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     m.insert("degraded".into(), json!(b.degraded()));
     m.insert("problems".into(), json!(b.problems()));
     m.insert("live".into(), live.as_ref().map(live_size).into());
+    m.insert("geo".into(), geo_json(&b, live.as_ref()));
     m.insert(
         "accounts".into(),
         b.accounts
@@ -185,6 +192,31 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     } else {
         Outcome::Degraded
     })
+}
+
+/// The geo gate: null when off; else its database (path, format, modification time, rows),
+/// the countries it passes, its ranges per family as built and as live.
+fn geo_json(b: &Build, live: Option<&LiveTable>) -> Value {
+    if !b.settings.geo.enabled() {
+        return Value::Null;
+    }
+    let live_count = |family| {
+        let name = crate::geo::Gate::set_name(family);
+        live.and_then(|t| t.sets.iter().find(|s| s.name == name))
+            .map(|s| s.elements.len())
+    };
+    let mut v = serde_json::to_value(&b.geo).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "live_v4".into(),
+            json!(live_count(crate::addrset::Family::V4)),
+        );
+        m.insert(
+            "live_v6".into(),
+            json!(live_count(crate::addrset::Family::V6)),
+        );
+    }
+    v
 }
 
 /// Prints the report as JSON or text.
@@ -370,6 +402,23 @@ fn print_text(r: &Value) {
         outln!("last apply: {} by {}", s(&a["at"]), s(&a["by"]));
     }
     outln!("{}", ipchecker_line(&r["ipchecker"]));
+    if let Some(g) = r["geo"].as_object() {
+        outln!(
+            "geo gate: {} on the open paths; {} IPv4 and {} IPv6 ranges (live: {} and {})",
+            s(&g["countries"]),
+            s(&g["ranges_v4"]),
+            s(&g["ranges_v6"]),
+            s(&g["live_v4"]),
+            s(&g["live_v6"])
+        );
+        outln!(
+            "geo database: {} ({}, modified {}, {} rows)",
+            s(&g["database"]),
+            s(&g["format"]),
+            s(&g["modified"]),
+            s(&g["rows"])
+        );
+    }
     if let Some(d) = r["dropped"].as_object() {
         // The counter starts from zero whenever the table is loaded in full (restart, a
         // change, ipchecker repairing it); ipchecker's address updates keep it.
