@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
+use crate::commands::bundle::{self as bundle_cmd, BundleArgs};
 use crate::commands::del::DelAcctArgs;
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
@@ -23,6 +24,7 @@ use crate::commands::ipchecker::{self, IpcheckerArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
 use crate::commands::restart::RestartArgs;
 use crate::commands::status::{self, StatusArgs};
+use crate::commands::sync::{self as sync_cmd, SyncArgs};
 use crate::commands::{self, Ctx, NeedsRoot, Outcome};
 use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_STATE_DIR, Paths};
 
@@ -93,6 +95,12 @@ pub enum Command {
     /// accounts, then apply
     #[command(after_long_help = import_cmd::LONG_HELP)]
     Import(ImportArgs),
+    /// Fleets: pack a folder of accounts into a bundle to sign with minisign
+    #[command(after_long_help = bundle_cmd::LONG_HELP)]
+    Bundle(BundleArgs),
+    /// Fleets: fetch the signed bundle of [sync] url, verify it, apply its accounts
+    #[command(after_long_help = sync_cmd::LONG_HELP)]
+    Sync(SyncArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -136,6 +144,7 @@ impl Command {
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
                 Some((change, ", or use --list or --no-restart"))
             }
+            Command::Sync(a) if a.install_cron.is_none() && !a.remove_cron => Some((change, "")),
             _ => None,
         }
     }
@@ -152,6 +161,8 @@ impl Command {
             Command::Init(_) => "init",
             Command::EnableTrustedProviders(_) => "enable-trusted-providers",
             Command::Import(_) => "import",
+            Command::Bundle(_) => "bundle",
+            Command::Sync(_) => "sync",
         }
     }
 }
@@ -320,6 +331,8 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Init(a) => commands::init::init(ctx, a),
         Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
         Command::Import(a) => commands::import::import(ctx, a),
+        Command::Bundle(a) => commands::bundle::bundle(ctx, a),
+        Command::Sync(a) => commands::sync::sync(ctx, a),
     }
 }
 

@@ -27,6 +27,7 @@ pub mod complete;
 pub mod cron;
 pub mod detect;
 pub mod diff;
+pub mod fleet;
 pub mod import;
 pub mod manpages;
 pub mod model;

@@ -54,7 +54,11 @@ pub const BINARIES: &[fn() -> Command] = &[
 /// `pbxwall` subcommands without a binary of their own: (subcommand, page name, how it is
 /// called). Each gets `man/PAGE.8`, generated from the dispatcher's subcommand like the
 /// pages of [`BINARIES`].
-pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[("init", "pbxwall-init", "pbxwall init")];
+pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
+    ("init", "pbxwall-init", "pbxwall init"),
+    ("bundle", "pbxwall-bundle", "pbxwall bundle"),
+    ("sync", "pbxwall-sync", "pbxwall sync"),
+];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
 /// hand).

@@ -736,6 +736,8 @@ struct SettingsIn {
     #[serde(default)]
     rtp: RtpIn,
     log_drops: Option<bool>,
+    #[serde(default)]
+    sync: crate::fleet::SyncIn,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -844,6 +846,7 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
     if let Some(l) = raw.log_drops {
         s.log_drops = l;
     }
+    s.sync = crate::fleet::parse_sync(path, text, raw.sync)?;
     Ok(s)
 }
 

@@ -9,6 +9,7 @@
 //! - `lockout`: the guard against cutting off this SSH session's client.
 
 pub mod add;
+pub mod bundle;
 pub mod del;
 pub mod import;
 pub mod init;
@@ -16,6 +17,7 @@ pub mod ipchecker;
 pub mod providers;
 pub mod restart;
 pub mod status;
+pub mod sync;
 
 mod apply;
 mod context;
