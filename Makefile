@@ -17,6 +17,8 @@ DEB_PACKAGES += groff-base systemd
 DEB_PACKAGES += prometheus
 # ... and fish and zsh, which run their completions (tests/man_pages.rs; bash is always there).
 DEB_PACKAGES += fish zsh
+# ... and minisign, which signs the fleet bundles tests/fleet.rs serves.
+DEB_PACKAGES += minisign
 
 .PHONY: all build deps lint test demo clean
 

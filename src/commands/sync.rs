@@ -167,7 +167,7 @@ fn run(
     } else {
         (None, None)
     };
-    let fetched = fetch(&agent, source, s.max_bytes, validators)?;
+    let fetched = fetch((&agent, s.timeout), source, s.max_bytes, validators)?;
     let Fetched::Body {
         bytes,
         etag,
@@ -181,7 +181,7 @@ fn run(
         return Ok((Outcome::Done, "unchanged"));
     };
     let sig = match fetch(
-        &agent,
+        (&agent, s.timeout),
         &source.signature(),
         fleet::MAX_SIGNATURE_BYTES,
         (None, None),
@@ -325,7 +325,7 @@ fn agent(s: &SyncSettings) -> Result<ureq::Agent> {
 
 /// Fetches `source`, at most `max` bytes; with validators, a conditional request.
 fn fetch(
-    agent: &ureq::Agent,
+    (agent, timeout): (&ureq::Agent, crate::model::Duration),
     source: &Source,
     max: u64,
     (etag, last_modified): (Option<String>, Option<String>),
@@ -362,7 +362,12 @@ fn fetch(
             if let Some(lm) = &last_modified {
                 req = req.header("If-Modified-Since", lm);
             }
-            let resp = req.call().map_err(|e| err(e.to_string()))?;
+            let resp = req.call().map_err(|e| match e {
+                ureq::Error::Timeout(_) => {
+                    err(format!("no answer within {timeout} ([sync] timeout)"))
+                }
+                e => err(e.to_string()),
+            })?;
             let status = resp.status();
             if status.as_u16() == 304 && (etag.is_some() || last_modified.is_some()) {
                 return Ok(Fetched::NotModified);
@@ -387,6 +392,9 @@ fn fetch(
                     ureq::Error::BodyExceedsLimit(_) => {
                         err(format!("it is larger than {max} bytes ([sync] max_bytes)"))
                     }
+                    ureq::Error::Timeout(_) => err(format!(
+                        "the download took longer than {timeout} ([sync] timeout)"
+                    )),
                     e => err(format!("the download was cut short: {e}")),
                 })?;
             Ok(Fetched::Body {
