@@ -656,6 +656,38 @@ fn bundle_create_checks_accounts() {
         "{}",
         show(&out)
     );
+
+    // --install-cron, as ipchecker's: the first line is the marker purge looks for.
+    let cron = src.path().join("pbxwall-sync");
+    let cron_arg = cron.display().to_string();
+    let out = cfg.run(
+        None,
+        "pbxwall",
+        [
+            "sync",
+            "--install-cron",
+            "*/15 * * * *",
+            "--cron-file",
+            &cron_arg,
+        ],
+    );
+    assert_exit(&out, 0, "sync --install-cron");
+    let text = std::fs::read_to_string(&cron).unwrap();
+    assert!(
+        text.starts_with("# pbxwall: pull the signed fleet bundle and apply it.\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n*/15 * * * * root ") && text.contains(" sync"),
+        "{text}"
+    );
+    let out = cfg.run(
+        None,
+        "pbxwall",
+        ["sync", "--remove-cron", "--cron-file", &cron_arg],
+    );
+    assert_exit(&out, 0, "sync --remove-cron");
+    assert!(!cron.exists());
 }
 
 common::test_main! {
