@@ -17,8 +17,9 @@ DEB_PACKAGES += groff-base systemd
 DEB_PACKAGES += prometheus
 # ... and fish and zsh, which run their completions (tests/man_pages.rs; bash is always there).
 DEB_PACKAGES += fish zsh
-# ... and minisign, which signs the fleet bundles tests/fleet.rs serves.
-DEB_PACKAGES += minisign
+# ... and minisign, which signs the fleet bundles tests/fleet.rs serves, and ansible-core,
+# which runs the collection of contrib/ansible (tests/ansible.rs).
+DEB_PACKAGES += minisign ansible-core
 
 .PHONY: all build deps lint test demo clean
 
