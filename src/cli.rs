@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
 use crate::commands::ban::{BanArgs, BansArgs, UnbanArgs};
+use crate::commands::bundle::{self as bundle_cmd, BundleArgs};
 use crate::commands::del::DelAcctArgs;
 use crate::commands::geo::{self as geo_cmd, GeoArgs};
 use crate::commands::import::{self as import_cmd, ImportArgs};
@@ -26,6 +27,7 @@ use crate::commands::list::{self as list_cmd, ListArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
 use crate::commands::restart::RestartArgs;
 use crate::commands::status::{self, StatusArgs};
+use crate::commands::sync::{self as sync_cmd, SyncArgs};
 use crate::commands::{self, Ctx, NeedsRoot, Outcome};
 use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_STATE_DIR, Paths};
 
@@ -109,6 +111,12 @@ pub enum Command {
     /// IP Country: the country of an address, or reload the country database into the kernel
     #[command(after_long_help = geo_cmd::LONG_HELP)]
     Geo(GeoArgs),
+    /// Fleets: pack a folder of accounts into a bundle to sign with minisign
+    #[command(after_long_help = bundle_cmd::LONG_HELP)]
+    Bundle(BundleArgs),
+    /// Fleets: fetch the signed bundle of [sync] url, verify it, apply its accounts
+    #[command(after_long_help = sync_cmd::LONG_HELP)]
+    Sync(SyncArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -154,6 +162,7 @@ impl Command {
                 Some((change, ", or use --list or --no-restart"))
             }
             Command::Geo(a) if a.action.changes_firewall() => Some((change, "")),
+            Command::Sync(a) if a.install_cron.is_none() && !a.remove_cron => Some((change, "")),
             _ => None,
         }
     }
@@ -175,6 +184,8 @@ impl Command {
             Command::Unban(_) => "unban",
             Command::Bans(_) => "bans",
             Command::Geo(_) => "geo",
+            Command::Bundle(_) => "bundle",
+            Command::Sync(_) => "sync",
         }
     }
 }
@@ -356,6 +367,8 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Unban(a) => commands::ban::unban(ctx, a),
         Command::Bans(a) => commands::ban::bans(ctx, a),
         Command::Geo(a) => commands::geo::geo(ctx, a),
+        Command::Bundle(a) => commands::bundle::bundle(ctx, a),
+        Command::Sync(a) => commands::sync::sync(ctx, a),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod cron;
 pub mod detect;
 pub mod diff;
 pub mod dynstate;
+pub mod fleet;
 pub mod geo;
 pub mod import;
 pub mod manpages;

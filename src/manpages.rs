@@ -60,6 +60,8 @@ pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
     ("unban", "pbxwall-unban", "pbxwall unban"),
     ("bans", "pbxwall-bans", "pbxwall bans"),
     ("list", "pbxwall-list", "pbxwall list"),
+    ("bundle", "pbxwall-bundle", "pbxwall bundle"),
+    ("sync", "pbxwall-sync", "pbxwall sync"),
 ];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by

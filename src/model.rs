@@ -1035,6 +1035,8 @@ pub struct Settings {
     pub guard: GuardSettings,
     /// `[geo]`: the country gate of the open paths.
     pub geo: crate::geo::GeoSettings,
+    /// `[sync]`: the fleet bundle this PBX pulls.
+    pub sync: crate::fleet::SyncSettings,
 }
 
 impl Default for Settings {
@@ -1050,6 +1052,7 @@ impl Default for Settings {
             sip: SipSettings::default(),
             guard: GuardSettings::default(),
             geo: crate::geo::GeoSettings::default(),
+            sync: crate::fleet::SyncSettings::default(),
         }
     }
 }

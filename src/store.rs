@@ -743,6 +743,8 @@ struct SettingsIn {
     guard: GuardIn,
     #[serde(default)]
     geo: GeoIn,
+    #[serde(default)]
+    sync: crate::fleet::SyncIn,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -877,6 +879,7 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
     }
     parse_sip_layer(path, text, raw.sip, raw.guard, &mut s)?;
     s.geo = parse_geo(path, text, raw.geo)?;
+    s.sync = crate::fleet::parse_sync(path, text, raw.sync)?;
     Ok(s)
 }
 

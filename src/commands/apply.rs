@@ -146,7 +146,25 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let profiles = store::load_profiles(&ctx.paths)?;
     crate::model::check_rtp_ports(settings.rtp.ports, &profiles)
         .with_context(|| ctx.paths.settings_file().display().to_string())?;
-    let LoadedAccounts { accounts, skipped } = store::load_accounts(&ctx.paths, &profiles)?;
+    let LoadedAccounts {
+        mut accounts,
+        mut skipped,
+    } = store::load_accounts(&ctx.paths, &profiles)?;
+    // The fleet bundle's accounts (`pbxwall sync`), beside the local ones; a local account
+    // of the same name wins.
+    let (fleet, fleet_skipped, shadowed) =
+        crate::fleet::load_accounts(&ctx.paths, &profiles, &accounts);
+    for (name, serial) in shadowed {
+        ctx.warn(format_args!(
+            "account {name}: the local file {} is in force, not the fleet bundle's (serial {serial})",
+            ctx.paths.account_file(&name).display()
+        ));
+    }
+    skipped.extend(fleet_skipped);
+    if !fleet.is_empty() {
+        accounts.extend(fleet);
+        accounts.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     let names: BTreeSet<Fqdn> = accounts
         .iter()
         .flat_map(|a| a.fqdns.iter().cloned())

@@ -10,6 +10,7 @@
 
 pub mod add;
 pub mod ban;
+pub mod bundle;
 pub mod del;
 pub mod geo;
 pub mod import;
@@ -19,6 +20,7 @@ pub mod list;
 pub mod providers;
 pub mod restart;
 pub mod status;
+pub mod sync;
 
 mod apply;
 mod context;

@@ -100,7 +100,10 @@ With --json it prints one object (every key always present; null when it has no 
                  \"fqdns\": [{\"name\", \"state\": \"ok\" | \"stale\" | \"left_out\",
                             \"since\", \"error\", \"reason\", \"v4\", \"v6\", \"resolved_at\", \"applied\"}],
                  \"media\"}],
-   \"recent_changes\": [{\"at\", \"user\", \"command\", \"what\"}]}";
+   \"recent_changes\": [{\"at\", \"user\", \"command\", \"what\"}],
+   \"fleet\": {\"source\", \"serial\", \"created\", \"accounts\", \"applied_at\", \"last_sync\",
+             \"last_outcome\": \"ok\" | \"unchanged\" | \"failed\", \"last_error\"} | null}
+Each account also has \"origin\": \"local\" or \"fleet\" (from the bundle pbxwall sync applied).";
 
 /// `status`: what is loaded, whether it matches the configuration, per account.
 #[derive(Debug, Clone, Args)]
@@ -150,6 +153,7 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
         },
         "dropped": dropped.map(|(p, by)| json!({"packets": p, "bytes": by, "since": counted_since})),
         "recent_changes": audit::last(&ctx.paths, RECENT_CHANGES),
+        "fleet": fleet_json(ctx),
     });
     let b = match built {
         Ok(b) => b,
@@ -179,11 +183,18 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     m.insert("problems".into(), json!(b.problems()));
     m.insert("live".into(), live.as_ref().map(live_size).into());
     m.insert("geo".into(), geo_json(&b, live.as_ref()));
+    let fleet_names = crate::fleet::fleet_account_names(&ctx.paths);
     m.insert(
         "accounts".into(),
         b.accounts
             .iter()
-            .map(|a| account_json(&b, a, live.as_ref()))
+            .map(|a| {
+                let mut v = account_json(&b, a, live.as_ref());
+                let fleet = fleet_names.contains_key(&a.name)
+                    && !crate::store::account_exists(&ctx.paths, &a.name);
+                v["origin"] = json!(if fleet { "fleet" } else { "local" });
+                v
+            })
             .collect(),
     );
     show(ctx, &report)?;
@@ -217,6 +228,30 @@ fn geo_json(b: &Build, live: Option<&LiveTable>) -> Value {
         );
     }
     v
+}
+
+/// The fleet: where the bundle comes from, the serial in force, how the last sync went;
+/// null when no `[sync] url` is set and no bundle is stored.
+fn fleet_json(ctx: &Ctx) -> Value {
+    let source = store::load_settings(&ctx.paths)
+        .ok()
+        .and_then(|s| s.sync.source)
+        .map(|s| s.url());
+    let stored = crate::fleet::stored_bundle(&ctx.paths).ok().flatten();
+    if source.is_none() && stored.is_none() {
+        return Value::Null;
+    }
+    let st = crate::fleet::SyncState::load(&ctx.paths);
+    json!({
+        "source": source,
+        "serial": stored.as_ref().map(|(b, _)| b.serial),
+        "created": stored.as_ref().map(|(b, _)| b.created.clone()),
+        "accounts": stored.as_ref().map_or(0, |(b, _)| b.account_names().len()),
+        "applied_at": st.applied_at,
+        "last_sync": st.last_run,
+        "last_outcome": st.last_outcome,
+        "last_error": st.last_error,
+    })
 }
 
 /// Prints the report as JSON or text.
@@ -418,6 +453,29 @@ fn print_text(r: &Value) {
             s(&g["modified"]),
             s(&g["rows"])
         );
+    }
+    if let Some(f) = r["fleet"].as_object() {
+        let serial = match f["serial"] {
+            Value::Null => "no bundle yet".to_owned(),
+            _ => format!(
+                "serial {} ({} accounts, made {})",
+                s(&f["serial"]),
+                s(&f["accounts"]),
+                s(&f["created"])
+            ),
+        };
+        let mut line = format!("fleet: {} from {}", serial, s(&f["source"]));
+        if f["last_sync"].is_string() {
+            line.push_str(&format!(
+                "; last sync {}: {}",
+                s(&f["last_sync"]),
+                s(&f["last_outcome"])
+            ));
+        }
+        outln!("{line}");
+        if f["last_error"].is_string() {
+            outln!("  last sync failed: {}", s(&f["last_error"]));
+        }
     }
     if let Some(d) = r["dropped"].as_object() {
         // The counter starts from zero whenever the table is loaded in full (restart, a
