@@ -20,6 +20,7 @@ use crate::commands::del::DelAcctArgs;
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
 use crate::commands::ipchecker::{self, IpcheckerArgs};
+use crate::commands::knock::{self as knock_cmd, KnockArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
 use crate::commands::restart::RestartArgs;
 use crate::commands::status::{self, StatusArgs};
@@ -93,6 +94,10 @@ pub enum Command {
     /// accounts, then apply
     #[command(after_long_help = import_cmd::LONG_HELP)]
     Import(ImportArgs),
+    /// Port knocking: --setup writes and applies a random sequence (server); HOST sends the
+    /// sequence to a server (client)
+    #[command(after_long_help = knock_cmd::LONG_HELP)]
+    Knock(KnockArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -136,6 +141,9 @@ impl Command {
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
                 Some((change, ", or use --list or --no-restart"))
             }
+            Command::Knock(a) if a.setup && !a.no_restart => {
+                Some((change, ", or use --no-restart to only write the settings"))
+            }
             _ => None,
         }
     }
@@ -152,6 +160,7 @@ impl Command {
             Command::Init(_) => "init",
             Command::EnableTrustedProviders(_) => "enable-trusted-providers",
             Command::Import(_) => "import",
+            Command::Knock(_) => "knock",
         }
     }
 }
@@ -320,6 +329,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Init(a) => commands::init::init(ctx, a),
         Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
         Command::Import(a) => commands::import::import(ctx, a),
+        Command::Knock(a) => commands::knock::knock(ctx, a),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod cron;
 pub mod detect;
 pub mod diff;
 pub mod import;
+pub mod knock;
 pub mod manpages;
 pub mod model;
 pub mod nft;

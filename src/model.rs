@@ -910,6 +910,8 @@ pub struct Settings {
     pub rtp: RtpSettings,
     /// Log dropped packets (rate-limited) to the kernel log.
     pub log_drops: bool,
+    /// `[knock]`: port knocking (off while its sequence is empty).
+    pub knock: crate::knock::KnockSettings,
 }
 
 impl Default for Settings {
@@ -922,6 +924,7 @@ impl Default for Settings {
             resolver: ResolverSettings::default(),
             rtp: RtpSettings::default(),
             log_drops: true,
+            knock: crate::knock::KnockSettings::default(),
         }
     }
 }

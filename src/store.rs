@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::knock::KnockSettings;
 use crate::model::{
-    Account, AccountName, Fqdn, ModelError, Profile, Profiles, ResolverSettings, RtpFrom,
+    Account, AccountName, Duration, Fqdn, ModelError, Profile, Profiles, ResolverSettings, RtpFrom,
     RtpSettings, Settings, parse_port_range, parse_source,
 };
 
@@ -736,6 +737,8 @@ struct SettingsIn {
     #[serde(default)]
     rtp: RtpIn,
     log_drops: Option<bool>,
+    #[serde(default)]
+    knock: KnockIn,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -753,6 +756,99 @@ struct ResolverIn {
 struct RtpIn {
     ports: Option<Spanned<String>>,
     from: Option<RtpFrom>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KnockIn {
+    sequence: Option<Spanned<Vec<Spanned<i64>>>>,
+    protocol: Option<Spanned<String>>,
+    step_timeout: Option<Spanned<String>>,
+    grant_for: Option<Spanned<String>>,
+    services: Option<Spanned<Vec<Spanned<ServiceEntry>>>>,
+}
+
+/// `[knock]`: the sequence's shape, the protocol and the durations are checked here; the
+/// services and the ports against the profiles and the RTP range once the profiles are
+/// known ([`crate::knock::check_sequence`], in the apply pipeline), with the lines kept.
+fn parse_knock(path: &Path, text: &str, raw: KnockIn) -> Result<KnockSettings, StoreError> {
+    let mut k = KnockSettings::default();
+    if let Some(seq) = raw.sequence {
+        k.lines.sequence = line_of(text, seq.span().start);
+        let mut ports = Vec::new();
+        for p in seq.get_ref() {
+            let port = u16::try_from(*p.get_ref())
+                .ok()
+                .filter(|port| *port >= crate::knock::MIN_PORT)
+                .ok_or_else(|| {
+                    let e = crate::knock::KnockError::Port(p.get_ref().to_string());
+                    invalid(path, text, p.span().start, e.to_string())
+                })?;
+            ports.push(port);
+        }
+        if !ports.is_empty() {
+            crate::knock::check_shape(&ports)
+                .map_err(|e| invalid(path, text, seq.span().start, e.to_string()))?;
+        }
+        k.sequence = ports;
+    }
+    if let Some(p) = raw.protocol {
+        k.protocol = crate::knock::parse_protocol(p.get_ref())
+            .map_err(|e| invalid(path, text, p.span().start, e.to_string()))?;
+    }
+    let duration = |d: Spanned<String>, key: &str| {
+        d.get_ref()
+            .parse::<Duration>()
+            .map_err(|e| invalid(path, text, d.span().start, format!("{key}: {e}")))
+    };
+    if let Some(d) = raw.step_timeout {
+        k.step_timeout = duration(d, "step_timeout")?;
+    }
+    if let Some(d) = raw.grant_for {
+        k.grant_for = duration(d, "grant_for")?;
+    }
+    if let Some(services) = raw.services {
+        k.lines.services = line_of(text, services.span().start);
+        k.services = services
+            .get_ref()
+            .iter()
+            .map(|s| match s.get_ref() {
+                ServiceEntry::Code(c) => c.to_string(),
+                ServiceEntry::Name(n) => n.clone(),
+            })
+            .collect();
+        if k.services.is_empty() {
+            return Err(invalid(
+                path,
+                text,
+                services.span().start,
+                "[knock] services is empty: name what a grant opens, e.g. [\"all\"] or [\"sip-udp\", \"ssh\"]",
+            ));
+        }
+    }
+    Ok(k)
+}
+
+/// Checks `[knock]` against the profiles and the RTP range: the ports are no service's and
+/// outside the media range, the services exist. Errors name the file and line.
+pub fn check_knock(
+    path: &Path,
+    settings: &Settings,
+    profiles: &Profiles,
+) -> Result<(), StoreError> {
+    let k = &settings.knock;
+    let at = |line: usize, message: String| StoreError::Invalid {
+        path: path.to_owned(),
+        line,
+        message,
+    };
+    k.service_names(profiles)
+        .map_err(|e| at(k.lines.services, format!("[knock] services: {e}")))?;
+    if k.enabled() {
+        crate::knock::check_sequence(&k.sequence, profiles, &settings.rtp)
+            .map_err(|e| at(k.lines.sequence, e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Parses the text of `pbxwall.toml`; every key is optional.
@@ -844,6 +940,7 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
     if let Some(l) = raw.log_drops {
         s.log_drops = l;
     }
+    s.knock = parse_knock(path, text, raw.knock)?;
     Ok(s)
 }
 
@@ -1201,6 +1298,88 @@ mod tests {
             ),
         ] {
             let e = parse_settings(f, bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn knock_settings_parse_with_lines() {
+        let f = Path::new("/etc/pbxwall/pbxwall.toml");
+        let ps = builtin_profiles();
+        let s = parse_settings(
+            f,
+            "[knock]\nsequence = [23456, 34567, 45678]\nprotocol = \"udp\"\nstep_timeout = \"5s\"\ngrant_for = \"2h\"\nservices = [\"sip-udp\", 8]\n",
+        )
+        .unwrap();
+        assert_eq!(s.knock.sequence, [23456, 34567, 45678]);
+        assert_eq!(s.knock.protocol, crate::ruleset::L4Proto::Udp);
+        assert_eq!(s.knock.step_timeout.as_secs(), 5);
+        assert_eq!(s.knock.grant_for.as_secs(), 7200);
+        assert_eq!(s.knock.service_names(&ps).unwrap(), ["sip-udp", "ssh"]);
+        check_knock(f, &s, &ps).unwrap();
+        let off = parse_settings(f, "[knock]\nsequence = []\n").unwrap();
+        assert!(!off.knock.enabled());
+        check_knock(f, &off, &ps).unwrap();
+
+        for (bad, want) in [
+            (
+                "[knock]\nsequence = [23456]",
+                "pbxwall.toml:2: invalid knock sequence [23456]: use 2 to 8 distinct ports",
+            ),
+            (
+                "[knock]\nsequence = [2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2009]",
+                "pbxwall.toml:2: invalid knock sequence",
+            ),
+            (
+                "[knock]\nsequence = [23456,\n  23456]",
+                "pbxwall.toml:2: invalid knock sequence [23456,23456]: port 23456 appears twice",
+            ),
+            (
+                "[knock]\nsequence = [23456,\n  80]",
+                "pbxwall.toml:3: invalid knock port \"80\"",
+            ),
+            (
+                "[knock]\nsequence = [23456, -1]",
+                "pbxwall.toml:2: invalid knock port \"-1\"",
+            ),
+            (
+                "[knock]\nprotocol = \"icmp\"",
+                "pbxwall.toml:2: invalid knock protocol",
+            ),
+            (
+                "[knock]\nstep_timeout = \"10 sec\"",
+                "pbxwall.toml:2: step_timeout: invalid duration \"10 sec\"",
+            ),
+            (
+                "[knock]\ngrant_for = \"0s\"",
+                "pbxwall.toml:2: grant_for: invalid duration \"0s\"",
+            ),
+            ("[knock]\nsequense = []", "pbxwall.toml:2:"),
+            (
+                "[knock]\nservices = []",
+                "pbxwall.toml:2: [knock] services is empty",
+            ),
+        ] {
+            let e = parse_settings(f, bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        for (bad, want) in [
+            (
+                "[rtp]\nports = \"10000-20000\"\n[knock]\nsequence = [23456, 5060]",
+                "pbxwall.toml:4: invalid knock port 5060: it is in udp 5060-5061 of service sip-udp",
+            ),
+            (
+                "[knock]\nsequence = [23456, 15000]",
+                "pbxwall.toml:2: invalid knock port 15000: it is inside the RTP range",
+            ),
+            (
+                "[knock]\nsequence = [23456, 34567]\nservices = [\"telnet\"]",
+                "pbxwall.toml:3: [knock] services: unknown service \"telnet\"",
+            ),
+        ] {
+            let s = parse_settings(f, bad).unwrap();
+            let e = check_knock(f, &s, &ps).unwrap_err().to_string();
             assert!(e.contains(want), "{bad:?}: {e}");
         }
     }

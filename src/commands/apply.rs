@@ -132,6 +132,7 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let profiles = store::load_profiles(&ctx.paths)?;
     crate::model::check_rtp_ports(settings.rtp.ports, &profiles)
         .with_context(|| ctx.paths.settings_file().display().to_string())?;
+    store::check_knock(&ctx.paths.settings_file(), &settings, &profiles)?;
     let LoadedAccounts { accounts, skipped } = store::load_accounts(&ctx.paths, &profiles)?;
     let names: BTreeSet<Fqdn> = accounts
         .iter()

@@ -1,8 +1,8 @@
 //! What each command does, on top of the library modules. The binaries only parse
 //! arguments and call into here; errors carry `anyhow` context for the one line the user sees.
 //!
-//! One module per command (`add`, `del`, `import`, `init`, `ipchecker`, `providers`, `restart`,
-//! `status`), each with its clap arguments and its function; and what they share:
+//! One module per command (`add`, `del`, `import`, `init`, `ipchecker`, `knock`, `providers`,
+//! `restart`, `status`), each with its clap arguments and its function; and what they share:
 //! - `context`: [`Ctx`], what every command knows and how it talks, and its report;
 //! - `apply`: the pipeline from files to the kernel ([`build`], [`apply()`],
 //!   [`change_then_apply`], ...);
@@ -13,6 +13,7 @@ pub mod del;
 pub mod import;
 pub mod init;
 pub mod ipchecker;
+pub mod knock;
 pub mod providers;
 pub mod restart;
 pub mod status;
