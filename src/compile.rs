@@ -598,6 +598,7 @@ pub(crate) mod tests {
             comment: None,
             created: None,
             provider: None,
+            expires: None,
         }
     }
 

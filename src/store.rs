@@ -460,6 +460,7 @@ struct AccountFileIn {
     comment: Option<String>,
     created: Option<toml::value::Datetime>,
     provider: Option<String>,
+    expires: Option<Spanned<toml::value::Datetime>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -477,6 +478,8 @@ struct AccountFileOut<'a> {
     created: Option<toml::value::Datetime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<toml::value::Datetime>,
 }
 
 fn parse_nets(
@@ -546,6 +549,24 @@ pub fn parse_account(path: &Path, text: &str, profiles: &Profiles) -> Result<Acc
             "the account has neither addresses nor fqdns",
         ));
     }
+    let expires = match &raw.expires {
+        None => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(&t.get_ref().to_string())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    invalid(
+                        path,
+                        text,
+                        t.span().start,
+                        format!(
+                            "invalid expires {}: expected a date and time with its offset, e.g. 2026-12-24T18:00:00Z",
+                            t.get_ref()
+                        ),
+                    )
+                })?,
+        ),
+    };
     Ok(Account {
         name,
         addresses,
@@ -555,6 +576,7 @@ pub fn parse_account(path: &Path, text: &str, profiles: &Profiles) -> Result<Acc
         comment: raw.comment,
         created: raw.created.map(|d| d.to_string()),
         provider: raw.provider,
+        expires,
     })
 }
 
@@ -568,6 +590,9 @@ pub fn render_account(account: &Account) -> String {
         comment: account.comment.as_deref(),
         created: account.created.as_deref().and_then(|c| c.parse().ok()),
         provider: account.provider.as_deref(),
+        expires: account
+            .expires
+            .and_then(|t| crate::model::format_time(t).parse().ok()),
     };
     toml::to_string(&out).expect("account serialises")
 }
@@ -1091,6 +1116,33 @@ mod tests {
         assert_eq!(a.fqdns[0].as_str(), "joe.dyndns.example");
         let again = parse_account(&path, &render_account(&a), &ps).unwrap();
         assert_eq!(a, again);
+        let temp = parse_account(
+            &path,
+            "addresses = [\"203.0.113.7\"]\nservices = [1]\nexpires = 2026-12-24T19:00:00+01:00\n",
+            &ps,
+        )
+        .unwrap();
+        let t = temp.expires.unwrap();
+        assert_eq!(crate::model::format_time(t), "2026-12-24T18:00:00Z");
+        let text = render_account(&temp);
+        assert!(text.ends_with("expires = 2026-12-24T18:00:00Z\n"), "{text}");
+        assert_eq!(parse_account(&path, &text, &ps).unwrap(), temp);
+        let e = parse_account(
+            &path,
+            "addresses = [\"203.0.113.7\"]\nservices = [1]\nexpires = 2026-12-24T18:00:00\n",
+            &ps,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("joe.toml:3: invalid expires 2026-12-24T18:00:00: expected a date and time with its offset"), "{e}");
+        let e = parse_account(
+            &path,
+            "addresses = [\"203.0.113.7\"]\nservices = [1]\nexpires = \"2h\"\n",
+            &ps,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("joe.toml:3:"), "{e}");
 
         let bad = "services = [\"sip-udp\"]\naddresses = [\n  \"203.0.113.7\",\n  \"198.51.100.5/24\",\n]\n";
         let e = parse_account(&path, bad, &ps).unwrap_err().to_string();
@@ -1132,6 +1184,7 @@ mod tests {
             comment: None,
             created: None,
             provider: None,
+            expires: None,
         };
         save_account(&p, &a, false, &lock).unwrap();
         assert!(matches!(

@@ -29,6 +29,11 @@ pub struct AccountOptions {
     /// Only save the account; apply at the next restart
     #[arg(long)]
     pub no_restart: bool,
+    /// Temporary account: it ends after DUR (90s, 10m, 2h, 7d) or at a time in RFC 3339 form
+    /// (2026-12-24T18:00:00Z); the kernel closes it then with no command run, and the next
+    /// command removes its file
+    #[arg(long, value_name = "DUR|RFC3339")]
+    pub expires: Option<String>,
 }
 
 /// `add-ip`: create an account for addresses or networks.
@@ -325,6 +330,12 @@ fn add(
     let services = profiles
         .parse_services(&[g.allow])
         .map_err(UsageError::bad_value)?;
+    let expires = options
+        .expires
+        .as_deref()
+        .map(|e| crate::model::parse_expires(e, chrono::Utc::now()))
+        .transpose()
+        .map_err(UsageError::bad_value)?;
     let account = Account {
         name,
         addresses,
@@ -334,6 +345,7 @@ fn add(
         comment: options.comment,
         created: Some(now_rfc3339()),
         provider: None,
+        expires,
     };
     save(
         ctx,

@@ -47,6 +47,9 @@ pub struct Build {
     pub accounts: Vec<Account>,
     /// Account files that were skipped, with file and line.
     pub skipped: Vec<StoreError>,
+    /// Temporary accounts whose time is up, left out of the ruleset (their files are removed
+    /// when the build holds the lock).
+    pub expired: Vec<Account>,
     /// What every host name resolved to, and its state.
     pub resolution: Resolution,
     /// The compiled ruleset.
@@ -134,6 +137,12 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
         .with_context(|| ctx.paths.settings_file().display().to_string())?;
     store::check_knock(&ctx.paths.settings_file(), &settings, &profiles)?;
     let LoadedAccounts { accounts, skipped } = store::load_accounts(&ctx.paths, &profiles)?;
+    let (expired, accounts): (Vec<Account>, Vec<Account>) = accounts
+        .into_iter()
+        .partition(|a| a.expires.is_some_and(|t| t <= Utc::now()));
+    if let Some(lock) = lock {
+        remove_expired(ctx, &expired, lock);
+    }
     let names: BTreeSet<Fqdn> = accounts
         .iter()
         .flat_map(|a| a.fqdns.iter().cloned())
@@ -166,9 +175,36 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
         profiles,
         accounts,
         skipped,
+        expired,
         resolution,
         ruleset,
     })
+}
+
+/// Removes the files of temporary accounts whose time is up (the kernel has dropped their
+/// addresses already) and says so in the output and the audit log. A file that cannot be
+/// removed is a warning: the account stays out of the ruleset anyway.
+fn remove_expired(ctx: &Ctx, expired: &[Account], _lock: &StoreLock) {
+    for a in expired {
+        let path = ctx.paths.account_file(&a.name);
+        let at = a.expires.map(crate::model::format_time).unwrap_or_default();
+        match store::remove_durably(&path) {
+            Ok(()) => {
+                let line = format!(
+                    "account {} expired at {at}: removed ({})",
+                    a.name,
+                    a.summary()
+                );
+                ctx.say(&line);
+                ctx.audit(&line);
+            }
+            Err(e) => ctx.warn(format_args!(
+                "account {} expired at {at}, but its file could not be removed: {}",
+                a.name,
+                crate::error_chain(&e)
+            )),
+        }
+    }
 }
 
 /// File in the state folder holding the last ruleset applied, in nft syntax (loadable with
