@@ -54,7 +54,10 @@ pub const BINARIES: &[fn() -> Command] = &[
 /// `pbxwall` subcommands without a binary of their own: (subcommand, page name, how it is
 /// called). Each gets `man/PAGE.8`, generated from the dispatcher's subcommand like the
 /// pages of [`BINARIES`].
-pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[("init", "pbxwall-init", "pbxwall init")];
+pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
+    ("init", "pbxwall-init", "pbxwall init"),
+    ("knock", "pbxwall-knock", "pbxwall knock"),
+];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
 /// hand).
@@ -67,6 +70,21 @@ pub const HAND_WRITTEN: &[&str] = &["pbxwall.8", "pbxwall.toml.5"];
 /// Most are the README's examples; the test parses every one with its binary's parser, so
 /// an example cannot drift from the options.
 pub const EXAMPLES: &[(&str, &str, &str)] = &[
+    (
+        "add-ip",
+        "add-ip joe-hotel 203.0.113.7 --allow sip-udp,sip-tcp --expires 2h",
+        "A temporary account: the kernel closes it after two hours with no command run.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall knock --setup",
+        "On the server: write a random sequence of three ports to [knock], apply it, and print how to knock.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall knock pbx.example.com --sequence 23456,34567,45678",
+        "On a client: knock (TCP SYNs to the three ports, in order) to be granted [knock] services.",
+    ),
     (
         "add-ip",
         r#"add-ip joe-office 203.0.113.7 --allow sip-udp,sip-tcp --comment "Joe's office""#,
