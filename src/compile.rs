@@ -8,6 +8,7 @@
 //! ```text
 //! iif "lo" accept                                   # the host talks to itself
 //! fib saddr type local drop                         # nobody else may claim its addresses
+//! ip saddr @ban_v4 drop / ip6 saddr @ban_v6 drop     # bans (dynamic sets, kernel state)
 //! ct state established,related accept               # replies and ICMP errors of known flows
 //! ct state invalid drop
 //! icmp type ... accept / icmpv6 type ... accept      # errors, PMTU and neighbour discovery
@@ -40,14 +41,20 @@ use std::sync::Arc;
 use crate::addrset::{AddrRange, Family, merge, partition};
 use crate::model::{Account, Fqdn, PortSpec, Profile, Profiles, RtpFrom, Settings};
 use crate::ruleset::{
-    BaseChain, Chain, Element, INPUT_CHAIN, INPUT_PRIORITY, IcmpType, L4Proto, Log, Match, Rule,
-    Ruleset, Set, SetKind, Verdict,
+    BaseChain, Chain, Dynamic, Element, INPUT_CHAIN, INPUT_PRIORITY, IcmpType, L4Proto, Log, Match,
+    Rule, Ruleset, Set, SetKind, Verdict,
 };
 
 /// Set of the trusted networks (full access).
 pub const TRUSTED_SET: &str = "trusted";
 /// Hash verdict map of the whitelisted single addresses (`hosts_v4`, `hosts_v6`).
 pub const HOSTS_MAP: &str = "hosts";
+/// Dynamic set of banned sources (`ban_v4`, `ban_v6`): elements with timeouts, added by
+/// `pbxwall ban`, fail2ban and the guard; dropped before anything else looks at them.
+pub const BAN_SET: &str = "ban";
+/// Most elements of a ban set (per family): bounds the kernel memory a flood of sources
+/// the guard bans can take.
+pub const BAN_SET_SIZE: u32 = 65536;
 /// Interval verdict map of the whitelisted address ranges (`ranges_v4`, `ranges_v6`).
 pub const RANGES_MAP: &str = "ranges";
 /// Prefix of the chains the source maps jump to, one per combination of services.
@@ -183,6 +190,8 @@ pub fn compile(
     for family in FAMILIES {
         sets.extend(source_maps(family, &sources, &mut allow_chains));
     }
+    // The ban sets always exist (empty until `pbxwall ban` or the guard adds to them).
+    sets.extend(ban_sets());
     // The base chain first, then the chains its maps jump to, in name order.
     let mut chains = vec![input_chain(settings)];
     chains.extend(allow_chains.into_chains());
@@ -357,6 +366,25 @@ impl<'s, 'a> AllowChains<'s, 'a> {
 // ---------------------------------------------------------------------------------------
 // Sets
 
+/// `ban_v4` and `ban_v6`: dynamic sets whose elements (with their timeouts) are kernel
+/// state, kept by every apply and recorded in the state folder.
+fn ban_sets() -> Vec<Set> {
+    FAMILIES
+        .into_iter()
+        .map(|family| {
+            Set::dynamic(
+                &set_name(BAN_SET, family),
+                family,
+                Dynamic {
+                    size: Some(BAN_SET_SIZE),
+                    persist: true,
+                    ..Dynamic::default()
+                },
+            )
+        })
+        .collect()
+}
+
 /// `trusted_v4` and `trusted_v6`: the trusted networks, merged.
 fn trusted_sets(settings: &Settings) -> Vec<Set> {
     let trusted: Vec<AddrRange> = settings
@@ -401,12 +429,14 @@ fn source_maps(
             family,
             kind: SetKind::HostMap,
             elements: hosts,
+            dynamic: None,
         },
         Set {
             name: set_name(RANGES_MAP, family),
             family,
             kind: SetKind::VerdictMap,
             elements: ranges,
+            dynamic: None,
         },
     ]
 }
@@ -447,6 +477,10 @@ fn input_chain(settings: &Settings) -> Chain {
     // service, and a trusted LAN holds the host's address too. The kernel drops such IPv4
     // packets itself (martian sources), but not IPv6 ones.
     rules.push(spoofed_local_source_rule());
+    // Banned sources: before the conntrack rule, so a ban also stops the banned source's
+    // running flows (`pbxwall ban` ends their conntrack entries too), and before
+    // everything that could admit them: a ban beats an account.
+    rules.extend(ban_rules());
     // The replies and ICMP errors of flows already accepted (the bulk of the traffic, which
     // so leaves after three rules); invalid packets are dropped before any lookup.
     rules.extend(known_flow_rules());
@@ -539,6 +573,16 @@ fn source_map_rules() -> impl Iterator<Item = Rule> {
 }
 
 /// `limit rate 10/minute log prefix "pbxwall drop: "`.
+/// `ip saddr @ban_v4 drop`, `ip6 saddr @ban_v6 drop`.
+fn ban_rules() -> impl Iterator<Item = Rule> {
+    FAMILIES.into_iter().map(|family| {
+        rule(
+            vec![Match::SaddrInSet(family, set_name(BAN_SET, family))],
+            Verdict::Drop,
+        )
+    })
+}
+
 fn drop_log_rule() -> Rule {
     Rule {
         log: Some(Log {
@@ -666,7 +710,9 @@ pub(crate) mod tests {
                 "hosts_v4",
                 "ranges_v4",
                 "hosts_v6",
-                "ranges_v6"
+                "ranges_v6",
+                "ban_v4",
+                "ban_v6"
             ]
         );
         assert_eq!(rs.set("hosts_v4").unwrap().kind, SetKind::HostMap);
@@ -831,10 +877,12 @@ pub(crate) mod tests {
         )];
         let rs = compile(&settings, &shipped_profiles(), &accounts, &Resolved::new());
         assert_eq!(
-            chain_rules(&rs, INPUT_CHAIN)[..4],
+            chain_rules(&rs, INPUT_CHAIN)[..6],
             [
                 "iif \"lo\" accept",
                 "fib saddr type local drop",
+                "ip saddr @ban_v4 drop",
+                "ip6 saddr @ban_v6 drop",
                 "ct state established,related accept",
                 "ct state invalid drop",
             ]
@@ -964,6 +1012,7 @@ pub(crate) mod tests {
                         SetKind::HostMap => assert!(single, "case {case}: {e:?}"),
                         SetKind::VerdictMap => assert!(!single, "case {case}: {e:?}"),
                         SetKind::Addresses => {}
+                        SetKind::Dynamic => panic!("case {case}: {set:?} has elements"),
                     }
                 }
             }

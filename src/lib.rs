@@ -27,6 +27,7 @@ pub mod complete;
 pub mod cron;
 pub mod detect;
 pub mod diff;
+pub mod dynstate;
 pub mod import;
 pub mod knock;
 pub mod manpages;

@@ -169,7 +169,15 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
             r
         }
     };
-    let ruleset = compile::compile(&settings, &profiles, &accounts, &resolution.usable());
+    let mut ruleset = compile::compile(&settings, &profiles, &accounts, &resolution.usable());
+    // The dynamic sets' elements (bans, admissions, grants) are kernel state: with the
+    // lock, what is live is recorded with its expiry, and what was recorded is handed to
+    // the apply to restore when the table was created from nothing.
+    if let Some(lock) = lock {
+        for w in crate::dynstate::sync(&ctx.paths, lock, &mut ruleset) {
+            ctx.warn_state_unsaved(w);
+        }
+    }
     Ok(Build {
         settings,
         profiles,

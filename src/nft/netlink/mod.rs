@@ -91,11 +91,12 @@
 
 use std::ffi::CString;
 use std::io;
+use std::net::IpAddr;
 
 use nftnl::nftnl_sys as attr;
 
 use crate::addrset::Family;
-use crate::ruleset::{Element, Ruleset, SetKind, TABLE_NAME, Verdict};
+use crate::ruleset::{Element, Ruleset, SetKind, TABLE_NAME, TimedElement, Verdict};
 
 pub mod conntrack;
 mod elements;
@@ -104,9 +105,11 @@ mod plan;
 mod read;
 mod sys;
 
-use elements::{ElemOp, ElementsOf, JumpNames, add_elements, check_elements};
+use elements::{
+    ElemOp, ElementsOf, JumpNames, add_elements, add_timed_elements, check_elements, check_timed,
+};
 use plan::Plan;
-use read::{ReadError, Snapshot, read_snapshot};
+use read::{ReadError, Snapshot, read_snapshot, read_timed};
 use sys::{Batch, CommitError, NfTable, Obj, Socket};
 
 /// Errors of the netlink backend. Messages name what failed.
@@ -223,6 +226,10 @@ pub struct LiveSet {
     pub elements: Vec<Element>,
     /// Kernel handle.
     pub handle: u64,
+    /// Default element timeout in milliseconds (`None`: none).
+    pub timeout_ms: Option<u64>,
+    /// Size limit (`None`: none).
+    pub size: Option<u32>,
 }
 
 /// Hook parameters of a live base chain.
@@ -433,6 +440,62 @@ pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
         let what = format!("new elements of set {}", c.set);
         add_elements(&mut batch, &table, of, ElemOp::Add, &jumps, &what);
     }
+    let batch = batch.finish();
+    sock.commit(&batch).map_err(CommitError::into_error)
+}
+
+/// The elements of dynamic set `set` of table `inet pbxwall` with the timeout each was
+/// added with, the time it has left and its comment, sorted by address; `None` when the
+/// table or the set does not exist. One dump, no change.
+pub fn list_timed_elements(set: &str) -> Result<Option<Vec<TimedElement>>> {
+    let table = cstring(TABLE_NAME, "table")?;
+    let name = cstring(set, &format!("set {set}"))?;
+    let mut sock = Socket::open()?;
+    read_timed(&mut sock, &table, &name, set)
+}
+
+/// Element operation on dynamic set `set` (of `family`), in ONE small batch: delete the
+/// `remove` addresses, then add `add` with their timeouts and comments. Never a full
+/// apply. Every removed address must be an element now (else the kernel refuses the batch
+/// with `ENOENT` and nothing changes); adding an address that is an element already
+/// leaves it as it is (remove it in the same call to replace it). Nothing is sent when
+/// both lists are empty.
+pub fn update_timed_elements(
+    set: &str,
+    family: Family,
+    remove: &[IpAddr],
+    add: &[TimedElement],
+) -> Result<ApplyStats> {
+    if remove.is_empty() && add.is_empty() {
+        return Ok(ApplyStats::default());
+    }
+    let table = cstring(TABLE_NAME, "table")?;
+    let what = format!("set {set}");
+    let name = cstring(set, &what)?;
+    let remove: Vec<TimedElement> = remove
+        .iter()
+        .map(|a| TimedElement::new(*a, None, None))
+        .collect();
+    check_timed(&what, family, &remove)?;
+    check_timed(&what, family, add)?;
+    let mut sock = Socket::open()?;
+    let mut batch = Batch::new(sock.take_seqs(), None);
+    add_timed_elements(
+        &mut batch,
+        &table,
+        (&name, None),
+        &remove,
+        ElemOp::Remove,
+        &format!("removal of elements from set {set}"),
+    );
+    add_timed_elements(
+        &mut batch,
+        &table,
+        (&name, None),
+        add,
+        ElemOp::Add,
+        &format!("new elements of set {set}"),
+    );
     let batch = batch.finish();
     sock.commit(&batch).map_err(CommitError::into_error)
 }
