@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
 use crate::commands::del::DelAcctArgs;
+use crate::commands::grants::{GrantsArgs, RevokeArgs};
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
 use crate::commands::ipchecker::{self, IpcheckerArgs};
@@ -98,6 +99,10 @@ pub enum Command {
     /// sequence to a server (client)
     #[command(after_long_help = knock_cmd::LONG_HELP)]
     Knock(KnockArgs),
+    /// List the sources a knock granted, with the time each has left
+    Grants(GrantsArgs),
+    /// End the knock grants of addresses now, and their running flows
+    Revoke(RevokeArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -144,6 +149,8 @@ impl Command {
             Command::Knock(a) if a.setup && !a.no_restart => {
                 Some((change, ", or use --no-restart to only write the settings"))
             }
+            Command::Grants(_) => Some(("read the firewall", "")),
+            Command::Revoke(_) => Some((change, "")),
             _ => None,
         }
     }
@@ -161,6 +168,8 @@ impl Command {
             Command::EnableTrustedProviders(_) => "enable-trusted-providers",
             Command::Import(_) => "import",
             Command::Knock(_) => "knock",
+            Command::Grants(_) => "grants",
+            Command::Revoke(_) => "revoke",
         }
     }
 }
@@ -278,8 +287,10 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         ));
     }
     let result = match (&command, &ctx.needs_root) {
-        // status takes no lock and has no values to check.
-        (Command::Status(_), Some(needs_root)) => Err(NeedsRoot(needs_root.clone()).into()),
+        // status and grants take no lock and have no values to check.
+        (Command::Status(_) | Command::Grants(_), Some(needs_root)) => {
+            Err(NeedsRoot(needs_root.clone()).into())
+        }
         _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
     };
     let result = result.map_err(|err| {
@@ -330,6 +341,8 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
         Command::Import(a) => commands::import::import(ctx, a),
         Command::Knock(a) => commands::knock::knock(ctx, a),
+        Command::Grants(a) => commands::grants::grants(ctx, a),
+        Command::Revoke(a) => commands::grants::revoke(ctx, a),
     }
 }
 

@@ -57,6 +57,8 @@ pub const BINARIES: &[fn() -> Command] = &[
 pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
     ("init", "pbxwall-init", "pbxwall init"),
     ("knock", "pbxwall-knock", "pbxwall knock"),
+    ("grants", "pbxwall-grants", "pbxwall grants"),
+    ("revoke", "pbxwall-revoke", "pbxwall revoke"),
 ];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by

@@ -170,6 +170,8 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
         }
     };
     let mut ruleset = compile::compile(&settings, &profiles, &accounts, &resolution.usable());
+    // Temporary accounts' elements get the time each has left.
+    compile::set_temporary_timeouts(&mut ruleset, &accounts, Utc::now());
     // The dynamic sets' elements (bans, admissions, grants) are kernel state: with the
     // lock, what is live is recorded with its expiry, and what was recorded is handed to
     // the apply to restore when the table was created from nothing.
@@ -278,6 +280,41 @@ fn write_records(
     st.save(&ctx.paths, lock)
 }
 
+/// `ruleset` with the elements of its dynamic sets (bans, knock grants, temporary
+/// accounts) filled in as plain elements: those live in the kernel now, and those the
+/// apply adds (to restore, or a temporary account's), so [`Ruleset::accepts_new`] sees
+/// whom they admit or drop. A set that cannot be read counts only what the apply adds.
+/// Borrowed when no dynamic set has an element.
+pub fn with_dynamic_elements(ruleset: &Ruleset) -> std::borrow::Cow<'_, Ruleset> {
+    let mut fills = Vec::new();
+    for (i, set) in ruleset.sets.iter().enumerate() {
+        let Some(d) = &set.dynamic else {
+            continue;
+        };
+        let mut addrs: Vec<IpAddr> = match netlink::list_timed_elements(&set.name) {
+            Ok(Some(live)) => live.into_iter().map(|e| e.addr).collect(),
+            _ => Vec::new(),
+        };
+        addrs.extend(d.restore.iter().map(|e| e.addr));
+        if !addrs.is_empty() {
+            addrs.sort_unstable();
+            addrs.dedup();
+            fills.push((i, addrs));
+        }
+    }
+    if fills.is_empty() {
+        return std::borrow::Cow::Borrowed(ruleset);
+    }
+    let mut rs = ruleset.clone();
+    for (i, addrs) in fills {
+        rs.sets[i].elements = addrs
+            .into_iter()
+            .map(|a| crate::ruleset::Element::address(crate::addrset::AddrRange::from_addr(a)))
+            .collect();
+    }
+    std::borrow::Cow::Owned(rs)
+}
+
 /// What [`end_lost_flows`] did, for the command's output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowsEnded {
@@ -319,7 +356,8 @@ impl FlowsEnded {
 pub fn end_lost_flows(ruleset: &Ruleset) -> FlowsEnded {
     let keep = own_ssh_flow();
     let mut out = FlowsEnded::default();
-    match conntrack::end_revoked_flows(ruleset, keep.as_ref()) {
+    let ruleset = with_dynamic_elements(ruleset);
+    match conntrack::end_revoked_flows(&ruleset, keep.as_ref()) {
         Ok(ended) => {
             out.lines.extend(ended.summary());
             if let Some(kept) = ended.kept {
@@ -356,7 +394,7 @@ pub fn apply_ruleset(
     force: bool,
 ) -> Result<FlowsEnded> {
     if !force {
-        guard_ssh_lockout(&ctx.paths, &build.ruleset)?;
+        guard_ssh_lockout(&ctx.paths, &with_dynamic_elements(&build.ruleset))?;
     }
     let started = Instant::now();
     // The kernel works through the batch inside one sendmsg; meanwhile another thread

@@ -1,7 +1,7 @@
 //! What each command does, on top of the library modules. The binaries only parse
 //! arguments and call into here; errors carry `anyhow` context for the one line the user sees.
 //!
-//! One module per command (`add`, `del`, `import`, `init`, `ipchecker`, `knock`, `providers`,
+//! One module per command (`add`, `del`, `grants`, `import`, `init`, `ipchecker`, `knock`, `providers`,
 //! `restart`, `status`), each with its clap arguments and its function; and what they share:
 //! - `context`: [`Ctx`], what every command knows and how it talks, and its report;
 //! - `apply`: the pipeline from files to the kernel ([`build`], [`apply()`],
@@ -10,6 +10,7 @@
 
 pub mod add;
 pub mod del;
+pub mod grants;
 pub mod import;
 pub mod init;
 pub mod ipchecker;
@@ -25,6 +26,7 @@ mod lockout;
 pub use apply::{
     Build, Dns, FlowsEnded, LAST_APPLIED, apply, apply_ruleset, build, change_then_apply,
     change_then_apply_checked, end_lost_flows, join_addrs, rebuild_and_apply, record_applied,
+    with_dynamic_elements,
 };
 pub use context::{AppliedSummary, CommandReport, Ctx, NeedsRoot, Outcome, UsageError, exit_code};
 pub(crate) use lockout::guard_ssh_lockout;
