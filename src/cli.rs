@@ -20,9 +20,11 @@ use crate::commands::ban::{BanArgs, BansArgs, UnbanArgs};
 use crate::commands::bundle::{self as bundle_cmd, BundleArgs};
 use crate::commands::del::DelAcctArgs;
 use crate::commands::geo::{self as geo_cmd, GeoArgs};
+use crate::commands::grants::{GrantsArgs, RevokeArgs};
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
 use crate::commands::ipchecker::{self, IpcheckerArgs};
+use crate::commands::knock::{self as knock_cmd, KnockArgs};
 use crate::commands::list::{self as list_cmd, ListArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
 use crate::commands::restart::RestartArgs;
@@ -117,6 +119,14 @@ pub enum Command {
     /// Fleets: fetch the signed bundle of [sync] url, verify it, apply its accounts
     #[command(after_long_help = sync_cmd::LONG_HELP)]
     Sync(SyncArgs),
+    /// Port knocking: --setup writes and applies a random sequence (server); HOST sends the
+    /// sequence to a server (client)
+    #[command(after_long_help = knock_cmd::LONG_HELP)]
+    Knock(KnockArgs),
+    /// List the sources a knock granted, with the time each has left
+    Grants(GrantsArgs),
+    /// End the knock grants of addresses now, and their running flows
+    Revoke(RevokeArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -163,6 +173,11 @@ impl Command {
             }
             Command::Geo(a) if a.action.changes_firewall() => Some((change, "")),
             Command::Sync(a) if a.install_cron.is_none() && !a.remove_cron => Some((change, "")),
+            Command::Knock(a) if a.setup && !a.no_restart => {
+                Some((change, ", or use --no-restart to only write the settings"))
+            }
+            Command::Grants(_) => Some(("read the firewall", "")),
+            Command::Revoke(_) => Some((change, "")),
             _ => None,
         }
     }
@@ -186,6 +201,9 @@ impl Command {
             Command::Geo(_) => "geo",
             Command::Bundle(_) => "bundle",
             Command::Sync(_) => "sync",
+            Command::Knock(_) => "knock",
+            Command::Grants(_) => "grants",
+            Command::Revoke(_) => "revoke",
         }
     }
 }
@@ -309,8 +327,8 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         "change"
     };
     let result = match (&command, &ctx.needs_root) {
-        // status takes no lock and has no values to check.
-        (Command::Status(_) | Command::Bans(_), Some(needs_root)) => {
+        // status, bans and grants take no lock and have no values to check.
+        (Command::Status(_) | Command::Bans(_) | Command::Grants(_), Some(needs_root)) => {
             Err(NeedsRoot(needs_root.clone()).into())
         }
         _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
@@ -369,6 +387,9 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Geo(a) => commands::geo::geo(ctx, a),
         Command::Bundle(a) => commands::bundle::bundle(ctx, a),
         Command::Sync(a) => commands::sync::sync(ctx, a),
+        Command::Knock(a) => commands::knock::knock(ctx, a),
+        Command::Grants(a) => commands::grants::grants(ctx, a),
+        Command::Revoke(a) => commands::grants::revoke(ctx, a),
     }
 }
 

@@ -31,6 +31,7 @@ pub mod dynstate;
 pub mod fleet;
 pub mod geo;
 pub mod import;
+pub mod knock;
 pub mod manpages;
 pub mod model;
 pub mod nft;

@@ -62,6 +62,9 @@ pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
     ("list", "pbxwall-list", "pbxwall list"),
     ("bundle", "pbxwall-bundle", "pbxwall bundle"),
     ("sync", "pbxwall-sync", "pbxwall sync"),
+    ("knock", "pbxwall-knock", "pbxwall knock"),
+    ("grants", "pbxwall-grants", "pbxwall grants"),
+    ("revoke", "pbxwall-revoke", "pbxwall revoke"),
 ];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
@@ -75,6 +78,21 @@ pub const HAND_WRITTEN: &[&str] = &["pbxwall.8", "pbxwall.toml.5"];
 /// Most are the README's examples; the test parses every one with its binary's parser, so
 /// an example cannot drift from the options.
 pub const EXAMPLES: &[(&str, &str, &str)] = &[
+    (
+        "add-ip",
+        "add-ip joe-hotel 203.0.113.7 --allow sip-udp,sip-tcp --expires 2h",
+        "A temporary account: the kernel closes it after two hours with no command run.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall knock --setup",
+        "On the server: write a random sequence of three ports to [knock], apply it, and print how to knock.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall knock pbx.example.com --sequence 23456,34567,45678",
+        "On a client: knock (TCP SYNs to the three ports, in order) to be granted [knock] services.",
+    ),
     (
         "add-ip",
         r#"add-ip joe-office 203.0.113.7 --allow sip-udp,sip-tcp --comment "Joe's office""#,

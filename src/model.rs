@@ -121,6 +121,21 @@ pub enum ModelError {
     /// A profile name that is not usable.
     #[error("invalid profile name {0:?}: use 1-32 characters of a-z 0-9 -, starting with a letter")]
     ProfileName(String),
+    /// An expiry that is neither a duration nor a time within a year.
+    #[error(
+        "invalid expiry {0:?}: expected a duration (90s, 10m, 2h, 7d, 1h30m) or a time in RFC 3339 form (e.g. 2026-12-24T18:00:00Z) within the next 365 days"
+    )]
+    Expires(String),
+    /// An expiry time that has passed.
+    #[error(
+        "invalid expiry {value:?}: it is in the past (now {now}); give a later time or a duration such as 2h"
+    )]
+    ExpiresPast {
+        /// What was given.
+        value: String,
+        /// The time now.
+        now: String,
+    },
     /// A duration that does not parse or is out of range.
     #[error(
         "invalid duration {0:?}: expected a number and a unit s, m, h or d (e.g. 90s, 10m, 2h, 7d, 1h30m), from 1s to 365d"
@@ -707,6 +722,9 @@ pub struct Account {
     pub created: Option<String>,
     /// Set on accounts made by `enable-trusted-providers`: the provider's id.
     pub provider: Option<String>,
+    /// When a temporary account (`--expires`) ends: the kernel drops its addresses then,
+    /// and the next command removes its file.
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Account {
@@ -722,6 +740,9 @@ impl Account {
             parts.push(format!("names {}", f.join(", ")));
         }
         parts.push(format!("services {}", self.services.join(", ")));
+        if let Some(t) = self.expires {
+            parts.push(format!("expires {}", format_time(t)));
+        }
         parts.join("; ")
     }
 }
@@ -954,6 +975,43 @@ impl Default for GuardSettings {
     }
 }
 
+/// A time as pbxwall prints and records it: RFC 3339 in UTC, whole seconds
+/// (`2026-12-24T18:00:00Z`).
+pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Parses `--expires`: a [`Duration`] from `now` (`2h`), or a time in RFC 3339 form with its
+/// offset (`2026-12-24T18:00:00Z`, `2026-12-24T19:00:00+01:00`), later than `now` and at
+/// most 365 days after it. Whole seconds (a fraction is dropped).
+pub fn parse_expires(
+    s: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ModelError> {
+    use chrono::{DurationRound, TimeDelta};
+    let text = s.trim();
+    let bad = || ModelError::Expires(s.to_owned());
+    let at = match text.parse::<Duration>() {
+        Ok(d) => now + TimeDelta::seconds(d.as_secs() as i64),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|_| bad())?
+            .with_timezone(&chrono::Utc),
+    };
+    let at = at
+        .duration_trunc(TimeDelta::seconds(1))
+        .map_err(|_| bad())?;
+    if at <= now {
+        return Err(ModelError::ExpiresPast {
+            value: s.to_owned(),
+            now: format_time(now),
+        });
+    }
+    if at - now > TimeDelta::seconds(Duration::MAX_SECS as i64) {
+        return Err(bad());
+    }
+    Ok(at)
+}
+
 /// Where RTP (media) may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -1037,6 +1095,8 @@ pub struct Settings {
     pub geo: crate::geo::GeoSettings,
     /// `[sync]`: the fleet bundle this PBX pulls.
     pub sync: crate::fleet::SyncSettings,
+    /// `[knock]`: port knocking (off while its sequence is empty).
+    pub knock: crate::knock::KnockSettings,
 }
 
 impl Default for Settings {
@@ -1053,6 +1113,7 @@ impl Default for Settings {
             guard: GuardSettings::default(),
             geo: crate::geo::GeoSettings::default(),
             sync: crate::fleet::SyncSettings::default(),
+            knock: crate::knock::KnockSettings::default(),
         }
     }
 }
@@ -1060,6 +1121,45 @@ impl Default for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiries_are_durations_or_future_times() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T06:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let t = |s: &str| parse_expires(s, now).map(format_time);
+        assert_eq!(t("2h").unwrap(), "2026-12-03T08:00:00Z");
+        assert_eq!(t("1h30m").unwrap(), "2026-12-03T07:30:00Z");
+        assert_eq!(t("2026-12-24T18:00:00Z").unwrap(), "2026-12-24T18:00:00Z");
+        assert_eq!(
+            t("2026-12-24T19:00:00+01:00").unwrap(),
+            "2026-12-24T18:00:00Z"
+        );
+        assert_eq!(t("2026-12-03T06:00:01.9Z").unwrap(), "2026-12-03T06:00:01Z");
+        assert_eq!(
+            t("2026-12-01T00:00:00Z").unwrap_err().to_string(),
+            "invalid expiry \"2026-12-01T00:00:00Z\": it is in the past (now 2026-12-03T06:00:00Z); give a later time or a duration such as 2h"
+        );
+        assert!(matches!(
+            t("2026-12-03T06:00:00Z"),
+            Err(ModelError::ExpiresPast { .. })
+        ));
+        for bad in [
+            "",
+            "0s",
+            "tomorrow",
+            "2h ago",
+            "2028-01-01T00:00:00Z",
+            "2026-12-24 18:00",
+            "366d",
+        ] {
+            let e = t(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("invalid expiry {bad:?}: expected a duration")),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn durations_parse_and_print_back() {

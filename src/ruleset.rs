@@ -71,6 +71,10 @@ pub struct Dynamic {
     /// Maximum number of elements (`size N`); `None`: the kernel's default (a dynamic set
     /// then lists as `size 65535`; any live size is accepted as it).
     pub size: Option<u32>,
+    /// Whether the elements come from the configuration (temporary accounts): a full
+    /// apply flushes the set and adds [`Dynamic::restore`], the whole list, each element
+    /// with the time it has left; nothing is recorded in the state folder.
+    pub configured: bool,
     /// Whether the elements are recorded in the state folder and restored (bans,
     /// admissions, grants); `false` for short-lived sets (meters, knock stages).
     pub persist: bool,
@@ -301,6 +305,9 @@ pub struct Rule {
     /// `ip saddr vmap @MAP` / `ip6 saddr vmap @MAP`: after the matches, jump to the chain
     /// the source address maps to; a source not in the map falls through.
     pub saddr_vmap: Option<(Family, String)>,
+    /// `jump CHAIN`: after the matches, evaluate that chain; a packet it does not accept or
+    /// drop comes back and goes on with the next rule. Excludes `verdict`.
+    pub jump: Option<String>,
     /// Final verdict; `None` falls through to the next rule.
     pub verdict: Option<Verdict>,
 }
@@ -323,6 +330,11 @@ pub enum Match {
     Dport(L4Proto, PortRange),
     /// `ip saddr @set` / `ip6 saddr @set`.
     SaddrInSet(Family, String),
+    /// `tcp flags syn / fin,syn,rst,ack`: a TCP packet with SYN set and FIN, RST and ACK
+    /// clear: the first packet of a connection attempt (what a TCP knock sends).
+    TcpSyn,
+    /// `tcp dport != P` / `udp dport != P`: that protocol, to any port but `P`.
+    DportNot(L4Proto, u16),
     /// `@ih,OFFSET,LEN 0xDATA`: raw bytes of the transport payload (after the TCP or UDP
     /// header) at byte `offset` equal `data`, 1 to 16 bytes (one register: the kernel
     /// refuses longer loads). A longer prefix is several of these.
@@ -520,6 +532,12 @@ impl Ruleset {
             {
                 return Some(v);
             }
+            if let Some(target) = rule.jump.as_deref().and_then(|name| self.chain(name))
+                && depth < 4
+                && let Some(v) = self.chain_accepts(target, src, proto, dport, depth + 1)
+            {
+                return Some(v);
+            }
             if let Some(v) = rule.verdict {
                 return Some(v);
             }
@@ -535,6 +553,9 @@ impl Ruleset {
             Match::SaddrIsLocal => false,
             Match::IcmpType(..) => false,
             Match::Dport(p, range) => *p == proto && (range.first..=range.last).contains(&dport),
+            // The first packet of a new TCP connection is a SYN.
+            Match::TcpSyn => proto == L4Proto::Tcp,
+            Match::DportNot(p, port) => *p == proto && dport != *port,
             Match::SaddrInSet(family, name) => {
                 Family::of(src) == *family
                     && self.set(name).is_some_and(|s| s.element_of(src).is_some())

@@ -42,6 +42,7 @@ fn dynamic_ruleset() -> Ruleset {
                 timeout: timeout.map(Duration::from_secs),
                 size,
                 persist: false,
+                configured: false,
                 restore: Vec::new(),
             },
         )

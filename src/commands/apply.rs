@@ -49,6 +49,9 @@ pub struct Build {
     pub accounts: Vec<Account>,
     /// Account files that were skipped, with file and line.
     pub skipped: Vec<StoreError>,
+    /// Temporary accounts whose time is up, left out of the ruleset (their files are removed
+    /// when the build holds the lock).
+    pub expired: Vec<Account>,
     /// What every host name resolved to, and its state.
     pub resolution: Resolution,
     /// The compiled ruleset.
@@ -146,10 +149,18 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let profiles = store::load_profiles(&ctx.paths)?;
     crate::model::check_rtp_ports(settings.rtp.ports, &profiles)
         .with_context(|| ctx.paths.settings_file().display().to_string())?;
+    store::check_knock(&ctx.paths.settings_file(), &settings, &profiles)?;
     let LoadedAccounts {
-        mut accounts,
+        accounts,
         mut skipped,
     } = store::load_accounts(&ctx.paths, &profiles)?;
+    let now = Utc::now();
+    let (expired, mut accounts): (Vec<Account>, Vec<Account>) = accounts
+        .into_iter()
+        .partition(|a| a.expires.is_some_and(|t| t <= now));
+    if let Some(lock) = lock {
+        remove_expired(ctx, &expired, lock);
+    }
     // The fleet bundle's accounts (`pbxwall sync`), beside the local ones; a local account
     // of the same name wins.
     let (fleet, fleet_skipped, shadowed) =
@@ -162,7 +173,11 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     }
     skipped.extend(fleet_skipped);
     if !fleet.is_empty() {
-        accounts.extend(fleet);
+        accounts.extend(
+            fleet
+                .into_iter()
+                .filter(|a| a.expires.is_none_or(|t| t > now)),
+        );
         accounts.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let names: BTreeSet<Fqdn> = accounts
@@ -194,6 +209,8 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let (gate, geo) = load_gate(&settings.geo)?;
     let mut ruleset =
         compile::compile_gated(&settings, &profiles, &accounts, &resolution.usable(), &gate);
+    // Temporary accounts' elements get the time each has left.
+    compile::set_temporary_timeouts(&mut ruleset, &accounts, Utc::now());
     // The dynamic sets' elements (bans, admissions, grants) are kernel state: with the
     // lock, what is live is recorded with its expiry, and what was recorded is handed to
     // the apply to restore when the table was created from nothing.
@@ -207,6 +224,7 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
         profiles,
         accounts,
         skipped,
+        expired,
         resolution,
         ruleset,
         geo,
@@ -248,6 +266,32 @@ pub fn load_gate(settings: &GeoSettings) -> Result<(Gate, GeoInfo)> {
         _ => Err(anyhow::Error::new(err).context(
             "cannot build the geo gate ([geo] in the settings), and none is live to keep",
         )),
+    }
+}
+
+/// Removes the files of temporary accounts whose time is up (the kernel has dropped their
+/// addresses already) and says so in the output and the audit log. A file that cannot be
+/// removed is a warning: the account stays out of the ruleset anyway.
+fn remove_expired(ctx: &Ctx, expired: &[Account], _lock: &StoreLock) {
+    for a in expired {
+        let path = ctx.paths.account_file(&a.name);
+        let at = a.expires.map(crate::model::format_time).unwrap_or_default();
+        match store::remove_durably(&path) {
+            Ok(()) => {
+                let line = format!(
+                    "account {} expired at {at}: removed ({})",
+                    a.name,
+                    a.summary()
+                );
+                ctx.say(&line);
+                ctx.audit(&line);
+            }
+            Err(e) => ctx.warn(format_args!(
+                "account {} expired at {at}, but its file could not be removed: {}",
+                a.name,
+                crate::error_chain(&e)
+            )),
+        }
     }
 }
 
@@ -314,6 +358,41 @@ fn write_records(
     st.save(&ctx.paths, lock)
 }
 
+/// `ruleset` with the elements of its dynamic sets (bans, knock grants, temporary
+/// accounts) filled in as plain elements: those live in the kernel now, and those the
+/// apply adds (to restore, or a temporary account's), so [`Ruleset::accepts_new`] sees
+/// whom they admit or drop. A set that cannot be read counts only what the apply adds.
+/// Borrowed when no dynamic set has an element.
+pub fn with_dynamic_elements(ruleset: &Ruleset) -> std::borrow::Cow<'_, Ruleset> {
+    let mut fills = Vec::new();
+    for (i, set) in ruleset.sets.iter().enumerate() {
+        let Some(d) = &set.dynamic else {
+            continue;
+        };
+        let mut addrs: Vec<IpAddr> = match netlink::list_timed_elements(&set.name) {
+            Ok(Some(live)) => live.into_iter().map(|e| e.addr).collect(),
+            _ => Vec::new(),
+        };
+        addrs.extend(d.restore.iter().map(|e| e.addr));
+        if !addrs.is_empty() {
+            addrs.sort_unstable();
+            addrs.dedup();
+            fills.push((i, addrs));
+        }
+    }
+    if fills.is_empty() {
+        return std::borrow::Cow::Borrowed(ruleset);
+    }
+    let mut rs = ruleset.clone();
+    for (i, addrs) in fills {
+        rs.sets[i].elements = addrs
+            .into_iter()
+            .map(|a| crate::ruleset::Element::address(crate::addrset::AddrRange::from_addr(a)))
+            .collect();
+    }
+    std::borrow::Cow::Owned(rs)
+}
+
 /// What [`end_lost_flows`] did, for the command's output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowsEnded {
@@ -355,7 +434,8 @@ impl FlowsEnded {
 pub fn end_lost_flows(ruleset: &Ruleset) -> FlowsEnded {
     let keep = own_ssh_flow();
     let mut out = FlowsEnded::default();
-    match conntrack::end_revoked_flows(ruleset, keep.as_ref()) {
+    let ruleset = with_dynamic_elements(ruleset);
+    match conntrack::end_revoked_flows(&ruleset, keep.as_ref()) {
         Ok(ended) => {
             out.lines.extend(ended.summary());
             if let Some(kept) = ended.kept {
@@ -392,7 +472,7 @@ pub fn apply_ruleset(
     force: bool,
 ) -> Result<FlowsEnded> {
     if !force {
-        guard_ssh_lockout(&ctx.paths, &build.ruleset)?;
+        guard_ssh_lockout(&ctx.paths, &with_dynamic_elements(&build.ruleset))?;
     }
     let started = Instant::now();
     // The kernel works through the batch inside one sendmsg; meanwhile another thread

@@ -23,6 +23,7 @@
 //!           "ranges_v6": 3000, "missing": [], "problem": null, "live_v4": 9000, "live_v6": 3000},
 //!   "accounts": [{
 //!     "name": "joe", "services": ["sip-udp"], "comment": null, "provider": null,
+//!     "expires": null, "expired": false,   // a temporary account: "2026-12-24T18:00:00Z"
 //!     "addresses": [{"address": "203.0.113.7", "applied": true}],
 //!     "fqdns": [{"name": "joe.dyn.example", "state": "ok", "v4": ["192.0.2.10"], "v6": [],
 //!                "resolved_at": "...", "applied": ["192.0.2.10"]}],
@@ -96,6 +97,7 @@ With --json it prints one object (every key always present; null when it has no 
    \"geo\": {\"database\", \"format\", \"modified\", \"rows\", \"countries\", \"ranges_v4\",
             \"ranges_v6\", \"missing\", \"problem\", \"live_v4\", \"live_v6\"} | null,
    \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
+                 \"expires\": null | \"RFC 3339 time\", \"expired\": false | true,
                  \"addresses\": [{\"address\", \"applied\"}],
                  \"fqdns\": [{\"name\", \"state\": \"ok\" | \"stale\" | \"left_out\",
                             \"since\", \"error\", \"reason\", \"v4\", \"v6\", \"resolved_at\", \"applied\"}],
@@ -188,6 +190,7 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
         "accounts".into(),
         b.accounts
             .iter()
+            .chain(&b.expired)
             .map(|a| {
                 let mut v = account_json(&b, a, live.as_ref());
                 let fleet = fleet_names.contains_key(&a.name)
@@ -328,6 +331,8 @@ fn account_json(b: &Build, a: &Account, live: Option<&LiveTable>) -> Value {
         "services": a.services,
         "comment": a.comment,
         "provider": a.provider,
+        "expires": a.expires.map(crate::model::format_time),
+        "expired": a.expires.is_some_and(|t| t <= chrono::Utc::now()),
         "addresses": a.addresses.iter().map(net_json).collect::<Vec<_>>(),
         "fqdns": fqdns,
         "media": a.media.iter().map(display_net).collect::<Vec<_>>(),
@@ -517,6 +522,14 @@ fn print_text(r: &Value) {
         let mut head = format!("{}: {}", s(&a["name"]), services.join(", "));
         if a["comment"].is_string() {
             head.push_str(&format!(" ({})", s(&a["comment"])));
+        }
+        if a["expired"] == true {
+            head.push_str(&format!(
+                "; expired at {}, closed (the next command removes it)",
+                s(&a["expires"])
+            ));
+        } else if a["expires"].is_string() {
+            head.push_str(&format!("; expires {}", s(&a["expires"])));
         }
         outln!("{head}");
         for addr in a["addresses"].as_array().into_iter().flatten() {

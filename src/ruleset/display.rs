@@ -146,6 +146,9 @@ impl Display for Rule {
             };
             parts.push(format!("{key} saddr vmap @{map}"));
         }
+        if let Some(chain) = &self.jump {
+            parts.push(format!("jump {chain}"));
+        }
         if let Some(v) = self.verdict {
             parts.push(v.to_string());
         }
@@ -167,6 +170,8 @@ impl Display for Match {
             Match::Dport(proto, range) => write!(f, "{} dport {range}", proto.keyword()),
             Match::SaddrInSet(Family::V4, set) => write!(f, "ip saddr @{set}"),
             Match::SaddrInSet(Family::V6, set) => write!(f, "ip6 saddr @{set}"),
+            Match::TcpSyn => f.write_str("tcp flags syn / fin,syn,rst,ack"),
+            Match::DportNot(proto, port) => write!(f, "{} dport != {port}", proto.keyword()),
             Match::Payload { offset, data } => {
                 write!(f, "@ih,{},{} 0x", offset * 8, data.len() * 8)?;
                 for b in data {

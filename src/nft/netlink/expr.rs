@@ -62,6 +62,10 @@ enum WireMatch {
     SaddrInSet(Family, SetRef),
     /// `@ih,OFFSET,LEN 0xDATA`.
     Payload(u32, Vec<u8>),
+    /// `tcp flags syn / fin,syn,rst,ack`.
+    TcpSyn,
+    /// `tcp dport != P`.
+    DportNot(L4Proto, u16),
 }
 
 /// A [`SetUpdate`] with its set checked.
@@ -87,6 +91,8 @@ impl WireMatch {
             Match::IcmpType(family, t) => WireMatch::IcmpType(*family, t.code),
             Match::Dport(proto, range) => WireMatch::Dport(*proto, *range),
             Match::SaddrInSet(family, name) => WireMatch::SaddrInSet(*family, set(name)?),
+            Match::TcpSyn => WireMatch::TcpSyn,
+            Match::DportNot(proto, port) => WireMatch::DportNot(*proto, *port),
             Match::Payload { offset, data } => {
                 if data.is_empty() || data.len() > MAX_PAYLOAD_MATCH {
                     return Err(super::NetlinkError::Invalid {
@@ -112,6 +118,13 @@ impl WireMatch {
             WireMatch::Dport(proto, range) => check_dport(*proto, range.first, range.last),
             WireMatch::SaddrInSet(family, set) => check_saddr(*family, set, false),
             WireMatch::Payload(offset, data) => check_payload(*offset, data),
+            WireMatch::TcpSyn => check_tcp_syn(),
+            WireMatch::DportNot(proto, port) => {
+                let mut v = Vec::from(check_l4proto(proto.number()));
+                v.push(payload_load(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
+                v.push(cmp(libc::NFT_CMP_NEQ, &port.to_be_bytes()));
+                v
+            }
         }
     }
 }
@@ -127,6 +140,8 @@ pub(super) struct WireRule {
     updates: Vec<WireUpdate>,
     /// `ip saddr vmap @MAP` / `ip6 saddr vmap @MAP`.
     vmap: Option<(Family, SetRef)>,
+    /// `jump CHAIN`.
+    jump: Option<CString>,
     verdict: Option<Verdict>,
 }
 
@@ -170,12 +185,17 @@ impl WireRule {
             Some((family, map)) => Some((*family, set(map)?)),
             None => None,
         };
+        let jump = match &rule.jump {
+            Some(chain) => Some(cstring(chain, &what())?),
+            None => None,
+        };
         Ok(WireRule {
             matches,
             log,
             counter: rule.counter,
             updates,
             vmap,
+            jump,
             verdict: rule.verdict,
         })
     }
@@ -210,6 +230,15 @@ impl WireRule {
             for e in check_saddr(*family, map, true) {
                 r.add_expr(e);
             }
+        }
+        if let Some(chain) = &self.jump {
+            // nft: jump CHAIN   [ immediate reg 0 jump -> CHAIN ]
+            r.add_expr(
+                Expr::new(c"immediate")
+                    .u32(attr::NFTNL_EXPR_IMM_DREG, libc::NFT_REG_VERDICT as u32)
+                    .u32(attr::NFTNL_EXPR_IMM_VERDICT, libc::NFT_JUMP as u32)
+                    .str(attr::NFTNL_EXPR_IMM_CHAIN, chain),
+            );
         }
         if let Some(v) = self.verdict {
             r.add_expr(verdict(v));
@@ -335,6 +364,25 @@ fn check_dport(proto: L4Proto, first: u16, last: u16) -> Vec<Expr> {
         v.push(cmp(libc::NFT_CMP_GTE, &first.to_be_bytes()));
         v.push(cmp(libc::NFT_CMP_LTE, &last.to_be_bytes()));
     }
+    v
+}
+
+/// `tcp flags syn / fin,syn,rst,ack`: l4proto guard, `[ payload load 1b @ transport header
+/// + 13 => reg 1 ]`, `[ bitwise reg 1 = ( reg 1 & 0x17 ) ^ 0 ]`, `[ cmp eq reg 1 0x02 ]`.
+fn check_tcp_syn() -> Vec<Expr> {
+    const FIN_SYN_RST_ACK: u8 = 0x01 | 0x02 | 0x04 | 0x10;
+    const SYN: u8 = 0x02;
+    let mut v = Vec::from(check_l4proto(L4Proto::Tcp.number()));
+    v.push(payload_load(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1));
+    v.push(
+        Expr::new(c"bitwise")
+            .u32(attr::NFTNL_EXPR_BITWISE_SREG, REG_1)
+            .u32(attr::NFTNL_EXPR_BITWISE_DREG, REG_1)
+            .u32(attr::NFTNL_EXPR_BITWISE_LEN, 1)
+            .data(attr::NFTNL_EXPR_BITWISE_MASK, &[FIN_SYN_RST_ACK])
+            .data(attr::NFTNL_EXPR_BITWISE_XOR, &[0]),
+    );
+    v.push(cmp(libc::NFT_CMP_EQ, &[SYN]));
     v
 }
 

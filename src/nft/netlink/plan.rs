@@ -254,7 +254,11 @@ impl ReplaceBatch<'_, '_> {
             let keep = self.kept.contains(ls.name.as_str());
             let is_map = ls.flags.is_some_and(|f| f & libc::NFT_SET_MAP as u32 != 0);
             let dynamic = ls.flags == Some(set_flags(SetKind::Dynamic));
-            if (keep && !dynamic) || is_map {
+            // A dynamic set whose elements are configuration is refilled like any set.
+            let configured = self.plan.sets.iter().any(|p| {
+                p.ir.name == ls.name && p.ir.dynamic.as_ref().is_some_and(|d| d.configured)
+            });
+            if (keep && (!dynamic || configured)) || is_map {
                 // nft: flush set inet pbxwall NAME
                 self.batch
                     .add(libc::NFT_MSG_DELSETELEM, 0, Obj::SetElemsOf(&s), || {
