@@ -136,6 +136,11 @@ pub enum ModelError {
         /// The time now.
         now: String,
     },
+    /// A network too large for a temporary account.
+    #[error(
+        "refusing {0} for a temporary account: --expires takes addresses and networks of at most 256 addresses (/24 for IPv4, /120 for IPv6); whitelist it without --expires"
+    )]
+    TemporaryNetwork(IpNet),
     /// A duration that does not parse or is out of range.
     #[error(
         "invalid duration {0:?}: expected a number and a unit s, m, h or d (e.g. 90s, 10m, 2h, 7d, 1h30m), from 1s to 365d"
@@ -891,6 +896,18 @@ pub fn parse_expires(
         return Err(bad());
     }
     Ok(at)
+}
+
+/// Checks the addresses of a temporary account: each address becomes one kernel element
+/// with the account's timeout, so a network may hold at most 256 addresses.
+pub fn check_temporary(addresses: &[IpNet]) -> Result<(), ModelError> {
+    match addresses
+        .iter()
+        .find(|n| n.max_prefix_len() - n.prefix_len() > 8)
+    {
+        Some(n) => Err(ModelError::TemporaryNetwork(*n)),
+        None => Ok(()),
+    }
 }
 
 /// Where RTP (media) may come from.

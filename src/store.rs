@@ -567,6 +567,14 @@ pub fn parse_account(path: &Path, text: &str, profiles: &Profiles) -> Result<Acc
                 })?,
         ),
     };
+    if let (Some(t), Err(e)) = (&raw.expires, crate::model::check_temporary(&addresses)) {
+        let at = raw
+            .addresses
+            .iter()
+            .find(|a| matches!(&e, ModelError::TemporaryNetwork(n) if parse_source(a.get_ref(), true).ok() == Some(*n)))
+            .map_or(t.span().start, |a| a.span().start);
+        return Err(invalid(path, text, at, e.to_string()));
+    }
     Ok(Account {
         name,
         addresses,

@@ -404,6 +404,48 @@ fn clients_knock_and_grants_survive_restart_ipchecker_and_reboot() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
 }
 
+fn an_expired_grant_closes_and_its_flows_end_at_the_next_ipchecker() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[knock]\nsequence = [23456, 34567, 45678]\ngrant_for = \"4s\"\nservices = [\"sip-udp\"]\n",
+    );
+    let ns = Some(topo.pbx_ns());
+    ok(cfg.run(ns, "pbxwall", ["restart"]), "restart");
+    // The ruleset with its knock sets and rules is what status expects.
+    let out = ok(cfg.run(ns, "pbxwall", ["status", "--json"]), "status");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["in_sync"], true, "{}", show(&out));
+    knock_from(&topo, "192.0.2.10", &SEQ);
+    let granted_at = std::time::Instant::now();
+    let flow = topo.in_client(|| {
+        let s = UdpSocket::bind("192.0.2.10:0").unwrap();
+        s.connect("192.0.2.1:5060").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    });
+    let echoes = |s: &UdpSocket| {
+        let mut buf = [0u8; 16];
+        (0..3).any(|_| s.send(b"ping").is_ok() && s.recv(&mut buf).is_ok())
+    };
+    assert!(echoes(&flow), "the granted source's flow works");
+    std::thread::sleep(
+        (granted_at + Duration::from_secs(5)).saturating_duration_since(std::time::Instant::now()),
+    );
+    assert_probes(&topo, &[Probe::udp("192.0.2.10", 5060, false)]);
+    assert!(grants(&cfg, &topo).is_empty());
+    let out = ok(cfg.run(ns, "pbxwall", ["ipchecker"]), "ipchecker");
+    assert!(
+        stdout(&out).contains("192.0.2.10 udp/5060"),
+        "{}",
+        show(&out)
+    );
+    assert!(!echoes(&flow), "the expired grant's flow still answers");
+}
+
 fn banned_sources_cannot_knock() {
     let topo = Topology::new();
     let (cfg, _servers) = knocking(&topo);
@@ -440,6 +482,7 @@ common::test_main! {
     Needs::ROOT => [
         wrong_slow_or_interrupted_knocks_open_nothing,
         banned_sources_cannot_knock,
+        an_expired_grant_closes_and_its_flows_end_at_the_next_ipchecker,
     ],
     Needs::root_and(&["knock"]) => [
         clients_knock_and_grants_survive_restart_ipchecker_and_reboot,
