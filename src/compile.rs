@@ -961,6 +961,185 @@ pub(crate) mod tests {
             .collect()
     }
 
+    fn knocking(protocol: L4Proto) -> Settings {
+        let mut settings = trusting("10.0.0.0/8");
+        settings.knock = crate::knock::KnockSettings {
+            sequence: vec![23456, 34567, 45678],
+            protocol,
+            services: vec!["8".into(), "sip-udp".into()],
+            ..crate::knock::KnockSettings::default()
+        };
+        settings
+    }
+
+    /// `rs` with `addrs` as the live elements of set `name`.
+    fn with_live(mut rs: Ruleset, name: &str, addrs: &[&str]) -> Ruleset {
+        let set = rs.sets.iter_mut().find(|s| s.name == name).unwrap();
+        set.elements = addrs
+            .iter()
+            .map(|a| Element::address(AddrRange::from_addr(a.parse().unwrap())))
+            .collect();
+        rs
+    }
+
+    #[test]
+    fn knock_steps_come_after_the_accounts_last_step_first() {
+        let off = compile(
+            &trusting("10.0.0.0/8"),
+            &shipped_profiles(),
+            &[],
+            &Resolved::new(),
+        );
+        assert!(!off.sets.iter().any(|s| s.name.starts_with("knock")));
+        let rs = compile(
+            &knocking(L4Proto::Tcp),
+            &shipped_profiles(),
+            &[joe_sip_udp()],
+            &Resolved::new(),
+        );
+        let names: Vec<&str> = rs.sets.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.ends_with(&[
+            "knock_1_v4",
+            "knock_2_v4",
+            "knock_grant_v4",
+            "knock_1_v6",
+            "knock_2_v6",
+            "knock_grant_v6"
+        ]));
+        let stage = rs.set("knock_1_v4").unwrap().dynamic.clone().unwrap();
+        assert_eq!(stage.timeout, Some(std::time::Duration::from_secs(10)));
+        assert!(!stage.persist, "stages are not recorded");
+        let grant = rs.set("knock_grant_v6").unwrap().dynamic.clone().unwrap();
+        assert_eq!(grant.timeout, Some(std::time::Duration::from_secs(3600)));
+        assert!(grant.persist, "grants are recorded and restored");
+        let rules = chain_rules(&rs, INPUT_CHAIN);
+        let at = |text: &str| {
+            rules
+                .iter()
+                .position(|r| r == text)
+                .unwrap_or_else(|| panic!("{text} not in {rules:#?}"))
+        };
+        let syn = "tcp flags syn / fin,syn,rst,ack";
+        let maps = at("ip6 saddr vmap @ranges_v6");
+        let grant_v4 = at("ip saddr @knock_grant_v4 jump allow_sip-udp.ssh");
+        let last = at(&format!(
+            "{syn} tcp dport 45678 ip saddr @knock_2_v4 delete @knock_2_v4 {{ ip saddr }} add @knock_grant_v4 {{ ip saddr }} drop"
+        ));
+        let second = at(&format!(
+            "{syn} tcp dport 34567 ip saddr @knock_1_v4 delete @knock_1_v4 {{ ip saddr }} add @knock_2_v4 {{ ip saddr }} drop"
+        ));
+        let reset = at(&format!(
+            "{syn} ip saddr @knock_1_v4 tcp dport != 23456 delete @knock_1_v4 {{ ip saddr }}"
+        ));
+        let first = at(&format!(
+            "{syn} tcp dport 23456 add @knock_1_v4 {{ ip saddr }} drop"
+        ));
+        let rtp = at("udp dport 10000-20000 accept");
+        assert!(
+            maps < grant_v4
+                && grant_v4 < last
+                && last < second
+                && second < reset
+                && reset < first
+                && first < rtp
+        );
+        assert!(
+            rules[..3].iter().all(|r| !r.contains("knock")),
+            "bans come first"
+        );
+
+        // What a grant opens, and nothing else.
+        let granted = with_live(rs, "knock_grant_v4", &["198.51.100.7"]);
+        let src = "198.51.100.7".parse().unwrap();
+        assert!(granted.accepts_new(src, L4Proto::Tcp, 22));
+        assert!(granted.accepts_new(src, L4Proto::Udp, 5060));
+        assert!(!granted.accepts_new(src, L4Proto::Tcp, 80));
+        assert!(
+            !granted.accepts_new(src, L4Proto::Tcp, 23456),
+            "knock ports stay closed"
+        );
+        let other = "198.51.100.8".parse().unwrap();
+        assert!(!granted.accepts_new(other, L4Proto::Tcp, 22));
+
+        let udp = compile(
+            &knocking(L4Proto::Udp),
+            &shipped_profiles(),
+            &[],
+            &Resolved::new(),
+        );
+        let rules = chain_rules(&udp, INPUT_CHAIN);
+        assert!(
+            rules.contains(&"udp dport 23456 add @knock_1_v4 { ip saddr } drop".to_owned()),
+            "{rules:#?}"
+        );
+        assert!(rules.iter().all(|r| !r.contains("tcp flags")));
+    }
+
+    #[test]
+    fn temporary_accounts_are_timed_elements_beside_the_maps() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T06:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let mut visitor = account(
+            "visitor",
+            &["203.0.113.7/32", "198.51.100.0/30"],
+            &[],
+            &["ssh"],
+        );
+        visitor.expires = Some(now + chrono::TimeDelta::hours(2));
+        let mut late = account("late", &["203.0.113.7/32"], &[], &["ssh"]);
+        late.expires = Some(now + chrono::TimeDelta::hours(3));
+        let mut gone = account("gone", &["192.0.2.9/32"], &[], &["ssh"]);
+        gone.expires = Some(now - chrono::TimeDelta::seconds(1));
+        let accounts = [joe_sip_udp(), visitor, late, gone];
+        let mut rs = compile(
+            &trusting("10.0.0.0/8"),
+            &shipped_profiles(),
+            &accounts,
+            &Resolved::new(),
+        );
+        assert_eq!(
+            sources(&rs, "v4"),
+            ["203.0.113.7 : jump allow_sip-udp"],
+            "the maps hold joe only"
+        );
+        assert!(
+            chain_rules(&rs, INPUT_CHAIN)
+                .contains(&"ip saddr @temp_ssh_v4 jump allow_ssh".to_owned())
+        );
+        set_temporary_timeouts(&mut rs, &accounts, now);
+        let d = rs.set("temp_ssh_v4").unwrap().dynamic.clone().unwrap();
+        assert!(d.configured && !d.persist);
+        let got: Vec<(String, u64, String)> = d
+            .restore
+            .iter()
+            .map(|e| {
+                (
+                    e.addr.to_string(),
+                    e.timeout.unwrap().as_secs(),
+                    e.comment.clone().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("198.51.100.0".to_owned(), 7200, "visitor".to_owned()),
+                ("198.51.100.1".to_owned(), 7200, "visitor".to_owned()),
+                ("198.51.100.2".to_owned(), 7200, "visitor".to_owned()),
+                ("198.51.100.3".to_owned(), 7200, "visitor".to_owned()),
+                ("203.0.113.7".to_owned(), 10800, "late".to_owned()),
+            ],
+            "one element per address, the later expiry wins, expired accounts give none"
+        );
+        let rs = with_live(rs, "temp_ssh_v4", &["203.0.113.7"]);
+        assert!(rs.accepts_new("203.0.113.7".parse().unwrap(), L4Proto::Tcp, 22));
+        assert!(
+            rs.accepts_new("203.0.113.7".parse().unwrap(), L4Proto::Udp, 5060),
+            "joe's service too"
+        );
+    }
+
     #[test]
     fn each_source_is_one_map_element_jumping_to_its_services() {
         let ps = shipped_profiles();
