@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
+use crate::commands::admitted::AdmittedArgs;
 use crate::commands::ban::{BanArgs, BansArgs, UnbanArgs};
 use crate::commands::del::DelAcctArgs;
 use crate::commands::import::{self as import_cmd, ImportArgs};
@@ -101,6 +102,8 @@ pub enum Command {
     Unban(UnbanArgs),
     /// List the bans with their time left and origin (manual, guard, fail2ban)
     Bans(BansArgs),
+    /// List the sources a REGISTER for a [sip] register_domains name admitted
+    Admitted(AdmittedArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -139,7 +142,9 @@ impl Command {
             Command::Ipchecker(a) if a.install_cron.is_none() && !a.remove_cron => {
                 Some((change, ""))
             }
-            Command::Status(_) | Command::Bans(_) => Some(("read the firewall", "")),
+            Command::Status(_) | Command::Bans(_) | Command::Admitted(_) => {
+                Some(("read the firewall", ""))
+            }
             Command::Ban(_) | Command::Unban(_) => Some((change, "")),
             Command::Init(a) if !a.no_restart => Some((change, ", or use --no-restart")),
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
@@ -164,6 +169,7 @@ impl Command {
             Command::Ban(_) => "ban",
             Command::Unban(_) => "unban",
             Command::Bans(_) => "bans",
+            Command::Admitted(_) => "admitted",
         }
     }
 }
@@ -282,7 +288,7 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
     }
     let result = match (&command, &ctx.needs_root) {
         // status takes no lock and has no values to check.
-        (Command::Status(_) | Command::Bans(_), Some(needs_root)) => {
+        (Command::Status(_) | Command::Bans(_) | Command::Admitted(_), Some(needs_root)) => {
             Err(NeedsRoot(needs_root.clone()).into())
         }
         _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
@@ -337,6 +343,7 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Ban(a) => commands::ban::ban(ctx, a),
         Command::Unban(a) => commands::ban::unban(ctx, a),
         Command::Bans(a) => commands::ban::bans(ctx, a),
+        Command::Admitted(a) => commands::admitted::admitted(ctx, a),
     }
 }
 

@@ -59,6 +59,7 @@ pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
     ("ban", "pbxwall-ban", "pbxwall ban"),
     ("unban", "pbxwall-unban", "pbxwall unban"),
     ("bans", "pbxwall-bans", "pbxwall bans"),
+    ("admitted", "pbxwall-admitted", "pbxwall admitted"),
 ];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
