@@ -16,6 +16,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
+use crate::commands::admitted::AdmittedArgs;
+use crate::commands::ban::{BanArgs, BansArgs, UnbanArgs};
 use crate::commands::del::DelAcctArgs;
 use crate::commands::grants::{GrantsArgs, RevokeArgs};
 use crate::commands::import::{self as import_cmd, ImportArgs};
@@ -103,6 +105,15 @@ pub enum Command {
     Grants(GrantsArgs),
     /// End the knock grants of addresses now, and their running flows
     Revoke(RevokeArgs),
+    /// Drop every packet of some sources for a while (element operation, no restart)
+    #[command(after_long_help = crate::commands::ban::LONG_HELP)]
+    Ban(BanArgs),
+    /// End bans now
+    Unban(UnbanArgs),
+    /// List the bans with their time left and origin (manual, guard, fail2ban)
+    Bans(BansArgs),
+    /// List the sources a REGISTER for a [sip] register_domains name admitted
+    Admitted(AdmittedArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -141,7 +152,10 @@ impl Command {
             Command::Ipchecker(a) if a.install_cron.is_none() && !a.remove_cron => {
                 Some((change, ""))
             }
-            Command::Status(_) => Some(("read the firewall", "")),
+            Command::Status(_) | Command::Bans(_) | Command::Admitted(_) => {
+                Some(("read the firewall", ""))
+            }
+            Command::Ban(_) | Command::Unban(_) => Some((change, "")),
             Command::Init(a) if !a.no_restart => Some((change, ", or use --no-restart")),
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
                 Some((change, ", or use --list or --no-restart"))
@@ -170,6 +184,10 @@ impl Command {
             Command::Knock(_) => "knock",
             Command::Grants(_) => "grants",
             Command::Revoke(_) => "revoke",
+            Command::Ban(_) => "ban",
+            Command::Unban(_) => "unban",
+            Command::Bans(_) => "bans",
+            Command::Admitted(_) => "admitted",
         }
     }
 }
@@ -287,8 +305,11 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         ));
     }
     let result = match (&command, &ctx.needs_root) {
-        // status and grants take no lock and have no values to check.
-        (Command::Status(_) | Command::Grants(_), Some(needs_root)) => {
+        // status and the listings take no lock and have no values to check.
+        (
+            Command::Status(_) | Command::Bans(_) | Command::Admitted(_) | Command::Grants(_),
+            Some(needs_root),
+        ) => {
             Err(NeedsRoot(needs_root.clone()).into())
         }
         _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
@@ -343,6 +364,10 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Knock(a) => commands::knock::knock(ctx, a),
         Command::Grants(a) => commands::grants::grants(ctx, a),
         Command::Revoke(a) => commands::grants::revoke(ctx, a),
+        Command::Ban(a) => commands::ban::ban(ctx, a),
+        Command::Unban(a) => commands::ban::unban(ctx, a),
+        Command::Bans(a) => commands::ban::bans(ctx, a),
+        Command::Admitted(a) => commands::admitted::admitted(ctx, a),
     }
 }
 

@@ -59,6 +59,10 @@ pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
     ("knock", "pbxwall-knock", "pbxwall knock"),
     ("grants", "pbxwall-grants", "pbxwall grants"),
     ("revoke", "pbxwall-revoke", "pbxwall revoke"),
+    ("ban", "pbxwall-ban", "pbxwall ban"),
+    ("unban", "pbxwall-unban", "pbxwall unban"),
+    ("bans", "pbxwall-bans", "pbxwall bans"),
+    ("admitted", "pbxwall-admitted", "pbxwall admitted"),
 ];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
@@ -156,6 +160,26 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
         "status",
         "status --prometheus-file /var/lib/prometheus/node-exporter/pbxwall.prom",
         "Write the metrics for node_exporter's textfile collector (run it from cron).",
+    ),
+    (
+        "pbxwall",
+        r#"pbxwall ban 203.0.113.66 --for 2h --comment "REGISTER flood""#,
+        "Drop everything from one address for two hours, ending what it has open.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall ban --stdin --for 7d < blocklist.txt",
+        "Ban every address of a list, one a line, for a week.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall unban 203.0.113.66",
+        "Let an address in again before its ban runs out.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall bans --json",
+        "Every ban with its time left and origin (manual, guard, fail2ban).",
     ),
     (
         "enable-trusted-providers",

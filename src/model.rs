@@ -146,6 +146,16 @@ pub enum ModelError {
         "invalid duration {0:?}: expected a number and a unit s, m, h or d (e.g. 90s, 10m, 2h, 7d, 1h30m), from 1s to 365d"
     )]
     Duration(String),
+    /// Not a packet rate.
+    #[error(
+        "invalid rate {0:?}: expected packets per unit, N/second, N/minute, N/hour or N/day with N from 1 to 1000000 (e.g. 10/minute)"
+    )]
+    Rate(String),
+    /// A ban names a network.
+    #[error(
+        "invalid address {0:?}: a ban is for one address, not a network (ban each address, or add the network to trusted)"
+    )]
+    BanNetwork(String),
 }
 
 /// The name of an account: 1-64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or
@@ -241,6 +251,19 @@ pub fn parse_source(s: &str, force: bool) -> Result<IpNet, ModelError> {
         return Err(ModelError::TooLarge(net));
     }
     Ok(net)
+}
+
+/// Parses one address to ban: a single IPv4 or IPv6 address that can be a packet's source
+/// (as [`parse_source`] checks), not a network; IPv4-mapped IPv6 is refused there.
+pub fn parse_ban_address(s: &str) -> Result<IpAddr, ModelError> {
+    let net = parse_source(s, false).map_err(|e| match e {
+        ModelError::TooLarge(_) => ModelError::BanNetwork(s.trim().to_owned()),
+        e => e,
+    })?;
+    if net.prefix_len() != net.max_prefix_len() {
+        return Err(ModelError::BanNetwork(s.trim().to_owned()));
+    }
+    Ok(net.addr())
 }
 
 /// The address and port of `203.0.113.7:5060` or `[2001:db8::7]:5060` (a port of 1-5
@@ -910,6 +933,102 @@ pub fn check_temporary(addresses: &[IpNet]) -> Result<(), ModelError> {
     }
 }
 
+/// A packet rate, `N/UNIT`: `10/minute`, `5/second`, `100/hour`, `1000/day`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Packets per unit, 1 to 1,000,000.
+    pub packets: u32,
+    /// Seconds per unit: 1, 60, 3600 or 86400.
+    pub unit_secs: u64,
+}
+
+impl FromStr for Rate {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Rate, ModelError> {
+        let bad = || ModelError::Rate(s.to_owned());
+        let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let packets: u32 = n.trim().parse().map_err(|_| bad())?;
+        if !(1..=1_000_000).contains(&packets) {
+            return Err(bad());
+        }
+        let unit_secs = match unit.trim() {
+            "second" | "s" => 1,
+            "minute" | "m" => 60,
+            "hour" | "h" => 3600,
+            "day" | "d" => 86_400,
+            _ => return Err(bad()),
+        };
+        Ok(Rate { packets, unit_secs })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.unit_secs {
+            1 => "second",
+            60 => "minute",
+            3600 => "hour",
+            _ => "day",
+        };
+        write!(f, "{}/{unit}", self.packets)
+    }
+}
+
+/// `[sip]` settings: the SIP layer for sources that are not whitelisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    /// TM3's obscure-domain trick: a REGISTER whose request line starts
+    /// `REGISTER sip:<name>` admits its source's SIP for `admit_for`. Empty: off.
+    pub register_domains: Vec<Fqdn>,
+    /// How long a matching REGISTER admits its source (renewed by each).
+    pub admit_for: Duration,
+    /// Responsive mode: SIP signalling from anyone, each source under the guard.
+    pub open: bool,
+}
+
+impl Default for SipSettings {
+    fn default() -> Self {
+        SipSettings {
+            register_domains: Vec::new(),
+            admit_for: Duration { secs: 3600 },
+            open: false,
+        }
+    }
+}
+
+impl SipSettings {
+    /// Whether the SIP layer is on (a register domain or open mode).
+    pub fn enabled(&self) -> bool {
+        self.open || !self.register_domains.is_empty()
+    }
+}
+
+/// `[guard]` settings: per-source meters on the SIP packets of sources that are not
+/// whitelisted, and the duration of bans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardSettings {
+    /// Packets per source allowed on average.
+    pub limit: Rate,
+    /// Packets per source allowed above the rate in a burst.
+    pub burst: u32,
+    /// How long a source over the limit is banned; also `pbxwall ban`'s default.
+    pub ban_for: Duration,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings {
+            limit: Rate {
+                packets: 10,
+                unit_secs: 60,
+            },
+            burst: 20,
+            ban_for: Duration { secs: 3600 },
+        }
+    }
+}
+
 /// Where RTP (media) may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -987,6 +1106,10 @@ pub struct Settings {
     pub log_drops: bool,
     /// `[knock]`: port knocking (off while its sequence is empty).
     pub knock: crate::knock::KnockSettings,
+    /// The SIP layer (`[sip]`).
+    pub sip: SipSettings,
+    /// The guard and bans (`[guard]`).
+    pub guard: GuardSettings,
 }
 
 impl Default for Settings {
@@ -1000,6 +1123,8 @@ impl Default for Settings {
             rtp: RtpSettings::default(),
             log_drops: true,
             knock: crate::knock::KnockSettings::default(),
+            sip: SipSettings::default(),
+            guard: GuardSettings::default(),
         }
     }
 }

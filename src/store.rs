@@ -772,6 +772,26 @@ struct SettingsIn {
     log_drops: Option<bool>,
     #[serde(default)]
     knock: KnockIn,
+    #[serde(default)]
+    sip: SipIn,
+    #[serde(default)]
+    guard: GuardIn,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipIn {
+    register_domains: Option<Vec<Spanned<String>>>,
+    admit_for: Option<Spanned<String>>,
+    open: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardIn {
+    limit: Option<Spanned<String>>,
+    burst: Option<Spanned<i64>>,
+    ban_for: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -974,7 +994,64 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
         s.log_drops = l;
     }
     s.knock = parse_knock(path, text, raw.knock)?;
+    parse_sip_layer(path, text, raw.sip, raw.guard, &mut s)?;
     Ok(s)
+}
+
+/// `[sip]` and `[guard]`: every value checked, the error naming file, line and what is
+/// valid.
+fn parse_sip_layer(
+    path: &Path,
+    text: &str,
+    sip: SipIn,
+    guard: GuardIn,
+    s: &mut Settings,
+) -> Result<(), StoreError> {
+    let duration = |v: &Spanned<String>, key: &str| {
+        v.get_ref()
+            .parse::<crate::model::Duration>()
+            .map_err(|e| invalid(path, text, v.span().start, format!("[{key}: {e}")))
+    };
+    for d in sip.register_domains.unwrap_or_default() {
+        let name: Fqdn = d.get_ref().parse().map_err(|e: ModelError| {
+            invalid(
+                path,
+                text,
+                d.span().start,
+                format!("invalid register_domains entry: {e}"),
+            )
+        })?;
+        if !s.sip.register_domains.contains(&name) {
+            s.sip.register_domains.push(name);
+        }
+    }
+    if let Some(v) = &sip.admit_for {
+        s.sip.admit_for = duration(v, "sip] admit_for")?;
+    }
+    if let Some(open) = sip.open {
+        s.sip.open = open;
+    }
+    if let Some(v) = &guard.limit {
+        s.guard.limit = v.get_ref().parse().map_err(|e: ModelError| {
+            invalid(path, text, v.span().start, format!("[guard] limit: {e}"))
+        })?;
+    }
+    if let Some(b) = &guard.burst {
+        let n = *b.get_ref();
+        if !(1..=100_000).contains(&n) {
+            return Err(invalid(
+                path,
+                text,
+                b.span().start,
+                format!("invalid [guard] burst {n}: use 1 to 100000 packets"),
+            ));
+        }
+        s.guard.burst = n as u32;
+    }
+    if let Some(v) = &guard.ban_for {
+        s.guard.ban_for = duration(v, "guard] ban_for")?;
+    }
+    Ok(())
 }
 
 /// Loads the settings; a missing file means all defaults.

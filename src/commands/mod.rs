@@ -9,6 +9,8 @@
 //! - `lockout`: the guard against cutting off this SSH session's client.
 
 pub mod add;
+pub mod admitted;
+pub mod ban;
 pub mod del;
 pub mod grants;
 pub mod import;

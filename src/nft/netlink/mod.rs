@@ -466,36 +466,72 @@ pub fn update_timed_elements(
     remove: &[IpAddr],
     add: &[TimedElement],
 ) -> Result<ApplyStats> {
-    if remove.is_empty() && add.is_empty() {
+    update_timed_sets(&[TimedChange {
+        set,
+        family,
+        remove,
+        add,
+    }])
+}
+
+/// Element changes of one dynamic set, for [`update_timed_sets`].
+#[derive(Debug, Clone, Copy)]
+pub struct TimedChange<'a> {
+    /// Name of an existing dynamic set of table `inet pbxwall`.
+    pub set: &'a str,
+    /// Its family.
+    pub family: Family,
+    /// Addresses to remove (each must be an element now).
+    pub remove: &'a [IpAddr],
+    /// Elements to add, with their timeouts and comments.
+    pub add: &'a [TimedElement],
+}
+
+/// [`update_timed_elements`] for several dynamic sets in ONE batch (both families of a
+/// ban): every removal first, then every addition; all of it or nothing.
+pub fn update_timed_sets(changes: &[TimedChange<'_>]) -> Result<ApplyStats> {
+    if changes
+        .iter()
+        .all(|c| c.remove.is_empty() && c.add.is_empty())
+    {
         return Ok(ApplyStats::default());
     }
     let table = cstring(TABLE_NAME, "table")?;
-    let what = format!("set {set}");
-    let name = cstring(set, &what)?;
-    let remove: Vec<TimedElement> = remove
-        .iter()
-        .map(|a| TimedElement::new(*a, None, None))
-        .collect();
-    check_timed(&what, family, &remove)?;
-    check_timed(&what, family, add)?;
+    let mut prepared = Vec::with_capacity(changes.len());
+    for c in changes {
+        let what = format!("set {}", c.set);
+        let name = cstring(c.set, &what)?;
+        let remove: Vec<TimedElement> = c
+            .remove
+            .iter()
+            .map(|a| TimedElement::new(*a, None, None))
+            .collect();
+        check_timed(&what, c.family, &remove)?;
+        check_timed(&what, c.family, c.add)?;
+        prepared.push((c, name, remove));
+    }
     let mut sock = Socket::open()?;
     let mut batch = Batch::new(sock.take_seqs(), None);
-    add_timed_elements(
-        &mut batch,
-        &table,
-        (&name, None),
-        &remove,
-        ElemOp::Remove,
-        &format!("removal of elements from set {set}"),
-    );
-    add_timed_elements(
-        &mut batch,
-        &table,
-        (&name, None),
-        add,
-        ElemOp::Add,
-        &format!("new elements of set {set}"),
-    );
+    for (c, name, remove) in &prepared {
+        add_timed_elements(
+            &mut batch,
+            &table,
+            (name, None),
+            remove,
+            ElemOp::Remove,
+            &format!("removal of elements from set {}", c.set),
+        );
+    }
+    for (c, name, _) in &prepared {
+        add_timed_elements(
+            &mut batch,
+            &table,
+            (name, None),
+            c.add,
+            ElemOp::Add,
+            &format!("new elements of set {}", c.set),
+        );
+    }
     let batch = batch.finish();
     sock.commit(&batch).map_err(CommitError::into_error)
 }
