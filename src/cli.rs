@@ -309,9 +309,7 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         (
             Command::Status(_) | Command::Bans(_) | Command::Admitted(_) | Command::Grants(_),
             Some(needs_root),
-        ) => {
-            Err(NeedsRoot(needs_root.clone()).into())
-        }
+        ) => Err(NeedsRoot(needs_root.clone()).into()),
         _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
     };
     let result = result.map_err(|err| {

@@ -446,6 +446,44 @@ fn an_expired_grant_closes_and_its_flows_end_at_the_next_ipchecker() {
     assert!(!echoes(&flow), "the expired grant's flow still answers");
 }
 
+fn grants_and_temporary_accounts_pass_the_sip_guard() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let cfg = TempConfig::new();
+    // With register_domains, strangers' SIP is dropped unless a REGISTER admitted them.
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[sip]\nregister_domains = [\"secret.example\"]\n[knock]\nsequence = [23456, 34567, 45678]\nservices = [\"sip-udp\"]\n",
+    );
+    let ns = Some(topo.pbx_ns());
+    ok(cfg.run(ns, "pbxwall", ["restart"]), "restart");
+    ok(
+        cfg.run(
+            ns,
+            "add-ip",
+            [
+                "visitor",
+                "203.0.113.10",
+                "--allow",
+                "sip-udp",
+                "--expires",
+                "1h",
+            ],
+        ),
+        "add-ip --expires",
+    );
+    knock_from(&topo, "192.0.2.10", &SEQ);
+    assert_probes(
+        &topo,
+        &[
+            Probe::udp("192.0.2.10", 5060, true),
+            Probe::udp("203.0.113.10", 5060, true),
+            Probe::udp("192.0.2.11", 5060, false),
+            Probe::udp("203.0.113.11", 5060, false),
+        ],
+    );
+}
+
 fn banned_sources_cannot_knock() {
     let topo = Topology::new();
     let (cfg, _servers) = knocking(&topo);
@@ -483,6 +521,7 @@ common::test_main! {
         wrong_slow_or_interrupted_knocks_open_nothing,
         banned_sources_cannot_knock,
         an_expired_grant_closes_and_its_flows_end_at_the_next_ipchecker,
+        grants_and_temporary_accounts_pass_the_sip_guard,
     ],
     Needs::root_and(&["knock"]) => [
         clients_knock_and_grants_survive_restart_ipchecker_and_reboot,
