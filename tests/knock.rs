@@ -484,6 +484,54 @@ fn grants_and_temporary_accounts_pass_the_sip_guard() {
     );
 }
 
+fn udp_knocks_from_both_clients() {
+    let topo = Topology::new();
+    topo.add_pbx_addr("198.51.100.1");
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[knock]\nsequence = [23456, 34567, 45678]\nprotocol = \"udp\"\nservices = [\"ssh\"]\n",
+    );
+    let ns = Some(topo.pbx_ns());
+    ok(cfg.run(ns, "pbxwall", ["restart"]), "restart");
+    let cmd = cfg.command(
+        Some(topo.client_ns()),
+        &common::bin("pbxwall"),
+        [
+            "knock",
+            "192.0.2.1",
+            "--sequence",
+            SEQ_TEXT,
+            "--protocol",
+            "udp",
+        ],
+    );
+    ok(
+        common::run_with_timeout(cmd, None, common::RUN_TIMEOUT).unwrap(),
+        "pbxwall knock --protocol udp",
+    );
+    ok(
+        ns_cmd(
+            topo.client_ns(),
+            "knock",
+            &["-u", "198.51.100.1", "23456", "34567", "45678"],
+        ),
+        "knockd's knock -u",
+    );
+    // TCP SYNs do not knock a UDP sequence.
+    knock_from(&topo, "203.0.113.10", &SEQ);
+    assert_probes(
+        &topo,
+        &[
+            Probe::tcp("192.0.2.10", 22, true),
+            Probe::tcp("198.51.100.10", 22, true).to("198.51.100.1".parse().unwrap()),
+            Probe::tcp("203.0.113.10", 22, false),
+        ],
+    );
+    assert_eq!(grants(&cfg, &topo), ["192.0.2.10", "198.51.100.10"]);
+}
+
 fn banned_sources_cannot_knock() {
     let topo = Topology::new();
     let (cfg, _servers) = knocking(&topo);
@@ -525,5 +573,6 @@ common::test_main! {
     ],
     Needs::root_and(&["knock"]) => [
         clients_knock_and_grants_survive_restart_ipchecker_and_reboot,
+        udp_knocks_from_both_clients,
     ],
 }
