@@ -530,6 +530,21 @@ fn udp_knocks_from_both_clients() {
         ],
     );
     assert_eq!(grants(&cfg, &topo), ["192.0.2.10", "198.51.100.10"]);
+    // status says knocking is on and how many are granted, not the ports.
+    let out = ok(cfg.run(ns, "pbxwall", ["status", "--json"]), "status");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["knock"]["enabled"], true, "{}", show(&out));
+    assert_eq!(v["knock"]["grants"], 2, "{}", show(&out));
+    assert_eq!(v["knock"]["protocol"], "udp");
+    let out = ok(cfg.run(ns, "pbxwall", ["status"]), "status");
+    assert!(
+        stdout(&out).contains(
+            "port knocking: udp 3 steps, each within 10s; a grant opens ssh for 1h; 2 granted now"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert!(!stdout(&out).contains("23456"), "{}", show(&out));
 }
 
 fn banned_sources_cannot_knock() {

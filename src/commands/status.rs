@@ -100,7 +100,9 @@ With --json it prints one object (every key always present; null when it has no 
    \"recent_changes\": [{\"at\", \"user\", \"command\", \"what\"}],
    \"sip\": {\"enabled\", \"register_domains\", \"admit_for\", \"open\", \"admitted\",
             \"guard\": {\"limit\", \"burst\", \"ban_for\", \"hits\"},
-            \"bans\": {\"manual\", \"guard\", \"fail2ban\"}} | null}";
+            \"bans\": {\"manual\", \"guard\", \"fail2ban\"}} | null,
+   \"knock\": {\"enabled\", \"steps\", \"protocol\", \"step_timeout\", \"grant_for\", \"services\",
+              \"grants\"} | null}";
 
 /// `status`: what is loaded, whether it matches the configuration, per account.
 #[derive(Debug, Clone, Args)]
@@ -163,6 +165,7 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             m.insert("live".into(), live.as_ref().map(live_size).into());
             m.insert("accounts".into(), json!([]));
             m.insert("sip".into(), Value::Null);
+            m.insert("knock".into(), Value::Null);
             show(ctx, &report)?;
             return Err(e.context(
                 "the configuration does not build, so status cannot compare it with what is live",
@@ -187,11 +190,37 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             .collect(),
     );
     m.insert("sip".into(), sip_json(&b.settings, live.as_ref()));
+    m.insert("knock".into(), knock_json(&b.settings, live.as_ref()));
     show(ctx, &report)?;
     Ok(if in_sync && !b.degraded() {
         Outcome::Done
     } else {
         Outcome::Degraded
+    })
+}
+
+/// Port knocking as `status` shows it: its settings (not the ports: status output is
+/// shared more freely than the settings file) and the number of live grants.
+fn knock_json(settings: &crate::model::Settings, live: Option<&LiveTable>) -> Value {
+    let k = &settings.knock;
+    let grants = live.map(|live| {
+        [crate::addrset::Family::V4, crate::addrset::Family::V6]
+            .iter()
+            .filter_map(|f| {
+                let name = set_name(crate::compile::KNOCK_GRANT_SET, *f);
+                live.sets.iter().find(|s| s.name == name)
+            })
+            .map(|s| s.elements.len())
+            .sum::<usize>()
+    });
+    json!({
+        "enabled": k.enabled(),
+        "steps": k.sequence.len(),
+        "protocol": k.protocol.keyword(),
+        "step_timeout": k.step_timeout.to_string(),
+        "grant_for": k.grant_for.to_string(),
+        "services": k.services,
+        "grants": grants,
     })
 }
 
@@ -481,6 +510,24 @@ fn print_text(r: &Value) {
             s(&g["burst"]),
             s(&g["ban_for"]),
             s(&g["hits"])
+        );
+    }
+    let k = &r["knock"];
+    if k["enabled"] == true {
+        let services: Vec<String> = k["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        outln!(
+            "port knocking: {} {} steps, each within {}; a grant opens {} for {}; {} granted now",
+            s(&k["protocol"]),
+            s(&k["steps"]),
+            s(&k["step_timeout"]),
+            services.join(", "),
+            s(&k["grant_for"]),
+            s(&k["grants"])
         );
     }
     let recent = r["recent_changes"].as_array().cloned().unwrap_or_default();
