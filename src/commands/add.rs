@@ -490,6 +490,9 @@ fn add(
         .map(|e| crate::model::parse_expires(e, chrono::Utc::now()))
         .transpose()
         .map_err(UsageError::bad_value)?;
+    if expires.is_some() {
+        crate::model::check_temporary(&addresses).map_err(UsageError::bad_value)?;
+    }
     let account = Account {
         name,
         addresses,

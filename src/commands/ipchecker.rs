@@ -159,12 +159,20 @@ fn check(
     let same_skeleton = recorded == Some(render::skeleton(&b.ruleset).as_str());
     // What ending the flows of sources that lost access did, after any apply.
     let mut flows = FlowsEnded::default();
+    // Temporary accounts' sets are refilled by a full apply: when one holds other
+    // addresses than the accounts have now (a name of a temporary account moved).
+    let temporary_moved = configured_sets_differ(&b.ruleset);
     let (apply_kind, writes) = if diff.missing {
         changes.push("table inet pbxwall was missing; applied the full ruleset".into());
         full_apply(ctx, &b, lock, force, &mut flows)?
-    } else if diff.is_in_sync() && same_skeleton {
+    } else if diff.is_in_sync() && same_skeleton && !temporary_moved {
+        // Knock grants and temporary accounts end in the kernel at their timeouts; their
+        // sources' running flows end here, at the next run at the latest.
+        if expiring_access(&b.ruleset) {
+            flows = end_lost_flows(&b.ruleset);
+        }
         ("none", 0)
-    } else if diff.elements_only() && same_skeleton {
+    } else if diff.elements_only() && same_skeleton && !temporary_moved {
         if !force {
             guard_ssh_lockout(&ctx.paths, &b.ruleset)?;
         }
@@ -193,6 +201,35 @@ fn check(
         problems,
     };
     Ok((report, outcome))
+}
+
+/// Whether the ruleset has sets whose elements end by themselves (knock grants, temporary
+/// accounts).
+fn expiring_access(ruleset: &crate::ruleset::Ruleset) -> bool {
+    ruleset.sets.iter().any(|s| {
+        s.name.starts_with(crate::compile::TEMP_PREFIX)
+            || s.name.starts_with(crate::compile::KNOCK_GRANT_SET)
+    })
+}
+
+/// Whether a temporary accounts' set holds other addresses live than the accounts give it
+/// now (an unreadable set counts as different).
+fn configured_sets_differ(ruleset: &crate::ruleset::Ruleset) -> bool {
+    ruleset.sets.iter().any(|s| {
+        let Some(d) = s.dynamic.as_ref().filter(|d| d.configured) else {
+            return false;
+        };
+        let mut want: Vec<std::net::IpAddr> = d.restore.iter().map(|e| e.addr).collect();
+        want.sort_unstable();
+        match netlink::list_timed_elements(&s.name) {
+            Ok(Some(live)) => {
+                let mut have: Vec<std::net::IpAddr> = live.iter().map(|e| e.addr).collect();
+                have.sort_unstable();
+                have != want
+            }
+            Ok(None) | Err(_) => true,
+        }
+    })
 }
 
 /// Applies the whole build quietly; what ending the flows did goes into `flows`, for the
