@@ -41,7 +41,8 @@ pub struct AccountOptions {
 /// `add-ip`: create an account for addresses or networks.
 #[derive(Debug, Clone, Args)]
 pub struct AddIpArgs {
-    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
+    /// Account name: 1-64 of A-Z a-z 0-9 . _ -; with --append, an existing account (asked
+    /// for on a terminal when missing)
     pub name: Option<String>,
     /// IPv4/IPv6 addresses or CIDRs, also comma-separated
     #[arg(value_name = "ADDR")]
@@ -56,7 +57,8 @@ pub struct AddIpArgs {
 /// `add-fqdn`: create an account for host names (resolved at every restart and by ipchecker).
 #[derive(Debug, Clone, Args)]
 pub struct AddFqdnArgs {
-    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
+    /// Account name: 1-64 of A-Z a-z 0-9 . _ -; with --append, an existing account (asked
+    /// for on a terminal when missing)
     pub name: Option<String>,
     /// Host names, also comma-separated; internationalised names are stored in ASCII form
     #[arg(value_name = "FQDN")]
