@@ -17,6 +17,9 @@ DEB_PACKAGES += groff-base systemd
 DEB_PACKAGES += prometheus
 # ... and fish and zsh, which run their completions (tests/man_pages.rs; bash is always there).
 DEB_PACKAGES += fish zsh
+# ... and the real peers of the v2 layers: SIPp (SIP traffic), fail2ban (bans through
+# pbxwall's action), knockd's `knock` client, minisign (signed bundles), ansible-core (fleets).
+DEB_PACKAGES += sip-tester fail2ban knockd minisign ansible-core
 
 .PHONY: all build deps lint test demo clean
 
@@ -122,7 +125,8 @@ CARGO_DEB_VERSION ?= 3.8.0
 
 # Every [[bin]] in Cargo.toml: the one list of binaries.
 BINARIES := $(shell awk '/^\[\[bin\]\]/ { b = 1; next } b && /^name *=/ { gsub(/^name *= *"|".*$$/, ""); print; b = 0 }' Cargo.toml)
-UNITS := pbxwall.service pbxwall-restart.service pbxwall-ipchecker.service pbxwall-ipchecker.timer
+UNITS := pbxwall.service pbxwall-restart.service pbxwall-ipchecker.service pbxwall-ipchecker.timer \
+	pbxwall-sync.service pbxwall-sync.timer
 PROFILES_SRC := $(wildcard profiles/*.toml)
 PROVIDERS_SRC := $(wildcard providers.toml)
 
@@ -181,6 +185,9 @@ install: install-build completions
 # The first line of every cron file pbxwall writes (CRON_FILE_MARKER in src/cron.rs).
 CRON_FILE ?= $(SYSCONFDIR)/cron.d/pbxwall
 CRON_MARKER := \# pbxwall: re-resolve dynamic DNS names and update the firewall.
+# ... and of the one `pbxwall sync --install-cron` writes (SYNC_CRON_FILE_MARKER).
+SYNC_CRON_FILE ?= $(SYSCONFDIR)/cron.d/pbxwall-sync
+SYNC_CRON_MARKER := \# pbxwall: pull the signed fleet bundle and apply it.
 
 ## uninstall: remove what install put under PREFIX, and the cron file of
 ##            `ipchecker --install-cron` (only if pbxwall wrote it: cron would call the removed
@@ -188,6 +195,9 @@ CRON_MARKER := \# pbxwall: re-resolve dynamic DNS names and update the firewall.
 uninstall:
 	@if [ -f "$(DESTDIR)$(CRON_FILE)" ] && [ "$$(head -n 1 "$(DESTDIR)$(CRON_FILE)")" = "$(CRON_MARKER)" ]; then \
 	  echo "rm -f $(DESTDIR)$(CRON_FILE)"; rm -f "$(DESTDIR)$(CRON_FILE)"; \
+	fi
+	@if [ -f "$(DESTDIR)$(SYNC_CRON_FILE)" ] && [ "$$(head -n 1 "$(DESTDIR)$(SYNC_CRON_FILE)")" = "$(SYNC_CRON_MARKER)" ]; then \
+	  echo "rm -f $(DESTDIR)$(SYNC_CRON_FILE)"; rm -f "$(DESTDIR)$(SYNC_CRON_FILE)"; \
 	fi
 	rm -f $(addprefix "$(DESTDIR)$(SBINDIR)"/,$(BINARIES))
 	rm -rf "$(DESTDIR)$(PKGDATADIR)"

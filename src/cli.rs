@@ -16,14 +16,20 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
+use crate::commands::ban::{BanArgs, BansArgs, UnbanArgs};
+use crate::commands::bundle::{self as bundle_cmd, BundleArgs};
 use crate::commands::del::DelAcctArgs;
+use crate::commands::geo::{self as geo_cmd, GeoArgs};
+use crate::commands::grants::{GrantsArgs, RevokeArgs};
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
 use crate::commands::ipchecker::{self, IpcheckerArgs};
+use crate::commands::knock::{self as knock_cmd, KnockArgs};
 use crate::commands::list::{self as list_cmd, ListArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
 use crate::commands::restart::RestartArgs;
 use crate::commands::status::{self, StatusArgs};
+use crate::commands::sync::{self as sync_cmd, SyncArgs};
 use crate::commands::{self, Ctx, NeedsRoot, Outcome};
 use crate::store::{DEFAULT_CONFIG_DIR, DEFAULT_STATE_DIR, Paths};
 
@@ -97,6 +103,30 @@ pub enum Command {
     /// accounts, then apply
     #[command(after_long_help = import_cmd::LONG_HELP)]
     Import(ImportArgs),
+    /// Drop every packet of some sources for a while (element operation, no restart)
+    #[command(after_long_help = crate::commands::ban::LONG_HELP)]
+    Ban(BanArgs),
+    /// End bans now
+    Unban(UnbanArgs),
+    /// List the bans with their time left and origin (manual, guard, fail2ban)
+    Bans(BansArgs),
+    /// IP Country: the country of an address, or reload the country database into the kernel
+    #[command(after_long_help = geo_cmd::LONG_HELP)]
+    Geo(GeoArgs),
+    /// Fleets: pack a folder of accounts into a bundle to sign with minisign
+    #[command(after_long_help = bundle_cmd::LONG_HELP)]
+    Bundle(BundleArgs),
+    /// Fleets: fetch the signed bundle of [sync] url, verify it, apply its accounts
+    #[command(after_long_help = sync_cmd::LONG_HELP)]
+    Sync(SyncArgs),
+    /// Port knocking: --setup writes and applies a random sequence (server); HOST sends the
+    /// sequence to a server (client)
+    #[command(after_long_help = knock_cmd::LONG_HELP)]
+    Knock(KnockArgs),
+    /// List the sources a knock granted, with the time each has left
+    Grants(GrantsArgs),
+    /// End the knock grants of addresses now, and their running flows
+    Revoke(RevokeArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -135,11 +165,19 @@ impl Command {
             Command::Ipchecker(a) if a.install_cron.is_none() && !a.remove_cron => {
                 Some((change, ""))
             }
-            Command::Status(_) => Some(("read the firewall", "")),
+            Command::Status(_) | Command::Bans(_) => Some(("read the firewall", "")),
+            Command::Ban(_) | Command::Unban(_) => Some((change, "")),
             Command::Init(a) if !a.no_restart => Some((change, ", or use --no-restart")),
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
                 Some((change, ", or use --list or --no-restart"))
             }
+            Command::Geo(a) if a.action.changes_firewall() => Some((change, "")),
+            Command::Sync(a) if a.install_cron.is_none() && !a.remove_cron => Some((change, "")),
+            Command::Knock(a) if a.setup && !a.no_restart => {
+                Some((change, ", or use --no-restart to only write the settings"))
+            }
+            Command::Grants(_) => Some(("read the firewall", "")),
+            Command::Revoke(_) => Some((change, "")),
             _ => None,
         }
     }
@@ -157,6 +195,15 @@ impl Command {
             Command::Init(_) => "init",
             Command::EnableTrustedProviders(_) => "enable-trusted-providers",
             Command::Import(_) => "import",
+            Command::Ban(_) => "ban",
+            Command::Unban(_) => "unban",
+            Command::Bans(_) => "bans",
+            Command::Geo(_) => "geo",
+            Command::Bundle(_) => "bundle",
+            Command::Sync(_) => "sync",
+            Command::Knock(_) => "knock",
+            Command::Grants(_) => "grants",
+            Command::Revoke(_) => "revoke",
         }
     }
 }
@@ -280,8 +327,10 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         "change"
     };
     let result = match (&command, &ctx.needs_root) {
-        // status takes no lock and has no values to check.
-        (Command::Status(_), Some(needs_root)) => Err(NeedsRoot(needs_root.clone()).into()),
+        // status, bans and grants take no lock and have no values to check.
+        (Command::Status(_) | Command::Bans(_) | Command::Grants(_), Some(needs_root)) => {
+            Err(NeedsRoot(needs_root.clone()).into())
+        }
         _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
     };
     let result = result.map_err(|err| {
@@ -332,6 +381,15 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Init(a) => commands::init::init(ctx, a),
         Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
         Command::Import(a) => commands::import::import(ctx, a),
+        Command::Ban(a) => commands::ban::ban(ctx, a),
+        Command::Unban(a) => commands::ban::unban(ctx, a),
+        Command::Bans(a) => commands::ban::bans(ctx, a),
+        Command::Geo(a) => commands::geo::geo(ctx, a),
+        Command::Bundle(a) => commands::bundle::bundle(ctx, a),
+        Command::Sync(a) => commands::sync::sync(ctx, a),
+        Command::Knock(a) => commands::knock::knock(ctx, a),
+        Command::Grants(a) => commands::grants::grants(ctx, a),
+        Command::Revoke(a) => commands::grants::revoke(ctx, a),
     }
 }
 

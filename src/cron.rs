@@ -116,6 +116,24 @@ pub fn cron_file(schedule: &CronSchedule, command: &str) -> Result<String, CronC
     ))
 }
 
+/// The first line of the cron file `sync --install-cron` writes (`make uninstall` and the
+/// package's purge remove it only when it starts with this line).
+pub const SYNC_CRON_FILE_MARKER: &str = "# pbxwall: pull the signed fleet bundle and apply it.";
+
+/// The text of the cron.d file running `pbxwall sync` as root on `schedule` (the same
+/// rules as [`cron_file`]).
+pub fn sync_cron_file(schedule: &CronSchedule, command: &str) -> Result<String, CronCommandError> {
+    let text = cron_file(schedule, command)?;
+    let body: Vec<&str> = text.lines().skip(3).collect();
+    Ok(format!(
+        "{SYNC_CRON_FILE_MARKER}\n\
+         # Installed by `pbxwall sync --install-cron`; remove with `pbxwall sync --remove-cron`.\n\
+         # sync prints only changes and problems, so cron mails only then.\n\
+         {}\n",
+        body.join("\n")
+    ))
+}
+
 /// The schedule of an installed pbxwall cron file, if it has one.
 pub fn installed_schedule(path: &Path) -> Option<CronSchedule> {
     let text = std::fs::read_to_string(path).ok()?;

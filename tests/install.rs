@@ -116,11 +116,13 @@ fn cargo_bins() -> Vec<String> {
         .collect()
 }
 
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 6] = [
     "pbxwall.service",
     "pbxwall-restart.service",
     "pbxwall-ipchecker.service",
     "pbxwall-ipchecker.timer",
+    "pbxwall-sync.service",
+    "pbxwall-sync.timer",
 ];
 
 fn expected_tree() -> BTreeSet<String> {

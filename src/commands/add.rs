@@ -36,6 +36,11 @@ pub struct AccountOptions {
     /// Only save the account; apply at the next restart
     #[arg(long)]
     pub no_restart: bool,
+    /// Temporary account: it ends after DUR (90s, 10m, 2h, 7d) or at a time in RFC 3339 form
+    /// (2026-12-24T18:00:00Z); the kernel closes it then with no command run, and the next
+    /// command removes its file
+    #[arg(long, value_name = "DUR|RFC3339")]
+    pub expires: Option<String>,
 }
 
 /// `add-ip`: create an account for addresses or networks.
@@ -481,6 +486,12 @@ fn add(
         .map(|allow| profiles.parse_services(&[allow]))
         .transpose()
         .map_err(UsageError::bad_value)?;
+    let expires = options
+        .expires
+        .as_deref()
+        .map(|e| crate::model::parse_expires(e, chrono::Utc::now()))
+        .transpose()
+        .map_err(UsageError::bad_value)?;
     let account = Account {
         name,
         addresses,
@@ -490,6 +501,7 @@ fn add(
         comment: g.comment,
         created: Some(now_rfc3339()),
         provider: None,
+        expires,
     };
     if options.append {
         return append(ctx, (account, &profiles), options.no_restart, force);
@@ -568,7 +580,10 @@ fn append(
         .cloned()
         .collect();
     let comment_changes = given.comment.is_some() && given.comment != account.comment;
-    let nothing = added.is_empty() && new_services.is_empty() && !comment_changes;
+    // `--expires` with `--append` sets the whole account's expiry (a later or earlier end).
+    let expiry_changes = given.expires.is_some() && given.expires != account.expires;
+    let nothing =
+        added.is_empty() && new_services.is_empty() && !comment_changes && !expiry_changes;
     if !kept.is_empty() {
         let end = if nothing { "; nothing to change" } else { "" };
         ctx.say(format_args!(
@@ -599,6 +614,9 @@ fn append(
     if comment_changes {
         account.comment = given.comment;
     }
+    if expiry_changes {
+        account.expires = given.expires;
+    }
     let mut what = Vec::new();
     if !added.is_empty() {
         what.push(format!("appended {}", added.join(", ")));
@@ -611,6 +629,9 @@ fn append(
     }
     if comment_changes {
         what.push("replaced the comment".to_owned());
+    }
+    if let Some(at) = account.expires.filter(|_| expiry_changes) {
+        what.push(format!("expires {}", crate::model::format_time(at)));
     }
     let summary = account.summary();
     let done = [
@@ -651,6 +672,7 @@ mod tests {
             comment: None,
             replace: false,
             append,
+            expires: None,
             no_restart: true,
         }
     }

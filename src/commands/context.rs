@@ -77,6 +77,8 @@ pub fn exit_code(result: &Result<Outcome>) -> u8 {
         Ok(Outcome::Done) => 0,
         Ok(Outcome::Degraded) => 3,
         Err(err) if err.downcast_ref::<UsageError>().is_some() => 2,
+        // sync: refused or failed, the last good fleet bundle stays in force.
+        Err(err) if err.downcast_ref::<crate::fleet::SyncError>().is_some() => 3,
         Err(_) => 1,
     }
 }
@@ -115,6 +117,9 @@ pub struct Ctx {
     /// Set when the command, as given, needs root and does not run as root: the message of
     /// the [`NeedsRoot`] error [`Ctx::lock`] returns.
     pub needs_root: Option<String>,
+    /// Added to every audit log line of this command, in brackets (`sync`: the fleet
+    /// bundle's serial).
+    pub audit_note: Option<String>,
 }
 
 /// The result of a command as `--json` prints it (status and ipchecker print their own,
@@ -168,12 +173,21 @@ impl Ctx {
             command,
             report: Rc::default(),
             needs_root: None,
+            audit_note: None,
         }
     }
 
     /// Records a change in the audit log under this command's name (best effort: a
     /// failure is a warning).
     pub fn audit(&self, what: &str) {
+        let noted;
+        let what = match &self.audit_note {
+            Some(note) => {
+                noted = format!("{what} [{note}]");
+                noted.as_str()
+            }
+            None => what,
+        };
         if let Err(e) = audit::record(&self.paths, self.command, what) {
             self.warn(format_args!(
                 "could not write the audit log: {}",

@@ -6,6 +6,7 @@ use clap::Args;
 use ipnet::IpNet;
 
 use super::{Ctx, Outcome, UsageError, change_then_apply};
+use crate::fleet::Origin;
 use crate::model::{AccountName, Fqdn, ModelError, display_net, parse_source, split_list};
 use crate::store;
 
@@ -57,6 +58,7 @@ pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {
         return remove_addresses(ctx, name, &args);
     }
     let lock = ctx.lock()?;
+    refuse_fleet_accounts(ctx, &names)?;
     let files: Vec<_> = names.iter().map(|n| ctx.paths.account_file(n)).collect();
     let profiles = store::load_profiles(&ctx.paths)?;
     let gone: Vec<String> = files
@@ -85,6 +87,32 @@ pub fn del_acct(ctx: &Ctx, args: DelAcctArgs) -> Result<Outcome> {
         ctx.audit(line);
     }
     Ok(outcome)
+}
+
+/// Refuses to remove an account that comes from the fleet bundle (it would come back at the
+/// next sync): says where to change it. A local account that overrides a fleet account can
+/// be removed; the fleet's then comes into force, which is said.
+fn refuse_fleet_accounts(ctx: &Ctx, names: &[AccountName]) -> Result<()> {
+    for name in names {
+        match crate::fleet::account_origin(&ctx.paths, name) {
+            Origin::Fleet { serial } => {
+                let source = store::load_settings(&ctx.paths)
+                    .ok()
+                    .and_then(|s| s.sync.source)
+                    .map(|s| s.url())
+                    .unwrap_or_else(|| "[sync] url".into());
+                anyhow::bail!(
+                    "account {name} comes from the fleet bundle (serial {serial}, {source}), not from {}: remove accounts/{name}.toml from the bundle's folder, run pbxwall bundle create with a higher serial, sign and publish it; every PBX drops it at its next sync",
+                    ctx.paths.accounts_dir().display()
+                );
+            }
+            Origin::LocalOverridesFleet { serial } => ctx.warn(format_args!(
+                "account {name} is also in the fleet bundle (serial {serial}): once the local file is removed, the bundle's account {name} is in force"
+            )),
+            Origin::Local | Origin::None => {}
+        }
+    }
+    Ok(())
 }
 
 /// One value of `--address`: an address or network, or a host name.

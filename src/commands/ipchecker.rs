@@ -92,10 +92,10 @@ pub struct CheckReport {
 /// `ipchecker [--install-cron SCHEDULE | --remove-cron] [--cron-file PATH]`.
 pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
     if let Some(schedule) = &args.install_cron {
-        return install_cron(ctx, schedule, &args.cron_file);
+        return install_cron_for(ctx, "ipchecker", schedule, &args.cron_file);
     }
     if args.remove_cron {
-        return remove_cron(ctx, &args.cron_file);
+        return remove_cron_file(ctx, &args.cron_file);
     }
     let lock = ctx.lock()?;
     let (old_cache, _) = Cache::load(&ctx.paths);
@@ -327,12 +327,13 @@ fn name_changes(b: &Build, old: &Cache) -> Vec<String> {
     out
 }
 
-/// The command cron runs: this program as `ipchecker`, with non-default folders.
-fn cron_command(ctx: &Ctx) -> Result<String> {
+/// The command cron runs: this program as `name` (`ipchecker`, `sync`), with non-default
+/// folders.
+fn cron_command(ctx: &Ctx, name: &str) -> Result<String> {
     let exe = std::env::current_exe().context("finding this program's path")?;
     let mut words = vec![cron::sh_quote(&exe.to_string_lossy())];
-    if exe.file_name().is_none_or(|n| n != "ipchecker") {
-        words.push("ipchecker".into());
+    if exe.file_name().is_none_or(|n| n != name) {
+        words.push(name.into());
     }
     let p = &ctx.paths;
     for (flag, dir, default) in [
@@ -356,7 +357,14 @@ fn cron_command(ctx: &Ctx) -> Result<String> {
     Ok(words.join(" "))
 }
 
-fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
+/// `--install-cron SCHEDULE`: writes the cron.d `file` running `name` (`ipchecker` or
+/// `sync`) as root on `schedule`.
+pub(crate) fn install_cron_for(
+    ctx: &Ctx,
+    name: &str,
+    schedule: &str,
+    file: &Path,
+) -> Result<Outcome> {
     let schedule = CronSchedule::parse(schedule).map_err(UsageError::bad_value)?;
     let dir = file.parent().unwrap_or(Path::new("."));
     anyhow::ensure!(
@@ -365,13 +373,14 @@ fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
         file.display(),
         dir.display()
     );
-    let command = cron_command(ctx)?;
+    let command = cron_command(ctx, name)?;
     let _lock = ctx.lock()?;
-    store::write_atomic(
-        file,
-        cron::cron_file(&schedule, &command)?.as_bytes(),
-        0o644,
-    )?;
+    let text = if name == "sync" {
+        cron::sync_cron_file(&schedule, &command)?
+    } else {
+        cron::cron_file(&schedule, &command)?
+    };
+    store::write_atomic(file, text.as_bytes(), 0o644)?;
     ctx.audit(&format!(
         "installed cron file {} ({})",
         file.display(),
@@ -401,7 +410,8 @@ fn install_cron(ctx: &Ctx, schedule: &str, file: &Path) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-fn remove_cron(ctx: &Ctx, file: &Path) -> Result<Outcome> {
+/// `--remove-cron`: removes the cron.d `file`.
+pub(crate) fn remove_cron_file(ctx: &Ctx, file: &Path) -> Result<Outcome> {
     let _lock = ctx.lock()?;
     if file.exists() {
         store::remove_durably(file)?;

@@ -12,9 +12,11 @@ use crate::store;
 /// `list --help`: the columns and the `--json` shape.
 pub const LONG_HELP: &str = "\
 One account a line, in name order: NAME, SERVICES, ADDRESSES, NAMES (host names),
-EXPIRES, ORIGIN and COMMENT; \"-\" where there is nothing. ORIGIN is provider:ID for an
-account written by enable-trusted-providers, \"-\" for one made by hand. An account file
-that cannot be read is skipped with a warning naming file and line (exit 3).
+EXPIRES, ORIGIN and COMMENT; \"-\" where there is nothing. EXPIRES is when a temporary
+account (--expires) ends. ORIGIN is provider:ID for an account written by
+enable-trusted-providers, fleet:SERIAL for one from the fleet bundle (pbxwall sync; a local
+account of the same name wins and is listed instead), \"-\" for one made by hand. An
+account file that cannot be read is skipped with a warning naming file and line (exit 3).
 
 With --json it prints one object:
   {\"accounts\": [{\"name\": \"joe\", \"services\": [\"sip-udp\"], \"addresses\": [\"203.0.113.7\"],
@@ -43,7 +45,7 @@ pub struct ListRow {
     pub created: Option<String>,
     /// When a temporary account ends (RFC 3339); `None` for a permanent one.
     pub expires: Option<String>,
-    /// Where the account comes from when not made by hand: `provider:ID`.
+    /// Where the account comes from when not made by hand: `provider:ID`, `fleet:SERIAL`.
     pub origin: Option<String>,
 }
 
@@ -57,8 +59,16 @@ impl ListRow {
             fqdns: account.fqdns.iter().map(|f| f.to_string()).collect(),
             comment: account.comment.clone(),
             created: account.created.clone(),
-            expires: None,
+            expires: account.expires.map(crate::model::format_time),
             origin: account.provider.as_ref().map(|p| format!("provider:{p}")),
+        }
+    }
+
+    /// The row of an account of the fleet bundle of `serial`.
+    pub fn of_fleet(account: &Account, serial: u64) -> ListRow {
+        ListRow {
+            origin: Some(format!("fleet:{serial}")),
+            ..ListRow::of(account)
         }
     }
 
@@ -138,7 +148,19 @@ pub fn list(ctx: &Ctx, _args: ListArgs) -> Result<Outcome> {
     if let Some(i) = denied {
         return Err(loaded.skipped.swap_remove(i).into());
     }
-    let rows: Vec<ListRow> = loaded.accounts.iter().map(ListRow::of).collect();
+    let mut rows: Vec<ListRow> = loaded.accounts.iter().map(ListRow::of).collect();
+    // The fleet bundle's accounts that no local account overrides.
+    let (fleet, fleet_skipped, _) =
+        crate::fleet::load_accounts(&ctx.paths, &profiles, &loaded.accounts);
+    loaded.skipped.extend(fleet_skipped);
+    if !fleet.is_empty() {
+        let serial = crate::fleet::stored_bundle(&ctx.paths)
+            .ok()
+            .flatten()
+            .map_or(0, |(b, _)| b.serial);
+        rows.extend(fleet.iter().map(|a| ListRow::of_fleet(a, serial)));
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     let skipped: Vec<String> = loaded
         .skipped
         .iter()
