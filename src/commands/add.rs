@@ -529,6 +529,7 @@ fn append(
 ) -> Result<Outcome> {
     let lock = ctx.lock()?;
     let name = given.name.clone();
+    super::del::refuse_fleet_only(ctx, &name)?;
     let path = ctx.paths.account_file(&name);
     let Some(text) = store::read_optional(&path)? else {
         let existing = store::account_names(&ctx.paths)?;
