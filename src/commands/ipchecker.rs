@@ -2,9 +2,9 @@
 //!
 //! Meant for cron every few minutes: it prints nothing when nothing changed, one line per
 //! change, and one line per new problem (so cron mails only then): a name that stays
-//! unresolvable is reported when it breaks and when it recovers, not at every run. When the addresses behind a
-//! name change, only the affected set elements are deleted and added, in one transaction;
-//! the rules and every other element stay as they are. A full apply happens only when the
+//! unresolvable is reported when it breaks and when it recovers, not at every run. When
+//! the addresses behind a name change, only the affected set elements are deleted and
+//! added, in one transaction; the rules and every other element stay as they are. A full apply happens only when the
 //! table is missing (after a reboot, or someone's `nft flush ruleset`), when anything but set
 //! elements differs from what the files give ([`crate::diff`]: table flags, sets, chains,
 //! hooks, policies, rules changed behind pbxwall's back), or when the ruleset without its
@@ -213,7 +213,8 @@ fn check(
 /// The problems of the names in one run, sorted by what was reported before (the
 /// `reported` kind in the resolution cache): cron mails whatever ipchecker prints, so a name
 /// that stays broken is reported when it breaks or its problem changes kind
-/// ([`crate::resolve::NameResult::problem_kind`]), and once more when it recovers, not at every run.
+/// ([`crate::resolve::NameResult::problem_kind`]), and once more when it recovers, not at
+/// every run.
 #[derive(Debug, Default)]
 struct NameReports {
     /// Problem lines of names whose problem is new or of another kind.
