@@ -17,9 +17,9 @@ DEB_PACKAGES += groff-base systemd
 DEB_PACKAGES += prometheus
 # ... and fish and zsh, which run their completions (tests/man_pages.rs; bash is always there).
 DEB_PACKAGES += fish zsh
-# ... and minisign, which signs the fleet bundles tests/fleet.rs serves, and ansible-core,
-# which runs the collection of contrib/ansible (tests/ansible.rs).
-DEB_PACKAGES += minisign ansible-core
+# ... and minisign, which signs the fleet bundles tests/fleet.rs serves (openssl makes its
+# test CAs), and ansible-core, which runs the collection of contrib/ansible (tests/ansible.rs).
+DEB_PACKAGES += minisign openssl ansible-core
 
 .PHONY: all build deps lint test demo clean
 

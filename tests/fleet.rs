@@ -93,6 +93,11 @@ struct HttpServer {
 
 impl HttpServer {
     fn start(ns: &str, addr: &str) -> HttpServer {
+        HttpServer::start_tls(ns, addr, None)
+    }
+
+    /// With `tls` (certificate and key PEM files), HTTPS.
+    fn start_tls(ns: &str, addr: &str, tls: Option<(&Path, &Path)>) -> HttpServer {
         let www = tempfile::tempdir().unwrap();
         let log = www.path().join(".log");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fleet_server.py");
@@ -103,8 +108,11 @@ impl HttpServer {
             .arg(www.path())
             .arg(addr)
             .arg(PORT.to_string())
-            .arg(&log)
-            .stdin(Stdio::null())
+            .arg(&log);
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().expect("start fleet_server.py");
@@ -236,19 +244,26 @@ impl Pbx {
         ip(&["-n", &pbx_ns, "link", "set", "vp0", "up"]);
         wait_up(&pbx_ns, "vp0");
         let cfg = TempConfig::new();
+        let pbx = Pbx {
+            _servers: servers,
+            topo,
+            cfg,
+        };
+        pbx.settings(&format!("http://203.0.113.{srv}:{PORT}/{BUNDLE}"), keys, "");
+        pbx
+    }
+
+    /// Writes pbxwall.toml: [sync] with `url`, the keys (the second as next_public_key), a
+    /// 3 s timeout and `extra` lines.
+    fn settings(&self, url: &str, keys: &[String], extra: &str) {
         let mut settings = format!(
-            "[sync]\nurl = \"http://203.0.113.{srv}:{PORT}/{BUNDLE}\"\npublic_key = \"{}\"\ntimeout = \"3s\"\n",
+            "[sync]\nurl = \"{url}\"\npublic_key = \"{}\"\ntimeout = \"3s\"\n{extra}",
             keys[0]
         );
         if let Some(next) = keys.get(1) {
             settings.push_str(&format!("next_public_key = \"{next}\"\n"));
         }
-        cfg.write("pbxwall.toml", &settings);
-        Pbx {
-            _servers: servers,
-            topo,
-            cfg,
-        }
+        self.cfg.write("pbxwall.toml", &settings);
     }
 
     fn ns(&self) -> &str {
@@ -525,6 +540,133 @@ fn pbxes_pull_signed_bundles() {
     refused(p, "cannot fetch http://");
 }
 
+/// openssl: a CA and a server certificate it signs for `ip` (in `dir`): (ca.pem, cert, key).
+fn tls_files(dir: &Path, tag: &str, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let f = |n: &str| dir.join(format!("{tag}-{n}"));
+    let openssl = |args: &[&str]| {
+        let mut c = Command::new(tool_path("openssl"));
+        c.args(args).current_dir(dir);
+        run_ok(c, None);
+    };
+    let ext = f("ext.cnf");
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    let (ca, ca_key, key, csr, cert) = (
+        f("ca.pem"),
+        f("ca.key"),
+        f("key.pem"),
+        f("csr.pem"),
+        f("cert.pem"),
+    );
+    let s = |p: &PathBuf| p.display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=pbxwall test CA {tag}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
+        "-subj",
+        &format!("/CN={ip}"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &s(&cert),
+        "-days",
+        "2",
+        "-extfile",
+        &s(&ext),
+    ]);
+    (ca, cert, key)
+}
+
+/// https: with `[sync] ca_file` only that CA is trusted; a certificate of another CA, and
+/// the test CA under the system's store, are refused (exit 3, nothing changed).
+fn https_with_a_pinned_ca() {
+    let keys = Keys::new();
+    let tool_cfg = TempConfig::new();
+    let server_ns = Netns::new();
+    let a = keys.public("a");
+    let pbx = Pbx::new(0, server_ns.name(), std::slice::from_ref(&a));
+    let tls = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(tls.path(), "one", "203.0.113.201");
+    let (other_ca, _, _) = tls_files(tls.path(), "two", "203.0.113.201");
+    let server = HttpServer::start_tls(server_ns.name(), "0.0.0.0", Some((&cert, &key)));
+    let url = format!("https://203.0.113.201:{PORT}/{BUNDLE}");
+    publish(&tool_cfg, &keys, "a", SERIAL1, 1, &server.path(BUNDLE));
+
+    // The system's CA store does not know the test CA.
+    pbx.settings(&url, std::slice::from_ref(&a), "");
+    refused(&pbx, "UnknownIssuer");
+    // Another CA pinned: refused.
+    pbx.settings(
+        &url,
+        std::slice::from_ref(&a),
+        &format!("ca_file = \"{}\"\n", other_ca.display()),
+    );
+    refused(&pbx, "UnknownIssuer");
+    // The right CA pinned: applied.
+    pbx.settings(
+        &url,
+        std::slice::from_ref(&a),
+        &format!("ca_file = \"{}\"\n", ca.display()),
+    );
+    let out = pbx.sync();
+    assert_exit(&out, 0, "sync over https with the pinned CA");
+    assert!(
+        stdout(&out).contains("fleet bundle serial 1 from https://"),
+        "{}",
+        show(&out)
+    );
+    assert_probes(&pbx.topo, &serial1_probes());
+    // Unchanged: a 304 over https too.
+    let out = pbx.sync();
+    assert_exit(&out, 0, "second sync");
+    assert_eq!(
+        server.requests().last().unwrap(),
+        &format!("GET /{BUNDLE} 304")
+    );
+}
+
 /// file:// source: a local account with the name of a fleet account wins (with a warning);
 /// del-acct refuses a fleet account and says where to change it.
 fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
@@ -693,5 +835,6 @@ fn bundle_create_checks_accounts() {
 common::test_main! {
     Needs::NOTHING => [bundle_create_checks_accounts],
     Needs::root_and(&["minisign", "python3"]) => [pbxes_pull_signed_bundles],
+    Needs::root_and(&["minisign", "python3", "openssl"]) => [https_with_a_pinned_ca],
     Needs::root_and(&["minisign"]) => [local_account_wins_and_del_acct_refuses_fleet_accounts],
 }
