@@ -572,6 +572,18 @@ pub fn load_accounts(
     (accounts, errors, shadowed)
 }
 
+/// The `providers.toml` of the stored bundle, with the path it is named by in errors
+/// (`CONFIG_DIR/fleet/bundle.json/providers.toml`): `enable-trusted-providers` uses it
+/// instead of the shipped list.
+pub fn stored_providers(paths: &Paths) -> Option<(PathBuf, String)> {
+    let (bundle, _) = stored_bundle(paths).ok().flatten()?;
+    let file = bundle
+        .files
+        .into_iter()
+        .find(|f| f.path == "providers.toml")?;
+    Some((bundle_file(paths).join("providers.toml"), file.content))
+}
+
 /// Where an account comes from (for `list`, `del-acct`, `status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "origin")]

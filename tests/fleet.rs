@@ -668,14 +668,41 @@ fn https_with_a_pinned_ca() {
 }
 
 /// file:// source: a local account with the name of a fleet account wins (with a warning);
-/// del-acct refuses a fleet account and says where to change it.
+/// del-acct refuses a fleet account and says where to change it; the bundle's
+/// providers.toml is the list enable-trusted-providers offers.
 fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
     let keys = Keys::new();
     let ns = Netns::new();
     let cfg = TempConfig::new();
     let www = tempfile::tempdir().unwrap();
     let bundle = www.path().join(BUNDLE);
-    publish(&cfg, &keys, "a", SERIAL1, 5, &bundle);
+    // A provider list of the fleet's own: one entry of the shipped list.
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/providers.toml")).unwrap();
+    let first = shipped.find("\n[[provider]]\n").unwrap() + 1;
+    let second = shipped[first + 1..]
+        .find("\n[[provider]]\n")
+        .map_or(shipped.len(), |i| i + first + 2);
+    let one = &shipped[first..second];
+    let id = one
+        .lines()
+        .find_map(|l| l.strip_prefix("id = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let mut files: Vec<(String, String)> = SERIAL1
+        .iter()
+        .map(|(n, a, s)| {
+            (
+                format!("accounts/{n}.toml"),
+                format!("addresses = [\"{a}\"]\nservices = [\"{s}\"]\n"),
+            )
+        })
+        .collect();
+    files.push(("providers.toml".into(), one.to_owned()));
+    let b = pbxwall::fleet::Bundle::new(5, "2026-12-03T08:00:00Z".into(), files);
+    std::fs::write(&bundle, b.to_text()).unwrap();
+    keys.sign("a", &bundle);
     cfg.write(
         "pbxwall.toml",
         &format!(
@@ -707,6 +734,19 @@ fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
         "{table}"
     );
     assert!(table.contains("198.51.100.10"), "{table}");
+
+    let out = cfg.run(
+        None,
+        "pbxwall",
+        ["enable-trusted-providers", "--list", "--json"],
+    );
+    assert_exit(&out, 0, "enable-trusted-providers --list");
+    let listed = stdout(&out);
+    assert!(
+        listed.contains("fleet/bundle.json/providers.toml")
+            && listed.contains(&format!("\"{id}\"")),
+        "{listed}"
+    );
 
     let out = cfg.run(Some(ns.name()), "pbxwall", ["del-acct", "alice"]);
     assert_exit(&out, 1, "del-acct of a fleet account");
