@@ -17,9 +17,10 @@ DEB_PACKAGES += groff-base systemd
 DEB_PACKAGES += prometheus
 # ... and fish and zsh, which run their completions (tests/man_pages.rs; bash is always there).
 DEB_PACKAGES += fish zsh
-# ... and minisign, which signs the fleet bundles tests/fleet.rs serves (openssl makes its
-# test CAs), and ansible-core, which runs the collection of contrib/ansible (tests/ansible.rs).
-DEB_PACKAGES += minisign openssl ansible-core
+# ... and the real peers of the v2 layers: SIPp (SIP traffic), fail2ban (bans through
+# pbxwall's action), knockd's `knock` client, minisign (signed bundles), ansible-core (fleets),
+# openssl (the test CAs of tests/fleet.rs).
+DEB_PACKAGES += sip-tester fail2ban knockd minisign ansible-core openssl
 
 .PHONY: all build deps lint test demo clean
 

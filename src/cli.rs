@@ -16,11 +16,16 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
+use crate::commands::ban::{BanArgs, BansArgs, UnbanArgs};
 use crate::commands::bundle::{self as bundle_cmd, BundleArgs};
 use crate::commands::del::DelAcctArgs;
+use crate::commands::geo::{self as geo_cmd, GeoArgs};
+use crate::commands::grants::{GrantsArgs, RevokeArgs};
 use crate::commands::import::{self as import_cmd, ImportArgs};
 use crate::commands::init::InitArgs;
 use crate::commands::ipchecker::{self, IpcheckerArgs};
+use crate::commands::knock::{self as knock_cmd, KnockArgs};
+use crate::commands::list::{self as list_cmd, ListArgs};
 use crate::commands::providers::EnableTrustedProvidersArgs;
 use crate::commands::restart::RestartArgs;
 use crate::commands::status::{self, StatusArgs};
@@ -76,8 +81,11 @@ pub enum Command {
     AddIp(AddIpArgs),
     /// Create an account for host names, then apply
     AddFqdn(AddFqdnArgs),
-    /// Remove accounts, then apply
+    /// Remove accounts, or some addresses of one account, then apply
     DelAcct(DelAcctArgs),
+    /// List the accounts, one a line: services, addresses, names, expiry, origin, comment
+    #[command(after_long_help = list_cmd::LONG_HELP)]
+    List(ListArgs),
     /// Resolve every name, compile every account, apply atomically
     Restart(RestartArgs),
     /// Re-resolve host names; write to the kernel only what changed (for cron)
@@ -95,12 +103,30 @@ pub enum Command {
     /// accounts, then apply
     #[command(after_long_help = import_cmd::LONG_HELP)]
     Import(ImportArgs),
+    /// Drop every packet of some sources for a while (element operation, no restart)
+    #[command(after_long_help = crate::commands::ban::LONG_HELP)]
+    Ban(BanArgs),
+    /// End bans now
+    Unban(UnbanArgs),
+    /// List the bans with their time left and origin (manual, guard, fail2ban)
+    Bans(BansArgs),
+    /// IP Country: the country of an address, or reload the country database into the kernel
+    #[command(after_long_help = geo_cmd::LONG_HELP)]
+    Geo(GeoArgs),
     /// Fleets: pack a folder of accounts into a bundle to sign with minisign
     #[command(after_long_help = bundle_cmd::LONG_HELP)]
     Bundle(BundleArgs),
     /// Fleets: fetch the signed bundle of [sync] url, verify it, apply its accounts
     #[command(after_long_help = sync_cmd::LONG_HELP)]
     Sync(SyncArgs),
+    /// Port knocking: --setup writes and applies a random sequence (server); HOST sends the
+    /// sequence to a server (client)
+    #[command(after_long_help = knock_cmd::LONG_HELP)]
+    Knock(KnockArgs),
+    /// List the sources a knock granted, with the time each has left
+    Grants(GrantsArgs),
+    /// End the knock grants of addresses now, and their running flows
+    Revoke(RevokeArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -139,12 +165,19 @@ impl Command {
             Command::Ipchecker(a) if a.install_cron.is_none() && !a.remove_cron => {
                 Some((change, ""))
             }
-            Command::Status(_) => Some(("read the firewall", "")),
+            Command::Status(_) | Command::Bans(_) => Some(("read the firewall", "")),
+            Command::Ban(_) | Command::Unban(_) => Some((change, "")),
             Command::Init(a) if !a.no_restart => Some((change, ", or use --no-restart")),
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
                 Some((change, ", or use --list or --no-restart"))
             }
+            Command::Geo(a) if a.action.changes_firewall() => Some((change, "")),
             Command::Sync(a) if a.install_cron.is_none() && !a.remove_cron => Some((change, "")),
+            Command::Knock(a) if a.setup && !a.no_restart => {
+                Some((change, ", or use --no-restart to only write the settings"))
+            }
+            Command::Grants(_) => Some(("read the firewall", "")),
+            Command::Revoke(_) => Some((change, "")),
             _ => None,
         }
     }
@@ -155,14 +188,22 @@ impl Command {
             Command::AddIp(_) => "add-ip",
             Command::AddFqdn(_) => "add-fqdn",
             Command::DelAcct(_) => "del-acct",
+            Command::List(_) => "list",
             Command::Restart(_) => "restart",
             Command::Ipchecker(_) => "ipchecker",
             Command::Status(_) => "status",
             Command::Init(_) => "init",
             Command::EnableTrustedProviders(_) => "enable-trusted-providers",
             Command::Import(_) => "import",
+            Command::Ban(_) => "ban",
+            Command::Unban(_) => "unban",
+            Command::Bans(_) => "bans",
+            Command::Geo(_) => "geo",
             Command::Bundle(_) => "bundle",
             Command::Sync(_) => "sync",
+            Command::Knock(_) => "knock",
+            Command::Grants(_) => "grants",
+            Command::Revoke(_) => "revoke",
         }
     }
 }
@@ -221,7 +262,7 @@ single_command!(
     "del-acct",
     DelAcctArgs,
     DelAcct,
-    "Remove accounts, then apply"
+    "Remove accounts, or some addresses of one account, then apply"
 );
 single_command!(
     RestartCli,
@@ -279,15 +320,23 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
             "needs root (CAP_NET_ADMIN) to {verb}; run it with sudo{otherwise}"
         ));
     }
+    // What a command that only reads pbxwall's files does with them, for the root message.
+    let files_verb = if matches!(command, Command::List(_)) {
+        "read"
+    } else {
+        "change"
+    };
     let result = match (&command, &ctx.needs_root) {
-        // status takes no lock and has no values to check.
-        (Command::Status(_), Some(needs_root)) => Err(NeedsRoot(needs_root.clone()).into()),
+        // status, bans and grants take no lock and have no values to check.
+        (Command::Status(_) | Command::Bans(_) | Command::Grants(_), Some(needs_root)) => {
+            Err(NeedsRoot(needs_root.clone()).into())
+        }
         _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
     };
     let result = result.map_err(|err| {
         if not_root && permission_denied(&err) {
             NeedsRoot(format!(
-                "needs root to change pbxwall's files ({err:#}); run it with sudo"
+                "needs root to {files_verb} pbxwall's files ({err:#}); run it with sudo"
             ))
             .into()
         } else {
@@ -325,14 +374,22 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::AddIp(a) => commands::add::add_ip(ctx, a),
         Command::AddFqdn(a) => commands::add::add_fqdn(ctx, a),
         Command::DelAcct(a) => commands::del::del_acct(ctx, a),
+        Command::List(a) => commands::list::list(ctx, a),
         Command::Restart(a) => commands::restart::restart(ctx, a),
         Command::Ipchecker(a) => commands::ipchecker::ipchecker(ctx, a),
         Command::Status(a) => commands::status::status(ctx, a),
         Command::Init(a) => commands::init::init(ctx, a),
         Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
         Command::Import(a) => commands::import::import(ctx, a),
+        Command::Ban(a) => commands::ban::ban(ctx, a),
+        Command::Unban(a) => commands::ban::unban(ctx, a),
+        Command::Bans(a) => commands::ban::bans(ctx, a),
+        Command::Geo(a) => commands::geo::geo(ctx, a),
         Command::Bundle(a) => commands::bundle::bundle(ctx, a),
         Command::Sync(a) => commands::sync::sync(ctx, a),
+        Command::Knock(a) => commands::knock::knock(ctx, a),
+        Command::Grants(a) => commands::grants::grants(ctx, a),
+        Command::Revoke(a) => commands::grants::revoke(ctx, a),
     }
 }
 

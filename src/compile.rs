@@ -8,13 +8,16 @@
 //! ```text
 //! iif "lo" accept                                   # the host talks to itself
 //! fib saddr type local drop                         # nobody else may claim its addresses
+//! ip saddr @ban_v4 drop / ip6 saddr @ban_v6 drop     # bans (dynamic sets, kernel state)
 //! ct state established,related accept               # replies and ICMP errors of known flows
 //! ct state invalid drop
 //! icmp type ... accept / icmpv6 type ... accept      # errors, PMTU and neighbour discovery
 //! ip saddr @trusted_v4 accept                        # LAN, full access
 //! ip saddr vmap @hosts_v4                            # whitelisted addresses: jump to their chain
 //! ip saddr vmap @ranges_v4                           # whitelisted ranges: the same
-//! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any")
+//! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any"); with
+//!                                                   #   [geo]: ... ip saddr @geo_v4 accept,
+//!                                                   #   ... ip6 saddr @geo_v6 accept
 //! limit rate 10/minute log prefix "pbxwall drop: "   # [log_drops]
 //! counter                                            # what the drop policy is about to drop
 //! ```
@@ -38,16 +41,23 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::addrset::{AddrRange, Family, merge, partition};
+use crate::geo::Gate;
 use crate::model::{Account, Fqdn, PortSpec, Profile, Profiles, RtpFrom, Settings};
 use crate::ruleset::{
-    BaseChain, Chain, Element, INPUT_CHAIN, INPUT_PRIORITY, IcmpType, L4Proto, Log, Match, Rule,
-    Ruleset, Set, SetKind, Verdict,
+    BaseChain, Chain, Dynamic, Element, INPUT_CHAIN, INPUT_PRIORITY, IcmpType, L4Proto, Log, Match,
+    PortRange, Rule, Ruleset, Set, SetKind, SetOp, SetUpdate, Verdict,
 };
 
 /// Set of the trusted networks (full access).
 pub const TRUSTED_SET: &str = "trusted";
 /// Hash verdict map of the whitelisted single addresses (`hosts_v4`, `hosts_v6`).
 pub const HOSTS_MAP: &str = "hosts";
+/// Dynamic set of banned sources (`ban_v4`, `ban_v6`): elements with timeouts, added by
+/// `pbxwall ban`, fail2ban and the guard; dropped before anything else looks at them.
+pub const BAN_SET: &str = "ban";
+/// Most elements of a ban set (per family): bounds the kernel memory a flood of sources
+/// the guard bans can take.
+pub const BAN_SET_SIZE: u32 = 65536;
 /// Interval verdict map of the whitelisted address ranges (`ranges_v4`, `ranges_v6`).
 pub const RANGES_MAP: &str = "ranges";
 /// Prefix of the chains the source maps jump to, one per combination of services.
@@ -160,15 +170,38 @@ pub fn account_sources(account: &Account, resolved: &Resolved) -> Vec<AddrRange>
     v
 }
 
-/// Builds the ruleset. Accounts naming a service without a profile are ignored for that
-/// service (the store refuses such accounts before they get here).
+/// Builds the ruleset without a geo gate ([`compile_gated`] with [`Gate::Off`]).
 pub fn compile(
     settings: &Settings,
     profiles: &Profiles,
     accounts: &[Account],
     resolved: &Resolved,
 ) -> Ruleset {
-    let services = Services::new(settings, profiles);
+    compile_gated(settings, profiles, accounts, resolved, &Gate::Off)
+}
+
+/// Builds the ruleset. Accounts naming a service without a profile are ignored for that
+/// service (the store refuses such accounts before they get here).
+///
+/// `gate` is the geo gate ([`crate::geo`]): when on, the sets `geo_v4` and `geo_v6` are
+/// added (last) and every open path of the input chain (a rule accepting sources that are
+/// not whitelisted; today the RTP ports with `[rtp] from = "any"`) goes through
+/// [`Gate::gated`]. Loopback, established flows, ICMP, trusted networks and the
+/// whitelist come before and never depend on it.
+pub fn compile_gated(
+    settings: &Settings,
+    profiles: &Profiles,
+    accounts: &[Account],
+    resolved: &Resolved,
+    gate: &Gate,
+) -> Ruleset {
+    let services = Services::new(settings, profiles, gate);
+    // Temporary accounts (`--expires`) go into dynamic sets with element timeouts, not
+    // into the maps: the plain whitelist stays as fast as it is.
+    let (temporary, accounts): (Vec<&Account>, Vec<&Account>) =
+        accounts.iter().partition(|a| a.expires.is_some());
+    let accounts: Vec<Account> = accounts.into_iter().cloned().collect();
+    let accounts = &accounts[..];
     // Each account's services as partition labels, once: its chain and its sources use them.
     let account_labels: Vec<Vec<u32>> = accounts.iter().map(|a| services.labels(a)).collect();
     // Every account's own combination of services has its chain even while none of its
@@ -183,10 +216,291 @@ pub fn compile(
     for family in FAMILIES {
         sets.extend(source_maps(family, &sources, &mut allow_chains));
     }
+    // The ban sets always exist (empty until `pbxwall ban` or the guard adds to them).
+    sets.extend(ban_sets());
+    let (temp_sets, mut extra_rules) =
+        temporary_sets(&temporary, &services, resolved, &mut allow_chains);
+    sets.extend(temp_sets);
+    let (knock_sets, knock_rules) = knock(&settings.knock, &services, &mut allow_chains);
+    sets.extend(knock_sets);
+    extra_rules.extend(knock_rules);
+    sets.extend(gate.sets());
     // The base chain first, then the chains its maps jump to, in name order.
-    let mut chains = vec![input_chain(settings)];
+    let mut chains = vec![input_chain(settings, gate, extra_rules)];
     chains.extend(allow_chains.into_chains());
     Ruleset { sets, chains }
+}
+
+// ---------------------------------------------------------------------------------------
+// Temporary accounts
+
+/// Prefix of the dynamic sets of temporary accounts' sources, one per combination of
+/// services and family (`temp_sip_udp.iax_v4`).
+pub const TEMP_PREFIX: &str = "temp_";
+/// Most addresses a network of a temporary account may hold: its addresses become single
+/// elements with the account's timeout.
+pub const TEMP_MAX_NETWORK: u128 = 256;
+
+/// The name of the temporary set of the combination whose chain is `chain`.
+fn temp_set_name(chain: &str, family: Family) -> String {
+    let combo = chain.strip_prefix(ALLOW_PREFIX).unwrap_or(chain);
+    set_name(&format!("{TEMP_PREFIX}{combo}"), family)
+}
+
+/// The dynamic sets of the temporary accounts, one per combination of services and family,
+/// their elements (each address with its account's name as the comment, the timeout filled
+/// in by [`set_temporary_timeouts`]), and the rules `ip saddr @temp_X_v4 jump allow_X`.
+fn temporary_sets(
+    temporary: &[&Account],
+    services: &Services,
+    resolved: &Resolved,
+    allow_chains: &mut AllowChains,
+) -> (Vec<Set>, Vec<Rule>) {
+    let mut by_chain: BTreeMap<(Arc<str>, Family), Vec<crate::ruleset::TimedElement>> =
+        BTreeMap::new();
+    for account in temporary {
+        let labels = services.labels(account);
+        if labels.is_empty() {
+            continue;
+        }
+        let chain = allow_chains.chain_for(&labels);
+        for family in FAMILIES {
+            by_chain.entry((chain.clone(), family)).or_default();
+        }
+        for range in account_sources(account, resolved) {
+            // Larger networks are refused where accounts are made and read.
+            if range.end - range.start >= TEMP_MAX_NETWORK {
+                continue;
+            }
+            for n in range.start..=range.end {
+                let addr = AddrRange {
+                    start: n,
+                    end: n,
+                    ..range
+                }
+                .first();
+                by_chain
+                    .get_mut(&(chain.clone(), Family::of(addr)))
+                    .expect("both families")
+                    .push(crate::ruleset::TimedElement::new(
+                        addr,
+                        None,
+                        Some(account.name.to_string()),
+                    ));
+            }
+        }
+    }
+    let mut sets = Vec::new();
+    let mut rules = Vec::new();
+    for ((chain, family), mut restore) in by_chain {
+        restore.sort();
+        let name = temp_set_name(&chain, family);
+        rules.push(Rule {
+            matches: vec![Match::SaddrInSet(family, name.clone())],
+            jump: Some(chain.to_string()),
+            ..Rule::default()
+        });
+        sets.push(Set::dynamic(
+            &name,
+            family,
+            Dynamic {
+                configured: true,
+                restore,
+                ..Dynamic::default()
+            },
+        ));
+    }
+    (sets, rules)
+}
+
+/// Gives every element of the temporary sets the time its account has left at `now`
+/// (accounts by name); an address of several accounts keeps the latest. Elements whose
+/// account has no time left are dropped.
+pub fn set_temporary_timeouts(
+    ruleset: &mut Ruleset,
+    accounts: &[Account],
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let left: BTreeMap<&str, std::time::Duration> = accounts
+        .iter()
+        .filter_map(|a| Some((a.name.as_str(), (a.expires? - now).to_std().ok()?)))
+        .filter(|(_, d)| !d.is_zero())
+        .collect();
+    for set in &mut ruleset.sets {
+        let Some(d) = set.dynamic.as_mut().filter(|d| d.configured) else {
+            continue;
+        };
+        let mut by_addr: BTreeMap<IpAddr, crate::ruleset::TimedElement> = BTreeMap::new();
+        for mut e in d.restore.drain(..) {
+            let Some(t) = e.comment.as_deref().and_then(|c| left.get(c)) else {
+                continue;
+            };
+            e.timeout = Some(*t);
+            match by_addr.get(&e.addr) {
+                Some(old) if old.timeout >= e.timeout => {}
+                _ => {
+                    by_addr.insert(e.addr, e);
+                }
+            }
+        }
+        d.restore = by_addr.into_values().collect();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Port knocking
+
+/// Prefix of the knock stage sets: `knock_1_v4` holds the sources that knocked the first
+/// port, up to `knock_{n-1}`.
+pub const KNOCK_STAGE_PREFIX: &str = "knock_";
+/// The grant sets (`knock_grant_v4`, `knock_grant_v6`).
+pub const KNOCK_GRANT_SET: &str = "knock_grant";
+/// Most sources a knock set holds per family: bounds the kernel memory a flood of knocks
+/// from many addresses can take.
+pub const KNOCK_SET_SIZE: u32 = 65536;
+
+/// The name of knock stage `k` (1-based) of `family`.
+pub fn knock_stage_set(k: usize, family: Family) -> String {
+    set_name(&format!("{KNOCK_STAGE_PREFIX}{k}"), family)
+}
+
+/// The knock sets and rules, nothing when `[knock] sequence` is empty.
+///
+/// Per family, with ports p1..pn of `[knock] protocol` (TCP: only SYNs count), stage sets
+/// `knock_1` .. `knock_{n-1}` (timeout `step_timeout`) and `knock_grant` (timeout
+/// `grant_for`, recorded in the state folder and restored):
+///
+/// ```text
+/// ip saddr @knock_grant_v4 jump allow_all                # a grant opens [knock] services
+/// tcp flags syn / fin,syn,rst,ack tcp dport p3 ip saddr @knock_2_v4
+///     delete @knock_2_v4 { ip saddr } add @knock_grant_v4 { ip saddr } drop
+/// tcp flags syn / fin,syn,rst,ack tcp dport p2 ip saddr @knock_1_v4
+///     delete @knock_1_v4 { ip saddr } add @knock_2_v4 { ip saddr } drop
+/// tcp flags syn / fin,syn,rst,ack ip saddr @knock_1_v4 tcp dport != p1
+///     delete @knock_1_v4 { ip saddr }                     # any other port: start over
+/// tcp flags syn / fin,syn,rst,ack ip saddr @knock_2_v4 tcp dport != p2
+///     delete @knock_2_v4 { ip saddr }
+/// tcp flags syn / fin,syn,rst,ack tcp dport p1 add @knock_1_v4 { ip saddr } drop
+/// ```
+/// The steps are looked at from the last to the first, so one packet moves a source one
+/// step. A repeat of the port a source is at (a retransmitted SYN) changes nothing; a knock
+/// on any other port while staged removes the source from its stage (a port scan passing
+/// through the ports in order does not knock); the first port starts over.
+fn knock(
+    k: &crate::knock::KnockSettings,
+    services: &Services,
+    allow_chains: &mut AllowChains,
+) -> (Vec<Set>, Vec<Rule>) {
+    if !k.enabled() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut labels: Vec<u32> = k
+        .services
+        .iter()
+        .filter_map(|s| {
+            let name = services.ordered.iter().find(|p| {
+                p.name.eq_ignore_ascii_case(s.trim())
+                    || p.code.is_some_and(|c| c.to_string() == s.trim())
+            })?;
+            services.label_of.get(name.name.as_str()).copied()
+        })
+        .collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let open = (!labels.is_empty()).then(|| allow_chains.chain_for(&labels));
+    let proto = k.protocol;
+    let seq = &k.sequence;
+    let n = seq.len();
+    let step = |extra: Vec<Match>| {
+        let mut m = Vec::new();
+        if proto == L4Proto::Tcp {
+            m.push(Match::TcpSyn);
+        }
+        m.extend(extra);
+        m
+    };
+    let port = |p: u16| Match::Dport(proto, PortRange { first: p, last: p });
+    let update = |op: SetOp, family: Family, set: String| SetUpdate {
+        op,
+        family,
+        set,
+        timeout: None,
+        limit: None,
+    };
+    let mut sets = Vec::new();
+    let mut rules = Vec::new();
+    for family in FAMILIES {
+        let grant = set_name(KNOCK_GRANT_SET, family);
+        let stage = |i: usize| knock_stage_set(i, family);
+        for i in 1..n {
+            sets.push(Set::dynamic(
+                &stage(i),
+                family,
+                Dynamic {
+                    timeout: Some(k.step_timeout.to_std()),
+                    size: Some(KNOCK_SET_SIZE),
+                    ..Dynamic::default()
+                },
+            ));
+        }
+        sets.push(Set::dynamic(
+            &grant,
+            family,
+            Dynamic {
+                timeout: Some(k.grant_for.to_std()),
+                size: Some(KNOCK_SET_SIZE),
+                persist: true,
+                ..Dynamic::default()
+            },
+        ));
+        if let Some(chain) = &open {
+            rules.push(Rule {
+                matches: vec![Match::SaddrInSet(family, grant.clone())],
+                jump: Some(chain.to_string()),
+                ..Rule::default()
+            });
+        }
+    }
+    for family in FAMILIES {
+        let grant = set_name(KNOCK_GRANT_SET, family);
+        let stage = |i: usize| knock_stage_set(i, family);
+        // Advance: from stage i on port p(i+1), the last one to the grant.
+        for i in (1..n).rev() {
+            let next = if i + 1 == n {
+                grant.clone()
+            } else {
+                stage(i + 1)
+            };
+            rules.push(Rule {
+                matches: step(vec![port(seq[i]), Match::SaddrInSet(family, stage(i))]),
+                set_updates: vec![
+                    update(SetOp::Delete, family, stage(i)),
+                    update(SetOp::Add, family, next),
+                ],
+                verdict: Some(Verdict::Drop),
+                ..Rule::default()
+            });
+        }
+        // Reset: a staged source knocking any other port than the one it is at.
+        for i in 1..n {
+            rules.push(Rule {
+                matches: step(vec![
+                    Match::SaddrInSet(family, stage(i)),
+                    Match::DportNot(proto, seq[i - 1]),
+                ]),
+                set_updates: vec![update(SetOp::Delete, family, stage(i))],
+                ..Rule::default()
+            });
+        }
+        // The first port: stage 1.
+        rules.push(Rule {
+            matches: step(vec![port(seq[0])]),
+            set_updates: vec![update(SetOp::Add, family, stage(1))],
+            verdict: Some(Verdict::Drop),
+            ..Rule::default()
+        });
+    }
+    (sets, rules)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -203,15 +517,16 @@ struct Services<'a> {
     ordered: Vec<&'a Profile>,
     /// Profile name → label.
     label_of: BTreeMap<&'a str, u32>,
-    /// `[rtp] from = "whitelist"`: media is accepted from whitelisted sources only, through
-    /// their chains, instead of from anyone in the input chain.
+    /// Media is accepted from whitelisted sources through their chains: with
+    /// `[rtp] from = "whitelist"` (instead of from anyone in the input chain), and with a geo
+    /// gate (so whitelisted sources and providers' media ranges never depend on it).
     rtp_whitelist: bool,
     /// `udp dport RTP-PORTS`.
     rtp: Match,
 }
 
 impl<'a> Services<'a> {
-    fn new(settings: &Settings, profiles: &'a Profiles) -> Self {
+    fn new(settings: &Settings, profiles: &'a Profiles, gate: &Gate) -> Self {
         let ordered = profiles.ordered();
         let label_of = ordered
             .iter()
@@ -221,7 +536,7 @@ impl<'a> Services<'a> {
         Services {
             ordered,
             label_of,
-            rtp_whitelist: settings.rtp.from == RtpFrom::Whitelist,
+            rtp_whitelist: settings.rtp.from == RtpFrom::Whitelist || gate.is_on(),
             rtp: Match::Dport(L4Proto::Udp, settings.rtp.ports),
         }
     }
@@ -357,6 +672,25 @@ impl<'s, 'a> AllowChains<'s, 'a> {
 // ---------------------------------------------------------------------------------------
 // Sets
 
+/// `ban_v4` and `ban_v6`: dynamic sets whose elements (with their timeouts) are kernel
+/// state, kept by every apply and recorded in the state folder.
+fn ban_sets() -> Vec<Set> {
+    FAMILIES
+        .into_iter()
+        .map(|family| {
+            Set::dynamic(
+                &set_name(BAN_SET, family),
+                family,
+                Dynamic {
+                    size: Some(BAN_SET_SIZE),
+                    persist: true,
+                    ..Dynamic::default()
+                },
+            )
+        })
+        .collect()
+}
+
 /// `trusted_v4` and `trusted_v6`: the trusted networks, merged.
 fn trusted_sets(settings: &Settings) -> Vec<Set> {
     let trusted: Vec<AddrRange> = settings
@@ -401,12 +735,14 @@ fn source_maps(
             family,
             kind: SetKind::HostMap,
             elements: hosts,
+            dynamic: None,
         },
         Set {
             name: set_name(RANGES_MAP, family),
             family,
             kind: SetKind::VerdictMap,
             elements: ranges,
+            dynamic: None,
         },
     ]
 }
@@ -436,7 +772,7 @@ fn jump_elements(ranges: Vec<(AddrRange, usize)>, targets: &[Arc<str>]) -> Vec<E
 
 /// The base chain, hooked on input with a drop policy: its rules in the order of the
 /// module documentation, each step explaining its place.
-fn input_chain(settings: &Settings) -> Chain {
+fn input_chain(settings: &Settings, gate: &Gate, extra: Vec<Rule>) -> Chain {
     // First what needs no whitelist: the host talking to itself. Its own traffic, to any of
     // its addresses, arrives on lo.
     let mut rules = vec![loopback_rule()];
@@ -447,6 +783,10 @@ fn input_chain(settings: &Settings) -> Chain {
     // service, and a trusted LAN holds the host's address too. The kernel drops such IPv4
     // packets itself (martian sources), but not IPv6 ones.
     rules.push(spoofed_local_source_rule());
+    // Banned sources: before the conntrack rule, so a ban also stops the banned source's
+    // running flows (`pbxwall ban` ends their conntrack entries too), and before
+    // everything that could admit them: a ban beats an account.
+    rules.extend(ban_rules());
     // The replies and ICMP errors of flows already accepted (the bulk of the traffic, which
     // so leaves after three rules); invalid packets are dropped before any lookup.
     rules.extend(known_flow_rules());
@@ -458,13 +798,17 @@ fn input_chain(settings: &Settings) -> Chain {
     // The whitelist: one lookup per map; a source in no map, or a packet its chain does
     // not accept, falls through to the next rule.
     rules.extend(source_map_rules());
+    // Then the temporary accounts' sets, the knock grants, and the knock steps (which drop
+    // knocks; a reset lets the packet go on).
+    rules.extend(extra);
     // Media from anyone (`[rtp] from = "any"`): the one port range open to strangers, the
     // last accept before the drop policy. With "whitelist" the chains accept it instead.
+    // An open path: behind the geo gate when there is one.
     if settings.rtp.from != RtpFrom::Whitelist {
-        rules.push(rule(
+        rules.extend(gate.gated(rule(
             vec![Match::Dport(L4Proto::Udp, settings.rtp.ports)],
             Verdict::Accept,
-        ));
+        )));
     }
     // Only what is about to be dropped is logged and counted: last, before the policy.
     if settings.log_drops {
@@ -539,6 +883,16 @@ fn source_map_rules() -> impl Iterator<Item = Rule> {
 }
 
 /// `limit rate 10/minute log prefix "pbxwall drop: "`.
+/// `ip saddr @ban_v4 drop`, `ip6 saddr @ban_v6 drop`.
+fn ban_rules() -> impl Iterator<Item = Rule> {
+    FAMILIES.into_iter().map(|family| {
+        rule(
+            vec![Match::SaddrInSet(family, set_name(BAN_SET, family))],
+            Verdict::Drop,
+        )
+    })
+}
+
 fn drop_log_rule() -> Rule {
     Rule {
         log: Some(Log {
@@ -598,6 +952,7 @@ pub(crate) mod tests {
             comment: None,
             created: None,
             provider: None,
+            expires: None,
         }
     }
 
@@ -665,7 +1020,9 @@ pub(crate) mod tests {
                 "hosts_v4",
                 "ranges_v4",
                 "hosts_v6",
-                "ranges_v6"
+                "ranges_v6",
+                "ban_v4",
+                "ban_v6"
             ]
         );
         assert_eq!(rs.set("hosts_v4").unwrap().kind, SetKind::HostMap);
@@ -830,10 +1187,12 @@ pub(crate) mod tests {
         )];
         let rs = compile(&settings, &shipped_profiles(), &accounts, &Resolved::new());
         assert_eq!(
-            chain_rules(&rs, INPUT_CHAIN)[..4],
+            chain_rules(&rs, INPUT_CHAIN)[..6],
             [
                 "iif \"lo\" accept",
                 "fib saddr type local drop",
+                "ip saddr @ban_v4 drop",
+                "ip6 saddr @ban_v6 drop",
                 "ct state established,related accept",
                 "ct state invalid drop",
             ]
@@ -963,6 +1322,7 @@ pub(crate) mod tests {
                         SetKind::HostMap => assert!(single, "case {case}: {e:?}"),
                         SetKind::VerdictMap => assert!(!single, "case {case}: {e:?}"),
                         SetKind::Addresses => {}
+                        SetKind::Dynamic => panic!("case {case}: {set:?} has elements"),
                     }
                 }
             }

@@ -130,6 +130,15 @@ pub enum Difference {
         /// The live kind (`None`: other flags or data than pbxwall's kinds).
         live_kind: Option<SetKind>,
     },
+    /// A dynamic set is live with another default timeout or size.
+    SetLimits {
+        /// Its name.
+        set: String,
+        /// Live `(timeout in ms, size)`.
+        live: (Option<u64>, Option<u32>),
+        /// The IR's `(timeout in ms, size)`.
+        want: (Option<u64>, Option<u32>),
+    },
     /// A chain of the IR is not live.
     ChainMissing {
         /// Its name.
@@ -221,6 +230,7 @@ impl Difference {
             | Difference::RuleDiffers { chain, .. } => Some(chain),
             Difference::RulesNotCompared { .. }
             | Difference::TableFlags { .. }
+            | Difference::SetLimits { .. }
             | Difference::SetMissing { .. }
             | Difference::SetExtra { .. }
             | Difference::SetType { .. } => None,
@@ -254,6 +264,16 @@ impl fmt::Display for Difference {
                 set_type(*live_kind, *live_family),
                 set_type(Some(*kind), Some(*family))
             ),
+            Difference::SetLimits { set, live, want } => {
+                let text = |(t, n): (Option<u64>, Option<u32>)| {
+                    format!(
+                        "timeout {}, size {}",
+                        t.map_or("none".into(), |ms| format!("{ms} ms")),
+                        n.map_or("none".into(), |n| n.to_string())
+                    )
+                };
+                write!(f, "set {set}: {}, want {}", text(*live), text(*want))
+            }
             Difference::ChainMissing { chain } => write!(f, "chain {chain} is missing"),
             Difference::ChainExtra { chain } => write!(f, "chain {chain} is not pbxwall's"),
             Difference::ChainNotBase { chain } => write!(
@@ -446,6 +466,24 @@ fn compare_set(set: &Set, have: &LiveSet, d: &mut TableDiff) {
             live_kind: have.kind,
         });
     }
+    // A dynamic set's elements are kernel state (bans, admissions, grants): only the set
+    // itself is compared.
+    if let Some(dynamic) = &set.dynamic {
+        let want = (dynamic.timeout.map(|t| t.as_millis() as u64), dynamic.size);
+        // No size wanted: the kernel's default, whatever it lists.
+        let live = (
+            have.timeout_ms,
+            have.size.filter(|_| dynamic.size.is_some()),
+        );
+        if have.kind == Some(SetKind::Dynamic) && live != want {
+            d.structure.push(Difference::SetLimits {
+                set: set.name.clone(),
+                live,
+                want,
+            });
+        }
+        return;
+    }
     let (add, remove) = element_changes(&set.elements, &have.elements);
     if !add.is_empty() || !remove.is_empty() {
         d.elements.push(SetElements {
@@ -577,6 +615,7 @@ fn set_type(kind: Option<SetKind>, family: Option<Family>) -> String {
         Some(SetKind::Addresses) => format!("interval set of {key}"),
         Some(SetKind::VerdictMap) => format!("interval map of {key} to verdicts"),
         Some(SetKind::HostMap) => format!("map of {key} to verdicts"),
+        Some(SetKind::Dynamic) => format!("dynamic set of {key} with timeouts"),
         None => format!("set of {key} with other flags or data"),
     }
 }

@@ -56,8 +56,15 @@ pub const BINARIES: &[fn() -> Command] = &[
 /// pages of [`BINARIES`].
 pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
     ("init", "pbxwall-init", "pbxwall init"),
+    ("ban", "pbxwall-ban", "pbxwall ban"),
+    ("unban", "pbxwall-unban", "pbxwall unban"),
+    ("bans", "pbxwall-bans", "pbxwall bans"),
+    ("list", "pbxwall-list", "pbxwall list"),
     ("bundle", "pbxwall-bundle", "pbxwall bundle"),
     ("sync", "pbxwall-sync", "pbxwall sync"),
+    ("knock", "pbxwall-knock", "pbxwall knock"),
+    ("grants", "pbxwall-grants", "pbxwall grants"),
+    ("revoke", "pbxwall-revoke", "pbxwall revoke"),
 ];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
@@ -71,6 +78,21 @@ pub const HAND_WRITTEN: &[&str] = &["pbxwall.8", "pbxwall.toml.5"];
 /// Most are the README's examples; the test parses every one with its binary's parser, so
 /// an example cannot drift from the options.
 pub const EXAMPLES: &[(&str, &str, &str)] = &[
+    (
+        "add-ip",
+        "add-ip joe-hotel 203.0.113.7 --allow sip-udp,sip-tcp --expires 2h",
+        "A temporary account: the kernel closes it after two hours with no command run.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall knock --setup",
+        "On the server: write a random sequence of three ports to [knock], apply it, and print how to knock.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall knock pbx.example.com --sequence 23456,34567,45678",
+        "On a client: knock (TCP SYNs to the three ports, in order) to be granted [knock] services.",
+    ),
     (
         "add-ip",
         r#"add-ip joe-office 203.0.113.7 --allow sip-udp,sip-tcp --comment "Joe's office""#,
@@ -140,6 +162,26 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
         "status",
         "status --prometheus-file /var/lib/prometheus/node-exporter/pbxwall.prom",
         "Write the metrics for node_exporter's textfile collector (run it from cron).",
+    ),
+    (
+        "pbxwall",
+        r#"pbxwall ban 203.0.113.66 --for 2h --comment "REGISTER flood""#,
+        "Drop everything from one address for two hours, ending what it has open.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall ban --stdin --for 7d < blocklist.txt",
+        "Ban every address of a list, one a line, for a week.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall unban 203.0.113.66",
+        "Let an address in again before its ban runs out.",
+    ),
+    (
+        "pbxwall",
+        "pbxwall bans --json",
+        "Every ban with its time left and origin (manual, guard, fail2ban).",
     ),
     (
         "enable-trusted-providers",

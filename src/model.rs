@@ -121,11 +121,36 @@ pub enum ModelError {
     /// A profile name that is not usable.
     #[error("invalid profile name {0:?}: use 1-32 characters of a-z 0-9 -, starting with a letter")]
     ProfileName(String),
+    /// An expiry that is neither a duration nor a time within a year.
+    #[error(
+        "invalid expiry {0:?}: expected a duration (90s, 10m, 2h, 7d, 1h30m) or a time in RFC 3339 form (e.g. 2026-12-24T18:00:00Z) within the next 365 days"
+    )]
+    Expires(String),
+    /// An expiry time that has passed.
+    #[error(
+        "invalid expiry {value:?}: it is in the past (now {now}); give a later time or a duration such as 2h"
+    )]
+    ExpiresPast {
+        /// What was given.
+        value: String,
+        /// The time now.
+        now: String,
+    },
     /// A duration that does not parse or is out of range.
     #[error(
         "invalid duration {0:?}: expected a number and a unit s, m, h or d (e.g. 90s, 10m, 2h, 7d, 1h30m), from 1s to 365d"
     )]
     Duration(String),
+    /// Not a packet rate.
+    #[error(
+        "invalid rate {0:?}: expected packets per unit, N/second, N/minute, N/hour or N/day with N from 1 to 1000000 (e.g. 10/minute)"
+    )]
+    Rate(String),
+    /// A ban names a network.
+    #[error(
+        "invalid address {0:?}: a ban is for one address, not a network (ban each address, or add the network to trusted)"
+    )]
+    BanNetwork(String),
 }
 
 /// The name of an account: 1-64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or
@@ -221,6 +246,19 @@ pub fn parse_source(s: &str, force: bool) -> Result<IpNet, ModelError> {
         return Err(ModelError::TooLarge(net));
     }
     Ok(net)
+}
+
+/// Parses one address to ban: a single IPv4 or IPv6 address that can be a packet's source
+/// (as [`parse_source`] checks), not a network; IPv4-mapped IPv6 is refused there.
+pub fn parse_ban_address(s: &str) -> Result<IpAddr, ModelError> {
+    let net = parse_source(s, false).map_err(|e| match e {
+        ModelError::TooLarge(_) => ModelError::BanNetwork(s.trim().to_owned()),
+        e => e,
+    })?;
+    if net.prefix_len() != net.max_prefix_len() {
+        return Err(ModelError::BanNetwork(s.trim().to_owned()));
+    }
+    Ok(net.addr())
 }
 
 /// The address and port of `203.0.113.7:5060` or `[2001:db8::7]:5060` (a port of 1-5
@@ -684,6 +722,9 @@ pub struct Account {
     pub created: Option<String>,
     /// Set on accounts made by `enable-trusted-providers`: the provider's id.
     pub provider: Option<String>,
+    /// When a temporary account (`--expires`) ends: the kernel drops its addresses then,
+    /// and the next command removes its file.
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Account {
@@ -699,6 +740,9 @@ impl Account {
             parts.push(format!("names {}", f.join(", ")));
         }
         parts.push(format!("services {}", self.services.join(", ")));
+        if let Some(t) = self.expires {
+            parts.push(format!("expires {}", format_time(t)));
+        }
         parts.join("; ")
     }
 }
@@ -835,6 +879,139 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// A packet rate, `N/UNIT`: `10/minute`, `5/second`, `100/hour`, `1000/day`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Packets per unit, 1 to 1,000,000.
+    pub packets: u32,
+    /// Seconds per unit: 1, 60, 3600 or 86400.
+    pub unit_secs: u64,
+}
+
+impl FromStr for Rate {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Rate, ModelError> {
+        let bad = || ModelError::Rate(s.to_owned());
+        let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let packets: u32 = n.trim().parse().map_err(|_| bad())?;
+        if !(1..=1_000_000).contains(&packets) {
+            return Err(bad());
+        }
+        let unit_secs = match unit.trim() {
+            "second" | "s" => 1,
+            "minute" | "m" => 60,
+            "hour" | "h" => 3600,
+            "day" | "d" => 86_400,
+            _ => return Err(bad()),
+        };
+        Ok(Rate { packets, unit_secs })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.unit_secs {
+            1 => "second",
+            60 => "minute",
+            3600 => "hour",
+            _ => "day",
+        };
+        write!(f, "{}/{unit}", self.packets)
+    }
+}
+
+/// `[sip]` settings: the SIP layer for sources that are not whitelisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    /// TM3's obscure-domain trick: a REGISTER whose request line starts
+    /// `REGISTER sip:<name>` admits its source's SIP for `admit_for`. Empty: off.
+    pub register_domains: Vec<Fqdn>,
+    /// How long a matching REGISTER admits its source (renewed by each).
+    pub admit_for: Duration,
+    /// Responsive mode: SIP signalling from anyone, each source under the guard.
+    pub open: bool,
+}
+
+impl Default for SipSettings {
+    fn default() -> Self {
+        SipSettings {
+            register_domains: Vec::new(),
+            admit_for: Duration { secs: 3600 },
+            open: false,
+        }
+    }
+}
+
+impl SipSettings {
+    /// Whether the SIP layer is on (a register domain or open mode).
+    pub fn enabled(&self) -> bool {
+        self.open || !self.register_domains.is_empty()
+    }
+}
+
+/// `[guard]` settings: per-source meters on the SIP packets of sources that are not
+/// whitelisted, and the duration of bans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardSettings {
+    /// Packets per source allowed on average.
+    pub limit: Rate,
+    /// Packets per source allowed above the rate in a burst.
+    pub burst: u32,
+    /// How long a source over the limit is banned; also `pbxwall ban`'s default.
+    pub ban_for: Duration,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings {
+            limit: Rate {
+                packets: 10,
+                unit_secs: 60,
+            },
+            burst: 20,
+            ban_for: Duration { secs: 3600 },
+        }
+    }
+}
+
+/// A time as pbxwall prints and records it: RFC 3339 in UTC, whole seconds
+/// (`2026-12-24T18:00:00Z`).
+pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Parses `--expires`: a [`Duration`] from `now` (`2h`), or a time in RFC 3339 form with its
+/// offset (`2026-12-24T18:00:00Z`, `2026-12-24T19:00:00+01:00`), later than `now` and at
+/// most 365 days after it. Whole seconds (a fraction is dropped).
+pub fn parse_expires(
+    s: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ModelError> {
+    use chrono::{DurationRound, TimeDelta};
+    let text = s.trim();
+    let bad = || ModelError::Expires(s.to_owned());
+    let at = match text.parse::<Duration>() {
+        Ok(d) => now + TimeDelta::seconds(d.as_secs() as i64),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|_| bad())?
+            .with_timezone(&chrono::Utc),
+    };
+    let at = at
+        .duration_trunc(TimeDelta::seconds(1))
+        .map_err(|_| bad())?;
+    if at <= now {
+        return Err(ModelError::ExpiresPast {
+            value: s.to_owned(),
+            now: format_time(now),
+        });
+    }
+    if at - now > TimeDelta::seconds(Duration::MAX_SECS as i64) {
+        return Err(bad());
+    }
+    Ok(at)
+}
+
 /// Where RTP (media) may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -910,8 +1087,16 @@ pub struct Settings {
     pub rtp: RtpSettings,
     /// Log dropped packets (rate-limited) to the kernel log.
     pub log_drops: bool,
+    /// The SIP layer (`[sip]`).
+    pub sip: SipSettings,
+    /// The guard and bans (`[guard]`).
+    pub guard: GuardSettings,
+    /// `[geo]`: the country gate of the open paths.
+    pub geo: crate::geo::GeoSettings,
     /// `[sync]`: the fleet bundle this PBX pulls.
     pub sync: crate::fleet::SyncSettings,
+    /// `[knock]`: port knocking (off while its sequence is empty).
+    pub knock: crate::knock::KnockSettings,
 }
 
 impl Default for Settings {
@@ -924,7 +1109,11 @@ impl Default for Settings {
             resolver: ResolverSettings::default(),
             rtp: RtpSettings::default(),
             log_drops: true,
+            sip: SipSettings::default(),
+            guard: GuardSettings::default(),
+            geo: crate::geo::GeoSettings::default(),
             sync: crate::fleet::SyncSettings::default(),
+            knock: crate::knock::KnockSettings::default(),
         }
     }
 }
@@ -932,6 +1121,45 @@ impl Default for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiries_are_durations_or_future_times() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T06:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let t = |s: &str| parse_expires(s, now).map(format_time);
+        assert_eq!(t("2h").unwrap(), "2026-12-03T08:00:00Z");
+        assert_eq!(t("1h30m").unwrap(), "2026-12-03T07:30:00Z");
+        assert_eq!(t("2026-12-24T18:00:00Z").unwrap(), "2026-12-24T18:00:00Z");
+        assert_eq!(
+            t("2026-12-24T19:00:00+01:00").unwrap(),
+            "2026-12-24T18:00:00Z"
+        );
+        assert_eq!(t("2026-12-03T06:00:01.9Z").unwrap(), "2026-12-03T06:00:01Z");
+        assert_eq!(
+            t("2026-12-01T00:00:00Z").unwrap_err().to_string(),
+            "invalid expiry \"2026-12-01T00:00:00Z\": it is in the past (now 2026-12-03T06:00:00Z); give a later time or a duration such as 2h"
+        );
+        assert!(matches!(
+            t("2026-12-03T06:00:00Z"),
+            Err(ModelError::ExpiresPast { .. })
+        ));
+        for bad in [
+            "",
+            "0s",
+            "tomorrow",
+            "2h ago",
+            "2028-01-01T00:00:00Z",
+            "2026-12-24 18:00",
+            "366d",
+        ] {
+            let e = t(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("invalid expiry {bad:?}: expected a duration")),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn durations_parse_and_print_back() {

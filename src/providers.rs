@@ -162,6 +162,7 @@ impl Provider {
             )),
             created,
             provider: Some(self.id.clone()),
+            expires: None,
         }
     }
 

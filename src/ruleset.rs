@@ -49,9 +49,73 @@ pub struct Set {
     /// A plain set or a verdict map.
     pub kind: SetKind,
     /// Sorted, non-overlapping elements. In a plain set they are merged and non-adjacent;
-    /// in a verdict map adjacent ranges jump to different chains.
+    /// in a verdict map adjacent ranges jump to different chains. Always empty in a
+    /// [`SetKind::Dynamic`] set, whose elements are kernel state (see [`Dynamic`]).
     pub elements: Vec<Element>,
+    /// Timeout, size and elements to restore of a [`SetKind::Dynamic`] set; `None` for
+    /// every other kind.
+    pub dynamic: Option<Dynamic>,
 }
+
+/// What a dynamic set (`flags dynamic, timeout`) has beyond its key: its elements are
+/// kernel state, added by commands (`pbxwall ban`) or by rules (`add @set { ip saddr }`),
+/// each with its own timeout. A full apply keeps them: a live dynamic set with the same
+/// key, flags, timeout and size is neither flushed nor re-created, and [`Dynamic::restore`]
+/// is added in the same transaction (re-adding a live element changes nothing), so a table
+/// created from nothing (boot, a deleted table) gets back what was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Dynamic {
+    /// The set's default element timeout (`timeout 1h`); `None`: elements added without
+    /// one stay until deleted.
+    pub timeout: Option<std::time::Duration>,
+    /// Maximum number of elements (`size N`); `None`: the kernel's default (a dynamic set
+    /// then lists as `size 65535`; any live size is accepted as it).
+    pub size: Option<u32>,
+    /// Whether the elements come from the configuration (temporary accounts): a full
+    /// apply flushes the set and adds [`Dynamic::restore`], the whole list, each element
+    /// with the time it has left; nothing is recorded in the state folder.
+    pub configured: bool,
+    /// Whether the elements are recorded in the state folder and restored (bans,
+    /// admissions, grants); `false` for short-lived sets (meters, knock stages).
+    pub persist: bool,
+    /// Elements added by the apply, with the time each has left; not printed by the
+    /// renderer (they are state, not configuration).
+    pub restore: Vec<TimedElement>,
+}
+
+/// One element of a dynamic set: an address with the time it has left and the comment
+/// it carries (nft's element `comment`, element userdata).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimedElement {
+    /// The address (a dynamic set holds single addresses).
+    pub addr: IpAddr,
+    /// The element's timeout: when adding, how long it stays (`None`: the set's default);
+    /// when read back, the timeout it was added with.
+    pub timeout: Option<std::time::Duration>,
+    /// When read back: the time it has left (`None`: it never expires). Ignored when adding.
+    pub expires: Option<std::time::Duration>,
+    /// Element comment (at most 128 bytes, as nft allows).
+    pub comment: Option<String>,
+}
+
+impl TimedElement {
+    /// An element to add: `addr` for `timeout`, with an optional comment.
+    pub fn new(
+        addr: IpAddr,
+        timeout: Option<std::time::Duration>,
+        comment: Option<String>,
+    ) -> TimedElement {
+        TimedElement {
+            addr: addr.to_canonical(),
+            timeout,
+            expires: None,
+            comment,
+        }
+    }
+}
+
+/// Longest element comment (bytes), as nft's `NFT_USERDATA_MAXLEN`-bound comments.
+pub const MAX_ELEMENT_COMMENT: usize = 128;
 
 /// What a set's elements are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,13 +128,17 @@ pub enum SetKind {
     /// `map NAME { type ipv4_addr : verdict; }`: a hash of single addresses, each with a
     /// `jump CHAIN`. Cheaper to load and to look up than an interval map.
     HostMap,
+    /// `set NAME { type ipv4_addr; flags dynamic,timeout; }`: a hash of single addresses
+    /// with timeouts, changed by element operations and by rules (`add @NAME { ip saddr }`);
+    /// its elements are kernel state, kept by a full apply (see [`Dynamic`]).
+    Dynamic,
 }
 
 impl SetKind {
     /// "set" or "map", as nft calls it.
     pub fn noun(self) -> &'static str {
         match self {
-            SetKind::Addresses => "set",
+            SetKind::Addresses | SetKind::Dynamic => "set",
             SetKind::VerdictMap | SetKind::HostMap => "map",
         }
     }
@@ -108,13 +176,23 @@ pub fn element_changes(want: &[Element], have: &[Element]) -> (Vec<Element>, Vec
     (add, remove)
 }
 
-/// Elements as a list for messages: `192.0.2.1 : jump allow_ssh, 198.51.100.0/28`.
+/// Most elements [`element_list`] names; the rest are counted (a geo set changes by
+/// thousands).
+pub const ELEMENT_LIST_MAX: usize = 20;
+
+/// Elements as a list for messages: `192.0.2.1 : jump allow_ssh, 198.51.100.0/28`; after
+/// [`ELEMENT_LIST_MAX`] of them, `and N more`.
 pub fn element_list(elements: &[Element]) -> String {
-    elements
+    let mut out = elements
         .iter()
+        .take(ELEMENT_LIST_MAX)
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if elements.len() > ELEMENT_LIST_MAX {
+        out.push_str(&format!(" and {} more", elements.len() - ELEMENT_LIST_MAX));
+    }
+    out
 }
 
 impl Set {
@@ -125,6 +203,18 @@ impl Set {
             family,
             kind: SetKind::Addresses,
             elements: ranges.into_iter().map(Element::address).collect(),
+            dynamic: None,
+        }
+    }
+
+    /// An empty dynamic set (`flags dynamic,timeout`) of single addresses.
+    pub fn dynamic(name: &str, family: Family, dynamic: Dynamic) -> Set {
+        Set {
+            name: name.to_owned(),
+            family,
+            kind: SetKind::Dynamic,
+            elements: Vec::new(),
+            dynamic: Some(dynamic),
         }
     }
 
@@ -209,9 +299,15 @@ pub struct Rule {
     pub log: Option<Log>,
     /// Count packets and bytes reaching this rule.
     pub counter: bool,
+    /// `add|update|delete @SET { ip saddr ... }`: after the matches and the counter, in
+    /// order. A statement with a limit stops the rule while the source is under it.
+    pub set_updates: Vec<SetUpdate>,
     /// `ip saddr vmap @MAP` / `ip6 saddr vmap @MAP`: after the matches, jump to the chain
     /// the source address maps to; a source not in the map falls through.
     pub saddr_vmap: Option<(Family, String)>,
+    /// `jump CHAIN`: after the matches, evaluate that chain; a packet it does not accept or
+    /// drop comes back and goes on with the next rule. Excludes `verdict`.
+    pub jump: Option<String>,
     /// Final verdict; `None` falls through to the next rule.
     pub verdict: Option<Verdict>,
 }
@@ -234,6 +330,80 @@ pub enum Match {
     Dport(L4Proto, PortRange),
     /// `ip saddr @set` / `ip6 saddr @set`.
     SaddrInSet(Family, String),
+    /// `tcp flags syn / fin,syn,rst,ack`: a TCP packet with SYN set and FIN, RST and ACK
+    /// clear: the first packet of a connection attempt (what a TCP knock sends).
+    TcpSyn,
+    /// `tcp dport != P` / `udp dport != P`: that protocol, to any port but `P`.
+    DportNot(L4Proto, u16),
+    /// `@ih,OFFSET,LEN 0xDATA`: raw bytes of the transport payload (after the TCP or UDP
+    /// header) at byte `offset` equal `data`, 1 to 16 bytes (one register: the kernel
+    /// refuses longer loads). A longer prefix is several of these.
+    Payload {
+        /// Byte offset from the start of the transport payload.
+        offset: u32,
+        /// The bytes, 1 to [`MAX_PAYLOAD_MATCH`].
+        data: Vec<u8>,
+    },
+}
+
+/// Most bytes one [`Match::Payload`] compares: one 128-bit register.
+pub const MAX_PAYLOAD_MATCH: usize = 16;
+
+impl Match {
+    /// `@ih` matches for a prefix of the transport payload: [`MAX_PAYLOAD_MATCH`] bytes
+    /// each, from byte 0 on. Empty for an empty prefix.
+    pub fn payload_prefix(prefix: &[u8]) -> Vec<Match> {
+        prefix
+            .chunks(MAX_PAYLOAD_MATCH)
+            .enumerate()
+            .map(|(i, chunk)| Match::Payload {
+                offset: (i * MAX_PAYLOAD_MATCH) as u32,
+                data: chunk.to_vec(),
+            })
+            .collect()
+    }
+}
+
+/// A statement that changes a dynamic set from a rule: `add @SET { ip saddr }` and its
+/// forms (nft's dynset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetUpdate {
+    /// Add (a live element keeps its expiry), update (a live element's timeout starts
+    /// again) or delete.
+    pub op: SetOp,
+    /// Key: the packet's source address of this family (the rule applies to this family's
+    /// packets only).
+    pub family: Family,
+    /// The dynamic set.
+    pub set: String,
+    /// Timeout of the added or updated element (`None`: the set's default).
+    pub timeout: Option<std::time::Duration>,
+    /// `limit rate over N/UNIT burst B packets` kept per element: a meter. The statement
+    /// (and so the rule) continues only while the element's source is over the rate.
+    pub limit: Option<RateLimit>,
+}
+
+/// What a [`SetUpdate`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOp {
+    /// `add @SET { ... }` (`NFT_DYNSET_OP_ADD`).
+    Add,
+    /// `update @SET { ... }` (`NFT_DYNSET_OP_UPDATE`): refreshes a live element's timeout.
+    Update,
+    /// `delete @SET { ... }` (`NFT_DYNSET_OP_DELETE`).
+    Delete,
+}
+
+/// A packet rate: `N/second|minute|hour|day` with a burst, matched when exceeded
+/// (`limit rate over`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Packets per unit.
+    pub rate: u32,
+    /// Seconds per unit: 1, 60, 3600 or 86400.
+    pub unit_secs: u64,
+    /// Packets allowed above the rate in a burst.
+    pub burst: u32,
 }
 
 /// Transport protocols a service port can use.
@@ -362,6 +532,12 @@ impl Ruleset {
             {
                 return Some(v);
             }
+            if let Some(target) = rule.jump.as_deref().and_then(|name| self.chain(name))
+                && depth < 4
+                && let Some(v) = self.chain_accepts(target, src, proto, dport, depth + 1)
+            {
+                return Some(v);
+            }
             if let Some(v) = rule.verdict {
                 return Some(v);
             }
@@ -377,10 +553,16 @@ impl Ruleset {
             Match::SaddrIsLocal => false,
             Match::IcmpType(..) => false,
             Match::Dport(p, range) => *p == proto && (range.first..=range.last).contains(&dport),
+            // The first packet of a new TCP connection is a SYN.
+            Match::TcpSyn => proto == L4Proto::Tcp,
+            Match::DportNot(p, port) => *p == proto && dport != *port,
             Match::SaddrInSet(family, name) => {
                 Family::of(src) == *family
                     && self.set(name).is_some_and(|s| s.element_of(src).is_some())
             }
+            // The content of a packet is not known here: a rule that needs some is not
+            // taken as accepting a new connection.
+            Match::Payload { .. } => false,
         }
     }
 }

@@ -29,8 +29,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::geo::{Country, GeoSettings};
+use crate::knock::KnockSettings;
 use crate::model::{
-    Account, AccountName, Fqdn, ModelError, Profile, Profiles, ResolverSettings, RtpFrom,
+    Account, AccountName, Duration, Fqdn, ModelError, Profile, Profiles, ResolverSettings, RtpFrom,
     RtpSettings, Settings, parse_port_range, parse_source,
 };
 
@@ -459,6 +461,7 @@ struct AccountFileIn {
     comment: Option<String>,
     created: Option<toml::value::Datetime>,
     provider: Option<String>,
+    expires: Option<Spanned<toml::value::Datetime>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -476,6 +479,8 @@ struct AccountFileOut<'a> {
     created: Option<toml::value::Datetime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<toml::value::Datetime>,
 }
 
 fn parse_nets(
@@ -545,6 +550,24 @@ pub fn parse_account(path: &Path, text: &str, profiles: &Profiles) -> Result<Acc
             "the account has neither addresses nor fqdns",
         ));
     }
+    let expires = match &raw.expires {
+        None => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(&t.get_ref().to_string())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    invalid(
+                        path,
+                        text,
+                        t.span().start,
+                        format!(
+                            "invalid expires {}: expected a date and time with its offset, e.g. 2026-12-24T18:00:00Z",
+                            t.get_ref()
+                        ),
+                    )
+                })?,
+        ),
+    };
     Ok(Account {
         name,
         addresses,
@@ -554,6 +577,7 @@ pub fn parse_account(path: &Path, text: &str, profiles: &Profiles) -> Result<Acc
         comment: raw.comment,
         created: raw.created.map(|d| d.to_string()),
         provider: raw.provider,
+        expires,
     })
 }
 
@@ -567,6 +591,9 @@ pub fn render_account(account: &Account) -> String {
         comment: account.comment.as_deref(),
         created: account.created.as_deref().and_then(|c| c.parse().ok()),
         provider: account.provider.as_deref(),
+        expires: account
+            .expires
+            .and_then(|t| crate::model::format_time(t).parse().ok()),
     };
     toml::to_string(&out).expect("account serialises")
 }
@@ -737,7 +764,39 @@ struct SettingsIn {
     rtp: RtpIn,
     log_drops: Option<bool>,
     #[serde(default)]
+    sip: SipIn,
+    #[serde(default)]
+    guard: GuardIn,
+    #[serde(default)]
+    geo: GeoIn,
+    #[serde(default)]
     sync: crate::fleet::SyncIn,
+    #[serde(default)]
+    knock: KnockIn,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipIn {
+    register_domains: Option<Vec<Spanned<String>>>,
+    admit_for: Option<Spanned<String>>,
+    open: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardIn {
+    limit: Option<Spanned<String>>,
+    burst: Option<Spanned<i64>>,
+    ban_for: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeoIn {
+    database: Option<Spanned<String>>,
+    allow: Option<Vec<Spanned<String>>>,
+    deny: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -755,6 +814,99 @@ struct ResolverIn {
 struct RtpIn {
     ports: Option<Spanned<String>>,
     from: Option<RtpFrom>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KnockIn {
+    sequence: Option<Spanned<Vec<Spanned<i64>>>>,
+    protocol: Option<Spanned<String>>,
+    step_timeout: Option<Spanned<String>>,
+    grant_for: Option<Spanned<String>>,
+    services: Option<Spanned<Vec<Spanned<ServiceEntry>>>>,
+}
+
+/// `[knock]`: the sequence's shape, the protocol and the durations are checked here; the
+/// services and the ports against the profiles and the RTP range once the profiles are
+/// known ([`crate::knock::check_sequence`], in the apply pipeline), with the lines kept.
+fn parse_knock(path: &Path, text: &str, raw: KnockIn) -> Result<KnockSettings, StoreError> {
+    let mut k = KnockSettings::default();
+    if let Some(seq) = raw.sequence {
+        k.lines.sequence = line_of(text, seq.span().start);
+        let mut ports = Vec::new();
+        for p in seq.get_ref() {
+            let port = u16::try_from(*p.get_ref())
+                .ok()
+                .filter(|port| *port >= crate::knock::MIN_PORT)
+                .ok_or_else(|| {
+                    let e = crate::knock::KnockError::Port(p.get_ref().to_string());
+                    invalid(path, text, p.span().start, e.to_string())
+                })?;
+            ports.push(port);
+        }
+        if !ports.is_empty() {
+            crate::knock::check_shape(&ports)
+                .map_err(|e| invalid(path, text, seq.span().start, e.to_string()))?;
+        }
+        k.sequence = ports;
+    }
+    if let Some(p) = raw.protocol {
+        k.protocol = crate::knock::parse_protocol(p.get_ref())
+            .map_err(|e| invalid(path, text, p.span().start, e.to_string()))?;
+    }
+    let duration = |d: Spanned<String>, key: &str| {
+        d.get_ref()
+            .parse::<Duration>()
+            .map_err(|e| invalid(path, text, d.span().start, format!("{key}: {e}")))
+    };
+    if let Some(d) = raw.step_timeout {
+        k.step_timeout = duration(d, "step_timeout")?;
+    }
+    if let Some(d) = raw.grant_for {
+        k.grant_for = duration(d, "grant_for")?;
+    }
+    if let Some(services) = raw.services {
+        k.lines.services = line_of(text, services.span().start);
+        k.services = services
+            .get_ref()
+            .iter()
+            .map(|s| match s.get_ref() {
+                ServiceEntry::Code(c) => c.to_string(),
+                ServiceEntry::Name(n) => n.clone(),
+            })
+            .collect();
+        if k.services.is_empty() {
+            return Err(invalid(
+                path,
+                text,
+                services.span().start,
+                "[knock] services is empty: name what a grant opens, e.g. [\"all\"] or [\"sip-udp\", \"ssh\"]",
+            ));
+        }
+    }
+    Ok(k)
+}
+
+/// Checks `[knock]` against the profiles and the RTP range: the ports are no service's and
+/// outside the media range, the services exist. Errors name the file and line.
+pub fn check_knock(
+    path: &Path,
+    settings: &Settings,
+    profiles: &Profiles,
+) -> Result<(), StoreError> {
+    let k = &settings.knock;
+    let at = |line: usize, message: String| StoreError::Invalid {
+        path: path.to_owned(),
+        line,
+        message,
+    };
+    k.service_names(profiles)
+        .map_err(|e| at(k.lines.services, format!("[knock] services: {e}")))?;
+    if k.enabled() {
+        crate::knock::check_sequence(&k.sequence, profiles, &settings.rtp)
+            .map_err(|e| at(k.lines.sequence, e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Parses the text of `pbxwall.toml`; every key is optional.
@@ -846,8 +998,120 @@ pub fn parse_settings(path: &Path, text: &str) -> Result<Settings, StoreError> {
     if let Some(l) = raw.log_drops {
         s.log_drops = l;
     }
+    parse_sip_layer(path, text, raw.sip, raw.guard, &mut s)?;
+    s.geo = parse_geo(path, text, raw.geo)?;
     s.sync = crate::fleet::parse_sync(path, text, raw.sync)?;
+    s.knock = parse_knock(path, text, raw.knock)?;
     Ok(s)
+}
+
+/// `[sip]` and `[guard]`: every value checked, the error naming file, line and what is
+/// valid.
+fn parse_sip_layer(
+    path: &Path,
+    text: &str,
+    sip: SipIn,
+    guard: GuardIn,
+    s: &mut Settings,
+) -> Result<(), StoreError> {
+    let duration = |v: &Spanned<String>, key: &str| {
+        v.get_ref()
+            .parse::<crate::model::Duration>()
+            .map_err(|e| invalid(path, text, v.span().start, format!("[{key}: {e}")))
+    };
+    for d in sip.register_domains.unwrap_or_default() {
+        let name: Fqdn = d.get_ref().parse().map_err(|e: ModelError| {
+            invalid(
+                path,
+                text,
+                d.span().start,
+                format!("invalid register_domains entry: {e}"),
+            )
+        })?;
+        if !s.sip.register_domains.contains(&name) {
+            s.sip.register_domains.push(name);
+        }
+    }
+    if let Some(v) = &sip.admit_for {
+        s.sip.admit_for = duration(v, "sip] admit_for")?;
+    }
+    if let Some(open) = sip.open {
+        s.sip.open = open;
+    }
+    if let Some(v) = &guard.limit {
+        s.guard.limit = v.get_ref().parse().map_err(|e: ModelError| {
+            invalid(path, text, v.span().start, format!("[guard] limit: {e}"))
+        })?;
+    }
+    if let Some(b) = &guard.burst {
+        let n = *b.get_ref();
+        if !(1..=100_000).contains(&n) {
+            return Err(invalid(
+                path,
+                text,
+                b.span().start,
+                format!("invalid [guard] burst {n}: use 1 to 100000 packets"),
+            ));
+        }
+        s.guard.burst = n as u32;
+    }
+    if let Some(v) = &guard.ban_for {
+        s.guard.ban_for = duration(v, "guard] ban_for")?;
+    }
+    Ok(())
+}
+
+/// `[geo]`: codes checked against ISO 3166-1, `allow` and `deny` exclusive, a database
+/// required by either; a relative database path is relative to the settings' folder.
+fn parse_geo(path: &Path, text: &str, raw: GeoIn) -> Result<GeoSettings, StoreError> {
+    let codes = |list: Option<Vec<Spanned<String>>>| -> Result<Vec<Country>, StoreError> {
+        let mut out: Vec<Country> = Vec::new();
+        for c in list.unwrap_or_default() {
+            let code = c
+                .get_ref()
+                .parse::<Country>()
+                .map_err(|e| invalid(path, text, c.span().start, e.to_string()))?;
+            if !out.contains(&code) {
+                out.push(code);
+            }
+        }
+        Ok(out)
+    };
+    let allow_at = raw
+        .allow
+        .as_ref()
+        .and_then(|a| a.first())
+        .map(|a| a.span().start);
+    let geo = GeoSettings {
+        database: raw
+            .database
+            .as_ref()
+            .map(|d| d.get_ref().trim())
+            .filter(|d| !d.is_empty())
+            .map(|d| match path.parent() {
+                Some(dir) => dir.join(d),
+                None => PathBuf::from(d),
+            }),
+        allow: codes(raw.allow)?,
+        deny: codes(raw.deny)?,
+    };
+    if !geo.allow.is_empty() && !geo.deny.is_empty() {
+        return Err(invalid(
+            path,
+            text,
+            allow_at.unwrap_or(0),
+            "[geo] allow and deny exclude each other: list the countries to allow, or those to deny",
+        ));
+    }
+    if geo.enabled() && geo.database.is_none() {
+        return Err(invalid(
+            path,
+            text,
+            allow_at.unwrap_or(0),
+            "[geo] allow or deny needs [geo] database: the path of a DB-IP lite CSV, IP2Location LITE DB1 CSV, GeoLite2 Country CSV folder or .mmdb file",
+        ));
+    }
+    Ok(geo)
 }
 
 /// Loads the settings; a missing file means all defaults.
@@ -997,6 +1261,33 @@ mod tests {
         assert_eq!(a.fqdns[0].as_str(), "joe.dyndns.example");
         let again = parse_account(&path, &render_account(&a), &ps).unwrap();
         assert_eq!(a, again);
+        let temp = parse_account(
+            &path,
+            "addresses = [\"203.0.113.7\"]\nservices = [1]\nexpires = 2026-12-24T19:00:00+01:00\n",
+            &ps,
+        )
+        .unwrap();
+        let t = temp.expires.unwrap();
+        assert_eq!(crate::model::format_time(t), "2026-12-24T18:00:00Z");
+        let text = render_account(&temp);
+        assert!(text.ends_with("expires = 2026-12-24T18:00:00Z\n"), "{text}");
+        assert_eq!(parse_account(&path, &text, &ps).unwrap(), temp);
+        let e = parse_account(
+            &path,
+            "addresses = [\"203.0.113.7\"]\nservices = [1]\nexpires = 2026-12-24T18:00:00\n",
+            &ps,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("joe.toml:3: invalid expires 2026-12-24T18:00:00: expected a date and time with its offset"), "{e}");
+        let e = parse_account(
+            &path,
+            "addresses = [\"203.0.113.7\"]\nservices = [1]\nexpires = \"2h\"\n",
+            &ps,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("joe.toml:3:"), "{e}");
 
         let bad = "services = [\"sip-udp\"]\naddresses = [\n  \"203.0.113.7\",\n  \"198.51.100.5/24\",\n]\n";
         let e = parse_account(&path, bad, &ps).unwrap_err().to_string();
@@ -1038,6 +1329,7 @@ mod tests {
             comment: None,
             created: None,
             provider: None,
+            expires: None,
         };
         save_account(&p, &a, false, &lock).unwrap();
         assert!(matches!(
@@ -1204,6 +1496,88 @@ mod tests {
             ),
         ] {
             let e = parse_settings(f, bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn knock_settings_parse_with_lines() {
+        let f = Path::new("/etc/pbxwall/pbxwall.toml");
+        let ps = builtin_profiles();
+        let s = parse_settings(
+            f,
+            "[knock]\nsequence = [23456, 34567, 45678]\nprotocol = \"udp\"\nstep_timeout = \"5s\"\ngrant_for = \"2h\"\nservices = [\"sip-udp\", 8]\n",
+        )
+        .unwrap();
+        assert_eq!(s.knock.sequence, [23456, 34567, 45678]);
+        assert_eq!(s.knock.protocol, crate::ruleset::L4Proto::Udp);
+        assert_eq!(s.knock.step_timeout.as_secs(), 5);
+        assert_eq!(s.knock.grant_for.as_secs(), 7200);
+        assert_eq!(s.knock.service_names(&ps).unwrap(), ["sip-udp", "ssh"]);
+        check_knock(f, &s, &ps).unwrap();
+        let off = parse_settings(f, "[knock]\nsequence = []\n").unwrap();
+        assert!(!off.knock.enabled());
+        check_knock(f, &off, &ps).unwrap();
+
+        for (bad, want) in [
+            (
+                "[knock]\nsequence = [23456]",
+                "pbxwall.toml:2: invalid knock sequence [23456]: use 2 to 8 distinct ports",
+            ),
+            (
+                "[knock]\nsequence = [2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2009]",
+                "pbxwall.toml:2: invalid knock sequence",
+            ),
+            (
+                "[knock]\nsequence = [23456,\n  23456]",
+                "pbxwall.toml:2: invalid knock sequence [23456,23456]: port 23456 appears twice",
+            ),
+            (
+                "[knock]\nsequence = [23456,\n  80]",
+                "pbxwall.toml:3: invalid knock port \"80\"",
+            ),
+            (
+                "[knock]\nsequence = [23456, -1]",
+                "pbxwall.toml:2: invalid knock port \"-1\"",
+            ),
+            (
+                "[knock]\nprotocol = \"icmp\"",
+                "pbxwall.toml:2: invalid knock protocol",
+            ),
+            (
+                "[knock]\nstep_timeout = \"10 sec\"",
+                "pbxwall.toml:2: step_timeout: invalid duration \"10 sec\"",
+            ),
+            (
+                "[knock]\ngrant_for = \"0s\"",
+                "pbxwall.toml:2: grant_for: invalid duration \"0s\"",
+            ),
+            ("[knock]\nsequense = []", "pbxwall.toml:2:"),
+            (
+                "[knock]\nservices = []",
+                "pbxwall.toml:2: [knock] services is empty",
+            ),
+        ] {
+            let e = parse_settings(f, bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        for (bad, want) in [
+            (
+                "[rtp]\nports = \"10000-20000\"\n[knock]\nsequence = [23456, 5060]",
+                "pbxwall.toml:4: invalid knock port 5060: it is in udp 5060-5061 of service sip-udp",
+            ),
+            (
+                "[knock]\nsequence = [23456, 15000]",
+                "pbxwall.toml:2: invalid knock port 15000: it is inside the RTP range",
+            ),
+            (
+                "[knock]\nsequence = [23456, 34567]\nservices = [\"telnet\"]",
+                "pbxwall.toml:3: [knock] services: unknown service \"telnet\"",
+            ),
+        ] {
+            let s = parse_settings(f, bad).unwrap();
+            let e = check_knock(f, &s, &ps).unwrap_err().to_string();
             assert!(e.contains(want), "{bad:?}: {e}");
         }
     }

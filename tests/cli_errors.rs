@@ -467,19 +467,21 @@ fn on_a_terminal_add_ip_asks_with_a_numbered_menu() {
     let cfg = TempConfig::new();
     let cmd = format!("{} --no-restart", common::bin("add-ip").display());
     let c = cfg.command(None, &script, ["-qec", cmd.as_str(), "/dev/null"]);
-    let answers = b"joe\n192.0.2.7\n1,3\n";
+    let answers = b"joe\n192.0.2.7\n1,3\nJoe's desk\n";
     let out =
         common::run_with_timeout(c, Some(answers), std::time::Duration::from_secs(20)).unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let s = stdout(&out);
     assert!(
-        s.contains("Account name:") && s.contains("IP address or CIDR:"),
+        s.contains("Account name:") && s.contains("IP address or CIDR (several"),
         "{s}"
     );
+    assert!(s.contains("Comment (optional, Enter for none):"), "{s}");
     assert!(s.contains("   3  iax "), "numbered menu: {s}");
     let text = cfg.read("accounts/joe.toml").unwrap();
     assert!(text.contains("addresses = [\"192.0.2.7\"]"), "{text}");
     assert!(text.contains("services = [\"sip-udp\", \"iax\"]"), "{text}");
+    assert!(text.contains("comment = \"Joe's desk\""), "{text}");
 }
 
 common::test_main! {

@@ -117,6 +117,7 @@ fn set(name: &str, family: Family, elements: Vec<Element>) -> Set {
         family,
         kind: SetKind::Addresses,
         elements,
+        dynamic: None,
     }
 }
 
@@ -142,6 +143,7 @@ fn map_of(kind: SetKind, name: &str, family: Family, elements: &[(&str, &str)]) 
                 jump: Some((*chain).into()),
             })
             .collect(),
+        dynamic: None,
     }
 }
 

@@ -731,6 +731,94 @@ fn the_commands_own_ssh_connection_is_kept() {
     own.assert_works("after del-acct admin --force");
 }
 
+/// (g) Accounts edited in place: an address appended with `add-ip --append` is admitted
+/// (the account keeps its services and comment); `del-acct NAME --address` removes one
+/// address: a new packet from it is dropped and its running UDP flow stops, while the
+/// account's other address goes on.
+fn append_admits_and_address_removal_ends_its_flow() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[], &[5060]);
+    let cfg = config(&[]);
+    let ns = Some(topo.pbx_ns());
+    let probe =
+        |src: &str| common::udp_probe(&topo, ip(src), pbx(src, 5060), Duration::from_millis(500));
+    ok(
+        cfg.run(
+            ns,
+            "add-ip",
+            [
+                "joe",
+                "192.0.2.10",
+                "--allow",
+                "sip-udp",
+                "--comment",
+                "Joe",
+            ],
+        ),
+        "add-ip joe",
+    );
+    assert!(probe("192.0.2.10"), "joe's first address is admitted");
+    assert!(
+        !probe("198.51.100.10"),
+        "a stranger is dropped before --append"
+    );
+
+    let out = ok(
+        cfg.run(ns, "add-ip", ["joe", "198.51.100.10", "--append"]),
+        "add-ip joe --append",
+    );
+    assert_says(&out, "account joe: appended 198.51.100.10");
+    assert!(probe("198.51.100.10"), "the appended address is admitted");
+    assert!(probe("192.0.2.10"), "the first address still is");
+    let text = cfg.read("accounts/joe.toml").unwrap();
+    assert!(
+        text.contains("addresses = [\"192.0.2.10\", \"198.51.100.10\"]")
+            && text.contains("services = [\"sip-udp\"]")
+            && text.contains("comment = \"Joe\""),
+        "{text}"
+    );
+
+    let cli = topo.client_ns();
+    let first = Keepalive::start(
+        cli,
+        "192.0.2.10:40000".parse().unwrap(),
+        pbx("192.0.2.10", 5060),
+    );
+    let second = Keepalive::start(
+        cli,
+        "198.51.100.10:40001".parse().unwrap(),
+        pbx("198.51.100.10", 5060),
+    );
+    first.assert_answered("before del-acct --address");
+    second.assert_answered("before del-acct --address");
+
+    let out = ok(
+        cfg.run(ns, "del-acct", ["joe", "--address", "198.51.100.10"]),
+        "del-acct joe --address",
+    );
+    let done = Instant::now();
+    assert_says(&out, "account joe: removed 198.51.100.10");
+    // The keepalive's flow, and the earlier probe's if it is still in conntrack.
+    let ended = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("ended "))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        ended.contains(": 198.51.100.10 udp/5060") && !ended.contains("192.0.2.10"),
+        "only the removed address's flows end:\n{}",
+        show(&out)
+    );
+    second.assert_stopped(done, "after del-acct joe --address 198.51.100.10");
+    first.assert_answered("after del-acct joe --address 198.51.100.10");
+    assert!(!probe("198.51.100.10"), "the removed address is dropped");
+    let text = cfg.read("accounts/joe.toml").unwrap();
+    assert!(
+        text.contains("addresses = [\"192.0.2.10\"]") && text.contains("comment = \"Joe\""),
+        "{text}"
+    );
+}
+
 common::test_main! {
     Needs::ROOT => [
         del_acct_cuts_the_tcp_connection_of_the_account,
@@ -738,6 +826,7 @@ common::test_main! {
         del_acct_stops_the_udp_keepalives_of_the_account,
         a_source_that_loses_one_service_keeps_the_others,
         outbound_and_trusted_flows_are_untouched,
+        append_admits_and_address_removal_ends_its_flow,
     ],
     Needs::root_and(&["dnsmasq"]) => [ipchecker_ends_the_flow_of_the_old_address_of_a_name],
 }

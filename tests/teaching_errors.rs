@@ -108,6 +108,22 @@ fn without_root_one_line_says_so() {
             1,
             format!("pbxwall: error: {change}, or use --dry-run to print the ruleset"),
         ),
+        (
+            &["add-ip", "joe", "192.0.2.8", "--append"],
+            1,
+            format!("add-ip: error: {change}, or use --no-restart to only save the account"),
+        ),
+        (
+            &["del-acct", "joe", "--address", "192.0.2.7"],
+            1,
+            format!("del-acct: error: {change}, or use --no-restart to only remove the files"),
+        ),
+        // Reading the account files (0640, root's) needs root too.
+        (
+            &["pbxwall", "list"],
+            1,
+            "pbxwall: error: needs root to read pbxwall's files (".into(),
+        ),
         // A bad value is said first: it is wrong whoever runs the command.
         (
             &["add-ip", "ann", "192.0.2.300", "--allow", "1"],

@@ -18,7 +18,9 @@ use chrono::Utc;
 
 use super::context::{AppliedSummary, Ctx, Outcome};
 use super::lockout::{guard_ssh_lockout, own_ssh_flow};
+use crate::addrset::Family;
 use crate::compile;
+use crate::geo::{self, Gate, GeoInfo, GeoSettings};
 use crate::model::{Account, Fqdn, Profiles, Settings};
 use crate::nft::netlink::conntrack;
 use crate::nft::{netlink, render};
@@ -47,16 +49,23 @@ pub struct Build {
     pub accounts: Vec<Account>,
     /// Account files that were skipped, with file and line.
     pub skipped: Vec<StoreError>,
+    /// Temporary accounts whose time is up, left out of the ruleset (their files are removed
+    /// when the build holds the lock).
+    pub expired: Vec<Account>,
     /// What every host name resolved to, and its state.
     pub resolution: Resolution,
     /// The compiled ruleset.
     pub ruleset: Ruleset,
+    /// The geo gate: its database and what it holds.
+    pub geo: GeoInfo,
 }
 
 impl Build {
     /// Whether anything was left out or is stale.
     pub fn degraded(&self) -> bool {
-        !self.skipped.is_empty() || self.resolution.degraded().next().is_some()
+        !self.skipped.is_empty()
+            || self.resolution.degraded().next().is_some()
+            || self.geo.problem.is_some()
     }
 
     /// The accounts that use a name, for messages.
@@ -95,6 +104,14 @@ impl Build {
                 out.push(format!("{} (account {accounts}): {note}", r.name));
             }
         }
+        out.extend(self.geo.problem.clone());
+        if !self.geo.missing.is_empty() {
+            let missing: Vec<String> = self.geo.missing.iter().map(|c| c.to_string()).collect();
+            out.push(format!(
+                "the geo database has no address range for {}",
+                missing.join(", ")
+            ));
+        }
         out
     }
 
@@ -132,10 +149,18 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let profiles = store::load_profiles(&ctx.paths)?;
     crate::model::check_rtp_ports(settings.rtp.ports, &profiles)
         .with_context(|| ctx.paths.settings_file().display().to_string())?;
+    store::check_knock(&ctx.paths.settings_file(), &settings, &profiles)?;
     let LoadedAccounts {
-        mut accounts,
+        accounts,
         mut skipped,
     } = store::load_accounts(&ctx.paths, &profiles)?;
+    let now = Utc::now();
+    let (expired, mut accounts): (Vec<Account>, Vec<Account>) = accounts
+        .into_iter()
+        .partition(|a| a.expires.is_some_and(|t| t <= now));
+    if let Some(lock) = lock {
+        remove_expired(ctx, &expired, lock);
+    }
     // The fleet bundle's accounts (`pbxwall sync`), beside the local ones; a local account
     // of the same name wins.
     let (fleet, fleet_skipped, shadowed) =
@@ -148,7 +173,11 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     }
     skipped.extend(fleet_skipped);
     if !fleet.is_empty() {
-        accounts.extend(fleet);
+        accounts.extend(
+            fleet
+                .into_iter()
+                .filter(|a| a.expires.is_none_or(|t| t > now)),
+        );
         accounts.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let names: BTreeSet<Fqdn> = accounts
@@ -177,15 +206,93 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
             r
         }
     };
-    let ruleset = compile::compile(&settings, &profiles, &accounts, &resolution.usable());
+    let (gate, geo) = load_gate(&settings.geo)?;
+    let mut ruleset =
+        compile::compile_gated(&settings, &profiles, &accounts, &resolution.usable(), &gate);
+    // Temporary accounts' elements get the time each has left.
+    compile::set_temporary_timeouts(&mut ruleset, &accounts, Utc::now());
+    // The dynamic sets' elements (bans, admissions, grants) are kernel state: with the
+    // lock, what is live is recorded with its expiry, and what was recorded is handed to
+    // the apply to restore when the table was created from nothing.
+    if let Some(lock) = lock {
+        for w in crate::dynstate::sync(&ctx.paths, lock, &mut ruleset) {
+            ctx.warn_state_unsaved(w);
+        }
+    }
     Ok(Build {
         settings,
         profiles,
         accounts,
         skipped,
+        expired,
         resolution,
         ruleset,
+        geo,
     })
+}
+
+/// The geo gate of `[geo]`. A database that cannot be used (unreadable, corrupt, or empty
+/// for every allowed country) leaves the gate as it is live: its live elements are kept,
+/// and the build is degraded (exit 3) with the reason. Without a live gate to keep, it is
+/// an error: nothing is applied.
+pub fn load_gate(settings: &GeoSettings) -> Result<(Gate, GeoInfo)> {
+    let err = match geo::load(settings) {
+        Ok(loaded) => return Ok(loaded),
+        Err(e) => e,
+    };
+    let live = netlink::read_table().ok().flatten();
+    let live_set = |family| {
+        let name = Gate::set_name(family);
+        live.as_ref()
+            .and_then(|t| t.sets.iter().find(|s| s.name == name))
+            .map(|s| s.elements.iter().map(|e| e.range).collect::<Vec<_>>())
+    };
+    match (live_set(Family::V4), live_set(Family::V6)) {
+        (Some(v4), Some(v6)) => {
+            let info = GeoInfo {
+                database: settings.database.clone(),
+                countries: settings.describe(),
+                ranges_v4: v4.len(),
+                ranges_v6: v6.len(),
+                problem: Some(format!(
+                    "cannot use the geo database: {}; the geo gate keeps the {} ranges live now",
+                    crate::error_chain(&err),
+                    v4.len() + v6.len()
+                )),
+                ..GeoInfo::default()
+            };
+            Ok((Gate::On { v4, v6 }, info))
+        }
+        _ => Err(anyhow::Error::new(err).context(
+            "cannot build the geo gate ([geo] in the settings), and none is live to keep",
+        )),
+    }
+}
+
+/// Removes the files of temporary accounts whose time is up (the kernel has dropped their
+/// addresses already) and says so in the output and the audit log. A file that cannot be
+/// removed is a warning: the account stays out of the ruleset anyway.
+fn remove_expired(ctx: &Ctx, expired: &[Account], _lock: &StoreLock) {
+    for a in expired {
+        let path = ctx.paths.account_file(&a.name);
+        let at = a.expires.map(crate::model::format_time).unwrap_or_default();
+        match store::remove_durably(&path) {
+            Ok(()) => {
+                let line = format!(
+                    "account {} expired at {at}: removed ({})",
+                    a.name,
+                    a.summary()
+                );
+                ctx.say(&line);
+                ctx.audit(&line);
+            }
+            Err(e) => ctx.warn(format_args!(
+                "account {} expired at {at}, but its file could not be removed: {}",
+                a.name,
+                crate::error_chain(&e)
+            )),
+        }
+    }
 }
 
 /// File in the state folder holding the last ruleset applied, in nft syntax (loadable with
@@ -251,6 +358,41 @@ fn write_records(
     st.save(&ctx.paths, lock)
 }
 
+/// `ruleset` with the elements of its dynamic sets (bans, knock grants, temporary
+/// accounts) filled in as plain elements: those live in the kernel now, and those the
+/// apply adds (to restore, or a temporary account's), so [`Ruleset::accepts_new`] sees
+/// whom they admit or drop. A set that cannot be read counts only what the apply adds.
+/// Borrowed when no dynamic set has an element.
+pub fn with_dynamic_elements(ruleset: &Ruleset) -> std::borrow::Cow<'_, Ruleset> {
+    let mut fills = Vec::new();
+    for (i, set) in ruleset.sets.iter().enumerate() {
+        let Some(d) = &set.dynamic else {
+            continue;
+        };
+        let mut addrs: Vec<IpAddr> = match netlink::list_timed_elements(&set.name) {
+            Ok(Some(live)) => live.into_iter().map(|e| e.addr).collect(),
+            _ => Vec::new(),
+        };
+        addrs.extend(d.restore.iter().map(|e| e.addr));
+        if !addrs.is_empty() {
+            addrs.sort_unstable();
+            addrs.dedup();
+            fills.push((i, addrs));
+        }
+    }
+    if fills.is_empty() {
+        return std::borrow::Cow::Borrowed(ruleset);
+    }
+    let mut rs = ruleset.clone();
+    for (i, addrs) in fills {
+        rs.sets[i].elements = addrs
+            .into_iter()
+            .map(|a| crate::ruleset::Element::address(crate::addrset::AddrRange::from_addr(a)))
+            .collect();
+    }
+    std::borrow::Cow::Owned(rs)
+}
+
 /// What [`end_lost_flows`] did, for the command's output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowsEnded {
@@ -292,7 +434,8 @@ impl FlowsEnded {
 pub fn end_lost_flows(ruleset: &Ruleset) -> FlowsEnded {
     let keep = own_ssh_flow();
     let mut out = FlowsEnded::default();
-    match conntrack::end_revoked_flows(ruleset, keep.as_ref()) {
+    let ruleset = with_dynamic_elements(ruleset);
+    match conntrack::end_revoked_flows(&ruleset, keep.as_ref()) {
         Ok(ended) => {
             out.lines.extend(ended.summary());
             if let Some(kept) = ended.kept {
@@ -329,7 +472,7 @@ pub fn apply_ruleset(
     force: bool,
 ) -> Result<FlowsEnded> {
     if !force {
-        guard_ssh_lockout(&ctx.paths, &build.ruleset)?;
+        guard_ssh_lockout(&ctx.paths, &with_dynamic_elements(&build.ruleset))?;
     }
     let started = Instant::now();
     // The kernel works through the batch inside one sendmsg; meanwhile another thread

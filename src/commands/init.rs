@@ -450,6 +450,7 @@ fn account_plan(
         comment: Some(comment.to_owned()),
         created: Some(now_rfc3339()),
         provider: None,
+        expires: None,
     };
     if let Some(text) = store::read_optional(&path)? {
         // Never overwrite what cannot be read: it may hold addresses init would lose.

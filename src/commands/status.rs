@@ -18,8 +18,12 @@
 //!   "ipchecker": {"last_run": "...", "outcome": "ok", "netlink_writes": 0,
 //!                 "cron_schedule": "*/5 * * * *", "next_run": "..."},   // fields may be null
 //!   "dropped": {"packets": 12, "bytes": 840},                           // or null
+//!   "geo": {"database": "/srv/geo/dbip.csv", "format": "DB-IP lite CSV",  // or null
+//!           "modified": "...", "rows": 600000, "countries": "DE, AT", "ranges_v4": 9000,
+//!           "ranges_v6": 3000, "missing": [], "problem": null, "live_v4": 9000, "live_v6": 3000},
 //!   "accounts": [{
 //!     "name": "joe", "services": ["sip-udp"], "comment": null, "provider": null,
+//!     "expires": null, "expired": false,   // a temporary account: "2026-12-24T18:00:00Z"
 //!     "addresses": [{"address": "203.0.113.7", "applied": true}],
 //!     "fqdns": [{"name": "joe.dyn.example", "state": "ok", "v4": ["192.0.2.10"], "v6": [],
 //!                "resolved_at": "...", "applied": ["192.0.2.10"]}],
@@ -90,7 +94,10 @@ With --json it prints one object (every key always present; null when it has no 
    \"last_apply\": {\"at\", \"by\"} | null,
    \"ipchecker\": {\"last_run\", \"outcome\", \"netlink_writes\", \"cron_schedule\", \"next_run\"},
    \"dropped\": {\"packets\", \"bytes\", \"since\"} | null,
+   \"geo\": {\"database\", \"format\", \"modified\", \"rows\", \"countries\", \"ranges_v4\",
+            \"ranges_v6\", \"missing\", \"problem\", \"live_v4\", \"live_v6\"} | null,
    \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
+                 \"expires\": null | \"RFC 3339 time\", \"expired\": false | true,
                  \"addresses\": [{\"address\", \"applied\"}],
                  \"fqdns\": [{\"name\", \"state\": \"ok\" | \"stale\" | \"left_out\",
                             \"since\", \"error\", \"reason\", \"v4\", \"v6\", \"resolved_at\", \"applied\"}],
@@ -160,6 +167,7 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             m.insert("degraded".into(), Value::Null);
             m.insert("problems".into(), json!([]));
             m.insert("live".into(), live.as_ref().map(live_size).into());
+            m.insert("geo".into(), Value::Null);
             m.insert("accounts".into(), json!([]));
             show(ctx, &report)?;
             return Err(e.context(
@@ -176,11 +184,13 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     m.insert("degraded".into(), json!(b.degraded()));
     m.insert("problems".into(), json!(b.problems()));
     m.insert("live".into(), live.as_ref().map(live_size).into());
+    m.insert("geo".into(), geo_json(&b, live.as_ref()));
     let fleet_names = crate::fleet::fleet_account_names(&ctx.paths);
     m.insert(
         "accounts".into(),
         b.accounts
             .iter()
+            .chain(&b.expired)
             .map(|a| {
                 let mut v = account_json(&b, a, live.as_ref());
                 let fleet = fleet_names.contains_key(&a.name)
@@ -196,6 +206,31 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     } else {
         Outcome::Degraded
     })
+}
+
+/// The geo gate: null when off; else its database (path, format, modification time, rows),
+/// the countries it passes, its ranges per family as built and as live.
+fn geo_json(b: &Build, live: Option<&LiveTable>) -> Value {
+    if !b.settings.geo.enabled() {
+        return Value::Null;
+    }
+    let live_count = |family| {
+        let name = crate::geo::Gate::set_name(family);
+        live.and_then(|t| t.sets.iter().find(|s| s.name == name))
+            .map(|s| s.elements.len())
+    };
+    let mut v = serde_json::to_value(&b.geo).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "live_v4".into(),
+            json!(live_count(crate::addrset::Family::V4)),
+        );
+        m.insert(
+            "live_v6".into(),
+            json!(live_count(crate::addrset::Family::V6)),
+        );
+    }
+    v
 }
 
 /// The fleet: where the bundle comes from, the serial in force, how the last sync went;
@@ -296,6 +331,8 @@ fn account_json(b: &Build, a: &Account, live: Option<&LiveTable>) -> Value {
         "services": a.services,
         "comment": a.comment,
         "provider": a.provider,
+        "expires": a.expires.map(crate::model::format_time),
+        "expired": a.expires.is_some_and(|t| t <= chrono::Utc::now()),
         "addresses": a.addresses.iter().map(net_json).collect::<Vec<_>>(),
         "fqdns": fqdns,
         "media": a.media.iter().map(display_net).collect::<Vec<_>>(),
@@ -405,6 +442,23 @@ fn print_text(r: &Value) {
         outln!("last apply: {} by {}", s(&a["at"]), s(&a["by"]));
     }
     outln!("{}", ipchecker_line(&r["ipchecker"]));
+    if let Some(g) = r["geo"].as_object() {
+        outln!(
+            "geo gate: {} on the open paths; {} IPv4 and {} IPv6 ranges (live: {} and {})",
+            s(&g["countries"]),
+            s(&g["ranges_v4"]),
+            s(&g["ranges_v6"]),
+            s(&g["live_v4"]),
+            s(&g["live_v6"])
+        );
+        outln!(
+            "geo database: {} ({}, modified {}, {} rows)",
+            s(&g["database"]),
+            s(&g["format"]),
+            s(&g["modified"]),
+            s(&g["rows"])
+        );
+    }
     if let Some(f) = r["fleet"].as_object() {
         let serial = match f["serial"] {
             Value::Null => "no bundle yet".to_owned(),
@@ -468,6 +522,14 @@ fn print_text(r: &Value) {
         let mut head = format!("{}: {}", s(&a["name"]), services.join(", "));
         if a["comment"].is_string() {
             head.push_str(&format!(" ({})", s(&a["comment"])));
+        }
+        if a["expired"] == true {
+            head.push_str(&format!(
+                "; expired at {}, closed (the next command removes it)",
+                s(&a["expires"])
+            ));
+        } else if a["expires"].is_string() {
+            head.push_str(&format!("; expires {}", s(&a["expires"])));
         }
         outln!("{head}");
         for addr in a["addresses"].as_array().into_iter().flatten() {

@@ -32,6 +32,7 @@ fn want() -> Ruleset {
                     host("203.0.113.7", "allow_ssh"),
                     host("203.0.113.9", "allow_ssh"),
                 ],
+                dynamic: None,
             },
         ],
         chains: vec![
@@ -78,6 +79,11 @@ fn live() -> LiveTable {
                 kind: Some(s.kind),
                 elements: s.elements.clone(),
                 handle: i as u64 + 1,
+                timeout_ms: s
+                    .dynamic
+                    .as_ref()
+                    .and_then(|d| d.timeout.map(|t| t.as_millis() as u64)),
+                size: s.dynamic.as_ref().and_then(|d| d.size),
             })
             .collect(),
         chains: want

@@ -374,6 +374,7 @@ pub fn plan(inputs: &[Input], profiles: &Profiles) -> Plan {
                 comment: Some(group.comment),
                 created: None,
                 provider: None,
+                expires: None,
             },
             from: group.from,
         };

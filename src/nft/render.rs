@@ -26,6 +26,10 @@ pub fn skeleton(ruleset: &Ruleset) -> String {
                 family: s.family,
                 kind: s.kind,
                 elements: Vec::new(),
+                dynamic: s.dynamic.as_ref().map(|d| crate::ruleset::Dynamic {
+                    restore: Vec::new(),
+                    ..d.clone()
+                }),
             })
             .collect(),
         chains: ruleset.chains.clone(),
@@ -173,10 +177,24 @@ mod tests {
 		elements = { 2001:db8::/48 : jump allow_sip-udp }
 	}
 
+	set ban_v4 {
+		type ipv4_addr
+		size 65536
+		flags dynamic,timeout
+	}
+
+	set ban_v6 {
+		type ipv6_addr
+		size 65536
+		flags dynamic,timeout
+	}
+
 	chain input {
 		type filter hook input priority filter; policy drop;
 		iif "lo" accept
 		fib saddr type local drop
+		ip saddr @ban_v4 drop
+		ip6 saddr @ban_v6 drop
 		ct state established,related accept
 		ct state invalid drop
 		icmp type destination-unreachable accept

@@ -9,7 +9,10 @@ use std::fmt::{self, Display, Write};
 
 use crate::addrset::Family;
 
-use super::{Chain, Element, Match, PortRange, Rule, Ruleset, Set, SetKind, TABLE_NAME, Verdict};
+use super::{
+    Chain, Element, Match, PortRange, RateLimit, Rule, Ruleset, Set, SetKind, SetOp, SetUpdate,
+    TABLE_NAME, Verdict,
+};
 
 /// `table inet pbxwall { ... }`: sets and maps first, then chains, one blank line between
 /// blocks.
@@ -43,6 +46,20 @@ impl Display for Set {
             Family::V6 => "ipv6_addr",
         };
         match self.kind {
+            SetKind::Dynamic => {
+                // As nft lists it: type, size, flags, timeout; no elements (kernel state).
+                writeln!(f, "\tset {} {{", self.name)?;
+                writeln!(f, "\t\ttype {key}")?;
+                let d = self.dynamic.clone().unwrap_or_default();
+                if let Some(size) = d.size {
+                    writeln!(f, "\t\tsize {size}")?;
+                }
+                writeln!(f, "\t\tflags dynamic,timeout")?;
+                if let Some(t) = d.timeout {
+                    writeln!(f, "\t\ttimeout {}", NftTime(t))?;
+                }
+                return writeln!(f, "\t}}");
+            }
             SetKind::Addresses => {
                 writeln!(f, "\tset {} {{", self.name)?;
                 writeln!(f, "\t\ttype {key}")?;
@@ -119,12 +136,18 @@ impl Display for Rule {
         if self.counter {
             parts.push("counter".to_owned());
         }
+        for u in &self.set_updates {
+            parts.push(u.to_string());
+        }
         if let Some((family, map)) = &self.saddr_vmap {
             let key = match family {
                 Family::V4 => "ip",
                 Family::V6 => "ip6",
             };
             parts.push(format!("{key} saddr vmap @{map}"));
+        }
+        if let Some(chain) = &self.jump {
+            parts.push(format!("jump {chain}"));
         }
         if let Some(v) = self.verdict {
             parts.push(v.to_string());
@@ -147,7 +170,83 @@ impl Display for Match {
             Match::Dport(proto, range) => write!(f, "{} dport {range}", proto.keyword()),
             Match::SaddrInSet(Family::V4, set) => write!(f, "ip saddr @{set}"),
             Match::SaddrInSet(Family::V6, set) => write!(f, "ip6 saddr @{set}"),
+            Match::TcpSyn => f.write_str("tcp flags syn / fin,syn,rst,ack"),
+            Match::DportNot(proto, port) => write!(f, "{} dport != {port}", proto.keyword()),
+            Match::Payload { offset, data } => {
+                write!(f, "@ih,{},{} 0x", offset * 8, data.len() * 8)?;
+                for b in data {
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
         }
+    }
+}
+
+/// `add @ban_v4 { ip saddr timeout 1h }`,
+/// `update @meter_v4 { ip saddr limit rate over 10/minute burst 20 packets }`.
+impl Display for SetUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.op {
+            SetOp::Add => "add",
+            SetOp::Update => "update",
+            SetOp::Delete => "delete",
+        };
+        let key = match self.family {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        };
+        write!(f, "{op} @{} {{ {key} saddr", self.set)?;
+        if let Some(t) = self.timeout {
+            write!(f, " timeout {}", NftTime(t))?;
+        }
+        if let Some(l) = &self.limit {
+            write!(f, " {l}")?;
+        }
+        f.write_str(" }")
+    }
+}
+
+/// `limit rate over 10/minute burst 20 packets`.
+impl Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.unit_secs {
+            1 => "second",
+            60 => "minute",
+            3600 => "hour",
+            _ => "day",
+        };
+        write!(
+            f,
+            "limit rate over {}/{unit} burst {} packets",
+            self.rate, self.burst
+        )
+    }
+}
+
+/// A timeout as nft prints it: `1h`, `1d2h30m`, `1s500ms`; `0s` for none.
+pub(crate) struct NftTime(pub(crate) std::time::Duration);
+
+impl Display for NftTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        let mut rest = ms;
+        for (unit, suffix) in [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+            (1, "ms"),
+        ] {
+            if rest >= unit {
+                write!(f, "{}{suffix}", rest / unit)?;
+                rest %= unit;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -26,7 +26,7 @@ use nftnl::nftnl_sys as attr;
 use super::sys::{Batch, NfSet};
 use super::{NFPROTO_INET, NetlinkError, Result, cstring};
 use crate::addrset::{AddrRange, Family};
-use crate::ruleset::{Element, SetKind};
+use crate::ruleset::{Element, SetKind, TimedElement};
 
 /// nft's data type ids for set keys.
 pub(super) const KEY_TYPE_IPV4_ADDR: u32 = 7;
@@ -55,13 +55,15 @@ pub(super) fn set_flags(kind: SetKind) -> u32 {
         SetKind::Addresses => libc::NFT_SET_INTERVAL as u32,
         SetKind::VerdictMap => (libc::NFT_SET_INTERVAL | libc::NFT_SET_MAP) as u32,
         SetKind::HostMap => libc::NFT_SET_MAP as u32,
+        // nft: flags dynamic,timeout
+        SetKind::Dynamic => (libc::NFT_SET_EVAL | libc::NFT_SET_TIMEOUT) as u32,
     }
 }
 
 /// `NFTNL_SET_DATA_TYPE` of a set of this kind (`None`: a set has no data).
 pub(super) fn data_type(kind: SetKind) -> Option<u32> {
     match kind {
-        SetKind::Addresses => None,
+        SetKind::Addresses | SetKind::Dynamic => None,
         SetKind::VerdictMap | SetKind::HostMap => Some(NFT_DATA_VERDICT),
     }
 }
@@ -99,6 +101,8 @@ pub(super) fn check_elements<'e>(
             format!("element {r} is not a valid {family:?} range")
         } else if kind == SetKind::HostMap && r.start != r.end {
             format!("element {r} of a host map is not a single address")
+        } else if kind == SetKind::Dynamic {
+            format!("element {r}: a dynamic set's elements are added with their timeouts")
         } else if e.jump.is_some() != (kind != SetKind::Addresses) {
             format!("element {e:?} does not fit a {}", kind.noun())
         } else {
@@ -110,6 +114,96 @@ pub(super) fn check_elements<'e>(
         });
     }
     Ok(())
+}
+
+/// `NFTNL_UDATA_SET_ELEM_COMMENT`: the userdata TLV type of an element comment, as nft
+/// writes it (the text with its NUL).
+const UDATA_ELEM_COMMENT: u8 = 0;
+
+/// Element userdata carrying `comment` as nft writes it: type 0, length, text, NUL.
+pub(super) fn comment_udata(comment: &str) -> Vec<u8> {
+    let bytes = comment.as_bytes();
+    let len = bytes.len().min(crate::ruleset::MAX_ELEMENT_COMMENT);
+    let mut out = Vec::with_capacity(len + 3);
+    out.push(UDATA_ELEM_COMMENT);
+    out.push((len + 1) as u8);
+    out.extend_from_slice(&bytes[..len]);
+    out.push(0);
+    out
+}
+
+/// The comment in element userdata (nft's TLVs), if any.
+pub(super) fn udata_comment(udata: &[u8]) -> Option<String> {
+    let mut rest = udata;
+    while rest.len() >= 2 {
+        let (kind, len) = (rest[0], rest[1] as usize);
+        let value = rest.get(2..2 + len)?;
+        if kind == UDATA_ELEM_COMMENT {
+            let text = value.strip_suffix(&[0]).unwrap_or(value);
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        rest = &rest[2 + len..];
+    }
+    None
+}
+
+/// Checks the elements of a dynamic set of `family`: addresses of the family, comments
+/// within [`crate::ruleset::MAX_ELEMENT_COMMENT`] bytes without NUL.
+pub(super) fn check_timed(what: &str, family: Family, elements: &[TimedElement]) -> Result<()> {
+    for e in elements {
+        let reason = if Family::of(e.addr) != family {
+            format!("{} is not an {family:?} address", e.addr)
+        } else if e
+            .comment
+            .as_ref()
+            .is_some_and(|c| c.len() > crate::ruleset::MAX_ELEMENT_COMMENT || c.contains('\0'))
+        {
+            format!(
+                "the comment of {} is longer than {} bytes or holds a NUL",
+                e.addr,
+                crate::ruleset::MAX_ELEMENT_COMMENT
+            )
+        } else {
+            continue;
+        };
+        return Err(NetlinkError::Invalid {
+            what: what.to_owned(),
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// Adds element messages of one dynamic set to the batch ([`ELEMENTS_PER_CHUNK`] at a
+/// time): with their timeouts and comments when adding, keys only when removing.
+pub(super) fn add_timed_elements(
+    batch: &mut Batch,
+    table: &CStr,
+    (set, id): (&CStr, Option<u32>),
+    elements: &[TimedElement],
+    op: ElemOp,
+    what: &str,
+) {
+    let (ty, flags) = match op {
+        ElemOp::Add => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE),
+        ElemOp::Remove => (libc::NFT_MSG_DELSETELEM, 0),
+    };
+    for chunk in elements.chunks(ELEMENTS_PER_CHUNK) {
+        let mut s = NfSet::new();
+        set_identity(&mut s, table, set, id);
+        for e in chunk {
+            let key = Key::of(e.addr);
+            if op == ElemOp::Add {
+                let udata = e.comment.as_deref().map(comment_udata);
+                // The kernel takes milliseconds; at least 1 (0 would mean "no timeout").
+                let ms = e.timeout.map(|t| (t.as_millis() as u64).max(1));
+                s.add_timed_elem(key.bytes(), ms, udata.as_deref());
+            } else {
+                s.add_timed_elem(key.bytes(), None, None);
+            }
+        }
+        batch.add_elems(ty, flags, &s, what);
+    }
 }
 
 /// One element of a set as it goes on the wire.

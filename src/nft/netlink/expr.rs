@@ -14,7 +14,9 @@ use nftnl::nftnl_sys as attr;
 use super::sys::{Expr, NfRule, RuleExpr};
 use super::{NFPROTO_INET, Result, cstring};
 use crate::addrset::Family;
-use crate::ruleset::{L4Proto, Match, PortRange, Rule, Verdict};
+use crate::ruleset::{
+    L4Proto, MAX_PAYLOAD_MATCH, Match, PortRange, RateLimit, Rule, SetOp, SetUpdate, Verdict,
+};
 
 const NFPROTO_IPV4: u8 = libc::NFPROTO_IPV4 as u8;
 const NFPROTO_IPV6: u8 = libc::NFPROTO_IPV6 as u8;
@@ -31,6 +33,10 @@ const FIB_F_SADDR: u32 = 1 << 0;
 /// `NFT_FIB_RESULT_ADDRTYPE` (not in the libc crate): the fib lookup yields the address's
 /// route type (`RTN_LOCAL`, `RTN_UNICAST`, ...).
 const FIB_RESULT_ADDRTYPE: u32 = 3;
+/// `NFT_PAYLOAD_INNER_HEADER` (not in the libc crate): nft's `@ih`, the transport payload.
+const PAYLOAD_INNER_HEADER: c_int = 3;
+/// `NFT_DYNSET_OP_DELETE` (not in the libc crate; kernel 5.19 and later).
+const DYNSET_OP_DELETE: u32 = 2;
 
 /// A set a rule looks up: its name, and its id in the batch (lets the rule find a set
 /// created earlier in the same batch).
@@ -54,10 +60,29 @@ enum WireMatch {
     Dport(L4Proto, PortRange),
     /// `ip saddr @S` / `ip6 saddr @S`.
     SaddrInSet(Family, SetRef),
+    /// `@ih,OFFSET,LEN 0xDATA`.
+    Payload(u32, Vec<u8>),
+    /// `tcp flags syn / fin,syn,rst,ack`.
+    TcpSyn,
+    /// `tcp dport != P`.
+    DportNot(L4Proto, u16),
+}
+
+/// A [`SetUpdate`] with its set checked.
+struct WireUpdate {
+    op: SetOp,
+    family: Family,
+    set: SetRef,
+    timeout_ms: Option<u64>,
+    limit: Option<RateLimit>,
 }
 
 impl WireMatch {
-    fn new(m: &Match, set: impl Fn(&str) -> Result<SetRef>) -> Result<WireMatch> {
+    fn new(
+        m: &Match,
+        set: impl Fn(&str) -> Result<SetRef>,
+        what: impl Fn() -> String,
+    ) -> Result<WireMatch> {
         Ok(match m {
             Match::Loopback => WireMatch::Loopback,
             Match::SaddrIsLocal => WireMatch::SaddrIsLocal,
@@ -66,6 +91,20 @@ impl WireMatch {
             Match::IcmpType(family, t) => WireMatch::IcmpType(*family, t.code),
             Match::Dport(proto, range) => WireMatch::Dport(*proto, *range),
             Match::SaddrInSet(family, name) => WireMatch::SaddrInSet(*family, set(name)?),
+            Match::TcpSyn => WireMatch::TcpSyn,
+            Match::DportNot(proto, port) => WireMatch::DportNot(*proto, *port),
+            Match::Payload { offset, data } => {
+                if data.is_empty() || data.len() > MAX_PAYLOAD_MATCH {
+                    return Err(super::NetlinkError::Invalid {
+                        what: what(),
+                        reason: format!(
+                            "a payload match compares 1 to {MAX_PAYLOAD_MATCH} bytes, not {}",
+                            data.len()
+                        ),
+                    });
+                }
+                WireMatch::Payload(*offset, data.clone())
+            }
         })
     }
 
@@ -78,6 +117,14 @@ impl WireMatch {
             WireMatch::IcmpType(family, code) => check_icmp_type(*family, *code),
             WireMatch::Dport(proto, range) => check_dport(*proto, range.first, range.last),
             WireMatch::SaddrInSet(family, set) => check_saddr(*family, set, false),
+            WireMatch::Payload(offset, data) => check_payload(*offset, data),
+            WireMatch::TcpSyn => check_tcp_syn(),
+            WireMatch::DportNot(proto, port) => {
+                let mut v = Vec::from(check_l4proto(proto.number()));
+                v.push(payload_load(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
+                v.push(cmp(libc::NFT_CMP_NEQ, &port.to_be_bytes()));
+                v
+            }
         }
     }
 }
@@ -89,8 +136,12 @@ pub(super) struct WireRule {
     /// `limit rate N/minute log prefix "P"`: N and P.
     log: Option<(u32, CString)>,
     counter: bool,
+    /// `add @S { ip saddr ... }` and its forms.
+    updates: Vec<WireUpdate>,
     /// `ip saddr vmap @MAP` / `ip6 saddr vmap @MAP`.
     vmap: Option<(Family, SetRef)>,
+    /// `jump CHAIN`.
+    jump: Option<CString>,
     verdict: Option<Verdict>,
 }
 
@@ -111,7 +162,20 @@ impl WireRule {
         let matches = rule
             .matches
             .iter()
-            .map(|m| WireMatch::new(m, set))
+            .map(|m| WireMatch::new(m, set, &what))
+            .collect::<Result<_>>()?;
+        let updates = rule
+            .set_updates
+            .iter()
+            .map(|u: &SetUpdate| {
+                Ok(WireUpdate {
+                    op: u.op,
+                    family: u.family,
+                    set: set(&u.set)?,
+                    timeout_ms: u.timeout.map(|t| (t.as_millis() as u64).max(1)),
+                    limit: u.limit,
+                })
+            })
             .collect::<Result<_>>()?;
         let log = match &rule.log {
             Some(log) => Some((log.per_minute, cstring(&log.prefix, &what())?)),
@@ -121,11 +185,17 @@ impl WireRule {
             Some((family, map)) => Some((*family, set(map)?)),
             None => None,
         };
+        let jump = match &rule.jump {
+            Some(chain) => Some(cstring(chain, &what())?),
+            None => None,
+        };
         Ok(WireRule {
             matches,
             log,
             counter: rule.counter,
+            updates,
             vmap,
+            jump,
             verdict: rule.verdict,
         })
     }
@@ -151,10 +221,24 @@ impl WireRule {
             // nft: counter   [ counter pkts 0 bytes 0 ]
             r.add_expr(Expr::new(c"counter"));
         }
+        for u in &self.updates {
+            for e in set_update(u) {
+                r.add_expr(e);
+            }
+        }
         if let Some((family, map)) = &self.vmap {
             for e in check_saddr(*family, map, true) {
                 r.add_expr(e);
             }
+        }
+        if let Some(chain) = &self.jump {
+            // nft: jump CHAIN   [ immediate reg 0 jump -> CHAIN ]
+            r.add_expr(
+                Expr::new(c"immediate")
+                    .u32(attr::NFTNL_EXPR_IMM_DREG, libc::NFT_REG_VERDICT as u32)
+                    .u32(attr::NFTNL_EXPR_IMM_VERDICT, libc::NFT_JUMP as u32)
+                    .str(attr::NFTNL_EXPR_IMM_CHAIN, chain),
+            );
         }
         if let Some(v) = self.verdict {
             r.add_expr(verdict(v));
@@ -283,6 +367,25 @@ fn check_dport(proto: L4Proto, first: u16, last: u16) -> Vec<Expr> {
     v
 }
 
+/// `tcp flags syn / fin,syn,rst,ack`: l4proto guard, `[ payload load 1b @ transport header
+/// + 13 => reg 1 ]`, `[ bitwise reg 1 = ( reg 1 & 0x17 ) ^ 0 ]`, `[ cmp eq reg 1 0x02 ]`.
+fn check_tcp_syn() -> Vec<Expr> {
+    const FIN_SYN_RST_ACK: u8 = 0x01 | 0x02 | 0x04 | 0x10;
+    const SYN: u8 = 0x02;
+    let mut v = Vec::from(check_l4proto(L4Proto::Tcp.number()));
+    v.push(payload_load(libc::NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1));
+    v.push(
+        Expr::new(c"bitwise")
+            .u32(attr::NFTNL_EXPR_BITWISE_SREG, REG_1)
+            .u32(attr::NFTNL_EXPR_BITWISE_DREG, REG_1)
+            .u32(attr::NFTNL_EXPR_BITWISE_LEN, 1)
+            .data(attr::NFTNL_EXPR_BITWISE_MASK, &[FIN_SYN_RST_ACK])
+            .data(attr::NFTNL_EXPR_BITWISE_XOR, &[0]),
+    );
+    v.push(cmp(libc::NFT_CMP_EQ, &[SYN]));
+    v
+}
+
 /// `ip saddr @S` / `ip6 saddr @S`: nfproto guard, `[ payload load 4b @ network header + 12
 /// => reg 1 ]` (or `16b @ network header + 8`), `[ lookup reg 1 set S ]`. The set id
 /// lets the rule find a set created earlier in the same batch.
@@ -305,6 +408,54 @@ fn check_saddr(family: Family, set: &SetRef, vmap: bool) -> Vec<Expr> {
         lookup = lookup.u32(attr::NFTNL_EXPR_LOOKUP_DREG, libc::NFT_REG_VERDICT as u32);
     }
     v.push(lookup);
+    v
+}
+
+/// `@ih,OFFSET*8,LEN*8 0xDATA`: `[ payload load LENb @ inner header + OFFSET => reg 1 ]
+/// [ cmp eq reg 1 DATA ]` (no protocol guard: nft adds none for a raw payload; the rule's
+/// `udp dport`/`tcp dport` match comes first).
+fn check_payload(offset: u32, data: &[u8]) -> Vec<Expr> {
+    vec![
+        payload_load(PAYLOAD_INNER_HEADER, offset, data.len() as u32),
+        cmp(libc::NFT_CMP_EQ, data),
+    ]
+}
+
+/// `add|update|delete @S { ip saddr [timeout T] [limit rate over N/U burst B packets] }`:
+/// nfproto guard, the source address into reg 1, then
+/// `[ dynset OP reg_key 1 set S [timeout Tms] [expr [ limit ... flags 0x1 ]] ]`.
+fn set_update(u: &WireUpdate) -> Vec<Expr> {
+    let (offset, len) = match u.family {
+        Family::V4 => (12, 4),
+        Family::V6 => (8, 16),
+    };
+    let mut v = Vec::from(check_nfproto(u.family));
+    v.push(payload_load(libc::NFT_PAYLOAD_NETWORK_HEADER, offset, len));
+    let op = match u.op {
+        SetOp::Add => libc::NFT_DYNSET_OP_ADD as u32,
+        SetOp::Update => libc::NFT_DYNSET_OP_UPDATE as u32,
+        SetOp::Delete => DYNSET_OP_DELETE,
+    };
+    let mut d = Expr::new(c"dynset")
+        .u32(attr::NFTNL_EXPR_DYNSET_SREG_KEY, REG_1)
+        .u32(attr::NFTNL_EXPR_DYNSET_OP, op)
+        .str(attr::NFTNL_EXPR_DYNSET_SET_NAME, &u.set.name);
+    if let Some(id) = u.set.id {
+        d = d.u32(attr::NFTNL_EXPR_DYNSET_SET_ID, id);
+    }
+    if let Some(ms) = u.timeout_ms {
+        d = d.u64(attr::NFTNL_EXPR_DYNSET_TIMEOUT, ms);
+    }
+    if let Some(l) = &u.limit {
+        let limit = Expr::new(c"limit")
+            .u64(attr::NFTNL_EXPR_LIMIT_RATE, l.rate.into())
+            .u64(attr::NFTNL_EXPR_LIMIT_UNIT, l.unit_secs)
+            .u32(attr::NFTNL_EXPR_LIMIT_BURST, l.burst)
+            .u32(attr::NFTNL_EXPR_LIMIT_TYPE, libc::NFT_LIMIT_PKTS as u32)
+            .u32(attr::NFTNL_EXPR_LIMIT_FLAGS, libc::NFT_LIMIT_F_INV as u32);
+        d = d.nested(attr::NFTNL_EXPR_DYNSET_EXPRESSIONS, limit);
+    }
+    v.push(d);
     v
 }
 
@@ -389,6 +540,14 @@ fn canonicalize(e: &mut RuleExpr<'_>) {
         }
         b"lookup" if !e.is_set(attr::NFTNL_EXPR_LOOKUP_FLAGS) => {
             e.set_u32(attr::NFTNL_EXPR_LOOKUP_FLAGS, 0);
+        }
+        b"dynset" => {
+            if !e.is_set(attr::NFTNL_EXPR_DYNSET_TIMEOUT) {
+                e.set_u64(attr::NFTNL_EXPR_DYNSET_TIMEOUT, 0);
+            }
+            if !e.is_set(attr::NFTNL_EXPR_DYNSET_FLAGS) {
+                e.set_u32(attr::NFTNL_EXPR_DYNSET_FLAGS, 0);
+            }
         }
         b"log"
             if !e.is_set(attr::NFTNL_EXPR_LOG_GROUP) && !e.is_set(attr::NFTNL_EXPR_LOG_LEVEL) =>

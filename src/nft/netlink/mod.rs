@@ -91,11 +91,12 @@
 
 use std::ffi::CString;
 use std::io;
+use std::net::IpAddr;
 
 use nftnl::nftnl_sys as attr;
 
 use crate::addrset::Family;
-use crate::ruleset::{Element, Ruleset, SetKind, TABLE_NAME, Verdict};
+use crate::ruleset::{Element, Ruleset, SetKind, TABLE_NAME, TimedElement, Verdict};
 
 pub mod conntrack;
 mod elements;
@@ -104,9 +105,11 @@ mod plan;
 mod read;
 mod sys;
 
-use elements::{ElemOp, ElementsOf, JumpNames, add_elements, check_elements};
+use elements::{
+    ElemOp, ElementsOf, JumpNames, add_elements, add_timed_elements, check_elements, check_timed,
+};
 use plan::Plan;
-use read::{ReadError, Snapshot, read_snapshot};
+use read::{ReadError, Snapshot, read_snapshot, read_timed};
 use sys::{Batch, CommitError, NfTable, Obj, Socket};
 
 /// Errors of the netlink backend. Messages name what failed.
@@ -223,6 +226,10 @@ pub struct LiveSet {
     pub elements: Vec<Element>,
     /// Kernel handle.
     pub handle: u64,
+    /// Default element timeout in milliseconds (`None`: none).
+    pub timeout_ms: Option<u64>,
+    /// Size limit (`None`: none).
+    pub size: Option<u32>,
 }
 
 /// Hook parameters of a live base chain.
@@ -432,6 +439,98 @@ pub fn update_sets(changes: &[SetChange<'_>]) -> Result<ApplyStats> {
         };
         let what = format!("new elements of set {}", c.set);
         add_elements(&mut batch, &table, of, ElemOp::Add, &jumps, &what);
+    }
+    let batch = batch.finish();
+    sock.commit(&batch).map_err(CommitError::into_error)
+}
+
+/// The elements of dynamic set `set` of table `inet pbxwall` with the timeout each was
+/// added with, the time it has left and its comment, sorted by address; `None` when the
+/// table or the set does not exist. One dump, no change.
+pub fn list_timed_elements(set: &str) -> Result<Option<Vec<TimedElement>>> {
+    let table = cstring(TABLE_NAME, "table")?;
+    let name = cstring(set, &format!("set {set}"))?;
+    let mut sock = Socket::open()?;
+    read_timed(&mut sock, &table, &name, set)
+}
+
+/// Element operation on dynamic set `set` (of `family`), in ONE small batch: delete the
+/// `remove` addresses, then add `add` with their timeouts and comments. Never a full
+/// apply. Every removed address must be an element now (else the kernel refuses the batch
+/// with `ENOENT` and nothing changes); adding an address that is an element already
+/// leaves it as it is (remove it in the same call to replace it). Nothing is sent when
+/// both lists are empty.
+pub fn update_timed_elements(
+    set: &str,
+    family: Family,
+    remove: &[IpAddr],
+    add: &[TimedElement],
+) -> Result<ApplyStats> {
+    update_timed_sets(&[TimedChange {
+        set,
+        family,
+        remove,
+        add,
+    }])
+}
+
+/// Element changes of one dynamic set, for [`update_timed_sets`].
+#[derive(Debug, Clone, Copy)]
+pub struct TimedChange<'a> {
+    /// Name of an existing dynamic set of table `inet pbxwall`.
+    pub set: &'a str,
+    /// Its family.
+    pub family: Family,
+    /// Addresses to remove (each must be an element now).
+    pub remove: &'a [IpAddr],
+    /// Elements to add, with their timeouts and comments.
+    pub add: &'a [TimedElement],
+}
+
+/// [`update_timed_elements`] for several dynamic sets in ONE batch (both families of a
+/// ban): every removal first, then every addition; all of it or nothing.
+pub fn update_timed_sets(changes: &[TimedChange<'_>]) -> Result<ApplyStats> {
+    if changes
+        .iter()
+        .all(|c| c.remove.is_empty() && c.add.is_empty())
+    {
+        return Ok(ApplyStats::default());
+    }
+    let table = cstring(TABLE_NAME, "table")?;
+    let mut prepared = Vec::with_capacity(changes.len());
+    for c in changes {
+        let what = format!("set {}", c.set);
+        let name = cstring(c.set, &what)?;
+        let remove: Vec<TimedElement> = c
+            .remove
+            .iter()
+            .map(|a| TimedElement::new(*a, None, None))
+            .collect();
+        check_timed(&what, c.family, &remove)?;
+        check_timed(&what, c.family, c.add)?;
+        prepared.push((c, name, remove));
+    }
+    let mut sock = Socket::open()?;
+    let mut batch = Batch::new(sock.take_seqs(), None);
+    for (c, name, remove) in &prepared {
+        add_timed_elements(
+            &mut batch,
+            &table,
+            (name, None),
+            remove,
+            ElemOp::Remove,
+            &format!("removal of elements from set {}", c.set),
+        );
+    }
+    for (c, name, _) in &prepared {
+        add_timed_elements(
+            &mut batch,
+            &table,
+            (name, None),
+            c.add,
+            ElemOp::Add,
+            &format!("new elements of set {}", c.set),
+        );
     }
     let batch = batch.finish();
     sock.commit(&batch).map_err(CommitError::into_error)

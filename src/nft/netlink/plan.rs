@@ -9,13 +9,13 @@ use nftnl::nftnl_sys as attr;
 
 use super::elements::{
     ElemOp, ElementsOf, JumpNames, SET_UDATA_KEY_BIG_ENDIAN, VERDICT_DATA_LEN, add_elements,
-    check_elements, data_type, key_of, set_flags, set_identity,
+    add_timed_elements, check_elements, check_timed, data_type, key_of, set_flags, set_identity,
 };
 use super::expr::{WireRule, fingerprint, nf_verdict};
 use super::read::{SnapChain, Snapshot};
 use super::sys::{Batch, NfChain, NfRule, NfSet, NfTable, Obj};
-use super::{NFPROTO_INET, Result, cstring};
-use crate::ruleset::{self, Rule, Ruleset, TABLE_NAME};
+use super::{NFPROTO_INET, NetlinkError, Result, cstring};
+use crate::ruleset::{self, Rule, Ruleset, SetKind, TABLE_NAME};
 
 /// The IR ready to send: what [`super::apply`] and [`super::rule_fingerprints`] build
 /// messages from, with nothing left to fail.
@@ -55,6 +55,16 @@ impl<'a> Plan<'a> {
         for (i, set) in ruleset.sets.iter().enumerate() {
             let what = format!("set {}", set.name);
             check_elements(&what, set.family, set.kind, &set.elements)?;
+            if (set.kind == SetKind::Dynamic) != set.dynamic.is_some() {
+                return Err(NetlinkError::Invalid {
+                    what,
+                    reason: "only a dynamic set has a timeout, a size and elements to restore"
+                        .into(),
+                });
+            }
+            if let Some(d) = &set.dynamic {
+                check_timed(&what, set.family, &d.restore)?;
+            }
             jumps.add(&set.elements)?;
             let id = i as u32 + 1;
             sets.push(PlanSet {
@@ -130,8 +140,9 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// The live sets the IR has with the same key, flags and data: flushed and refilled in
-/// place rather than deleted and re-created. A re-created interval set made the kernel
+/// The live sets the IR has with the same key, flags and data (and for a dynamic set the
+/// same timeout and size): flushed and refilled in place rather than deleted and
+/// re-created; a kept dynamic set is not even flushed (its elements are kernel state). A re-created interval set made the kernel
 /// drop packets of whitelisted sources for a moment during the commit (about one packet
 /// per restart under a flood, measured by `tests/torture.rs`); flush and refill drops none.
 fn kept_sets<'l>(plan: &Plan<'_>, live: Option<&'l Snapshot>) -> HashSet<&'l str> {
@@ -145,6 +156,10 @@ fn kept_sets<'l>(plan: &Plan<'_>, live: Option<&'l Snapshot>) -> HashSet<&'l str
                         && ls.key == Some((s.family, key_of(s.family).1))
                         && ls.flags == Some(set_flags(s.kind))
                         && ls.data_type == data_type(s.kind)
+                        && s.dynamic.as_ref().is_none_or(|d| {
+                            ls.timeout_ms == d.timeout.map(|t| t.as_millis() as u64)
+                                && (d.size.is_none() || ls.size == d.size)
+                        })
                 })
             })
             .map(|ls| ls.name.as_str())
@@ -238,7 +253,12 @@ impl ReplaceBatch<'_, '_> {
             set_identity(&mut s, &self.plan.table, &ls.cname, None);
             let keep = self.kept.contains(ls.name.as_str());
             let is_map = ls.flags.is_some_and(|f| f & libc::NFT_SET_MAP as u32 != 0);
-            if keep || is_map {
+            let dynamic = ls.flags == Some(set_flags(SetKind::Dynamic));
+            // A dynamic set whose elements are configuration is refilled like any set.
+            let configured = self.plan.sets.iter().any(|p| {
+                p.ir.name == ls.name && p.ir.dynamic.as_ref().is_some_and(|d| d.configured)
+            });
+            if (keep && (!dynamic || configured)) || is_map {
                 // nft: flush set inet pbxwall NAME
                 self.batch
                     .add(libc::NFT_MSG_DELSETELEM, 0, Obj::SetElemsOf(&s), || {
@@ -331,6 +351,14 @@ impl ReplaceBatch<'_, '_> {
                 s.set_u32(attr::NFTNL_SET_DATA_TYPE, dtype);
                 s.set_u32(attr::NFTNL_SET_DATA_LEN, VERDICT_DATA_LEN);
             }
+            if let Some(d) = &set.ir.dynamic {
+                if let Some(t) = d.timeout {
+                    s.set_u64(attr::NFTNL_SET_TIMEOUT, t.as_millis() as u64);
+                }
+                if let Some(size) = d.size {
+                    s.set_u32(attr::NFTNL_SET_DESC_SIZE, size);
+                }
+            }
             s.set_data(attr::NFTNL_SET_USERDATA, &SET_UDATA_KEY_BIG_ENDIAN);
             self.batch.add(
                 libc::NFT_MSG_NEWSET,
@@ -364,6 +392,20 @@ impl ReplaceBatch<'_, '_> {
     fn add_elements(&mut self) {
         for set in &self.plan.sets {
             let keep = self.kept.contains(set.ir.name.as_str());
+            if let Some(d) = &set.ir.dynamic {
+                // Re-adding an element that is live changes nothing: what the kernel
+                // holds stays, what was recorded and is missing comes back.
+                let what = format!("restored elements of set {}", set.ir.name);
+                add_timed_elements(
+                    &mut self.batch,
+                    &self.plan.table,
+                    (&set.name, (!keep).then_some(set.id)),
+                    &d.restore,
+                    ElemOp::Add,
+                    &what,
+                );
+                continue;
+            }
             let of = ElementsOf {
                 set: &set.name,
                 id: (!keep).then_some(set.id),
@@ -407,6 +449,7 @@ mod tests {
                         range: addr("203.0.113.7/32"),
                         jump: Some("allow_ssh".into()),
                     }],
+                    dynamic: None,
                 },
             ],
             chains: vec![
@@ -434,6 +477,8 @@ mod tests {
             key: Some((family, key_of(family).1)),
             flags: Some(set_flags(kind)),
             data_type: data_type(kind),
+            timeout_ms: None,
+            size: None,
             elems: Vec::new(),
         }
     }

@@ -3,19 +3,22 @@
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_int};
+use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nftnl::nftnl_sys as attr;
 
 use super::elements::{
     KEY_TYPE_IPV4_ADDR, KEY_TYPE_IPV6_ADDR, RawElem, data_type, decode_hosts, decode_intervals,
-    key_of, set_flags, set_identity,
+    key_of, set_flags, set_identity, udata_comment,
 };
 use super::expr::{fingerprint, first_counter};
 use super::sys::{NfChain, NfRule, NfSet, NfTable, Obj, RequestError, SetElem, Socket};
 use super::{LiveChain, LiveHook, LiveSet, LiveTable, NFPROTO_INET, NetlinkError, Result, cstring};
 use crate::addrset::Family;
-use crate::ruleset::{SetKind, TABLE_NAME, Verdict};
+use crate::ruleset::{SetKind, TABLE_NAME, TimedElement, Verdict};
 
 /// `NFT_SET_ELEM_CATCHALL` (not in the libc crate).
 const NFT_SET_ELEM_CATCHALL: u32 = 2;
@@ -32,6 +35,10 @@ pub(super) struct SnapSet {
     pub(super) flags: Option<u32>,
     /// `NFTNL_SET_DATA_TYPE`.
     pub(super) data_type: Option<u32>,
+    /// `NFTNL_SET_TIMEOUT`: the default element timeout in ms (`None`: none).
+    pub(super) timeout_ms: Option<u64>,
+    /// `NFTNL_SET_DESC_SIZE`: the size limit (`None`: none).
+    pub(super) size: Option<u32>,
     /// Elements as dumped (none without `full`).
     pub(super) elems: Vec<RawElem>,
 }
@@ -74,20 +81,29 @@ impl Snapshot {
                 .into_iter()
                 .map(|s| {
                     let family = s.key.and_then(|(f, len)| (len == key_of(f).1).then_some(f));
-                    let kind = [SetKind::Addresses, SetKind::VerdictMap, SetKind::HostMap]
-                        .into_iter()
-                        .find(|k| s.flags == Some(set_flags(*k)) && s.data_type == data_type(*k));
+                    let kind = [
+                        SetKind::Addresses,
+                        SetKind::VerdictMap,
+                        SetKind::HostMap,
+                        SetKind::Dynamic,
+                    ]
+                    .into_iter()
+                    .find(|k| s.flags == Some(set_flags(*k)) && s.data_type == data_type(*k));
                     LiveSet {
                         kind,
                         elements: family
                             .map(|f| match kind {
-                                Some(SetKind::HostMap) => decode_hosts(f, &s.elems),
+                                Some(SetKind::HostMap | SetKind::Dynamic) => {
+                                    decode_hosts(f, &s.elems)
+                                }
                                 _ => decode_intervals(f, &s.elems),
                             })
                             .unwrap_or_default(),
                         name: s.name,
                         family,
                         handle: s.handle,
+                        timeout_ms: s.timeout_ms,
+                        size: s.size,
                     }
                 })
                 .collect(),
@@ -220,6 +236,8 @@ fn read_sets(sock: &mut Socket, table: &CString, tname: &str) -> Result<Vec<Snap
                 key,
                 flags: s.get_u32(attr::NFTNL_SET_FLAGS),
                 data_type: s.get_u32(attr::NFTNL_SET_DATA_TYPE),
+                timeout_ms: s.get_u64(attr::NFTNL_SET_TIMEOUT).filter(|t| *t != 0),
+                size: s.get_u32(attr::NFTNL_SET_DESC_SIZE).filter(|n| *n != 0),
                 elems: Vec::new(),
             });
             Ok(())
@@ -353,6 +371,62 @@ fn read_elements(
     }
 }
 
+/// The elements of dynamic set `set` with their timeouts, time left and comments;
+/// `None` when the set (or the table) does not exist. Sorted by address.
+pub(super) fn read_timed(
+    sock: &mut Socket,
+    table: &CString,
+    set: &CString,
+    name: &str,
+) -> Result<Option<Vec<TimedElement>>> {
+    let what = format!("the elements of set {name}");
+    let mut filter = NfSet::new();
+    set_identity(&mut filter, table, set, None);
+    let mut out = Vec::new();
+    let res = sock.request(
+        &what,
+        libc::NFT_MSG_GETSETELEM,
+        libc::NLM_F_DUMP,
+        Obj::SetElemsOf(&filter),
+        |msg| {
+            if msg.nft_type() != Some(libc::NFT_MSG_NEWSETELEM) {
+                return Ok(());
+            }
+            let s = NfSet::parse_elems(msg, &what)?;
+            s.for_each_elem(|e| {
+                let addr = match e.key() {
+                    Some(k) if k.len() == 4 => <[u8; 4]>::try_from(k).ok().map(IpAddr::from),
+                    Some(k) if k.len() == 16 => <[u8; 16]>::try_from(k).ok().map(IpAddr::from),
+                    _ => None,
+                };
+                if let Some(addr) = addr {
+                    let ms = |a| e.get_u64(a).filter(|v| *v != 0).map(Duration::from_millis);
+                    out.push(TimedElement {
+                        addr,
+                        timeout: ms(attr::NFTNL_SET_ELEM_TIMEOUT),
+                        expires: ms(attr::NFTNL_SET_ELEM_EXPIRATION),
+                        comment: e.userdata().and_then(udata_comment),
+                    });
+                }
+            });
+            Ok(())
+        },
+    );
+    match res {
+        Ok(()) => {
+            out.sort();
+            Ok(Some(out))
+        }
+        Err(RequestError::Kernel(e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(RequestError::Kernel(source)) => Err(NetlinkError::Dump { what, source }),
+        Err(RequestError::Interrupted) => Err(NetlinkError::Dump {
+            what,
+            source: io::Error::other("nf_tables changed while the elements were read"),
+        }),
+        Err(RequestError::Other(e)) => Err(e),
+    }
+}
+
 /// `(key, is END element, jump)` of a dumped element; `None` for a catch-all element or
 /// one without a key. A map element's verdict is its chain name for a jump (names shared
 /// through `chains`), else `goto NAME` or `verdict N`.
@@ -396,6 +470,8 @@ mod tests {
             key: Some((family, key_of(family).1)),
             flags: Some(kind.map_or(0, set_flags)),
             data_type: kind.and_then(data_type),
+            timeout_ms: None,
+            size: None,
             elems,
         };
         let jump: Arc<str> = Arc::from("allow_ssh");

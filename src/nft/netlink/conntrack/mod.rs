@@ -237,6 +237,20 @@ impl Link {
 /// An error (the table or the addresses could not be read) means nothing was ended; a flow
 /// that could not be ended is in [`Ended::problems`].
 pub fn end_revoked_flows(ruleset: &Ruleset, keep: Option<&Flow>) -> Result<Ended> {
+    end_flows(keep, |flow| {
+        !ruleset.accepts_new(flow.src, flow.proto, flow.dport)
+    })
+}
+
+/// Ends every TCP or UDP flow into this host whose source is one of `sources` (a ban: the
+/// banned sources lose everything they have open), as [`end_revoked_flows`] ends the
+/// flows of sources that lost access, `keep` excepted.
+pub fn end_flows_from(sources: &BTreeSet<IpAddr>, keep: Option<&Flow>) -> Result<Ended> {
+    end_flows(keep, |flow| sources.contains(&flow.src.to_canonical()))
+}
+
+/// Ends the inbound flows `doomed` says yes to (see the module documentation).
+fn end_flows(keep: Option<&Flow>, doomed: impl Fn(&Flow) -> bool) -> Result<Ended> {
     let mut route = Link::open(Protocol::Route, "the addresses of this host")?;
     let mut local = BTreeSet::new();
     route.dump(addrs::dump_request, |m| addrs::add_address(m, &mut local))?;
@@ -249,7 +263,7 @@ pub fn end_revoked_flows(ruleset: &Ruleset, keep: Option<&Flow>) -> Result<Ended
         Ok(())
     })?;
 
-    let (doomed, kept) = revoked(&entries, &local, ruleset, keep);
+    let (doomed, kept) = revoked(&entries, &local, &doomed, keep);
     let mut ended = Ended {
         kept,
         ..Ended::default()
@@ -420,7 +434,7 @@ fn inbound_flow(e: &Entry, local: &BTreeSet<IpAddr>) -> Option<Flow> {
 fn revoked(
     entries: &[Entry],
     local: &BTreeSet<IpAddr>,
-    ruleset: &Ruleset,
+    doomed_flow: &impl Fn(&Flow) -> bool,
     keep: Option<&Flow>,
 ) -> (Vec<(Entry, Flow)>, Option<Flow>) {
     let mut doomed = Vec::new();
@@ -429,7 +443,7 @@ fn revoked(
         let Some(flow) = inbound_flow(e, local) else {
             continue;
         };
-        if ruleset.accepts_new(flow.src, flow.proto, flow.dport) {
+        if !doomed_flow(&flow) {
             continue;
         }
         if keep.is_some_and(|k| same_flow(k, &flow)) {
@@ -498,7 +512,9 @@ mod tests {
     }
 
     fn judged(entries: &[Entry], keep: Option<&Flow>) -> (Vec<String>, Option<String>) {
-        let (doomed, kept) = revoked(entries, &local(), &ruleset(), keep);
+        let rs = ruleset();
+        let lost = |f: &Flow| !rs.accepts_new(f.src, f.proto, f.dport);
+        let (doomed, kept) = revoked(entries, &local(), &lost, keep);
         (
             doomed.iter().map(|(_, f)| f.to_string()).collect(),
             kept.map(|f| f.to_string()),

@@ -389,6 +389,47 @@ impl NfSet {
         }
     }
 
+    /// Sets a u64 attribute (the default timeout).
+    pub(super) fn set_u64(&mut self, attr: u32, value: u64) {
+        // SAFETY: valid set object; plain value.
+        unsafe { ffi::nftnl_set_set_u64(self.ptr(), attr as u16, value) };
+    }
+
+    /// Adds one element of a dynamic set to the set's element list: its key (network byte
+    /// order), its timeout in milliseconds (`None`: the set's default) and its userdata
+    /// (the comment). Everything is copied.
+    pub(super) fn add_timed_elem(
+        &mut self,
+        key: &[u8],
+        timeout_ms: Option<u64>,
+        userdata: Option<&[u8]>,
+    ) {
+        // SAFETY: the element is fresh; key/udata buffers are readable for their lengths
+        // and copied by libnftnl; the set takes ownership of the element.
+        unsafe {
+            let el = ffi::nftnl_set_elem_alloc();
+            assert!(!el.is_null(), "libnftnl: out of memory");
+            ffi::nftnl_set_elem_set(
+                el,
+                ffi::NFTNL_SET_ELEM_KEY as u16,
+                key.as_ptr().cast(),
+                key.len() as u32,
+            );
+            if let Some(ms) = timeout_ms {
+                ffi::nftnl_set_elem_set_u64(el, ffi::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
+            }
+            if let Some(udata) = userdata {
+                ffi::nftnl_set_elem_set(
+                    el,
+                    ffi::NFTNL_SET_ELEM_USERDATA as u16,
+                    udata.as_ptr().cast(),
+                    udata.len() as u32,
+                );
+            }
+            ffi::nftnl_set_elem_add(self.ptr(), el);
+        }
+    }
+
     /// Parses a NEWSETELEM message (elements land in the set's element list).
     pub(super) fn parse_elems(msg: &Reply<'_>, what: &str) -> Result<NfSet> {
         let s = NfSet::new();
@@ -470,6 +511,31 @@ impl SetElem<'_> {
         }
     }
 
+    /// A u64 attribute (timeout, expiration in milliseconds), `None` when it is not set.
+    pub(super) fn get_u64(&self, attr: u32) -> Option<u64> {
+        // SAFETY: valid element; the attribute is set.
+        self.is_set(attr)
+            .then(|| unsafe { ffi::nftnl_set_elem_get_u64(self.ptr.as_ptr(), attr as u16) })
+    }
+
+    /// The element's userdata bytes, `None` when it has none.
+    pub(super) fn userdata(&self) -> Option<&[u8]> {
+        if !self.is_set(ffi::NFTNL_SET_ELEM_USERDATA) {
+            return None;
+        }
+        let mut len = 0u32;
+        // SAFETY: valid element; the pointer is valid for `len` bytes, owned by the
+        // element, and borrowed for no longer than `self`.
+        unsafe {
+            let p = ffi::nftnl_set_elem_get(
+                self.ptr.as_ptr(),
+                ffi::NFTNL_SET_ELEM_USERDATA as u16,
+                &mut len,
+            );
+            (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len as usize))
+        }
+    }
+
     /// A map element's verdict: the code (`NFT_JUMP`, `NFT_GOTO`, ...) and the chain it
     /// names, if any. `None` for an element of a plain set.
     pub(super) fn verdict(&self) -> Option<(i32, Option<&CStr>)> {
@@ -526,6 +592,17 @@ impl Expr {
                 data.len() as u32,
             )
         };
+        self
+    }
+
+    /// With a nested expression appended to the list `attr` (a dynset's per-element
+    /// expressions); this expression owns it from now on.
+    pub(super) fn nested(self, attr: u32, child: Expr) -> Expr {
+        let p = child.0.as_ptr();
+        mem::forget(child);
+        // SAFETY: both expressions are valid; libnftnl links `p` into this expression's
+        // list and frees it with this expression, so the wrapper of `p` was forgotten.
+        unsafe { ffi::nftnl_expr_add_expr(self.0.as_ptr(), attr, p) };
         self
     }
 

@@ -1,0 +1,484 @@
+//! `pbxwall ban`, `unban`, `bans`: sources dropped before anything else looks at them.
+//!
+//! A ban is an element of the dynamic set `ban_v4` or `ban_v6` with a timeout: the input
+//! chain drops its packets right after loopback, before the conntrack rule (so its running
+//! flows die too) and before trusted networks and accounts (a ban beats an account). These
+//! commands are element operations only, one small netlink batch, never a full apply; the
+//! banned sources' conntrack entries are ended at once, and every change is recorded in
+//! the state folder with its absolute expiry, so a ban survives `restart`, `ipchecker` and
+//! a reboot ([`crate::dynstate`]). The kernel removes an element when its timeout runs out,
+//! with no process involved.
+//!
+//! Where a ban came from is its comment: `f2b:JAIL` is fail2ban (the shipped action),
+//! none is the guard (the kernel adds those itself), anything else was given by hand
+//! (`manual` when no `--comment` was given).
+
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
+
+use super::{Ctx, Outcome, UsageError, ssh_session};
+use crate::addrset::Family;
+use crate::compile::{BAN_SET, set_name};
+use crate::dynstate::DynamicState;
+use crate::model::{self, Duration, Settings};
+use crate::nft::netlink::{self, TimedChange, conntrack};
+use crate::ruleset::{MAX_ELEMENT_COMMENT, TimedElement};
+use crate::store;
+
+/// The end of `pbxwall ban --help`.
+pub const LONG_HELP: &str = "\
+A ban drops every packet of the source right after loopback: before established flows (its
+running calls and connections end too; their conntrack entries are removed at once), before
+trusted networks and accounts (a ban beats an account). It is an element of the kernel set
+ban_v4 or ban_v6 with a timeout: no restart, and the kernel lets the source in again when
+the time runs out. Bans survive restart, ipchecker and a reboot (recorded in the state
+folder with their expiry). Banning an address of a trusted network, of the account
+pbx-self or this SSH session's client needs --force.
+
+fail2ban: the shipped action pbxwall.conf calls `pbxwall ban --for <bantime> --comment
+f2b:<jail>` and `pbxwall unban`; `pbxwall bans` shows each ban's origin: manual, guard (the
+[guard] meters of the SIP layer) or fail2ban.
+
+Exit status: 0 done, 1 nothing changed (the table is not loaded, the kernel refused), 2 a
+bad address, duration or comment, or a protected address without --force (nothing
+changed), 3 banned but their flows could not all be ended or the state not recorded.";
+
+/// `pbxwall ban`: drop every packet of some sources for a while.
+#[derive(Debug, Clone, Args)]
+pub struct BanArgs {
+    /// IPv4 or IPv6 addresses to ban, also comma-separated (single addresses, not networks)
+    #[arg(value_name = "ADDR")]
+    pub addrs: Vec<String>,
+    /// How long, e.g. 90s, 10m, 2h, 7d, 1h30m (1s to 365d) [default: [guard] ban_for, 1h]
+    #[arg(long = "for", value_name = "DUR")]
+    pub duration: Option<String>,
+    /// Why, shown by `bans` (at most 128 bytes); `f2b:JAIL` marks a ban by fail2ban
+    #[arg(long, value_name = "T")]
+    pub comment: Option<String>,
+    /// Ban even an address of a trusted network, of the account pbx-self, or this SSH
+    /// session's client
+    #[arg(long)]
+    pub force: bool,
+    /// Also read addresses from standard input, one a line (blank lines and # comments
+    /// skipped)
+    #[arg(long)]
+    pub stdin: bool,
+}
+
+/// `pbxwall unban`: end bans now.
+#[derive(Debug, Clone, Args)]
+pub struct UnbanArgs {
+    /// Banned addresses to let in again, also comma-separated
+    #[arg(value_name = "ADDR", required = true)]
+    pub addrs: Vec<String>,
+}
+
+/// `pbxwall bans`: list the bans.
+#[derive(Debug, Clone, Args)]
+pub struct BansArgs {}
+
+/// Where a ban came from, by its comment.
+pub fn origin(comment: Option<&str>) -> &'static str {
+    match comment {
+        None => "guard",
+        Some(c) if c.starts_with("f2b:") => "fail2ban",
+        Some(_) => "manual",
+    }
+}
+
+/// Addresses from the command line (comma-separated too) and, with `stdin`, one a line
+/// from `input`; a bad one is a usage error naming it (and its line).
+fn parse_addrs(args: &[String], stdin: Option<&mut dyn BufRead>) -> Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for a in args
+        .iter()
+        .flat_map(|a| a.split(','))
+        .filter(|a| !a.is_empty())
+    {
+        out.push(model::parse_ban_address(a).map_err(UsageError::bad_value)?);
+    }
+    if let Some(input) = stdin {
+        for (i, line) in input.lines().enumerate() {
+            let line = line.context("cannot read standard input")?;
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let addr = model::parse_ban_address(t)
+                .map_err(|e| UsageError(format!("line {} of standard input: {e}", i + 1)))?;
+            out.push(addr);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    out.retain(|a| seen.insert(a.to_canonical()));
+    Ok(out.into_iter().map(|a| a.to_canonical()).collect())
+}
+
+/// Why banning `addr` needs `--force`, if it does: a trusted network, the account
+/// pbx-self, or this SSH session's client.
+fn protected(
+    addr: IpAddr,
+    settings: &Settings,
+    pbx_self: &[ipnet::IpNet],
+    ssh: Option<IpAddr>,
+) -> Option<String> {
+    if let Some(net) = settings.trusted.iter().find(|n| n.contains(&addr)) {
+        return Some(format!(
+            "it is in the trusted network {}",
+            model::display_net(net)
+        ));
+    }
+    if pbx_self.iter().any(|n| n.contains(&addr)) {
+        return Some(format!(
+            "it is an address of this server (account {})",
+            super::init::SELF_ACCOUNT
+        ));
+    }
+    if ssh.is_some_and(|s| s.to_canonical() == addr) {
+        return Some("it is the client of this SSH session".into());
+    }
+    None
+}
+
+/// The addresses of the account pbx-self, when it exists and reads.
+fn pbx_self_addresses(ctx: &Ctx) -> Vec<ipnet::IpNet> {
+    let Ok(name) = super::init::SELF_ACCOUNT.parse::<model::AccountName>() else {
+        return Vec::new();
+    };
+    let file = ctx.paths.account_file(&name);
+    let Ok(profiles) = store::load_profiles(&ctx.paths) else {
+        return Vec::new();
+    };
+    store::read_optional(&file)
+        .ok()
+        .flatten()
+        .and_then(|t| store::parse_account(&file, &t, &profiles).ok())
+        .map(|a| a.addresses)
+        .unwrap_or_default()
+}
+
+/// The live elements of both ban sets; an error when the table is not loaded.
+fn live_bans() -> Result<Vec<(Family, TimedElement)>> {
+    let mut out = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let set = set_name(BAN_SET, family);
+        let live =
+            netlink::list_timed_elements(&set).with_context(|| format!("cannot read set {set}"))?;
+        let Some(live) = live else {
+            bail!(
+                "set {set} of table inet pbxwall is not loaded (run restart first); nothing \
+                 changed"
+            );
+        };
+        out.extend(live.into_iter().map(|e| (family, e)));
+    }
+    Ok(out)
+}
+
+/// `pbxwall ban ADDR... [--for DUR] [--comment T] [--force] [--stdin]`.
+pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
+    let duration = match &args.duration {
+        Some(d) => Some(d.parse::<Duration>().map_err(UsageError::bad_value)?),
+        None => None,
+    };
+    if let Some(c) = &args.comment
+        && (c.len() > MAX_ELEMENT_COMMENT || c.chars().any(char::is_control))
+    {
+        return Err(UsageError(format!(
+            "invalid comment {:?}: at most {MAX_ELEMENT_COMMENT} bytes of printable text",
+            model::printable(c)
+        ))
+        .into());
+    }
+    let stdin = std::io::stdin();
+    let mut lock_in = stdin.lock();
+    let addrs = parse_addrs(
+        &args.addrs,
+        args.stdin.then_some(&mut lock_in as &mut dyn BufRead),
+    )?;
+    if addrs.is_empty() {
+        if args.stdin {
+            ctx.say("no address on standard input; nothing banned");
+            return Ok(Outcome::Done);
+        }
+        return Err(UsageError(
+            "no address given: name at least one, e.g. pbxwall ban 203.0.113.7 (or use --stdin)"
+                .into(),
+        )
+        .into());
+    }
+    let settings = store::load_settings(&ctx.paths)?;
+    if !args.force {
+        let pbx_self = pbx_self_addresses(ctx);
+        let ssh = ssh_session().map(|(a, _)| a);
+        for a in &addrs {
+            if let Some(why) = protected(*a, &settings, &pbx_self, ssh) {
+                return Err(UsageError(format!(
+                    "refusing to ban {a}: {why}; use --force to ban it anyway (nothing changed)"
+                ))
+                .into());
+            }
+        }
+    }
+    let duration = duration.unwrap_or(settings.guard.ban_for);
+    let comment = args.comment.clone().unwrap_or_else(|| "manual".into());
+    let lock = ctx.lock()?;
+    let live = live_bans()?;
+    let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
+    let mut removes: [Vec<IpAddr>; 2] = Default::default();
+    let mut adds: [Vec<TimedElement>; 2] = Default::default();
+    for a in &addrs {
+        let i = usize::from(Family::of(*a) == Family::V6);
+        if live_addrs.contains(a) {
+            // Banned already: replaced, so the new duration and comment hold.
+            removes[i].push(*a);
+        }
+        adds[i].push(TimedElement::new(
+            *a,
+            Some(duration.to_std()),
+            Some(comment.clone()),
+        ));
+    }
+    let names = [set_name(BAN_SET, Family::V4), set_name(BAN_SET, Family::V6)];
+    let changes: Vec<TimedChange> = (0..2)
+        .map(|i| TimedChange {
+            set: &names[i],
+            family: [Family::V4, Family::V6][i],
+            remove: &removes[i],
+            add: &adds[i],
+        })
+        .collect();
+    netlink::update_timed_sets(&changes).context("the kernel refused the ban; nothing changed")?;
+    let now = chrono::Utc::now();
+    let (mut state, warning) = DynamicState::load(&ctx.paths);
+    if let Some(w) = warning {
+        ctx.warn(w);
+    }
+    for i in 0..2 {
+        state.record(&names[i], &adds[i], now);
+    }
+    if let Err(e) = state.save(&ctx.paths, &lock) {
+        ctx.warn_state_unsaved(format_args!(
+            "the ban is live, but recording it failed (a reboot would lose it): {}",
+            crate::error_chain(&e)
+        ));
+    }
+    let what = if addrs.len() <= 10 {
+        addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        format!("{} addresses", addrs.len())
+    };
+    let line = format!(
+        "banned {what} for {duration} ({}: {})",
+        origin(Some(&comment)),
+        comment
+    );
+    ctx.say(&line);
+    ctx.audit(&line);
+    let sources: BTreeSet<IpAddr> = addrs.iter().copied().collect();
+    let keep = super::lockout::own_ssh_flow();
+    let mut outcome = Outcome::Done;
+    match conntrack::end_flows_from(&sources, keep.as_ref()) {
+        Ok(ended) => {
+            if let Some(s) = ended.summary() {
+                ctx.say(s.replace("that lost access", "banned"));
+            }
+            for p in &ended.problems {
+                ctx.warn(p);
+                outcome = Outcome::Degraded;
+            }
+        }
+        Err(e) => {
+            ctx.warn(format_args!(
+                "banned, but their running flows could not be ended: {}; the ban drops \
+                 their packets anyway",
+                crate::error_chain(&e)
+            ));
+            outcome = Outcome::Degraded;
+        }
+    }
+    Ok(outcome)
+}
+
+/// `pbxwall unban ADDR...`: an address that is not banned is said and is no error (a ban
+/// that ran out before fail2ban's unban).
+pub fn unban(ctx: &Ctx, args: UnbanArgs) -> Result<Outcome> {
+    let addrs = parse_addrs(&args.addrs, None)?;
+    if addrs.is_empty() {
+        return Err(UsageError("no address given: name at least one".into()).into());
+    }
+    let lock = ctx.lock()?;
+    let live = live_bans()?;
+    let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
+    let mut removes: [Vec<IpAddr>; 2] = Default::default();
+    for a in &addrs {
+        if live_addrs.contains(a) {
+            removes[usize::from(Family::of(*a) == Family::V6)].push(*a);
+        } else {
+            ctx.say(format_args!("{a} is not banned"));
+        }
+    }
+    let names = [set_name(BAN_SET, Family::V4), set_name(BAN_SET, Family::V6)];
+    let changes: Vec<TimedChange> = (0..2)
+        .map(|i| TimedChange {
+            set: &names[i],
+            family: [Family::V4, Family::V6][i],
+            remove: &removes[i],
+            add: &[],
+        })
+        .collect();
+    netlink::update_timed_sets(&changes)
+        .context("the kernel refused the unban; nothing changed")?;
+    let (mut state, warning) = DynamicState::load(&ctx.paths);
+    if let Some(w) = warning {
+        ctx.warn(w);
+    }
+    for name in &names {
+        state.remove(name, &addrs);
+    }
+    if let Err(e) = state.save(&ctx.paths, &lock) {
+        ctx.warn_state_unsaved(format_args!(
+            "unbanned, but recording it failed (restart could bring the ban back): {}",
+            crate::error_chain(&e)
+        ));
+    }
+    for a in removes.iter().flatten() {
+        let line = format!("unbanned {a}");
+        ctx.say(&line);
+        ctx.audit(&line);
+    }
+    Ok(Outcome::Done)
+}
+
+/// One ban as `bans --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BanEntry {
+    /// The address.
+    pub address: IpAddr,
+    /// Seconds left (`null`: no timeout).
+    pub expires_in_s: Option<u64>,
+    /// When it ends (RFC 3339, UTC; `null`: no timeout).
+    pub expires_at: Option<String>,
+    /// `manual`, `guard` or `fail2ban`.
+    pub origin: &'static str,
+    /// Its comment (`null` for the guard's).
+    pub comment: Option<String>,
+}
+
+/// The live bans, sorted by address.
+pub fn ban_entries() -> Result<Vec<BanEntry>> {
+    let now = chrono::Utc::now();
+    Ok(live_bans()?
+        .into_iter()
+        .map(|(_, e)| BanEntry {
+            address: e.addr,
+            expires_in_s: e.expires.map(|d| d.as_secs()),
+            expires_at: e.expires.map(|d| {
+                (now + chrono::Duration::from_std(d).unwrap_or_default())
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            }),
+            origin: origin(e.comment.as_deref()),
+            comment: e.comment,
+        })
+        .collect())
+}
+
+/// `90s` → `1m30s`: a time left as users write durations (`0s` under a second).
+pub fn left_text(secs: Option<u64>) -> String {
+    match secs {
+        None => "no timeout".into(),
+        Some(0) => "0s".into(),
+        Some(s) => Duration::from_secs(s.min(Duration::MAX_SECS))
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// `pbxwall bans [--json]`.
+pub fn bans(ctx: &Ctx, _args: BansArgs) -> Result<Outcome> {
+    let entries = ban_entries()?;
+    if ctx.json {
+        ctx.print_json(&serde_json::json!({ "bans": entries }))?;
+        return Ok(Outcome::Done);
+    }
+    if entries.is_empty() {
+        ctx.say("no bans");
+    }
+    for e in &entries {
+        ctx.say(format_args!(
+            "{:<39} {:>10} left  {:<8} {}",
+            e.address,
+            left_text(e.expires_in_s),
+            e.origin,
+            e.comment.as_deref().unwrap_or("")
+        ));
+    }
+    Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_from_arguments_and_lines() {
+        let args = vec!["192.0.2.7,2001:db8::7".to_string(), "192.0.2.7".into()];
+        let mut input: &[u8] = b"# list\n\n198.51.100.9\n  203.0.113.4  \n";
+        let got = parse_addrs(&args, Some(&mut input as &mut dyn BufRead)).unwrap();
+        let want: Vec<IpAddr> = ["192.0.2.7", "2001:db8::7", "198.51.100.9", "203.0.113.4"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+        let mut bad: &[u8] = b"192.0.2.1\n192.0.2.0/24\n";
+        let err = parse_addrs(&[], Some(&mut bad as &mut dyn BufRead)).unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_some());
+        assert!(
+            err.to_string().starts_with("line 2 of standard input"),
+            "{err}"
+        );
+        for s in [
+            "192.0.2.0/24",
+            "0.0.0.0",
+            "127.0.0.1",
+            "::ffff:192.0.2.1",
+            "x",
+            "::/0",
+        ] {
+            assert!(parse_addrs(&[s.into()], None).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn origins_come_from_the_comment() {
+        assert_eq!(origin(None), "guard");
+        assert_eq!(origin(Some("f2b:asterisk")), "fail2ban");
+        assert_eq!(origin(Some("manual")), "manual");
+        assert_eq!(origin(Some("spammer")), "manual");
+    }
+
+    #[test]
+    fn trusted_self_and_ssh_need_force() {
+        let s = Settings::default();
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert!(
+            protected(ip("192.168.1.5"), &s, &[], None)
+                .unwrap()
+                .contains("trusted network 192.168.0.0/16")
+        );
+        let me = ["203.0.113.1/32".parse().unwrap()];
+        assert!(protected(ip("203.0.113.1"), &s, &me, None).is_some());
+        assert!(protected(ip("198.51.100.7"), &s, &me, Some(ip("198.51.100.7"))).is_some());
+        assert!(protected(ip("198.51.100.8"), &s, &me, Some(ip("198.51.100.7"))).is_none());
+    }
+}

@@ -1,0 +1,311 @@
+//! `STATE_DIR/dynamic-sets.json`: the elements of the dynamic sets (bans, admissions,
+//! grants) with their absolute expiry, so they survive a table created from nothing.
+//!
+//! The elements of a dynamic set are kernel state: `pbxwall ban`, fail2ban, the guard's
+//! rules and REGISTER admissions add them with timeouts, and a full apply keeps them (the
+//! set is neither flushed nor re-created, see [`crate::ruleset::Dynamic`]). What the kernel
+//! cannot keep is a table that is gone: a reboot, or someone deleting it. So every command
+//! that builds under the lock ([`sync`]: restart, ipchecker, every change) reads the live
+//! elements of every persisted dynamic set, merges them into this record (the later expiry
+//! wins; expired entries go) and writes it atomically; the elements recorded but not live
+//! are handed to the apply as [`crate::ruleset::Dynamic::restore`], each with the time it
+//! has left, and added in the same transaction as the rest of the table (re-adding a live
+//! element changes nothing). `pbxwall unban` and its kind remove entries here and in the
+//! kernel under the same lock ([`DynamicState::remove`]).
+//!
+//! A missing or corrupt file means "nothing recorded" (with a warning), never an error.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ruleset::{Ruleset, TimedElement};
+use crate::store::{self, Paths, StoreError, StoreLock};
+
+/// File name of the record in the state folder.
+pub const DYNAMIC_FILE: &str = "dynamic-sets.json";
+
+/// Every persisted dynamic set's elements, by set name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynamicState {
+    /// Set name → its elements, sorted by address.
+    #[serde(default)]
+    pub sets: BTreeMap<String, Vec<Recorded>>,
+}
+
+/// One recorded element.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// The address.
+    pub addr: IpAddr,
+    /// When it expires (RFC 3339, UTC, milliseconds); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Its comment (`manual: ...`, `f2b:sshd`, `guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+impl Recorded {
+    /// The expiry as a time; `None` for "never" (an unreadable time counts as expired).
+    fn expiry(&self) -> Option<Result<DateTime<Utc>, ()>> {
+        self.expires.as_ref().map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ())
+        })
+    }
+
+    /// Time left at `now`: `Some(None)` for never, `None` when expired.
+    fn left(&self, now: DateTime<Utc>) -> Option<Option<Duration>> {
+        match self.expiry() {
+            None => Some(None),
+            Some(Err(())) => None,
+            Some(Ok(t)) => (t - now).to_std().ok().filter(|d| !d.is_zero()).map(Some),
+        }
+    }
+}
+
+/// An absolute expiry `left` after `now`, as recorded.
+fn expiry_text(now: DateTime<Utc>, left: Duration) -> String {
+    let t = now + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::MAX);
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+impl DynamicState {
+    /// Loads the record; a missing file is empty, a corrupt one empty with a warning.
+    pub fn load(paths: &Paths) -> (DynamicState, Option<String>) {
+        let path = paths.state_dir.join(DYNAMIC_FILE);
+        match store::read_optional(&path) {
+            Ok(None) => (DynamicState::default(), None),
+            Ok(Some(text)) => match serde_json::from_str(&text) {
+                Ok(s) => (s, None),
+                Err(e) => (
+                    DynamicState::default(),
+                    Some(format!("{}: {e}; starting afresh", path.display())),
+                ),
+            },
+            Err(e) => (DynamicState::default(), Some(crate::error_chain(&e))),
+        }
+    }
+
+    /// Writes the record atomically; the caller holds the lock.
+    pub fn save(&self, paths: &Paths, _lock: &StoreLock) -> Result<(), StoreError> {
+        let text = serde_json::to_string_pretty(self).expect("dynamic state serialises");
+        store::write_state(&paths.state_dir.join(DYNAMIC_FILE), text.as_bytes())
+    }
+
+    /// Merges what set `set` holds live at `now` into the record: a live element's expiry
+    /// is the later of the two (a REGISTER renews an admission in the kernel), its comment
+    /// the live one when it has one; recorded elements not live stay until they expire.
+    /// Expired entries are dropped.
+    pub fn merge_live(&mut self, set: &str, live: &[TimedElement], now: DateTime<Utc>) {
+        let entries = self.sets.entry(set.to_owned()).or_default();
+        let mut by_addr: BTreeMap<IpAddr, Recorded> = entries
+            .drain(..)
+            .filter(|r| r.left(now).is_some())
+            .map(|r| (r.addr, r))
+            .collect();
+        for e in live {
+            let addr = e.addr.to_canonical();
+            let live_rec = Recorded {
+                addr,
+                expires: e.expires.map(|left| expiry_text(now, left)),
+                comment: e.comment.clone(),
+            };
+            match by_addr.get_mut(&addr) {
+                None => {
+                    by_addr.insert(addr, live_rec);
+                }
+                Some(old) => {
+                    let later = match (old.left(now), live_rec.left(now)) {
+                        (Some(None), _) | (_, Some(None)) => None,
+                        (Some(Some(a)), Some(Some(b))) => Some(a.max(b)),
+                        (_, Some(Some(b))) => Some(b),
+                        (Some(Some(a)), None) => Some(a),
+                        (None, None) => Some(Duration::ZERO),
+                    };
+                    old.expires = later.map(|l| expiry_text(now, l));
+                    if live_rec.comment.is_some() {
+                        old.comment = live_rec.comment;
+                    }
+                }
+            }
+        }
+        *entries = by_addr.into_values().collect();
+        if entries.is_empty() {
+            self.sets.remove(set);
+        }
+    }
+
+    /// Records elements just added to `set` at `now` (a ban): they replace any entry of
+    /// the same address.
+    pub fn record(&mut self, set: &str, added: &[TimedElement], now: DateTime<Utc>) {
+        let entries = self.sets.entry(set.to_owned()).or_default();
+        for e in added {
+            let addr = e.addr.to_canonical();
+            entries.retain(|r| r.addr != addr);
+            entries.push(Recorded {
+                addr,
+                expires: e.timeout.map(|t| expiry_text(now, t)),
+                comment: e.comment.clone(),
+            });
+        }
+        entries.sort_by_key(|r| r.addr);
+    }
+
+    /// Forgets `addrs` in `set` (unban, revoke).
+    pub fn remove(&mut self, set: &str, addrs: &[IpAddr]) {
+        if let Some(entries) = self.sets.get_mut(set) {
+            entries.retain(|r| !addrs.contains(&r.addr));
+            if entries.is_empty() {
+                self.sets.remove(set);
+            }
+        }
+    }
+
+    /// The elements of `set` to restore at `now`, each with the time it has left as its
+    /// timeout; expired entries are left out.
+    pub fn restore_list(&self, set: &str, now: DateTime<Utc>) -> Vec<TimedElement> {
+        self.sets
+            .get(set)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let left = r.left(now)?;
+                Some(TimedElement::new(r.addr, left, r.comment.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Reads the live elements of every persisted dynamic set of `ruleset`, merges them into
+/// the record, saves it, and fills each set's [`crate::ruleset::Dynamic::restore`] with
+/// the recorded elements (time left as timeout). Returns warnings (a set that could not be
+/// read, a record that could not be written): never an error, since bans must not stop an
+/// apply that removes access or restores a missing table.
+pub fn sync(paths: &Paths, lock: &StoreLock, ruleset: &mut Ruleset) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let (mut state, warning) = DynamicState::load(paths);
+    warnings.extend(warning);
+    let now = Utc::now();
+    let mut read_all = true;
+    for set in &ruleset.sets {
+        if !set.dynamic.as_ref().is_some_and(|d| d.persist) {
+            continue;
+        }
+        match crate::nft::netlink::list_timed_elements(&set.name) {
+            Ok(Some(live)) => state.merge_live(&set.name, &live, now),
+            Ok(None) => state.merge_live(&set.name, &[], now),
+            Err(e) => {
+                read_all = false;
+                warnings.push(format!(
+                    "could not read the elements of set {}: {}",
+                    set.name,
+                    crate::error_chain(&e)
+                ));
+            }
+        }
+    }
+    if read_all && let Err(e) = state.save(paths, lock) {
+        warnings.push(format!(
+            "could not record the dynamic sets' elements: {}",
+            crate::error_chain(&e)
+        ));
+    }
+    for set in &mut ruleset.sets {
+        if let Some(d) = set.dynamic.as_mut().filter(|d| d.persist) {
+            d.restore = state.restore_list(&set.name, now);
+        }
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn el(addr: &str, left_s: Option<u64>, comment: Option<&str>) -> TimedElement {
+        TimedElement {
+            addr: addr.parse().unwrap(),
+            timeout: left_s.map(Duration::from_secs),
+            expires: left_s.map(Duration::from_secs),
+            comment: comment.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn merge_keeps_the_later_expiry_and_drops_expired_entries() {
+        let t0 = at("2026-12-03T06:00:00Z");
+        let mut s = DynamicState::default();
+        s.record(
+            "ban_v4",
+            &[
+                el("192.0.2.1", Some(600), Some("manual")),
+                el("192.0.2.2", Some(10), None),
+            ],
+            t0,
+        );
+        let t1 = at("2026-12-03T06:01:00Z");
+        // 192.0.2.1 live with 60 s left (older than recorded), 192.0.2.3 new from the guard;
+        // 192.0.2.2 expired in the record.
+        s.merge_live(
+            "ban_v4",
+            &[
+                el("192.0.2.1", Some(60), None),
+                el("192.0.2.3", Some(3600), Some("guard")),
+            ],
+            t1,
+        );
+        let r = s.restore_list("ban_v4", t1);
+        let got: Vec<(String, Option<u64>, Option<String>)> = r
+            .iter()
+            .map(|e| {
+                (
+                    e.addr.to_string(),
+                    e.timeout.map(|d| d.as_secs()),
+                    e.comment.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("192.0.2.1".into(), Some(540), Some("manual".into())),
+                ("192.0.2.3".into(), Some(3600), Some("guard".into())),
+            ]
+        );
+        s.remove("ban_v4", &["192.0.2.1".parse().unwrap()]);
+        assert_eq!(s.restore_list("ban_v4", t1).len(), 1);
+        assert!(
+            s.restore_list("ban_v4", at("2026-12-03T08:00:00Z"))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn round_trip_and_corrupt_file() {
+        let t = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            config_dir: t.path().join("etc"),
+            state_dir: t.path().join("state"),
+            share_dir: t.path().join("share"),
+        };
+        let lock = StoreLock::acquire(&paths, |_| {}).unwrap();
+        let mut s = DynamicState::default();
+        s.record("ban_v6", &[el("2001:db8::1", Some(5), None)], Utc::now());
+        s.save(&paths, &lock).unwrap();
+        assert_eq!(DynamicState::load(&paths).0, s);
+        std::fs::write(paths.state_dir.join(DYNAMIC_FILE), "[").unwrap();
+        let (empty, warning) = DynamicState::load(&paths);
+        assert_eq!(empty, DynamicState::default());
+        assert!(warning.unwrap().contains("starting afresh"));
+    }
+}

@@ -1,0 +1,388 @@
+//! IP Country: the geo gate of the open paths.
+//!
+//! `[geo] allow = ["DE", "AT"]` (or `deny = [...]`) with `[geo] database` pointing at a
+//! country database turns the ranges of the allowed countries into two interval sets,
+//! `geo_v4` and `geo_v6`, and every *open path* of the input chain (a port open to sources
+//! that are not whitelisted: RTP with `[rtp] from = "any"`) gets `ip saddr @geo_v4` /
+//! `ip6 saddr @geo_v6` added. A packet pays one binary search in the kernel, however many
+//! ranges the database has.
+//!
+//! What never depends on it: the loopback, established flows, ICMP, trusted networks and
+//! whitelisted accounts (all accepted before the open paths), and the SSH lockout guard,
+//! which judges the compiled ruleset, geo sets included.
+//!
+//! The pieces:
+//! - [`Country`]: an ISO 3166-1 alpha-2 code, validated;
+//! - [`GeoSettings`]: the `[geo]` table;
+//! - [`read`]: the database readers (DB-IP lite CSV, GeoLite2 Country CSV, IP2Location LITE
+//!   DB1 CSV, IPv4 and IPv6, streaming, row by row; MMDB with the `maxminddb` crate);
+//! - [`select`]: the ranges of the allowed countries, merged per family ([`Selection`]);
+//! - [`Gate`]: what the compiler adds: the two sets, and [`Gate::gated`], which turns one
+//!   open-path rule into its gated rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::addrset::{AddrRange, Family, merge};
+use crate::ruleset::{Match, Rule, Set};
+
+pub mod read;
+#[cfg(test)]
+mod tests;
+
+pub use read::{Database, Format, GeoError};
+
+/// Base name of the gate's sets: `geo_v4`, `geo_v6`.
+pub const GEO_SET: &str = "geo";
+
+/// The officially assigned ISO 3166-1 alpha-2 codes (249, as in the ISO 3166 Maintenance
+/// Agency's list and tzdata's `iso3166.tab`), and `XK` (Kosovo), a user-assigned code that
+/// GeoLite2, DB-IP and IP2Location use.
+const ISO_3166_ALPHA2: &str = "\
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ \
+BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM \
+DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS \
+GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN \
+KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ \
+MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM \
+PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV \
+SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI \
+VN VU WF WS YE YT ZA ZM ZW XK";
+
+/// A country: two ASCII capital letters.
+///
+/// In the settings only ISO 3166-1 alpha-2 codes are accepted ([`Country::from_str`]); in a
+/// database any two letters are kept as they are (databases also use `EU`, `AP`), and the
+/// markers of "unknown" (`ZZ`, `-`, empty) mean no country.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Country([u8; 2]);
+
+impl Country {
+    /// The code of a database row: two ASCII letters (any case), `None` for the markers of
+    /// "unknown" and anything else that is not a code. Never fails: the caller decides
+    /// whether an unusable code is an error.
+    pub fn from_db(field: &str) -> Option<Country> {
+        match field.as_bytes() {
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                let c = Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]);
+                (c.as_str() != "ZZ").then_some(c)
+            }
+            _ => None,
+        }
+    }
+
+    /// The code, e.g. `DE`.
+    pub fn as_str(&self) -> &str {
+        // Two ASCII letters by construction.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+
+    /// Whether the code is an assigned ISO 3166-1 alpha-2 code (or `XK`).
+    pub fn is_iso(&self) -> bool {
+        ISO_3166_ALPHA2.split(' ').any(|c| c == self.as_str())
+    }
+}
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Country {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Why a country code in the settings was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid country code {0:?}: expected an ISO 3166-1 alpha-2 code of two capital letters, e.g. \"DE\", \"US\", \"GB\""
+)]
+pub struct BadCountry(pub String);
+
+impl FromStr for Country {
+    type Err = BadCountry;
+
+    /// An ISO 3166-1 alpha-2 code, upper case (`DE`, `GB`; `XK` too). `UK`, `EU`, `de` and
+    /// unassigned codes are refused.
+    fn from_str(s: &str) -> Result<Country, BadCountry> {
+        match s.as_bytes() {
+            [a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase() => {
+                let c = Country([*a, *b]);
+                if c.is_iso() {
+                    Ok(c)
+                } else {
+                    Err(BadCountry(s.to_owned()))
+                }
+            }
+            _ => Err(BadCountry(s.to_owned())),
+        }
+    }
+}
+
+/// `[geo]` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GeoSettings {
+    /// The country database: a DB-IP lite or IP2Location LITE CSV file, GeoLite2 Country
+    /// CSV (its folder, or one of its files), or an MMDB file. `None`: not set.
+    pub database: Option<PathBuf>,
+    /// Countries allowed on the open paths; empty with `deny` empty: no gate.
+    pub allow: Vec<Country>,
+    /// Countries refused on the open paths (everything else, unknown addresses included,
+    /// stays open); only when `allow` is empty.
+    pub deny: Vec<Country>,
+}
+
+impl GeoSettings {
+    /// Whether the gate is configured (`allow` or `deny` given).
+    pub fn enabled(&self) -> bool {
+        !self.allow.is_empty() || !self.deny.is_empty()
+    }
+
+    /// What the gate passes, in one phrase: `DE, AT` or `all but CN, RU`.
+    pub fn describe(&self) -> String {
+        let list = |v: &[Country]| {
+            v.iter()
+                .map(Country::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.allow.is_empty() {
+            format!("all but {}", list(&self.deny))
+        } else {
+            list(&self.allow)
+        }
+    }
+}
+
+/// The ranges the gate lets through, per family, merged; and what the database held.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selection {
+    /// IPv4 ranges, sorted and merged.
+    pub v4: Vec<AddrRange>,
+    /// IPv6 ranges, sorted and merged.
+    pub v6: Vec<AddrRange>,
+    /// Rows of the database read (every country).
+    pub rows: usize,
+    /// Per listed country (allow or deny list), its rows in the database.
+    pub rows_of: BTreeMap<Country, usize>,
+}
+
+impl Selection {
+    /// The listed countries the database has no range for.
+    pub fn missing(&self) -> Vec<Country> {
+        self.rows_of
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+}
+
+/// Reads the database and selects the ranges of the gate: the allowed countries' ranges,
+/// or, with `deny`, every address but the denied countries' ranges. Merged per family
+/// (adjacent ranges of allowed countries become one).
+///
+/// Refused ([`GeoError::Empty`]): an allow list none of whose countries has a range in the
+/// database (the gate would close the open paths to everyone, which is what an outdated or
+/// wrong file does, not what was asked for).
+pub fn select(db: &Database, settings: &GeoSettings) -> Result<Selection, GeoError> {
+    let listed: BTreeSet<Country> = if settings.allow.is_empty() {
+        settings.deny.iter().copied().collect()
+    } else {
+        settings.allow.iter().copied().collect()
+    };
+    let mut rows_of: BTreeMap<Country, usize> = listed.iter().map(|c| (*c, 0)).collect();
+    let mut picked: Vec<AddrRange> = Vec::new();
+    let rows = db.for_each(|range, country| {
+        if let Some(c) = country
+            && let Some(n) = rows_of.get_mut(&c)
+        {
+            *n += 1;
+            picked.push(range);
+        }
+    })?;
+    let mut sel = Selection {
+        v4: merge(Family::V4, picked.iter().copied()),
+        v6: merge(Family::V6, picked.iter().copied()),
+        rows,
+        rows_of,
+    };
+    drop(picked);
+    if settings.allow.is_empty() {
+        sel.v4 = complement(Family::V4, &sel.v4);
+        sel.v6 = complement(Family::V6, &sel.v6);
+    } else if sel.v4.is_empty() && sel.v6.is_empty() {
+        return Err(GeoError::Empty {
+            path: db.path.clone(),
+            countries: settings.describe(),
+        });
+    }
+    Ok(sel)
+}
+
+/// The ranges of a family not covered by `ranges` (sorted, merged).
+pub fn complement(family: Family, ranges: &[AddrRange]) -> Vec<AddrRange> {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    let mut next: Option<u128> = Some(0);
+    for r in ranges {
+        if let Some(n) = next
+            && r.start > n
+        {
+            out.push(AddrRange {
+                family,
+                start: n,
+                end: r.start - 1,
+            });
+        }
+        next = (r.end < family.max()).then(|| r.end + 1);
+    }
+    if let Some(n) = next {
+        out.push(AddrRange {
+            family,
+            start: n,
+            end: family.max(),
+        });
+    }
+    out
+}
+
+/// The geo gate as the compiler uses it: off, or the two sets of addresses it lets through.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Gate {
+    /// No `[geo] allow`/`deny`: open paths are open to every source.
+    #[default]
+    Off,
+    /// Open paths only for the sources in these ranges.
+    On {
+        /// IPv4 ranges (sorted, merged).
+        v4: Vec<AddrRange>,
+        /// IPv6 ranges (sorted, merged).
+        v6: Vec<AddrRange>,
+    },
+}
+
+impl Gate {
+    /// The gate of a selection.
+    pub fn from_selection(sel: Selection) -> Gate {
+        Gate::On {
+            v4: sel.v4,
+            v6: sel.v6,
+        }
+    }
+
+    /// Whether the gate is on.
+    pub fn is_on(&self) -> bool {
+        matches!(self, Gate::On { .. })
+    }
+
+    /// The set name of a family: `geo_v4`, `geo_v6`.
+    pub fn set_name(family: Family) -> String {
+        crate::compile::set_name(GEO_SET, family)
+    }
+
+    /// The match a gated rule of `family` carries: `ip saddr @geo_v4` / `ip6 saddr @geo_v6`.
+    pub fn source_match(family: Family) -> Match {
+        Match::SaddrInSet(family, Gate::set_name(family))
+    }
+
+    /// The sets `geo_v4` and `geo_v6` when on (always both, even when one is empty), none
+    /// when off.
+    pub fn sets(&self) -> Vec<Set> {
+        match self {
+            Gate::Off => Vec::new(),
+            Gate::On { v4, v6 } => vec![
+                Set::addresses(&Gate::set_name(Family::V4), Family::V4, v4.clone()),
+                Set::addresses(&Gate::set_name(Family::V6), Family::V6, v6.clone()),
+            ],
+        }
+    }
+
+    /// An open-path rule as the input chain gets it: the rule itself when the gate is off;
+    /// when on, one copy per family with [`Gate::source_match`] appended to its matches
+    /// (`udp dport 10000-20000 ip saddr @geo_v4 accept`, then the `ip6` one).
+    pub fn gated(&self, rule: Rule) -> Vec<Rule> {
+        match self {
+            Gate::Off => vec![rule],
+            Gate::On { .. } => [Family::V4, Family::V6]
+                .into_iter()
+                .map(|family| {
+                    let mut r = rule.clone();
+                    r.matches.push(Gate::source_match(family));
+                    r
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the gate lets `addr` through (always when off).
+    pub fn admits(&self, addr: IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        match self {
+            Gate::Off => true,
+            Gate::On { v4, v6 } => {
+                let ranges = match addr {
+                    IpAddr::V4(_) => v4,
+                    IpAddr::V6(_) => v6,
+                };
+                let key = AddrRange::from_addr(addr);
+                let i = ranges.partition_point(|r| r.end < key.start);
+                ranges.get(i).is_some_and(|r| r.contains(addr))
+            }
+        }
+    }
+}
+
+/// What a build knows about its geo gate: `status` prints it, `geo update` reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GeoInfo {
+    /// `[geo] database`, as configured (absolute).
+    pub database: Option<PathBuf>,
+    /// Its format's name.
+    pub format: Option<&'static str>,
+    /// Its files' newest modification time, RFC 3339.
+    pub modified: Option<String>,
+    /// Rows read from it.
+    pub rows: usize,
+    /// What the gate passes: `DE, AT` or `all but CN`.
+    pub countries: String,
+    /// IPv4 ranges in `geo_v4`.
+    pub ranges_v4: usize,
+    /// IPv6 ranges in `geo_v6`.
+    pub ranges_v6: usize,
+    /// Listed countries the database has no range for.
+    pub missing: Vec<Country>,
+    /// The database could not be used; the gate holds what was live before.
+    pub problem: Option<String>,
+}
+
+/// Reads `[geo] database` and builds the gate: [`Gate::Off`] without `allow`/`deny`.
+pub fn load(settings: &GeoSettings) -> Result<(Gate, GeoInfo), GeoError> {
+    let Some(path) = settings.database.as_deref().filter(|_| settings.enabled()) else {
+        return Ok((Gate::Off, GeoInfo::default()));
+    };
+    let db = Database::open(path)?;
+    let sel = select(&db, settings)?;
+    let info = GeoInfo {
+        database: Some(path.to_owned()),
+        format: Some(db.format.name()),
+        modified: db.modified().map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        }),
+        rows: sel.rows,
+        countries: settings.describe(),
+        ranges_v4: sel.v4.len(),
+        ranges_v6: sel.v6.len(),
+        missing: sel.missing(),
+        problem: None,
+    };
+    Ok((Gate::from_selection(sel), info))
+}

@@ -1,0 +1,323 @@
+//! `pbxwall ban`, `unban`, `bans` with real packets: a ban beats an account and ends the
+//! running flows of the source, runs out by itself in the kernel, is refused for trusted
+//! networks, pbx-self and the SSH client without `--force`, takes addresses from stdin,
+//! survives a deleted table; bad input is one line, exit 2, nothing changed.
+//!
+//! Every test makes its own namespaces (pbx and client) and removes them at the end.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{Needs, Servers, TempConfig, Topology, show, stdout};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const WAIT: Duration = Duration::from_secs(1);
+
+/// A configuration trusting 198.51.100.0/24, with the account joe (192.0.2.10 and
+/// 2001:db8::10, every service) and pbx-self (203.0.113.10).
+fn config() -> TempConfig {
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = [\"198.51.100.0/24\"]\n");
+    cfg.write(
+        "accounts/joe.toml",
+        "addresses = [\"192.0.2.10\", \"192.0.2.11\", \"2001:db8::10\"]\nservices = [\"all\"]\n",
+    );
+    cfg.write(
+        "accounts/pbx-self.toml",
+        "addresses = [\"203.0.113.10\"]\nservices = [\"all\"]\n",
+    );
+    cfg
+}
+
+struct Setup {
+    topo: Topology,
+    cfg: TempConfig,
+    _servers: Servers,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let topo = Topology::new();
+        let cfg = config();
+        let servers = Servers::start(&topo, &[22], &[5060]);
+        let s = Setup {
+            topo,
+            cfg,
+            _servers: servers,
+        };
+        s.ok(&["restart"]);
+        s
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cfg.run(Some(self.topo.pbx_ns()), "pbxwall", args)
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.cfg
+            .run_env(Some(self.topo.pbx_ns()), "pbxwall", args, env)
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        common::assert_exit(&out, 0, &format!("pbxwall {args:?}"));
+        out
+    }
+
+    fn with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let cmd = self
+            .cfg
+            .command(Some(self.topo.pbx_ns()), &common::bin("pbxwall"), args);
+        common::run_with_timeout(cmd, Some(input), common::RUN_TIMEOUT).unwrap()
+    }
+
+    fn tcp(&self, src: &str) -> bool {
+        let dst = SocketAddr::new(self.topo.pbx_addr_for(ip(src)), 22);
+        common::tcp_probe(&self.topo, ip(src), dst, WAIT)
+    }
+
+    fn udp(&self, src: &str) -> bool {
+        let dst = SocketAddr::new(self.topo.pbx_addr_for(ip(src)), 5060);
+        common::udp_probe(&self.topo, ip(src), dst, WAIT)
+    }
+
+    /// `bans --json` as (address, origin, comment, seconds left).
+    fn bans(&self) -> Vec<(String, String, Option<String>, Option<u64>)> {
+        let out = self.ok(&["bans", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+        v["bans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["address"].as_str().unwrap().to_owned(),
+                    b["origin"].as_str().unwrap().to_owned(),
+                    b["comment"].as_str().map(str::to_owned),
+                    b["expires_in_s"].as_u64(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A UDP "keepalive" flow and a TCP connection of 192.0.2.10, both working; after the ban
+/// both are dead, every new probe too, v4 and v6, while 192.0.2.11 of the same account is
+/// untouched; the ban runs out by itself in the kernel.
+fn a_ban_beats_the_account_ends_its_flows_and_runs_out() {
+    let s = Setup::new();
+    let pbx = s.topo.pbx_v4();
+    let (udp, mut tcp) = s.topo.in_client(|| {
+        let u = UdpSocket::bind((ip("192.0.2.10"), 0)).unwrap();
+        u.set_read_timeout(Some(WAIT)).unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::new(ip("192.0.2.10"), 0).into())
+            .unwrap();
+        sock.connect_timeout(&SocketAddr::new(pbx, 22).into(), WAIT)
+            .unwrap();
+        let t: TcpStream = sock.into();
+        t.set_read_timeout(Some(WAIT)).unwrap();
+        (u, t)
+    });
+    let echo = |u: &UdpSocket| {
+        let _ = u.send_to(b"ping", (pbx, 5060));
+        let mut buf = [0u8; 16];
+        u.recv_from(&mut buf).is_ok()
+    };
+    assert!(echo(&udp), "the keepalive works before the ban");
+    let mut hello = [0u8; 6];
+    tcp.read_exact(&mut hello).unwrap();
+    assert!(s.tcp("2001:db8::10"));
+
+    let out = s.ok(&[
+        "ban",
+        "192.0.2.10",
+        "2001:db8::10",
+        "--for",
+        "10s",
+        "--comment",
+        "brute force",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("banned 192.0.2.10, 2001:db8::10 for 10s (manual: brute force)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ended"),
+        "the running flows were ended: {text}"
+    );
+    let banned_at = Instant::now();
+    assert!(!echo(&udp), "the established UDP flow is dead");
+    let tcp_dead = tcp.write_all(b"x").is_err() || {
+        let mut b = [0u8; 1];
+        !matches!(tcp.read(&mut b), Ok(n) if n > 0)
+    };
+    assert!(tcp_dead, "the TCP connection is dead");
+    assert!(!s.tcp("192.0.2.10") && !s.udp("192.0.2.10"));
+    assert!(!s.tcp("2001:db8::10"));
+    assert!(
+        s.tcp("192.0.2.11") && s.udp("192.0.2.11"),
+        "others untouched"
+    );
+
+    let bans = s.bans();
+    assert_eq!(bans.len(), 2, "{bans:?}");
+    for (addr, origin, comment, left) in &bans {
+        assert!(addr == "192.0.2.10" || addr == "2001:db8::10");
+        assert_eq!(origin, "manual");
+        assert_eq!(comment.as_deref(), Some("brute force"));
+        assert!(left.unwrap() <= 10);
+    }
+    let text = stdout(&s.ok(&["bans"]));
+    assert!(
+        text.contains("192.0.2.10") && text.contains("manual"),
+        "{text}"
+    );
+
+    // Runs out by itself: no command involved.
+    let deadline = banned_at + Duration::from_secs(15);
+    while !s.tcp("192.0.2.10") {
+        assert!(Instant::now() < deadline, "the ban did not run out");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(s.tcp("2001:db8::10"));
+    assert!(s.bans().is_empty());
+}
+
+/// unban ends a ban at once (and an address that is not banned is no error); banning again
+/// replaces the duration; the ban survives restart and a deleted table (from the state).
+fn unban_reban_and_persistence() {
+    let s = Setup::new();
+    s.ok(&["ban", "192.0.2.11", "--for", "1h"]);
+    s.ok(&[
+        "ban",
+        "192.0.2.11",
+        "--for",
+        "2h",
+        "--comment",
+        "f2b:asterisk",
+    ]);
+    let bans = s.bans();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0].1, "fail2ban");
+    assert!(
+        bans[0].3.unwrap() > 3600,
+        "replaced by the 2h ban: {bans:?}"
+    );
+    s.ok(&["restart"]);
+    assert_eq!(s.bans().len(), 1, "restart keeps the ban");
+    common::nft_ok(s.topo.pbx_ns(), "delete table inet pbxwall");
+    s.ok(&["restart"]);
+    assert_eq!(s.bans().len(), 1, "a new table gets the ban back");
+    assert!(!s.tcp("192.0.2.11"));
+    let out = s.ok(&["unban", "192.0.2.11", "192.0.2.99"]);
+    let text = stdout(&out);
+    assert!(text.contains("unbanned 192.0.2.11"), "{text}");
+    assert!(text.contains("192.0.2.99 is not banned"), "{text}");
+    assert!(s.tcp("192.0.2.11"));
+    common::nft_ok(s.topo.pbx_ns(), "delete table inet pbxwall");
+    s.ok(&["restart"]);
+    assert!(s.bans().is_empty(), "an unban is not brought back");
+    let audit = std::fs::read_to_string(s.cfg.state_dir().join("audit.log")).unwrap_or_default();
+    assert!(audit.contains("unbanned 192.0.2.11"), "{audit}");
+}
+
+/// Trusted networks, pbx-self and this SSH session's client are refused without --force
+/// (exit 2, nothing changed); with --force they are banned.
+fn protected_addresses_need_force() {
+    let s = Setup::new();
+    for (addr, why) in [
+        ("198.51.100.10", "trusted network 198.51.100.0/24"),
+        ("203.0.113.10", "account pbx-self"),
+    ] {
+        let out = s.run(&["ban", addr]);
+        common::assert_exit(&out, 2, addr);
+        let err = common::stderr(&out);
+        assert!(err.contains(why) && err.contains("--force"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    let out = s.run_env(
+        &["ban", "192.0.2.11"],
+        &[("SSH_CONNECTION", "192.0.2.11 40000 192.0.2.1 22")],
+    );
+    common::assert_exit(&out, 2, "ssh client");
+    assert!(common::stderr(&out).contains("client of this SSH session"));
+    assert!(s.bans().is_empty());
+    assert!(s.udp("198.51.100.10"));
+    s.ok(&["ban", "198.51.100.10", "--force", "--for", "1m"]);
+    assert!(
+        !s.udp("198.51.100.10"),
+        "a forced ban beats the trusted network"
+    );
+}
+
+/// Bulk bans from standard input; bad input of every kind is one line, exit 2, nothing
+/// changed; without a table, exit 1.
+fn stdin_bulk_and_bad_input() {
+    let s = Setup::new();
+    let mut input = String::from("# from a blocklist\n\n");
+    for i in 0..1000u32 {
+        input.push_str(&format!("203.0.{}.{}\n", 113 + (i / 250) % 2, i % 250 + 1));
+        input.push_str(&format!("2001:db8:2::{:x}\n", i + 1));
+    }
+    // 203.0.113.10 is pbx-self: --force.
+    let out = s.with_stdin(
+        &["ban", "--stdin", "--force", "--for", "10m"],
+        input.as_bytes(),
+    );
+    common::assert_exit(&out, 0, "ban --stdin");
+    assert_eq!(s.bans().len(), 1000 + 500, "{}", show(&out));
+
+    let before = s.bans();
+    let bad: [(&[&str], &str); 7] = [
+        (&["ban", "192.0.2.0/24"], "not a network"),
+        (&["ban", "192.0.2.300"], "invalid address"),
+        (&["ban", "127.0.0.1"], "not a unicast"),
+        (&["ban", "192.0.2.7", "--for", "5x"], "invalid duration"),
+        (&["ban", "192.0.2.7", "--for", "400d"], "invalid duration"),
+        (&["ban"], "no address given"),
+        (&["unban", "nonsense"], "invalid address"),
+    ];
+    for (args, what) in bad {
+        let out = s.run(args);
+        common::assert_exit(&out, 2, &format!("{args:?}"));
+        let err = common::stderr(&out);
+        assert!(err.contains(what), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+    }
+    let long = "x".repeat(200);
+    let out = s.run(&["ban", "192.0.2.7", "--comment", &long]);
+    common::assert_exit(&out, 2, "long comment");
+    let out = s.with_stdin(&["ban", "--stdin"], b"192.0.2.7\n192.0.2.8 oops\n");
+    common::assert_exit(&out, 2, "bad stdin line");
+    assert!(common::stderr(&out).contains("line 2 of standard input"));
+    assert_eq!(s.bans(), before, "nothing changed");
+
+    common::nft_ok(s.topo.pbx_ns(), "delete table inet pbxwall");
+    let out = s.run(&["ban", "192.0.2.7"]);
+    common::assert_exit(&out, 1, "no table");
+    assert!(
+        common::stderr(&out).contains("run restart first"),
+        "{}",
+        show(&out)
+    );
+}
+
+common::test_main! {
+    Needs::ROOT => [
+        a_ban_beats_the_account_ends_its_flows_and_runs_out,
+        unban_reban_and_persistence,
+        protected_addresses_need_force,
+        stdin_bulk_and_bad_input,
+    ],
+}
