@@ -778,6 +778,54 @@ fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
         table.contains("203.0.113.10") && !table.contains("192.0.2.99"),
         "{table}"
     );
+    // --json: the report of every command, with sync's lines.
+    let out = cfg.run(Some(ns.name()), "pbxwall", ["sync", "--json"]);
+    assert_exit(&out, 0, "sync --json of the same bundle");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v["command"], "sync", "{v}");
+    assert!(
+        v["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("bundle unchanged (serial 5)"),
+        "{v}"
+    );
+
+    // A bundle larger than [sync] max_bytes is refused (exit 3), the last one stays.
+    cfg.write(
+        "pbxwall.toml",
+        &format!(
+            "[sync]\nurl = \"file://{}\"\npublic_key = \"{}\"\nmax_bytes = 1024\n",
+            bundle.display(),
+            keys.public("a")
+        ),
+    );
+    let many: Vec<(String, String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("user{i}"),
+                format!("203.0.113.{}", 100 + i),
+                "ssh".to_owned(),
+            )
+        })
+        .collect();
+    let many: Vec<(&str, &str, &str)> = many
+        .iter()
+        .map(|(n, a, s)| (n.as_str(), a.as_str(), s.as_str()))
+        .collect();
+    publish(&cfg, &keys, "a", &many, 6, &bundle);
+    let before = cfg.read("fleet/bundle.json");
+    let out = cfg.run(Some(ns.name()), "pbxwall", ["sync", "--json"]);
+    assert_exit(&out, 3, "a bundle over max_bytes");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 1024 bytes ([sync] max_bytes)"),
+        "{v}"
+    );
+    assert_eq!(cfg.read("fleet/bundle.json"), before);
 }
 
 /// bundle create checks every account as restart would, and writes nothing when one is bad;
