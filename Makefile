@@ -60,7 +60,7 @@ test-long: deps
 ## fuzz: every cargo-fuzz target of fuzz/ for FUZZ_SECONDS (default 60) each; installs
 ##       cargo-fuzz if missing; RUSTC_BOOTSTRAP=1 lets the stable toolchain take its flags
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= parse_account parse_settings parse_profile parse_source fqdn parse_services cron_schedule
+FUZZ_TARGETS ?= parse_account parse_settings parse_profile parse_source fqdn parse_services cron_schedule parse_bundle
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \
