@@ -826,6 +826,30 @@ fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
         "{v}"
     );
     assert_eq!(cfg.read("fleet/bundle.json"), before);
+
+    // The SSH lockout guard: a bundle that removes this SSH session's client (alice) is
+    // refused (exit 3, nothing changed) unless --force.
+    cfg.write(
+        "pbxwall.toml",
+        &format!(
+            "[sync]\nurl = \"file://{}\"\npublic_key = \"{}\"\n",
+            bundle.display(),
+            keys.public("a")
+        ),
+    );
+    publish(&cfg, &keys, "a", SERIAL2, 7, &bundle);
+    let ssh = [("SSH_CONNECTION", "198.51.100.10 50000 192.0.2.1 22")];
+    let out = cfg.run_env(Some(ns.name()), "pbxwall", ["sync"], &ssh);
+    assert_exit(&out, 3, "sync that would lock out the SSH client");
+    assert!(
+        common::stderr(&out).contains("refusing to apply: your SSH client 198.51.100.10"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(cfg.read("fleet/bundle.json"), before);
+    let out = cfg.run_env(Some(ns.name()), "pbxwall", ["sync", "--force"], &ssh);
+    assert_exit(&out, 0, "sync --force");
+    assert!(stdout(&out).contains("removed alice"), "{}", show(&out));
 }
 
 /// bundle create checks every account as restart would, and writes nothing when one is bad;
