@@ -18,8 +18,9 @@ DEB_PACKAGES += prometheus
 # ... and fish and zsh, which run their completions (tests/man_pages.rs; bash is always there).
 DEB_PACKAGES += fish zsh
 # ... and the real peers of the v2 layers: SIPp (SIP traffic), fail2ban (bans through
-# pbxwall's action), knockd's `knock` client, minisign (signed bundles), ansible-core (fleets).
-DEB_PACKAGES += sip-tester fail2ban knockd minisign ansible-core
+# pbxwall's action), knockd's `knock` client, minisign (signed bundles), ansible-core (fleets),
+# openssl (the test CAs of tests/fleet.rs).
+DEB_PACKAGES += sip-tester fail2ban knockd minisign ansible-core openssl
 
 .PHONY: all build deps lint test demo clean
 
@@ -59,7 +60,7 @@ test-long: deps
 ## fuzz: every cargo-fuzz target of fuzz/ for FUZZ_SECONDS (default 60) each; installs
 ##       cargo-fuzz if missing; RUSTC_BOOTSTRAP=1 lets the stable toolchain take its flags
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= parse_account parse_settings parse_profile parse_source fqdn parse_services cron_schedule
+FUZZ_TARGETS ?= parse_account parse_settings parse_profile parse_source fqdn parse_services cron_schedule parse_bundle
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \

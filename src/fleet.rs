@@ -50,9 +50,9 @@ pub const FLEET_DIR: &str = "fleet";
 pub const BUNDLE_FILE: &str = "bundle.json";
 /// The sync record in the state folder.
 pub const SYNC_STATE_FILE: &str = "sync.json";
-/// Default largest bundle downloaded (`[sync] max_bytes`): 16 MiB, room for some 100,000
-/// accounts of one address.
-pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
+/// Default and highest `[sync] max_bytes`: 8 MiB, the size limit of every configuration
+/// file pbxwall reads (the stored bundle is one), room for some 50,000 accounts.
+pub const DEFAULT_MAX_BYTES: u64 = store::MAX_CONFIG_FILE_BYTES;
 /// Default time limit of one fetch (`[sync] timeout`).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// Largest signature file read.
@@ -267,11 +267,11 @@ pub(crate) fn parse_sync(path: &Path, text: &str, raw: SyncIn) -> Result<SyncSet
         })?;
     }
     if let Some(m) = raw.max_bytes {
-        if !(1024..=1 << 30).contains(m.get_ref()) {
+        if !(1024..=DEFAULT_MAX_BYTES).contains(m.get_ref()) {
             return Err(at(
                 m.span().start,
                 format!(
-                    "invalid [sync] max_bytes {}: use 1024 to 1073741824",
+                    "invalid [sync] max_bytes {}: use 1024 to {DEFAULT_MAX_BYTES}",
                     m.get_ref()
                 ),
             ));
@@ -570,6 +570,18 @@ pub fn load_accounts(
         })
         .collect();
     (accounts, errors, shadowed)
+}
+
+/// The `providers.toml` of the stored bundle, with the path it is named by in errors
+/// (`CONFIG_DIR/fleet/bundle.json/providers.toml`): `enable-trusted-providers` uses it
+/// instead of the shipped list.
+pub fn stored_providers(paths: &Paths) -> Option<(PathBuf, String)> {
+    let (bundle, _) = stored_bundle(paths).ok().flatten()?;
+    let file = bundle
+        .files
+        .into_iter()
+        .find(|f| f.path == "providers.toml")?;
+    Some((bundle_file(paths).join("providers.toml"), file.content))
 }
 
 /// Where an account comes from (for `list`, `del-acct`, `status`).

@@ -245,6 +245,8 @@ pub fn load_providers(
             })?;
             (f.to_owned(), text)
         }
+        // The fleet bundle's list (`pbxwall sync`), when it has one, before the shipped one.
+        None if let Some((origin, text)) = crate::fleet::stored_providers(paths) => (origin, text),
         None => {
             let shipped = paths.providers_file();
             match read_optional(&shipped)? {

@@ -93,6 +93,11 @@ struct HttpServer {
 
 impl HttpServer {
     fn start(ns: &str, addr: &str) -> HttpServer {
+        HttpServer::start_tls(ns, addr, None)
+    }
+
+    /// With `tls` (certificate and key PEM files), HTTPS.
+    fn start_tls(ns: &str, addr: &str, tls: Option<(&Path, &Path)>) -> HttpServer {
         let www = tempfile::tempdir().unwrap();
         let log = www.path().join(".log");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fleet_server.py");
@@ -103,8 +108,11 @@ impl HttpServer {
             .arg(www.path())
             .arg(addr)
             .arg(PORT.to_string())
-            .arg(&log)
-            .stdin(Stdio::null())
+            .arg(&log);
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().expect("start fleet_server.py");
@@ -236,19 +244,26 @@ impl Pbx {
         ip(&["-n", &pbx_ns, "link", "set", "vp0", "up"]);
         wait_up(&pbx_ns, "vp0");
         let cfg = TempConfig::new();
+        let pbx = Pbx {
+            _servers: servers,
+            topo,
+            cfg,
+        };
+        pbx.settings(&format!("http://203.0.113.{srv}:{PORT}/{BUNDLE}"), keys, "");
+        pbx
+    }
+
+    /// Writes pbxwall.toml: [sync] with `url`, the keys (the second as next_public_key), a
+    /// 3 s timeout and `extra` lines.
+    fn settings(&self, url: &str, keys: &[String], extra: &str) {
         let mut settings = format!(
-            "[sync]\nurl = \"http://203.0.113.{srv}:{PORT}/{BUNDLE}\"\npublic_key = \"{}\"\ntimeout = \"3s\"\n",
+            "[sync]\nurl = \"{url}\"\npublic_key = \"{}\"\ntimeout = \"3s\"\n{extra}",
             keys[0]
         );
         if let Some(next) = keys.get(1) {
             settings.push_str(&format!("next_public_key = \"{next}\"\n"));
         }
-        cfg.write("pbxwall.toml", &settings);
-        Pbx {
-            _servers: servers,
-            topo,
-            cfg,
-        }
+        self.cfg.write("pbxwall.toml", &settings);
     }
 
     fn ns(&self) -> &str {
@@ -525,15 +540,169 @@ fn pbxes_pull_signed_bundles() {
     refused(p, "cannot fetch http://");
 }
 
+/// openssl: a CA and a server certificate it signs for `ip` (in `dir`): (ca.pem, cert, key).
+fn tls_files(dir: &Path, tag: &str, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let f = |n: &str| dir.join(format!("{tag}-{n}"));
+    let openssl = |args: &[&str]| {
+        let mut c = Command::new(tool_path("openssl"));
+        c.args(args).current_dir(dir);
+        run_ok(c, None);
+    };
+    let ext = f("ext.cnf");
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    let (ca, ca_key, key, csr, cert) = (
+        f("ca.pem"),
+        f("ca.key"),
+        f("key.pem"),
+        f("csr.pem"),
+        f("cert.pem"),
+    );
+    let s = |p: &PathBuf| p.display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=pbxwall test CA {tag}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
+        "-subj",
+        &format!("/CN={ip}"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-out",
+        &s(&cert),
+        "-days",
+        "2",
+        "-extfile",
+        &s(&ext),
+    ]);
+    (ca, cert, key)
+}
+
+/// https: with `[sync] ca_file` only that CA is trusted; a certificate of another CA, and
+/// the test CA under the system's store, are refused (exit 3, nothing changed).
+fn https_with_a_pinned_ca() {
+    let keys = Keys::new();
+    let tool_cfg = TempConfig::new();
+    let server_ns = Netns::new();
+    let a = keys.public("a");
+    let pbx = Pbx::new(0, server_ns.name(), std::slice::from_ref(&a));
+    let tls = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(tls.path(), "one", "203.0.113.201");
+    let (other_ca, _, _) = tls_files(tls.path(), "two", "203.0.113.201");
+    let server = HttpServer::start_tls(server_ns.name(), "0.0.0.0", Some((&cert, &key)));
+    let url = format!("https://203.0.113.201:{PORT}/{BUNDLE}");
+    publish(&tool_cfg, &keys, "a", SERIAL1, 1, &server.path(BUNDLE));
+
+    // The system's CA store does not know the test CA.
+    pbx.settings(&url, std::slice::from_ref(&a), "");
+    refused(&pbx, "UnknownIssuer");
+    // Another CA pinned: refused.
+    pbx.settings(
+        &url,
+        std::slice::from_ref(&a),
+        &format!("ca_file = \"{}\"\n", other_ca.display()),
+    );
+    refused(&pbx, "UnknownIssuer");
+    // The right CA pinned: applied.
+    pbx.settings(
+        &url,
+        std::slice::from_ref(&a),
+        &format!("ca_file = \"{}\"\n", ca.display()),
+    );
+    let out = pbx.sync();
+    assert_exit(&out, 0, "sync over https with the pinned CA");
+    assert!(
+        stdout(&out).contains("fleet bundle serial 1 from https://"),
+        "{}",
+        show(&out)
+    );
+    assert_probes(&pbx.topo, &serial1_probes());
+    // Unchanged: a 304 over https too.
+    let out = pbx.sync();
+    assert_exit(&out, 0, "second sync");
+    assert_eq!(
+        server.requests().last().unwrap(),
+        &format!("GET /{BUNDLE} 304")
+    );
+}
+
 /// file:// source: a local account with the name of a fleet account wins (with a warning);
-/// del-acct refuses a fleet account and says where to change it.
+/// del-acct refuses a fleet account and says where to change it; the bundle's
+/// providers.toml is the list enable-trusted-providers offers.
 fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
     let keys = Keys::new();
     let ns = Netns::new();
     let cfg = TempConfig::new();
     let www = tempfile::tempdir().unwrap();
     let bundle = www.path().join(BUNDLE);
-    publish(&cfg, &keys, "a", SERIAL1, 5, &bundle);
+    // A provider list of the fleet's own: one entry of the shipped list.
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/providers.toml")).unwrap();
+    let first = shipped.find("\n[[provider]]\n").unwrap() + 1;
+    let second = shipped[first + 1..]
+        .find("\n[[provider]]\n")
+        .map_or(shipped.len(), |i| i + first + 2);
+    let one = &shipped[first..second];
+    let id = one
+        .lines()
+        .find_map(|l| l.strip_prefix("id = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let mut files: Vec<(String, String)> = SERIAL1
+        .iter()
+        .map(|(n, a, s)| {
+            (
+                format!("accounts/{n}.toml"),
+                format!("addresses = [\"{a}\"]\nservices = [\"{s}\"]\n"),
+            )
+        })
+        .collect();
+    files.push(("providers.toml".into(), one.to_owned()));
+    let b = pbxwall::fleet::Bundle::new(5, "2026-12-03T08:00:00Z".into(), files);
+    std::fs::write(&bundle, b.to_text()).unwrap();
+    keys.sign("a", &bundle);
     cfg.write(
         "pbxwall.toml",
         &format!(
@@ -565,6 +734,19 @@ fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
         "{table}"
     );
     assert!(table.contains("198.51.100.10"), "{table}");
+
+    let out = cfg.run(
+        None,
+        "pbxwall",
+        ["enable-trusted-providers", "--list", "--json"],
+    );
+    assert_exit(&out, 0, "enable-trusted-providers --list");
+    let listed = stdout(&out);
+    assert!(
+        listed.contains("fleet/bundle.json/providers.toml")
+            && listed.contains(&format!("\"{id}\"")),
+        "{listed}"
+    );
 
     let out = cfg.run(Some(ns.name()), "pbxwall", ["del-acct", "alice"]);
     assert_exit(&out, 1, "del-acct of a fleet account");
@@ -612,6 +794,78 @@ fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
         table.contains("203.0.113.10") && !table.contains("192.0.2.99"),
         "{table}"
     );
+    // --json: the report of every command, with sync's lines.
+    let out = cfg.run(Some(ns.name()), "pbxwall", ["sync", "--json"]);
+    assert_exit(&out, 0, "sync --json of the same bundle");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v["command"], "sync", "{v}");
+    assert!(
+        v["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("bundle unchanged (serial 5)"),
+        "{v}"
+    );
+
+    // A bundle larger than [sync] max_bytes is refused (exit 3), the last one stays.
+    cfg.write(
+        "pbxwall.toml",
+        &format!(
+            "[sync]\nurl = \"file://{}\"\npublic_key = \"{}\"\nmax_bytes = 1024\n",
+            bundle.display(),
+            keys.public("a")
+        ),
+    );
+    let many: Vec<(String, String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("user{i}"),
+                format!("203.0.113.{}", 100 + i),
+                "ssh".to_owned(),
+            )
+        })
+        .collect();
+    let many: Vec<(&str, &str, &str)> = many
+        .iter()
+        .map(|(n, a, s)| (n.as_str(), a.as_str(), s.as_str()))
+        .collect();
+    publish(&cfg, &keys, "a", &many, 6, &bundle);
+    let before = cfg.read("fleet/bundle.json");
+    let out = cfg.run(Some(ns.name()), "pbxwall", ["sync", "--json"]);
+    assert_exit(&out, 3, "a bundle over max_bytes");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 1024 bytes ([sync] max_bytes)"),
+        "{v}"
+    );
+    assert_eq!(cfg.read("fleet/bundle.json"), before);
+
+    // The SSH lockout guard: a bundle that removes this SSH session's client (alice) is
+    // refused (exit 3, nothing changed) unless --force.
+    cfg.write(
+        "pbxwall.toml",
+        &format!(
+            "[sync]\nurl = \"file://{}\"\npublic_key = \"{}\"\n",
+            bundle.display(),
+            keys.public("a")
+        ),
+    );
+    publish(&cfg, &keys, "a", SERIAL2, 7, &bundle);
+    let ssh = [("SSH_CONNECTION", "198.51.100.10 50000 192.0.2.1 22")];
+    let out = cfg.run_env(Some(ns.name()), "pbxwall", ["sync"], &ssh);
+    assert_exit(&out, 3, "sync that would lock out the SSH client");
+    assert!(
+        common::stderr(&out).contains("refusing to apply: your SSH client 198.51.100.10"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(cfg.read("fleet/bundle.json"), before);
+    let out = cfg.run_env(Some(ns.name()), "pbxwall", ["sync", "--force"], &ssh);
+    assert_exit(&out, 0, "sync --force");
+    assert!(stdout(&out).contains("removed alice"), "{}", show(&out));
 }
 
 /// bundle create checks every account as restart would, and writes nothing when one is bad;
@@ -709,5 +963,6 @@ fn bundle_create_checks_accounts() {
 common::test_main! {
     Needs::NOTHING => [bundle_create_checks_accounts],
     Needs::root_and(&["minisign", "python3"]) => [pbxes_pull_signed_bundles],
+    Needs::root_and(&["minisign", "python3", "openssl"]) => [https_with_a_pinned_ca],
     Needs::root_and(&["minisign"]) => [local_account_wins_and_del_acct_refuses_fleet_accounts],
 }

@@ -7,7 +7,8 @@ Modes, switched by marker files in the folder (so the test changes them without 
   .truncate  a 200 answer announces the whole Content-Length but sends half, then closes
   .hang      the request gets no answer (the connection stays open, up to 60 s)
 
-Usage: fleet_server.py DIR ADDRESS PORT LOGFILE. Ends by itself after 15 minutes.
+Usage: fleet_server.py DIR ADDRESS PORT LOGFILE [CERT KEY]: with CERT and KEY (PEM), HTTPS.
+Ends by itself after 15 minutes.
 """
 
 import hashlib
@@ -18,6 +19,7 @@ import time
 from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import socket
+import ssl
 
 ROOT, ADDR, PORT, LOG = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 LOCK = threading.Lock()
@@ -91,6 +93,10 @@ class Server(ThreadingHTTPServer):
 
 
 server = Server((ADDR, PORT), Handler)
+if len(sys.argv) > 6:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[5], sys.argv[6])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 threading.Timer(900, server.shutdown).start()
 log("ready")
 server.serve_forever()

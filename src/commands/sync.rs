@@ -40,21 +40,19 @@ pub const DEFAULT_SYNC_CRON_FILE: &str = "/etc/cron.d/pbxwall-sync";
 
 /// `pbxwall sync --help`: settings, files and exit codes.
 pub const LONG_HELP: &str = "\
-Settings, in pbxwall.toml:
-  [sync]
-  url = \"https://fleet.example/accounts.bundle\"   # or http://, file:///; the signature
-                                                    # is fetched from url + \".minisig\"
-  public_key = \"RW...\"        # minisign public key: the base64 line of the .pub file
-  next_public_key = \"RW...\"   # optional: a second key accepted during a key rotation
-  ca_file = \"/etc/pbxwall/fleet-ca.pem\"   # optional: trust only these CAs for https
-  timeout = \"30s\"             # each download
-  max_bytes = 16777216        # largest bundle downloaded
+Settings ([sync] in pbxwall.toml, see pbxwall.toml(5)): url, the https://, http:// or
+file:// URL of the bundle (its signature is fetched from url + \".minisig\"); public_key,
+the minisign public key the bundles are signed with (the base64 line of the .pub file);
+next_public_key, a second key accepted during a key rotation; ca_file, a PEM file of the
+only CAs trusted for https (default: the system's CA store); timeout, each download
+(default 30s); max_bytes, the largest bundle downloaded (default and highest 8388608).
 
 The bundle is kept in CONFIG_DIR/fleet/bundle.json (with its .minisig); its accounts are
 applied beside the local ones in CONFIG_DIR/accounts/, and a local account with the same
 name wins (with a warning). The last serial applied, the server's ETag and the last run are
 in STATE_DIR/sync.json. An unchanged bundle costs no download (If-None-Match and
-If-Modified-Since).
+If-Modified-Since). A serial below the last one applied is refused, and so is the same
+serial with other content; the same bundle again is no change.
 
 Exit status: 0 applied, or the same bundle again (no change); 1 error before anything was
 fetched (no [sync] url, a broken pbxwall.toml, not root); 2 usage error; 3 refused or

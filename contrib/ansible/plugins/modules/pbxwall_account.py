@@ -15,9 +15,9 @@ description:
     run with C(--json)), then applies the ruleset as they do (unless I(restart=false)).
   - Idempotent. The wanted account is first written by C(pbxwall add-ip)/C(add-fqdn
     --no-restart) into a temporary folder, so pbxwall itself checks and normalises it
-    (service codes become names, addresses are written as pbxwall writes them); it is then
-    compared with the account file C(CONFIG_DIR/accounts/NAME.toml), its creation time
-    aside. Nothing is run when they are equal.
+    (service codes become names, addresses are written as pbxwall writes them); C(pbxwall
+    list --json) of that folder is then compared with C(pbxwall list --json) of the real
+    one (services, addresses, host names, comment). Nothing is run when they are equal.
   - Supports check mode and diff mode (the account file before and after).
   - An account that comes from a fleet bundle (C(pbxwall sync)) is not a local file; this
     module manages local accounts only. A local account overrides a fleet account of the
@@ -101,7 +101,6 @@ pbxwall:
   type: dict
 """
 
-import json
 import os
 import re
 import shutil
@@ -115,12 +114,9 @@ from ansible_collections.pbxwall.pbxwall.plugins.module_utils.pbxwall import (
     run_json,
 )
 
-try:
-    import tomllib
-except ImportError:  # Python < 3.11
-    tomllib = None
-
 CREATED = re.compile(r"^created\s*=.*\n?", re.MULTILINE)
+# What the module manages of a `pbxwall list --json` row.
+COMPARED = ("services", "addresses", "fqdns", "comment", "expires")
 
 
 def read(path):
@@ -135,35 +131,31 @@ def without_created(text):
     return CREATED.sub("", text) if text is not None else None
 
 
-def parsed(text):
-    """The account file as data, its creation time aside."""
-    if text is None:
+def listed(module, name, config_dir=None, state_dir=None):
+    """Account NAME as `pbxwall list --json` shows it (None when there is none)."""
+    rc, report, err = run_json(module, ["list"], config_dir=config_dir, state_dir=state_dir)
+    if rc not in (0, 3) or "accounts" not in report:
+        fail_from_report(module, "pbxwall list", rc, report, err)
+    for row in report["accounts"]:
+        if row.get("name") == name:
+            return row
+    return None
+
+
+def compared(row):
+    """The part of a list row this module manages."""
+    if row is None:
         return None
-    if tomllib is not None:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError:
-            return {"unparsable": text}
-        data.pop("created", None)
-        return data
-    return without_created(text)
+    return dict((k, row.get(k)) for k in COMPARED)
 
 
-def in_fleet(config_dir, name):
-    """Whether the fleet bundle pbxwall sync applied holds account NAME."""
-    text = read(os.path.join(config_dir, "fleet", "bundle.json"))
-    if not text:
-        return False
-    try:
-        files = json.loads(text).get("files", [])
-    except ValueError:
-        return False
-    return any(f.get("path") == "accounts/%s.toml" % name for f in files)
+def is_fleet(row):
+    return row is not None and str(row.get("origin") or "").startswith("fleet:")
 
 
-def wanted_file(module, command, values):
-    """The account file pbxwall writes for the wanted account, made in a temporary folder
-    (with the local profiles), so pbxwall checks and normalises it."""
+def wanted(module, command, values):
+    """The wanted account as pbxwall writes it (file text) and lists it (row), made in a
+    temporary folder (with the local profiles), so pbxwall checks and normalises it."""
     config_dir, _ = folders(module)
     p = module.params
     tmp = tempfile.mkdtemp(prefix="pbxwall-ansible-")
@@ -185,9 +177,10 @@ def wanted_file(module, command, values):
         if rc != 0:
             fail_from_report(module, "invalid account %s" % p["name"], rc, report, err)
         text = read(os.path.join(tconfig, "accounts", p["name"] + ".toml"))
-        if text is None:
-            module.fail_json(msg="pbxwall %s wrote no account file" % command, pbxwall=report)
-        return text
+        row = listed(module, p["name"], config_dir=tconfig, state_dir=tstate)
+        if text is None or row is None:
+            module.fail_json(msg="pbxwall %s wrote no account" % command, pbxwall=report)
+        return text, row
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -216,11 +209,12 @@ def main():
     if "/" in p["name"] or p["name"].startswith("."):
         module.fail_json(msg="invalid account name %r" % p["name"])
     old = read(path)
+    current = listed(module, p["name"])
     result = dict(changed=False, account=None)
 
     if p["state"] == "absent":
         if old is None:
-            if in_fleet(config_dir, p["name"]):
+            if is_fleet(current):
                 module.warn(
                     "account %s comes from the fleet bundle, not a local file: remove it from the bundle"
                     % p["name"]
@@ -249,9 +243,12 @@ def main():
     if not values:
         module.fail_json(msg="state=present needs addresses or fqdns")
     command = "add-ip" if p["addresses"] else "add-fqdn"
-    new = wanted_file(module, command, values)
-    result["account"] = parsed(new)
-    if parsed(old) == parsed(new):
+    if is_fleet(current):
+        # A fleet account is no local file: a local one of the same name overrides it.
+        current = None
+    new, row = wanted(module, command, values)
+    result["account"] = compared(row)
+    if compared(current) == compared(row):
         module.exit_json(**result)
     result["changed"] = True
     if module._diff:
