@@ -173,7 +173,7 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
             r
         }
     };
-    let (gate, geo) = load_gate(&settings.geo)?;
+    let (gate, geo) = load_gate(&settings.geo, &ctx.paths)?;
     let ruleset =
         compile::compile_gated(&settings, &profiles, &accounts, &resolution.usable(), &gate);
     Ok(Build {
@@ -187,41 +187,88 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     })
 }
 
-/// The geo gate of `[geo]`. A database that cannot be used (unreadable, corrupt, or empty
-/// for every allowed country) leaves the gate as it is live: its live elements are kept,
-/// and the build is degraded (exit 3) with the reason. Without a live gate to keep, it is
-/// an error: nothing is applied.
-pub fn load_gate(settings: &GeoSettings) -> Result<(Gate, GeoInfo)> {
-    let err = match geo::load(settings) {
+/// The geo gate of `[geo]`, from the database, or from the record of the last apply while
+/// the database is unchanged ([`geo::Applied`]). A database that cannot be used
+/// (unreadable, corrupt, or empty for every allowed country) leaves the gate as it is live:
+/// the recorded ranges are kept, and the build is degraded (exit 3) with the reason.
+/// Without a live gate to keep, it is an error: nothing is applied.
+pub fn load_gate(settings: &GeoSettings, paths: &store::Paths) -> Result<(Gate, GeoInfo)> {
+    if !settings.enabled() {
+        return Ok((Gate::Off, GeoInfo::default()));
+    }
+    let err = match geo::load(settings, geo::Applied::load(paths)) {
         Ok(loaded) => return Ok(loaded),
         Err(e) => e,
     };
+    // Live means: both sets are in the kernel, and pbxwall recorded what it put there.
     let live = netlink::read_table().ok().flatten();
-    let live_set = |family| {
-        let name = Gate::set_name(family);
+    let live_sets = [Family::V4, Family::V6].iter().all(|f| {
+        let name = Gate::set_name(*f);
         live.as_ref()
-            .and_then(|t| t.sets.iter().find(|s| s.name == name))
-            .map(|s| s.elements.iter().map(|e| e.range).collect::<Vec<_>>())
-    };
-    match (live_set(Family::V4), live_set(Family::V6)) {
-        (Some(v4), Some(v6)) => {
+            .is_some_and(|t| t.sets.iter().any(|s| s.name == name))
+    });
+    match geo::Applied::load(paths).filter(|_| live_sets) {
+        Some(rec) => {
             let info = GeoInfo {
                 database: settings.database.clone(),
                 countries: settings.describe(),
-                ranges_v4: v4.len(),
-                ranges_v6: v6.len(),
+                rows: rec.rows as usize,
+                ranges_v4: rec.v4.len(),
+                ranges_v6: rec.v6.len(),
                 problem: Some(format!(
                     "cannot use the geo database: {}; the geo gate keeps the {} ranges live now",
                     crate::error_chain(&err),
-                    v4.len() + v6.len()
+                    rec.v4.len() + rec.v6.len()
                 )),
+                // Recorded again as it was: the same key, so the record stays the same.
+                key: Some(rec.key),
+                cached: true,
+                missing: rec.missing,
                 ..GeoInfo::default()
             };
-            Ok((Gate::On { v4, v6 }, info))
+            Ok((
+                Gate::On {
+                    v4: rec.v4,
+                    v6: rec.v6,
+                },
+                info,
+            ))
         }
-        _ => Err(anyhow::Error::new(err).context(
+        None => Err(anyhow::Error::new(err).context(
             "cannot build the geo gate ([geo] in the settings), and none is live to keep",
         )),
+    }
+}
+
+/// Saves the record of the gate just applied (or removes it when the gate is off); a
+/// failure is a warning (the ruleset is live), and the record is removed if it can be, so
+/// that a stale one is never trusted.
+pub fn record_gate(ctx: &Ctx, build: &Build) {
+    let gate = gate_of(&build.ruleset);
+    let result = match build.geo.record(&gate) {
+        Some(rec) if geo::Applied::load(&ctx.paths).as_ref() == Some(&rec) => Ok(()),
+        Some(rec) => rec.save(&ctx.paths),
+        None => geo::Applied::remove(&ctx.paths),
+    };
+    if let Err(e) = result {
+        let _ = geo::Applied::remove(&ctx.paths);
+        ctx.warn_state_unsaved(format_args!(
+            "could not record the geo gate: {}",
+            crate::error_chain(&e)
+        ));
+    }
+}
+
+/// The gate a compiled ruleset holds (its `geo_v4`/`geo_v6` sets).
+pub fn gate_of(ruleset: &Ruleset) -> Gate {
+    let ranges = |f| {
+        ruleset
+            .set(&Gate::set_name(f))
+            .map(|s| s.ranges().collect::<Vec<_>>())
+    };
+    match (ranges(Family::V4), ranges(Family::V6)) {
+        (Some(v4), Some(v6)) => Gate::On { v4, v6 },
+        _ => Gate::Off,
     }
 }
 
@@ -380,6 +427,7 @@ pub fn apply_ruleset(
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
     let text = text.unwrap_or_else(|_| render::render(&build.ruleset));
     record_applied_text(ctx, &build.ruleset, &text, lock, true);
+    record_gate(ctx, build);
     let summary = AppliedSummary {
         accounts: build.accounts.len(),
         address_ranges: build.ruleset.element_count(),
