@@ -170,13 +170,13 @@ pub fn compile(
     accounts: &[Account],
     resolved: &Resolved,
 ) -> Ruleset {
-    compile_gated(settings, profiles, accounts, resolved, &Gate::Off)
+    compile_gated(settings, profiles, accounts, resolved, Gate::Off)
 }
 
 /// Builds the ruleset. Accounts naming a service without a profile are ignored for that
 /// service (the store refuses such accounts before they get here).
 ///
-/// `gate` is the geo gate ([`crate::geo`]): when on, the sets `geo_v4` and `geo_v6` are
+/// `gate` is the geo gate ([`crate::geo`]): when on, its sets `geo_v4` and `geo_v6` are
 /// added (last) and every open path of the input chain (a rule accepting sources that are
 /// not whitelisted; today the RTP ports with `[rtp] from = "any"`) goes through
 /// [`Gate::gated`]. Loopback, established flows, ICMP, trusted networks and the
@@ -186,9 +186,9 @@ pub fn compile_gated(
     profiles: &Profiles,
     accounts: &[Account],
     resolved: &Resolved,
-    gate: &Gate,
+    gate: Gate,
 ) -> Ruleset {
-    let services = Services::new(settings, profiles, gate);
+    let services = Services::new(settings, profiles, &gate);
     // Each account's services as partition labels, once: its chain and its sources use them.
     let account_labels: Vec<Vec<u32>> = accounts.iter().map(|a| services.labels(a)).collect();
     // Every account's own combination of services has its chain even while none of its
@@ -203,9 +203,9 @@ pub fn compile_gated(
     for family in FAMILIES {
         sets.extend(source_maps(family, &sources, &mut allow_chains));
     }
-    sets.extend(gate.sets());
     // The base chain first, then the chains its maps jump to, in name order.
-    let mut chains = vec![input_chain(settings, gate)];
+    let mut chains = vec![input_chain(settings, &gate)];
+    sets.extend(gate.into_sets());
     chains.extend(allow_chains.into_chains());
     Ruleset { sets, chains }
 }

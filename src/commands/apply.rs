@@ -175,7 +175,7 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     };
     let (gate, geo) = load_gate(&settings.geo, &ctx.paths)?;
     let ruleset =
-        compile::compile_gated(&settings, &profiles, &accounts, &resolution.usable(), &gate);
+        compile::compile_gated(&settings, &profiles, &accounts, &resolution.usable(), gate);
     Ok(Build {
         settings,
         profiles,
@@ -242,13 +242,26 @@ pub fn load_gate(settings: &GeoSettings, paths: &store::Paths) -> Result<(Gate, 
 
 /// Saves the record of the gate just applied (or removes it when the gate is off); a
 /// failure is a warning (the ruleset is live), and the record is removed if it can be, so
-/// that a stale one is never trusted.
+/// that a stale one is never trusted. Nothing is written when the record holds the same
+/// key (the same database files and settings: the same ranges).
 pub fn record_gate(ctx: &Ctx, build: &Build) {
-    let gate = gate_of(&build.ruleset);
-    let result = match build.geo.record(&gate) {
-        Some(rec) if geo::Applied::load(&ctx.paths).as_ref() == Some(&rec) => Ok(()),
-        Some(rec) => rec.save(&ctx.paths),
-        None => geo::Applied::remove(&ctx.paths),
+    let sets = [Family::V4, Family::V6].map(|f| build.ruleset.set(&Gate::set_name(f)));
+    let result = match (sets, &build.geo.key) {
+        ([Some(v4), Some(v6)], Some(key)) => {
+            if geo::Applied::load_key(&ctx.paths).as_ref() == Some(key) {
+                Ok(())
+            } else {
+                geo::Applied::save_ranges(
+                    &ctx.paths,
+                    key,
+                    build.geo.rows as u64,
+                    &build.geo.missing,
+                    v4.elements.iter().map(|e| e.range),
+                    v6.elements.iter().map(|e| e.range),
+                )
+            }
+        }
+        _ => geo::Applied::remove(&ctx.paths),
     };
     if let Err(e) = result {
         let _ = geo::Applied::remove(&ctx.paths);
@@ -256,19 +269,6 @@ pub fn record_gate(ctx: &Ctx, build: &Build) {
             "could not record the geo gate: {}",
             crate::error_chain(&e)
         ));
-    }
-}
-
-/// The gate a compiled ruleset holds (its `geo_v4`/`geo_v6` sets).
-pub fn gate_of(ruleset: &Ruleset) -> Gate {
-    let ranges = |f| {
-        ruleset
-            .set(&Gate::set_name(f))
-            .map(|s| s.ranges().collect::<Vec<_>>())
-    };
-    match (ranges(Family::V4), ranges(Family::V6)) {
-        (Some(v4), Some(v6)) => Gate::On { v4, v6 },
-        _ => Gate::Off,
     }
 }
 

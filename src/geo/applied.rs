@@ -78,6 +78,35 @@ impl Applied {
         store::write_state(&paths.state_dir.join(APPLIED_FILE), &self.encode())
     }
 
+    /// Writes the record of ranges held elsewhere (a compiled ruleset's sets) atomically,
+    /// without copying them first.
+    pub fn save_ranges(
+        paths: &Paths,
+        key: &str,
+        rows: u64,
+        missing: &[Country],
+        v4: impl ExactSizeIterator<Item = AddrRange>,
+        v6: impl ExactSizeIterator<Item = AddrRange>,
+    ) -> Result<(), StoreError> {
+        let bytes = encode(key, rows, missing, v4, v6);
+        store::write_state(&paths.state_dir.join(APPLIED_FILE), &bytes)
+    }
+
+    /// The key of the record in the state folder, without reading its ranges.
+    pub fn load_key(paths: &Paths) -> Option<String> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(paths.state_dir.join(APPLIED_FILE)).ok()?;
+        let mut head = [0u8; 12];
+        f.read_exact(&mut head).ok()?;
+        if &head[..8] != MAGIC {
+            return None;
+        }
+        let n = u32::from_le_bytes(head[8..12].try_into().ok()?) as usize;
+        let mut key = vec![0u8; n.min(1 << 20)];
+        f.read_exact(&mut key).ok()?;
+        String::from_utf8(key).ok()
+    }
+
     /// Removes the record (the gate is off).
     pub fn remove(paths: &Paths) -> Result<(), StoreError> {
         let path = paths.state_dir.join(APPLIED_FILE);
@@ -88,23 +117,39 @@ impl Applied {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.v4.len() * 8 + self.v6.len() * 32);
-        out.extend_from_slice(MAGIC);
-        put_bytes(&mut out, self.key.as_bytes());
-        out.extend_from_slice(&self.rows.to_le_bytes());
-        put_bytes(&mut out, join(&self.missing).as_bytes());
-        out.extend_from_slice(&(self.v4.len() as u32).to_le_bytes());
-        for r in &self.v4 {
-            out.extend_from_slice(&(r.start as u32).to_le_bytes());
-            out.extend_from_slice(&(r.end as u32).to_le_bytes());
-        }
-        out.extend_from_slice(&(self.v6.len() as u32).to_le_bytes());
-        for r in &self.v6 {
-            out.extend_from_slice(&r.start.to_le_bytes());
-            out.extend_from_slice(&r.end.to_le_bytes());
-        }
-        out
+        encode(
+            &self.key,
+            self.rows,
+            &self.missing,
+            self.v4.iter().copied(),
+            self.v6.iter().copied(),
+        )
     }
+}
+
+fn encode(
+    key: &str,
+    rows: u64,
+    missing: &[Country],
+    v4: impl ExactSizeIterator<Item = AddrRange>,
+    v6: impl ExactSizeIterator<Item = AddrRange>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + key.len() + v4.len() * 8 + v6.len() * 32);
+    out.extend_from_slice(MAGIC);
+    put_bytes(&mut out, key.as_bytes());
+    out.extend_from_slice(&rows.to_le_bytes());
+    put_bytes(&mut out, join(missing).as_bytes());
+    out.extend_from_slice(&(v4.len() as u32).to_le_bytes());
+    for r in v4 {
+        out.extend_from_slice(&(r.start as u32).to_le_bytes());
+        out.extend_from_slice(&(r.end as u32).to_le_bytes());
+    }
+    out.extend_from_slice(&(v6.len() as u32).to_le_bytes());
+    for r in v6 {
+        out.extend_from_slice(&r.start.to_le_bytes());
+        out.extend_from_slice(&r.end.to_le_bytes());
+    }
+    out
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {

@@ -329,6 +329,17 @@ impl Gate {
         }
     }
 
+    /// [`Gate::sets`], its ranges moved into them.
+    pub fn into_sets(self) -> Vec<Set> {
+        match self {
+            Gate::Off => Vec::new(),
+            Gate::On { v4, v6 } => vec![
+                Set::addresses(&Gate::set_name(Family::V4), Family::V4, v4),
+                Set::addresses(&Gate::set_name(Family::V6), Family::V6, v6),
+            ],
+        }
+    }
+
     /// An open-path rule as the input chain gets it: the rule itself when the gate is off;
     /// when on, one copy per family with [`Gate::source_match`] appended to its matches
     /// (`udp dport 10000-20000 ip saddr @geo_v4 accept`, then the `ip6` one).
@@ -392,23 +403,6 @@ pub struct GeoInfo {
     /// not usable).
     #[serde(skip)]
     pub key: Option<String>,
-}
-
-impl GeoInfo {
-    /// The record of a gate built from this database: what `restart` and `geo update`
-    /// save after applying it.
-    pub fn record(&self, gate: &Gate) -> Option<Applied> {
-        match (gate, &self.key) {
-            (Gate::On { v4, v6 }, Some(key)) => Some(Applied {
-                key: key.clone(),
-                rows: self.rows as u64,
-                missing: self.missing.clone(),
-                v4: v4.clone(),
-                v6: v6.clone(),
-            }),
-            _ => None,
-        }
-    }
 }
 
 /// Reads `[geo] database` and builds the gate: [`Gate::Off`] without `allow`/`deny`.

@@ -454,7 +454,7 @@ fn only_the_open_paths_depend_on_the_gate() {
         &shipped_profiles(),
         &accounts,
         &Resolved::new(),
-        &gate,
+        gate.clone(),
     );
     assert!(rs.set("geo_v4").is_some() && rs.set("geo_v6").is_some());
     // RTP from any: only for the allowed country's addresses.
@@ -493,7 +493,7 @@ fn only_the_open_paths_depend_on_the_gate() {
             &shipped_profiles(),
             &accounts,
             &Resolved::new(),
-            &Gate::Off
+            Gate::Off
         ),
         crate::compile::compile(&settings, &shipped_profiles(), &accounts, &Resolved::new())
     );
