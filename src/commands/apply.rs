@@ -10,6 +10,7 @@
 //! apply: it is a warning and exit 3.
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -286,13 +287,41 @@ pub const LAST_APPLIED: &str = "last-applied.nft";
 /// This is for an update of set elements only (ipchecker): the table and its rules stay, so
 /// the recorded time of the last full load (where the drop counter starts) is kept.
 pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
-    record_applied_text(ctx, ruleset, &render::render(ruleset), lock, false);
+    record_applied_staged(
+        ctx,
+        ruleset,
+        stage_boot_file(&ctx.paths, ruleset),
+        lock,
+        false,
+    );
 }
 
-/// [`record_applied`] with the ruleset already rendered as `text`; `full`: the whole table
-/// was loaded (its rules, and so the drop counter, are new).
-fn record_applied_text(ctx: &Ctx, ruleset: &Ruleset, text: &str, lock: &StoreLock, full: bool) {
-    if let Err(e) = write_records(ctx, ruleset, text, lock, full) {
+/// The ruleset rendered into the temporary file of `last-applied.nft`, to be put in place by
+/// [`record_applied_staged`] once it is live (rendered while the kernel works through the
+/// batch, and never held in memory as a whole: 15 MiB of text for 300,000 geo ranges).
+pub fn stage_boot_file(
+    paths: &store::Paths,
+    ruleset: &Ruleset,
+) -> Result<store::Staged, StoreError> {
+    let path = paths.state_dir.join(LAST_APPLIED);
+    let mut staged = store::Staged::create(&path)?;
+    let w = staged.writer();
+    write!(w, "{ruleset}")
+        .and_then(|()| w.flush())
+        .map_err(|source| StoreError::Io { path, source })?;
+    Ok(staged)
+}
+
+/// [`record_applied`] with the ruleset already rendered into `staged`; `full`: the whole
+/// table was loaded (its rules, and so the drop counter, are new).
+pub fn record_applied_staged(
+    ctx: &Ctx,
+    ruleset: &Ruleset,
+    staged: Result<store::Staged, StoreError>,
+    lock: &StoreLock,
+    full: bool,
+) {
+    if let Err(e) = write_records(ctx, ruleset, staged, lock, full) {
         ctx.warn_state_unsaved(format_args!(
             "the ruleset is applied, but recording it in {} failed: {}",
             ctx.paths.state_dir.display(),
@@ -304,12 +333,12 @@ fn record_applied_text(ctx: &Ctx, ruleset: &Ruleset, text: &str, lock: &StoreLoc
 fn write_records(
     ctx: &Ctx,
     ruleset: &Ruleset,
-    text: &str,
+    staged: Result<store::Staged, StoreError>,
     lock: &StoreLock,
     full: bool,
 ) -> Result<(), StoreError> {
     let boot_file = ctx.paths.state_dir.join(LAST_APPLIED);
-    if let Err(e) = store::write_state(&boot_file, text.as_bytes()) {
+    if let Err(e) = staged.and_then(store::Staged::commit) {
         if store::remove_durably(&boot_file).is_err() && boot_file.exists() {
             ctx.warn(format_args!(
                 "{} still holds an older ruleset and could not be removed",
@@ -417,16 +446,18 @@ pub fn apply_ruleset(
     }
     let started = Instant::now();
     // The kernel works through the batch inside one sendmsg; meanwhile another thread
-    // renders the text recorded in last-applied.nft (a large share of a big restart).
-    let (stats, text) = std::thread::scope(|s| {
-        let text = s.spawn(|| render::render(&build.ruleset));
+    // renders the text recorded in last-applied.nft (a large share of a big restart) into
+    // its temporary file, put in place only once the batch is live.
+    let paths = &ctx.paths;
+    let (stats, staged) = std::thread::scope(|s| {
+        let staged = s.spawn(|| stage_boot_file(paths, &build.ruleset));
         let stats = netlink::apply(&build.ruleset);
-        (stats, text.join())
+        (stats, staged.join())
     });
     let stats = stats
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
-    let text = text.unwrap_or_else(|_| render::render(&build.ruleset));
-    record_applied_text(ctx, &build.ruleset, &text, lock, true);
+    let staged = staged.unwrap_or_else(|_| stage_boot_file(&ctx.paths, &build.ruleset));
+    record_applied_staged(ctx, &build.ruleset, staged, lock, true);
     record_gate(ctx, build);
     let summary = AppliedSummary {
         accounts: build.accounts.len(),

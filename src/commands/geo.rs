@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{
     Build, Ctx, Dns, Outcome, UsageError, apply_ruleset, build, end_lost_flows, guard_ssh_lockout,
-    record_applied, record_gate,
+    record_applied_staged, record_gate, stage_boot_file,
 };
 use crate::addrset::Family;
 use crate::compile::account_sources;
@@ -310,12 +310,20 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                         add,
                     })
                     .collect();
-                match netlink::update_sets(&set_changes) {
+                // last-applied.nft is rendered meanwhile, put in place once the update is live.
+                let paths = &ctx.paths;
+                let (updated, staged) = std::thread::scope(|s| {
+                    let staged = s.spawn(|| stage_boot_file(paths, &b.ruleset));
+                    (netlink::update_sets(&set_changes), staged.join())
+                });
+                match updated {
                     Ok(_) => {
                         report.apply = "elements";
                         report.netlink_writes = 1;
                         record_gate(ctx, &b);
-                        record_applied(ctx, &b.ruleset, &lock);
+                        let staged =
+                            staged.unwrap_or_else(|_| stage_boot_file(&ctx.paths, &b.ruleset));
+                        record_applied_staged(ctx, &b.ruleset, staged, &lock, false);
                         let line = format!(
                             "geo gate updated: {} ranges added, {} removed ({} IPv4 and {} IPv6 ranges now)",
                             report.added, report.removed, b.geo.ranges_v4, b.geo.ranges_v6
