@@ -646,7 +646,7 @@ fn element_changes_of_sorted_sets_agree_with_set_differences() {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    (rng % 3 == 0).then(|| {
+                    rng.is_multiple_of(3).then(|| {
                         Element::address(AddrRange {
                             family: Family::V4,
                             start: k * 4,
