@@ -23,6 +23,8 @@ mod common;
 mod dns;
 #[path = "bench/flood.rs"]
 mod flood;
+#[path = "bench/geo.rs"]
+mod geo;
 #[path = "bench/measure.rs"]
 mod measure;
 #[path = "bench/workload.rs"]
@@ -1468,6 +1470,7 @@ fn loadavg() -> String {
 fn self_check() {
     workload::self_check();
     measure::self_check();
+    geo::self_check();
     assert_eq!(
         apply_ms(
             "applied table inet pbxwall: 3 accounts, 5 address ranges in 10 sets, 40 netlink messages in 12.5 ms\n"
@@ -1501,7 +1504,9 @@ fn main() {
                     .filter(|n| *n >= 1)
                     .expect("--reps N (N ≥ 1)");
             }
-            "restart" | "packets" | "dns" | "ipchecker" | "sip" => opts.only.push(a.clone()),
+            "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" => {
+                opts.only.push(a.clone())
+            }
             "--flood" => {
                 // Profiling aid: one pbxwall topology with N sources, a stranger flood of S s.
                 let n = it
@@ -1522,7 +1527,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker sip; --reps N"
+                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker sip geo; --reps N"
                 );
                 std::process::exit(2);
             }
@@ -1540,7 +1545,7 @@ fn main() {
         );
         return;
     }
-    for b in ["restart", "ipchecker"] {
+    for b in ["restart", "ipchecker", "pbxwall"] {
         assert!(
             opts.bin(b).is_file(),
             "{} missing (cargo bench builds it; or set PBXWALL_BENCH_BIN_DIR)",
@@ -1564,12 +1569,13 @@ fn main() {
     let mut report = Report::default();
     let have_dnsmasq = common::tool("dnsmasq").is_some();
     type Scenario = fn(&Opts, &mut Report);
-    let scenarios: [(&str, Scenario, bool); 5] = [
+    let scenarios: [(&str, Scenario, bool); 6] = [
         ("restart", s1_restart, true),
         ("packets", s2_packets, true),
         ("dns", s3_slow_dns, have_dnsmasq),
         ("ipchecker", s4_ipchecker, have_dnsmasq),
         ("sip", s5_sip, true),
+        ("geo", geo::s6_geo, true),
     ];
     for (name, f, can) in scenarios {
         if !opts.wants(name) {

@@ -177,13 +177,13 @@ pub fn compile(
     accounts: &[Account],
     resolved: &Resolved,
 ) -> Ruleset {
-    compile_gated(settings, profiles, accounts, resolved, &Gate::Off)
+    compile_gated(settings, profiles, accounts, resolved, Gate::Off)
 }
 
 /// Builds the ruleset. Accounts naming a service without a profile are ignored for that
 /// service (the store refuses such accounts before they get here).
 ///
-/// `gate` is the geo gate ([`crate::geo`]): when on, the sets `geo_v4` and `geo_v6` are
+/// `gate` is the geo gate ([`crate::geo`]): when on, its sets `geo_v4` and `geo_v6` are
 /// added (last) and every open path of the input chain (a rule accepting sources that are
 /// not whitelisted; today the RTP ports with `[rtp] from = "any"`) goes through
 /// [`Gate::gated`]. Loopback, established flows, ICMP, trusted networks and the
@@ -193,9 +193,9 @@ pub fn compile_gated(
     profiles: &Profiles,
     accounts: &[Account],
     resolved: &Resolved,
-    gate: &Gate,
+    gate: Gate,
 ) -> Ruleset {
-    let services = Services::new(settings, profiles, gate);
+    let services = Services::new(settings, profiles, &gate);
     // Temporary accounts (`--expires`) go into dynamic sets with element timeouts, not
     // into the maps: the plain whitelist stays as fast as it is.
     let (temporary, accounts): (Vec<&Account>, Vec<&Account>) =
@@ -221,7 +221,7 @@ pub fn compile_gated(
     let (temp_sets, mut extra_rules) =
         temporary_sets(&temporary, &services, resolved, &mut allow_chains);
     sets.extend(temp_sets);
-    let (knock_sets, knock_rules) = knock(&settings.knock, &services, &mut allow_chains, gate);
+    let (knock_sets, knock_rules) = knock(&settings.knock, &services, &mut allow_chains, &gate);
     sets.extend(knock_sets);
     extra_rules.extend(knock_rules);
     // The SIP layer, when configured: who is known, who was admitted, the meters.
@@ -229,12 +229,11 @@ pub fn compile_gated(
     if let Some(sip) = &sip {
         sets.extend(sip.sets(settings, &sources));
     }
-    sets.extend(gate.sets());
     // The base chain first, then the chains its maps jump to, in name order.
-    let mut chains = vec![input_chain(settings, gate, sip.as_ref(), extra_rules)];
+    let mut chains = vec![input_chain(settings, &gate, sip.as_ref(), extra_rules)];
     chains.extend(allow_chains.into_chains());
     if let Some(sip) = &sip {
-        let mut guard = sip.guard_chain(settings, gate);
+        let mut guard = sip.guard_chain(settings, &gate);
         // Temporary accounts and knock grants are known sources too: like the accounts,
         // they return from the guard (after `ct reply` and the known sets).
         let known_too: Vec<Rule> = sets
@@ -251,6 +250,8 @@ pub fn compile_gated(
         guard.rules.splice(at..at, known_too);
         chains.push(guard);
     }
+    // The geo gate's sets last (moved: they may hold hundreds of thousands of ranges).
+    sets.extend(gate.into_sets());
     Ruleset { sets, chains }
 }
 

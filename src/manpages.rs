@@ -160,6 +160,16 @@ pub const EXAMPLES: &[(&str, &str, &str)] = &[
         "First-time setup on a cloud server (no private range trusted), with the default places to read ports from spelled out.",
     ),
     (
+        "pbxwall",
+        "pbxwall geo lookup 192.0.2.7",
+        "The country of an address, and whether the geo gate lets it use the open paths (RTP).",
+    ),
+    (
+        "pbxwall",
+        "pbxwall geo update",
+        "Load a newly downloaded country database: only the changed ranges are written.",
+    ),
+    (
         "status",
         "status --prometheus-file /var/lib/prometheus/node-exporter/pbxwall.prom",
         "Write the metrics for node_exporter's textfile collector (run it from cron).",

@@ -161,18 +161,48 @@ impl Element {
 }
 
 /// What turns the elements `have` into `want`: `(add, remove)`, the elements of `want` not
-/// in `have` and those of `have` not in `want`, each sorted.
+/// in `have` and those of `have` not in `want`, each sorted. Sorted inputs (the IR's sets
+/// and the decoded live ones are) are compared in one linear pass.
 pub fn element_changes(want: &[Element], have: &[Element]) -> (Vec<Element>, Vec<Element>) {
-    let want_set: BTreeSet<&Element> = want.iter().collect();
-    let have_set: BTreeSet<&Element> = have.iter().collect();
-    let add = want_set
-        .difference(&have_set)
-        .map(|e| (*e).clone())
-        .collect();
-    let remove = have_set
-        .difference(&want_set)
-        .map(|e| (*e).clone())
-        .collect();
+    if !(want.is_sorted() && have.is_sorted()) {
+        let want_set: BTreeSet<&Element> = want.iter().collect();
+        let have_set: BTreeSet<&Element> = have.iter().collect();
+        let add = want_set
+            .difference(&have_set)
+            .map(|e| (*e).clone())
+            .collect();
+        let remove = have_set
+            .difference(&want_set)
+            .map(|e| (*e).clone())
+            .collect();
+        return (add, remove);
+    }
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < want.len() || j < have.len() {
+        match (want.get(i), have.get(j)) {
+            (Some(w), Some(h)) if w == h => {
+                i += 1;
+                j += 1;
+            }
+            (Some(w), Some(h)) if w < h => {
+                add.push(w.clone());
+                i += 1;
+            }
+            (Some(_), Some(h)) | (None, Some(h)) => {
+                remove.push(h.clone());
+                j += 1;
+            }
+            (Some(w), None) => {
+                add.push(w.clone());
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    // Duplicates (not in a set, but not excluded by the types) as the set difference has it.
+    add.dedup();
+    remove.dedup();
     (add, remove)
 }
 

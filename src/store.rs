@@ -310,6 +310,77 @@ fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(),
     result.map_err(io_err(path))
 }
 
+/// A state file written in two steps: its contents go into a temporary file beside it
+/// ([`Staged::create`], then [`Staged::writer`]), and only once what they record is true
+/// does [`Staged::commit`] put it in place (fsync, rename, fsync of the folder), as
+/// [`write_state`] does at once. Dropped without a commit, the temporary file is removed.
+/// For a large file rendered while the kernel works through a batch, without holding its
+/// text in memory.
+#[derive(Debug)]
+pub struct Staged {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<io::BufWriter<File>>,
+}
+
+impl Staged {
+    /// Creates the temporary file of `path` (mode [`STATE_FILE_MODE`]).
+    pub fn create(path: &Path) -> Result<Staged, StoreError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = dir.join(format!(
+            ".{file_name}.tmp.{}.{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(STATE_FILE_MODE)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        Ok(Staged {
+            path: path.to_owned(),
+            tmp,
+            file: Some(io::BufWriter::with_capacity(1 << 16, f)),
+        })
+    }
+
+    /// Where to write the contents.
+    pub fn writer(&mut self) -> &mut impl Write {
+        self.file
+            .as_mut()
+            .expect("a staged file is written before its commit")
+    }
+
+    /// Puts the file in place, durably.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let result = (|| {
+            let f = self
+                .file
+                .take()
+                .expect("committed once")
+                .into_inner()
+                .map_err(|e| e.into_error())?;
+            f.set_permissions(fs::Permissions::from_mode(STATE_FILE_MODE))?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&self.tmp, &path)?;
+            File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+        })();
+        result.map_err(io_err(&path))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Committed: renamed away already, and this finds nothing.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
 /// Removes a file and fsyncs its folder; a missing file is not an error.
 pub fn remove_durably(path: &Path) -> Result<(), StoreError> {
     match fs::remove_file(path) {

@@ -123,7 +123,8 @@ fn rtp_opens_only_for_allowed_countries_and_whitelisted_sources() {
     assert_eq!(v["in_sync"], true, "{}", show(&out));
     assert_eq!(v["geo"]["countries"], "DE");
     assert_eq!(v["geo"]["ranges_v4"], 1);
-    assert_eq!(v["geo"]["live_v6"], 1);
+    assert_eq!(v["geo"]["live"], true);
+    assert_eq!(v["geo"]["recorded_ranges"], 2);
     assert_eq!(v["geo"]["format"], "DB-IP lite CSV");
 }
 

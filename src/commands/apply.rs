@@ -10,6 +10,7 @@
 //! apply: it is a warning and exit 3.
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -218,9 +219,9 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
             r
         }
     };
-    let (gate, geo) = load_gate(&settings.geo)?;
+    let (gate, geo) = load_gate(&settings.geo, &ctx.paths)?;
     let mut ruleset =
-        compile::compile_gated(&settings, &profiles, &accounts, &resolution.usable(), &gate);
+        compile::compile_gated(&settings, &profiles, &accounts, &resolution.usable(), gate);
     // Temporary accounts' elements get the time each has left.
     compile::set_temporary_timeouts(&mut ruleset, &accounts, Utc::now());
     // The dynamic sets' elements (bans, admissions, grants) are kernel state: with the
@@ -243,39 +244,54 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     })
 }
 
-/// The geo gate of `[geo]`. A database that cannot be used (unreadable, corrupt, or empty
-/// for every allowed country) leaves the gate as it is live: its live elements are kept,
-/// and the build is degraded (exit 3) with the reason. Without a live gate to keep, it is
-/// an error: nothing is applied.
-pub fn load_gate(settings: &GeoSettings) -> Result<(Gate, GeoInfo)> {
-    let err = match geo::load(settings) {
+/// The geo gate of `[geo]`, from the database, or from the record of the last apply while
+/// the database is unchanged ([`geo::Applied`]). A database that cannot be used
+/// (unreadable, corrupt, or empty for every allowed country) leaves the gate as it is live:
+/// the recorded ranges are kept, and the build is degraded (exit 3) with the reason.
+/// Without a live gate to keep, it is an error: nothing is applied.
+pub fn load_gate(settings: &GeoSettings, paths: &store::Paths) -> Result<(Gate, GeoInfo)> {
+    if !settings.enabled() {
+        return Ok((Gate::Off, GeoInfo::default()));
+    }
+    let err = match geo::load(settings, geo::Applied::load(paths)) {
         Ok(loaded) => return Ok(loaded),
         Err(e) => e,
     };
+    // Live means: both sets are in the kernel, and pbxwall recorded what it put there.
     let live = netlink::read_table().ok().flatten();
-    let live_set = |family| {
-        let name = Gate::set_name(family);
+    let live_sets = [Family::V4, Family::V6].iter().all(|f| {
+        let name = Gate::set_name(*f);
         live.as_ref()
-            .and_then(|t| t.sets.iter().find(|s| s.name == name))
-            .map(|s| s.elements.iter().map(|e| e.range).collect::<Vec<_>>())
-    };
-    match (live_set(Family::V4), live_set(Family::V6)) {
-        (Some(v4), Some(v6)) => {
+            .is_some_and(|t| t.sets.iter().any(|s| s.name == name))
+    });
+    match geo::Applied::load(paths).filter(|_| live_sets) {
+        Some(rec) => {
             let info = GeoInfo {
                 database: settings.database.clone(),
                 countries: settings.describe(),
-                ranges_v4: v4.len(),
-                ranges_v6: v6.len(),
+                rows: rec.rows as usize,
+                ranges_v4: rec.v4.len(),
+                ranges_v6: rec.v6.len(),
                 problem: Some(format!(
                     "cannot use the geo database: {}; the geo gate keeps the {} ranges live now",
                     crate::error_chain(&err),
-                    v4.len() + v6.len()
+                    rec.v4.len() + rec.v6.len()
                 )),
+                // Recorded again as it was: the same key, so the record stays the same.
+                key: Some(rec.key),
+                cached: true,
+                missing: rec.missing,
                 ..GeoInfo::default()
             };
-            Ok((Gate::On { v4, v6 }, info))
+            Ok((
+                Gate::On {
+                    v4: rec.v4,
+                    v6: rec.v6,
+                },
+                info,
+            ))
         }
-        _ => Err(anyhow::Error::new(err).context(
+        None => Err(anyhow::Error::new(err).context(
             "cannot build the geo gate ([geo] in the settings), and none is live to keep",
         )),
     }
@@ -307,6 +323,38 @@ fn remove_expired(ctx: &Ctx, expired: &[Account], _lock: &StoreLock) {
     }
 }
 
+/// Saves the record of the gate just applied (or removes it when the gate is off); a
+/// failure is a warning (the ruleset is live), and the record is removed if it can be, so
+/// that a stale one is never trusted. Nothing is written when the record holds the same
+/// key (the same database files and settings: the same ranges).
+pub fn record_gate(ctx: &Ctx, build: &Build) {
+    let sets = [Family::V4, Family::V6].map(|f| build.ruleset.set(&Gate::set_name(f)));
+    let result = match (sets, &build.geo.key) {
+        ([Some(v4), Some(v6)], Some(key)) => {
+            if geo::Applied::load_key(&ctx.paths).as_ref() == Some(key) {
+                Ok(())
+            } else {
+                geo::Applied::save_ranges(
+                    &ctx.paths,
+                    key,
+                    build.geo.rows as u64,
+                    &build.geo.missing,
+                    v4.elements.iter().map(|e| e.range),
+                    v6.elements.iter().map(|e| e.range),
+                )
+            }
+        }
+        _ => geo::Applied::remove(&ctx.paths),
+    };
+    if let Err(e) = result {
+        let _ = geo::Applied::remove(&ctx.paths);
+        ctx.warn_state_unsaved(format_args!(
+            "could not record the geo gate: {}",
+            crate::error_chain(&e)
+        ));
+    }
+}
+
 /// File in the state folder holding the last ruleset applied, in nft syntax (loadable with
 /// `nft -f`, which the boot-time unit does before the network is up).
 pub const LAST_APPLIED: &str = "last-applied.nft";
@@ -321,13 +369,41 @@ pub const LAST_APPLIED: &str = "last-applied.nft";
 /// This is for an update of set elements only (ipchecker): the table and its rules stay, so
 /// the recorded time of the last full load (where the drop counter starts) is kept.
 pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
-    record_applied_text(ctx, ruleset, &render::render(ruleset), lock, false);
+    record_applied_staged(
+        ctx,
+        ruleset,
+        stage_boot_file(&ctx.paths, ruleset),
+        lock,
+        false,
+    );
 }
 
-/// [`record_applied`] with the ruleset already rendered as `text`; `full`: the whole table
-/// was loaded (its rules, and so the drop counter, are new).
-fn record_applied_text(ctx: &Ctx, ruleset: &Ruleset, text: &str, lock: &StoreLock, full: bool) {
-    if let Err(e) = write_records(ctx, ruleset, text, lock, full) {
+/// The ruleset rendered into the temporary file of `last-applied.nft`, to be put in place by
+/// [`record_applied_staged`] once it is live (rendered while the kernel works through the
+/// batch, and never held in memory as a whole: 15 MiB of text for 300,000 geo ranges).
+pub fn stage_boot_file(
+    paths: &store::Paths,
+    ruleset: &Ruleset,
+) -> Result<store::Staged, StoreError> {
+    let path = paths.state_dir.join(LAST_APPLIED);
+    let mut staged = store::Staged::create(&path)?;
+    let w = staged.writer();
+    write!(w, "{ruleset}")
+        .and_then(|()| w.flush())
+        .map_err(|source| StoreError::Io { path, source })?;
+    Ok(staged)
+}
+
+/// [`record_applied`] with the ruleset already rendered into `staged`; `full`: the whole
+/// table was loaded (its rules, and so the drop counter, are new).
+pub fn record_applied_staged(
+    ctx: &Ctx,
+    ruleset: &Ruleset,
+    staged: Result<store::Staged, StoreError>,
+    lock: &StoreLock,
+    full: bool,
+) {
+    if let Err(e) = write_records(ctx, ruleset, staged, lock, full) {
         ctx.warn_state_unsaved(format_args!(
             "the ruleset is applied, but recording it in {} failed: {}",
             ctx.paths.state_dir.display(),
@@ -339,12 +415,12 @@ fn record_applied_text(ctx: &Ctx, ruleset: &Ruleset, text: &str, lock: &StoreLoc
 fn write_records(
     ctx: &Ctx,
     ruleset: &Ruleset,
-    text: &str,
+    staged: Result<store::Staged, StoreError>,
     lock: &StoreLock,
     full: bool,
 ) -> Result<(), StoreError> {
     let boot_file = ctx.paths.state_dir.join(LAST_APPLIED);
-    if let Err(e) = store::write_state(&boot_file, text.as_bytes()) {
+    if let Err(e) = staged.and_then(store::Staged::commit) {
         if store::remove_durably(&boot_file).is_err() && boot_file.exists() {
             ctx.warn(format_args!(
                 "{} still holds an older ruleset and could not be removed",
@@ -488,16 +564,19 @@ pub fn apply_ruleset(
     }
     let started = Instant::now();
     // The kernel works through the batch inside one sendmsg; meanwhile another thread
-    // renders the text recorded in last-applied.nft (a large share of a big restart).
-    let (stats, text) = std::thread::scope(|s| {
-        let text = s.spawn(|| render::render(&build.ruleset));
+    // renders the text recorded in last-applied.nft (a large share of a big restart) into
+    // its temporary file, put in place only once the batch is live.
+    let paths = &ctx.paths;
+    let (stats, staged) = std::thread::scope(|s| {
+        let staged = s.spawn(|| stage_boot_file(paths, &build.ruleset));
         let stats = netlink::apply(&build.ruleset);
-        (stats, text.join())
+        (stats, staged.join())
     });
     let stats = stats
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
-    let text = text.unwrap_or_else(|_| render::render(&build.ruleset));
-    record_applied_text(ctx, &build.ruleset, &text, lock, true);
+    let staged = staged.unwrap_or_else(|_| stage_boot_file(&ctx.paths, &build.ruleset));
+    record_applied_staged(ctx, &build.ruleset, staged, lock, true);
+    record_gate(ctx, build);
     let summary = AppliedSummary {
         accounts: build.accounts.len(),
         address_ranges: build.ruleset.element_count(),

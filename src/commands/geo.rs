@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use super::{
     Build, Ctx, Dns, Outcome, UsageError, apply_ruleset, build, end_lost_flows, guard_ssh_lockout,
-    record_applied,
+    record_applied_staged, record_gate, stage_boot_file,
 };
 use crate::addrset::Family;
 use crate::compile::account_sources;
-use crate::geo::{Country, Database, Gate, GeoInfo};
+use crate::geo::{Applied, Country, Database, Gate, GeoInfo};
 use crate::model::RtpFrom;
 use crate::nft::netlink::{self, SetChange};
 use crate::nft::render;
@@ -257,33 +257,40 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
         // The live gate was kept by the build: nothing to write.
         return finish(ctx, &report, Outcome::Degraded);
     }
+    // The live geo elements are what the last apply recorded (the kernel's dump of a large
+    // interval set is far too slow to read them back): valid while both sets are live and
+    // the rest of the ruleset is what the files give.
     let live = netlink::read_table().context("reading table inet pbxwall")?;
     let (st, _) = State::load(&ctx.paths);
     let same_skeleton = st.applied.as_ref().map(|a| a.skeleton.as_str())
         == Some(render::skeleton(&b.ruleset).as_str());
-    let live_geo = live.as_ref().and_then(|t| {
-        let get = |f| {
+    let live_sets = [Family::V4, Family::V6].iter().all(|f| {
+        let name = Gate::set_name(*f);
+        live.as_ref().is_some_and(|t| {
             t.sets
                 .iter()
-                .find(|s| s.name == Gate::set_name(f) && s.kind == Some(SetKind::Addresses))
-        };
-        Some((get(Family::V4)?, get(Family::V6)?))
+                .any(|s| s.name == name && s.kind == Some(SetKind::Addresses))
+        })
     });
-    let outcome = match live_geo {
-        Some((v4, v6)) if same_skeleton => {
+    let recorded = Applied::load(&ctx.paths).filter(|_| live_sets && same_skeleton);
+    let outcome = match recorded {
+        Some(rec) => {
             let changes: Vec<(String, Family, Vec<Element>, Vec<Element>)> =
-                [(Family::V4, v4), (Family::V6, v6)]
+                [(Family::V4, rec.v4), (Family::V6, rec.v6)]
                     .into_iter()
-                    .map(|(family, live)| {
+                    .map(|(family, have)| {
                         let name = Gate::set_name(family);
                         let want = &b.ruleset.set(&name).expect("the gate's sets").elements;
-                        let (add, remove) = element_changes(want, &live.elements);
+                        let have: Vec<Element> = have.into_iter().map(Element::address).collect();
+                        let (add, remove) = element_changes(want, &have);
                         (name, family, add, remove)
                     })
                     .collect();
             report.added = changes.iter().map(|c| c.2.len()).sum();
             report.removed = changes.iter().map(|c| c.3.len()).sum();
             if report.added + report.removed == 0 {
+                // Same ranges (the file may have been rewritten): the record follows it.
+                record_gate(ctx, &b);
                 ctx.say(format_args!(
                     "geo gate unchanged ({} IPv4 and {} IPv6 ranges); nothing written",
                     b.geo.ranges_v4, b.geo.ranges_v6
@@ -303,30 +310,59 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                         add,
                     })
                     .collect();
-                netlink::update_sets(&set_changes).context(
-                    "updating the geo sets failed; the previous geo gate is still in place",
-                )?;
-                report.apply = "elements";
-                report.netlink_writes = 1;
-                record_applied(ctx, &b.ruleset, &lock);
-                let line = format!(
-                    "geo gate updated: {} ranges added, {} removed ({} IPv4 and {} IPv6 ranges now)",
-                    report.added, report.removed, b.geo.ranges_v4, b.geo.ranges_v6
-                );
-                ctx.say(&line);
-                ctx.audit(&line);
-                end_lost_flows(&b.ruleset).report(ctx)
+                // last-applied.nft is rendered meanwhile, put in place once the update is live.
+                let paths = &ctx.paths;
+                let (updated, staged) = std::thread::scope(|s| {
+                    let staged = s.spawn(|| stage_boot_file(paths, &b.ruleset));
+                    (netlink::update_sets(&set_changes), staged.join())
+                });
+                match updated {
+                    Ok(_) => {
+                        report.apply = "elements";
+                        report.netlink_writes = 1;
+                        record_gate(ctx, &b);
+                        let staged =
+                            staged.unwrap_or_else(|_| stage_boot_file(&ctx.paths, &b.ruleset));
+                        record_applied_staged(ctx, &b.ruleset, staged, &lock, false);
+                        let line = format!(
+                            "geo gate updated: {} ranges added, {} removed ({} IPv4 and {} IPv6 ranges now)",
+                            report.added, report.removed, b.geo.ranges_v4, b.geo.ranges_v6
+                        );
+                        ctx.say(&line);
+                        ctx.audit(&line);
+                        end_lost_flows(&b.ruleset).report(ctx)
+                    }
+                    Err(e) => {
+                        // The kernel's sets are not what was recorded (changed behind
+                        // pbxwall's back): nothing of the batch was applied; load in full.
+                        ctx.warn(format_args!(
+                            "the live geo sets differ from the record of the last apply ({}); applying the full ruleset",
+                            crate::error_chain(&e)
+                        ));
+                        full(ctx, &b, &lock, args.force, &mut report)?
+                    }
+                }
             }
         }
-        _ => {
-            let flows = apply_ruleset(ctx, &b, &lock, args.force)?;
-            report.apply = "full";
-            report.netlink_writes = 1;
-            ctx.say("the geo gate was not live as configured; applied the full ruleset");
-            flows.report(ctx)
-        }
+        None => full(ctx, &b, &lock, args.force, &mut report)?,
     };
     finish(ctx, &report, b.outcome().worst(outcome))
+}
+
+/// Applies the whole ruleset (the gate was not live as recorded).
+fn full(
+    ctx: &Ctx,
+    b: &Build,
+    lock: &crate::store::StoreLock,
+    force: bool,
+    report: &mut UpdateReport,
+) -> Result<Outcome> {
+    let flows = apply_ruleset(ctx, b, lock, force)?;
+    report.apply = "full";
+    report.netlink_writes = 1;
+    report.added = b.geo.ranges_v4 + b.geo.ranges_v6;
+    ctx.say("the geo gate was not live as recorded; applied the full ruleset");
+    Ok(flows.report(ctx))
 }
 
 fn finish(ctx: &Ctx, report: &UpdateReport, outcome: Outcome) -> Result<Outcome> {

@@ -20,7 +20,8 @@
 //!   "dropped": {"packets": 12, "bytes": 840},                           // or null
 //!   "geo": {"database": "/srv/geo/dbip.csv", "format": "DB-IP lite CSV",  // or null
 //!           "modified": "...", "rows": 600000, "countries": "DE, AT", "ranges_v4": 9000,
-//!           "ranges_v6": 3000, "missing": [], "problem": null, "live_v4": 9000, "live_v6": 3000},
+//!           "ranges_v6": 3000, "missing": [], "problem": null, "cached": true,
+//!           "live": true, "recorded_ranges": 12000},
 //!   "accounts": [{
 //!     "name": "joe", "services": ["sip-udp"], "comment": null, "provider": null,
 //!     "expires": null, "expired": false,   // a temporary account: "2026-12-24T18:00:00Z"
@@ -96,7 +97,8 @@ With --json it prints one object (every key always present; null when it has no 
    \"ipchecker\": {\"last_run\", \"outcome\", \"netlink_writes\", \"cron_schedule\", \"next_run\"},
    \"dropped\": {\"packets\", \"bytes\", \"since\"} | null,
    \"geo\": {\"database\", \"format\", \"modified\", \"rows\", \"countries\", \"ranges_v4\",
-            \"ranges_v6\", \"missing\", \"problem\", \"live_v4\", \"live_v6\"} | null,
+            \"ranges_v6\", \"missing\", \"problem\", \"cached\", \"live\",
+            \"recorded_ranges\"} | null,
    \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
                  \"expires\": null | \"RFC 3339 time\", \"expired\": false | true,
                  \"addresses\": [{\"address\", \"applied\"}],
@@ -192,7 +194,7 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
     m.insert("degraded".into(), json!(b.degraded()));
     m.insert("problems".into(), json!(b.problems()));
     m.insert("live".into(), live.as_ref().map(live_size).into());
-    m.insert("geo".into(), geo_json(&b, live.as_ref()));
+    m.insert("geo".into(), geo_json(&b, &ctx.paths, live.as_ref()));
     let fleet_names = crate::fleet::fleet_account_names(&ctx.paths);
     m.insert(
         "accounts".into(),
@@ -219,26 +221,24 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
 }
 
 /// The geo gate: null when off; else its database (path, format, modification time, rows),
-/// the countries it passes, its ranges per family as built and as live.
-fn geo_json(b: &Build, live: Option<&LiveTable>) -> Value {
+/// the countries it passes, its ranges per family, whether both sets are live, and how many
+/// ranges pbxwall recorded putting there (their elements are not read back: see
+/// [`netlink::dumps_elements`]).
+fn geo_json(b: &Build, paths: &store::Paths, live: Option<&LiveTable>) -> Value {
     if !b.settings.geo.enabled() {
         return Value::Null;
     }
-    let live_count = |family| {
-        let name = crate::geo::Gate::set_name(family);
-        live.and_then(|t| t.sets.iter().find(|s| s.name == name))
-            .map(|s| s.elements.len())
-    };
+    let live_sets = [crate::addrset::Family::V4, crate::addrset::Family::V6]
+        .iter()
+        .all(|f| {
+            let name = crate::geo::Gate::set_name(*f);
+            live.is_some_and(|t| t.sets.iter().any(|s| s.name == name))
+        });
+    let recorded = crate::geo::Applied::load(paths).map(|r| r.v4.len() + r.v6.len());
     let mut v = serde_json::to_value(&b.geo).unwrap_or(Value::Null);
     if let Some(m) = v.as_object_mut() {
-        m.insert(
-            "live_v4".into(),
-            json!(live_count(crate::addrset::Family::V4)),
-        );
-        m.insert(
-            "live_v6".into(),
-            json!(live_count(crate::addrset::Family::V6)),
-        );
+        m.insert("live".into(), json!(live_sets));
+        m.insert("recorded_ranges".into(), json!(recorded));
     }
     v
 }
@@ -525,12 +525,15 @@ fn print_text(r: &Value) {
     outln!("{}", ipchecker_line(&r["ipchecker"]));
     if let Some(g) = r["geo"].as_object() {
         outln!(
-            "geo gate: {} on the open paths; {} IPv4 and {} IPv6 ranges (live: {} and {})",
+            "geo gate: {} on the open paths; {} IPv4 and {} IPv6 ranges ({})",
             s(&g["countries"]),
             s(&g["ranges_v4"]),
             s(&g["ranges_v6"]),
-            s(&g["live_v4"]),
-            s(&g["live_v6"])
+            if g["live"] == true {
+                format!("live; {} applied", s(&g["recorded_ranges"]))
+            } else {
+                "NOT live".to_owned()
+            }
         );
         outln!(
             "geo database: {} ({}, modified {}, {} rows)",

@@ -28,13 +28,15 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::addrset::{AddrRange, Family, merge};
+use crate::addrset::{AddrRange, Family};
 use crate::ruleset::{Match, Rule, Set};
 
+pub mod applied;
 pub mod read;
 #[cfg(test)]
 mod tests;
 
+pub use applied::Applied;
 pub use read::{Database, Format, GeoError};
 
 /// Base name of the gate's sets: `geo_v4`, `geo_v6`.
@@ -200,22 +202,26 @@ pub fn select(db: &Database, settings: &GeoSettings) -> Result<Selection, GeoErr
         settings.allow.iter().copied().collect()
     };
     let mut rows_of: BTreeMap<Country, usize> = listed.iter().map(|c| (*c, 0)).collect();
-    let mut picked: Vec<AddrRange> = Vec::new();
+    let (mut v4, mut v6): (Vec<AddrRange>, Vec<AddrRange>) = (Vec::new(), Vec::new());
     let rows = db.for_each(|range, country| {
         if let Some(c) = country
             && let Some(n) = rows_of.get_mut(&c)
         {
             *n += 1;
-            picked.push(range);
+            match range.family {
+                Family::V4 => v4.push(range),
+                Family::V6 => v6.push(range),
+            }
         }
     })?;
+    merge_in_place(&mut v4);
+    merge_in_place(&mut v6);
     let mut sel = Selection {
-        v4: merge(Family::V4, picked.iter().copied()),
-        v6: merge(Family::V6, picked.iter().copied()),
+        v4,
+        v6,
         rows,
         rows_of,
     };
-    drop(picked);
     if settings.allow.is_empty() {
         sel.v4 = complement(Family::V4, &sel.v4);
         sel.v6 = complement(Family::V6, &sel.v6);
@@ -226,6 +232,24 @@ pub fn select(db: &Database, settings: &GeoSettings) -> Result<Selection, GeoErr
         });
     }
     Ok(sel)
+}
+
+/// Sorts ranges of one family and joins overlapping and adjacent ones, in place (as
+/// [`crate::addrset::merge`] does, without a second copy of a large set).
+pub fn merge_in_place(v: &mut Vec<AddrRange>) {
+    v.sort_unstable();
+    let mut w = 0;
+    for i in 0..v.len() {
+        let r = v[i];
+        if w > 0 && (v[w - 1].end == r.family.max() || r.start <= v[w - 1].end + 1) {
+            v[w - 1].end = v[w - 1].end.max(r.end);
+        } else {
+            v[w] = r;
+            w += 1;
+        }
+    }
+    v.truncate(w);
+    v.shrink_to_fit();
 }
 
 /// The ranges of a family not covered by `ranges` (sorted, merged).
@@ -314,6 +338,17 @@ impl Gate {
         }
     }
 
+    /// [`Gate::sets`], its ranges moved into them.
+    pub fn into_sets(self) -> Vec<Set> {
+        match self {
+            Gate::Off => Vec::new(),
+            Gate::On { v4, v6 } => vec![
+                Set::addresses(&Gate::set_name(Family::V4), Family::V4, v4),
+                Set::addresses(&Gate::set_name(Family::V6), Family::V6, v6),
+            ],
+        }
+    }
+
     /// An open-path rule as the input chain gets it: the rule itself when the gate is off;
     /// when on, one copy per family with [`Gate::source_match`] appended to its matches
     /// (`udp dport 10000-20000 ip saddr @geo_v4 accept`, then the `ip6` one).
@@ -370,28 +405,54 @@ pub struct GeoInfo {
     pub missing: Vec<Country>,
     /// The database could not be used; the gate holds what was live before.
     pub problem: Option<String>,
+    /// The ranges came from the record of the last apply (the database is unchanged), not
+    /// from parsing it.
+    pub cached: bool,
+    /// [`applied::source_key`] of the database and settings (`None` when the database was
+    /// not usable).
+    #[serde(skip)]
+    pub key: Option<String>,
 }
 
 /// Reads `[geo] database` and builds the gate: [`Gate::Off`] without `allow`/`deny`.
-pub fn load(settings: &GeoSettings) -> Result<(Gate, GeoInfo), GeoError> {
+/// When `cached` was made from the same database files and settings (its key matches), its
+/// ranges are used and the database is not parsed again.
+pub fn load(settings: &GeoSettings, cached: Option<Applied>) -> Result<(Gate, GeoInfo), GeoError> {
     let Some(path) = settings.database.as_deref().filter(|_| settings.enabled()) else {
         return Ok((Gate::Off, GeoInfo::default()));
     };
     let db = Database::open(path)?;
-    let sel = select(&db, settings)?;
-    let info = GeoInfo {
+    let key = applied::source_key(&db, settings);
+    let mut info = GeoInfo {
         database: Some(path.to_owned()),
         format: Some(db.format.name()),
         modified: db.modified().map(|t| {
             chrono::DateTime::<chrono::Utc>::from(t)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         }),
-        rows: sel.rows,
         countries: settings.describe(),
-        ranges_v4: sel.v4.len(),
-        ranges_v6: sel.v6.len(),
-        missing: sel.missing(),
-        problem: None,
+        key: key.clone(),
+        ..GeoInfo::default()
     };
+    let sel = match cached.filter(|c| key.as_ref() == Some(&c.key)) {
+        Some(c) => {
+            info.cached = true;
+            info.missing = c.missing;
+            Selection {
+                v4: c.v4,
+                v6: c.v6,
+                rows: c.rows as usize,
+                rows_of: BTreeMap::new(),
+            }
+        }
+        None => {
+            let sel = select(&db, settings)?;
+            info.missing = sel.missing();
+            sel
+        }
+    };
+    info.rows = sel.rows;
+    info.ranges_v4 = sel.v4.len();
+    info.ranges_v6 = sel.v6.len();
     Ok((Gate::from_selection(sel), info))
 }

@@ -501,11 +501,7 @@ fn dbip_row(fields: &[&str]) -> Result<(AddrRange, Option<Country>), String> {
             fields.len()
         ));
     };
-    let ip = |s: &str| {
-        s.trim()
-            .parse::<IpAddr>()
-            .map_err(|_| format!("invalid address {:?}", s.trim()))
-    };
+    let ip = |s: &str| parse_ip(s.trim()).ok_or_else(|| format!("invalid address {:?}", s.trim()));
     Ok((range_of(ip(start)?, ip(end)?)?, country_field(country)?))
 }
 
@@ -681,4 +677,90 @@ fn mmdb_row<S: AsRef<[u8]>>(
         }
     }
     Ok((AddrRange::from_net(net.trunc()), country))
+}
+
+/// [`parse_ip`], for the tests.
+#[cfg(test)]
+pub(super) fn tests_parse_ip(s: &str) -> Option<IpAddr> {
+    parse_ip(s)
+}
+
+/// An address as std parses it, faster for the plain forms a database holds (std tries
+/// IPv4 first, which costs an IPv6 address a failed IPv4 parse): dotted quads and IPv6
+/// without an embedded IPv4 part are read here, anything else goes to std.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    let fast = if s.contains(':') {
+        parse_v6(s.as_bytes()).map(|n| IpAddr::V6(n.into()))
+    } else {
+        parse_v4(s.as_bytes()).map(|n| IpAddr::V4(n.into()))
+    };
+    fast.or_else(|| s.parse().ok())
+}
+
+fn parse_v4(b: &[u8]) -> Option<u32> {
+    let mut n: u32 = 0;
+    let mut parts = 0;
+    for part in b.split(|c| *c == b'.') {
+        // 1-3 digits, no leading zero (as std), at most 255.
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut v: u32 = 0;
+        for c in part {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(c - b'0');
+        }
+        if v > 255 {
+            return None;
+        }
+        n = n << 8 | v;
+        parts += 1;
+    }
+    (parts == 4).then_some(n)
+}
+
+fn parse_v6(b: &[u8]) -> Option<u128> {
+    fn groups(b: &[u8], out: &mut [u16; 8]) -> Option<usize> {
+        if b.is_empty() {
+            return Some(0);
+        }
+        let mut n = 0;
+        for g in b.split(|c| *c == b':') {
+            if g.is_empty() || g.len() > 4 || n == 8 {
+                return None;
+            }
+            let mut v: u16 = 0;
+            for c in g {
+                v = v << 4 | (*c as char).to_digit(16)? as u16;
+            }
+            out[n] = v;
+            n += 1;
+        }
+        Some(n)
+    }
+    let (mut head, mut tail) = ([0u16; 8], [0u16; 8]);
+    let (h, t, gap) = match b.windows(2).position(|w| w == b"::") {
+        Some(i) => (
+            groups(&b[..i], &mut head)?,
+            groups(&b[i + 2..], &mut tail)?,
+            true,
+        ),
+        None => (groups(b, &mut head)?, 0, false),
+    };
+    if (gap && h + t > 7) || (!gap && h != 8) {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for g in &head[..h] {
+        n = n << 16 | u128::from(*g);
+    }
+    // h == 0 with the gap: a shift by the whole width (n is 0 then).
+    n = n.checked_shl(16 * (8 - h) as u32).unwrap_or(0);
+    let mut low: u128 = 0;
+    for g in &tail[..t] {
+        low = low << 16 | u128::from(*g);
+    }
+    Some(n | low)
 }

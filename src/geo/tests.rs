@@ -454,7 +454,7 @@ fn only_the_open_paths_depend_on_the_gate() {
         &shipped_profiles(),
         &accounts,
         &Resolved::new(),
-        &gate,
+        gate.clone(),
     );
     assert!(rs.set("geo_v4").is_some() && rs.set("geo_v6").is_some());
     // RTP from any: only for the allowed country's addresses.
@@ -493,7 +493,7 @@ fn only_the_open_paths_depend_on_the_gate() {
             &shipped_profiles(),
             &accounts,
             &Resolved::new(),
-            &Gate::Off
+            Gate::Off
         ),
         crate::compile::compile(&settings, &shipped_profiles(), &accounts, &Resolved::new())
     );
@@ -580,4 +580,88 @@ fn mmdb_networks_and_lookups() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("cut.mmdb: not a valid MMDB database"), "{e}");
+}
+
+#[test]
+fn fast_address_parsing_agrees_with_std() {
+    let cases = [
+        "0.0.0.0",
+        "1.2.3.4",
+        "255.255.255.255",
+        "256.1.1.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "01.2.3.4",
+        "1..3.4",
+        "1.2.3.4 ",
+        "::",
+        "::1",
+        "1::",
+        "2001:db8::",
+        "2001:db8:0:ffff:ffff:ffff:ffff:ffff",
+        "2001:db8::1:2:3:4:5",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8:9",
+        "1:2:3:4:5:6:7::8",
+        "::ffff:192.0.2.1",
+        "2001:db8:::1",
+        "2001:db8::1::2",
+        "12345::",
+        "g::",
+        ":1::",
+        "1:",
+        "::ffff",
+        "FFFF::abcd",
+        "",
+        ":",
+        ":::",
+    ];
+    for c in cases {
+        assert_eq!(read::tests_parse_ip(c), c.parse::<IpAddr>().ok(), "{c:?}");
+    }
+    let mut rng = 0x1234_5678_9abc_def0_u64;
+    for _ in 0..20_000 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let v6 = std::net::Ipv6Addr::from(
+            u128::from(rng) << 64 | u128::from(rng.rotate_left(17) & 0xffff_0000_ffff),
+        );
+        let s = v6.to_string();
+        assert_eq!(read::tests_parse_ip(&s), Some(IpAddr::V6(v6)), "{s}");
+        let v4 = std::net::Ipv4Addr::from(rng as u32);
+        assert_eq!(read::tests_parse_ip(&v4.to_string()), Some(IpAddr::V4(v4)));
+    }
+}
+
+#[test]
+fn element_changes_of_sorted_sets_agree_with_set_differences() {
+    use crate::ruleset::{Element, element_changes};
+    use std::collections::BTreeSet;
+    let mut rng = 7u64;
+    for _ in 0..300 {
+        let mut pick = || {
+            let mut v: Vec<Element> = (0..40)
+                .filter_map(|k| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng.is_multiple_of(3).then(|| {
+                        Element::address(AddrRange {
+                            family: Family::V4,
+                            start: k * 4,
+                            end: k * 4 + (rng % 2) as u128,
+                        })
+                    })
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let (want, have) = (pick(), pick());
+        let (ws, hs): (BTreeSet<_>, BTreeSet<_>) = (want.iter().collect(), have.iter().collect());
+        let add: Vec<Element> = ws.difference(&hs).map(|e| (*e).clone()).collect();
+        let remove: Vec<Element> = hs.difference(&ws).map(|e| (*e).clone()).collect();
+        assert_eq!(element_changes(&want, &have), (add, remove));
+    }
 }

@@ -10,8 +10,15 @@
 use crate::ruleset::{Ruleset, Set};
 
 /// The whole table as nft text.
+///
+/// The text is written into a buffer sized up front for the largest elements (IPv6 ranges
+/// with jumps): growing by doubling would copy it and hold both copies, twice the text in
+/// memory for a large set, while the untouched tail of a generous buffer costs no memory.
 pub fn render(ruleset: &Ruleset) -> String {
-    ruleset.to_string()
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(64 * 1024 + 112 * ruleset.element_count());
+    let _ = write!(text, "{ruleset}");
+    text
 }
 
 /// The table without set elements: what must stay the same for an address change to be

@@ -308,7 +308,19 @@ pub fn apply(ruleset: &Ruleset) -> Result<ApplyStats> {
     })
 }
 
+/// Whether [`read_table`] reads the elements of the set called `name`: not for the geo
+/// gate's sets (`geo_v4`, `geo_v6`). The kernel dumps an interval set's elements in chunks,
+/// walking its tree from the first element again for every chunk, so a dump costs time
+/// quadratic in the set's size: 12 s for 300,000 ranges (measured, BENCHMARKS.md). Their
+/// live elements are what pbxwall recorded when it applied them
+/// (`crate::geo::Applied`); their existence and type are still read.
+pub fn dumps_elements(name: &str) -> bool {
+    !name.starts_with("geo_")
+}
+
 /// Read back what is live: `None` if table `inet pbxwall` does not exist.
+///
+/// The elements of the sets [`dumps_elements`] excludes are not read (left empty).
 ///
 /// Sets come with their elements decoded into inclusive ranges, chains with their rule
 /// handles and counter values. The snapshot is consistent: if nf_tables changed while it

@@ -189,7 +189,7 @@ pub(super) fn read_snapshot(sock: &mut Socket, full: bool) -> Result<Option<Snap
     let mut chains = read_chains(sock, &table, &tname)?;
     if full {
         read_rules(sock, &table, &tname, &mut chains)?;
-        for set in &mut sets {
+        for set in sets.iter_mut().filter(|s| super::dumps_elements(&s.name)) {
             set.elems = read_elements(sock, &table, set)?;
         }
     }
