@@ -66,6 +66,7 @@ pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
     ("list", "pbxwall-list", "pbxwall list"),
     ("bundle", "pbxwall-bundle", "pbxwall bundle"),
     ("sync", "pbxwall-sync", "pbxwall sync"),
+    ("geo", "pbxwall-geo", "pbxwall geo"),
 ];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by

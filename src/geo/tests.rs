@@ -665,3 +665,55 @@ fn element_changes_of_sorted_sets_agree_with_set_differences() {
         assert_eq!(element_changes(&want, &have), (add, remove));
     }
 }
+
+#[test]
+fn sip_admission_open_mode_and_the_first_knock_are_behind_the_gate() {
+    use crate::compile::tests::{shipped_profiles, trusting};
+    use crate::compile::{Resolved, compile_gated};
+    let gate = Gate::On {
+        v4: vec![AddrRange::from_net("192.0.2.0/25".parse().unwrap())],
+        v6: vec![],
+    };
+    let mut settings = trusting("198.51.100.0/28");
+    settings.sip.open = true;
+    settings.sip.register_domains = vec!["xq356jq.dyndns.example".parse().unwrap()];
+    settings.knock = crate::knock::KnockSettings {
+        sequence: vec![7000, 8000, 9000],
+        ..crate::knock::KnockSettings::default()
+    };
+    let rs = compile_gated(&settings, &shipped_profiles(), &[], &Resolved::new(), gate);
+    let text = |chain: &str| -> Vec<String> {
+        rs.chain(chain)
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    };
+    let guard = text(crate::compile::SIP_GUARD_CHAIN);
+    // Open mode accepts only the gate's sources; a REGISTER admits only them.
+    assert!(
+        guard.iter().any(|r| r == "ip saddr @geo_v4 accept"),
+        "{guard:#?}"
+    );
+    assert!(!guard.iter().any(|r| r == "accept"), "{guard:#?}");
+    let admits: Vec<&String> = guard
+        .iter()
+        .filter(|r| r.contains("@admitted_v4 {"))
+        .collect();
+    assert!(!admits.is_empty(), "{guard:#?}");
+    assert!(
+        admits.iter().all(|r| r.contains("ip saddr @geo_v4")),
+        "{admits:#?}"
+    );
+    // The first knock (the one rule adding to stage 1) carries the gate; the later steps
+    // need a source already staged.
+    let input = text("input");
+    let first: Vec<&String> = input
+        .iter()
+        .filter(|r| r.contains("dport 7000") && r.contains("add @knock_1_v"))
+        .collect();
+    assert_eq!(first.len(), 2, "{input:#?}");
+    assert!(first[0].contains("ip saddr @geo_v4"), "{first:#?}");
+    assert!(first[1].contains("ip6 saddr @geo_v6"), "{first:#?}");
+}
