@@ -746,6 +746,11 @@ impl SipLayer {
         (!ports.is_empty()).then_some(SipLayer { ports })
     }
 
+    /// The SIP ports the layer guards (of the sip-udp and sip-tcp profiles).
+    pub fn ports(&self) -> &[(L4Proto, crate::ruleset::PortRange)] {
+        &self.ports
+    }
+
     /// `known_*` (trusted networks and accounts, merged), `admitted_*`, `meter_*`.
     fn sets(&self, settings: &Settings, sources: &[(AddrRange, u32)]) -> Vec<Set> {
         let dynamic = |persist| Dynamic {

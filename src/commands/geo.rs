@@ -23,9 +23,9 @@ use crate::state::State;
 /// `pbxwall geo --help`: what the gate does, exit codes.
 pub const LONG_HELP: &str = "\
 The geo gate ([geo] database and allow or deny in pbxwall.toml) lets only addresses of the
-allowed countries use the open paths: the ports open to sources that are not whitelisted
-(RTP with [rtp] from = \"any\"). Trusted networks and whitelisted accounts never depend on
-it.
+allowed countries use the open paths, those open to sources that are not whitelisted: RTP
+with [rtp] from = \"any\", SIP admission by REGISTER and open mode of [sip], the first knock
+of [knock]. Trusted networks and whitelisted accounts never depend on it.
 
 geo update reloads the database and changes only the elements of the sets geo_v4 and geo_v6
 that differ, in one transaction; nothing is written when nothing changed. A database that
@@ -104,7 +104,34 @@ fn open_paths(b: &Build) -> Vec<(&'static str, L4Proto, PortRange)> {
     if b.settings.rtp.from == RtpFrom::Any {
         v.push(("rtp", L4Proto::Udp, b.settings.rtp.ports));
     }
+    if let Some(sip) = crate::compile::SipLayer::new(&b.settings, &b.profiles) {
+        let name = if b.settings.sip.open {
+            "sip (open mode)"
+        } else {
+            "sip (admission by REGISTER)"
+        };
+        v.extend(
+            sip.ports()
+                .iter()
+                .map(|&(proto, ports)| (name, proto, ports)),
+        );
+    }
+    if let Some(&first) = b.settings.knock.sequence.first() {
+        let port = PortRange { first, last: first };
+        v.push(("knock (first port)", b.settings.knock.protocol, port));
+    }
     v
+}
+
+/// Whether the gate built into `ruleset` lets `addr` through (always when there is none).
+fn gate_admits(ruleset: &crate::ruleset::Ruleset, addr: IpAddr) -> bool {
+    let family = match addr {
+        IpAddr::V4(_) => crate::addrset::Family::V4,
+        IpAddr::V6(_) => crate::addrset::Family::V6,
+    };
+    ruleset
+        .set(&crate::geo::Gate::set_name(family))
+        .is_none_or(|s| s.elements.iter().any(|e| e.range.contains(addr)))
 }
 
 fn ports_text(proto: L4Proto, r: PortRange) -> String {
@@ -167,7 +194,11 @@ fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<Outcome> {
             name,
             ports: ports_text(proto, ports),
             probe: (proto, ports.first),
-            open: b.ruleset.accepts_new(addr, proto, ports.first),
+            // RTP is accepted (or not) by a rule `accepts_new` follows; SIP admission and
+            // the knock go through sets filled by packets, so whitelisting or the gate
+            // decide.
+            open: b.ruleset.accepts_new(addr, proto, ports.first)
+                || (name != "rtp" && gate_admits(&b.ruleset, addr)),
         })
         .collect();
     if ctx.json {
@@ -204,7 +235,7 @@ fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<Outcome> {
         );
     }
     if paths.is_empty() {
-        outln!("open paths: none (RTP only from whitelisted sources)");
+        outln!("open paths: none (RTP only from whitelisted sources, no [sip] layer, no [knock])");
     }
     for p in &paths {
         outln!(
