@@ -80,11 +80,26 @@ impl Build {
         names.join(", ")
     }
 
-    /// One line per problem: skipped files, names left out, stale names.
+    /// One line per problem: skipped files, names left out, stale names, the geo gate's.
     pub fn problems(&self) -> Vec<String> {
         let mut out = self.skipped_problems();
         for r in self.resolution.degraded() {
             out.extend(self.name_problems(r));
+        }
+        out.extend(self.geo_problems());
+        out
+    }
+
+    /// The geo gate's problems: a database that could not be used (the live gate kept), or
+    /// allowed countries it has no range for.
+    pub fn geo_problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.geo.problem.iter().cloned().collect();
+        if !self.geo.missing.is_empty() {
+            let missing: Vec<String> = self.geo.missing.iter().map(|c| c.to_string()).collect();
+            out.push(format!(
+                "the geo database has no address range for {}",
+                missing.join(", ")
+            ));
         }
         out
     }
@@ -116,14 +131,6 @@ impl Build {
         }
         for note in &r.notes {
             out.push(format!("{} (account {accounts}): {note}", r.name));
-        }
-        out.extend(self.geo.problem.clone());
-        if !self.geo.missing.is_empty() {
-            let missing: Vec<String> = self.geo.missing.iter().map(|c| c.to_string()).collect();
-            out.push(format!(
-                "the geo database has no address range for {}",
-                missing.join(", ")
-            ));
         }
         out
     }

@@ -161,6 +161,7 @@ fn check(
     let reports = NameReports::sort(&b, old_cache);
     changes.extend(reports.recovered.iter().cloned());
     let mut problems = b.skipped_problems();
+    problems.extend(b.geo_problems());
     problems.extend(reports.new.iter().cloned());
     let live = netlink::read_table().context("reading table inet pbxwall")?;
     let (st, _) = State::load(&ctx.paths);
