@@ -170,10 +170,7 @@ fn live_bans() -> Result<Vec<(Family, TimedElement)>> {
         let live =
             netlink::list_timed_elements(&set).with_context(|| format!("cannot read set {set}"))?;
         let Some(live) = live else {
-            bail!(
-                "set {set} of table inet pbxwall is not loaded (run restart first); nothing \
-                 changed"
-            );
+            bail!("set {set} of table inet pbxwall is not loaded (run restart first)");
         };
         out.extend(live.into_iter().map(|e| (family, e)));
     }
@@ -228,7 +225,7 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let duration = duration.unwrap_or(settings.guard.ban_for);
     let comment = args.comment.clone().unwrap_or_else(|| "manual".into());
     let lock = ctx.lock()?;
-    let live = live_bans()?;
+    let live = live_bans().map_err(|e| e.context("nothing banned"))?;
     let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
     let mut removes: [Vec<IpAddr>; 2] = Default::default();
     let mut adds: [Vec<TimedElement>; 2] = Default::default();
@@ -317,7 +314,7 @@ pub fn unban(ctx: &Ctx, args: UnbanArgs) -> Result<Outcome> {
         return Err(UsageError("no address given: name at least one".into()).into());
     }
     let lock = ctx.lock()?;
-    let live = live_bans()?;
+    let live = live_bans().map_err(|e| e.context("nothing unbanned"))?;
     let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
     let mut removes: [Vec<IpAddr>; 2] = Default::default();
     for a in &addrs {
