@@ -274,11 +274,11 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     } else {
         format!("{} addresses", addrs.len())
     };
-    let line = format!(
-        "banned {what} for {duration} ({}: {})",
-        origin(Some(&comment)),
-        comment
-    );
+    let why = match origin(Some(&comment)) {
+        "manual" if comment == "manual" => "manual".to_owned(),
+        o => format!("{o}: {comment}"),
+    };
+    let line = format!("banned {what} for {duration} ({why})");
     ctx.say(&line);
     ctx.audit(&line);
     let sources: BTreeSet<IpAddr> = addrs.iter().copied().collect();
@@ -417,7 +417,10 @@ pub fn bans(ctx: &Ctx, _args: BansArgs) -> Result<Outcome> {
             e.address,
             left_text(e.expires_in_s),
             e.origin,
-            e.comment.as_deref().unwrap_or("")
+            e.comment
+                .as_deref()
+                .filter(|c| *c != "manual")
+                .unwrap_or("")
         ));
     }
     Ok(Outcome::Done)
