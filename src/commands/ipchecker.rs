@@ -205,6 +205,19 @@ fn check(
         );
         full_apply(ctx, &b, lock, force, &mut flows)?
     };
+    // Bans and admissions recorded but missing from a live table (loaded from the boot
+    // file, or flushed): added back with the time they have left, one small batch.
+    let (apply_kind, writes) = if apply_kind == "full" {
+        (apply_kind, writes)
+    } else {
+        let restored = restore_missing(&b.ruleset, live.as_ref())?;
+        if restored.is_empty() {
+            (apply_kind, writes)
+        } else {
+            changes.extend(restored);
+            ("elements", writes + 1)
+        }
+    };
     let outcome = b.outcome().worst(flows.outcome());
     changes.extend(flows.lines);
     problems.extend(flows.problems);
@@ -309,6 +322,63 @@ impl NameReports {
             ));
         }
     }
+}
+
+/// Adds the recorded elements of the persisted dynamic sets (bans, admissions) that the
+/// live table lacks, with the time they have left, in one batch; one line per set.
+fn restore_missing(
+    ruleset: &crate::ruleset::Ruleset,
+    live: Option<&netlink::LiveTable>,
+) -> Result<Vec<String>> {
+    let Some(live) = live else {
+        return Ok(Vec::new());
+    };
+    let mut missing: Vec<(
+        &str,
+        crate::addrset::Family,
+        Vec<crate::ruleset::TimedElement>,
+    )> = Vec::new();
+    for set in &ruleset.sets {
+        let Some(d) = set.dynamic.as_ref().filter(|d| d.persist) else {
+            continue;
+        };
+        let Some(have) = live.sets.iter().find(|s| s.name == set.name) else {
+            continue;
+        };
+        let lacking: Vec<_> = d
+            .restore
+            .iter()
+            .filter(|e| !have.elements.iter().any(|h| h.range.contains(e.addr)))
+            .cloned()
+            .collect();
+        if !lacking.is_empty() {
+            missing.push((&set.name, set.family, lacking));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let changes: Vec<netlink::TimedChange<'_>> = missing
+        .iter()
+        .map(|(set, family, add)| netlink::TimedChange {
+            set,
+            family: *family,
+            remove: &[],
+            add,
+        })
+        .collect();
+    netlink::update_timed_sets(&changes)
+        .context("restoring the recorded elements of the dynamic sets failed")?;
+    Ok(missing
+        .iter()
+        .map(|(set, _, add)| {
+            format!(
+                "restored {} recorded element{} of set {set}",
+                add.len(),
+                if add.len() == 1 { "" } else { "s" }
+            )
+        })
+        .collect())
 }
 
 /// Applies the whole build quietly; what ending the flows did goes into `flows`, for the
