@@ -111,6 +111,8 @@ SYSCONFDIR ?= /etc
 CONFDIR ?= $(SYSCONFDIR)/pbxwall
 STATEDIR ?= /var/lib/pbxwall
 NFT ?= /usr/sbin/nft
+# fail2ban's configuration folder: the action pbxwall.conf and the example jails go there.
+FAIL2BANDIR ?= $(SYSCONFDIR)/fail2ban
 INSTALL ?= install
 # install's -s strips the binaries as they are copied: the release profile keeps debug info
 # for profiling (42 MB a binary, ~4 MB stripped). INSTALL_STRIP= installs them unstripped.
@@ -175,6 +177,11 @@ install: install-build completions
 	      -e 's|@CONFDIR@|$(CONFDIR)|g' -e 's|@STATEDIR@|$(STATEDIR)|g' -e 's|@NFT@|$(NFT)|g' \
 	      packaging/systemd/$$u.in > "$(DESTDIR)$(UNITDIR)/$$u" && chmod 0644 "$(DESTDIR)$(UNITDIR)/$$u" || exit 1; \
 	done
+	$(INSTALL) -d "$(DESTDIR)$(FAIL2BANDIR)/action.d" "$(DESTDIR)$(FAIL2BANDIR)/jail.d"
+	sed -e 's|/usr/sbin/pbxwall|$(SBINDIR)/pbxwall|' packaging/fail2ban/action.d/pbxwall.conf \
+	  > "$(DESTDIR)$(FAIL2BANDIR)/action.d/pbxwall.conf"
+	chmod 0644 "$(DESTDIR)$(FAIL2BANDIR)/action.d/pbxwall.conf"
+	$(INSTALL) -m 0644 packaging/fail2ban/jail.d/pbxwall.conf.example "$(DESTDIR)$(FAIL2BANDIR)/jail.d/"
 	$(INSTALL) -d "$(DESTDIR)$(CONFDIR)/accounts" "$(DESTDIR)$(CONFDIR)/profiles"
 	@if [ -e "$(DESTDIR)$(CONFDIR)/pbxwall.toml" ]; then \
 	  echo "  kept $(DESTDIR)$(CONFDIR)/pbxwall.toml"; \
@@ -205,6 +212,7 @@ uninstall:
 	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man8/,$(notdir $(wildcard man/*.8)))
 	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man5/,$(notdir $(wildcard man/*.5)))
 	rm -f "$(DESTDIR)$(DOCDIR)/README.md"
+	rm -f "$(DESTDIR)$(FAIL2BANDIR)/action.d/pbxwall.conf" "$(DESTDIR)$(FAIL2BANDIR)/jail.d/pbxwall.conf.example"
 	rmdir "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
 	rm -f $(addprefix "$(DESTDIR)$(BASHCOMPDIR)"/,$(BINARIES))
 	rm -f $(addprefix "$(DESTDIR)$(ZSHCOMPDIR)"/_,$(BINARIES))

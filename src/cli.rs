@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::add::{AddFqdnArgs, AddIpArgs};
+use crate::commands::admitted::AdmittedArgs;
 use crate::commands::ban::{BanArgs, BansArgs, UnbanArgs};
 use crate::commands::bundle::{self as bundle_cmd, BundleArgs};
 use crate::commands::del::DelAcctArgs;
@@ -103,13 +104,6 @@ pub enum Command {
     /// accounts, then apply
     #[command(after_long_help = import_cmd::LONG_HELP)]
     Import(ImportArgs),
-    /// Drop every packet of some sources for a while (element operation, no restart)
-    #[command(after_long_help = crate::commands::ban::LONG_HELP)]
-    Ban(BanArgs),
-    /// End bans now
-    Unban(UnbanArgs),
-    /// List the bans with their time left and origin (manual, guard, fail2ban)
-    Bans(BansArgs),
     /// IP Country: the country of an address, or reload the country database into the kernel
     #[command(after_long_help = geo_cmd::LONG_HELP)]
     Geo(GeoArgs),
@@ -127,6 +121,15 @@ pub enum Command {
     Grants(GrantsArgs),
     /// End the knock grants of addresses now, and their running flows
     Revoke(RevokeArgs),
+    /// Drop every packet of some sources for a while (element operation, no restart)
+    #[command(after_long_help = crate::commands::ban::LONG_HELP)]
+    Ban(BanArgs),
+    /// End bans now
+    Unban(UnbanArgs),
+    /// List the bans with their time left and origin (manual, guard, fail2ban)
+    Bans(BansArgs),
+    /// List the sources a REGISTER for a [sip] register_domains name admitted
+    Admitted(AdmittedArgs),
 }
 
 /// The end of every binary's `--help`: exit codes and the failure policy for names.
@@ -165,7 +168,9 @@ impl Command {
             Command::Ipchecker(a) if a.install_cron.is_none() && !a.remove_cron => {
                 Some((change, ""))
             }
-            Command::Status(_) | Command::Bans(_) => Some(("read the firewall", "")),
+            Command::Status(_) | Command::Bans(_) | Command::Admitted(_) => {
+                Some(("read the firewall", ""))
+            }
             Command::Ban(_) | Command::Unban(_) => Some((change, "")),
             Command::Init(a) if !a.no_restart => Some((change, ", or use --no-restart")),
             Command::EnableTrustedProviders(a) if !a.list && !a.no_restart => {
@@ -195,15 +200,16 @@ impl Command {
             Command::Init(_) => "init",
             Command::EnableTrustedProviders(_) => "enable-trusted-providers",
             Command::Import(_) => "import",
-            Command::Ban(_) => "ban",
-            Command::Unban(_) => "unban",
-            Command::Bans(_) => "bans",
-            Command::Geo(_) => "geo",
-            Command::Bundle(_) => "bundle",
-            Command::Sync(_) => "sync",
             Command::Knock(_) => "knock",
             Command::Grants(_) => "grants",
             Command::Revoke(_) => "revoke",
+            Command::Ban(_) => "ban",
+            Command::Unban(_) => "unban",
+            Command::Bans(_) => "bans",
+            Command::Admitted(_) => "admitted",
+            Command::Geo(_) => "geo",
+            Command::Bundle(_) => "bundle",
+            Command::Sync(_) => "sync",
         }
     }
 }
@@ -327,10 +333,11 @@ pub fn main<C: Parser + Into<(Common, Command)>>() -> ExitCode {
         "change"
     };
     let result = match (&command, &ctx.needs_root) {
-        // status, bans and grants take no lock and have no values to check.
-        (Command::Status(_) | Command::Bans(_) | Command::Grants(_), Some(needs_root)) => {
-            Err(NeedsRoot(needs_root.clone()).into())
-        }
+        // status and the listings take no lock and have no values to check.
+        (
+            Command::Status(_) | Command::Bans(_) | Command::Admitted(_) | Command::Grants(_),
+            Some(needs_root),
+        ) => Err(NeedsRoot(needs_root.clone()).into()),
         _ => run(&ctx, command).map(|outcome| ctx.finish(outcome)),
     };
     let result = result.map_err(|err| {
@@ -381,15 +388,16 @@ fn run(ctx: &Ctx, command: Command) -> anyhow::Result<Outcome> {
         Command::Init(a) => commands::init::init(ctx, a),
         Command::EnableTrustedProviders(a) => commands::providers::enable_trusted_providers(ctx, a),
         Command::Import(a) => commands::import::import(ctx, a),
-        Command::Ban(a) => commands::ban::ban(ctx, a),
-        Command::Unban(a) => commands::ban::unban(ctx, a),
-        Command::Bans(a) => commands::ban::bans(ctx, a),
-        Command::Geo(a) => commands::geo::geo(ctx, a),
-        Command::Bundle(a) => commands::bundle::bundle(ctx, a),
-        Command::Sync(a) => commands::sync::sync(ctx, a),
         Command::Knock(a) => commands::knock::knock(ctx, a),
         Command::Grants(a) => commands::grants::grants(ctx, a),
         Command::Revoke(a) => commands::grants::revoke(ctx, a),
+        Command::Ban(a) => commands::ban::ban(ctx, a),
+        Command::Unban(a) => commands::ban::unban(ctx, a),
+        Command::Bans(a) => commands::ban::bans(ctx, a),
+        Command::Admitted(a) => commands::admitted::admitted(ctx, a),
+        Command::Geo(a) => commands::geo::geo(ctx, a),
+        Command::Bundle(a) => commands::bundle::bundle(ctx, a),
+        Command::Sync(a) => commands::sync::sync(ctx, a),
     }
 }
 

@@ -45,7 +45,7 @@ use crate::geo::Gate;
 use crate::model::{Account, Fqdn, PortSpec, Profile, Profiles, RtpFrom, Settings};
 use crate::ruleset::{
     BaseChain, Chain, Dynamic, Element, INPUT_CHAIN, INPUT_PRIORITY, IcmpType, L4Proto, Log, Match,
-    PortRange, Rule, Ruleset, Set, SetKind, SetOp, SetUpdate, Verdict,
+    PortRange, RateLimit, Rule, Ruleset, Set, SetKind, SetOp, SetUpdate, Verdict,
 };
 
 /// Set of the trusted networks (full access).
@@ -221,13 +221,36 @@ pub fn compile_gated(
     let (temp_sets, mut extra_rules) =
         temporary_sets(&temporary, &services, resolved, &mut allow_chains);
     sets.extend(temp_sets);
-    let (knock_sets, knock_rules) = knock(&settings.knock, &services, &mut allow_chains);
+    let (knock_sets, knock_rules) = knock(&settings.knock, &services, &mut allow_chains, gate);
     sets.extend(knock_sets);
     extra_rules.extend(knock_rules);
+    // The SIP layer, when configured: who is known, who was admitted, the meters.
+    let sip = SipLayer::new(settings, profiles);
+    if let Some(sip) = &sip {
+        sets.extend(sip.sets(settings, &sources));
+    }
     sets.extend(gate.sets());
     // The base chain first, then the chains its maps jump to, in name order.
-    let mut chains = vec![input_chain(settings, gate, extra_rules)];
+    let mut chains = vec![input_chain(settings, gate, sip.as_ref(), extra_rules)];
     chains.extend(allow_chains.into_chains());
+    if let Some(sip) = &sip {
+        let mut guard = sip.guard_chain(settings, gate);
+        // Temporary accounts and knock grants are known sources too: like the accounts,
+        // they return from the guard (after `ct reply` and the known sets).
+        let known_too: Vec<Rule> = sets
+            .iter()
+            .filter(|s| s.name.starts_with(TEMP_PREFIX) || s.name.starts_with(KNOCK_GRANT_SET))
+            .map(|s| {
+                rule(
+                    vec![Match::SaddrInSet(s.family, s.name.clone())],
+                    Verdict::Return,
+                )
+            })
+            .collect();
+        let at = (1 + FAMILIES.len()).min(guard.rules.len());
+        guard.rules.splice(at..at, known_too);
+        chains.push(guard);
+    }
     Ruleset { sets, chains }
 }
 
@@ -390,6 +413,7 @@ fn knock(
     k: &crate::knock::KnockSettings,
     services: &Services,
     allow_chains: &mut AllowChains,
+    gate: &Gate,
 ) -> (Vec<Set>, Vec<Rule>) {
     if !k.enabled() {
         return (Vec::new(), Vec::new());
@@ -492,9 +516,11 @@ fn knock(
                 ..Rule::default()
             });
         }
-        // The first port: stage 1.
+        // The first port: stage 1. Knocking is an open path: behind the geo gate.
+        let mut first = vec![port(seq[0])];
+        first.extend(gate.family_match(family));
         rules.push(Rule {
-            matches: step(vec![port(seq[0])]),
+            matches: step(first),
             set_updates: vec![update(SetOp::Add, family, stage(1))],
             verdict: Some(Verdict::Drop),
             ..Rule::default()
@@ -672,6 +698,196 @@ impl<'s, 'a> AllowChains<'s, 'a> {
 // ---------------------------------------------------------------------------------------
 // Sets
 
+/// Interval set of the whitelisted sources (trusted networks and every account's
+/// addresses, `known_v4`, `known_v6`), which the SIP guard leaves alone; only made with the
+/// SIP layer.
+pub const KNOWN_SET: &str = "known";
+/// Dynamic set of the sources a REGISTER for a `[sip] register_domains` name admitted
+/// (`admitted_v4`, `admitted_v6`).
+pub const ADMITTED_SET: &str = "admitted";
+/// Dynamic set of the guard's per-source meters (`meter_v4`, `meter_v6`).
+pub const METER_SET: &str = "meter";
+/// The regular chain of the SIP layer, jumped to for every packet to a SIP port.
+pub const SIP_GUARD_CHAIN: &str = "sip_guard";
+/// Most sources metered or admitted at once, per family.
+pub const SIP_SET_SIZE: u32 = 65536;
+/// What may follow `REGISTER sip:<name>` in a matching request line: the end of the URI
+/// (a space before `SIP/2.0`), a port, URI parameters, or the `>` of a bracketed URI.
+pub const REGISTER_TERMINATORS: [u8; 4] = [b' ', b':', b';', b'>'];
+
+/// The SIP layer as compiled: the ports of the sip-udp and sip-tcp profiles and the
+/// register names.
+pub struct SipLayer {
+    ports: Vec<(L4Proto, crate::ruleset::PortRange)>,
+}
+
+impl SipLayer {
+    /// The layer when `[sip]` turns it on (register domains or open) and there are SIP
+    /// ports to guard.
+    pub fn new(settings: &Settings, profiles: &Profiles) -> Option<SipLayer> {
+        if !settings.sip.enabled() {
+            return None;
+        }
+        let mut ports = Vec::new();
+        for name in ["sip-udp", "sip-tcp"] {
+            for spec in profiles
+                .get(name)
+                .map(|p| p.ports.as_slice())
+                .unwrap_or(&[])
+            {
+                if let PortSpec::Port(proto, range) = *spec
+                    && !ports.contains(&(proto, range))
+                {
+                    ports.push((proto, range));
+                }
+            }
+        }
+        (!ports.is_empty()).then_some(SipLayer { ports })
+    }
+
+    /// `known_*` (trusted networks and accounts, merged), `admitted_*`, `meter_*`.
+    fn sets(&self, settings: &Settings, sources: &[(AddrRange, u32)]) -> Vec<Set> {
+        let dynamic = |persist| Dynamic {
+            size: Some(SIP_SET_SIZE),
+            persist,
+            ..Dynamic::default()
+        };
+        let mut out = Vec::new();
+        for family in FAMILIES {
+            let known = settings
+                .trusted
+                .iter()
+                .map(|n| AddrRange::from_net(*n))
+                .chain(sources.iter().map(|(r, _)| *r));
+            out.push(Set::addresses(
+                &set_name(KNOWN_SET, family),
+                family,
+                merge(family, known),
+            ));
+        }
+        for family in FAMILIES {
+            out.push(Set::dynamic(
+                &set_name(ADMITTED_SET, family),
+                family,
+                dynamic(true),
+            ));
+        }
+        for family in FAMILIES {
+            out.push(Set::dynamic(
+                &set_name(METER_SET, family),
+                family,
+                dynamic(false),
+            ));
+        }
+        out
+    }
+
+    /// `udp dport 5060-5061 jump sip_guard` for every SIP port range.
+    fn jump_rules(&self) -> impl Iterator<Item = Rule> + '_ {
+        self.ports.iter().map(|(proto, range)| Rule {
+            matches: vec![Match::Dport(*proto, *range)],
+            jump: Some(SIP_GUARD_CHAIN.to_owned()),
+            ..Rule::default()
+        })
+    }
+
+    /// The guard chain, in order: answers to what this host opened and whitelisted
+    /// sources return; every other source is metered (over the limit: banned for
+    /// `ban_for`, dropped); a REGISTER for a register name admits (or renews) its source;
+    /// admitted sources are accepted; then open mode accepts everyone else, or a closed
+    /// layer lets only TCP handshakes through (so a REGISTER over TCP can arrive) and drops
+    /// the rest. Admission, the TCP handshakes and open mode are open paths: behind the geo
+    /// gate when there is one (a stranger outside it is dropped).
+    fn guard_chain(&self, settings: &Settings, gate: &Gate) -> Chain {
+        let mut rules = vec![rule(vec![Match::CtReply], Verdict::Return)];
+        for family in FAMILIES {
+            rules.push(rule(
+                vec![Match::SaddrInSet(family, set_name(KNOWN_SET, family))],
+                Verdict::Return,
+            ));
+        }
+        let g = &settings.guard;
+        // The meter's element lives while the source keeps sending: at least one unit of
+        // the rate, so a bucket is not forgotten while it still counts.
+        let meter_for = std::time::Duration::from_secs(g.limit.unit_secs.max(60));
+        for family in FAMILIES {
+            rules.push(Rule {
+                set_updates: vec![
+                    SetUpdate {
+                        op: SetOp::Update,
+                        family,
+                        set: set_name(METER_SET, family),
+                        timeout: Some(meter_for),
+                        limit: Some(RateLimit {
+                            rate: g.limit.packets,
+                            unit_secs: g.limit.unit_secs,
+                            burst: g.burst,
+                        }),
+                    },
+                    SetUpdate {
+                        op: SetOp::Add,
+                        family,
+                        set: set_name(BAN_SET, family),
+                        timeout: Some(g.ban_for.to_std()),
+                        limit: None,
+                    },
+                ],
+                // What is over the limit: the guard's hits (`status`).
+                counter: true,
+                verdict: Some(Verdict::Drop),
+                ..Rule::default()
+            });
+        }
+        for name in &settings.sip.register_domains {
+            for term in REGISTER_TERMINATORS {
+                let mut prefix = b"REGISTER sip:".to_vec();
+                prefix.extend_from_slice(name.as_str().as_bytes());
+                prefix.push(term);
+                for family in FAMILIES {
+                    let mut matches = Match::payload_prefix(&prefix);
+                    matches.extend(gate.family_match(family));
+                    rules.push(Rule {
+                        matches,
+                        set_updates: vec![SetUpdate {
+                            op: SetOp::Update,
+                            family,
+                            set: set_name(ADMITTED_SET, family),
+                            timeout: Some(settings.sip.admit_for.to_std()),
+                            limit: None,
+                        }],
+                        verdict: Some(Verdict::Accept),
+                        ..Rule::default()
+                    });
+                }
+            }
+        }
+        for family in FAMILIES {
+            rules.push(rule(
+                vec![Match::SaddrInSet(family, set_name(ADMITTED_SET, family))],
+                Verdict::Accept,
+            ));
+        }
+        if settings.sip.open {
+            rules.extend(gate.gated(rule(vec![], Verdict::Accept)));
+        } else {
+            for (proto, range) in &self.ports {
+                if *proto == L4Proto::Tcp {
+                    rules.extend(gate.gated(rule(
+                        vec![Match::Dport(*proto, *range), Match::CtNew],
+                        Verdict::Accept,
+                    )));
+                }
+            }
+            rules.push(rule(vec![], Verdict::Drop));
+        }
+        Chain {
+            name: SIP_GUARD_CHAIN.to_owned(),
+            base: None,
+            rules,
+        }
+    }
+}
+
 /// `ban_v4` and `ban_v6`: dynamic sets whose elements (with their timeouts) are kernel
 /// state, kept by every apply and recorded in the state folder.
 fn ban_sets() -> Vec<Set> {
@@ -772,7 +988,12 @@ fn jump_elements(ranges: Vec<(AddrRange, usize)>, targets: &[Arc<str>]) -> Vec<E
 
 /// The base chain, hooked on input with a drop policy: its rules in the order of the
 /// module documentation, each step explaining its place.
-fn input_chain(settings: &Settings, gate: &Gate, extra: Vec<Rule>) -> Chain {
+fn input_chain(
+    settings: &Settings,
+    gate: &Gate,
+    sip: Option<&SipLayer>,
+    extra: Vec<Rule>,
+) -> Chain {
     // First what needs no whitelist: the host talking to itself. Its own traffic, to any of
     // its addresses, arrives on lo.
     let mut rules = vec![loopback_rule()];
@@ -787,6 +1008,13 @@ fn input_chain(settings: &Settings, gate: &Gate, extra: Vec<Rule>) -> Chain {
     // running flows (`pbxwall ban` ends their conntrack entries too), and before
     // everything that could admit them: a ban beats an account.
     rules.extend(ban_rules());
+    // The SIP layer: SIP packets (every one, established flows included: a brute-forcer
+    // reuses one socket, and after the first answer conntrack would wave the rest through)
+    // go to the guard, which meters the sources that are not whitelisted and admits or
+    // drops them; whitelisted sources come back and go on as without it.
+    if let Some(sip) = sip {
+        rules.extend(sip.jump_rules());
+    }
     // The replies and ICMP errors of flows already accepted (the bulk of the traffic, which
     // so leaves after three rules); invalid packets are dropped before any lookup.
     rules.extend(known_flow_rules());
@@ -982,6 +1210,185 @@ pub(crate) mod tests {
             .iter()
             .map(|r| r.to_string())
             .collect()
+    }
+
+    fn knocking(protocol: L4Proto) -> Settings {
+        let mut settings = trusting("10.0.0.0/8");
+        settings.knock = crate::knock::KnockSettings {
+            sequence: vec![23456, 34567, 45678],
+            protocol,
+            services: vec!["8".into(), "sip-udp".into()],
+            ..crate::knock::KnockSettings::default()
+        };
+        settings
+    }
+
+    /// `rs` with `addrs` as the live elements of set `name`.
+    fn with_live(mut rs: Ruleset, name: &str, addrs: &[&str]) -> Ruleset {
+        let set = rs.sets.iter_mut().find(|s| s.name == name).unwrap();
+        set.elements = addrs
+            .iter()
+            .map(|a| Element::address(AddrRange::from_addr(a.parse().unwrap())))
+            .collect();
+        rs
+    }
+
+    #[test]
+    fn knock_steps_come_after_the_accounts_last_step_first() {
+        let off = compile(
+            &trusting("10.0.0.0/8"),
+            &shipped_profiles(),
+            &[],
+            &Resolved::new(),
+        );
+        assert!(!off.sets.iter().any(|s| s.name.starts_with("knock")));
+        let rs = compile(
+            &knocking(L4Proto::Tcp),
+            &shipped_profiles(),
+            &[joe_sip_udp()],
+            &Resolved::new(),
+        );
+        let names: Vec<&str> = rs.sets.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.ends_with(&[
+            "knock_1_v4",
+            "knock_2_v4",
+            "knock_grant_v4",
+            "knock_1_v6",
+            "knock_2_v6",
+            "knock_grant_v6"
+        ]));
+        let stage = rs.set("knock_1_v4").unwrap().dynamic.clone().unwrap();
+        assert_eq!(stage.timeout, Some(std::time::Duration::from_secs(10)));
+        assert!(!stage.persist, "stages are not recorded");
+        let grant = rs.set("knock_grant_v6").unwrap().dynamic.clone().unwrap();
+        assert_eq!(grant.timeout, Some(std::time::Duration::from_secs(3600)));
+        assert!(grant.persist, "grants are recorded and restored");
+        let rules = chain_rules(&rs, INPUT_CHAIN);
+        let at = |text: &str| {
+            rules
+                .iter()
+                .position(|r| r == text)
+                .unwrap_or_else(|| panic!("{text} not in {rules:#?}"))
+        };
+        let syn = "tcp flags syn / fin,syn,rst,ack";
+        let maps = at("ip6 saddr vmap @ranges_v6");
+        let grant_v4 = at("ip saddr @knock_grant_v4 jump allow_sip-udp.ssh");
+        let last = at(&format!(
+            "{syn} tcp dport 45678 ip saddr @knock_2_v4 delete @knock_2_v4 {{ ip saddr }} add @knock_grant_v4 {{ ip saddr }} drop"
+        ));
+        let second = at(&format!(
+            "{syn} tcp dport 34567 ip saddr @knock_1_v4 delete @knock_1_v4 {{ ip saddr }} add @knock_2_v4 {{ ip saddr }} drop"
+        ));
+        let reset = at(&format!(
+            "{syn} ip saddr @knock_1_v4 tcp dport != 23456 delete @knock_1_v4 {{ ip saddr }}"
+        ));
+        let first = at(&format!(
+            "{syn} tcp dport 23456 add @knock_1_v4 {{ ip saddr }} drop"
+        ));
+        let rtp = at("udp dport 10000-20000 accept");
+        assert!(
+            maps < grant_v4
+                && grant_v4 < last
+                && last < second
+                && second < reset
+                && reset < first
+                && first < rtp
+        );
+        assert!(
+            rules[..3].iter().all(|r| !r.contains("knock")),
+            "bans come first"
+        );
+
+        // What a grant opens, and nothing else.
+        let granted = with_live(rs, "knock_grant_v4", &["198.51.100.7"]);
+        let src = "198.51.100.7".parse().unwrap();
+        assert!(granted.accepts_new(src, L4Proto::Tcp, 22));
+        assert!(granted.accepts_new(src, L4Proto::Udp, 5060));
+        assert!(!granted.accepts_new(src, L4Proto::Tcp, 80));
+        assert!(
+            !granted.accepts_new(src, L4Proto::Tcp, 23456),
+            "knock ports stay closed"
+        );
+        let other = "198.51.100.8".parse().unwrap();
+        assert!(!granted.accepts_new(other, L4Proto::Tcp, 22));
+
+        let udp = compile(
+            &knocking(L4Proto::Udp),
+            &shipped_profiles(),
+            &[],
+            &Resolved::new(),
+        );
+        let rules = chain_rules(&udp, INPUT_CHAIN);
+        assert!(
+            rules.contains(&"udp dport 23456 add @knock_1_v4 { ip saddr } drop".to_owned()),
+            "{rules:#?}"
+        );
+        assert!(rules.iter().all(|r| !r.contains("tcp flags")));
+    }
+
+    #[test]
+    fn temporary_accounts_are_timed_elements_beside_the_maps() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T06:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let mut visitor = account(
+            "visitor",
+            &["203.0.113.7/32", "198.51.100.0/30"],
+            &[],
+            &["ssh"],
+        );
+        visitor.expires = Some(now + chrono::TimeDelta::hours(2));
+        let mut late = account("late", &["203.0.113.7/32"], &[], &["ssh"]);
+        late.expires = Some(now + chrono::TimeDelta::hours(3));
+        let mut gone = account("gone", &["192.0.2.9/32"], &[], &["ssh"]);
+        gone.expires = Some(now - chrono::TimeDelta::seconds(1));
+        let accounts = [joe_sip_udp(), visitor, late, gone];
+        let mut rs = compile(
+            &trusting("10.0.0.0/8"),
+            &shipped_profiles(),
+            &accounts,
+            &Resolved::new(),
+        );
+        assert_eq!(
+            sources(&rs, "v4"),
+            ["203.0.113.7 : jump allow_sip-udp"],
+            "the maps hold joe only"
+        );
+        assert!(
+            chain_rules(&rs, INPUT_CHAIN)
+                .contains(&"ip saddr @temp_ssh_v4 jump allow_ssh".to_owned())
+        );
+        set_temporary_timeouts(&mut rs, &accounts, now);
+        let d = rs.set("temp_ssh_v4").unwrap().dynamic.clone().unwrap();
+        assert!(d.configured && !d.persist);
+        let got: Vec<(String, u64, String)> = d
+            .restore
+            .iter()
+            .map(|e| {
+                (
+                    e.addr.to_string(),
+                    e.timeout.unwrap().as_secs(),
+                    e.comment.clone().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("198.51.100.0".to_owned(), 7200, "visitor".to_owned()),
+                ("198.51.100.1".to_owned(), 7200, "visitor".to_owned()),
+                ("198.51.100.2".to_owned(), 7200, "visitor".to_owned()),
+                ("198.51.100.3".to_owned(), 7200, "visitor".to_owned()),
+                ("203.0.113.7".to_owned(), 10800, "late".to_owned()),
+            ],
+            "one element per address, the later expiry wins, expired accounts give none"
+        );
+        let rs = with_live(rs, "temp_ssh_v4", &["203.0.113.7"]);
+        assert!(rs.accepts_new("203.0.113.7".parse().unwrap(), L4Proto::Tcp, 22));
+        assert!(
+            rs.accepts_new("203.0.113.7".parse().unwrap(), L4Proto::Udp, 5060),
+            "joe's service too"
+        );
     }
 
     #[test]
@@ -1357,5 +1764,62 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_sip_layer_is_off_by_default_and_guards_strangers_when_on() {
+        let ps = shipped_profiles();
+        let bare = compile(
+            &Settings::default(),
+            &ps,
+            &[joe_sip_udp()],
+            &Resolved::new(),
+        );
+        assert!(bare.chain(SIP_GUARD_CHAIN).is_none());
+        assert!(bare.set("known_v4").is_none());
+
+        let mut settings = trusting("192.0.2.0/28");
+        settings.sip.register_domains = vec!["pbx.dyndns.example".parse().unwrap()];
+        let rs = compile(&settings, &ps, &[joe_sip_udp()], &Resolved::new());
+        // Known: the trusted network and joe, merged per family.
+        let known: Vec<String> = rs
+            .set("known_v4")
+            .unwrap()
+            .ranges()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(known, ["192.0.2.0/28", "203.0.113.7"]);
+        assert_eq!(rs.set("admitted_v6").unwrap().kind, SetKind::Dynamic);
+        let input = chain_rules(&rs, INPUT_CHAIN);
+        // After the bans, before the established accept: every SIP port range jumps.
+        assert_eq!(input[4], "udp dport 5060-5061 jump sip_guard");
+        assert_eq!(input[7], "tcp dport 5160-5161 jump sip_guard");
+        assert_eq!(input[8], "ct state established,related accept");
+        let guard = chain_rules(&rs, SIP_GUARD_CHAIN);
+        assert_eq!(guard[0], "ct direction reply return");
+        assert_eq!(guard[1], "ip saddr @known_v4 return");
+        assert_eq!(
+            guard[3],
+            "update @meter_v4 { ip saddr timeout 1m limit rate over 10/minute burst 20 packets } \
+             add @ban_v4 { ip saddr timeout 1h } counter drop"
+        );
+        // "REGISTER sip:pbx.dyndns.example" and a terminator: 32 bytes, two expressions.
+        assert_eq!(
+            guard[5],
+            "@ih,0,128 0x5245474953544552207369703a706278 \
+             @ih,128,128 0x2e64796e646e732e6578616d706c6520 \
+             update @admitted_v4 { ip saddr timeout 1h } accept"
+        );
+        assert_eq!(guard.len(), 5 + 4 * 2 + 2 + 2 + 1);
+        assert_eq!(guard.last().unwrap(), "drop");
+        // A stranger's new SIP connection is not accepted; joe's is.
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert!(!rs.accepts_new(stranger, L4Proto::Udp, 5060));
+        assert!(rs.accepts_new("203.0.113.7".parse().unwrap(), L4Proto::Udp, 5060));
+        // Open mode accepts strangers (under the meter).
+        settings.sip.open = true;
+        let open = compile(&settings, &ps, &[], &Resolved::new());
+        assert!(open.accepts_new(stranger, L4Proto::Udp, 5060));
+        assert!(!open.accepts_new(stranger, L4Proto::Udp, 5070));
     }
 }

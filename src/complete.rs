@@ -1,17 +1,20 @@
 //! Dynamic shell completion: the values clap's static completion scripts cannot know.
 //!
 //! The services of `--allow` (profile names and TM3 codes, local profiles included), the
-//! account names of `del-acct` and the provider ids of `enable-trusted-providers` depend on
-//! the files of this machine. The bash and fish scripts generated from clap (see
-//! [`crate::manpages::completions`]) get an extra part ([`bash_script`], [`fish_script`])
-//! that asks the program itself: run with the environment variable [`ENV`] set to
-//! `services`, `accounts` or `providers`, every binary prints those values, one a line,
+//! account names of `del-acct` (and the account of `add-ip`/`add-fqdn`, for `--append`),
+//! the addresses of an account for `del-acct NAME --address` and the provider ids of
+//! `enable-trusted-providers` depend on the files of this machine. The bash and fish
+//! scripts generated from clap (see [`crate::manpages::completions`]) get an extra part
+//! ([`bash_script`], [`fish_script`]) that asks the program itself: run with the environment
+//! variable [`ENV`] set to `services`, `accounts`, `addresses:NAME` or `providers`, every
+//! binary prints those values, one a line,
 //! and exits before parsing its arguments ([`answer_if_asked`]). The configuration and
 //! share folders are taken from `PBXWALL_CONFIG_DIR` / `PBXWALL_SHARE_DIR` (the scripts
 //! set them from `--config-dir` / `--share-dir` on the line being completed).
 
 use std::path::PathBuf;
 
+use crate::model::{AccountName, display_net};
 use crate::providers;
 use crate::store::{self, DEFAULT_CONFIG_DIR, DEFAULT_STATE_DIR, Paths};
 
@@ -29,7 +32,7 @@ pub const DYNAMIC_BINARIES: &[&str] = &[
 ];
 
 /// What can be asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// `--allow`: profile names, then their TM3 codes.
     Services,
@@ -37,6 +40,9 @@ pub enum Kind {
     Accounts,
     /// Ids of the trusted providers.
     Providers,
+    /// `del-acct NAME --address`: the addresses, networks and host names of account NAME
+    /// (asked as `addresses:NAME`).
+    Addresses(String),
 }
 
 impl Kind {
@@ -46,7 +52,9 @@ impl Kind {
             "services" => Some(Kind::Services),
             "accounts" => Some(Kind::Accounts),
             "providers" => Some(Kind::Providers),
-            _ => None,
+            _ => s
+                .strip_prefix("addresses:")
+                .map(|name| Kind::Addresses(name.to_owned())),
         }
     }
 }
@@ -83,6 +91,22 @@ pub fn candidates(kind: Kind, paths: &Paths) -> Vec<String> {
         Kind::Providers => providers::load_providers(paths, None, &profiles())
             .map(|list| list.ids())
             .unwrap_or_default(),
+        Kind::Addresses(name) => {
+            let Ok(name) = name.parse::<AccountName>() else {
+                return Vec::new();
+            };
+            let path = paths.account_file(&name);
+            let Some(account) = store::read_config(&path)
+                .ok()
+                .flatten()
+                .and_then(|text| store::parse_account(&path, &text, &profiles()).ok())
+            else {
+                return Vec::new();
+            };
+            let nets = account.addresses.iter().map(display_net);
+            nets.chain(account.fqdns.iter().map(|f| f.to_string()))
+                .collect()
+        }
     }
 }
 
@@ -102,8 +126,10 @@ pub fn answer_if_asked() -> bool {
 
 /// The bash part added after clap's script for `bin`, whose completion function is
 /// `clap_fn`: services after `--allow`/`-a` (the last piece of a comma-separated list),
-/// account names as `del-acct`'s arguments, provider ids as `enable-trusted-providers`'
-/// (and `--disable`'s); everything else goes to clap's function. Registered with the same
+/// account names as `del-acct`'s arguments and as the first argument of `add-ip` and
+/// `add-fqdn`, the account's addresses and names after `del-acct NAME --address` (also the
+/// last piece of a list), provider ids as `enable-trusted-providers`' (and `--disable`'s);
+/// everything else goes to clap's function. Registered with the same
 /// options as clap's, minus the fallback to file names when a dynamic list has no match.
 pub fn bash_script(bin: &str, clap_fn: &str) -> String {
     let wrapper = format!("_pbxwall_dynamic_{}", clap_fn.trim_start_matches('_'));
@@ -128,10 +154,26 @@ _pbxwall_dynamic() {{
                 [[ $cmd == pbxwall ]] && cmd="$w" ;;
         esac
     done
+    # The arguments that are not options or their values (without pbxwall's subcommand).
+    local pos=() skip="" sub=""
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        w="${{COMP_WORDS[i]}}"
+        if [[ -n $skip ]]; then
+            [[ $w == = ]] || skip=""
+            continue
+        fi
+        case "$w" in
+            --allow|-a|--comment|--address|--config-dir|--state-dir|--share-dir|--cron-file|--providers-file) skip=1 ;;
+            -*|=) ;;
+            *) if [[ ${{COMP_WORDS[0]##*/}} == pbxwall && -z $sub ]]; then sub=1; else pos+=("$w"); fi ;;
+        esac
+    done
     [[ $prev == = && $COMP_CWORD -ge 2 ]] && prev="${{COMP_WORDS[COMP_CWORD-2]}}"
     case "$cmd,$prev" in
         add-ip,--allow|add-ip,-a|add-fqdn,--allow|add-fqdn,-a) kind=services ;;
+        del-acct,--address) kind="addresses:${{pos[0]}}" ;;
         *,--config-dir|*,--state-dir|*,--share-dir|*,--providers-file|*,--comment) ;;
+        add-ip,*|add-fqdn,*) [[ $cur != -* && ${{#pos[@]}} -eq 0 ]] && kind=accounts ;;
         del-acct,*) [[ $cur != -* ]] && kind=accounts ;;
         enable-trusted-providers,*) [[ $cur != -* ]] && kind=providers ;;
     esac
@@ -140,7 +182,7 @@ _pbxwall_dynamic() {{
         return
     fi
     local prefix="" word="$cur"
-    if [[ $kind == services && $cur == *,* ]]; then
+    if [[ ($kind == services || $kind == addresses:*) && $cur == *,* ]]; then
         prefix="${{cur%,*}},"
         word="${{cur##*,}}"
     fi
@@ -163,13 +205,36 @@ fi
     )
 }
 
+/// fish: the account named on the line being completed (the first argument that is not
+/// an option, an option's value or pbxwall's subcommand), for `del-acct NAME --address`;
+/// an empty line when there is none.
+const FISH_ACCOUNT: &str = r#"function __pbxwall_account_of_line
+    set -l skip 0
+    for w in (commandline -opc)[2..-1]
+        if test $skip = 1
+            set skip 0
+            continue
+        end
+        switch $w
+            case --config-dir --state-dir --share-dir --address --comment --allow -a
+                set skip 1
+            case '-*' del-acct
+            case '*'
+                echo $w
+                return
+        end
+    end
+    echo
+end
+"#;
+
 /// The fish part added after clap's script for `bin`: the same values as [`bash_script`]
 /// (`--allow` completes one service; fish has no comma-list completion).
 pub fn fish_script(bin: &str) -> String {
     let ask = |kind: &str| format!("(env {ENV}={kind} (commandline -opc)[1] 2>/dev/null)");
     let mut out = format!(
         "\n# Services, account names and provider ids depend on this machine's files: the\n\
-         # program prints them when {ENV}=services|accounts|providers is set.\n"
+         # program prints them when {ENV}=services|accounts|providers is set.\n{FISH_ACCOUNT}"
     );
     // In `pbxwall`, each line applies only after its subcommand (clap's fish helper).
     let cmds: &[&str] = if bin == "pbxwall" {
@@ -183,15 +248,33 @@ pub fn fish_script(bin: &str) -> String {
         } else {
             String::new()
         };
+        // The first argument after the command (after `pbxwall SUBCOMMAND`: the second).
+        let first = if bin == "pbxwall" {
+            format!(" -n \"__fish_pbxwall_using_subcommand {cmd}; and __fish_is_nth_token 2\"")
+        } else {
+            " -n \"__fish_is_nth_token 1\"".to_owned()
+        };
         match cmd {
-            "add-ip" | "add-fqdn" => out.push_str(&format!(
-                "complete -c {bin}{cond} -s a -l allow -x -a \"{}\"\n",
-                ask("services")
-            )),
-            "del-acct" => out.push_str(&format!(
-                "complete -c {bin}{cond} -f -a \"{}\"\n",
-                ask("accounts")
-            )),
+            "add-ip" | "add-fqdn" => {
+                out.push_str(&format!(
+                    "complete -c {bin}{cond} -s a -l allow -x -a \"{}\"\n",
+                    ask("services")
+                ));
+                out.push_str(&format!(
+                    "complete -c {bin}{first} -f -a \"{}\"\n",
+                    ask("accounts")
+                ));
+            }
+            "del-acct" => {
+                out.push_str(&format!(
+                    "complete -c {bin}{cond} -f -a \"{}\"\n",
+                    ask("accounts")
+                ));
+                out.push_str(&format!(
+                    "complete -c {bin}{cond} -l address -x -a \"{}\"\n",
+                    ask("addresses:(__pbxwall_account_of_line)")
+                ));
+            }
             "enable-trusted-providers" => {
                 out.push_str(&format!(
                     "complete -c {bin}{cond} -f -a \"{}\"\n",
@@ -213,8 +296,9 @@ pub fn fish_script(bin: &str) -> String {
 /// it. It reads the line from `$BUFFER`, because `_arguments` narrows `$words` to the
 /// positional arguments.
 const ZSH_HELPER: &str = r#"
-# Services, account names and provider ids depend on this machine's files: the program
-# prints them when PBXWALL_COMPLETE=services|accounts|providers is set.
+# Services, account names, an account's addresses and provider ids depend on this
+# machine's files: the program prints them when
+# PBXWALL_COMPLETE=services|accounts|addresses:NAME|providers is set.
 (( $+functions[_pbxwall_dynamic] )) ||
 _pbxwall_dynamic() {
     # _arguments passes compadd options (-J group ...) first, the kind last.
@@ -231,8 +315,29 @@ _pbxwall_dynamic() {
             --share-dir=*) folders+=("PBXWALL_SHARE_DIR=${line[i]#*=}") ;;
         esac
     done
+    # clap's "*::names" takes every word after the first account name, options too: the
+    # value of a --address after it comes here as an account.
+    local prev=$line[-1]
+    [[ $BUFFER == *' ' ]] || prev=$line[-2]
+    [[ $kind == accounts && $prev == --address ]] && kind=addresses
+    if [[ $kind == addresses ]]; then
+        # The account: the first argument that is not an option or an option's value.
+        local account="" skip=""
+        for ((i = 2; i < $#line; i++)); do
+            if [[ -n $skip ]]; then
+                skip=""
+                continue
+            fi
+            case $line[i] in
+                --config-dir|--state-dir|--share-dir|--address|--comment|--allow|-a) skip=1 ;;
+                -*|del-acct) ;;
+                *) account=$line[i]; break ;;
+            esac
+        done
+        kind="addresses:$account"
+    fi
     values=(${(f)"$(env $folders PBXWALL_COMPLETE=$kind $line[1] 2>/dev/null)"})
-    [[ $kind == services ]] && compset -P '*,'
+    [[ $kind == services || $kind == addresses:* ]] && compset -P '*,'
     compadd "$@" -a values
 }
 "#;
@@ -250,7 +355,12 @@ pub fn zsh_script(bin: &str, clap_script: &str) -> String {
         // clap's action for an argument without a value hint: `...:VALUE_NAME:_default' \`.
         let kind = if body.contains("]:SERVICES:_default'") {
             Some("services")
-        } else if body.starts_with("'*::names -- ") || body.contains("]:NAME:_default'") {
+        } else if body.starts_with("'*--address=[") {
+            Some("addresses")
+        } else if body.starts_with("'*::names -- ")
+            || body.starts_with("'::name -- ")
+            || body.contains("]:NAME:_default'")
+        {
             Some("accounts")
         } else if body.starts_with("'*::ids -- ") || body.contains("]:ID:_default'") {
             Some("providers")
@@ -280,6 +390,29 @@ mod tests {
         assert_eq!(Kind::parse("accounts"), Some(Kind::Accounts));
         assert_eq!(Kind::parse("providers"), Some(Kind::Providers));
         assert_eq!(Kind::parse("files"), None);
+        assert_eq!(
+            Kind::parse("addresses:joe"),
+            Some(Kind::Addresses("joe".into()))
+        );
+    }
+
+    #[test]
+    fn addresses_are_those_of_the_account_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            config_dir: tmp.path().join("config"),
+            state_dir: tmp.path().join("state"),
+            share_dir: tmp.path().join("share"),
+        };
+        std::fs::create_dir_all(paths.accounts_dir()).unwrap();
+        std::fs::write(
+            paths.accounts_dir().join("joe.toml"),
+            "addresses = [\"203.0.113.7\", \"2001:db8::/48\"]\nfqdns = [\"joe.example\"]\nservices = [1]\n",
+        )
+        .unwrap();
+        let of = |name: &str| candidates(Kind::Addresses(name.into()), &paths);
+        assert_eq!(of("joe"), ["203.0.113.7", "2001:db8::/48", "joe.example"]);
+        assert!(of("nobody").is_empty() && of("../x").is_empty() && of("").is_empty());
     }
 
     #[test]

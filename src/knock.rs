@@ -82,8 +82,8 @@ pub enum KnockError {
 }
 
 /// `[knock]` settings. With an empty `sequence` knocking is off and the ruleset has no
-/// knock sets or rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// knock sets or rules. Two are equal when their values are (wherever they were written).
+#[derive(Debug, Clone, Eq)]
 pub struct KnockSettings {
     /// The ports to knock, in order; empty = off.
     pub sequence: Vec<u16>,
@@ -107,6 +107,16 @@ pub struct KnockLines {
     pub sequence: usize,
     /// Line of `services`.
     pub services: usize,
+}
+
+impl PartialEq for KnockSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.sequence == other.sequence
+            && self.protocol == other.protocol
+            && self.step_timeout == other.step_timeout
+            && self.grant_for == other.grant_for
+            && self.services == other.services
+    }
 }
 
 impl Default for KnockSettings {

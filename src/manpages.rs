@@ -56,15 +56,16 @@ pub const BINARIES: &[fn() -> Command] = &[
 /// pages of [`BINARIES`].
 pub const SUBCOMMAND_PAGES: &[(&str, &str, &str)] = &[
     ("init", "pbxwall-init", "pbxwall init"),
-    ("ban", "pbxwall-ban", "pbxwall ban"),
-    ("unban", "pbxwall-unban", "pbxwall unban"),
-    ("bans", "pbxwall-bans", "pbxwall bans"),
-    ("list", "pbxwall-list", "pbxwall list"),
-    ("bundle", "pbxwall-bundle", "pbxwall bundle"),
-    ("sync", "pbxwall-sync", "pbxwall sync"),
     ("knock", "pbxwall-knock", "pbxwall knock"),
     ("grants", "pbxwall-grants", "pbxwall grants"),
     ("revoke", "pbxwall-revoke", "pbxwall revoke"),
+    ("ban", "pbxwall-ban", "pbxwall ban"),
+    ("unban", "pbxwall-unban", "pbxwall unban"),
+    ("bans", "pbxwall-bans", "pbxwall bans"),
+    ("admitted", "pbxwall-admitted", "pbxwall admitted"),
+    ("list", "pbxwall-list", "pbxwall list"),
+    ("bundle", "pbxwall-bundle", "pbxwall bundle"),
+    ("sync", "pbxwall-sync", "pbxwall sync"),
 ];
 
 /// The `pbxwall` dispatcher: completions only (its man page, `man/pbxwall.8`, is written by
@@ -414,7 +415,7 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
         ),
         (
             format!("{DEFAULT_STATE_DIR}/"),
-            "State: the lock, the name-resolution cache, the last applied ruleset.",
+            "State: the lock, the name-resolution cache, the last applied ruleset, the bans and admissions with their expiry.",
         ),
     ] {
         roff.control("TP", []);

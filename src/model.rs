@@ -136,6 +136,11 @@ pub enum ModelError {
         /// The time now.
         now: String,
     },
+    /// A network too large for a temporary account.
+    #[error(
+        "refusing {0} for a temporary account: --expires takes addresses and networks of at most 256 addresses (/24 for IPv4, /120 for IPv6); whitelist it without --expires"
+    )]
+    TemporaryNetwork(IpNet),
     /// A duration that does not parse or is out of range.
     #[error(
         "invalid duration {0:?}: expected a number and a unit s, m, h or d (e.g. 90s, 10m, 2h, 7d, 1h30m), from 1s to 365d"
@@ -879,6 +884,55 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// A time as pbxwall prints and records it: RFC 3339 in UTC, whole seconds
+/// (`2026-12-24T18:00:00Z`).
+pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Parses `--expires`: a [`Duration`] from `now` (`2h`), or a time in RFC 3339 form with its
+/// offset (`2026-12-24T18:00:00Z`, `2026-12-24T19:00:00+01:00`), later than `now` and at
+/// most 365 days after it. Whole seconds (a fraction is dropped).
+pub fn parse_expires(
+    s: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, ModelError> {
+    use chrono::{DurationRound, TimeDelta};
+    let text = s.trim();
+    let bad = || ModelError::Expires(s.to_owned());
+    let at = match text.parse::<Duration>() {
+        Ok(d) => now + TimeDelta::seconds(d.as_secs() as i64),
+        Err(_) => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|_| bad())?
+            .with_timezone(&chrono::Utc),
+    };
+    let at = at
+        .duration_trunc(TimeDelta::seconds(1))
+        .map_err(|_| bad())?;
+    if at <= now {
+        return Err(ModelError::ExpiresPast {
+            value: s.to_owned(),
+            now: format_time(now),
+        });
+    }
+    if at - now > TimeDelta::seconds(Duration::MAX_SECS as i64) {
+        return Err(bad());
+    }
+    Ok(at)
+}
+
+/// Checks the addresses of a temporary account: each address becomes one kernel element
+/// with the account's timeout, so a network may hold at most 256 addresses.
+pub fn check_temporary(addresses: &[IpNet]) -> Result<(), ModelError> {
+    match addresses
+        .iter()
+        .find(|n| n.max_prefix_len() - n.prefix_len() > 8)
+    {
+        Some(n) => Err(ModelError::TemporaryNetwork(*n)),
+        None => Ok(()),
+    }
+}
+
 /// A packet rate, `N/UNIT`: `10/minute`, `5/second`, `100/hour`, `1000/day`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rate {
@@ -975,43 +1029,6 @@ impl Default for GuardSettings {
     }
 }
 
-/// A time as pbxwall prints and records it: RFC 3339 in UTC, whole seconds
-/// (`2026-12-24T18:00:00Z`).
-pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// Parses `--expires`: a [`Duration`] from `now` (`2h`), or a time in RFC 3339 form with its
-/// offset (`2026-12-24T18:00:00Z`, `2026-12-24T19:00:00+01:00`), later than `now` and at
-/// most 365 days after it. Whole seconds (a fraction is dropped).
-pub fn parse_expires(
-    s: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<chrono::DateTime<chrono::Utc>, ModelError> {
-    use chrono::{DurationRound, TimeDelta};
-    let text = s.trim();
-    let bad = || ModelError::Expires(s.to_owned());
-    let at = match text.parse::<Duration>() {
-        Ok(d) => now + TimeDelta::seconds(d.as_secs() as i64),
-        Err(_) => chrono::DateTime::parse_from_rfc3339(text)
-            .map_err(|_| bad())?
-            .with_timezone(&chrono::Utc),
-    };
-    let at = at
-        .duration_trunc(TimeDelta::seconds(1))
-        .map_err(|_| bad())?;
-    if at <= now {
-        return Err(ModelError::ExpiresPast {
-            value: s.to_owned(),
-            now: format_time(now),
-        });
-    }
-    if at - now > TimeDelta::seconds(Duration::MAX_SECS as i64) {
-        return Err(bad());
-    }
-    Ok(at)
-}
-
 /// Where RTP (media) may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -1087,6 +1104,8 @@ pub struct Settings {
     pub rtp: RtpSettings,
     /// Log dropped packets (rate-limited) to the kernel log.
     pub log_drops: bool,
+    /// `[knock]`: port knocking (off while its sequence is empty).
+    pub knock: crate::knock::KnockSettings,
     /// The SIP layer (`[sip]`).
     pub sip: SipSettings,
     /// The guard and bans (`[guard]`).
@@ -1095,8 +1114,6 @@ pub struct Settings {
     pub geo: crate::geo::GeoSettings,
     /// `[sync]`: the fleet bundle this PBX pulls.
     pub sync: crate::fleet::SyncSettings,
-    /// `[knock]`: port knocking (off while its sequence is empty).
-    pub knock: crate::knock::KnockSettings,
 }
 
 impl Default for Settings {

@@ -299,14 +299,16 @@ pub struct Rule {
     pub log: Option<Log>,
     /// Count packets and bytes reaching this rule.
     pub counter: bool,
-    /// `add|update|delete @SET { ip saddr ... }`: after the matches and the counter, in
-    /// order. A statement with a limit stops the rule while the source is under it.
+    /// `add|update|delete @SET { ip saddr ... }`: after the matches and the log, before the
+    /// counter, in order. A statement with a limit stops the rule while the source is under
+    /// it (so a counter after it counts what is over the limit).
     pub set_updates: Vec<SetUpdate>,
     /// `ip saddr vmap @MAP` / `ip6 saddr vmap @MAP`: after the matches, jump to the chain
     /// the source address maps to; a source not in the map falls through.
     pub saddr_vmap: Option<(Family, String)>,
-    /// `jump CHAIN`: after the matches, evaluate that chain; a packet it does not accept or
-    /// drop comes back and goes on with the next rule. Excludes `verdict`.
+    /// `jump CHAIN`: after the matches and statements, evaluate the regular chain CHAIN; a
+    /// packet it neither accepts nor drops (its `return`, or its end) comes back to the
+    /// next rule. Exclusive with `verdict`.
     pub jump: Option<String>,
     /// Final verdict; `None` falls through to the next rule.
     pub verdict: Option<Verdict>,
@@ -324,6 +326,10 @@ pub enum Match {
     CtEstablishedRelated,
     /// `ct state invalid`.
     CtInvalid,
+    /// `ct state new`: the first packet of a flow.
+    CtNew,
+    /// `ct direction reply`: a packet of a flow this host opened (its answers).
+    CtReply,
     /// `icmp type N` (V4) or `icmpv6 type N` (V6).
     IcmpType(Family, IcmpType),
     /// `tcp dport A-B` / `udp dport A-B` (a single port when `first == last`).
@@ -466,6 +472,8 @@ pub enum Verdict {
     Accept,
     /// Drop it silently.
     Drop,
+    /// Leave a regular chain: back to the rule after the jump.
+    Return,
 }
 
 impl Ruleset {
@@ -498,6 +506,7 @@ impl Ruleset {
         let src = src.to_canonical();
         self.chain(INPUT_CHAIN).is_some_and(|input| {
             let verdict = self.chain_accepts(input, src, proto, dport, 0);
+            let verdict = verdict.filter(|v| *v != Verdict::Return);
             verdict.or(input.base.map(|b| b.policy)) == Some(Verdict::Accept)
         })
     }
@@ -520,6 +529,11 @@ impl Ruleset {
             {
                 continue;
             }
+            // A meter stops the rule while the source is under its rate: a new connection
+            // is taken as being under it.
+            if rule.set_updates.iter().any(|u| u.limit.is_some()) {
+                continue;
+            }
             if let Some((family, map)) = &rule.saddr_vmap
                 && Family::of(src) == *family
                 && depth < 4
@@ -534,9 +548,11 @@ impl Ruleset {
             }
             if let Some(target) = rule.jump.as_deref().and_then(|name| self.chain(name))
                 && depth < 4
-                && let Some(v) = self.chain_accepts(target, src, proto, dport, depth + 1)
             {
-                return Some(v);
+                match self.chain_accepts(target, src, proto, dport, depth + 1) {
+                    Some(Verdict::Return) | None => continue,
+                    Some(v) => return Some(v),
+                }
             }
             if let Some(v) = rule.verdict {
                 return Some(v);
@@ -548,6 +564,8 @@ impl Ruleset {
     fn matches_new(&self, m: &Match, src: IpAddr, proto: L4Proto, dport: u16) -> bool {
         match m {
             Match::Loopback | Match::CtEstablishedRelated | Match::CtInvalid => false,
+            Match::CtNew => true,
+            Match::CtReply => false,
             // A connection from another machine: its source is none of the host's own
             // addresses (the host's own connections arrive on lo, accepted first).
             Match::SaddrIsLocal => false,
@@ -556,9 +574,16 @@ impl Ruleset {
             // The first packet of a new TCP connection is a SYN.
             Match::TcpSyn => proto == L4Proto::Tcp,
             Match::DportNot(p, port) => *p == proto && dport != *port,
+            // A dynamic set's elements are kernel state; those known (the elements to restore,
+            // filled from the live set and the record before an apply) count.
             Match::SaddrInSet(family, name) => {
                 Family::of(src) == *family
-                    && self.set(name).is_some_and(|s| s.element_of(src).is_some())
+                    && self.set(name).is_some_and(|s| {
+                        s.element_of(src).is_some()
+                            || s.dynamic
+                                .as_ref()
+                                .is_some_and(|d| d.restore.iter().any(|e| e.addr == src))
+                    })
             }
             // The content of a packet is not known here: a rule that needs some is not
             // taken as accepting a new connection.

@@ -568,6 +568,14 @@ pub fn parse_account(path: &Path, text: &str, profiles: &Profiles) -> Result<Acc
                 })?,
         ),
     };
+    if let (Some(t), Err(e)) = (&raw.expires, crate::model::check_temporary(&addresses)) {
+        let at = raw
+            .addresses
+            .iter()
+            .find(|a| matches!(&e, ModelError::TemporaryNetwork(n) if parse_source(a.get_ref(), true).ok() == Some(*n)))
+            .map_or(t.span().start, |a| a.span().start);
+        return Err(invalid(path, text, at, e.to_string()));
+    }
     Ok(Account {
         name,
         addresses,
@@ -764,6 +772,8 @@ struct SettingsIn {
     rtp: RtpIn,
     log_drops: Option<bool>,
     #[serde(default)]
+    knock: KnockIn,
+    #[serde(default)]
     sip: SipIn,
     #[serde(default)]
     guard: GuardIn,
@@ -771,8 +781,6 @@ struct SettingsIn {
     geo: GeoIn,
     #[serde(default)]
     sync: crate::fleet::SyncIn,
-    #[serde(default)]
-    knock: KnockIn,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -325,6 +325,104 @@ fn an_nxdomain_name_is_saved_left_out_and_retried() {
     assert_probes(&topo, &[Probe::udp("192.0.2.10", 5060, true)]);
 }
 
+/// Cron mails whatever ipchecker prints: a name that stays unresolvable is reported by the
+/// run that finds it so, then not again while it stays so (exit 3 says it still is, and
+/// --json lists it as ongoing); its recovery is reported once, and so is a new failure.
+fn an_unresolvable_name_is_reported_when_its_state_changes_only() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let dns = topo.start_dnsmasq();
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", &settings(&["192.0.2.53"], 3600));
+    let ns = Some(topo.pbx_ns());
+    let ipchecker = |code: i32, what: &str| {
+        let out = cfg.run(ns, "ipchecker", [] as [&str; 0]);
+        common::assert_exit(&out, code, what);
+        out
+    };
+    common::assert_exit(
+        &cfg.run(ns, "add-ip", ["office", "203.0.113.10", "--allow", "ssh"]),
+        0,
+        "add-ip office",
+    );
+    common::assert_exit(
+        &cfg.run(
+            ns,
+            "add-fqdn",
+            [
+                "ghost",
+                "nosuch.example.test",
+                "--allow",
+                "sip-udp",
+                "--force",
+            ],
+        ),
+        3,
+        "add-fqdn --force of a name that does not exist",
+    );
+    let left_out = "left out nosuch.example.test (account ghost): does not resolve (NXDOMAIN)";
+
+    // The first run reports it.
+    let out = ipchecker(3, "ipchecker, first run with the name left out");
+    assert!(stderr(&out).contains(left_out), "{}", show(&out));
+    // The next runs print nothing: nothing for cron to mail.
+    for run in 2..=3 {
+        let out = ipchecker(3, "ipchecker, the name still left out");
+        assert!(
+            stdout(&out).is_empty() && stderr(&out).is_empty(),
+            "run {run} printed:\n{}",
+            show(&out)
+        );
+    }
+    let out = cfg.run(ns, "ipchecker", ["--json"]);
+    common::assert_exit(&out, 3, "ipchecker --json, still left out");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["problems"], serde_json::json!([]), "{v}");
+    assert_eq!(v["ongoing"], serde_json::json!([left_out]), "{v}");
+    let cache = std::fs::read_to_string(cfg.state_dir().join("dns-cache.json")).unwrap();
+    assert!(
+        cache.contains("\"reported\": \"left out: does not resolve (NXDOMAIN)\""),
+        "{cache}"
+    );
+
+    // It appears: reported once, then quiet.
+    dns.set_records(&[("nosuch.example.test", ip("192.0.2.10"))]);
+    let out = ipchecker(0, "ipchecker once it resolves");
+    let said = stdout(&out);
+    assert!(
+        said.contains(
+            "nosuch.example.test (account ghost) resolves again (was left out: does not \
+             resolve (NXDOMAIN))"
+        ) && said.contains("now 192.0.2.10 (was nothing)"),
+        "{}",
+        show(&out)
+    );
+    assert_probes(&topo, &[Probe::udp("192.0.2.10", 5060, true)]);
+    let out = ipchecker(0, "ipchecker, resolving as before");
+    assert!(
+        stdout(&out).is_empty() && stderr(&out).is_empty(),
+        "{}",
+        show(&out)
+    );
+
+    // It goes away again: a new failure, reported again, once.
+    dns.set_records(&[]);
+    let out = ipchecker(3, "ipchecker, gone again");
+    assert!(stderr(&out).contains(left_out), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("now nothing (was 192.0.2.10)"),
+        "{}",
+        show(&out)
+    );
+    let out = ipchecker(3, "ipchecker, still gone");
+    assert!(
+        stdout(&out).is_empty() && stderr(&out).is_empty(),
+        "{}",
+        show(&out)
+    );
+    assert_probes(&topo, &[Probe::udp("192.0.2.10", 5060, false)]);
+}
+
 fn a_silent_nameserver_costs_one_timeout_and_blocks_nothing_else() {
     let topo = Topology::new();
     let _servers = Servers::start(&topo, &[22], &[5060]);
@@ -518,5 +616,6 @@ common::test_main! {
         a_failing_nameserver_keeps_addresses_within_the_grace_only,
         a_moving_name_is_followed_by_element_updates_only,
         an_nxdomain_name_is_saved_left_out_and_retried,
+        an_unresolvable_name_is_reported_when_its_state_changes_only,
     ],
 }

@@ -777,6 +777,22 @@ fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
         "{}",
         show(&out)
     );
+    // Nor edited in place: the next sync would put it back.
+    for args in [
+        &["add-ip", "alice", "192.0.2.98", "--append"][..],
+        &["del-acct", "alice", "--address", "198.51.100.10"][..],
+    ] {
+        let out = cfg.run(Some(ns.name()), "pbxwall", args);
+        assert_exit(&out, 1, "editing a fleet account in place");
+        assert!(
+            common::stderr(&out)
+                .contains("account alice comes from the fleet bundle (serial 5), not from ")
+                && common::stderr(&out)
+                    .contains("change accounts/alice.toml in the bundle's folder"),
+            "{args:?}: {}",
+            show(&out)
+        );
+    }
     // Removing the local bob brings the fleet's bob into force.
     let out = cfg.run(Some(ns.name()), "pbxwall", ["del-acct", "bob"]);
     assert_exit(

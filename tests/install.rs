@@ -162,6 +162,8 @@ fn expected_tree() -> BTreeSet<String> {
         want.insert(format!("usr/lib/systemd/system/{unit}"));
     }
     want.insert("etc/pbxwall/pbxwall.toml".into());
+    want.insert("etc/fail2ban/action.d/pbxwall.conf".into());
+    want.insert("etc/fail2ban/jail.d/pbxwall.conf.example".into());
     want.insert("etc/pbxwall/accounts/".into());
     want.insert("etc/pbxwall/profiles/".into());
     want

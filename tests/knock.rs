@@ -404,6 +404,149 @@ fn clients_knock_and_grants_survive_restart_ipchecker_and_reboot() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
 }
 
+fn an_expired_grant_closes_and_its_flows_end_at_the_next_ipchecker() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[knock]\nsequence = [23456, 34567, 45678]\ngrant_for = \"4s\"\nservices = [\"sip-udp\"]\n",
+    );
+    let ns = Some(topo.pbx_ns());
+    ok(cfg.run(ns, "pbxwall", ["restart"]), "restart");
+    // The ruleset with its knock sets and rules is what status expects.
+    let out = ok(cfg.run(ns, "pbxwall", ["status", "--json"]), "status");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["in_sync"], true, "{}", show(&out));
+    knock_from(&topo, "192.0.2.10", &SEQ);
+    let granted_at = std::time::Instant::now();
+    let flow = topo.in_client(|| {
+        let s = UdpSocket::bind("192.0.2.10:0").unwrap();
+        s.connect("192.0.2.1:5060").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    });
+    let echoes = |s: &UdpSocket| {
+        let mut buf = [0u8; 16];
+        (0..3).any(|_| s.send(b"ping").is_ok() && s.recv(&mut buf).is_ok())
+    };
+    assert!(echoes(&flow), "the granted source's flow works");
+    std::thread::sleep(
+        (granted_at + Duration::from_secs(5)).saturating_duration_since(std::time::Instant::now()),
+    );
+    assert_probes(&topo, &[Probe::udp("192.0.2.10", 5060, false)]);
+    assert!(grants(&cfg, &topo).is_empty());
+    let out = ok(cfg.run(ns, "pbxwall", ["ipchecker"]), "ipchecker");
+    assert!(
+        stdout(&out).contains("192.0.2.10 udp/5060"),
+        "{}",
+        show(&out)
+    );
+    assert!(!echoes(&flow), "the expired grant's flow still answers");
+}
+
+fn grants_and_temporary_accounts_pass_the_sip_guard() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let cfg = TempConfig::new();
+    // With register_domains, strangers' SIP is dropped unless a REGISTER admitted them.
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[sip]\nregister_domains = [\"secret.example\"]\n[knock]\nsequence = [23456, 34567, 45678]\nservices = [\"sip-udp\"]\n",
+    );
+    let ns = Some(topo.pbx_ns());
+    ok(cfg.run(ns, "pbxwall", ["restart"]), "restart");
+    ok(
+        cfg.run(
+            ns,
+            "add-ip",
+            [
+                "visitor",
+                "203.0.113.10",
+                "--allow",
+                "sip-udp",
+                "--expires",
+                "1h",
+            ],
+        ),
+        "add-ip --expires",
+    );
+    knock_from(&topo, "192.0.2.10", &SEQ);
+    assert_probes(
+        &topo,
+        &[
+            Probe::udp("192.0.2.10", 5060, true),
+            Probe::udp("203.0.113.10", 5060, true),
+            Probe::udp("192.0.2.11", 5060, false),
+            Probe::udp("203.0.113.11", 5060, false),
+        ],
+    );
+}
+
+fn udp_knocks_from_both_clients() {
+    let topo = Topology::new();
+    topo.add_pbx_addr("198.51.100.1");
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[knock]\nsequence = [23456, 34567, 45678]\nprotocol = \"udp\"\nservices = [\"ssh\"]\n",
+    );
+    let ns = Some(topo.pbx_ns());
+    ok(cfg.run(ns, "pbxwall", ["restart"]), "restart");
+    let cmd = cfg.command(
+        Some(topo.client_ns()),
+        &common::bin("pbxwall"),
+        [
+            "knock",
+            "192.0.2.1",
+            "--sequence",
+            SEQ_TEXT,
+            "--protocol",
+            "udp",
+        ],
+    );
+    ok(
+        common::run_with_timeout(cmd, None, common::RUN_TIMEOUT).unwrap(),
+        "pbxwall knock --protocol udp",
+    );
+    ok(
+        ns_cmd(
+            topo.client_ns(),
+            "knock",
+            &["-u", "198.51.100.1", "23456", "34567", "45678"],
+        ),
+        "knockd's knock -u",
+    );
+    // TCP SYNs do not knock a UDP sequence.
+    knock_from(&topo, "203.0.113.10", &SEQ);
+    assert_probes(
+        &topo,
+        &[
+            Probe::tcp("192.0.2.10", 22, true),
+            Probe::tcp("198.51.100.10", 22, true).to("198.51.100.1".parse().unwrap()),
+            Probe::tcp("203.0.113.10", 22, false),
+        ],
+    );
+    assert_eq!(grants(&cfg, &topo), ["192.0.2.10", "198.51.100.10"]);
+    // status says knocking is on and how many are granted, not the ports.
+    let out = ok(cfg.run(ns, "pbxwall", ["status", "--json"]), "status");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["knock"]["enabled"], true, "{}", show(&out));
+    assert_eq!(v["knock"]["grants"], 2, "{}", show(&out));
+    assert_eq!(v["knock"]["protocol"], "udp");
+    let out = ok(cfg.run(ns, "pbxwall", ["status"]), "status");
+    assert!(
+        stdout(&out).contains(
+            "port knocking: udp 3 steps, each within 10s; a grant opens ssh for 1h; 2 granted now"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert!(!stdout(&out).contains("23456"), "{}", show(&out));
+}
+
 fn banned_sources_cannot_knock() {
     let topo = Topology::new();
     let (cfg, _servers) = knocking(&topo);
@@ -440,8 +583,11 @@ common::test_main! {
     Needs::ROOT => [
         wrong_slow_or_interrupted_knocks_open_nothing,
         banned_sources_cannot_knock,
+        an_expired_grant_closes_and_its_flows_end_at_the_next_ipchecker,
+        grants_and_temporary_accounts_pass_the_sip_guard,
     ],
     Needs::root_and(&["knock"]) => [
         clients_knock_and_grants_survive_restart_ipchecker_and_reboot,
+        udp_knocks_from_both_clients,
     ],
 }

@@ -557,6 +557,11 @@ fn completions_offer_services_accounts_and_providers() {
         )
         .unwrap();
     }
+    std::fs::write(
+        config.join("accounts/alice.toml"),
+        "addresses = [\"192.0.2.7\", \"203.0.113.7\"]\nservices = [\"ssh\"]\n",
+    )
+    .unwrap();
     // A file named like a service: --allow must not offer it.
     std::fs::write(tmp.path().join("sip-notes.txt"), "").unwrap();
     let complete = |words: &[&str]| bash_complete(&scripts, &config, words);
@@ -579,6 +584,28 @@ fn completions_offer_services_accounts_and_providers() {
     assert_eq!(
         complete(&["pbxwall", "del-acct", "--force", ""]),
         ["alice", "jane", "joe-office"]
+    );
+    // The account of add-ip/add-fqdn (for --append or --replace), and del-acct --address:
+    // the addresses of the account named on the line.
+    assert_eq!(complete(&["add-ip", "j"]), ["jane", "joe-office"]);
+    assert_eq!(
+        complete(&["pbxwall", "add-fqdn", "--append", "a"]),
+        ["alice"]
+    );
+    assert_eq!(
+        complete(&["del-acct", "joe-office", "--address", ""]),
+        ["203.0.113.7"]
+    );
+    assert_eq!(
+        complete(&[
+            "pbxwall",
+            "del-acct",
+            "--force",
+            "alice",
+            "--address",
+            "192.0.2.7,2"
+        ]),
+        ["192.0.2.7,203.0.113.7"]
     );
 
     let providers = pbxwall::providers::load_providers(
@@ -614,6 +641,11 @@ fn fish_completions_offer_services_accounts_and_providers() {
     for name in ["joe-office", "alice", "jane"] {
         std::fs::write(config.join("accounts").join(format!("{name}.toml")), "").unwrap();
     }
+    std::fs::write(
+        config.join("accounts/joe-office.toml"),
+        "addresses = [\"203.0.113.7\"]\nfqdns = [\"joe.dyndns.example\"]\nservices = [\"ssh\"]\n",
+    )
+    .unwrap();
     std::fs::write(tmp.path().join("sip-notes.txt"), "").unwrap();
     let bins = Path::new(env!("CARGO_BIN_EXE_pbxwall")).parent().unwrap();
     let path = format!(
@@ -657,6 +689,16 @@ fn fish_completions_offer_services_accounts_and_providers() {
         ["twilio"]
     );
     assert_eq!(complete("del-acct --no-r"), ["--no-restart"]);
+    assert_eq!(complete("add-ip j"), ["jane", "joe-office"]);
+    assert_eq!(complete("pbxwall add-fqdn a"), ["alice"]);
+    assert_eq!(
+        complete("del-acct joe-office --address "),
+        ["203.0.113.7", "joe.dyndns.example"]
+    );
+    assert_eq!(
+        complete("pbxwall del-acct --force joe-office --address j"),
+        ["joe.dyndns.example"]
+    );
 }
 
 /// Types a line into an interactive zsh on a pseudo-terminal (zsh/zpty) and completes it
@@ -684,6 +726,11 @@ fn zsh_completions_offer_services_accounts_and_providers() {
     for name in ["joe-office", "alice", "jane"] {
         std::fs::write(config.join("accounts").join(format!("{name}.toml")), "").unwrap();
     }
+    std::fs::write(
+        config.join("accounts/joe-office.toml"),
+        "addresses = [\"203.0.113.7\"]\nfqdns = [\"joe.dyndns.example\"]\nservices = [\"ssh\"]\n",
+    )
+    .unwrap();
     let state = tmp.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let driver = tmp.path().join("driver.zsh");
@@ -736,6 +783,16 @@ fn zsh_completions_offer_services_accounts_and_providers() {
         ["twilio"]
     );
     assert_eq!(complete("del-acct --no-r"), ["--no-restart"]);
+    assert_eq!(complete("add-ip j"), ["jane", "joe-office"]);
+    assert_eq!(complete("pbxwall add-fqdn a"), ["alice"]);
+    assert_eq!(
+        complete("del-acct joe-office --address "),
+        ["203.0.113.7", "joe.dyndns.example"]
+    );
+    assert_eq!(
+        complete("pbxwall del-acct --force joe-office --address 203.0.113.7,j"),
+        ["joe.dyndns.example"]
+    );
     // Nothing was run: the state folder is as it was.
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
 }

@@ -6,8 +6,9 @@ mod common;
 
 use std::path::Path;
 use std::process::Output;
+use std::time::{Duration, Instant};
 
-use common::{Needs, Probe, Servers, TempConfig, Topology, assert_probes, show, stderr};
+use common::{Needs, Probe, Servers, TempConfig, Topology, assert_probes, show, stderr, stdout};
 
 #[track_caller]
 fn ok(out: Output, what: &str) -> Output {
@@ -121,11 +122,170 @@ fn tm4_recipe_command_grants_the_callers_address_for_two_hours() {
     assert_eq!(common::snapshot(cfg.config_dir()), snapshot);
 }
 
+fn temporary_account_closes_at_the_kernel_timeout_and_the_next_command_removes_it() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[5060]);
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "trusted = []\n");
+    let ns = Some(topo.pbx_ns());
+    ok(
+        cfg.run(ns, "add-ip", ["office", "192.0.2.10", "--allow", "ssh"]),
+        "add-ip office",
+    );
+    let out = ok(
+        cfg.run(
+            ns,
+            "add-ip",
+            [
+                "visitor",
+                "203.0.113.10",
+                "--allow",
+                "ssh,sip-udp",
+                "--expires",
+                "8s",
+            ],
+        ),
+        "add-ip visitor --expires 8s",
+    );
+    let added = Instant::now();
+    assert!(
+        stdout(&out).contains("account visitor saved"),
+        "{}",
+        show(&out)
+    );
+    let text = cfg.read("accounts/visitor.toml").unwrap();
+    assert!(text.contains("expires = "), "{text}");
+    let open = |yes: bool| {
+        vec![
+            Probe::tcp("203.0.113.10", 22, yes),
+            Probe::udp("203.0.113.10", 5060, yes),
+            Probe::tcp("192.0.2.10", 22, true),
+            Probe::tcp("203.0.113.11", 22, false),
+        ]
+    };
+    assert_probes(&topo, &open(true));
+    // status shows the expiry and is in sync.
+    let out = ok(cfg.run(ns, "pbxwall", ["status", "--json"]), "status");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["in_sync"], true, "{}", show(&out));
+    let visitor = v["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "visitor")
+        .expect("visitor in status");
+    assert!(visitor["expires"].is_string(), "{visitor}");
+    assert_eq!(visitor["expired"], false);
+    // restart applies the time that is left (the kernel's element has less than 8 s).
+    ok(
+        cfg.run(ns, "restart", std::iter::empty::<&str>()),
+        "restart",
+    );
+    let out = common::ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["list", "set", "inet", "pbxwall", "temp_sip_udp.ssh_v4"],
+    );
+    let listed = stdout(&out);
+    assert!(listed.contains("203.0.113.10 timeout"), "{}", show(&out));
+    assert!(listed.contains("comment \"visitor\""), "{listed}");
+    assert_probes(&topo, &open(true));
+    // A running flow (a phone's UDP keepalive from a fixed port).
+    let flow = topo.in_client(|| {
+        let s = std::net::UdpSocket::bind("203.0.113.10:0").unwrap();
+        s.connect("192.0.2.1:5060").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    });
+    let echoes = |s: &std::net::UdpSocket| {
+        let mut buf = [0u8; 16];
+        (0..3).any(|_| s.send(b"ping").is_ok() && s.recv(&mut buf).is_ok())
+    };
+    assert!(echoes(&flow), "the visitor's flow works");
+    // Closed at the kernel's timeout, with no command run.
+    let deadline = added + Duration::from_secs(9);
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    assert_probes(&topo, &open(false));
+    assert!(
+        cfg.read("accounts/visitor.toml").is_some(),
+        "no command ran yet"
+    );
+    // conntrack has no timeout tied to the element: the running flow goes on until ...
+    assert!(
+        echoes(&flow),
+        "the flow keeps its conntrack entry until ipchecker"
+    );
+    // The next command removes the file and says so, in its output and the audit log.
+    let out = ok(cfg.run(ns, "pbxwall", ["ipchecker"]), "ipchecker");
+    assert!(
+        cfg.read("accounts/visitor.toml").is_none(),
+        "{}",
+        show(&out)
+    );
+    // ... the next ipchecker run, which ends it.
+    assert!(
+        !echoes(&flow),
+        "the expired account's flow still answers: {}",
+        show(&out)
+    );
+    let audit = std::fs::read_to_string(cfg.state_dir().join("audit.log")).unwrap();
+    assert!(
+        audit.contains("account visitor expired at") && audit.contains("removed"),
+        "{audit}"
+    );
+    assert_probes(&topo, &open(false));
+    // Expiry in the past, or a network too large: refused, nothing changed.
+    let before = common::snapshot(cfg.config_dir());
+    for (args, want) in [
+        (
+            vec![
+                "late",
+                "203.0.113.11",
+                "--allow",
+                "ssh",
+                "--expires",
+                "2020-01-01T00:00:00Z",
+            ],
+            "invalid expiry \"2020-01-01T00:00:00Z\": it is in the past",
+        ),
+        (
+            vec![
+                "late",
+                "203.0.113.11",
+                "--allow",
+                "ssh",
+                "--expires",
+                "soon",
+            ],
+            "invalid expiry \"soon\": expected a duration",
+        ),
+        (
+            vec![
+                "big",
+                "198.51.100.0/23",
+                "--allow",
+                "ssh",
+                "--expires",
+                "1h",
+            ],
+            "refusing 198.51.100.0/23 for a temporary account",
+        ),
+    ] {
+        let out = cfg.run(ns, "add-ip", &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: {}", show(&out));
+        assert_eq!(stderr(&out).trim_end().lines().count(), 1, "{}", show(&out));
+    }
+    assert_eq!(common::snapshot(cfg.config_dir()), before);
+}
+
 common::test_main! {
     Needs::NOTHING => [
         tm4_recipe_shows_one_command_everywhere,
     ],
     Needs::ROOT => [
         tm4_recipe_command_grants_the_callers_address_for_two_hours,
+        temporary_account_closes_at_the_kernel_timeout_and_the_next_command_removes_it,
     ],
 }

@@ -46,7 +46,8 @@ pub struct AccountOptions {
 /// `add-ip`: create an account for addresses or networks.
 #[derive(Debug, Clone, Args)]
 pub struct AddIpArgs {
-    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
+    /// Account name: 1-64 of A-Z a-z 0-9 . _ -; with --append, an existing account (asked
+    /// for on a terminal when missing)
     pub name: Option<String>,
     /// IPv4/IPv6 addresses or CIDRs, also comma-separated
     #[arg(value_name = "ADDR")]
@@ -61,7 +62,8 @@ pub struct AddIpArgs {
 /// `add-fqdn`: create an account for host names (resolved at every restart and by ipchecker).
 #[derive(Debug, Clone, Args)]
 pub struct AddFqdnArgs {
-    /// Account name: 1-64 of A-Z a-z 0-9 . _ - (asked for on a terminal when missing)
+    /// Account name: 1-64 of A-Z a-z 0-9 . _ -; with --append, an existing account (asked
+    /// for on a terminal when missing)
     pub name: Option<String>,
     /// Host names, also comma-separated; internationalised names are stored in ASCII form
     #[arg(value_name = "FQDN")]
@@ -237,19 +239,24 @@ fn ask_missing<R: BufRead, W: Write>(
     profiles: &Profiles,
     exists: &dyn Fn(&AccountName) -> bool,
 ) -> Result<Given> {
+    let check_name = |answer: &str| {
+        let n: AccountName = answer.parse().map_err(|e: ModelError| e.to_string())?;
+        match (exists(&n), options.append, options.replace) {
+            (true, false, false) => Err(format!(
+                "account {n} exists already: choose another name (or run the command with \
+                 --append to add to it, or --replace)"
+            )),
+            (false, true, _) => Err(format!("no account named {n} to append to")),
+            _ => Ok(answer.to_owned()),
+        }
+    };
     let name = match name {
-        Some(n) => n,
-        None => asker.ask_needed("Account name", |answer| {
-            let n: AccountName = answer.parse().map_err(|e: ModelError| e.to_string())?;
-            match (exists(&n), options.append, options.replace) {
-                (true, false, false) => Err(format!(
-                    "account {n} exists already: choose another name (or run the command \
-                     with --append to add to it, or --replace)"
-                )),
-                (false, true, _) => Err(format!("no account named {n} to append to")),
-                _ => Ok(answer.to_owned()),
-            }
+        // Given on the command line: said at once, before any question.
+        Some(n) => check_name(&n).map_err(|e| match n.parse::<AccountName>() {
+            Err(_) => UsageError(e).into(),
+            Ok(_) => anyhow::anyhow!(e),
         })?,
+        None => asker.ask_needed("Account name", check_name)?,
     };
     let values = if values.is_empty() {
         let prompt = format!("{} (several: separated by commas)", q.what);
@@ -490,6 +497,9 @@ fn add(
         .map(|e| crate::model::parse_expires(e, chrono::Utc::now()))
         .transpose()
         .map_err(UsageError::bad_value)?;
+    if expires.is_some() {
+        crate::model::check_temporary(&addresses).map_err(UsageError::bad_value)?;
+    }
     let account = Account {
         name,
         addresses,
@@ -527,6 +537,7 @@ fn append(
 ) -> Result<Outcome> {
     let lock = ctx.lock()?;
     let name = given.name.clone();
+    super::del::refuse_fleet_only(ctx, &name)?;
     let path = ctx.paths.account_file(&name);
     let Some(text) = store::read_optional(&path)? else {
         let existing = store::account_names(&ctx.paths)?;
@@ -738,6 +749,39 @@ mod tests {
             out.ends_with("Comment (optional, Enter for none): "),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_name_on_the_command_line_is_checked_before_any_question() {
+        let profiles = store::builtin_profiles();
+        let check = |_: &[String]| Ok(());
+        let q = Questions {
+            what: "IP address or CIDR",
+            a_value: "an address",
+            example: "add-ip joe-office",
+            looks_like_value: looks_like_address,
+            check_values: &check,
+        };
+        let mut asker = Asker {
+            input: "192.0.2.7\n".as_bytes(),
+            output: Vec::new(),
+        };
+        let exists = |n: &AccountName| n.as_str() == "joe";
+        let opts = options(false);
+        let err = ask_missing(
+            &mut asker,
+            (Some("joe".into()), Vec::new(), None, &opts),
+            &q,
+            &profiles,
+            &exists,
+        )
+        .unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_none(), "exit 1: {err}");
+        assert!(
+            err.to_string().starts_with("account joe exists already"),
+            "{err}"
+        );
+        assert!(asker.output.is_empty(), "nothing asked");
     }
 
     #[test]

@@ -81,28 +81,40 @@ impl Build {
 
     /// One line per problem: skipped files, names left out, stale names.
     pub fn problems(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .skipped
+        let mut out = self.skipped_problems();
+        for r in self.resolution.degraded() {
+            out.extend(self.name_problems(r));
+        }
+        out
+    }
+
+    /// One line per account file that was skipped.
+    pub fn skipped_problems(&self) -> Vec<String> {
+        self.skipped
             .iter()
             .map(|e| format!("skipped account file {}", crate::error_chain(e)))
-            .collect();
-        for r in self.resolution.degraded() {
-            let accounts = self.accounts_of(&r.name);
-            match &r.state {
-                NameState::Ok => {}
-                NameState::LeftOut { reason } => out.push(format!(
-                    "left out {} (account {accounts}): {reason}",
-                    r.name
-                )),
-                state => out.push(format!(
-                    "{} (account {accounts}) is {state}; keeping {}",
-                    r.name,
-                    join_addrs(&r.addrs())
-                )),
-            }
-            for note in &r.notes {
-                out.push(format!("{} (account {accounts}): {note}", r.name));
-            }
+            .collect()
+    }
+
+    /// The lines of one name's problems: left out or stale, and its notes; none when it
+    /// is fine.
+    pub fn name_problems(&self, r: &resolve::NameResult) -> Vec<String> {
+        let mut out = Vec::new();
+        let accounts = self.accounts_of(&r.name);
+        match &r.state {
+            NameState::Ok => {}
+            NameState::LeftOut { reason } => out.push(format!(
+                "left out {} (account {accounts}): {reason}",
+                r.name
+            )),
+            state => out.push(format!(
+                "{} (account {accounts}) is {state}; keeping {}",
+                r.name,
+                join_addrs(&r.addrs())
+            )),
+        }
+        for note in &r.notes {
+            out.push(format!("{} (account {accounts}): {note}", r.name));
         }
         out.extend(self.geo.problem.clone());
         if !self.geo.missing.is_empty() {

@@ -115,6 +115,20 @@ fn refuse_fleet_accounts(ctx: &Ctx, names: &[AccountName]) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to edit in place (`--append`, `--address`) an account that only the fleet
+/// bundle has: the next sync would put it back as the bundle has it.
+pub(super) fn refuse_fleet_only(ctx: &Ctx, name: &AccountName) -> Result<()> {
+    if let Origin::Fleet { serial } = crate::fleet::account_origin(&ctx.paths, name) {
+        anyhow::bail!(
+            "account {name} comes from the fleet bundle (serial {serial}), not from {}: change \
+             accounts/{name}.toml in the bundle's folder, run pbxwall bundle create with a \
+             higher serial, sign and publish it",
+            ctx.paths.accounts_dir().display()
+        );
+    }
+    Ok(())
+}
+
 /// One value of `--address`: an address or network, or a host name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
@@ -167,6 +181,7 @@ fn parse_entries(values: &[String]) -> Result<Vec<Entry>> {
 fn remove_addresses(ctx: &Ctx, name: &AccountName, args: &DelAcctArgs) -> Result<Outcome> {
     let entries = parse_entries(&args.addresses)?;
     let lock = ctx.lock()?;
+    refuse_fleet_only(ctx, name)?;
     let path = ctx.paths.account_file(name);
     let profiles = store::load_profiles(&ctx.paths)?;
     let Some(text) = store::read_optional(&path)? else {

@@ -1,9 +1,10 @@
 //! `ipchecker`: re-resolve every host name and write to the kernel only what changed.
 //!
 //! Meant for cron every few minutes: it prints nothing when nothing changed, one line per
-//! change, and one line per problem (so cron mails only then). When the addresses behind a
-//! name change, only the affected set elements are deleted and added, in one transaction;
-//! the rules and every other element stay as they are. A full apply happens only when the
+//! change, and one line per new problem (so cron mails only then): a name that stays
+//! unresolvable is reported when it breaks and when it recovers, not at every run. When
+//! the addresses behind a name change, only the affected set elements are deleted and
+//! added, in one transaction; the rules and every other element stay as they are. A full apply happens only when the
 //! table is missing (after a reboot, or someone's `nft flush ruleset`), when anything but set
 //! elements differs from what the files give ([`crate::diff`]: table flags, sets, chains,
 //! hooks, policies, rules changed behind pbxwall's back), or when the ruleset without its
@@ -25,6 +26,7 @@ use super::{
 };
 use crate::cron::{self, CronSchedule};
 use crate::diff::{self, SetElements};
+use crate::model::Fqdn;
 use crate::nft::netlink::{self, SetChange};
 use crate::nft::render;
 use crate::resolve::Cache;
@@ -41,13 +43,16 @@ Names that do not resolve (NXDOMAIN) are left out of the ruleset and everything 
 still applied; when DNS fails only for a while (timeout, SERVFAIL) a name keeps its last
 addresses for [resolver] stale_grace_s (default 1 hour).
 
-Quiet unless something changed or failed. Changed addresses go in as set-element updates
-in one transaction; the whole table is applied only when it is missing or its rules
-changed. After either, the running flows of addresses that lost access (the old address
-of a name that moved) are ended, and a change line says which. With --json it prints one
-object:
+Quiet unless something changed or failed (cron mails whatever it prints). A name that
+does not resolve is reported when it breaks, when its problem changes kind (stale, left
+out) and when it resolves again, not at every run; the exit status says degraded (3) as
+long as it lasts. Changed addresses go in as set-element updates in one transaction; the
+whole table is applied only when it is missing or its rules changed. After either, the
+running flows of addresses that lost access (the old address of a name that moved) are
+ended, and a change line says which. With --json it prints one object (\"ongoing\": the
+problems reported by an earlier run and still there):
   {\"apply\": \"none\" | \"elements\" | \"full\", \"netlink_writes\": 0,
-   \"changes\": [\"...\"], \"problems\": [\"...\"]}";
+   \"changes\": [\"...\"], \"problems\": [\"...\"], \"ongoing\": [\"...\"]}";
 
 /// `ipchecker`: re-resolve names and write to the kernel only what changed.
 #[derive(Debug, Clone, Args)]
@@ -76,8 +81,12 @@ pub struct CheckReport {
     pub netlink_writes: u32,
     /// One line per change.
     pub changes: Vec<String>,
-    /// One line per problem (names left out or stale, files skipped).
+    /// One line per problem to report: account files skipped, and names whose problem is
+    /// new or changed kind since the last run.
     pub problems: Vec<String>,
+    /// One line per problem of a name reported by an earlier run and still there (not
+    /// printed without `--json`).
+    pub ongoing: Vec<String>,
 }
 
 /// `ipchecker [--install-cron SCHEDULE | --remove-cron] [--cron-file PATH]`.
@@ -106,6 +115,7 @@ pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
                 .changes
                 .iter()
                 .chain(&report.problems)
+                .chain(&report.ongoing)
                 .cloned()
                 .collect(),
         },
@@ -148,7 +158,10 @@ fn check(
 ) -> Result<(CheckReport, Outcome)> {
     let b = build(ctx, Some(lock), Dns::Query)?;
     let mut changes = name_changes(&b, old_cache);
-    let mut problems = b.problems();
+    let reports = NameReports::sort(&b, old_cache);
+    changes.extend(reports.recovered.iter().cloned());
+    let mut problems = b.skipped_problems();
+    problems.extend(reports.new.iter().cloned());
     let live = netlink::read_table().context("reading table inet pbxwall")?;
     let (st, _) = State::load(&ctx.paths);
     let recorded = st.applied.as_ref().map(|a| a.skeleton.as_str());
@@ -159,12 +172,20 @@ fn check(
     let same_skeleton = recorded == Some(render::skeleton(&b.ruleset).as_str());
     // What ending the flows of sources that lost access did, after any apply.
     let mut flows = FlowsEnded::default();
+    // Temporary accounts' sets are refilled by a full apply: when one holds other
+    // addresses than the accounts have now (a name of a temporary account moved).
+    let temporary_moved = configured_sets_differ(&b.ruleset);
     let (apply_kind, writes) = if diff.missing {
         changes.push("table inet pbxwall was missing; applied the full ruleset".into());
         full_apply(ctx, &b, lock, force, &mut flows)?
-    } else if diff.is_in_sync() && same_skeleton {
+    } else if diff.is_in_sync() && same_skeleton && !temporary_moved {
+        // Knock grants and temporary accounts end in the kernel at their timeouts; their
+        // sources' running flows end here, at the next run at the latest.
+        if expiring_access(&b.ruleset) {
+            flows = end_lost_flows(&b.ruleset);
+        }
         ("none", 0)
-    } else if diff.elements_only() && same_skeleton {
+    } else if diff.elements_only() && same_skeleton && !temporary_moved {
         if !force {
             guard_ssh_lockout(&ctx.paths, &b.ruleset)?;
         }
@@ -186,13 +207,107 @@ fn check(
     let outcome = b.outcome().worst(flows.outcome());
     changes.extend(flows.lines);
     problems.extend(flows.problems);
+    reports.remember(ctx, lock);
     let report = CheckReport {
         apply: apply_kind,
         netlink_writes: writes,
         changes,
         problems,
+        ongoing: reports.ongoing,
     };
     Ok((report, outcome))
+}
+
+/// Whether the ruleset has sets whose elements end by themselves (knock grants, temporary
+/// accounts).
+fn expiring_access(ruleset: &crate::ruleset::Ruleset) -> bool {
+    ruleset.sets.iter().any(|s| {
+        s.name.starts_with(crate::compile::TEMP_PREFIX)
+            || s.name.starts_with(crate::compile::KNOCK_GRANT_SET)
+    })
+}
+
+/// Whether a temporary accounts' set holds other addresses live than the accounts give it
+/// now (an unreadable set counts as different).
+fn configured_sets_differ(ruleset: &crate::ruleset::Ruleset) -> bool {
+    ruleset.sets.iter().any(|s| {
+        let Some(d) = s.dynamic.as_ref().filter(|d| d.configured) else {
+            return false;
+        };
+        let mut want: Vec<std::net::IpAddr> = d.restore.iter().map(|e| e.addr).collect();
+        want.sort_unstable();
+        match netlink::list_timed_elements(&s.name) {
+            Ok(Some(live)) => {
+                let mut have: Vec<std::net::IpAddr> = live.iter().map(|e| e.addr).collect();
+                have.sort_unstable();
+                have != want
+            }
+            Ok(None) | Err(_) => true,
+        }
+    })
+}
+
+/// The problems of the names in one run, sorted by what was reported before (the
+/// `reported` kind in the resolution cache): cron mails whatever ipchecker prints, so a name
+/// that stays broken is reported when it breaks or its problem changes kind
+/// ([`crate::resolve::NameResult::problem_kind`]), and once more when it recovers, not at
+/// every run.
+#[derive(Debug, Default)]
+struct NameReports {
+    /// Problem lines of names whose problem is new or of another kind.
+    new: Vec<String>,
+    /// Problem lines of names whose problem is the kind reported before.
+    ongoing: Vec<String>,
+    /// A change line per name reported before that is fine now.
+    recovered: Vec<String>,
+    /// The kind of problem to remember for each name (`None`: fine).
+    kinds: Vec<(Fqdn, Option<String>)>,
+}
+
+impl NameReports {
+    fn sort(b: &Build, old: &Cache) -> NameReports {
+        let mut out = NameReports::default();
+        for r in b.resolution.names.values() {
+            let kind = r.problem_kind();
+            let before = old.get(&r.name).and_then(|e| e.reported.clone());
+            match (&kind, &before) {
+                (None, None) => {}
+                (None, Some(was)) => out.recovered.push(format!(
+                    "{} (account {}) resolves again (was {was})",
+                    r.name,
+                    b.accounts_of(&r.name)
+                )),
+                (Some(_), _) if kind == before => out.ongoing.extend(b.name_problems(r)),
+                (Some(_), _) => out.new.extend(b.name_problems(r)),
+            }
+            out.kinds.push((r.name.clone(), kind));
+        }
+        out
+    }
+
+    /// Writes the kinds into the resolution cache (saved by the build just before), so the
+    /// next run knows what was reported; a failure is a warning (the next run then reports
+    /// again).
+    fn remember(&self, ctx: &Ctx, lock: &StoreLock) {
+        let (mut cache, _) = Cache::load(&ctx.paths);
+        let mut changed = false;
+        for (name, kind) in &self.kinds {
+            if let Some(entry) = cache.get(name)
+                && entry.reported != *kind
+            {
+                let mut entry = entry.clone();
+                entry.reported = kind.clone();
+                cache.insert(name.clone(), entry);
+                changed = true;
+            }
+        }
+        if changed && let Err(e) = cache.save(&ctx.paths, lock) {
+            ctx.warn_state_unsaved(format_args!(
+                "could not record which problems were reported: {}",
+                crate::error_chain(&e)
+            ));
+        }
+    }
 }
 
 /// Applies the whole build quietly; what ending the flows did goes into `flows`, for the

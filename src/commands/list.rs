@@ -92,7 +92,10 @@ impl ListRow {
                 v.join(",")
             }
         };
-        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".to_owned());
+        let opt = |o: &Option<String>| match o.as_deref() {
+            None | Some("") => "-".to_owned(),
+            Some(text) => text.to_owned(),
+        };
         [
             self.name.clone(),
             list(&self.services),
@@ -221,5 +224,20 @@ mod tests {
             ]
         );
         assert!(table(&[]).is_empty());
+        let blank = ListRow {
+            comment: Some(String::new()),
+            ..ListRow::of(&crate::model::Account {
+                name: "ann".parse().unwrap(),
+                addresses: vec!["192.0.2.7/32".parse().unwrap()],
+                fqdns: vec![],
+                services: vec!["ssh".into()],
+                media: vec![],
+                comment: None,
+                created: None,
+                provider: None,
+                expires: None,
+            })
+        };
+        assert_eq!(blank.cells()[6], "-", "an empty comment is shown as -");
     }
 }

@@ -9,6 +9,7 @@
 //! - `lockout`: the guard against cutting off this SSH session's client.
 
 pub mod add;
+pub mod admitted;
 pub mod ban;
 pub mod bundle;
 pub mod del;

@@ -50,7 +50,7 @@ use serde_json::{Value, json};
 use super::{Build, Ctx, Dns, Outcome, build};
 use crate::addrset::AddrRange;
 use crate::audit;
-use crate::compile::{HOSTS_MAP, RANGES_MAP, set_name};
+use crate::compile::{ADMITTED_SET, HOSTS_MAP, RANGES_MAP, SIP_GUARD_CHAIN, set_name};
 use crate::cron;
 use crate::diff;
 use crate::model::Account;
@@ -84,7 +84,8 @@ pbxwall_differences, pbxwall_problems; pbxwall_dropped_packets_total and
 pbxwall_dropped_bytes_total (since the last full apply); pbxwall_accounts, pbxwall_addresses;
 pbxwall_set_elements{set}; pbxwall_names{state} (ok, stale, left_out);
 pbxwall_last_apply_timestamp_seconds; pbxwall_ipchecker_last_run_timestamp_seconds;
-pbxwall_ipchecker_last_run_outcome{outcome} (ok, degraded, error); with a fleet bundle
+pbxwall_ipchecker_last_run_outcome{outcome} (ok, degraded, error); pbxwall_bans{origin}
+(manual, guard, fail2ban); pbxwall_guard_hits_total (with the SIP layer); with a fleet bundle
 (pbxwall sync): pbxwall_fleet_serial, pbxwall_fleet_last_sync_timestamp_seconds,
 pbxwall_fleet_last_sync_outcome{outcome} (ok, unchanged, failed).
 
@@ -105,6 +106,11 @@ With --json it prints one object (every key always present; null when it has no 
                             \"since\", \"error\", \"reason\", \"v4\", \"v6\", \"resolved_at\", \"applied\"}],
                  \"media\"}],
    \"recent_changes\": [{\"at\", \"user\", \"command\", \"what\"}],
+   \"sip\": {\"enabled\", \"register_domains\", \"admit_for\", \"open\", \"admitted\",
+            \"guard\": {\"limit\", \"burst\", \"ban_for\", \"hits\"},
+            \"bans\": {\"manual\", \"guard\", \"fail2ban\"}} | null,
+   \"knock\": {\"enabled\", \"steps\", \"protocol\", \"step_timeout\", \"grant_for\", \"services\",
+              \"grants\"} | null,
    \"fleet\": {\"source\", \"serial\", \"created\", \"accounts\", \"applied_at\", \"last_sync\",
              \"last_outcome\": \"ok\" | \"unchanged\" | \"failed\", \"last_error\"} | null}
 Each account also has \"origin\": \"local\" or \"fleet\" (from the bundle pbxwall sync applied).";
@@ -171,6 +177,8 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             m.insert("live".into(), live.as_ref().map(live_size).into());
             m.insert("geo".into(), Value::Null);
             m.insert("accounts".into(), json!([]));
+            m.insert("sip".into(), Value::Null);
+            m.insert("knock".into(), Value::Null);
             show(ctx, &report)?;
             return Err(e.context(
                 "the configuration does not build, so status cannot compare it with what is live",
@@ -202,6 +210,8 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<Outcome> {
             })
             .collect(),
     );
+    m.insert("sip".into(), sip_json(&b.settings, live.as_ref()));
+    m.insert("knock".into(), knock_json(&b.settings, live.as_ref()));
     show(ctx, &report)?;
     Ok(if in_sync && !b.degraded() {
         Outcome::Done
@@ -257,6 +267,77 @@ fn fleet_json(ctx: &Ctx) -> Value {
         "last_outcome": st.last_outcome,
         "last_error": st.last_error,
     })
+}
+
+/// Port knocking as `status` shows it: its settings (not the ports: status output is
+/// shared more freely than the settings file) and the number of live grants.
+fn knock_json(settings: &crate::model::Settings, live: Option<&LiveTable>) -> Value {
+    let k = &settings.knock;
+    let grants = live.map(|live| {
+        [crate::addrset::Family::V4, crate::addrset::Family::V6]
+            .iter()
+            .filter_map(|f| {
+                let name = set_name(crate::compile::KNOCK_GRANT_SET, *f);
+                live.sets.iter().find(|s| s.name == name)
+            })
+            .map(|s| s.elements.len())
+            .sum::<usize>()
+    });
+    json!({
+        "enabled": k.enabled(),
+        "steps": k.sequence.len(),
+        "protocol": k.protocol.keyword(),
+        "step_timeout": k.step_timeout.to_string(),
+        "grant_for": k.grant_for.to_string(),
+        "services": k.services,
+        "grants": grants,
+    })
+}
+
+/// The SIP layer as `status` shows it: its settings, the sources admitted, the bans by
+/// origin (manual, guard, fail2ban) and the guard's hits (packets over the limit since
+/// the last full apply).
+fn sip_json(settings: &crate::model::Settings, live: Option<&LiveTable>) -> Value {
+    let sip = &settings.sip;
+    let count_of = |base: &str| -> Option<usize> {
+        let live = live?;
+        Some(
+            [crate::addrset::Family::V4, crate::addrset::Family::V6]
+                .iter()
+                .filter_map(|f| live.sets.iter().find(|s| s.name == set_name(base, *f)))
+                .map(|s| s.elements.len())
+                .sum(),
+        )
+    };
+    let mut bans = json!({"manual": 0, "guard": 0, "fail2ban": 0});
+    if let Ok(entries) = super::ban::ban_entries() {
+        for e in entries {
+            if let Some(n) = bans[e.origin].as_u64() {
+                bans[e.origin] = json!(n + 1);
+            }
+        }
+    }
+    json!({
+        "enabled": sip.enabled(),
+        "register_domains": sip.register_domains.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+        "admit_for": sip.admit_for.to_string(),
+        "open": sip.open,
+        "admitted": count_of(ADMITTED_SET),
+        "guard": {
+            "limit": settings.guard.limit.to_string(),
+            "burst": settings.guard.burst,
+            "ban_for": settings.guard.ban_for.to_string(),
+            "hits": live.and_then(guard_hits),
+        },
+        "bans": bans,
+    })
+}
+
+/// Packets over the guard's limit since the last full apply: the counters of the chain
+/// `sip_guard` (only its meter rules count).
+fn guard_hits(live: &LiveTable) -> Option<u64> {
+    let chain = live.chains.iter().find(|c| c.name == SIP_GUARD_CHAIN)?;
+    Some(chain.counters.iter().map(|(_, p, _)| *p).sum())
 }
 
 /// Prints the report as JSON or text.
@@ -500,6 +581,65 @@ fn print_text(r: &Value) {
     for p in r["problems"].as_array().into_iter().flatten() {
         outln!("problem: {}", s(p));
     }
+    let sip = &r["sip"];
+    let b = &sip["bans"];
+    if sip.is_object() {
+        outln!(
+            "bans: {} manual, {} by the guard, {} by fail2ban",
+            s(&b["manual"]),
+            s(&b["guard"]),
+            s(&b["fail2ban"])
+        );
+    }
+    if sip["enabled"] == true {
+        let domains: Vec<String> = sip["register_domains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let admission = if domains.is_empty() {
+            "no register domains".to_owned()
+        } else {
+            format!(
+                "a REGISTER for {} admits for {}; {} admitted now",
+                domains.join(", "),
+                s(&sip["admit_for"]),
+                s(&sip["admitted"])
+            )
+        };
+        let g = &sip["guard"];
+        outln!(
+            "SIP layer: {admission}; {}; guard {} burst {} per source, bans for {}, {} packets over it",
+            if sip["open"] == true {
+                "open to everyone (responsive)"
+            } else {
+                "closed to everyone else"
+            },
+            s(&g["limit"]),
+            s(&g["burst"]),
+            s(&g["ban_for"]),
+            s(&g["hits"])
+        );
+    }
+    let k = &r["knock"];
+    if k["enabled"] == true {
+        let services: Vec<String> = k["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        outln!(
+            "port knocking: {} {} steps, each within {}; a grant opens {} for {}; {} granted now",
+            s(&k["protocol"]),
+            s(&k["steps"]),
+            s(&k["step_timeout"]),
+            services.join(", "),
+            s(&k["grant_for"]),
+            s(&k["grants"])
+        );
+    }
     let recent = r["recent_changes"].as_array().cloned().unwrap_or_default();
     if !recent.is_empty() {
         outln!("recent changes:");
@@ -605,6 +745,10 @@ pub struct Metrics {
     /// When `pbxwall sync` last ran (unix seconds), and its outcome ("ok", "unchanged",
     /// "failed").
     pub fleet_last_sync: Option<(i64, String)>,
+    /// Live bans by origin (manual, guard, fail2ban), when the table is loaded.
+    pub bans: Option<[(&'static str, u64); 3]>,
+    /// Packets over the SIP guard's limit since the last full apply (SIP layer on).
+    pub guard_hits: Option<u64>,
 }
 
 /// The outcomes `pbxwall sync` records; each gets a 0/1 sample of
@@ -660,6 +804,16 @@ fn prometheus(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
         },
         ..Metrics::default()
     };
+    if live.is_some() {
+        let sip = sip_json(&b.settings, live.as_ref());
+        let n = |k: &str| sip["bans"][k].as_u64().unwrap_or(0);
+        m.bans = Some([
+            ("manual", n("manual")),
+            ("guard", n("guard")),
+            ("fail2ban", n("fail2ban")),
+        ]);
+        m.guard_hits = sip["guard"]["hits"].as_u64();
+    }
     let names: std::collections::BTreeSet<_> = b.accounts.iter().flat_map(|a| &a.fqdns).collect();
     for name in names {
         match b.resolution.names.get(name).map(|r| &r.state) {
@@ -834,6 +988,24 @@ pub fn prometheus_text(m: &Metrics) -> String {
         "gauge",
         "The outcome of the last pbxwall sync: 1 for the one it had (ok, unchanged, failed).",
         &outcomes,
+    );
+    let bans: Vec<(String, String)> = m
+        .bans
+        .iter()
+        .flatten()
+        .map(|(origin, n)| (format!("{{origin=\"{origin}\"}}"), n.to_string()))
+        .collect();
+    metric(
+        "pbxwall_bans",
+        "gauge",
+        "Sources banned now, by origin: manual (pbxwall ban), guard (the SIP guard), fail2ban.",
+        &bans,
+    );
+    metric(
+        "pbxwall_guard_hits_total",
+        "counter",
+        "Packets over the SIP guard's per-source limit since the table was last applied.",
+        &maybe(m.guard_hits.map(|h| h.to_string())),
     );
     out
 }

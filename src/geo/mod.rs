@@ -293,6 +293,15 @@ impl Gate {
         Match::SaddrInSet(family, Gate::set_name(family))
     }
 
+    /// The gate's match for sources of `family` when on (`ip saddr @geo_v4`), for open-path
+    /// rules that are per family already (the knock's first step, SIP admission).
+    pub fn family_match(&self, family: Family) -> Option<Match> {
+        match self {
+            Gate::Off => None,
+            Gate::On { .. } => Some(Gate::source_match(family)),
+        }
+    }
+
     /// The sets `geo_v4` and `geo_v6` when on (always both, even when one is empty), none
     /// when off.
     pub fn sets(&self) -> Vec<Set> {

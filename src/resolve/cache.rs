@@ -70,6 +70,13 @@ pub struct CacheEntry {
     /// The name's last problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    /// The kind of problem `ipchecker` last reported for this name
+    /// ([`NameResult::problem_kind`](super::NameResult::problem_kind)); `None` when it last
+    /// found the name fine. ipchecker runs from cron, which mails whatever it prints: a name
+    /// that stays broken is reported when it breaks (or its problem changes kind) and when
+    /// it recovers, not at every run. Kept as it is by every other command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<String>,
 }
 
 /// The resolution cache, `STATE_DIR/dns-cache.json`: what every name last resolved to, so a

@@ -207,6 +207,30 @@ pub struct NameResult {
 }
 
 impl NameResult {
+    /// The kind of problem the name has now, `None` when it has none: "stale", "left out:
+    /// does not resolve (NXDOMAIN)", "left out: does not resolve (no A/AAAA records)" or
+    /// "left out: DNS failing", then the notes of what its answer held that was not used.
+    /// The same for the same kind of trouble from run to run (no times, no detail of which
+    /// transient failure it was), so a change of kind can be told from more of the same.
+    pub fn problem_kind(&self) -> Option<String> {
+        let state = match &self.state {
+            NameState::Ok => None,
+            NameState::Stale { .. } => Some("stale".to_owned()),
+            NameState::LeftOut { reason } if reason.starts_with("does not resolve") => {
+                Some(format!("left out: {reason}"))
+            }
+            NameState::LeftOut { .. } => Some("left out: DNS failing".to_owned()),
+        };
+        if self.notes.is_empty() {
+            return state;
+        }
+        let notes = self.notes.join("; ");
+        Some(match state {
+            Some(s) => format!("{s}; {notes}"),
+            None => notes,
+        })
+    }
+
     /// Every address in use, IPv4 first.
     pub fn addrs(&self) -> Vec<IpAddr> {
         self.v4
@@ -416,6 +440,7 @@ pub fn classify(
         last_error: problem
             .map(|error| LastError { at: now, error })
             .or_else(|| cached.last_error.clone()),
+        reported: cached.reported.clone(),
     };
     let result = NameResult {
         notes: Vec::new(),
@@ -475,6 +500,49 @@ pub fn from_cache(names: &BTreeSet<Fqdn>, cache: &Cache) -> Resolution {
 mod tests {
     use super::super::test_support::*;
     use super::*;
+
+    #[test]
+    fn problem_kind_is_the_same_for_more_of_the_same_trouble() {
+        let gone = name("gone.example.test");
+        let kind = |fresh: Fresh, cached: Option<&CacheEntry>, now: &str| {
+            let (entry, r) = classify(&gone, &fresh, cached, t(now), HOUR);
+            (entry, r.problem_kind())
+        };
+        let (entry, nx) = kind(fresh(Answer::NxDomain, Answer::NxDomain), None, T0);
+        assert_eq!(nx.as_deref(), Some("left out: does not resolve (NXDOMAIN)"));
+        let (_, again) = kind(
+            fresh(Answer::NxDomain, Answer::NxDomain),
+            Some(&entry),
+            "2026-11-22T10:05:00Z",
+        );
+        assert_eq!(again, nx, "a later run, the same kind");
+        // Whichever transient failure it is, left out is one kind.
+        let (_, a) = kind(fresh(servfail(), servfail()), None, T0);
+        let (_, b) = kind(fresh(timeout(), servfail()), None, T0);
+        assert_eq!(a.as_deref(), Some("left out: DNS failing"));
+        assert_eq!(a, b);
+        // Stale, whatever the time; fine is none; `reported` is carried over.
+        let mut cached = resolved_at_t0();
+        cached.reported = Some("stale".into());
+        let sip = name("sip.example.test");
+        let (entry, r) = classify(
+            &sip,
+            &fresh(servfail(), servfail()),
+            Some(&cached),
+            t("2026-11-22T10:10:00Z"),
+            HOUR,
+        );
+        assert_eq!(r.problem_kind().as_deref(), Some("stale"));
+        assert_eq!(entry.reported.as_deref(), Some("stale"));
+        let (_, r) = classify(
+            &sip,
+            &fresh(Answer::Addrs(vec![v4("192.0.2.10")], 60), Answer::NoRecords),
+            Some(&cached),
+            t("2026-11-22T10:20:00Z"),
+            HOUR,
+        );
+        assert_eq!(r.problem_kind(), None);
+    }
 
     /// [`classify`] of `sip.example.test`.
     fn classify_sip(

@@ -133,11 +133,11 @@ impl Display for Rule {
                 log.per_minute, log.prefix
             ));
         }
-        if self.counter {
-            parts.push("counter".to_owned());
-        }
         for u in &self.set_updates {
             parts.push(u.to_string());
+        }
+        if self.counter {
+            parts.push("counter".to_owned());
         }
         if let Some((family, map)) = &self.saddr_vmap {
             let key = match family {
@@ -165,6 +165,8 @@ impl Display for Match {
             Match::SaddrIsLocal => f.write_str("fib saddr type local"),
             Match::CtEstablishedRelated => f.write_str("ct state established,related"),
             Match::CtInvalid => f.write_str("ct state invalid"),
+            Match::CtNew => f.write_str("ct state new"),
+            Match::CtReply => f.write_str("ct direction reply"),
             Match::IcmpType(Family::V4, t) => write!(f, "icmp type {}", t.name),
             Match::IcmpType(Family::V6, t) => write!(f, "icmpv6 type {}", t.name),
             Match::Dport(proto, range) => write!(f, "{} dport {range}", proto.keyword()),
@@ -267,6 +269,7 @@ impl Display for Verdict {
         f.write_str(match self {
             Verdict::Accept => "accept",
             Verdict::Drop => "drop",
+            Verdict::Return => "return",
         })
     }
 }

@@ -24,6 +24,9 @@ const REG_1: u32 = libc::NFT_REG_1 as u32;
 const CT_INVALID: u32 = 1;
 const CT_ESTABLISHED: u32 = 2;
 const CT_RELATED: u32 = 4;
+const CT_NEW: u32 = 8;
+/// `IP_CT_DIR_REPLY`.
+const CT_DIR_REPLY: u8 = 1;
 /// `NFT_LIMIT_PKTS`; nft's default burst for `limit rate N/minute` is 5 packets.
 const LIMIT_BURST: u32 = 5;
 /// `LOGLEVEL_WARNING`: the kernel's log level when none is given.
@@ -54,6 +57,8 @@ enum WireMatch {
     SaddrIsLocal,
     /// `ct state S`, with the state bits of S.
     CtState(u32),
+    /// `ct direction reply`.
+    CtReply,
     /// `icmp type T` / `icmpv6 type T`, with the type number.
     IcmpType(Family, u8),
     /// `tcp|udp dport A[-B]`.
@@ -88,6 +93,8 @@ impl WireMatch {
             Match::SaddrIsLocal => WireMatch::SaddrIsLocal,
             Match::CtEstablishedRelated => WireMatch::CtState(CT_ESTABLISHED | CT_RELATED),
             Match::CtInvalid => WireMatch::CtState(CT_INVALID),
+            Match::CtNew => WireMatch::CtState(CT_NEW),
+            Match::CtReply => WireMatch::CtReply,
             Match::IcmpType(family, t) => WireMatch::IcmpType(*family, t.code),
             Match::Dport(proto, range) => WireMatch::Dport(*proto, *range),
             Match::SaddrInSet(family, name) => WireMatch::SaddrInSet(*family, set(name)?),
@@ -114,6 +121,13 @@ impl WireMatch {
             WireMatch::Loopback => check_loopback(),
             WireMatch::SaddrIsLocal => check_saddr_is_local(),
             WireMatch::CtState(mask) => check_ct_state(*mask),
+            WireMatch::CtReply => vec![
+                // nft: ct direction reply  [ ct load direction => reg 1 ] [ cmp eq reg 1 0x01 ]
+                Expr::new(c"ct")
+                    .u32(attr::NFTNL_EXPR_CT_KEY, libc::NFT_CT_DIRECTION as u32)
+                    .u32(attr::NFTNL_EXPR_CT_DREG, REG_1),
+                cmp(libc::NFT_CMP_EQ, &[CT_DIR_REPLY]),
+            ],
             WireMatch::IcmpType(family, code) => check_icmp_type(*family, *code),
             WireMatch::Dport(proto, range) => check_dport(*proto, range.first, range.last),
             WireMatch::SaddrInSet(family, set) => check_saddr(*family, set, false),
@@ -185,17 +199,16 @@ impl WireRule {
             Some((family, map)) => Some((*family, set(map)?)),
             None => None,
         };
-        let jump = match &rule.jump {
-            Some(chain) => Some(cstring(chain, &what())?),
-            None => None,
-        };
         Ok(WireRule {
             matches,
             log,
             counter: rule.counter,
             updates,
             vmap,
-            jump,
+            jump: match &rule.jump {
+                Some(chain) => Some(cstring(chain, &what())?),
+                None => None,
+            },
             verdict: rule.verdict,
         })
     }
@@ -217,14 +230,14 @@ impl WireRule {
             r.add_expr(limit_per_minute(*per_minute));
             r.add_expr(log_prefix(prefix));
         }
-        if self.counter {
-            // nft: counter   [ counter pkts 0 bytes 0 ]
-            r.add_expr(Expr::new(c"counter"));
-        }
         for u in &self.updates {
             for e in set_update(u) {
                 r.add_expr(e);
             }
+        }
+        if self.counter {
+            // nft: counter   [ counter pkts 0 bytes 0 ]  (after a meter: what is over it)
+            r.add_expr(Expr::new(c"counter"));
         }
         if let Some((family, map)) = &self.vmap {
             for e in check_saddr(*family, map, true) {
@@ -232,7 +245,7 @@ impl WireRule {
             }
         }
         if let Some(chain) = &self.jump {
-            // nft: jump CHAIN   [ immediate reg 0 jump -> CHAIN ]
+            // nft: jump CHAIN  [ immediate reg 0 jump -> CHAIN ]
             r.add_expr(
                 Expr::new(c"immediate")
                     .u32(attr::NFTNL_EXPR_IMM_DREG, libc::NFT_REG_VERDICT as u32)
@@ -253,6 +266,7 @@ pub(super) fn nf_verdict(v: Verdict) -> u32 {
     match v {
         Verdict::Accept => libc::NF_ACCEPT as u32,
         Verdict::Drop => libc::NF_DROP as u32,
+        Verdict::Return => libc::NFT_RETURN as u32,
     }
 }
 
