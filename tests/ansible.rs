@@ -235,6 +235,22 @@ fn collection_runs_idempotently_with_check_and_diff_modes() {
         (snapshot(cfg.config_dir()), snapshot(&other), table(ns)),
         before
     );
+    // A value pbxwall refuses fails the task with pbxwall's own message; nothing changes.
+    let bad = work.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "---\n- hosts: localhost\n  gather_facts: false\n  tasks:\n    - pbxwall.pbxwall.pbxwall_account:\n        name: eve\n        addresses: [203.0.113.66]\n        services: [nope]\n",
+    )
+    .unwrap();
+    let (out, doc) = run(&cfg, ns, work.path(), &bad, false);
+    assert!(!out.status.success(), "{}", show(&out));
+    let eve = &results(&doc)[0].1;
+    let msg = eve["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("invalid account eve: ") && msg.contains("nope"),
+        "{eve}"
+    );
+    assert!(cfg.read("accounts/eve.toml").is_none());
 }
 
 common::test_main! {

@@ -735,6 +735,26 @@ fn local_account_wins_and_del_acct_refuses_fleet_accounts() {
     );
     assert!(table.contains("198.51.100.10"), "{table}");
 
+    // status --prometheus: the serial in force and the last sync, valid for promtool.
+    let out = cfg.run(Some(ns.name()), "pbxwall", ["status", "--prometheus"]);
+    assert_exit(&out, 0, "status --prometheus");
+    let metrics = stdout(&out);
+    assert!(
+        metrics.contains("\npbxwall_fleet_serial 5\n")
+            && metrics.contains("\npbxwall_fleet_last_sync_outcome{outcome=\"ok\"} 1\n"),
+        "{metrics}"
+    );
+    if let Some(promtool) = common::tool("promtool") {
+        let mut c = Command::new(promtool);
+        c.args(["check", "metrics"]);
+        let checked = common::run_cmd(c, Some(metrics.as_bytes()));
+        assert!(
+            checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+            "promtool: {}",
+            show(&checked)
+        );
+    }
+
     let out = cfg.run(
         None,
         "pbxwall",

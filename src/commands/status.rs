@@ -86,7 +86,9 @@ pbxwall_dropped_bytes_total (since the last full apply); pbxwall_accounts, pbxwa
 pbxwall_set_elements{set}; pbxwall_names{state} (ok, stale, left_out);
 pbxwall_last_apply_timestamp_seconds; pbxwall_ipchecker_last_run_timestamp_seconds;
 pbxwall_ipchecker_last_run_outcome{outcome} (ok, degraded, error); pbxwall_bans{origin}
-(manual, guard, fail2ban); pbxwall_guard_hits_total (with the SIP layer).
+(manual, guard, fail2ban); pbxwall_guard_hits_total (with the SIP layer); with a fleet bundle
+(pbxwall sync): pbxwall_fleet_serial, pbxwall_fleet_last_sync_timestamp_seconds,
+pbxwall_fleet_last_sync_outcome{outcome} (ok, unchanged, failed).
 
 With --json it prints one object (every key always present; null when it has no value):
   {\"table\": \"loaded\" | \"missing\", \"error\": null | \"...\",
@@ -741,11 +743,20 @@ pub struct Metrics {
     pub last_apply: Option<i64>,
     /// When ipchecker last ran (unix seconds), and its outcome ("ok", "degraded", "error").
     pub ipchecker_last_run: Option<(i64, String)>,
+    /// The serial of the fleet bundle in force (`pbxwall sync`), if there is one.
+    pub fleet_serial: Option<u64>,
+    /// When `pbxwall sync` last ran (unix seconds), and its outcome ("ok", "unchanged",
+    /// "failed").
+    pub fleet_last_sync: Option<(i64, String)>,
     /// Live bans by origin (manual, guard, fail2ban), when the table is loaded.
     pub bans: Option<[(&'static str, u64); 3]>,
     /// Packets over the SIP guard's limit since the last full apply (SIP layer on).
     pub guard_hits: Option<u64>,
 }
+
+/// The outcomes `pbxwall sync` records; each gets a 0/1 sample of
+/// `pbxwall_fleet_last_sync_outcome`.
+const SYNC_OUTCOMES: [&str; 3] = ["ok", "unchanged", "failed"];
 
 /// The outcomes ipchecker records; each gets a 0/1 sample of
 /// `pbxwall_ipchecker_last_run_outcome`.
@@ -783,6 +794,17 @@ fn prometheus(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
             .ipchecker
             .as_ref()
             .and_then(|r| Some((unix(&r.at)?, r.outcome.clone()))),
+        fleet_serial: crate::fleet::stored_bundle(&ctx.paths)
+            .ok()
+            .flatten()
+            .map(|(b, _)| b.serial),
+        fleet_last_sync: {
+            let sync = crate::fleet::SyncState::load(&ctx.paths);
+            sync.last_run
+                .as_deref()
+                .and_then(unix)
+                .zip(sync.last_outcome)
+        },
         ..Metrics::default()
     };
     if live.is_some() {
@@ -938,6 +960,36 @@ pub fn prometheus_text(m: &Metrics) -> String {
         "pbxwall_ipchecker_last_run_outcome",
         "gauge",
         "The outcome of the last ipchecker run: 1 for the one it had (ok, degraded, error).",
+        &outcomes,
+    );
+    metric(
+        "pbxwall_fleet_serial",
+        "gauge",
+        "The serial of the fleet bundle in force (pbxwall sync).",
+        &maybe(m.fleet_serial.map(|s| s.to_string())),
+    );
+    metric(
+        "pbxwall_fleet_last_sync_timestamp_seconds",
+        "gauge",
+        "When pbxwall sync last ran (unix time).",
+        &maybe(m.fleet_last_sync.as_ref().map(|(t, _)| t.to_string())),
+    );
+    let outcomes: Vec<(String, String)> = match &m.fleet_last_sync {
+        Some((_, outcome)) => SYNC_OUTCOMES
+            .iter()
+            .map(|o| {
+                (
+                    format!("{{outcome=\"{o}\"}}"),
+                    u8::from(outcome == o).to_string(),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    metric(
+        "pbxwall_fleet_last_sync_outcome",
+        "gauge",
+        "The outcome of the last pbxwall sync: 1 for the one it had (ok, unchanged, failed).",
         &outcomes,
     );
     let bans: Vec<(String, String)> = m
