@@ -134,6 +134,13 @@ fn setup_writes_a_checked_sequence_and_keeps_the_file() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let text = cfg.read("pbxwall.toml").unwrap();
     assert!(text.starts_with(mine), "{text}");
+    // The sequence is a secret: others cannot read the file any more.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cfg.config_dir().join("pbxwall.toml"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o007, 0, "mode {mode:o}");
     let settings =
         pbxwall::store::parse_settings(std::path::Path::new("pbxwall.toml"), &text).unwrap();
     let seq = settings.knock.sequence.clone();

@@ -117,7 +117,8 @@ fn setup(
         no_restart,
         false,
         std::slice::from_ref(&what),
-        || Ok(store::write_atomic(&path, text.as_bytes(), 0o644)?),
+        // The sequence is a secret: the file is no longer readable by others.
+        || Ok(store::write_secret(&path, text.as_bytes())?),
     )?;
     ctx.audit(&what);
     for line in how_to_knock(&k) {
