@@ -369,6 +369,45 @@ fn clients_knock_and_grants_survive_restart_ipchecker_and_reboot() {
     );
     assert_probes(&topo, &expect(true));
     assert_eq!(grants(&cfg, &topo), knocked);
+    // nftables.service restarting (`flush ruleset`), then pbxwall.service loading
+    // last-applied.nft again: the next ipchecker run puts the recorded grants back.
+    ok(
+        ns_cmd(topo.pbx_ns(), "nft", &["flush", "ruleset"]),
+        "flush ruleset",
+    );
+    ok(
+        ns_cmd(topo.pbx_ns(), "nft", &["-f", boot.to_str().unwrap()]),
+        "nft -f last-applied.nft",
+    );
+    assert!(grants(&cfg, &topo).is_empty());
+    ok(
+        cfg.run(ns, "ipchecker", std::iter::empty::<&str>()),
+        "ipchecker",
+    );
+    assert_probes(&topo, &expect(true));
+    assert_eq!(grants(&cfg, &topo), knocked);
+    // Grants gone from a table that is otherwise as applied: ipchecker adds them back.
+    ok(
+        ns_cmd(
+            topo.pbx_ns(),
+            "nft",
+            &["flush", "set", "inet", "pbxwall", "knock_grant_v4"],
+        ),
+        "flush set",
+    );
+    let out = ok(
+        cfg.run(ns, "ipchecker", std::iter::empty::<&str>()),
+        "ipchecker",
+    );
+    assert!(
+        stdout(&out).contains(
+            "restored 2 recorded elements of set knock_grant_v4: 192.0.2.10, 198.51.100.10"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert_probes(&topo, &expect(true));
+    assert_eq!(grants(&cfg, &topo), knocked);
 
     // Revoke: closed, and the running flow (a UDP exchange on 5060) ends.
     let flow = topo.in_client(|| {

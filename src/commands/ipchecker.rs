@@ -191,6 +191,17 @@ fn check(
         );
         full_apply(ctx, &b, lock, force, &mut flows)?
     };
+    // A table loaded from last-applied.nft (nftables.service restarted, then pbxwall.service
+    // loaded the file) has the dynamic sets but not their recorded elements: bans and knock
+    // grants come back here, with the time they have left.
+    if apply_kind != "full" {
+        match restore_recorded_elements(&b.ruleset) {
+            Ok(lines) => changes.extend(lines),
+            Err(e) => problems.push(format!(
+                "could not restore the recorded elements of the dynamic sets: {e:#}"
+            )),
+        }
+    }
     let outcome = b.outcome().worst(flows.outcome());
     changes.extend(flows.lines);
     problems.extend(flows.problems);
@@ -201,6 +212,43 @@ fn check(
         problems,
     };
     Ok((report, outcome))
+}
+
+/// Adds the recorded elements (the build's [`crate::ruleset::Dynamic::restore`]) that the
+/// live persisted dynamic sets lack, one small batch per set; a line per set restored.
+fn restore_recorded_elements(ruleset: &crate::ruleset::Ruleset) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for set in &ruleset.sets {
+        let Some(d) = set
+            .dynamic
+            .as_ref()
+            .filter(|d| d.persist && !d.restore.is_empty())
+        else {
+            continue;
+        };
+        let Some(live) = netlink::list_timed_elements(&set.name)? else {
+            continue;
+        };
+        let missing: Vec<_> = d
+            .restore
+            .iter()
+            .filter(|e| !live.iter().any(|l| l.addr == e.addr))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        netlink::update_timed_elements(&set.name, set.family, &[], &missing)?;
+        let addrs: Vec<std::net::IpAddr> = missing.iter().map(|e| e.addr).collect();
+        lines.push(format!(
+            "restored {} recorded element{} of set {}: {}",
+            missing.len(),
+            if missing.len() == 1 { "" } else { "s" },
+            set.name,
+            super::join_addrs(&addrs)
+        ));
+    }
+    Ok(lines)
 }
 
 /// Whether the ruleset has sets whose elements end by themselves (knock grants, temporary
