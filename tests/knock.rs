@@ -43,6 +43,13 @@ const CLI_CASES: &[Case] = &[
     case(&["knock", "192.0.2.1", "--sequence", "23456,23456"], 2, "port 23456 appears twice"),
     case(&["knock", "192.0.2.1", "--sequence", "23456"], 2, "use 2 to 8 distinct ports"),
     case(&["knock", "192.0.2.1", "--sequence", "23456,34567", "--protocol", "sctp"], 2, "invalid knock protocol \"sctp\""),
+    // Temporary accounts: bad durations and times, expiries in the past.
+    case(&["add-ip", "visitor", "203.0.113.7", "--allow", "1", "--expires", "10x", "--no-restart"], 2, "invalid expiry \"10x\": expected a duration (90s, 10m, 2h, 7d, 1h30m) or a time in RFC 3339 form"),
+    case(&["add-ip", "visitor", "203.0.113.7", "--allow", "1", "--expires", "0s", "--no-restart"], 2, "invalid expiry \"0s\""),
+    case(&["add-ip", "visitor", "203.0.113.7", "--allow", "1", "--expires", "400d", "--no-restart"], 2, "invalid expiry \"400d\""),
+    case(&["add-ip", "visitor", "203.0.113.7", "--allow", "1", "--expires", "2020-01-01T00:00:00Z", "--no-restart"], 2, "invalid expiry \"2020-01-01T00:00:00Z\": it is in the past"),
+    case(&["add-fqdn", "visitor", "visitor.example.com", "--allow", "1", "--expires", "yesterday", "--no-restart"], 2, "invalid expiry \"yesterday\""),
+    case(&["add-ip", "visitor", "198.51.100.0/23", "--allow", "1", "--expires", "1h", "--no-restart"], 2, "refusing 198.51.100.0/23 for a temporary account"),
 ];
 
 fn bad_command_lines_are_refused_with_one_line_and_change_nothing() {
