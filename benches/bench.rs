@@ -9,7 +9,7 @@
 //! ```text
 //! cargo bench --bench bench                    # everything (about 4 minutes)
 //! cargo bench --bench bench -- restart packets # only some scenarios:
-//!                                              #   restart packets dns ipchecker
+//!                                              #   restart packets dns ipchecker sip
 //! cargo bench --bench bench -- --reps 3        # fewer rounds
 //! PBXWALL_BENCH_BIN_DIR=/other/target/release cargo bench --bench bench   # other binaries
 //! ```
@@ -846,6 +846,199 @@ fn s2_packets(o: &Opts, rep: &mut Report) {
     }
 }
 
+// -------------------------------------------------------------------------------------------
+// 5. The SIP layer: ban as an element operation, bulk bans, per-packet cost
+
+/// Bans measured one by one (each a new address).
+const SINGLE_BANS: usize = 40;
+/// Addresses of one `ban --stdin`.
+const BULK_BANS: usize = 10_000;
+
+/// The `n`-th documentation address of block `block` (2001:db8:b<block>::/48).
+fn ban_addr(block: usize, n: usize) -> String {
+    format!("2001:db8:b{block:03x}::{:x}:{:x}", n >> 16, n & 0xffff)
+}
+
+fn s5_sip(o: &Opts, rep: &mut Report) {
+    say("
+## 5. the SIP layer: pbxwall ban, ban --stdin, per-packet cost with 10,000 bans
+");
+    let pbxwall = o.bin("pbxwall");
+    let restart = o.bin("restart");
+    let accounts = packet_accounts(10);
+    let cfg = Cfg::new("trusted = []\n", &accounts);
+    let topo = common::Topology::new();
+    measure_in(topo.pbx_ns(), || cfg.cmd(&restart, &[]), CMD_TIMEOUT)
+        .expect_code(&[0], "restart (ban setup)");
+
+    // One ban: a process, a dump of the ban sets, one batch, the conntrack table, the state.
+    let mut one = Vec::new();
+    for i in 0..SINGLE_BANS {
+        let addr = ban_addr(0, i + 1);
+        let m = measure_in(
+            topo.pbx_ns(),
+            || cfg.cmd(&pbxwall, &["ban", &addr, "--for", "1h", "--quiet"]),
+            CMD_TIMEOUT,
+        );
+        m.expect_code(&[0], "pbxwall ban");
+        one.push(m.ms());
+    }
+    let one = stats(&one);
+    say(format!(
+        "pbxwall ban ADDR (wall, {SINGLE_BANS} runs, each a new address, {} bans live at the end): {} ms",
+        SINGLE_BANS,
+        one.show(2)
+    ));
+    rep.verdict(
+        "5. pbxwall ban of one address ≤ 5 ms (median wall)",
+        format!("{} ms", one.show(2)),
+        Some(one.median <= 5.0),
+    );
+
+    // Bulk: 10,000 addresses a line on standard input, a new block each round.
+    let mut rates = Vec::new();
+    for r in 0..o.reps {
+        let list = cfg.file(&format!("bulk-{r}.txt"));
+        let text: String = (0..BULK_BANS)
+            .map(|i| format!("{}\n", ban_addr(r + 1, i + 1)))
+            .collect();
+        std::fs::write(&list, text).expect("write list");
+        let m = measure_in(
+            topo.pbx_ns(),
+            || {
+                let mut c = cfg.cmd(Path::new("/bin/sh"), &[]);
+                c.arg("-c")
+                    .arg("exec \"$0\" ban --stdin --for 1h --quiet < \"$1\"")
+                    .arg(&pbxwall)
+                    .arg(&list);
+                c
+            },
+            CMD_TIMEOUT,
+        );
+        m.expect_code(&[0], "pbxwall ban --stdin");
+        rates.push(BULK_BANS as f64 / m.wall.as_secs_f64());
+    }
+    let rates = stats(&rates);
+    say(format!(
+        "pbxwall ban --stdin of {BULK_BANS} addresses: {} addresses/s (a new block each round)",
+        rates.show(0)
+    ));
+    rep.verdict(
+        "5. ban --stdin of 10,000 addresses ≥ 10,000/s",
+        format!("{} /s", rates.show(0)),
+        Some(rates.median >= 10_000.0),
+    );
+    drop(topo);
+
+    // Per packet: the plain whitelist against the SIP layer on (register domain, guard)
+    // with 10,000 bans loaded, same accounts; interleaved floods as in scenario 2.
+    let plain = Cfg::new("[rtp]\nfrom = \"whitelist\"\n", &accounts);
+    let layered = Cfg::new(
+        "[rtp]\nfrom = \"whitelist\"\n[sip]\nregister_domains = [\"xq356jq.dyndns.example\"]\n",
+        &accounts,
+    );
+    let mut setups = Vec::new();
+    for (label, cfg, bans) in [
+        ("plain whitelist", &plain, false),
+        ("SIP layer + 10k bans", &layered, true),
+    ] {
+        let topo = common::Topology::new();
+        measure_in(topo.pbx_ns(), || cfg.cmd(&restart, &[]), CMD_TIMEOUT)
+            .expect_code(&[0], "restart (per-packet setup)");
+        if bans {
+            let list = cfg.file("bans.txt");
+            let text: String = (0..BULK_BANS)
+                .map(|i| format!("{}\n", ban_addr(0x100, i + 1)))
+                .collect();
+            std::fs::write(&list, text).expect("write list");
+            measure_in(
+                topo.pbx_ns(),
+                || {
+                    let mut c = cfg.cmd(Path::new("/bin/sh"), &[]);
+                    c.arg("-c")
+                        .arg("exec \"$0\" ban --stdin --for 1h --quiet < \"$1\"")
+                        .arg(&pbxwall)
+                        .arg(&list);
+                    c
+                },
+                CMD_TIMEOUT,
+            )
+            .expect_code(&[0], "10k bans");
+        }
+        setups.push(Setup {
+            label: label.to_string(),
+            topo,
+            firewall: true,
+        });
+    }
+    for s in &setups {
+        for who in [Sender::Stranger, Sender::Allowed] {
+            shot(s, who, 0.2);
+        }
+    }
+    let mut samples: BTreeMap<(usize, Sender), Vec<Shot>> = BTreeMap::new();
+    for r in 0..o.reps {
+        for k in 0..setups.len() {
+            let i = (k + r) % setups.len();
+            for who in [Sender::Stranger, Sender::Allowed] {
+                samples
+                    .entry((i, who))
+                    .or_default()
+                    .push(shot(&setups[i], who, FLOOD_SECS));
+            }
+        }
+    }
+    let cpu = |i: usize, who: Sender| -> Stats {
+        let v: Vec<f64> = samples[&(i, who)].iter().map(|s| 1e6 / s.cpu_ns).collect();
+        stats(&v)
+    };
+    let wall = |i: usize, who: Sender| -> Stats {
+        let v: Vec<f64> = samples[&(i, who)]
+            .iter()
+            .map(|s| s.sent_pps / 1e3)
+            .collect();
+        stats(&v)
+    };
+    say(format!(
+        "\n{} interleaved rounds of {FLOOD_SECS} s floods; allowed = {ALLOWED6} → udp {SIP_PORT} \
+         (with the layer: the jump to sip_guard and its lookups, then the established accept); \
+         stranger = {STRANGER6} → udp {RTP_PORT} (no SIP port: the ban lookups, then the whole \
+         chain, dropped).\n",
+        o.reps
+    ));
+    for who in [Sender::Stranger, Sender::Allowed] {
+        let rows: Vec<Vec<String>> = setups
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let c = cpu(i, who);
+                vec![
+                    s.label.clone(),
+                    wall(i, who).show(0),
+                    format!("{:.0}", 1e6 / c.median),
+                    ratio(&c, &cpu(0, who)),
+                ]
+            })
+            .collect();
+        say(format!("{who:?}:\n"));
+        say(table(
+            &["ruleset", "kpps (wall)", "CPU ns/pkt", "÷ plain (CPU)"],
+            &rows,
+        ));
+        let rel = cpu(1, who).median / cpu(0, who).median;
+        rep.verdict(
+            &format!("5. SIP layer + 10k bans within 10 % of the plain whitelist ({who:?})"),
+            format!(
+                "{:+.1} % per CPU-second ({:.0} vs {:.0} ns/pkt)",
+                (rel - 1.0) * 100.0,
+                1e6 / cpu(1, who).median,
+                1e6 / cpu(0, who).median
+            ),
+            Some(rel >= 0.90),
+        );
+    }
+}
+
 /// `--flood N SECS`: the per-packet setup with N sources, then a stranger flood of SECS
 /// seconds (run `perf record -C 0 -g` meanwhile; BENCHMARKS.md shows how).
 fn flood_for_profiling(o: &Opts, n: usize, secs: f64) {
@@ -1308,7 +1501,7 @@ fn main() {
                     .filter(|n| *n >= 1)
                     .expect("--reps N (N ≥ 1)");
             }
-            "restart" | "packets" | "dns" | "ipchecker" => opts.only.push(a.clone()),
+            "restart" | "packets" | "dns" | "ipchecker" | "sip" => opts.only.push(a.clone()),
             "--flood" => {
                 // Profiling aid: one pbxwall topology with N sources, a stranger flood of S s.
                 let n = it
@@ -1329,7 +1522,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker; --reps N"
+                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker sip; --reps N"
                 );
                 std::process::exit(2);
             }
@@ -1371,11 +1564,12 @@ fn main() {
     let mut report = Report::default();
     let have_dnsmasq = common::tool("dnsmasq").is_some();
     type Scenario = fn(&Opts, &mut Report);
-    let scenarios: [(&str, Scenario, bool); 4] = [
+    let scenarios: [(&str, Scenario, bool); 5] = [
         ("restart", s1_restart, true),
         ("packets", s2_packets, true),
         ("dns", s3_slow_dns, have_dnsmasq),
         ("ipchecker", s4_ipchecker, have_dnsmasq),
+        ("sip", s5_sip, true),
     ];
     for (name, f, can) in scenarios {
         if !opts.wants(name) {

@@ -206,6 +206,37 @@ fn register_domain_admits_exactly_the_secret_name() {
         s.udp(stranger, &refused[0]),
         "still admitted after a new table"
     );
+    // nft lists the SIP layer as the renderer prints it, and the boot file loads with
+    // nft -f (simulated reboot: table deleted, boot file, restart).
+    let listed = common::ns_cmd(
+        s.topo.pbx_ns(),
+        "nft",
+        &["list", "table", "inet", "pbxwall"],
+    );
+    let boot = s.cfg.state_dir().join("last-applied.nft");
+    let rendered = std::fs::read_to_string(&boot).unwrap();
+    // Compared without element lists: the dynamic sets hold live elements now.
+    let bare = |text: &str| {
+        pbxwall::nft::render::normalize(text)
+            .lines()
+            .filter(|l| !l.starts_with("elements = "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        bare(&stdout(&listed)),
+        bare(&rendered),
+        "nft lists what was rendered"
+    );
+    common::nft_ok(s.topo.pbx_ns(), "delete table inet pbxwall");
+    let out = common::ns_cmd(s.topo.pbx_ns(), "nft", &["-f", boot.to_str().unwrap()]);
+    assert!(out.status.success(), "boot file: {}", show(&out));
+    assert!(
+        !s.udp(stranger, &refused[0]),
+        "the boot file holds no admissions"
+    );
+    s.ok(&["restart"]);
+    assert_eq!(s.admitted().len(), 5, "restored after the simulated reboot");
     // status sees no drift and shows the layer.
     let out = s.ok(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();

@@ -170,10 +170,7 @@ fn live_bans() -> Result<Vec<(Family, TimedElement)>> {
         let live =
             netlink::list_timed_elements(&set).with_context(|| format!("cannot read set {set}"))?;
         let Some(live) = live else {
-            bail!(
-                "set {set} of table inet pbxwall is not loaded (run restart first); nothing \
-                 changed"
-            );
+            bail!("set {set} of table inet pbxwall is not loaded (run restart first)");
         };
         out.extend(live.into_iter().map(|e| (family, e)));
     }
@@ -228,7 +225,7 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let duration = duration.unwrap_or(settings.guard.ban_for);
     let comment = args.comment.clone().unwrap_or_else(|| "manual".into());
     let lock = ctx.lock()?;
-    let live = live_bans()?;
+    let live = live_bans().map_err(|e| e.context("nothing banned"))?;
     let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
     let mut removes: [Vec<IpAddr>; 2] = Default::default();
     let mut adds: [Vec<TimedElement>; 2] = Default::default();
@@ -277,11 +274,11 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     } else {
         format!("{} addresses", addrs.len())
     };
-    let line = format!(
-        "banned {what} for {duration} ({}: {})",
-        origin(Some(&comment)),
-        comment
-    );
+    let why = match origin(Some(&comment)) {
+        "manual" if comment == "manual" => "manual".to_owned(),
+        o => format!("{o}: {comment}"),
+    };
+    let line = format!("banned {what} for {duration} ({why})");
     ctx.say(&line);
     ctx.audit(&line);
     let sources: BTreeSet<IpAddr> = addrs.iter().copied().collect();
@@ -317,7 +314,7 @@ pub fn unban(ctx: &Ctx, args: UnbanArgs) -> Result<Outcome> {
         return Err(UsageError("no address given: name at least one".into()).into());
     }
     let lock = ctx.lock()?;
-    let live = live_bans()?;
+    let live = live_bans().map_err(|e| e.context("nothing unbanned"))?;
     let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
     let mut removes: [Vec<IpAddr>; 2] = Default::default();
     for a in &addrs {
@@ -420,7 +417,10 @@ pub fn bans(ctx: &Ctx, _args: BansArgs) -> Result<Outcome> {
             e.address,
             left_text(e.expires_in_s),
             e.origin,
-            e.comment.as_deref().unwrap_or("")
+            e.comment
+                .as_deref()
+                .filter(|c| *c != "manual")
+                .unwrap_or("")
         ));
     }
     Ok(Outcome::Done)

@@ -81,7 +81,8 @@ pbxwall_differences, pbxwall_problems; pbxwall_dropped_packets_total and
 pbxwall_dropped_bytes_total (since the last full apply); pbxwall_accounts, pbxwall_addresses;
 pbxwall_set_elements{set}; pbxwall_names{state} (ok, stale, left_out);
 pbxwall_last_apply_timestamp_seconds; pbxwall_ipchecker_last_run_timestamp_seconds;
-pbxwall_ipchecker_last_run_outcome{outcome} (ok, degraded, error).
+pbxwall_ipchecker_last_run_outcome{outcome} (ok, degraded, error); pbxwall_bans{origin}
+(manual, guard, fail2ban); pbxwall_guard_hits_total (with the SIP layer).
 
 With --json it prints one object (every key always present; null when it has no value):
   {\"table\": \"loaded\" | \"missing\", \"error\": null | \"...\",
@@ -630,6 +631,10 @@ pub struct Metrics {
     pub last_apply: Option<i64>,
     /// When ipchecker last ran (unix seconds), and its outcome ("ok", "degraded", "error").
     pub ipchecker_last_run: Option<(i64, String)>,
+    /// Live bans by origin (manual, guard, fail2ban), when the table is loaded.
+    pub bans: Option<[(&'static str, u64); 3]>,
+    /// Packets over the SIP guard's limit since the last full apply (SIP layer on).
+    pub guard_hits: Option<u64>,
 }
 
 /// The outcomes ipchecker records; each gets a 0/1 sample of
@@ -670,6 +675,16 @@ fn prometheus(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
             .and_then(|r| Some((unix(&r.at)?, r.outcome.clone()))),
         ..Metrics::default()
     };
+    if live.is_some() {
+        let sip = sip_json(&b.settings, live.as_ref());
+        let n = |k: &str| sip["bans"][k].as_u64().unwrap_or(0);
+        m.bans = Some([
+            ("manual", n("manual")),
+            ("guard", n("guard")),
+            ("fail2ban", n("fail2ban")),
+        ]);
+        m.guard_hits = sip["guard"]["hits"].as_u64();
+    }
     let names: std::collections::BTreeSet<_> = b.accounts.iter().flat_map(|a| &a.fqdns).collect();
     for name in names {
         match b.resolution.names.get(name).map(|r| &r.state) {
@@ -814,6 +829,24 @@ pub fn prometheus_text(m: &Metrics) -> String {
         "gauge",
         "The outcome of the last ipchecker run: 1 for the one it had (ok, degraded, error).",
         &outcomes,
+    );
+    let bans: Vec<(String, String)> = m
+        .bans
+        .iter()
+        .flatten()
+        .map(|(origin, n)| (format!("{{origin=\"{origin}\"}}"), n.to_string()))
+        .collect();
+    metric(
+        "pbxwall_bans",
+        "gauge",
+        "Sources banned now, by origin: manual (pbxwall ban), guard (the SIP guard), fail2ban.",
+        &bans,
+    );
+    metric(
+        "pbxwall_guard_hits_total",
+        "counter",
+        "Packets over the SIP guard's per-source limit since the table was last applied.",
+        &maybe(m.guard_hits.map(|h| h.to_string())),
     );
     out
 }

@@ -545,3 +545,44 @@ fn lines_put_set_differences_before_chains() {
         ]
     );
 }
+
+#[test]
+fn a_dynamic_sets_elements_are_kernel_state_but_its_timeout_and_size_are_compared() {
+    let mut want = want();
+    want.sets.push(Set::dynamic(
+        "ban_v4",
+        Family::V4,
+        crate::ruleset::Dynamic {
+            size: Some(65536),
+            ..Default::default()
+        },
+    ));
+    let fps = fingerprints();
+    let mut live = live();
+    live.sets.push(LiveSet {
+        name: "ban_v4".into(),
+        family: Some(Family::V4),
+        kind: Some(SetKind::Dynamic),
+        elements: vec![Element::address(AddrRange::from_addr(
+            "198.51.100.7".parse().unwrap(),
+        ))],
+        handle: 99,
+        timeout_ms: None,
+        size: Some(65536),
+    });
+    let d = diff(&want, Ok(&fps), Some(&live));
+    assert!(d.is_in_sync(), "bans are no drift: {:?}", d.lines());
+    live.sets.last_mut().unwrap().timeout_ms = Some(60_000);
+    let d = diff(&want, Ok(&fps), Some(&live));
+    assert_eq!(
+        d.lines(),
+        ["set ban_v4: timeout 60000 ms, size 65536, want timeout none, size 65536"]
+    );
+    live.sets.last_mut().unwrap().kind = Some(SetKind::Addresses);
+    live.sets.last_mut().unwrap().timeout_ms = None;
+    let d = diff(&want, Ok(&fps), Some(&live));
+    assert_eq!(
+        d.lines(),
+        ["set ban_v4: interval set of ipv4_addr, want dynamic set of ipv4_addr with timeouts"]
+    );
+}
