@@ -600,6 +600,25 @@ fn udp_knocks_from_both_clients() {
     assert!(!stdout(&out).contains("23456"), "{}", show(&out));
 }
 
+fn an_ssh_session_through_a_grant_is_not_a_lockout() {
+    let topo = Topology::new();
+    let (cfg, _servers) = knocking(&topo);
+    knock_from(&topo, "192.0.2.10", &SEQ);
+    let ns = Some(topo.pbx_ns());
+    // restart run from an SSH session of the granted source: the grant keeps it reachable,
+    // so the lockout guard lets the apply through.
+    let ssh = [("SSH_CONNECTION", "192.0.2.10 50022 192.0.2.1 22")];
+    ok(
+        cfg.run_env(ns, "restart", std::iter::empty::<&str>(), &ssh),
+        "restart over the granted SSH session",
+    );
+    // From a source without a grant it is refused.
+    let stranger = [("SSH_CONNECTION", "192.0.2.11 50022 192.0.2.1 22")];
+    let out = cfg.run_env(ns, "restart", std::iter::empty::<&str>(), &stranger);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("refusing to apply"), "{}", show(&out));
+}
+
 fn banned_sources_cannot_knock() {
     let topo = Topology::new();
     let (cfg, _servers) = knocking(&topo);
@@ -638,6 +657,7 @@ common::test_main! {
         banned_sources_cannot_knock,
         an_expired_grant_closes_and_its_flows_end_at_the_next_ipchecker,
         grants_and_temporary_accounts_pass_the_sip_guard,
+        an_ssh_session_through_a_grant_is_not_a_lockout,
     ],
     Needs::root_and(&["knock"]) => [
         clients_knock_and_grants_survive_restart_ipchecker_and_reboot,
