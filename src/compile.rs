@@ -183,7 +183,11 @@ pub fn compile(
     let permanent: std::borrow::Cow<'_, [Account]> = if temporary.is_empty() {
         std::borrow::Cow::Borrowed(accounts)
     } else {
-        accounts.iter().filter(|a| a.expires.is_none()).cloned().collect()
+        accounts
+            .iter()
+            .filter(|a| a.expires.is_none())
+            .cloned()
+            .collect()
     };
     let accounts = &permanent[..];
     // Each account's services as partition labels, once: its chain and its sources use them.

@@ -363,6 +363,18 @@ fn restart_keeps_bans_and_a_new_table_gets_them_back() {
         ban_elements(&topo).is_empty(),
         "the boot file holds no bans"
     );
+    // ipchecker (its timer may run before restart) adds them back, one small batch.
+    let out = run(&["ipchecker", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(ban_elements(&topo).len(), 1, "ipchecker restored: {v}");
+    assert!(
+        v.to_string()
+            .contains("restored 1 recorded element of set ban_v4"),
+        "{v}"
+    );
+    common::nft_ok(&pbx_ns, "delete table inet pbxwall");
+    let out = common::ns_cmd(&pbx_ns, "nft", &["-f", boot.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
     run(&["restart"]);
     let rebooted = ban_elements(&topo);
     assert_eq!(rebooted.len(), 1, "{rebooted:?}");

@@ -407,9 +407,7 @@ fn clients_knock_and_grants_survive_restart_ipchecker_and_reboot() {
         "ipchecker",
     );
     assert!(
-        stdout(&out).contains(
-            "restored 2 recorded elements of set knock_grant_v4: 192.0.2.10, 198.51.100.10"
-        ),
+        stdout(&out).contains("restored 2 recorded elements of set knock_grant_v4"),
         "{}",
         show(&out)
     );

@@ -191,17 +191,19 @@ fn check(
         );
         full_apply(ctx, &b, lock, force, &mut flows)?
     };
-    // A table loaded from last-applied.nft (nftables.service restarted, then pbxwall.service
-    // loaded the file) has the dynamic sets but not their recorded elements: bans and knock
-    // grants come back here, with the time they have left.
-    if apply_kind != "full" {
-        match restore_recorded_elements(&b.ruleset) {
-            Ok(lines) => changes.extend(lines),
-            Err(e) => problems.push(format!(
-                "could not restore the recorded elements of the dynamic sets: {e:#}"
-            )),
+    // Bans and admissions recorded but missing from a live table (loaded from the boot
+    // file, or flushed): added back with the time they have left, one small batch.
+    let (apply_kind, writes) = if apply_kind == "full" {
+        (apply_kind, writes)
+    } else {
+        let restored = restore_missing(&b.ruleset, live.as_ref())?;
+        if restored.is_empty() {
+            (apply_kind, writes)
+        } else {
+            changes.extend(restored);
+            ("elements", writes + 1)
         }
-    }
+    };
     let outcome = b.outcome().worst(flows.outcome());
     changes.extend(flows.lines);
     problems.extend(flows.problems);
@@ -212,43 +214,6 @@ fn check(
         problems,
     };
     Ok((report, outcome))
-}
-
-/// Adds the recorded elements (the build's [`crate::ruleset::Dynamic::restore`]) that the
-/// live persisted dynamic sets lack, one small batch per set; a line per set restored.
-fn restore_recorded_elements(ruleset: &crate::ruleset::Ruleset) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
-    for set in &ruleset.sets {
-        let Some(d) = set
-            .dynamic
-            .as_ref()
-            .filter(|d| d.persist && !d.restore.is_empty())
-        else {
-            continue;
-        };
-        let Some(live) = netlink::list_timed_elements(&set.name)? else {
-            continue;
-        };
-        let missing: Vec<_> = d
-            .restore
-            .iter()
-            .filter(|e| !live.iter().any(|l| l.addr == e.addr))
-            .cloned()
-            .collect();
-        if missing.is_empty() {
-            continue;
-        }
-        netlink::update_timed_elements(&set.name, set.family, &[], &missing)?;
-        let addrs: Vec<std::net::IpAddr> = missing.iter().map(|e| e.addr).collect();
-        lines.push(format!(
-            "restored {} recorded element{} of set {}: {}",
-            missing.len(),
-            if missing.len() == 1 { "" } else { "s" },
-            set.name,
-            super::join_addrs(&addrs)
-        ));
-    }
-    Ok(lines)
 }
 
 /// Whether the ruleset has sets whose elements end by themselves (knock grants, temporary
@@ -278,6 +243,63 @@ fn configured_sets_differ(ruleset: &crate::ruleset::Ruleset) -> bool {
             Ok(None) | Err(_) => true,
         }
     })
+}
+
+/// Adds the recorded elements of the persisted dynamic sets (bans, admissions) that the
+/// live table lacks, with the time they have left, in one batch; one line per set.
+fn restore_missing(
+    ruleset: &crate::ruleset::Ruleset,
+    live: Option<&netlink::LiveTable>,
+) -> Result<Vec<String>> {
+    let Some(live) = live else {
+        return Ok(Vec::new());
+    };
+    let mut missing: Vec<(
+        &str,
+        crate::addrset::Family,
+        Vec<crate::ruleset::TimedElement>,
+    )> = Vec::new();
+    for set in &ruleset.sets {
+        let Some(d) = set.dynamic.as_ref().filter(|d| d.persist) else {
+            continue;
+        };
+        let Some(have) = live.sets.iter().find(|s| s.name == set.name) else {
+            continue;
+        };
+        let lacking: Vec<_> = d
+            .restore
+            .iter()
+            .filter(|e| !have.elements.iter().any(|h| h.range.contains(e.addr)))
+            .cloned()
+            .collect();
+        if !lacking.is_empty() {
+            missing.push((&set.name, set.family, lacking));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let changes: Vec<netlink::TimedChange<'_>> = missing
+        .iter()
+        .map(|(set, family, add)| netlink::TimedChange {
+            set,
+            family: *family,
+            remove: &[],
+            add,
+        })
+        .collect();
+    netlink::update_timed_sets(&changes)
+        .context("restoring the recorded elements of the dynamic sets failed")?;
+    Ok(missing
+        .iter()
+        .map(|(set, _, add)| {
+            format!(
+                "restored {} recorded element{} of set {set}",
+                add.len(),
+                if add.len() == 1 { "" } else { "s" }
+            )
+        })
+        .collect())
 }
 
 /// Applies the whole build quietly; what ending the flows did goes into `flows`, for the
