@@ -168,6 +168,16 @@ impl Set {
         }
     }
 
+    /// The set without its elements.
+    pub fn clone_empty(&self) -> Set {
+        Set {
+            name: self.name.clone(),
+            family: self.family,
+            kind: self.kind,
+            elements: Vec::new(),
+        }
+    }
+
     /// The address ranges of the elements, in order.
     pub fn ranges(&self) -> impl Iterator<Item = AddrRange> + '_ {
         self.elements.iter().map(|e| e.range)

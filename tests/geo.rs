@@ -88,6 +88,25 @@ fn rtp_opens_only_for_allowed_countries_and_whitelisted_sources() {
         "{listed}"
     );
 
+    // The boot file holds the gate empty (it admits less, never more, until the restart
+    // unit loads the gate), and loads with nft -f.
+    let boot = std::fs::read_to_string(cfg.state_dir().join("last-applied.nft")).unwrap();
+    assert!(
+        boot.contains("set geo_v4") && !boot.contains("192.0.2.0/24"),
+        "{boot}"
+    );
+    let scratch = common::Netns::create(&format!("{}-b", topo.names().pbx_ns));
+    let out = common::run_cmd(
+        common::ns_command(scratch.name(), "nft", &["-f", "-"]),
+        Some(boot.as_bytes()),
+    );
+    assert!(
+        out.status.success(),
+        "nft -f of the boot file: {}",
+        show(&out)
+    );
+    drop(scratch);
+
     // lookup: country, gate and open paths.
     let out = ok(
         cfg.run(

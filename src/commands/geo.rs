@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{
     Build, Ctx, Dns, Outcome, UsageError, apply_ruleset, build, end_lost_flows, guard_ssh_lockout,
-    record_applied_staged, record_gate, stage_boot_file,
+    record_applied_staged, record_gate,
 };
 use crate::addrset::Family;
 use crate::compile::account_sources;
@@ -310,20 +310,13 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                         add,
                     })
                     .collect();
-                // last-applied.nft is rendered meanwhile, put in place once the update is live.
-                let paths = &ctx.paths;
-                let (updated, staged) = std::thread::scope(|s| {
-                    let staged = s.spawn(|| stage_boot_file(paths, &b.ruleset));
-                    (netlink::update_sets(&set_changes), staged.join())
-                });
-                match updated {
+                match netlink::update_sets(&set_changes) {
                     Ok(_) => {
                         report.apply = "elements";
                         report.netlink_writes = 1;
                         record_gate(ctx, &b);
-                        let staged =
-                            staged.unwrap_or_else(|_| stage_boot_file(&ctx.paths, &b.ruleset));
-                        record_applied_staged(ctx, &b.ruleset, staged, &lock, false);
+                        // last-applied.nft holds the gate empty: it stays as it is.
+                        record_applied_staged(ctx, &b.ruleset, None, &lock, false);
                         let line = format!(
                             "geo gate updated: {} ranges added, {} removed ({} IPv4 and {} IPv6 ranges now)",
                             report.added, report.removed, b.geo.ranges_v4, b.geo.ranges_v6
