@@ -222,6 +222,9 @@ fn geo_update_writes_only_the_delta() {
 
     // FR becomes DE: 203.0.113.0/24 joins geo_v4 (merged into no neighbour: one element).
     cfg.write("dbip-country-lite.csv", &DB.replace(",FR", ",DE"));
+    let out = cfg.run(Some(topo.pbx_ns()), "status", ["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["geo"]["update_pending"], true, "{}", show(&out));
     let before_handle = handle_of_rtp_rule(&topo);
     let out = ok(
         cfg.run(Some(topo.pbx_ns()), "pbxwall", ["geo", "update", "--json"]),
@@ -251,6 +254,10 @@ fn geo_update_writes_only_the_delta() {
         "geo update again",
     );
     assert!(stdout(&out).contains("nothing written"), "{}", show(&out));
+    let out = cfg.run(Some(topo.pbx_ns()), "status", ["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["geo"]["update_pending"], false, "{}", show(&out));
+    assert_eq!(v["geo"]["recorded_ranges"], 3);
 }
 
 fn an_mmdb_database_gates_the_same_way() {
