@@ -281,7 +281,23 @@ pub fn write_state(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     write_atomic_with_mode(path, contents, STATE_FILE_MODE)
 }
 
+/// [`write_state`] without the fsyncs: for a state file that after a crash may be the new
+/// one, the old one or absent without harm (a cache, or a record that a reboot makes stale
+/// anyway), never a torn one (rename is atomic).
+pub fn write_state_unsynced(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    write_atomic_inner(path, contents, STATE_FILE_MODE, false)
+}
+
 fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
+    write_atomic_inner(path, contents, mode, true)
+}
+
+fn write_atomic_inner(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    sync: bool,
+) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -298,10 +314,15 @@ fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(),
             .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         drop(f);
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if sync {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -273,6 +273,16 @@ pub fn record_gate(ctx: &Ctx, build: &Build) {
     }
 }
 
+/// Removes the record of the gate before an apply that may change the live gate (its key
+/// differs from the build's): a command stopped between the apply and [`record_gate`] must
+/// leave no record rather than a stale one, which `geo update` would take for the live
+/// sets (it then applies in full).
+pub fn forget_gate_if_changing(paths: &store::Paths, geo: &GeoInfo) {
+    if geo::Applied::load_key(paths) != geo.key {
+        let _ = geo::Applied::remove(paths);
+    }
+}
+
 /// File in the state folder holding the last ruleset applied, in nft syntax (loadable with
 /// `nft -f`, which the boot-time unit does before the network is up).
 pub const LAST_APPLIED: &str = "last-applied.nft";
@@ -475,6 +485,7 @@ pub fn apply_ruleset(
     if !force {
         guard_ssh_lockout(&ctx.paths, &build.ruleset)?;
     }
+    forget_gate_if_changing(&ctx.paths, &build.geo);
     let started = Instant::now();
     // The kernel works through the batch inside one sendmsg; meanwhile another thread
     // renders the text recorded in last-applied.nft (a large share of a big restart) into

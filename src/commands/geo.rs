@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{
-    Build, Ctx, Dns, Outcome, UsageError, apply_ruleset, build, end_lost_flows, guard_ssh_lockout,
-    record_applied_staged, record_gate,
+    Build, Ctx, Dns, Outcome, UsageError, apply_ruleset, build, end_lost_flows,
+    forget_gate_if_changing, guard_ssh_lockout, record_applied_staged, record_gate,
 };
 use crate::addrset::Family;
 use crate::compile::account_sources;
@@ -310,6 +310,7 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                         add,
                     })
                     .collect();
+                forget_gate_if_changing(&ctx.paths, &b.geo);
                 match netlink::update_sets(&set_changes) {
                     Ok(_) => {
                         report.apply = "elements";

@@ -73,9 +73,11 @@ impl Applied {
         decode(&bytes)
     }
 
-    /// Writes the record atomically.
+    /// Writes the record atomically (not synced: after a crash the kernel's sets are gone
+    /// too, a reboot's restart writes it again, and an older or absent record only costs a
+    /// parse or a full apply).
     pub fn save(&self, paths: &Paths) -> Result<(), StoreError> {
-        store::write_state(&paths.state_dir.join(APPLIED_FILE), &self.encode())
+        store::write_state_unsynced(&paths.state_dir.join(APPLIED_FILE), &self.encode())
     }
 
     /// Writes the record of ranges held elsewhere (a compiled ruleset's sets) atomically,
@@ -89,7 +91,7 @@ impl Applied {
         v6: impl ExactSizeIterator<Item = AddrRange>,
     ) -> Result<(), StoreError> {
         let bytes = encode(key, rows, missing, v4, v6);
-        store::write_state(&paths.state_dir.join(APPLIED_FILE), &bytes)
+        store::write_state_unsynced(&paths.state_dir.join(APPLIED_FILE), &bytes)
     }
 
     /// The key of the record in the state folder, without reading its ranges.
