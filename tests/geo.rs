@@ -303,11 +303,46 @@ fn an_mmdb_database_gates_the_same_way() {
     );
 }
 
+fn lookup_refuses_bad_input_without_the_kernel() {
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "");
+    let out = cfg.run(None, "pbxwall", ["geo", "lookup", "192.0.2.300"]);
+    assert_exit(&out, 2, "geo lookup of a bad address");
+    assert!(
+        common::stderr(&out).contains("invalid address \"192.0.2.300\""),
+        "{}",
+        show(&out)
+    );
+    let out = cfg.run(None, "pbxwall", ["geo", "lookup", "192.0.2.7"]);
+    assert_exit(&out, 1, "geo lookup without a database");
+    assert!(
+        common::stderr(&out).contains("set [geo] database"),
+        "{}",
+        show(&out)
+    );
+    let out = cfg.run(None, "pbxwall", ["geo"]);
+    assert_exit(&out, 2, "geo without a subcommand");
+    // A bad code in the settings: file and line, exit 1.
+    cfg.write("dbip-country-lite.csv", DB);
+    cfg.write(
+        "pbxwall.toml",
+        "[geo]\ndatabase = \"dbip-country-lite.csv\"\nallow = [\"DE\", \"EU\"]\n",
+    );
+    let out = cfg.run(None, "restart", ["--dry-run"]);
+    assert_exit(&out, 1, "an invalid country code");
+    assert!(
+        common::stderr(&out).contains("pbxwall.toml:3: invalid country code \"EU\""),
+        "{}",
+        show(&out)
+    );
+}
+
 fn handle_of_rtp_rule(topo: &Topology) -> String {
     common::rule_handle(topo.pbx_ns(), "ip saddr @geo_v4 accept")
 }
 
 common::test_main! {
+    Needs::NOTHING => [lookup_refuses_bad_input_without_the_kernel],
     Needs::ROOT => [
         rtp_opens_only_for_allowed_countries_and_whitelisted_sources,
         a_corrupt_database_changes_nothing,
