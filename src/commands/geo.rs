@@ -90,9 +90,6 @@ pub struct OpenPath {
     pub name: &'static str,
     /// `udp 10000-20000`.
     pub ports: String,
-    /// Protocol and first port, for the check.
-    #[serde(skip)]
-    pub probe: (L4Proto, u16),
     /// Whether the address may open a connection there (whitelisting included).
     pub open: bool,
 }
@@ -166,7 +163,6 @@ fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<Outcome> {
         .map(|(name, proto, ports)| OpenPath {
             name,
             ports: ports_text(proto, ports),
-            probe: (proto, ports.first),
             open: b.ruleset.accepts_new(addr, proto, ports.first),
         })
         .collect();
@@ -225,7 +221,7 @@ pub struct UpdateReport {
     pub apply: &'static str,
     /// Netlink transactions sent.
     pub netlink_writes: u32,
-    /// Elements added and removed, per family.
+    /// Elements added (both families).
     pub added: usize,
     /// Elements removed.
     pub removed: usize,
