@@ -248,6 +248,17 @@ impl Set {
         }
     }
 
+    /// The set without its elements.
+    pub fn clone_empty(&self) -> Set {
+        Set {
+            name: self.name.clone(),
+            family: self.family,
+            kind: self.kind,
+            elements: Vec::new(),
+            dynamic: self.dynamic.clone(),
+        }
+    }
+
     /// The address ranges of the elements, in order.
     pub fn ranges(&self) -> impl Iterator<Item = AddrRange> + '_ {
         self.elements.iter().map(|e| e.range)

@@ -314,7 +314,8 @@ fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(),
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        File::open(dir)?.sync_all()?;
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -88,6 +88,25 @@ fn rtp_opens_only_for_allowed_countries_and_whitelisted_sources() {
         "{listed}"
     );
 
+    // The boot file holds the gate empty (it admits less, never more, until the restart
+    // unit loads the gate), and loads with nft -f.
+    let boot = std::fs::read_to_string(cfg.state_dir().join("last-applied.nft")).unwrap();
+    assert!(
+        boot.contains("set geo_v4") && !boot.contains("192.0.2.0/24"),
+        "{boot}"
+    );
+    let scratch = common::Netns::create(&format!("{}-b", topo.names().pbx_ns));
+    let out = common::run_cmd(
+        common::ns_command(scratch.name(), "nft", &["-f", "-"]),
+        Some(boot.as_bytes()),
+    );
+    assert!(
+        out.status.success(),
+        "nft -f of the boot file: {}",
+        show(&out)
+    );
+    drop(scratch);
+
     // lookup: country, gate and open paths.
     let out = ok(
         cfg.run(
@@ -203,6 +222,9 @@ fn geo_update_writes_only_the_delta() {
 
     // FR becomes DE: 203.0.113.0/24 joins geo_v4 (merged into no neighbour: one element).
     cfg.write("dbip-country-lite.csv", &DB.replace(",FR", ",DE"));
+    let out = cfg.run(Some(topo.pbx_ns()), "status", ["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["geo"]["update_pending"], true, "{}", show(&out));
     let before_handle = handle_of_rtp_rule(&topo);
     let out = ok(
         cfg.run(Some(topo.pbx_ns()), "pbxwall", ["geo", "update", "--json"]),
@@ -232,6 +254,10 @@ fn geo_update_writes_only_the_delta() {
         "geo update again",
     );
     assert!(stdout(&out).contains("nothing written"), "{}", show(&out));
+    let out = cfg.run(Some(topo.pbx_ns()), "status", ["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["geo"]["update_pending"], false, "{}", show(&out));
+    assert_eq!(v["geo"]["recorded_ranges"], 3);
 }
 
 fn an_mmdb_database_gates_the_same_way() {
@@ -277,11 +303,46 @@ fn an_mmdb_database_gates_the_same_way() {
     );
 }
 
+fn lookup_refuses_bad_input_without_the_kernel() {
+    let cfg = TempConfig::new();
+    cfg.write("pbxwall.toml", "");
+    let out = cfg.run(None, "pbxwall", ["geo", "lookup", "192.0.2.300"]);
+    assert_exit(&out, 2, "geo lookup of a bad address");
+    assert!(
+        common::stderr(&out).contains("invalid address \"192.0.2.300\""),
+        "{}",
+        show(&out)
+    );
+    let out = cfg.run(None, "pbxwall", ["geo", "lookup", "192.0.2.7"]);
+    assert_exit(&out, 1, "geo lookup without a database");
+    assert!(
+        common::stderr(&out).contains("set [geo] database"),
+        "{}",
+        show(&out)
+    );
+    let out = cfg.run(None, "pbxwall", ["geo"]);
+    assert_exit(&out, 2, "geo without a subcommand");
+    // A bad code in the settings: file and line, exit 1.
+    cfg.write("dbip-country-lite.csv", DB);
+    cfg.write(
+        "pbxwall.toml",
+        "[geo]\ndatabase = \"dbip-country-lite.csv\"\nallow = [\"DE\", \"EU\"]\n",
+    );
+    let out = cfg.run(None, "restart", ["--dry-run"]);
+    assert_exit(&out, 1, "an invalid country code");
+    assert!(
+        common::stderr(&out).contains("pbxwall.toml:3: invalid country code \"EU\""),
+        "{}",
+        show(&out)
+    );
+}
+
 fn handle_of_rtp_rule(topo: &Topology) -> String {
     common::rule_handle(topo.pbx_ns(), "ip saddr @geo_v4 accept")
 }
 
 common::test_main! {
+    Needs::NOTHING => [lookup_refuses_bad_input_without_the_kernel],
     Needs::ROOT => [
         rtp_opens_only_for_allowed_countries_and_whitelisted_sources,
         a_corrupt_database_changes_nothing,

@@ -362,6 +362,16 @@ pub fn record_gate(ctx: &Ctx, build: &Build) {
     }
 }
 
+/// Removes the record of the gate before an apply that may change the live gate (its key
+/// differs from the build's): a command stopped between the apply and [`record_gate`] must
+/// leave no record rather than a stale one, which `geo update` would take for the live
+/// sets (it then applies in full).
+pub fn forget_gate_if_changing(paths: &store::Paths, geo: &GeoInfo) {
+    if geo::Applied::load_key(paths) != geo.key {
+        let _ = geo::Applied::remove(paths);
+    }
+}
+
 /// File in the state folder holding the last ruleset applied, in nft syntax (loadable with
 /// `nft -f`, which the boot-time unit does before the network is up).
 pub const LAST_APPLIED: &str = "last-applied.nft";
@@ -379,7 +389,7 @@ pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
     record_applied_staged(
         ctx,
         ruleset,
-        stage_boot_file(&ctx.paths, ruleset),
+        Some(stage_boot_file(&ctx.paths, ruleset)),
         lock,
         false,
     );
@@ -388,6 +398,11 @@ pub fn record_applied(ctx: &Ctx, ruleset: &Ruleset, lock: &StoreLock) {
 /// The ruleset rendered into the temporary file of `last-applied.nft`, to be put in place by
 /// [`record_applied_staged`] once it is live (rendered while the kernel works through the
 /// batch, and never held in memory as a whole: 15 MiB of text for 300,000 geo ranges).
+///
+/// The geo gate's sets are written empty: the boot file is loaded before the network is up
+/// and the restart unit loads the gate right after, and an empty gate admits less, never
+/// more, than the live one. So the file does not change when only the gate does (`geo
+/// update` leaves it), and a restart does not write 300,000 ranges to it.
 pub fn stage_boot_file(
     paths: &store::Paths,
     ruleset: &Ruleset,
@@ -395,7 +410,30 @@ pub fn stage_boot_file(
     let path = paths.state_dir.join(LAST_APPLIED);
     let mut staged = store::Staged::create(&path)?;
     let w = staged.writer();
-    write!(w, "{ruleset}")
+    let written = if ruleset
+        .sets
+        .iter()
+        .all(|s| netlink::dumps_elements(&s.name))
+    {
+        write!(w, "{ruleset}")
+    } else {
+        let boot = Ruleset {
+            sets: ruleset
+                .sets
+                .iter()
+                .map(|s| {
+                    if netlink::dumps_elements(&s.name) {
+                        s.clone()
+                    } else {
+                        s.clone_empty()
+                    }
+                })
+                .collect(),
+            chains: ruleset.chains.clone(),
+        };
+        write!(w, "{boot}")
+    };
+    written
         .and_then(|()| w.flush())
         .map_err(|source| StoreError::Io { path, source })?;
     Ok(staged)
@@ -403,10 +441,13 @@ pub fn stage_boot_file(
 
 /// [`record_applied`] with the ruleset already rendered into `staged`; `full`: the whole
 /// table was loaded (its rules, and so the drop counter, are new).
+///
+/// `staged` is `None` when the boot file stays as it is (only the geo gate changed: the
+/// boot file holds it empty).
 pub fn record_applied_staged(
     ctx: &Ctx,
     ruleset: &Ruleset,
-    staged: Result<store::Staged, StoreError>,
+    staged: Option<Result<store::Staged, StoreError>>,
     lock: &StoreLock,
     full: bool,
 ) {
@@ -422,12 +463,12 @@ pub fn record_applied_staged(
 fn write_records(
     ctx: &Ctx,
     ruleset: &Ruleset,
-    staged: Result<store::Staged, StoreError>,
+    staged: Option<Result<store::Staged, StoreError>>,
     lock: &StoreLock,
     full: bool,
 ) -> Result<(), StoreError> {
     let boot_file = ctx.paths.state_dir.join(LAST_APPLIED);
-    if let Err(e) = staged.and_then(store::Staged::commit) {
+    if let Some(Err(e)) = staged.map(|s| s.and_then(store::Staged::commit)) {
         if store::remove_durably(&boot_file).is_err() && boot_file.exists() {
             ctx.warn(format_args!(
                 "{} still holds an older ruleset and could not be removed",
@@ -569,6 +610,7 @@ pub fn apply_ruleset(
     if !force {
         guard_ssh_lockout(&ctx.paths, &with_dynamic_elements(&build.ruleset))?;
     }
+    forget_gate_if_changing(&ctx.paths, &build.geo);
     let started = Instant::now();
     // The kernel works through the batch inside one sendmsg; meanwhile another thread
     // renders the text recorded in last-applied.nft (a large share of a big restart) into
@@ -582,7 +624,7 @@ pub fn apply_ruleset(
     let stats = stats
         .context("applying table inet pbxwall failed; the previous ruleset is still in place")?;
     let staged = staged.unwrap_or_else(|_| stage_boot_file(&ctx.paths, &build.ruleset));
-    record_applied_staged(ctx, &build.ruleset, staged, lock, true);
+    record_applied_staged(ctx, &build.ruleset, Some(staged), lock, true);
     record_gate(ctx, build);
     let summary = AppliedSummary {
         accounts: build.accounts.len(),

@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{
-    Build, Ctx, Dns, Outcome, UsageError, apply_ruleset, build, end_lost_flows, guard_ssh_lockout,
-    record_applied_staged, record_gate, stage_boot_file,
+    Build, Ctx, Dns, Outcome, UsageError, apply_ruleset, build, end_lost_flows,
+    forget_gate_if_changing, guard_ssh_lockout, record_applied_staged, record_gate,
 };
 use crate::addrset::Family;
 use crate::compile::account_sources;
@@ -90,9 +90,6 @@ pub struct OpenPath {
     pub name: &'static str,
     /// `udp 10000-20000`.
     pub ports: String,
-    /// Protocol and first port, for the check.
-    #[serde(skip)]
-    pub probe: (L4Proto, u16),
     /// Whether the address may open a connection there (whitelisting included).
     pub open: bool,
 }
@@ -193,7 +190,6 @@ fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<Outcome> {
         .map(|(name, proto, ports)| OpenPath {
             name,
             ports: ports_text(proto, ports),
-            probe: (proto, ports.first),
             // RTP is accepted (or not) by a rule `accepts_new` follows; SIP admission and
             // the knock go through sets filled by packets, so whitelisting or the gate
             // decide.
@@ -256,7 +252,7 @@ pub struct UpdateReport {
     pub apply: &'static str,
     /// Netlink transactions sent.
     pub netlink_writes: u32,
-    /// Elements added and removed, per family.
+    /// Elements added (both families).
     pub added: usize,
     /// Elements removed.
     pub removed: usize,
@@ -341,20 +337,14 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                         add,
                     })
                     .collect();
-                // last-applied.nft is rendered meanwhile, put in place once the update is live.
-                let paths = &ctx.paths;
-                let (updated, staged) = std::thread::scope(|s| {
-                    let staged = s.spawn(|| stage_boot_file(paths, &b.ruleset));
-                    (netlink::update_sets(&set_changes), staged.join())
-                });
-                match updated {
+                forget_gate_if_changing(&ctx.paths, &b.geo);
+                match netlink::update_sets(&set_changes) {
                     Ok(_) => {
                         report.apply = "elements";
                         report.netlink_writes = 1;
                         record_gate(ctx, &b);
-                        let staged =
-                            staged.unwrap_or_else(|_| stage_boot_file(&ctx.paths, &b.ruleset));
-                        record_applied_staged(ctx, &b.ruleset, staged, &lock, false);
+                        // last-applied.nft holds the gate empty: it stays as it is.
+                        record_applied_staged(ctx, &b.ruleset, None, &lock, false);
                         let line = format!(
                             "geo gate updated: {} ranges added, {} removed ({} IPv4 and {} IPv6 ranges now)",
                             report.added, report.removed, b.geo.ranges_v4, b.geo.ranges_v6

@@ -31,8 +31,9 @@ mod lockout;
 
 pub use apply::{
     Build, Dns, FlowsEnded, LAST_APPLIED, apply, apply_ruleset, build, change_then_apply,
-    change_then_apply_checked, end_lost_flows, join_addrs, load_gate, rebuild_and_apply,
-    record_applied, record_applied_staged, record_gate, stage_boot_file, with_dynamic_elements,
+    change_then_apply_checked, end_lost_flows, forget_gate_if_changing, join_addrs, load_gate,
+    rebuild_and_apply, record_applied, record_applied_staged, record_gate, stage_boot_file,
+    with_dynamic_elements,
 };
 pub use context::{AppliedSummary, CommandReport, Ctx, NeedsRoot, Outcome, UsageError, exit_code};
 pub(crate) use lockout::guard_ssh_lockout;

@@ -21,7 +21,7 @@
 //!   "geo": {"database": "/srv/geo/dbip.csv", "format": "DB-IP lite CSV",  // or null
 //!           "modified": "...", "rows": 600000, "countries": "DE, AT", "ranges_v4": 9000,
 //!           "ranges_v6": 3000, "missing": [], "problem": null, "cached": true,
-//!           "live": true, "recorded_ranges": 12000},
+//!           "live": true, "recorded_ranges": 12000, "update_pending": false},
 //!   "accounts": [{
 //!     "name": "joe", "services": ["sip-udp"], "comment": null, "provider": null,
 //!     "expires": null, "expired": false,   // a temporary account: "2026-12-24T18:00:00Z"
@@ -100,7 +100,7 @@ With --json it prints one object (every key always present; null when it has no 
    \"dropped\": {\"packets\", \"bytes\", \"since\"} | null,
    \"geo\": {\"database\", \"format\", \"modified\", \"rows\", \"countries\", \"ranges_v4\",
             \"ranges_v6\", \"missing\", \"problem\", \"cached\", \"live\",
-            \"recorded_ranges\"} | null,
+            \"recorded_ranges\", \"update_pending\"} | null,
    \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
                  \"expires\": null | \"RFC 3339 time\", \"expired\": false | true,
                  \"addresses\": [{\"address\", \"applied\"}],
@@ -236,11 +236,17 @@ fn geo_json(b: &Build, paths: &store::Paths, live: Option<&LiveTable>) -> Value 
             let name = crate::geo::Gate::set_name(*f);
             live.is_some_and(|t| t.sets.iter().any(|s| s.name == name))
         });
-    let recorded = crate::geo::Applied::load(paths).map(|r| r.v4.len() + r.v6.len());
+    let recorded = crate::geo::Applied::load(paths);
+    // The database (or [geo]) changed since the gate was applied: geo update loads it.
+    let update_pending = recorded.as_ref().map(|r| &r.key) != b.geo.key.as_ref();
     let mut v = serde_json::to_value(&b.geo).unwrap_or(Value::Null);
     if let Some(m) = v.as_object_mut() {
         m.insert("live".into(), json!(live_sets));
-        m.insert("recorded_ranges".into(), json!(recorded));
+        m.insert(
+            "recorded_ranges".into(),
+            json!(recorded.map(|r| r.v4.len() + r.v6.len())),
+        );
+        m.insert("update_pending".into(), json!(update_pending));
     }
     v
 }
@@ -544,6 +550,9 @@ fn print_text(r: &Value) {
             s(&g["modified"]),
             s(&g["rows"])
         );
+        if g["update_pending"] == true {
+            outln!("geo database changed since the gate was applied: run pbxwall geo update");
+        }
     }
     if let Some(f) = r["fleet"].as_object() {
         let serial = match f["serial"] {

@@ -73,7 +73,9 @@ impl Applied {
         decode(&bytes)
     }
 
-    /// Writes the record atomically.
+    /// Writes the record atomically (not synced: after a crash the kernel's sets are gone
+    /// too, a reboot's restart writes it again, and an older or absent record only costs a
+    /// parse or a full apply).
     pub fn save(&self, paths: &Paths) -> Result<(), StoreError> {
         store::write_state(&paths.state_dir.join(APPLIED_FILE), &self.encode())
     }

@@ -285,31 +285,8 @@ impl Database {
                     }
                 }
             }
-            Format::DbIp => {
-                read_rows(&self.files[0], |at, fields| {
-                    if at.line == 1 && fields.first().is_some_and(|f| f.contains("start")) {
-                        return Ok(ControlFlow::Continue(())); // a header
-                    }
-                    let (range, country) = dbip_row(fields).map_err(|m| at.corrupt(m))?;
-                    rows += 1;
-                    Ok(f(range, country))
-                })?;
-            }
-            Format::Ip2Location => {
-                let v6_numbers = file_name(&self.files[0])
-                    .to_ascii_uppercase()
-                    .contains("IPV6");
-                read_rows(&self.files[0], |at, fields| {
-                    let (range, country) =
-                        ip2location_row(fields, v6_numbers).map_err(|m| at.corrupt(m))?;
-                    rows += 1;
-                    for r in unmap_v4(range) {
-                        if f(r, country).is_break() {
-                            return Ok(ControlFlow::Break(()));
-                        }
-                    }
-                    Ok(ControlFlow::Continue(()))
-                })?;
+            Format::DbIp | Format::Ip2Location => {
+                rows = self.csv_part(0, u64::MAX, &mut f)?.0;
             }
             Format::GeoLite2 => {
                 let countries = geolite_locations(&self.files[0])?;
@@ -341,6 +318,146 @@ impl Database {
     }
 }
 
+impl Database {
+    /// The rows of a one-file CSV database (DB-IP, IP2Location) in the bytes `start..end`
+    /// (`start` at a line's start): `(rows, lines)`; line numbers in errors count from
+    /// `start`.
+    fn csv_part(
+        &self,
+        start: u64,
+        end: u64,
+        f: &mut impl FnMut(AddrRange, Option<Country>) -> ControlFlow<()>,
+    ) -> Result<(usize, usize), GeoError> {
+        let mut rows = 0;
+        let path = &self.files[0];
+        let lines = if self.format == Format::DbIp {
+            read_rows_in(path, start, end, |at, fields| {
+                if at.line == 1
+                    && at.file_start
+                    && fields.first().is_some_and(|f| f.contains("start"))
+                {
+                    return Ok(ControlFlow::Continue(())); // a header
+                }
+                let (range, country) = dbip_row(fields).map_err(|m| at.corrupt(m))?;
+                rows += 1;
+                Ok(f(range, country))
+            })?
+        } else {
+            let v6_numbers = file_name(path).to_ascii_uppercase().contains("IPV6");
+            read_rows_in(path, start, end, |at, fields| {
+                let (range, country) =
+                    ip2location_row(fields, v6_numbers).map_err(|m| at.corrupt(m))?;
+                rows += 1;
+                for r in unmap_v4(range) {
+                    if f(r, country).is_break() {
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                Ok(ControlFlow::Continue(()))
+            })?
+        };
+        Ok((rows, lines))
+    }
+
+    /// [`Database::for_each`] on `parts` threads, each with its own state (from `init`),
+    /// for the one-file CSV formats; the others, or a small file, are read by one. The
+    /// file is cut at line starts; an error names its file and line as one reader would
+    /// (the earliest part's error, its line counted from the file's start). Returns the
+    /// states in file order and the number of rows.
+    pub fn for_each_parts<S: Send>(
+        &self,
+        parts: usize,
+        init: impl Fn() -> S + Sync,
+        f: impl Fn(&mut S, AddrRange, Option<Country>) + Sync,
+    ) -> Result<(Vec<S>, usize), GeoError> {
+        let size = std::fs::metadata(&self.files[0])
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if !matches!(self.format, Format::DbIp | Format::Ip2Location)
+            || parts < 2
+            || size < (1 << 20)
+        {
+            let mut state = init();
+            let rows = self.for_each(|r, c| f(&mut state, r, c))?;
+            return Ok((vec![state], rows));
+        }
+        // Part boundaries: just after the first newline at or past each even cut.
+        let mut cuts = vec![0u64];
+        {
+            let io_err = |source| GeoError::Io {
+                path: self.files[0].clone(),
+                source,
+            };
+            let mut file = File::open(&self.files[0]).map_err(io_err)?;
+            for k in 1..parts {
+                let at = size * k as u64 / parts as u64;
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at)).map_err(io_err)?;
+                let mut skipped = Vec::new();
+                let n = BufReader::new((&mut file).take(MAX_LINE as u64 + 1))
+                    .read_until(b'\n', &mut skipped)
+                    .map_err(io_err)?;
+                let cut = (at + n as u64).min(size);
+                if cut > *cuts.last().unwrap_or(&0) {
+                    cuts.push(cut);
+                }
+            }
+        }
+        cuts.push(size);
+        cuts.dedup();
+        let results: Vec<Result<(S, usize, usize), GeoError>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = cuts
+                .windows(2)
+                .map(|w| {
+                    let (start, end) = (w[0], w[1]);
+                    let (init, f) = (&init, &f);
+                    sc.spawn(move || {
+                        let mut state = init();
+                        let (rows, lines) = self.csv_part(start, end, &mut |r, c| {
+                            f(&mut state, r, c);
+                            ControlFlow::Continue(())
+                        })?;
+                        Ok((state, rows, lines))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(GeoError::Format {
+                            path: self.files[0].clone(),
+                            why: "a reader thread failed".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let (mut states, mut rows, mut lines_before) = (Vec::new(), 0, 0);
+        for r in results {
+            match r {
+                Ok((state, n, lines)) => {
+                    states.push(state);
+                    rows += n;
+                    lines_before += lines;
+                }
+                Err(GeoError::Corrupt {
+                    path,
+                    line,
+                    message,
+                }) => {
+                    return Err(GeoError::Corrupt {
+                        path,
+                        line: line + lines_before,
+                        message,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((states, rows))
+    }
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -363,6 +480,8 @@ fn read_head(path: &Path, buf: &mut [u8]) -> io::Result<usize> {
 struct At<'a> {
     path: &'a Path,
     line: usize,
+    /// Reading from the file's first byte (a header or byte-order mark may come first).
+    file_start: bool,
 }
 
 impl At<'_> {
@@ -378,15 +497,32 @@ impl At<'_> {
 /// Streams the non-empty lines of a CSV file, split into fields, to `row`.
 fn read_rows(
     path: &Path,
-    mut row: impl FnMut(&At, &[&str]) -> Result<ControlFlow<()>, GeoError>,
+    row: impl FnMut(&At, &[&str]) -> Result<ControlFlow<()>, GeoError>,
 ) -> Result<(), GeoError> {
-    let file = File::open(path).map_err(|source| GeoError::Io {
+    read_rows_in(path, 0, u64::MAX, row).map(|_| ())
+}
+
+/// [`read_rows`] over the bytes `start..end` of the file (`start` at a line's start); line
+/// numbers count from `start`. Returns the number of lines read.
+fn read_rows_in(
+    path: &Path,
+    start: u64,
+    end: u64,
+    mut row: impl FnMut(&At, &[&str]) -> Result<ControlFlow<()>, GeoError>,
+) -> Result<usize, GeoError> {
+    let io_err = |source| GeoError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
+    };
+    let mut file = File::open(path).map_err(io_err)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).map_err(io_err)?;
+    let mut reader = BufReader::with_capacity(1 << 16, file.take(end.saturating_sub(start)));
     let mut buf: Vec<u8> = Vec::with_capacity(256);
-    let mut at = At { path, line: 0 };
+    let mut at = At {
+        path,
+        line: 0,
+        file_start: start == 0,
+    };
     loop {
         buf.clear();
         let n = reader
@@ -398,7 +534,7 @@ fn read_rows(
                 source,
             })?;
         if n == 0 {
-            return Ok(());
+            return Ok(at.line);
         }
         at.line += 1;
         if n > MAX_LINE {
@@ -408,7 +544,7 @@ fn read_rows(
         while let [rest @ .., b'\n' | b'\r'] = line {
             line = rest;
         }
-        if at.line == 1 && line.starts_with(b"\xef\xbb\xbf") {
+        if at.line == 1 && at.file_start && line.starts_with(b"\xef\xbb\xbf") {
             line = &line[3..];
         }
         if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -420,7 +556,7 @@ fn read_rows(
         let mut fields: Vec<&str> = Vec::with_capacity(8);
         split_csv(text, &mut fields).map_err(|m| at.corrupt(m.into()))?;
         if row(&at, &fields)?.is_break() {
-            return Ok(());
+            return Ok(at.line);
         }
     }
 }

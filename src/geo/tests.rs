@@ -717,3 +717,48 @@ fn sip_admission_open_mode_and_the_first_knock_are_behind_the_gate() {
     assert!(first[0].contains("ip saddr @geo_v4"), "{first:#?}");
     assert!(first[1].contains("ip6 saddr @geo_v6"), "{first:#?}");
 }
+
+#[test]
+fn large_files_are_read_in_parts_with_the_same_result_and_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40,000 rows (> 1 MiB): every even one DE, in 2001:db8::/32.
+    let mut text = String::from("ip_start,ip_end,country\n");
+    for i in 0..40_000u128 {
+        let a = u128::from("2001:db8::".parse::<std::net::Ipv6Addr>().unwrap()) + i * 16;
+        let (s, e) = (
+            std::net::Ipv6Addr::from(a),
+            std::net::Ipv6Addr::from(a + 15),
+        );
+        text.push_str(&format!(
+            "{s},{e},{}\n",
+            if i % 2 == 0 { "DE" } else { "FR" }
+        ));
+    }
+    assert!(text.len() > 1 << 20);
+    let p = write(dir.path(), "big.csv", &text);
+    let db = Database::open(&p).unwrap();
+    let sel = select(&db, &allow(&["DE"])).unwrap();
+    assert_eq!(
+        (sel.rows, sel.v6.len(), sel.rows_of[&cc("DE")]),
+        (40_000, 20_000, 20_000)
+    );
+    // The same as one reader's.
+    let mut one = Vec::new();
+    db.for_each(|r, c| {
+        if c == Some(cc("DE")) {
+            one.push(r);
+        }
+    })
+    .unwrap();
+    merge_in_place(&mut one);
+    assert_eq!(one, sel.v6);
+    // A bad row in the last part: its line counted from the file's start.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[39_000] = "2001:db8::1,zzz,DE";
+    let p = write(dir.path(), "bad.csv", &(lines.join("\n") + "\n"));
+    let e = select(&Database::open(&p).unwrap(), &allow(&["DE"])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}:39001: invalid address \"zzz\"", p.display())
+    );
+}
