@@ -325,6 +325,18 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
         fields.contains("Depends: ") && fields.contains("nftables"),
         "{fields}"
     );
+    // fail2ban is optional: the package ships its action, pbxwall works without it.
+    assert!(fields.contains("\nSuggests: fail2ban\n"), "{fields}");
+    assert!(!fields.contains("Recommends:"), "{fields}");
+    for f in [
+        "etc/fail2ban/action.d/pbxwall.conf",
+        "etc/fail2ban/jail.d/pbxwall.conf.example",
+        "usr/lib/systemd/system/pbxwall-sync.service",
+        "usr/lib/systemd/system/pbxwall-sync.timer",
+        "usr/share/man/man8/pbxwall-sync.8.gz",
+    ] {
+        assert!(files.iter().any(|x| x == f), "the .deb lacks {f}");
+    }
     let bins = bins_in(&files);
     assert!(bins.iter().any(|b| b == "restart"), "{bins:?}");
 
@@ -355,10 +367,13 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
             15 * minute,
         );
         let conffiles = chroot.sh_ok("dpkg-query -W -f='${Conffiles}' pbxwall", minute);
-        assert!(
-            conffiles.contains("/etc/pbxwall/pbxwall.toml"),
-            "{conffiles}"
-        );
+        for f in [
+            "/etc/pbxwall/pbxwall.toml",
+            "/etc/fail2ban/action.d/pbxwall.conf",
+            "/etc/fail2ban/jail.d/pbxwall.conf.example",
+        ] {
+            assert!(conffiles.contains(f), "{f} is no conffile: {conffiles}");
+        }
         chroot.sh_ok(
             "test -d /etc/pbxwall/accounts && test -d /etc/pbxwall/profiles",
             minute,
@@ -369,7 +384,8 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
             chroot.sh_ok(
                 "test -L /etc/systemd/system/sysinit.target.wants/pbxwall.service && \
                  test -L /etc/systemd/system/multi-user.target.wants/pbxwall-restart.service && \
-                 test -L /etc/systemd/system/timers.target.wants/pbxwall-ipchecker.timer",
+                 test -L /etc/systemd/system/timers.target.wants/pbxwall-ipchecker.timer && \
+                 ! test -e /etc/systemd/system/timers.target.wants/pbxwall-sync.timer",
                 minute,
             );
         } else {
@@ -414,21 +430,30 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
         chroot.sh_ok("test -f /usr/share/pbxwall/profiles/sip-udp.toml", minute);
     }
 
-    // 5. Purge leaves no state, no cron file and no package files (the account file the
-    //    admin wrote stays).
+    // 5. Purge leaves no state, no cron file, no fleet bundle and no package files (the
+    //    account file the admin wrote stays).
     if full {
         chroot.sh_ok(
             "mkdir -p /var/lib/pbxwall && touch /var/lib/pbxwall/x",
             minute,
         );
         chroot.sh_ok(
-            "mkdir -p /etc/cron.d && /usr/sbin/ipchecker --install-cron '*/5 * * * *'",
+            "mkdir -p /etc/cron.d && /usr/sbin/ipchecker --install-cron '*/5 * * * *' && \
+             /usr/sbin/pbxwall sync --install-cron '*/15 * * * *'",
+            minute,
+        );
+        // What `pbxwall sync` stores (the file names are the contract of src/fleet.rs).
+        chroot.sh_ok(
+            "mkdir -p /etc/pbxwall/fleet && echo '{}' > /etc/pbxwall/fleet/bundle.json && \
+             echo sig > /etc/pbxwall/fleet/bundle.json.minisig",
             minute,
         );
         chroot.sh_ok("dpkg --purge pbxwall", 5 * minute);
         chroot.sh_ok(
             "! test -e /var/lib/pbxwall && ! test -e /usr/sbin/restart && \
-             ! test -e /etc/cron.d/pbxwall && \
+             ! test -e /etc/cron.d/pbxwall && ! test -e /etc/cron.d/pbxwall-sync && \
+             ! test -e /etc/pbxwall/fleet && ! test -e /etc/fail2ban/action.d/pbxwall.conf && \
+             ! test -e /etc/fail2ban/jail.d/pbxwall.conf.example && \
              test -f /etc/pbxwall/accounts/joe.toml && ! test -e /etc/pbxwall/pbxwall.toml",
             minute,
         );
