@@ -198,10 +198,18 @@ pub fn compile_gated(
     let services = Services::new(settings, profiles, &gate);
     // Temporary accounts (`--expires`) go into dynamic sets with element timeouts, not
     // into the maps: the plain whitelist stays as fast as it is.
-    let (temporary, accounts): (Vec<&Account>, Vec<&Account>) =
-        accounts.iter().partition(|a| a.expires.is_some());
-    let accounts: Vec<Account> = accounts.into_iter().cloned().collect();
-    let accounts = &accounts[..];
+    let temporary: Vec<&Account> = accounts.iter().filter(|a| a.expires.is_some()).collect();
+    // The permanent accounts, copied only when some are temporary.
+    let permanent: std::borrow::Cow<'_, [Account]> = if temporary.is_empty() {
+        std::borrow::Cow::Borrowed(accounts)
+    } else {
+        accounts
+            .iter()
+            .filter(|a| a.expires.is_none())
+            .cloned()
+            .collect()
+    };
+    let accounts = &permanent[..];
     // Each account's services as partition labels, once: its chain and its sources use them.
     let account_labels: Vec<Vec<u32>> = accounts.iter().map(|a| services.labels(a)).collect();
     // Every account's own combination of services has its chain even while none of its

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ruleset::{Ruleset, TimedElement};
-use crate::store::{self, Paths, StoreError, StoreLock};
+use crate::store::{Paths, StoreError, StoreLock};
 
 /// File name of the record in the state folder.
 pub const DYNAMIC_FILE: &str = "dynamic-sets.json";
@@ -78,24 +78,12 @@ fn expiry_text(now: DateTime<Utc>, left: Duration) -> String {
 impl DynamicState {
     /// Loads the record; a missing file is empty, a corrupt one empty with a warning.
     pub fn load(paths: &Paths) -> (DynamicState, Option<String>) {
-        let path = paths.state_dir.join(DYNAMIC_FILE);
-        match store::read_optional(&path) {
-            Ok(None) => (DynamicState::default(), None),
-            Ok(Some(text)) => match serde_json::from_str(&text) {
-                Ok(s) => (s, None),
-                Err(e) => (
-                    DynamicState::default(),
-                    Some(format!("{}: {e}; starting afresh", path.display())),
-                ),
-            },
-            Err(e) => (DynamicState::default(), Some(crate::error_chain(&e))),
-        }
+        crate::state::load_json(paths, DYNAMIC_FILE)
     }
 
     /// Writes the record atomically; the caller holds the lock.
-    pub fn save(&self, paths: &Paths, _lock: &StoreLock) -> Result<(), StoreError> {
-        let text = serde_json::to_string_pretty(self).expect("dynamic state serialises");
-        store::write_state(&paths.state_dir.join(DYNAMIC_FILE), text.as_bytes())
+    pub fn save(&self, paths: &Paths, lock: &StoreLock) -> Result<(), StoreError> {
+        crate::state::save_json(paths, DYNAMIC_FILE, self, lock)
     }
 
     /// Merges what set `set` holds live at `now` into the record: a live element's expiry

@@ -683,17 +683,12 @@ pub struct SyncState {
 impl SyncState {
     /// Loads the record; a missing or corrupt file is empty.
     pub fn load(paths: &Paths) -> SyncState {
-        store::read_optional(&paths.state_dir.join(SYNC_STATE_FILE))
-            .ok()
-            .flatten()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+        crate::state::load_json(paths, SYNC_STATE_FILE).0
     }
 
     /// Writes the record atomically; the caller holds the lock.
-    pub fn save(&self, paths: &Paths, _lock: &StoreLock) -> Result<(), StoreError> {
-        let text = serde_json::to_string_pretty(self).expect("sync state serialises");
-        store::write_state(&paths.state_dir.join(SYNC_STATE_FILE), text.as_bytes())
+    pub fn save(&self, paths: &Paths, lock: &StoreLock) -> Result<(), StoreError> {
+        crate::state::save_json(paths, SYNC_STATE_FILE, self, lock)
     }
 }
 

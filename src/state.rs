@@ -57,25 +57,49 @@ pub struct IpcheckerRun {
 impl State {
     /// Loads the record; a missing file is empty, a corrupt one empty with a warning.
     pub fn load(paths: &Paths) -> (State, Option<String>) {
-        let path = paths.state_dir.join(STATE_FILE);
-        match store::read_optional(&path) {
-            Ok(None) => (State::default(), None),
-            Ok(Some(text)) => match serde_json::from_str(&text) {
-                Ok(s) => (s, None),
-                Err(e) => (
-                    State::default(),
-                    Some(format!("{}: {e}; starting afresh", path.display())),
-                ),
-            },
-            Err(e) => (State::default(), Some(crate::error_chain(&e))),
-        }
+        load_json(paths, STATE_FILE)
     }
 
     /// Writes the record atomically; the caller holds the lock.
-    pub fn save(&self, paths: &Paths, _lock: &StoreLock) -> Result<(), StoreError> {
-        let text = serde_json::to_string_pretty(self).expect("state serialises");
-        store::write_state(&paths.state_dir.join(STATE_FILE), text.as_bytes())
+    pub fn save(&self, paths: &Paths, lock: &StoreLock) -> Result<(), StoreError> {
+        save_json(paths, STATE_FILE, self, lock)
     }
+}
+
+/// Loads the JSON record `file` of the state folder: a missing file is the empty record, a
+/// corrupt or unreadable one the empty record with a warning (state is a cache of what
+/// was done: starting afresh is always safe).
+pub fn load_json<T: serde::de::DeserializeOwned + Default>(
+    paths: &Paths,
+    file: &str,
+) -> (T, Option<String>) {
+    let path = paths.state_dir.join(file);
+    match store::read_optional(&path) {
+        Ok(None) => (T::default(), None),
+        Ok(Some(text)) => match serde_json::from_str(&text) {
+            Ok(s) => (s, None),
+            Err(e) => (
+                T::default(),
+                Some(format!("{}: {e}; starting afresh", path.display())),
+            ),
+        },
+        Err(e) => (T::default(), Some(crate::error_chain(&e))),
+    }
+}
+
+/// Writes the JSON record `file` of the state folder atomically (temporary file, fsync,
+/// rename); the caller holds the lock.
+pub fn save_json<T: Serialize>(
+    paths: &Paths,
+    file: &str,
+    value: &T,
+    _lock: &StoreLock,
+) -> Result<(), StoreError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Io {
+        path: paths.state_dir.join(file),
+        source: std::io::Error::other(e),
+    })?;
+    store::write_state(&paths.state_dir.join(file), text.as_bytes())
 }
 
 /// The current time as RFC 3339 (UTC, seconds).

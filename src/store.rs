@@ -276,6 +276,18 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Store
     write_atomic_with_mode(path, contents, mode)
 }
 
+/// [`write_atomic`] for a file that holds a secret (the settings once they have a knock
+/// sequence): the old file's mode without any bit for others and without group write
+/// (else 0640), so no local user but root and the file's group can read it.
+pub fn write_secret(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    let mode = fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| m.mode() & 0o7777 & !0o027)
+        .unwrap_or(0o640);
+    write_atomic_with_mode(path, contents, mode)
+}
+
 /// [`write_atomic`] for a state file: always [`STATE_FILE_MODE`], whatever the old file's
 /// mode was.
 pub fn write_state(path: &Path, contents: &[u8]) -> Result<(), StoreError> {

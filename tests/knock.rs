@@ -43,6 +43,13 @@ const CLI_CASES: &[Case] = &[
     case(&["knock", "192.0.2.1", "--sequence", "23456,23456"], 2, "port 23456 appears twice"),
     case(&["knock", "192.0.2.1", "--sequence", "23456"], 2, "use 2 to 8 distinct ports"),
     case(&["knock", "192.0.2.1", "--sequence", "23456,34567", "--protocol", "sctp"], 2, "invalid knock protocol \"sctp\""),
+    // Temporary accounts: bad durations and times, expiries in the past.
+    case(&["add-ip", "visitor", "203.0.113.7", "--allow", "1", "--expires", "10x", "--no-restart"], 2, "invalid expiry \"10x\": expected a duration (90s, 10m, 2h, 7d, 1h30m) or a time in RFC 3339 form"),
+    case(&["add-ip", "visitor", "203.0.113.7", "--allow", "1", "--expires", "0s", "--no-restart"], 2, "invalid expiry \"0s\""),
+    case(&["add-ip", "visitor", "203.0.113.7", "--allow", "1", "--expires", "400d", "--no-restart"], 2, "invalid expiry \"400d\""),
+    case(&["add-ip", "visitor", "203.0.113.7", "--allow", "1", "--expires", "2020-01-01T00:00:00Z", "--no-restart"], 2, "invalid expiry \"2020-01-01T00:00:00Z\": it is in the past"),
+    case(&["add-fqdn", "visitor", "visitor.example.com", "--allow", "1", "--expires", "yesterday", "--no-restart"], 2, "invalid expiry \"yesterday\""),
+    case(&["add-ip", "visitor", "198.51.100.0/23", "--allow", "1", "--expires", "1h", "--no-restart"], 2, "refusing 198.51.100.0/23 for a temporary account"),
 ];
 
 fn bad_command_lines_are_refused_with_one_line_and_change_nothing() {
@@ -134,6 +141,13 @@ fn setup_writes_a_checked_sequence_and_keeps_the_file() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let text = cfg.read("pbxwall.toml").unwrap();
     assert!(text.starts_with(mine), "{text}");
+    // The sequence is a secret: others cannot read the file any more.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cfg.config_dir().join("pbxwall.toml"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o007, 0, "mode {mode:o}");
     let settings =
         pbxwall::store::parse_settings(std::path::Path::new("pbxwall.toml"), &text).unwrap();
     let seq = settings.knock.sequence.clone();
@@ -362,6 +376,43 @@ fn clients_knock_and_grants_survive_restart_ipchecker_and_reboot() {
     );
     assert_probes(&topo, &expect(true));
     assert_eq!(grants(&cfg, &topo), knocked);
+    // nftables.service restarting (`flush ruleset`), then pbxwall.service loading
+    // last-applied.nft again: the next ipchecker run puts the recorded grants back.
+    ok(
+        ns_cmd(topo.pbx_ns(), "nft", &["flush", "ruleset"]),
+        "flush ruleset",
+    );
+    ok(
+        ns_cmd(topo.pbx_ns(), "nft", &["-f", boot.to_str().unwrap()]),
+        "nft -f last-applied.nft",
+    );
+    assert!(grants(&cfg, &topo).is_empty());
+    ok(
+        cfg.run(ns, "ipchecker", std::iter::empty::<&str>()),
+        "ipchecker",
+    );
+    assert_probes(&topo, &expect(true));
+    assert_eq!(grants(&cfg, &topo), knocked);
+    // Grants gone from a table that is otherwise as applied: ipchecker adds them back.
+    ok(
+        ns_cmd(
+            topo.pbx_ns(),
+            "nft",
+            &["flush", "set", "inet", "pbxwall", "knock_grant_v4"],
+        ),
+        "flush set",
+    );
+    let out = ok(
+        cfg.run(ns, "ipchecker", std::iter::empty::<&str>()),
+        "ipchecker",
+    );
+    assert!(
+        stdout(&out).contains("restored 2 recorded elements of set knock_grant_v4"),
+        "{}",
+        show(&out)
+    );
+    assert_probes(&topo, &expect(true));
+    assert_eq!(grants(&cfg, &topo), knocked);
 
     // Revoke: closed, and the running flow (a UDP exchange on 5060) ends.
     let flow = topo.in_client(|| {
@@ -547,6 +598,25 @@ fn udp_knocks_from_both_clients() {
     assert!(!stdout(&out).contains("23456"), "{}", show(&out));
 }
 
+fn an_ssh_session_through_a_grant_is_not_a_lockout() {
+    let topo = Topology::new();
+    let (cfg, _servers) = knocking(&topo);
+    knock_from(&topo, "192.0.2.10", &SEQ);
+    let ns = Some(topo.pbx_ns());
+    // restart run from an SSH session of the granted source: the grant keeps it reachable,
+    // so the lockout guard lets the apply through.
+    let ssh = [("SSH_CONNECTION", "192.0.2.10 50022 192.0.2.1 22")];
+    ok(
+        cfg.run_env(ns, "restart", std::iter::empty::<&str>(), &ssh),
+        "restart over the granted SSH session",
+    );
+    // From a source without a grant it is refused.
+    let stranger = [("SSH_CONNECTION", "192.0.2.11 50022 192.0.2.1 22")];
+    let out = cfg.run_env(ns, "restart", std::iter::empty::<&str>(), &stranger);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("refusing to apply"), "{}", show(&out));
+}
+
 fn banned_sources_cannot_knock() {
     let topo = Topology::new();
     let (cfg, _servers) = knocking(&topo);
@@ -585,6 +655,7 @@ common::test_main! {
         banned_sources_cannot_knock,
         an_expired_grant_closes_and_its_flows_end_at_the_next_ipchecker,
         grants_and_temporary_accounts_pass_the_sip_guard,
+        an_ssh_session_through_a_grant_is_not_a_lockout,
     ],
     Needs::root_and(&["knock"]) => [
         clients_knock_and_grants_survive_restart_ipchecker_and_reboot,

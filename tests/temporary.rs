@@ -280,6 +280,70 @@ fn temporary_account_closes_at_the_kernel_timeout_and_the_next_command_removes_i
     assert_eq!(common::snapshot(cfg.config_dir()), before);
 }
 
+fn a_temporary_host_name_follows_its_address_until_it_expires() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[22], &[]);
+    let dns = topo.start_dnsmasq();
+    dns.set_records(&[("visitor.dyn.example.test", "192.0.2.10".parse().unwrap())]);
+    let cfg = TempConfig::new();
+    cfg.write(
+        "pbxwall.toml",
+        "trusted = []\n[resolver]\nnameservers = [\"192.0.2.53\"]\ntimeout_ms = 500\nattempts = 1\n",
+    );
+    let ns = Some(topo.pbx_ns());
+    ok(
+        cfg.run(
+            ns,
+            "add-fqdn",
+            [
+                "visitor",
+                "visitor.dyn.example.test",
+                "--allow",
+                "ssh",
+                "--expires",
+                "1h",
+            ],
+        ),
+        "add-fqdn --expires",
+    );
+    assert_probes(
+        &topo,
+        &[
+            Probe::tcp("192.0.2.10", 22, true),
+            Probe::tcp("192.0.2.11", 22, false),
+        ],
+    );
+    // The name moves: ipchecker refills the temporary set (a full apply), the time left kept.
+    dns.set_records(&[("visitor.dyn.example.test", "192.0.2.11".parse().unwrap())]);
+    let out = ok(
+        cfg.run(ns, "ipchecker", ["--json"]),
+        "ipchecker after the move",
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["apply"], "full", "{}", show(&out));
+    assert_probes(
+        &topo,
+        &[
+            Probe::tcp("192.0.2.10", 22, false),
+            Probe::tcp("192.0.2.11", 22, true),
+        ],
+    );
+    let out = common::ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["list", "set", "inet", "pbxwall", "temp_ssh_v4"],
+    );
+    let listed = stdout(&out);
+    assert!(
+        listed.contains("192.0.2.11 timeout 59m") || listed.contains("192.0.2.11 timeout 1h"),
+        "{listed}"
+    );
+    // Nothing moved: nothing written.
+    let out = ok(cfg.run(ns, "ipchecker", ["--json"]), "ipchecker again");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["apply"], "none", "{}", show(&out));
+}
+
 common::test_main! {
     Needs::NOTHING => [
         tm4_recipe_shows_one_command_everywhere,
@@ -287,5 +351,8 @@ common::test_main! {
     Needs::ROOT => [
         tm4_recipe_command_grants_the_callers_address_for_two_hours,
         temporary_account_closes_at_the_kernel_timeout_and_the_next_command_removes_it,
+    ],
+    Needs::root_and(&["dnsmasq"]) => [
+        a_temporary_host_name_follows_its_address_until_it_expires,
     ],
 }

@@ -188,7 +188,7 @@ fn check(
         ("none", 0)
     } else if diff.elements_only() && same_skeleton && !temporary_moved {
         if !force {
-            guard_ssh_lockout(&ctx.paths, &b.ruleset)?;
+            guard_ssh_lockout(&ctx.paths, &super::with_dynamic_elements(&b.ruleset))?;
         }
         let set_changes: Vec<SetChange<'_>> =
             diff.elements.iter().map(SetElements::change).collect();

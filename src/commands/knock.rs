@@ -16,7 +16,12 @@ ports (none a port of a service profile or of the RTP range) to [knock] sequence
 pbxwall.toml, applies it, and prints how to knock. From then on a source that sends a TCP
 SYN (or, with protocol = \"udp\", a UDP datagram) to each port in order, each within
 [knock] step_timeout of the one before, is granted [knock] services for [knock] grant_for.
-Another port of the sequence in between starts it over. Knock ports are never open.
+A knock on any other port (of that protocol) in between starts it over; the same port
+again (a retransmitted SYN) changes nothing. Knock ports are never open. The settings file
+then holds a secret, so it loses any read permission for others.
+
+`pbxwall grants` lists the granted sources with the time each has left; `pbxwall revoke
+ADDR` ends a grant and the source's running flows.
 
 On a client, `pbxwall knock HOST --sequence P,P,P` sends the knocks; knockd's `knock`
 client does the same (`knock HOST P:tcp P:tcp P:tcp`).";
@@ -117,7 +122,8 @@ fn setup(
         no_restart,
         false,
         std::slice::from_ref(&what),
-        || Ok(store::write_atomic(&path, text.as_bytes(), 0o644)?),
+        // The sequence is a secret: the file is no longer readable by others.
+        || Ok(store::write_secret(&path, text.as_bytes())?),
     )?;
     ctx.audit(&what);
     for line in how_to_knock(&k) {

@@ -762,6 +762,23 @@ const SYNC_OUTCOMES: [&str; 3] = ["ok", "unchanged", "failed"];
 /// `pbxwall_ipchecker_last_run_outcome`.
 const IPCHECKER_OUTCOMES: [&str; 3] = ["ok", "degraded", "error"];
 
+/// The samples of an outcome metric: one per possible outcome, 1 for the one `last` had
+/// (none when there was no run).
+fn outcome_samples(outcomes: [&str; 3], last: Option<&(i64, String)>) -> Vec<(String, String)> {
+    let Some((_, outcome)) = last else {
+        return Vec::new();
+    };
+    outcomes
+        .iter()
+        .map(|o| {
+            (
+                format!("{{outcome=\"{o}\"}}"),
+                u8::from(outcome == o).to_string(),
+            )
+        })
+        .collect()
+}
+
 /// `status --prometheus` / `--prometheus-file PATH`.
 fn prometheus(ctx: &Ctx, args: &StatusArgs) -> Result<Outcome> {
     let b = build(ctx, None, Dns::CacheOnly)?;
@@ -944,23 +961,11 @@ pub fn prometheus_text(m: &Metrics) -> String {
         "When ipchecker last ran (unix time).",
         &maybe(m.ipchecker_last_run.as_ref().map(|(t, _)| t.to_string())),
     );
-    let outcomes: Vec<(String, String)> = match &m.ipchecker_last_run {
-        Some((_, outcome)) => IPCHECKER_OUTCOMES
-            .iter()
-            .map(|o| {
-                (
-                    format!("{{outcome=\"{o}\"}}"),
-                    u8::from(outcome == o).to_string(),
-                )
-            })
-            .collect(),
-        None => Vec::new(),
-    };
     metric(
         "pbxwall_ipchecker_last_run_outcome",
         "gauge",
         "The outcome of the last ipchecker run: 1 for the one it had (ok, degraded, error).",
-        &outcomes,
+        &outcome_samples(IPCHECKER_OUTCOMES, m.ipchecker_last_run.as_ref()),
     );
     metric(
         "pbxwall_fleet_serial",
@@ -974,23 +979,11 @@ pub fn prometheus_text(m: &Metrics) -> String {
         "When pbxwall sync last ran (unix time).",
         &maybe(m.fleet_last_sync.as_ref().map(|(t, _)| t.to_string())),
     );
-    let outcomes: Vec<(String, String)> = match &m.fleet_last_sync {
-        Some((_, outcome)) => SYNC_OUTCOMES
-            .iter()
-            .map(|o| {
-                (
-                    format!("{{outcome=\"{o}\"}}"),
-                    u8::from(outcome == o).to_string(),
-                )
-            })
-            .collect(),
-        None => Vec::new(),
-    };
     metric(
         "pbxwall_fleet_last_sync_outcome",
         "gauge",
         "The outcome of the last pbxwall sync: 1 for the one it had (ok, unchanged, failed).",
-        &outcomes,
+        &outcome_samples(SYNC_OUTCOMES, m.fleet_last_sync.as_ref()),
     );
     let bans: Vec<(String, String)> = m
         .bans

@@ -343,24 +343,11 @@ fn read_elements(
     set: &SnapSet,
 ) -> Result<Vec<RawElem>, ReadError> {
     let what = format!("the elements of set {}", set.name);
-    let mut filter = NfSet::new();
-    set_identity(&mut filter, table, &set.cname, None);
     let mut elems = Vec::new();
     let mut chains = HashMap::new();
-    let res = sock.request(
-        &what,
-        libc::NFT_MSG_GETSETELEM,
-        libc::NLM_F_DUMP,
-        Obj::SetElemsOf(&filter),
-        |msg| {
-            if msg.nft_type() != Some(libc::NFT_MSG_NEWSETELEM) {
-                return Ok(());
-            }
-            let s = NfSet::parse_elems(msg, &what)?;
-            s.for_each_elem(|e| elems.extend(raw_elem(e, &mut chains)));
-            Ok(())
-        },
-    );
+    let res = dump_elements(sock, table, &set.cname, &what, |e| {
+        elems.extend(raw_elem(e, &mut chains))
+    });
     match res {
         Ok(()) => Ok(elems),
         // The set or table went away between the dumps.
@@ -369,6 +356,32 @@ fn read_elements(
         }
         Err(e) => Err(e.into_read(&what)),
     }
+}
+
+/// Dumps the elements of set `set` of `table`, handing each to `f`; `what` names the dump
+/// in errors.
+fn dump_elements(
+    sock: &mut Socket,
+    table: &CString,
+    set: &CString,
+    what: &str,
+    mut f: impl FnMut(&SetElem<'_>),
+) -> Result<(), RequestError> {
+    let mut filter = NfSet::new();
+    set_identity(&mut filter, table, set, None);
+    sock.request(
+        what,
+        libc::NFT_MSG_GETSETELEM,
+        libc::NLM_F_DUMP,
+        Obj::SetElemsOf(&filter),
+        |msg| {
+            if msg.nft_type() != Some(libc::NFT_MSG_NEWSETELEM) {
+                return Ok(());
+            }
+            NfSet::parse_elems(msg, what)?.for_each_elem(&mut f);
+            Ok(())
+        },
+    )
 }
 
 /// The elements of dynamic set `set` with their timeouts, time left and comments;
@@ -380,38 +393,23 @@ pub(super) fn read_timed(
     name: &str,
 ) -> Result<Option<Vec<TimedElement>>> {
     let what = format!("the elements of set {name}");
-    let mut filter = NfSet::new();
-    set_identity(&mut filter, table, set, None);
     let mut out = Vec::new();
-    let res = sock.request(
-        &what,
-        libc::NFT_MSG_GETSETELEM,
-        libc::NLM_F_DUMP,
-        Obj::SetElemsOf(&filter),
-        |msg| {
-            if msg.nft_type() != Some(libc::NFT_MSG_NEWSETELEM) {
-                return Ok(());
-            }
-            let s = NfSet::parse_elems(msg, &what)?;
-            s.for_each_elem(|e| {
-                let addr = match e.key() {
-                    Some(k) if k.len() == 4 => <[u8; 4]>::try_from(k).ok().map(IpAddr::from),
-                    Some(k) if k.len() == 16 => <[u8; 16]>::try_from(k).ok().map(IpAddr::from),
-                    _ => None,
-                };
-                if let Some(addr) = addr {
-                    let ms = |a| e.get_u64(a).filter(|v| *v != 0).map(Duration::from_millis);
-                    out.push(TimedElement {
-                        addr,
-                        timeout: ms(attr::NFTNL_SET_ELEM_TIMEOUT),
-                        expires: ms(attr::NFTNL_SET_ELEM_EXPIRATION),
-                        comment: e.userdata().and_then(udata_comment),
-                    });
-                }
+    let res = dump_elements(sock, table, set, &what, |e| {
+        let addr = match e.key() {
+            Some(k) if k.len() == 4 => <[u8; 4]>::try_from(k).ok().map(IpAddr::from),
+            Some(k) if k.len() == 16 => <[u8; 16]>::try_from(k).ok().map(IpAddr::from),
+            _ => None,
+        };
+        if let Some(addr) = addr {
+            let ms = |a| e.get_u64(a).filter(|v| *v != 0).map(Duration::from_millis);
+            out.push(TimedElement {
+                addr,
+                timeout: ms(attr::NFTNL_SET_ELEM_TIMEOUT),
+                expires: ms(attr::NFTNL_SET_ELEM_EXPIRATION),
+                comment: e.userdata().and_then(udata_comment),
             });
-            Ok(())
-        },
-    );
+        }
+    });
     match res {
         Ok(()) => {
             out.sort();
