@@ -213,6 +213,8 @@ uninstall:
 	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man5/,$(notdir $(wildcard man/*.5)))
 	rm -f "$(DESTDIR)$(DOCDIR)/README.md"
 	rm -f "$(DESTDIR)$(FAIL2BANDIR)/action.d/pbxwall.conf" "$(DESTDIR)$(FAIL2BANDIR)/jail.d/pbxwall.conf.example"
+	@# ... and the fail2ban folders install made, if nothing else is in them (no fail2ban)
+	rmdir "$(DESTDIR)$(FAIL2BANDIR)/action.d" "$(DESTDIR)$(FAIL2BANDIR)/jail.d" "$(DESTDIR)$(FAIL2BANDIR)" 2>/dev/null || true
 	rmdir "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
 	rm -f $(addprefix "$(DESTDIR)$(BASHCOMPDIR)"/,$(BINARIES))
 	rm -f $(addprefix "$(DESTDIR)$(ZSHCOMPDIR)"/_,$(BINARIES))

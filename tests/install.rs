@@ -357,6 +357,11 @@ fn install_keeps_settings_and_uninstall_removes_the_rest() {
         ["etc/pbxwall/accounts/joe.toml", "etc/pbxwall/pbxwall.toml"],
         "uninstall must remove everything but the administrator's /etc/pbxwall"
     );
+    // On a host without fail2ban, the folders install made for its files go too.
+    assert!(
+        !dest.join("etc/fail2ban").exists(),
+        "uninstall left etc/fail2ban"
+    );
 
     // Cron files of the same names that pbxwall did not write stay.
     let own = "*/5 * * * * root /usr/local/bin/my-own-job\n";
