@@ -115,7 +115,7 @@ NFT ?= /usr/sbin/nft
 FAIL2BANDIR ?= $(SYSCONFDIR)/fail2ban
 INSTALL ?= install
 # install's -s strips the binaries as they are copied: the release profile keeps debug info
-# for profiling (42 MB a binary, ~4 MB stripped). INSTALL_STRIP= installs them unstripped.
+# for profiling (about 70 MB a binary, 9 MB stripped). INSTALL_STRIP= installs them unstripped.
 INSTALL_STRIP ?= -s
 # Cargo profile of the binaries to install: release, or debug (cargo's dev profile).
 PROFILE ?= release
@@ -213,6 +213,8 @@ uninstall:
 	rm -f $(addprefix "$(DESTDIR)$(MANDIR)"/man5/,$(notdir $(wildcard man/*.5)))
 	rm -f "$(DESTDIR)$(DOCDIR)/README.md"
 	rm -f "$(DESTDIR)$(FAIL2BANDIR)/action.d/pbxwall.conf" "$(DESTDIR)$(FAIL2BANDIR)/jail.d/pbxwall.conf.example"
+	@# ... and the fail2ban folders install made, if nothing else is in them (no fail2ban)
+	rmdir "$(DESTDIR)$(FAIL2BANDIR)/action.d" "$(DESTDIR)$(FAIL2BANDIR)/jail.d" "$(DESTDIR)$(FAIL2BANDIR)" 2>/dev/null || true
 	rmdir "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
 	rm -f $(addprefix "$(DESTDIR)$(BASHCOMPDIR)"/,$(BINARIES))
 	rm -f $(addprefix "$(DESTDIR)$(ZSHCOMPDIR)"/_,$(BINARIES))

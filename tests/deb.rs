@@ -8,10 +8,13 @@
 //! so it runs only with `PBXWALL_SLOW_TESTS=1` (`make test-slow`); without it, as root or
 //! not, CI or not, `cargo test` reports it as ignored with a SKIPPED line saying why.
 //!
-//! When debootstrap cannot reach the mirror, the test falls back to a minimal chroot: the
-//! package unpacked with `dpkg-deb -x` plus the shared libraries `ldd` names. That checks
-//! that the binaries run from the package's paths, but not the dependencies or the
-//! maintainer scripts, and the test says so loudly.
+//! When debootstrap cannot reach the mirror (or `PBXWALL_DEB_NO_DEBOOTSTRAP=1`: no
+//! debootstrap, no network), the test falls back to a minimal root: `sh`, the few programs
+//! the maintainer scripts run and the shared libraries `ldd` names, with the package
+//! installed and purged by the host's `dpkg --root --force-depends`. That checks the
+//! conffiles, the maintainer scripts (purge included) and that the binaries run from the
+//! package's paths, but not the dependencies, apt or unit enabling, and the test says so
+//! loudly.
 
 mod common;
 
@@ -244,46 +247,107 @@ fn debootstrap(mirror: &str) -> Option<Chroot> {
     })
 }
 
-/// The fallback: the package unpacked, plus the shared libraries its binaries need.
-fn minimal_chroot(deb: &Path) -> Chroot {
+/// The fallback: a root holding only `sh`, the few programs the maintainer scripts call
+/// and the shared libraries of those and of the package's binaries, with the package
+/// installed by the host's `dpkg --root` (which runs the maintainer scripts chrooted there;
+/// `--force-depends`, as the root has no libc6 package). So conffiles and maintainer
+/// scripts are tested; the dependencies and apt are not, nor unit enabling (no
+/// deb-systemd-helper there).
+fn dpkg_root(deb: &Path) -> Chroot {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let dir = tempfile::Builder::new()
-        .prefix("pbxwall-min-root-")
+        .prefix("pbxwall-dpkg-root-")
         .tempdir_in(&base)
         .unwrap();
-    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let r = dir.path();
+    for d in [
+        "tmp",
+        "dev",
+        "etc/cron.d",
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+    ] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
+    std::fs::write(r.join("var/lib/dpkg/available"), "").unwrap();
+    // The maintainer scripts write to /dev/null.
     check(
-        Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir.path()),
+        Command::new("mknod")
+            .args(["-m", "666"])
+            .arg(r.join("dev/null"))
+            .args(["c", "1", "3"]),
+        Duration::from_secs(10),
+    );
+    // sh and what the scripts run (dash has test and echo built in), and the libraries of
+    // those and of the package's binaries (unpacked aside for ldd).
+    let unpacked = tempfile::tempdir_in(&base).unwrap();
+    check(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb)
+            .arg(unpacked.path()),
         Duration::from_secs(60),
     );
-    let mut libs = std::collections::BTreeSet::new();
-    for bin in std::fs::read_dir(dir.path().join("usr/sbin")).unwrap() {
-        let out = check(
-            Command::new("ldd").arg(bin.unwrap().path()),
-            Duration::from_secs(30),
-        );
+    let tools: Vec<PathBuf> = ["sh", "head", "rm", "rmdir", "mkdir"]
+        .iter()
+        .map(|t| {
+            ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(t))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("no {t} in /usr/bin or /bin"))
+        })
+        .collect();
+    let mut programs: Vec<PathBuf> = std::fs::read_dir(unpacked.path().join("usr/sbin"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    programs.extend(tools.iter().cloned());
+    let mut files = std::collections::BTreeSet::new();
+    for program in &programs {
+        let out = check(Command::new("ldd").arg(program), Duration::from_secs(30));
         for word in out.split_whitespace() {
             if word.starts_with('/') {
-                libs.insert(PathBuf::from(word));
+                files.insert(PathBuf::from(word));
             }
         }
     }
-    for lib in libs.iter().chain([&PathBuf::from("/bin/sh")]) {
-        let real = std::fs::canonicalize(lib).unwrap();
-        let dest = dir.path().join(lib.strip_prefix("/").unwrap());
+    for tool in &tools {
+        // At /bin/NAME, where the scripts' PATH finds it (usr-merged or not).
+        files.insert(Path::new("/bin").join(tool.file_name().unwrap()));
+    }
+    for file in &files {
+        let real = std::fs::canonicalize(file).unwrap();
+        let dest = r.join(file.strip_prefix("/").unwrap());
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(&real, &dest).unwrap();
     }
-    // sh's own libraries (libc, loader) are already among the binaries'.
     Chroot {
         dir,
         mounts: Vec::new(),
     }
 }
 
+/// `dpkg --root=ROOT ARGS` on the host.
+fn dpkg_in(root: &Path, args: &[&str]) -> String {
+    check(
+        Command::new("dpkg")
+            .arg(format!("--root={}", root.display()))
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        Duration::from_secs(300),
+    )
+}
+
 fn deb_installs_and_runs_in_a_clean_debian_12() {
     ensure_tool("dpkg-shlibdeps", "dpkg-dev");
-    ensure_tool("debootstrap", "debootstrap");
+    // PBXWALL_DEB_NO_DEBOOTSTRAP=1: straight to the fallback (no debootstrap, no mirror).
+    let no_debootstrap = std::env::var_os("PBXWALL_DEB_NO_DEBOOTSTRAP").is_some_and(|v| v == "1");
+    if !no_debootstrap {
+        ensure_tool("debootstrap", "debootstrap");
+    }
 
     // 1. The package, from the staged `make install PREFIX=/usr`.
     check(
@@ -325,21 +389,39 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
         fields.contains("Depends: ") && fields.contains("nftables"),
         "{fields}"
     );
+    // fail2ban is optional: the package ships its action, pbxwall works without it.
+    assert!(fields.contains("\nSuggests: fail2ban\n"), "{fields}");
+    assert!(!fields.contains("Recommends:"), "{fields}");
+    for f in [
+        "etc/fail2ban/action.d/pbxwall.conf",
+        "etc/fail2ban/jail.d/pbxwall.conf.example",
+        "usr/lib/systemd/system/pbxwall-sync.service",
+        "usr/lib/systemd/system/pbxwall-sync.timer",
+        "usr/share/man/man8/pbxwall-sync.8.gz",
+    ] {
+        assert!(files.iter().any(|x| x == f), "the .deb lacks {f}");
+    }
     let bins = bins_in(&files);
     assert!(bins.iter().any(|b| b == "restart"), "{bins:?}");
 
     // 2. A clean Debian 12, or the loud fallback.
-    let mirror = apt_mirror().expect("no bookworm source in /etc/apt/sources.list*");
-    let (mut chroot, full) = match debootstrap(&mirror) {
+    let booted = if no_debootstrap {
+        eprintln!("PBXWALL_DEB_NO_DEBOOTSTRAP=1: no debootstrap");
+        None
+    } else {
+        let mirror = apt_mirror().expect("no bookworm source in /etc/apt/sources.list*");
+        debootstrap(&mirror)
+    };
+    let (mut chroot, full) = match booted {
         Some(c) => (c, true),
         None => {
             eprintln!(
-                "\n!!!!!!!! FALLBACK: debootstrap could not build a Debian 12 root from \
-                 {mirror}.\n!!!!!!!! Testing in a minimal chroot instead (dpkg-deb -x plus \
-                 the ldd libraries):\n!!!!!!!! the package's dependencies, conffiles and \
-                 maintainer scripts are NOT tested.\n"
+                "\n!!!!!!!! FALLBACK: no debootstrapped Debian 12 root.\n!!!!!!!! Testing in \
+                 a minimal root with the host's dpkg --root --force-depends instead:\n\
+                 !!!!!!!! conffiles and maintainer scripts are tested; the package's \
+                 dependencies, apt and unit enabling are NOT.\n"
             );
-            (minimal_chroot(&deb), false)
+            (dpkg_root(&deb), false)
         }
     };
     chroot.mount_proc();
@@ -355,10 +437,13 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
             15 * minute,
         );
         let conffiles = chroot.sh_ok("dpkg-query -W -f='${Conffiles}' pbxwall", minute);
-        assert!(
-            conffiles.contains("/etc/pbxwall/pbxwall.toml"),
-            "{conffiles}"
-        );
+        for f in [
+            "/etc/pbxwall/pbxwall.toml",
+            "/etc/fail2ban/action.d/pbxwall.conf",
+            "/etc/fail2ban/jail.d/pbxwall.conf.example",
+        ] {
+            assert!(conffiles.contains(f), "{f} is no conffile: {conffiles}");
+        }
         chroot.sh_ok(
             "test -d /etc/pbxwall/accounts && test -d /etc/pbxwall/profiles",
             minute,
@@ -369,12 +454,36 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
             chroot.sh_ok(
                 "test -L /etc/systemd/system/sysinit.target.wants/pbxwall.service && \
                  test -L /etc/systemd/system/multi-user.target.wants/pbxwall-restart.service && \
-                 test -L /etc/systemd/system/timers.target.wants/pbxwall-ipchecker.timer",
+                 test -L /etc/systemd/system/timers.target.wants/pbxwall-ipchecker.timer && \
+                 ! test -e /etc/systemd/system/timers.target.wants/pbxwall-sync.timer",
                 minute,
             );
         } else {
             eprintln!("NOTE: no deb-systemd-helper in minbase; unit enabling not checked");
         }
+    } else {
+        dpkg_in(
+            chroot.path(),
+            &["--force-depends", "-i", &deb.display().to_string()],
+        );
+        let admindir = chroot.path().join("var/lib/dpkg");
+        let conffiles = check(
+            Command::new("dpkg-query")
+                .arg(format!("--admindir={}", admindir.display()))
+                .args(["-W", "-f=${Conffiles}", "pbxwall"]),
+            minute,
+        );
+        for f in [
+            "/etc/pbxwall/pbxwall.toml",
+            "/etc/fail2ban/action.d/pbxwall.conf",
+            "/etc/fail2ban/jail.d/pbxwall.conf.example",
+        ] {
+            assert!(conffiles.contains(f), "{f} is no conffile: {conffiles}");
+        }
+        chroot.sh_ok(
+            "test -d /etc/pbxwall/accounts && test -d /etc/pbxwall/profiles",
+            minute,
+        );
     }
 
     // 4. The commands run from the package's paths.
@@ -391,44 +500,49 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
             eprintln!("NOTE: {b} --version printed {stdout:?}");
         }
     }
-    let conf = if full { "" } else { " --config-dir /tmp/etc" };
-    let dry = chroot.sh_ok(
-        &format!("/usr/sbin/restart --dry-run{conf} --state-dir /tmp/state"),
-        minute,
-    );
+    let dry = chroot.sh_ok("/usr/sbin/restart --dry-run --state-dir /tmp/state", minute);
     assert!(dry.contains("table inet pbxwall {"), "{dry}");
     chroot.sh_ok(
-        &format!(
-            "/usr/sbin/add-ip joe 203.0.113.7 --allow sip-udp --no-restart{conf} \
-             --state-dir /tmp/state"
-        ),
+        "/usr/sbin/add-ip joe 203.0.113.7 --allow sip-udp --no-restart \
+         --state-dir /tmp/state",
         minute,
     );
     let dry = chroot.sh_ok(
-        &format!("/usr/sbin/pbxwall{conf} --state-dir /tmp/state restart --dry-run"),
+        "/usr/sbin/pbxwall --state-dir /tmp/state restart --dry-run",
         minute,
     );
     assert!(dry.contains("203.0.113.7"), "{dry}");
-    if full {
-        chroot.sh_ok("test -f /usr/share/man/man8/restart.8.gz", minute);
-        chroot.sh_ok("test -f /usr/share/pbxwall/profiles/sip-udp.toml", minute);
-    }
+    chroot.sh_ok("test -f /usr/share/man/man8/restart.8.gz", minute);
+    chroot.sh_ok("test -f /usr/share/pbxwall/profiles/sip-udp.toml", minute);
 
-    // 5. Purge leaves no state, no cron file and no package files (the account file the
-    //    admin wrote stays).
-    if full {
+    // 5. Purge leaves no state, no cron file, no fleet bundle and no package files (the
+    //    account file the admin wrote stays).
+    {
         chroot.sh_ok(
-            "mkdir -p /var/lib/pbxwall && touch /var/lib/pbxwall/x",
+            "mkdir -p /var/lib/pbxwall && : > /var/lib/pbxwall/x",
             minute,
         );
         chroot.sh_ok(
-            "mkdir -p /etc/cron.d && /usr/sbin/ipchecker --install-cron '*/5 * * * *'",
+            "mkdir -p /etc/cron.d && /usr/sbin/ipchecker --install-cron '*/5 * * * *' && \
+             /usr/sbin/pbxwall sync --install-cron '*/15 * * * *'",
             minute,
         );
-        chroot.sh_ok("dpkg --purge pbxwall", 5 * minute);
+        // What `pbxwall sync` stores (the file names are the contract of src/fleet.rs).
+        chroot.sh_ok(
+            "mkdir -p /etc/pbxwall/fleet && echo '{}' > /etc/pbxwall/fleet/bundle.json && \
+             echo sig > /etc/pbxwall/fleet/bundle.json.minisig",
+            minute,
+        );
+        if full {
+            chroot.sh_ok("dpkg --purge pbxwall", 5 * minute);
+        } else {
+            dpkg_in(chroot.path(), &["--purge", "pbxwall"]);
+        }
         chroot.sh_ok(
             "! test -e /var/lib/pbxwall && ! test -e /usr/sbin/restart && \
-             ! test -e /etc/cron.d/pbxwall && \
+             ! test -e /etc/cron.d/pbxwall && ! test -e /etc/cron.d/pbxwall-sync && \
+             ! test -e /etc/pbxwall/fleet && ! test -e /etc/fail2ban/action.d/pbxwall.conf && \
+             ! test -e /etc/fail2ban/jail.d/pbxwall.conf.example && \
              test -f /etc/pbxwall/accounts/joe.toml && ! test -e /etc/pbxwall/pbxwall.toml",
             minute,
         );
@@ -438,7 +552,7 @@ fn deb_installs_and_runs_in_a_clean_debian_12() {
         if full {
             "debootstrapped Debian 12"
         } else {
-            "FALLBACK minimal"
+            "FALLBACK minimal (dpkg --root)"
         }
     );
 }

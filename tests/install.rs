@@ -303,7 +303,7 @@ fn elf_section_names(path: &Path) -> Vec<String> {
 }
 
 /// `make install` strips the binaries (the release profile keeps debug info for profiling:
-/// unstripped, the eight binaries took 327 MB).
+/// unstripped, the eight binaries take some 570 MB).
 fn install_strips_the_binaries() {
     let inst = Installed::new();
     for b in cargo_bins() {
@@ -337,6 +337,8 @@ fn install_keeps_settings_and_uninstall_removes_the_rest() {
     // What `ipchecker --install-cron` writes: cron would go on calling the removed binary.
     std::fs::create_dir_all(dest.join("etc/cron.d")).unwrap();
     std::fs::write(dest.join("etc/cron.d/pbxwall"), pbxwall_cron_file()).unwrap();
+    // ... and what `pbxwall sync --install-cron` writes.
+    std::fs::write(dest.join("etc/cron.d/pbxwall-sync"), sync_cron_file()).unwrap();
 
     let out = make("install", &dest, &inst.completions(), &[]);
     assert!(out.contains("kept"), "{out}");
@@ -355,21 +357,36 @@ fn install_keeps_settings_and_uninstall_removes_the_rest() {
         ["etc/pbxwall/accounts/joe.toml", "etc/pbxwall/pbxwall.toml"],
         "uninstall must remove everything but the administrator's /etc/pbxwall"
     );
+    // On a host without fail2ban, the folders install made for its files go too.
+    assert!(
+        !dest.join("etc/fail2ban").exists(),
+        "uninstall left etc/fail2ban"
+    );
 
-    // A cron file of the same name that pbxwall did not write stays.
+    // Cron files of the same names that pbxwall did not write stay.
     let own = "*/5 * * * * root /usr/local/bin/my-own-job\n";
     std::fs::write(dest.join("etc/cron.d/pbxwall"), own).unwrap();
+    std::fs::write(dest.join("etc/cron.d/pbxwall-sync"), own).unwrap();
     make("uninstall", &dest, &inst.completions(), &[]);
-    assert_eq!(
-        std::fs::read_to_string(dest.join("etc/cron.d/pbxwall")).unwrap(),
-        own
-    );
+    for name in ["pbxwall", "pbxwall-sync"] {
+        assert_eq!(
+            std::fs::read_to_string(dest.join("etc/cron.d").join(name)).unwrap(),
+            own,
+            "{name}"
+        );
+    }
 }
 
 /// The cron file `ipchecker --install-cron "*/5 * * * *"` writes.
 fn pbxwall_cron_file() -> String {
     let schedule = pbxwall::cron::CronSchedule::parse("*/5 * * * *").unwrap();
     pbxwall::cron::cron_file(&schedule, "/usr/sbin/ipchecker").unwrap()
+}
+
+/// The cron file `pbxwall sync --install-cron "*/15 * * * *"` writes.
+fn sync_cron_file() -> String {
+    let schedule = pbxwall::cron::CronSchedule::parse("*/15 * * * *").unwrap();
+    pbxwall::cron::sync_cron_file(&schedule, "/usr/sbin/pbxwall sync --quiet").unwrap()
 }
 
 /// Runs packaging/debian/postrm with `args` as dpkg would, on the root `dpkg_root`
@@ -384,8 +401,9 @@ fn postrm(dpkg_root: &Path, args: &[&str]) {
     );
 }
 
-/// `dpkg --purge` removes what pbxwall wrote: the state, the cron file of
-/// `ipchecker --install-cron` (only if it is pbxwall's), empty configuration folders.
+/// `dpkg --purge` removes what pbxwall wrote: the state, the cron files of
+/// `ipchecker --install-cron` and `pbxwall sync --install-cron` (only if they are
+/// pbxwall's), the fleet bundle `pbxwall sync` stored, empty configuration folders.
 /// `remove` (not purge) keeps them all.
 fn postrm_purge_removes_the_cron_file_pbxwall_wrote() {
     let tmp = tempfile::tempdir().unwrap();
@@ -394,38 +412,58 @@ fn postrm_purge_removes_the_cron_file_pbxwall_wrote() {
         "etc/cron.d",
         "etc/pbxwall/accounts",
         "etc/pbxwall/profiles",
+        "etc/pbxwall/fleet",
         "var/lib/pbxwall",
     ] {
         std::fs::create_dir_all(r.join(dir)).unwrap();
     }
     std::fs::write(r.join("etc/cron.d/pbxwall"), pbxwall_cron_file()).unwrap();
+    std::fs::write(r.join("etc/cron.d/pbxwall-sync"), sync_cron_file()).unwrap();
+    std::fs::write(r.join("etc/pbxwall/fleet/bundle.json"), "{}").unwrap();
+    std::fs::write(r.join("etc/pbxwall/fleet/bundle.json.minisig"), "sig").unwrap();
+    // A temp file a sync killed mid-write left (store::write_atomic's `.NAME.tmp.PID.N`).
+    std::fs::write(r.join("etc/pbxwall/fleet/.bundle.json.tmp.1234.0"), "{").unwrap();
     std::fs::write(r.join("var/lib/pbxwall/state.json"), "{}").unwrap();
 
     postrm(r, &["remove"]);
-    assert!(
-        r.join("etc/cron.d/pbxwall").exists(),
-        "remove keeps the cron file"
-    );
-    assert!(r.join("var/lib/pbxwall/state.json").exists());
+    for kept in [
+        "etc/cron.d/pbxwall",
+        "etc/cron.d/pbxwall-sync",
+        "etc/pbxwall/fleet/bundle.json",
+        "var/lib/pbxwall/state.json",
+    ] {
+        assert!(r.join(kept).exists(), "remove (not purge) keeps {kept}");
+    }
 
     postrm(r, &["purge"]);
     assert_eq!(
         tree(r),
         BTreeSet::from(["etc/cron.d/".to_string(), "var/lib/".to_string()]),
-        "purge must remove the cron file, the state and the empty /etc/pbxwall"
+        "purge must remove the cron files, the state, the fleet bundle and the empty \
+         /etc/pbxwall"
     );
 
-    // Somebody else's /etc/cron.d/pbxwall, and an account file, stay.
+    // Somebody else's /etc/cron.d/pbxwall and pbxwall-sync, an account file, and a file
+    // the administrator put in fleet/, stay.
     let own = "*/5 * * * * root /usr/local/bin/my-own-job\n";
     std::fs::write(r.join("etc/cron.d/pbxwall"), own).unwrap();
+    std::fs::write(r.join("etc/cron.d/pbxwall-sync"), own).unwrap();
     std::fs::create_dir_all(r.join("etc/pbxwall/accounts")).unwrap();
     std::fs::write(r.join("etc/pbxwall/accounts/joe.toml"), "x").unwrap();
+    std::fs::create_dir_all(r.join("etc/pbxwall/fleet")).unwrap();
+    std::fs::write(r.join("etc/pbxwall/fleet/notes.txt"), "mine").unwrap();
+    std::fs::write(r.join("etc/pbxwall/fleet/bundle.json"), "{}").unwrap();
     postrm(r, &["purge"]);
-    assert_eq!(
-        std::fs::read_to_string(r.join("etc/cron.d/pbxwall")).unwrap(),
-        own
-    );
+    for name in ["pbxwall", "pbxwall-sync"] {
+        assert_eq!(
+            std::fs::read_to_string(r.join("etc/cron.d").join(name)).unwrap(),
+            own,
+            "{name}"
+        );
+    }
     assert!(r.join("etc/pbxwall/accounts/joe.toml").exists());
+    assert!(r.join("etc/pbxwall/fleet/notes.txt").exists());
+    assert!(!r.join("etc/pbxwall/fleet/bundle.json").exists());
 }
 
 /// postrm and the Makefile recognise pbxwall's cron file by its first line: the same one
@@ -444,6 +482,28 @@ fn cron_marker_is_the_same_everywhere() {
         makefile.contains(&format!("CRON_MARKER := {escaped}\n")),
         "Makefile"
     );
+
+    // The same for `pbxwall sync --install-cron`'s file.
+    let marker = pbxwall::cron::SYNC_CRON_FILE_MARKER;
+    assert_eq!(sync_cron_file().lines().next(), Some(marker));
+    assert!(
+        postrm.contains(&format!("SYNC_CRON_MARKER='{marker}'\n")),
+        "packaging/debian/postrm"
+    );
+    let escaped = marker.replacen('#', "\\#", 1);
+    assert!(
+        makefile.contains(&format!("SYNC_CRON_MARKER := {escaped}\n")),
+        "Makefile"
+    );
+    // ... and the file names are the commands' defaults.
+    assert!(postrm.contains(&format!(
+        "\"$DPKG_ROOT{}\"",
+        pbxwall::cron::DEFAULT_CRON_FILE
+    )));
+    assert!(postrm.contains(&format!(
+        "\"$DPKG_ROOT{}\"",
+        pbxwall::commands::sync::DEFAULT_SYNC_CRON_FILE
+    )));
 }
 
 fn install_honours_prefix() {
@@ -465,6 +525,12 @@ fn install_honours_prefix() {
         "{unit}"
     );
     assert!(dest.join("usr/local/sbin/pbxwall").exists());
+    // fail2ban's action calls the pbxwall installed under PREFIX.
+    let action = std::fs::read_to_string(dest.join("etc/fail2ban/action.d/pbxwall.conf")).unwrap();
+    assert!(
+        action.contains("\npbxwall = /usr/local/sbin/pbxwall\n"),
+        "{action}"
+    );
     assert!(dest.join("usr/local/share/man/man8/pbxwall.8").exists());
     assert!(dest.join("etc/pbxwall/pbxwall.toml").exists());
 }
