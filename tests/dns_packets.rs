@@ -546,7 +546,8 @@ fn cron_install_validate_and_remove() {
     common::assert_exit(&out, 0, "install-cron");
     let text = std::fs::read_to_string(&cron).unwrap();
     let line = text.lines().last().unwrap();
-    assert!(line.starts_with("*/5 * * * * root "), "{text}");
+    assert!(line.starts_with("*/5 * * * * root test -x /"), "{text}");
+    assert!(line.contains(" && /"), "{text}");
     assert!(line.contains("ipchecker --config-dir "), "{text}");
     assert!(stdout(&out).contains("next runs: "), "{}", show(&out));
     assert_eq!(

@@ -437,10 +437,13 @@ fn name_changes(b: &Build, old: &Cache) -> Vec<String> {
 }
 
 /// The command cron runs: this program as `name` (`ipchecker`, `sync`), with non-default
-/// folders.
+/// folders, behind `test -x PROGRAM &&`: after the package is removed (not purged) the
+/// cron file stays, and the job then ends quietly instead of mailing "not found" every
+/// run (the idiom of Debian's cron jobs).
 fn cron_command(ctx: &Ctx, name: &str) -> Result<String> {
     let exe = std::env::current_exe().context("finding this program's path")?;
-    let mut words = vec![cron::sh_quote(&exe.to_string_lossy())];
+    let program = cron::sh_quote(&exe.to_string_lossy());
+    let mut words = vec![format!("test -x {program} &&"), program];
     if exe.file_name().is_none_or(|n| n != name) {
         words.push(name.into());
     }
