@@ -963,15 +963,20 @@ impl FromStr for Rate {
     }
 }
 
+/// The name of a rate's unit of `unit_secs` seconds (1, 60, 3600, else a day), as nft and
+/// the settings write it.
+pub fn rate_unit(unit_secs: u64) -> &'static str {
+    match unit_secs {
+        1 => "second",
+        60 => "minute",
+        3600 => "hour",
+        _ => "day",
+    }
+}
+
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.unit_secs {
-            1 => "second",
-            60 => "minute",
-            3600 => "hour",
-            _ => "day",
-        };
-        write!(f, "{}/{unit}", self.packets)
+        write!(f, "{}/{}", self.packets, rate_unit(self.unit_secs))
     }
 }
 

@@ -212,12 +212,7 @@ impl Display for SetUpdate {
 /// `limit rate over 10/minute burst 20 packets`.
 impl Display for RateLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.unit_secs {
-            1 => "second",
-            60 => "minute",
-            3600 => "hour",
-            _ => "day",
-        };
+        let unit = crate::model::rate_unit(self.unit_secs);
         write!(
             f,
             "limit rate over {}/{unit} burst {} packets",

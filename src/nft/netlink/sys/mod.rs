@@ -495,19 +495,20 @@ impl SetElem<'_> {
 
     /// The key bytes (network byte order), `None` for an element without a key.
     pub(super) fn key(&self) -> Option<&[u8]> {
-        if !self.is_set(ffi::NFTNL_SET_ELEM_KEY) {
+        self.bytes_attr(ffi::NFTNL_SET_ELEM_KEY)
+    }
+
+    /// A bytes attribute of the element, `None` when it is not set.
+    fn bytes_attr(&self, attr: u32) -> Option<&[u8]> {
+        if !self.is_set(attr) {
             return None;
         }
         let mut len = 0u32;
-        // SAFETY: valid element; the key pointer is valid for `len` bytes, owned by the
+        // SAFETY: valid element; the pointer is valid for `len` bytes, owned by the
         // element, and borrowed for no longer than `self`.
         unsafe {
-            let key = ffi::nftnl_set_elem_get(
-                self.ptr.as_ptr(),
-                ffi::NFTNL_SET_ELEM_KEY as u16,
-                &mut len,
-            );
-            (!key.is_null()).then(|| std::slice::from_raw_parts(key.cast::<u8>(), len as usize))
+            let p = ffi::nftnl_set_elem_get(self.ptr.as_ptr(), attr as u16, &mut len);
+            (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len as usize))
         }
     }
 
@@ -520,20 +521,7 @@ impl SetElem<'_> {
 
     /// The element's userdata bytes, `None` when it has none.
     pub(super) fn userdata(&self) -> Option<&[u8]> {
-        if !self.is_set(ffi::NFTNL_SET_ELEM_USERDATA) {
-            return None;
-        }
-        let mut len = 0u32;
-        // SAFETY: valid element; the pointer is valid for `len` bytes, owned by the
-        // element, and borrowed for no longer than `self`.
-        unsafe {
-            let p = ffi::nftnl_set_elem_get(
-                self.ptr.as_ptr(),
-                ffi::NFTNL_SET_ELEM_USERDATA as u16,
-                &mut len,
-            );
-            (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len as usize))
-        }
+        self.bytes_attr(ffi::NFTNL_SET_ELEM_USERDATA)
     }
 
     /// A map element's verdict: the code (`NFT_JUMP`, `NFT_GOTO`, ...) and the chain it
