@@ -9,7 +9,7 @@
 //! ```text
 //! cargo bench --bench bench                    # everything (about 4 minutes)
 //! cargo bench --bench bench -- restart packets # only some scenarios:
-//!                                              #   restart packets dns ipchecker sip
+//!                                              #   restart packets dns ipchecker sip geo scale
 //! cargo bench --bench bench -- --reps 3        # fewer rounds
 //! PBXWALL_BENCH_BIN_DIR=/other/target/release cargo bench --bench bench   # other binaries
 //! ```
@@ -27,6 +27,8 @@ mod flood;
 mod geo;
 #[path = "bench/measure.rs"]
 mod measure;
+#[path = "bench/scale.rs"]
+mod scale;
 #[path = "bench/workload.rs"]
 mod workload;
 
@@ -1471,6 +1473,7 @@ fn self_check() {
     workload::self_check();
     measure::self_check();
     geo::self_check();
+    scale::self_check();
     assert_eq!(
         apply_ms(
             "applied table inet pbxwall: 3 accounts, 5 address ranges in 10 sets, 40 netlink messages in 12.5 ms\n"
@@ -1504,7 +1507,7 @@ fn main() {
                     .filter(|n| *n >= 1)
                     .expect("--reps N (N ≥ 1)");
             }
-            "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" => {
+            "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" | "scale" => {
                 opts.only.push(a.clone())
             }
             "--flood" => {
@@ -1527,7 +1530,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker sip geo; --reps N"
+                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker sip geo scale; --reps N"
                 );
                 std::process::exit(2);
             }
@@ -1569,13 +1572,14 @@ fn main() {
     let mut report = Report::default();
     let have_dnsmasq = common::tool("dnsmasq").is_some();
     type Scenario = fn(&Opts, &mut Report);
-    let scenarios: [(&str, Scenario, bool); 6] = [
+    let scenarios: [(&str, Scenario, bool); 7] = [
         ("restart", s1_restart, true),
         ("packets", s2_packets, true),
         ("dns", s3_slow_dns, have_dnsmasq),
         ("ipchecker", s4_ipchecker, have_dnsmasq),
         ("sip", s5_sip, true),
         ("geo", geo::s6_geo, true),
+        ("scale", scale::s8_scale, true),
     ];
     for (name, f, can) in scenarios {
         if !opts.wants(name) {

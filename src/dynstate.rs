@@ -133,22 +133,29 @@ impl DynamicState {
     /// the same address.
     pub fn record(&mut self, set: &str, added: &[TimedElement], now: DateTime<Utc>) {
         let entries = self.sets.entry(set.to_owned()).or_default();
+        // One pass, not one per element: a bulk ban of 65,000 addresses was quadratic here.
+        let mut fresh: BTreeMap<IpAddr, Recorded> = BTreeMap::new();
         for e in added {
             let addr = e.addr.to_canonical();
-            entries.retain(|r| r.addr != addr);
-            entries.push(Recorded {
+            fresh.insert(
                 addr,
-                expires: e.timeout.map(|t| expiry_text(now, t)),
-                comment: e.comment.clone(),
-            });
+                Recorded {
+                    addr,
+                    expires: e.timeout.map(|t| expiry_text(now, t)),
+                    comment: e.comment.clone(),
+                },
+            );
         }
+        entries.retain(|r| !fresh.contains_key(&r.addr));
+        entries.extend(fresh.into_values());
         entries.sort_by_key(|r| r.addr);
     }
 
     /// Forgets `addrs` in `set` (unban, revoke).
     pub fn remove(&mut self, set: &str, addrs: &[IpAddr]) {
         if let Some(entries) = self.sets.get_mut(set) {
-            entries.retain(|r| !addrs.contains(&r.addr));
+            let gone: std::collections::BTreeSet<&IpAddr> = addrs.iter().collect();
+            entries.retain(|r| !gone.contains(&r.addr));
             if entries.is_empty() {
                 self.sets.remove(set);
             }
@@ -276,6 +283,57 @@ mod tests {
             s.restore_list("ban_v4", at("2026-12-03T08:00:00Z"))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn record_replaces_the_same_address_and_keeps_the_others() {
+        let t0 = at("2026-12-03T06:00:00Z");
+        let mut s = DynamicState::default();
+        s.record(
+            "ban_v6",
+            &[
+                el("2001:db8::2", Some(60), None),
+                el("2001:db8::1", Some(60), Some("first")),
+            ],
+            t0,
+        );
+        // A bulk ban: one address again (the later one in the list wins), one new.
+        s.record(
+            "ban_v6",
+            &[
+                el("2001:db8::1", Some(600), Some("again")),
+                el("2001:db8::3", Some(60), None),
+                el("2001:db8::1", Some(900), Some("last")),
+            ],
+            t0,
+        );
+        let got: Vec<(String, Option<u64>, Option<String>)> = s
+            .restore_list("ban_v6", t0)
+            .iter()
+            .map(|e| {
+                (
+                    e.addr.to_string(),
+                    e.timeout.map(|d| d.as_secs()),
+                    e.comment.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("2001:db8::1".into(), Some(900), Some("last".into())),
+                ("2001:db8::2".into(), Some(60), None),
+                ("2001:db8::3".into(), Some(60), None),
+            ]
+        );
+        s.remove(
+            "ban_v6",
+            &[
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8::3".parse().unwrap(),
+            ],
+        );
+        assert_eq!(s.restore_list("ban_v6", t0).len(), 1);
     }
 
     #[test]
