@@ -250,7 +250,20 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
             add: &adds[i],
         })
         .collect();
-    netlink::update_timed_sets(&changes).context("the kernel refused the ban; nothing changed")?;
+    netlink::update_timed_sets(&changes).map_err(|e| match &e {
+        // The kernel's "set full" is ENFILE, whose text ("Too many open files in system")
+        // would mislead.
+        netlink::NetlinkError::Rejected { source, .. }
+            if source.raw_os_error() == Some(libc::ENFILE) =>
+        {
+            anyhow::anyhow!(
+                "the ban sets are full: ban_v4 and ban_v6 hold at most {} addresses each \
+                 (bans live and being added); nothing changed",
+                crate::compile::BAN_SET_SIZE
+            )
+        }
+        _ => anyhow::Error::new(e).context("the kernel refused the ban; nothing changed"),
+    })?;
     let now = chrono::Utc::now();
     let (mut state, warning) = DynamicState::load(&ctx.paths);
     if let Some(w) = warning {
