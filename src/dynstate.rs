@@ -223,6 +223,19 @@ pub fn sync(paths: &Paths, lock: &StoreLock, ruleset: &mut Ruleset) -> Vec<Strin
 mod tests {
     use super::*;
 
+    /// (address, timeout in seconds, comment) of each element, for comparisons.
+    fn rows(list: &[TimedElement]) -> Vec<(String, Option<u64>, Option<String>)> {
+        list.iter()
+            .map(|e| {
+                (
+                    e.addr.to_string(),
+                    e.timeout.map(|d| d.as_secs()),
+                    e.comment.clone(),
+                )
+            })
+            .collect()
+    }
+
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
@@ -259,17 +272,7 @@ mod tests {
             ],
             t1,
         );
-        let r = s.restore_list("ban_v4", t1);
-        let got: Vec<(String, Option<u64>, Option<String>)> = r
-            .iter()
-            .map(|e| {
-                (
-                    e.addr.to_string(),
-                    e.timeout.map(|d| d.as_secs()),
-                    e.comment.clone(),
-                )
-            })
-            .collect();
+        let got = rows(&s.restore_list("ban_v4", t1));
         assert_eq!(
             got,
             [
@@ -307,17 +310,7 @@ mod tests {
             ],
             t0,
         );
-        let got: Vec<(String, Option<u64>, Option<String>)> = s
-            .restore_list("ban_v6", t0)
-            .iter()
-            .map(|e| {
-                (
-                    e.addr.to_string(),
-                    e.timeout.map(|d| d.as_secs()),
-                    e.comment.clone(),
-                )
-            })
-            .collect();
+        let got = rows(&s.restore_list("ban_v6", t0));
         assert_eq!(
             got,
             [
