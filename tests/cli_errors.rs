@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Needs, TempConfig, show, stderr, stdout};
+use common::{Case, Needs, TempConfig, case, show, stderr, stdout};
 
 fn setup() -> TempConfig {
     let cfg = TempConfig::new();
@@ -22,16 +22,6 @@ fn setup() -> TempConfig {
     );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     cfg
-}
-
-struct Case {
-    args: &'static [&'static str],
-    code: i32,
-    error: &'static str,
-}
-
-const fn case(args: &'static [&'static str], code: i32, error: &'static str) -> Case {
-    Case { args, code, error }
 }
 
 #[rustfmt::skip]

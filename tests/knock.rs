@@ -9,19 +9,9 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{
-    Needs, Probe, Proto, Servers, TempConfig, Topology, assert_probes, ns_cmd, pbx_addr_for,
-    probe_here, show, stderr, stdout,
+    Case, Needs, Probe, Proto, Servers, TempConfig, Topology, assert_probes, case, ns_cmd,
+    pbx_addr_for, probe_here, show, stderr, stdout,
 };
-
-struct Case {
-    args: &'static [&'static str],
-    code: i32,
-    error: &'static str,
-}
-
-const fn case(args: &'static [&'static str], code: i32, error: &'static str) -> Case {
-    Case { args, code, error }
-}
 
 #[rustfmt::skip]
 const CLI_CASES: &[Case] = &[

@@ -10,7 +10,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{Needs, Probe, Servers, TempConfig, Topology, assert_probes, show, stderr, stdout};
+use common::{
+    Case, Needs, Probe, Servers, TempConfig, Topology, assert_probes, case, show, stderr, stdout,
+};
 use serde_json::Value;
 
 const BIN: &str = "enable-trusted-providers";
@@ -384,16 +386,6 @@ fn enable_is_idempotent_updates_follow_the_file_and_disable_removes() {
     let out = env.test(None, &["--disable", "doc-low", "--no-restart"]);
     exit(&out, 0);
     assert!(env.account("doc-low").is_none());
-}
-
-struct Case {
-    args: &'static [&'static str],
-    code: i32,
-    error: &'static str,
-}
-
-const fn case(args: &'static [&'static str], code: i32, error: &'static str) -> Case {
-    Case { args, code, error }
 }
 
 #[rustfmt::skip]

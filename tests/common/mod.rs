@@ -354,6 +354,22 @@ fn with_newline(mut s: String) -> String {
     s
 }
 
+/// A bad command line and what it must give: the exit code and a text its one error line
+/// contains. Tables of them (`const CASES: &[Case]`) drive the bad-input tests.
+pub struct Case {
+    /// The arguments (the binary first, or a `pbxwall` subcommand first: each test says).
+    pub args: &'static [&'static str],
+    /// The exit code.
+    pub code: i32,
+    /// What the one error line must contain.
+    pub error: &'static str,
+}
+
+/// A [`Case`], short enough for one table row.
+pub const fn case(args: &'static [&'static str], code: i32, error: &'static str) -> Case {
+    Case { args, code, error }
+}
+
 /// Panics with [`show`] unless the process exited with `code`.
 #[track_caller]
 pub fn assert_exit(out: &Output, code: i32, what: &str) {
