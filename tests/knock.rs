@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::process::Output;
 use std::time::Duration;
 
@@ -405,17 +405,8 @@ fn clients_knock_and_grants_survive_restart_ipchecker_and_reboot() {
     assert_eq!(grants(&cfg, &topo), knocked);
 
     // Revoke: closed, and the running flow (a UDP exchange on 5060) ends.
-    let flow = topo.in_client(|| {
-        let s = UdpSocket::bind("192.0.2.10:0").unwrap();
-        s.connect("192.0.2.1:5060").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        s
-    });
-    let echoes = |s: &UdpSocket| {
-        let mut buf = [0u8; 16];
-        (0..3).any(|_| s.send(b"ping").is_ok() && s.recv(&mut buf).is_ok())
-    };
+    let flow = common::udp_flow(&topo, "192.0.2.10", "192.0.2.1:5060");
+    let echoes = common::udp_flow_echoes;
     assert!(echoes(&flow), "the granted source's UDP flow works");
     let out = ok(cfg.run(ns, "pbxwall", ["revoke", "192.0.2.10"]), "revoke");
     assert!(
@@ -461,17 +452,8 @@ fn an_expired_grant_closes_and_its_flows_end_at_the_next_ipchecker() {
     assert_eq!(v["in_sync"], true, "{}", show(&out));
     knock_from(&topo, "192.0.2.10", &SEQ);
     let granted_at = std::time::Instant::now();
-    let flow = topo.in_client(|| {
-        let s = UdpSocket::bind("192.0.2.10:0").unwrap();
-        s.connect("192.0.2.1:5060").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        s
-    });
-    let echoes = |s: &UdpSocket| {
-        let mut buf = [0u8; 16];
-        (0..3).any(|_| s.send(b"ping").is_ok() && s.recv(&mut buf).is_ok())
-    };
+    let flow = common::udp_flow(&topo, "192.0.2.10", "192.0.2.1:5060");
+    let echoes = common::udp_flow_echoes;
     assert!(echoes(&flow), "the granted source's flow works");
     std::thread::sleep(
         (granted_at + Duration::from_secs(5)).saturating_duration_since(std::time::Instant::now()),

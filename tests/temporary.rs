@@ -191,17 +191,8 @@ fn temporary_account_closes_at_the_kernel_timeout_and_the_next_command_removes_i
     assert!(listed.contains("comment \"visitor\""), "{listed}");
     assert_probes(&topo, &open(true));
     // A running flow (a phone's UDP keepalive from a fixed port).
-    let flow = topo.in_client(|| {
-        let s = std::net::UdpSocket::bind("203.0.113.10:0").unwrap();
-        s.connect("192.0.2.1:5060").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        s
-    });
-    let echoes = |s: &std::net::UdpSocket| {
-        let mut buf = [0u8; 16];
-        (0..3).any(|_| s.send(b"ping").is_ok() && s.recv(&mut buf).is_ok())
-    };
+    let flow = common::udp_flow(&topo, "203.0.113.10", "192.0.2.1:5060");
+    let echoes = common::udp_flow_echoes;
     assert!(echoes(&flow), "the visitor's flow works");
     // Closed at the kernel's timeout, with no command run.
     let deadline = added + Duration::from_secs(9);

@@ -63,7 +63,8 @@ pub use netns::{
 };
 pub use probe::{
     Outcome, PROBE_ATTEMPTS, PROBE_TIMEOUT, Probe, ProbeResult, Proto, assert_probes, check_probes,
-    cross, probe_here, probe_in, probe_matrix, probe_matrix_with, tcp_probe, udp_probe,
+    cross, probe_here, probe_in, probe_matrix, probe_matrix_with, tcp_probe, udp_flow,
+    udp_flow_echoes, udp_probe,
 };
 pub use servers::Servers;
 

@@ -353,3 +353,23 @@ pub fn assert_probes(topo: &Topology, probes: &[Probe]) {
         );
     }
 }
+
+/// A UDP "flow" from `from` (an address of the client namespace) to `to` (`ADDR:PORT` of a
+/// UDP echo server in the pbx namespace, see [`super::Servers`]): one socket kept open, so
+/// every datagram after the first belongs to the same conntrack entry. Check it with
+/// [`udp_flow_echoes`].
+pub fn udp_flow(topo: &Topology, from: &str, to: &str) -> UdpSocket {
+    topo.in_client(|| {
+        let s = UdpSocket::bind((from, 0)).expect("bind the flow's socket");
+        s.connect(to).expect("connect the flow's socket");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("read timeout");
+        s
+    })
+}
+
+/// Whether the flow still gets an answer (three tries of 500 ms).
+pub fn udp_flow_echoes(s: &UdpSocket) -> bool {
+    let mut buf = [0u8; 16];
+    (0..3).any(|_| s.send(b"ping").is_ok() && s.recv(&mut buf).is_ok())
+}
