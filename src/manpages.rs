@@ -360,6 +360,11 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
     }
     man.render_options_section(&mut out)
         .expect("writing to a Vec cannot fail");
+    if let Some(commands) = subcommands_section(cmd) {
+        commands
+            .to_writer(&mut out)
+            .expect("writing to a Vec cannot fail");
+    }
 
     let mut roff = Roff::new();
     let after = cmd
@@ -457,12 +462,101 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
 
 /// The SYNOPSIS section: every visible option with its value name (`[-a|--allow SERVICES]`),
 /// then the positional arguments, optional ones in brackets and repeatable ones followed by
-/// `...` (clap_mangen's own synopsis drops both the value names and the `...`).
+/// `...` (clap_mangen's own synopsis drops both the value names and the `...`). A command
+/// with subcommands (`pbxwall geo`) gets one line per subcommand, with the subcommand's own
+/// arguments after its name.
 fn synopsis(cmd: &Command) -> Roff {
-    let mut line = vec![bold(
-        cmd.get_bin_name().unwrap_or(cmd.get_name()).to_owned(),
-    )];
-    let args = cmd.get_arguments().filter(|a| !a.is_hide_set());
+    let called = cmd.get_bin_name().unwrap_or(cmd.get_name()).to_owned();
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"]);
+    let subcommands = visible_subcommands(cmd);
+    if subcommands.is_empty() {
+        let mut line = vec![bold(called)];
+        push_arguments(&mut line, cmd, None);
+        roff.text(line);
+        return roff;
+    }
+    for (i, sub) in subcommands.into_iter().enumerate() {
+        if i > 0 {
+            roff.control("br", []);
+        }
+        let mut line = vec![bold(called.clone())];
+        push_arguments(&mut line, cmd, None);
+        line.push(roman(" "));
+        line.push(bold(sub.get_name().to_owned()));
+        push_arguments(&mut line, sub, Some(cmd));
+        roff.text(line);
+    }
+    roff
+}
+
+/// The subcommands of a command that has them (`pbxwall geo`): a COMMANDS section with each
+/// one's summary and its own options; `None` for every other command.
+fn subcommands_section(cmd: &Command) -> Option<Roff> {
+    let subcommands = visible_subcommands(cmd);
+    if subcommands.is_empty() {
+        return None;
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["COMMANDS"]);
+    for sub in subcommands {
+        roff.control("TP", []);
+        roff.text([bold(sub.get_name().to_owned())]);
+        let about = sub
+            .get_long_about()
+            .or_else(|| sub.get_about())
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        roff.text([roman(about)]);
+        for arg in own_arguments(sub, Some(cmd)) {
+            let Some(help) = arg.get_long_help().or_else(|| arg.get_help()) else {
+                continue;
+            };
+            let name = match arg.get_long() {
+                Some(long) => bold(format!("--{long}")),
+                None => italic(
+                    arg.get_value_names()
+                        .and_then(|v| v.first())
+                        .map_or_else(|| arg.get_id().as_str().to_uppercase(), |v| v.to_string()),
+                ),
+            };
+            roff.control("RS", []);
+            roff.control("TP", []);
+            roff.text([name]);
+            roff.text([roman(help.to_string())]);
+            roff.control("RE", []);
+        }
+    }
+    Some(roff)
+}
+
+/// A command's subcommands as a user calls them (not clap's generated `help`).
+fn visible_subcommands(cmd: &Command) -> Vec<&Command> {
+    cmd.get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .collect()
+}
+
+/// A command's visible arguments, without those it shares with `parent` (the global options
+/// and `--help` that clap copies into every subcommand).
+fn own_arguments<'a>(
+    cmd: &'a Command,
+    parent: Option<&'a Command>,
+) -> impl Iterator<Item = &'a clap::Arg> {
+    cmd.get_arguments().filter(move |a| {
+        !a.is_hide_set()
+            && parent.is_none_or(|p| p.get_arguments().all(|pa| pa.get_id() != a.get_id()))
+    })
+}
+
+/// Appends a command's visible options and positional arguments (those it does not share
+/// with `parent`) to a SYNOPSIS line.
+fn push_arguments(
+    line: &mut Vec<clap_mangen::roff::Inline>,
+    cmd: &Command,
+    parent: Option<&Command>,
+) {
+    let args = own_arguments(cmd, parent);
     let (positionals, options): (Vec<_>, Vec<_>) = args.partition(|a| a.is_positional());
     let repeated = |a: &clap::Arg| {
         matches!(a.get_action(), clap::ArgAction::Append)
@@ -512,10 +606,6 @@ fn synopsis(cmd: &Command) -> Roff {
             line.push(roman("..."));
         }
     }
-    let mut roff = Roff::new();
-    roff.control("SH", ["SYNOPSIS"]);
-    roff.text(line);
-    roff
 }
 
 /// Fills the generated blocks of a hand-written page (`man/pbxwall.8`) from the dispatcher:
