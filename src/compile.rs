@@ -714,6 +714,10 @@ pub const KNOWN_SET: &str = "known";
 /// Dynamic set of the sources a REGISTER for a `[sip] register_domains` name admitted
 /// (`admitted_v4`, `admitted_v6`).
 pub const ADMITTED_SET: &str = "admitted";
+/// The dynamic sets whose elements are kernel state worth keeping (bans, admissions, knock
+/// grants): recorded in the state folder and restored when the table is created again. Each
+/// is one set per family ([`set_name`]).
+pub const PERSISTED_SETS: [&str; 3] = [BAN_SET, ADMITTED_SET, KNOCK_GRANT_SET];
 /// Dynamic set of the guard's per-source meters (`meter_v4`, `meter_v6`).
 pub const METER_SET: &str = "meter";
 /// The regular chain of the SIP layer, jumped to for every packet to a SIP port.
@@ -1245,6 +1249,26 @@ pub(crate) mod tests {
             .map(|a| Element::address(AddrRange::from_addr(a.parse().unwrap())))
             .collect();
         rs
+    }
+
+    #[test]
+    fn persisted_sets_are_the_sets_compiled_as_persisted() {
+        let mut settings = knocking(L4Proto::Udp);
+        settings.sip.register_domains = vec!["pbx.example.com".parse().unwrap()];
+        let rs = compile(&settings, &shipped_profiles(), &[], &Resolved::new());
+        let mut persisted: Vec<&str> = rs
+            .sets
+            .iter()
+            .filter(|s| s.dynamic.as_ref().is_some_and(|d| d.persist))
+            .map(|s| s.name.as_str())
+            .collect();
+        persisted.sort_unstable();
+        let mut listed: Vec<String> = PERSISTED_SETS
+            .iter()
+            .flat_map(|base| [Family::V4, Family::V6].map(|f| set_name(base, f)))
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(persisted, listed);
     }
 
     #[test]

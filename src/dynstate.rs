@@ -177,6 +177,32 @@ impl DynamicState {
     }
 }
 
+/// Records what the kernel's persisted dynamic sets ([`crate::compile::PERSISTED_SETS`])
+/// hold now, without reading the configuration: `ipchecker --record-only`, which the boot
+/// unit runs at shutdown so that bans, admissions and grants the kernel made since the last
+/// command survive a reboot. Returns how many live elements were read. A set that cannot
+/// be read is an error, and then nothing is written.
+pub fn record_live(paths: &Paths, lock: &StoreLock) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    let (mut state, _) = DynamicState::load(paths);
+    let now = Utc::now();
+    let mut count = 0;
+    for base in crate::compile::PERSISTED_SETS {
+        for family in [crate::addrset::Family::V4, crate::addrset::Family::V6] {
+            let name = crate::compile::set_name(base, family);
+            let live = crate::nft::netlink::list_timed_elements(&name)
+                .with_context(|| format!("cannot read set {name}"))?
+                .unwrap_or_default();
+            count += live.len();
+            state.merge_live(&name, &live, now);
+        }
+    }
+    state
+        .save(paths, lock)
+        .context("cannot record the dynamic sets' elements")?;
+    Ok(count)
+}
+
 /// Reads the live elements of every persisted dynamic set of `ruleset`, merges them into
 /// the record, saves it, and fills each set's [`crate::ruleset::Dynamic::restore`] with
 /// the recorded elements (time left as timeout). Returns warnings (a set that could not be

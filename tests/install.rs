@@ -269,6 +269,10 @@ fn install_puts_exactly_the_expected_files() {
         boot.contains("\nExecStart=/usr/sbin/nft -f /var/lib/pbxwall/last-applied.nft\n"),
         "{boot}"
     );
+    assert!(
+        boot.contains("\nExecStop=-/usr/sbin/pbxwall ipchecker --record-only --quiet\n"),
+        "{boot}"
+    );
 
     // The shipped settings file is the commented-out one.
     assert_eq!(

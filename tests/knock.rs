@@ -341,6 +341,21 @@ fn clients_knock_and_grants_survive_restart_ipchecker_and_reboot() {
     assert_eq!(grants(&cfg, &topo), knocked);
 
     let ns = Some(topo.pbx_ns());
+    // The kernel made these grants; no pbxwall command has recorded them yet. What
+    // pbxwall.service runs at shutdown records them, and only that.
+    let recorded = cfg.state_dir().join("dynamic-sets.json");
+    let before = std::fs::read_to_string(&recorded).unwrap_or_default();
+    assert!(!before.contains("192.0.2.10"), "{before}");
+    let out = ok(
+        cfg.run(ns, "pbxwall", ["ipchecker", "--record-only", "--json"]),
+        "ipchecker --record-only",
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["recorded_elements"], knocked.len(), "{}", show(&out));
+    let after = std::fs::read_to_string(&recorded).unwrap();
+    for addr in knocked {
+        assert!(after.contains(&format!("\"{addr}\"")), "{addr} in {after}");
+    }
     ok(cfg.run(ns, "pbxwall", ["restart"]), "restart");
     assert_probes(&topo, &expect(true));
     ok(cfg.run(ns, "pbxwall", ["ipchecker"]), "ipchecker");

@@ -70,6 +70,10 @@ pub struct IpcheckerArgs {
     /// Apply even if the new addresses would cut off this SSH session's client
     #[arg(long)]
     pub force: bool,
+    /// Only record the kernel's bans, admissions and knock grants in the state folder: no
+    /// DNS, no change to the firewall (pbxwall.service runs it at shutdown)
+    #[arg(long, conflicts_with_all = ["install_cron", "remove_cron", "force"])]
+    pub record_only: bool,
 }
 
 /// What one run did, as printed with `--json`.
@@ -98,6 +102,17 @@ pub fn ipchecker(ctx: &Ctx, args: IpcheckerArgs) -> Result<Outcome> {
         return remove_cron_file(ctx, &args.cron_file);
     }
     let lock = ctx.lock()?;
+    if args.record_only {
+        let count = crate::dynstate::record_live(&ctx.paths, &lock)?;
+        if ctx.json {
+            ctx.print_json(&serde_json::json!({ "recorded_elements": count }))?;
+        } else {
+            ctx.say(format_args!(
+                "recorded {count} live elements of the bans, admissions and knock grants"
+            ));
+        }
+        return Ok(Outcome::Done);
+    }
     let (old_cache, _) = Cache::load(&ctx.paths);
     let result = check(ctx, &lock, &old_cache, args.force);
     let (mut st, _) = State::load(&ctx.paths);
