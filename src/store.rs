@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::account_cache::{self, FileStamp, Lookup};
 use crate::geo::{Country, GeoSettings};
 use crate::knock::KnockSettings;
 use crate::model::{
@@ -418,6 +419,11 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 8 << 20;
 /// dangling one is an error, not a missing file), and at most [`MAX_CONFIG_FILE_BYTES`].
 /// `Ok(None)` if it does not exist.
 pub fn read_config(path: &Path) -> Result<Option<String>, StoreError> {
+    Ok(read_config_with_meta(path)?.map(|(text, _)| text))
+}
+
+/// [`read_config`], with the metadata of the open file its checks were made on.
+pub fn read_config_with_meta(path: &Path) -> Result<Option<(String, fs::Metadata)>, StoreError> {
     let unsafe_file = |why: String| StoreError::Unsafe {
         path: path.to_owned(),
         why,
@@ -445,9 +451,17 @@ pub fn read_config(path: &Path) -> Result<Option<String>, StoreError> {
             meta.len()
         )));
     }
-    read_known_size(file, meta.len())
-        .map(Some)
-        .map_err(io_err(path))
+    let text = read_known_size(file, meta.len()).map_err(io_err(path))?;
+    Ok(Some((text, meta)))
+}
+
+/// Whether the metadata of `path` (of the file a symbolic link points to) passes the checks
+/// [`read_config`] makes, without opening it: a regular file, owned by root or the effective
+/// user and writable by nobody else, at most [`MAX_CONFIG_FILE_BYTES`].
+fn passes_config_checks(path: &Path, meta: &fs::Metadata) -> bool {
+    meta.is_file()
+        && meta.len() <= MAX_CONFIG_FILE_BYTES
+        && check_owner_and_mode(path, meta).is_ok()
 }
 
 /// The text of an open file whose size `len` the caller has from its metadata: read into a
@@ -504,9 +518,13 @@ fn check_owner_and_mode(path: &Path, meta: &fs::Metadata) -> Result<(), StoreErr
 /// The effective user id, from `/proc/self/status` (`Uid:` real, effective, ...); `None`
 /// when it cannot be read, and then only root-owned files pass.
 fn effective_uid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+    // Read once: it is asked for every file checked.
+    static EUID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *EUID.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+        line.split_whitespace().nth(2)?.parse().ok()
+    })
 }
 
 /// Reads a file to a string; `Ok(None)` if it does not exist.
@@ -719,30 +737,84 @@ const ACCOUNT_FILES_PER_THREAD: usize = 512;
 /// Loads every `*.toml` in the accounts folder; a bad file is skipped and reported, the rest
 /// still load. A missing folder means no accounts. Large folders are read and parsed by a
 /// few threads (one per CPU, at most 8); the result is the same, in file order.
+///
+/// Accounts whose files did not change are taken from the parse cache of the state folder
+/// ([`crate::account_cache`]: never trusted over a changed file), which this does not write.
 pub fn load_accounts(paths: &Paths, profiles: &Profiles) -> Result<LoadedAccounts, StoreError> {
+    load_accounts_cached(paths, profiles, None)
+}
+
+/// [`load_accounts`] by a command that holds the lock: the parse cache is written again when
+/// what was loaded differs from what it holds (a cache that cannot be written is no error:
+/// the next load reads the files).
+pub fn load_accounts_locked(
+    paths: &Paths,
+    profiles: &Profiles,
+    lock: &StoreLock,
+) -> Result<LoadedAccounts, StoreError> {
+    load_accounts_cached(paths, profiles, Some(lock))
+}
+
+/// How one account file was loaded.
+enum AccountLoad {
+    /// From the parse cache: the file's stamp and the range of its entry.
+    Hit(Account, FileStamp, std::ops::Range<usize>),
+    /// Read and parsed (the stamp of the file read, when it could be opened).
+    Read(Option<FileStamp>, Result<Account, StoreError>),
+}
+
+fn load_accounts_cached(
+    paths: &Paths,
+    profiles: &Profiles,
+    lock: Option<&StoreLock>,
+) -> Result<LoadedAccounts, StoreError> {
     check_config_dir(&paths.config_dir)?;
     check_config_dir(&paths.accounts_dir())?;
     let files = toml_files(&paths.accounts_dir())?;
+    // Before any file is looked at: entries recorded now are trusted later only for files
+    // older than this.
+    let read_at_ns = account_cache::ns_since_epoch(std::time::SystemTime::now());
+    let key = account_cache::cache_key(profiles);
+    let cache = account_cache::Cache::load(paths, &key);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let per_thread = files.len().div_ceil(threads).max(ACCOUNT_FILES_PER_THREAD);
-    let load = |chunk: &[PathBuf]| -> Vec<Result<Account, StoreError>> {
+    let load_one = |path: &PathBuf| -> Option<AccountLoad> {
+        if let Some(cache) = &cache
+            && let Some(name) = account_cache::file_name(path)
+            && let Ok(meta) = fs::metadata(path)
+            && passes_config_checks(path, &meta)
+        {
+            let stamp = FileStamp::of(&meta);
+            if let Lookup::Hit(account, range) = cache.lookup(name, &stamp) {
+                return Some(AccountLoad::Hit(account, stamp, range));
+            }
+        }
+        match read_config_with_meta(path) {
+            Ok(Some((text, meta))) => Some(AccountLoad::Read(
+                Some(FileStamp::of(&meta)),
+                parse_account(path, &text, profiles),
+            )),
+            // Removed by a del-acct since the folder was listed (readers take no lock).
+            Ok(None) => None,
+            Err(e) => Some(AccountLoad::Read(None, Err(e))),
+        }
+    };
+    // `base`: the index in `files` of the chunk's first file.
+    let load = |base: usize, chunk: &[PathBuf]| -> Vec<(usize, AccountLoad)> {
         chunk
             .iter()
-            .filter_map(|path| match read_config(path) {
-                Ok(Some(text)) => Some(parse_account(path, &text, profiles)),
-                // Removed by a del-acct since the folder was listed (readers take no lock).
-                Ok(None) => None,
-                Err(e) => Some(Err(e)),
-            })
+            .enumerate()
+            .filter_map(|(i, path)| Some((base + i, load_one(path)?)))
             .collect()
     };
-    let results: Vec<Result<Account, StoreError>> = if files.len() <= per_thread {
-        load(&files)
+    let results: Vec<(usize, AccountLoad)> = if files.len() <= per_thread {
+        load(0, &files)
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = files
                 .chunks(per_thread)
-                .map(|chunk| s.spawn(move || load(chunk)))
+                .enumerate()
+                .map(|(k, chunk)| s.spawn(move || load(k * per_thread, chunk)))
                 .collect();
             handles
                 .into_iter()
@@ -750,15 +822,63 @@ pub fn load_accounts(paths: &Paths, profiles: &Profiles) -> Result<LoadedAccount
                 .collect()
         })
     };
+    if let Some(lock) = lock {
+        save_account_cache(
+            paths,
+            &key,
+            read_at_ns,
+            cache.as_ref(),
+            &files,
+            &results,
+            lock,
+        );
+    }
     let mut loaded = LoadedAccounts::default();
-    for result in results {
+    for (_, result) in results {
         match result {
-            Ok(a) => loaded.accounts.push(a),
-            Err(e) => loaded.skipped.push(e),
+            AccountLoad::Hit(a, _, _) | AccountLoad::Read(_, Ok(a)) => loaded.accounts.push(a),
+            AccountLoad::Read(_, Err(e)) => loaded.skipped.push(e),
         }
     }
     loaded.accounts.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(loaded)
+}
+
+/// Writes the parse cache of what was loaded, unless it holds exactly that already.
+fn save_account_cache(
+    paths: &Paths,
+    key: &str,
+    read_at_ns: i128,
+    cache: Option<&account_cache::Cache>,
+    files: &[PathBuf],
+    results: &[(usize, AccountLoad)],
+    lock: &StoreLock,
+) {
+    let mut entries = Vec::with_capacity(results.len());
+    let mut hits = 0;
+    let mut parsed = 0;
+    for (i, result) in results {
+        let Some(name) = account_cache::file_name(&files[*i]) else {
+            continue;
+        };
+        match result {
+            AccountLoad::Hit(_, stamp, range) => {
+                hits += 1;
+                entries.push(account_cache::Entry::Kept(name, *stamp, range.clone()));
+            }
+            AccountLoad::Read(Some(stamp), Ok(a)) => {
+                parsed += 1;
+                entries.push(account_cache::Entry::Parsed(name, *stamp, a));
+            }
+            AccountLoad::Read(_, _) => {}
+        }
+    }
+    if parsed == 0 && cache.is_some_and(|c| c.len() == hits) {
+        return;
+    }
+    let bytes = account_cache::encode(key, read_at_ns, cache, &entries);
+    // A cache is only ever a shortcut: not writing it costs the next load its reads.
+    let _ = account_cache::save(paths, &bytes, lock);
 }
 
 /// The names of the account files present (valid or not), for suggestions.
@@ -1459,6 +1579,92 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(leftovers, ["broken.toml"], "no temp files left behind");
+    }
+
+    #[test]
+    fn the_parse_cache_never_wins_over_a_changed_or_unsafe_file() {
+        let t = temp();
+        let p = paths(t.path());
+        let ps = load_profiles(&p).unwrap();
+        let lock = StoreLock::acquire(&p, |_| {}).unwrap();
+        let dir = p.accounts_dir();
+        fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let f = dir.join(name);
+            fs::write(&f, text).unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+        };
+        for i in 0..20 {
+            write(
+                &format!("a{i:02}.toml"),
+                &format!("addresses = [\"192.0.2.{i}\"]\nservices = [\"sip-udp\"]\n"),
+            );
+        }
+        write("broken.toml", "addresses = [");
+        let cache_file = p.state_dir.join(account_cache::CACHE_FILE);
+        // A corrupt cache is ignored and written again.
+        fs::create_dir_all(&p.state_dir).unwrap();
+        fs::write(&cache_file, "garbage").unwrap();
+        let first = load_accounts_locked(&p, &ps, &lock).unwrap();
+        assert_eq!(first.accounts.len(), 20);
+        assert_eq!(first.skipped.len(), 1);
+        let written = fs::read(&cache_file).unwrap();
+        assert_ne!(written, b"garbage");
+        // Entries are trusted for files older than the reads by the margin.
+        std::thread::sleep(std::time::Duration::from_millis(
+            (account_cache::RACY_MARGIN_NS / 1_000_000) as u64 + 200,
+        ));
+        // The files were too recent to trust: read again, and the cache written again.
+        let second = load_accounts_locked(&p, &ps, &lock).unwrap();
+        assert_eq!(second.accounts, first.accounts);
+        assert_ne!(fs::read(&cache_file).unwrap(), written);
+        let written = fs::read(&cache_file).unwrap();
+        let mtime = fs::metadata(&cache_file).unwrap().modified().unwrap();
+        // Now every good file comes from the cache: same accounts, same errors, no write.
+        let third = load_accounts_locked(&p, &ps, &lock).unwrap();
+        assert_eq!(third.accounts, first.accounts);
+        assert_eq!(third.skipped.len(), 1);
+        assert_eq!(fs::read(&cache_file).unwrap(), written);
+        assert_eq!(
+            fs::metadata(&cache_file).unwrap().modified().unwrap(),
+            mtime
+        );
+        // Same size, modification time put back: the change time still tells.
+        let f = dir.join("a05.toml");
+        let old_mtime = fs::metadata(&f).unwrap().modified().unwrap();
+        fs::write(
+            &f,
+            "addresses = [\"192.0.2.9\"]\nservices = [\"sip-udp\"]\n",
+        )
+        .unwrap();
+        File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(old_mtime)
+            .unwrap();
+        let loaded = load_accounts(&p, &ps).unwrap();
+        let a05 = loaded
+            .accounts
+            .iter()
+            .find(|a| a.name.as_str() == "a05")
+            .unwrap();
+        assert_eq!(a05.addresses, ["192.0.2.9/32".parse::<IpNet>().unwrap()]);
+        // Writable by others: refused on a hit as on a read.
+        let f = dir.join("a07.toml");
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        let loaded = load_accounts(&p, &ps).unwrap();
+        assert_eq!(loaded.accounts.len(), 19);
+        assert!(
+            loaded
+                .skipped
+                .iter()
+                .any(|e| matches!(e, StoreError::Unsafe { path, .. } if path == &f))
+        );
+        // A removed file is gone, whatever the cache holds.
+        fs::remove_file(dir.join("a01.toml")).unwrap();
+        let loaded = load_accounts(&p, &ps).unwrap();
+        assert_eq!(loaded.accounts.len(), 18);
     }
 
     #[test]

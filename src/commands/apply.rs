@@ -173,7 +173,10 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let LoadedAccounts {
         accounts,
         mut skipped,
-    } = store::load_accounts(&ctx.paths, &profiles)?;
+    } = match lock {
+        Some(lock) => store::load_accounts_locked(&ctx.paths, &profiles, lock)?,
+        None => store::load_accounts(&ctx.paths, &profiles)?,
+    };
     let now = Utc::now();
     let (expired, mut accounts): (Vec<Account>, Vec<Account>) = accounts
         .into_iter()
