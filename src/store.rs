@@ -295,6 +295,39 @@ pub fn write_state(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     write_atomic_with_mode(path, contents, STATE_FILE_MODE)
 }
 
+/// [`write_atomic`] of a record that is often written again unchanged (the resolution
+/// cache, the dynamic sets' record): nothing is written when `path` is a regular file of
+/// the user running pbxwall that holds exactly `contents` already and whose mode the write
+/// would keep (a write of the same bytes would only cost a temp file and two fsyncs).
+pub fn write_atomic_unless_same(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
+    if is_same_file(path, contents, |old| old & !0o022) {
+        return Ok(());
+    }
+    write_atomic(path, contents, mode)
+}
+
+/// [`write_state`] with the shortcut of [`write_atomic_unless_same`].
+pub fn write_state_unless_same(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    if is_same_file(path, contents, |_| STATE_FILE_MODE) {
+        return Ok(());
+    }
+    write_state(path, contents)
+}
+
+/// Whether `path` (not followed if a symbolic link) is a regular file owned by the effective
+/// user, with mode `new_mode(its mode)` already, holding exactly `contents`.
+fn is_same_file(path: &Path, contents: &[u8], new_mode: impl FnOnce(u32) -> u32) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    let mode = meta.mode() & 0o7777;
+    meta.file_type().is_file()
+        && meta.len() == contents.len() as u64
+        && Some(meta.uid()) == effective_uid()
+        && new_mode(mode) == mode
+        && fs::read(path).is_ok_and(|old| old == contents)
+}
+
 fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err(dir))?;
