@@ -10,6 +10,7 @@
 //! SHARE_DIR/profiles/NAME.toml     shipped profiles (built-in copies when absent)
 //! SHARE_DIR/providers.toml         shipped provider list
 //! STATE_DIR/lock                   the lock every changing command holds
+//! STATE_DIR/accounts-cache.bin     parse cache of the account files (crate::account_cache)
 //! STATE_DIR/...                    resolution cache, last applied ruleset
 //! ```
 //!
