@@ -23,7 +23,8 @@
 //!
 //! Only accounts that parsed are recorded: a bad file is read (and reported) every time.
 //! Readers use it without the lock; commands holding the lock write it (atomically, like
-//! every state file) when what they loaded differs from it.
+//! every state file, on a thread of its own while the ruleset is compiled and applied:
+//! [`crate::store::BackgroundWrite`]) when what they loaded differs from it.
 //!
 //! Layout (little-endian): `PBXWACC1`, the key (u32 length + bytes), the time the reads
 //! began (i128 ns since the epoch), the entry count (u32), per entry the file name (u32
@@ -40,7 +41,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 
 use crate::model::{Account, Profiles};
-use crate::store::{self, Paths, StoreError, StoreLock};
+use crate::store::Paths;
 
 /// File name in the state folder.
 pub const CACHE_FILE: &str = "accounts-cache.bin";
@@ -243,11 +244,6 @@ pub fn encode(key: &str, read_at_ns: i128, old: Option<&Cache>, entries: &[Entry
     let digest = ring::digest::digest(&ring::digest::SHA256, &out);
     out.extend_from_slice(digest.as_ref());
     out
-}
-
-/// Writes the cache atomically; the caller holds the lock.
-pub fn save(paths: &Paths, bytes: &[u8], _lock: &StoreLock) -> Result<(), StoreError> {
-    store::write_state(&paths.state_dir.join(CACHE_FILE), bytes)
 }
 
 /// An account's encoding: addresses and media (u32 count; per network its family 4 or 6,

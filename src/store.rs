@@ -369,6 +369,8 @@ pub struct Staged {
     path: PathBuf,
     tmp: PathBuf,
     file: Option<io::BufWriter<File>>,
+    /// [`Staged::sync`] made the contents durable already.
+    synced: bool,
 }
 
 impl Staged {
@@ -392,6 +394,7 @@ impl Staged {
             path: path.to_owned(),
             tmp,
             file: Some(io::BufWriter::with_capacity(1 << 16, f)),
+            synced: false,
         })
     }
 
@@ -400,6 +403,23 @@ impl Staged {
         self.file
             .as_mut()
             .expect("a staged file is written before its commit")
+    }
+
+    /// Makes the contents written so far durable in the temporary file (flush, mode, fsync)
+    /// without putting it in place: done before the commit, e.g. while the kernel works
+    /// through a batch, it leaves the commit only the rename and the folder's fsync. Nothing
+    /// may be written after it.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        let result = (|| {
+            let w = self.file.as_mut().expect("synced before the commit");
+            w.flush()?;
+            let f = w.get_ref();
+            f.set_permissions(fs::Permissions::from_mode(STATE_FILE_MODE))?;
+            f.sync_all()
+        })();
+        result.map_err(io_err(&self.tmp))?;
+        self.synced = true;
+        Ok(())
     }
 
     /// Puts the file in place, durably.
@@ -412,8 +432,10 @@ impl Staged {
                 .expect("committed once")
                 .into_inner()
                 .map_err(|e| e.into_error())?;
-            f.set_permissions(fs::Permissions::from_mode(STATE_FILE_MODE))?;
-            f.sync_all()?;
+            if !self.synced {
+                f.set_permissions(fs::Permissions::from_mode(STATE_FILE_MODE))?;
+                f.sync_all()?;
+            }
             drop(f);
             fs::rename(&self.tmp, &path)?;
             File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
@@ -763,6 +785,48 @@ pub struct LoadedAccounts {
     pub accounts: Vec<Account>,
     /// Files that could not be read, each with file and line.
     pub skipped: Vec<StoreError>,
+    /// The parse cache being written ([`load_accounts_locked`]); keep it while the lock is
+    /// held: dropping it waits for the write.
+    pub cache_write: BackgroundWrite,
+}
+
+/// A state file written ([`write_state`]) on a thread of its own while the command goes on
+/// (the parse cache, while the ruleset is compiled and applied). Dropping it (or
+/// [`BackgroundWrite::wait`]) waits until the file is in place or the write failed, so a
+/// holder that lives shorter than the lock's guard never lets a write outlast the lock.
+#[derive(Debug, Default)]
+pub struct BackgroundWrite(Option<std::thread::JoinHandle<()>>);
+
+impl BackgroundWrite {
+    /// Starts writing `contents` to `path`; a failure is only ever a missed shortcut (the
+    /// caller holds the lock).
+    fn start(path: PathBuf, contents: Vec<u8>, _lock: &StoreLock) -> BackgroundWrite {
+        let contents = std::sync::Arc::new(contents);
+        let (p, c) = (path.clone(), std::sync::Arc::clone(&contents));
+        match std::thread::Builder::new().spawn(move || {
+            let _ = write_state(&p, &c);
+        }) {
+            Ok(h) => BackgroundWrite(Some(h)),
+            // No thread to be had: written here and now.
+            Err(_) => {
+                let _ = write_state(&path, &contents);
+                BackgroundWrite(None)
+            }
+        }
+    }
+
+    /// Waits for the write to end.
+    pub fn wait(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for BackgroundWrite {
+    fn drop(&mut self) {
+        self.wait();
+    }
 }
 
 /// Account files one thread reads at least: below this a folder is read by one thread.
@@ -856,18 +920,14 @@ fn load_accounts_cached(
                 .collect()
         })
     };
-    if let Some(lock) = lock {
-        save_account_cache(
-            paths,
-            &key,
-            read_at_ns,
-            cache.as_ref(),
-            &files,
-            &results,
-            lock,
-        );
-    }
     let mut loaded = LoadedAccounts::default();
+    if let Some(lock) = lock
+        && let Some(bytes) = account_cache_bytes(&key, read_at_ns, cache.as_ref(), &files, &results)
+    {
+        // A cache is only ever a shortcut: not writing it costs the next load its reads.
+        loaded.cache_write =
+            BackgroundWrite::start(paths.state_dir.join(account_cache::CACHE_FILE), bytes, lock);
+    }
     for (_, result) in results {
         match result {
             AccountLoad::Hit(a, _, _) | AccountLoad::Read(_, Ok(a)) => loaded.accounts.push(a),
@@ -878,41 +938,41 @@ fn load_accounts_cached(
     Ok(loaded)
 }
 
-/// Writes the parse cache of what was loaded, unless it holds exactly that already.
-fn save_account_cache(
-    paths: &Paths,
+/// The parse cache of what was loaded, unless the cache holds exactly that already.
+fn account_cache_bytes(
     key: &str,
     read_at_ns: i128,
     cache: Option<&account_cache::Cache>,
     files: &[PathBuf],
     results: &[(usize, AccountLoad)],
-    lock: &StoreLock,
-) {
+) -> Option<Vec<u8>> {
+    let read = results
+        .iter()
+        .filter(|(_, r)| matches!(r, AccountLoad::Read(Some(_), Ok(_))))
+        .count();
+    let hits = results
+        .iter()
+        .filter(|(_, r)| matches!(r, AccountLoad::Hit(..)))
+        .count();
+    if read == 0 && cache.is_some_and(|c| c.len() == hits) {
+        return None;
+    }
     let mut entries = Vec::with_capacity(results.len());
-    let mut hits = 0;
-    let mut parsed = 0;
     for (i, result) in results {
         let Some(name) = account_cache::file_name(&files[*i]) else {
             continue;
         };
         match result {
             AccountLoad::Hit(_, stamp, range) => {
-                hits += 1;
                 entries.push(account_cache::Entry::Kept(name, *stamp, range.clone()));
             }
             AccountLoad::Read(Some(stamp), Ok(a)) => {
-                parsed += 1;
                 entries.push(account_cache::Entry::Parsed(name, *stamp, a));
             }
             AccountLoad::Read(_, _) => {}
         }
     }
-    if parsed == 0 && cache.is_some_and(|c| c.len() == hits) {
-        return;
-    }
-    let bytes = account_cache::encode(key, read_at_ns, cache, &entries);
-    // A cache is only ever a shortcut: not writing it costs the next load its reads.
-    let _ = account_cache::save(paths, &bytes, lock);
+    Some(account_cache::encode(key, read_at_ns, cache, &entries))
 }
 
 /// The names of the account files present (valid or not), for suggestions.
@@ -1639,7 +1699,8 @@ mod tests {
         // A corrupt cache is ignored and written again.
         fs::create_dir_all(&p.state_dir).unwrap();
         fs::write(&cache_file, "garbage").unwrap();
-        let first = load_accounts_locked(&p, &ps, &lock).unwrap();
+        let mut first = load_accounts_locked(&p, &ps, &lock).unwrap();
+        first.cache_write.wait();
         assert_eq!(first.accounts.len(), 20);
         assert_eq!(first.skipped.len(), 1);
         let written = fs::read(&cache_file).unwrap();
@@ -1649,13 +1710,15 @@ mod tests {
             (account_cache::RACY_MARGIN_NS / 1_000_000) as u64 + 200,
         ));
         // The files were too recent to trust: read again, and the cache written again.
-        let second = load_accounts_locked(&p, &ps, &lock).unwrap();
+        let mut second = load_accounts_locked(&p, &ps, &lock).unwrap();
+        second.cache_write.wait();
         assert_eq!(second.accounts, first.accounts);
         assert_ne!(fs::read(&cache_file).unwrap(), written);
         let written = fs::read(&cache_file).unwrap();
         let mtime = fs::metadata(&cache_file).unwrap().modified().unwrap();
         // Now every good file comes from the cache: same accounts, same errors, no write.
-        let third = load_accounts_locked(&p, &ps, &lock).unwrap();
+        let mut third = load_accounts_locked(&p, &ps, &lock).unwrap();
+        third.cache_write.wait();
         assert_eq!(third.accounts, first.accounts);
         assert_eq!(third.skipped.len(), 1);
         assert_eq!(fs::read(&cache_file).unwrap(), written);
