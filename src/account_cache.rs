@@ -106,15 +106,6 @@ pub struct Cache {
     entries: HashMap<String, (FileStamp, std::ops::Range<usize>)>,
 }
 
-/// What a lookup found.
-#[derive(Debug)]
-pub enum Lookup {
-    /// The file is as recorded: its account, and its encoding to write again.
-    Hit(Account, std::ops::Range<usize>),
-    /// Not recorded, recorded with another stamp, or too recent to trust: read the file.
-    Miss,
-}
-
 impl Cache {
     /// The cache of the state folder when it is there, intact and of `key`; `None`
     /// otherwise (it is then rebuilt).
@@ -171,23 +162,24 @@ impl Cache {
         })
     }
 
-    /// The account of file `name` when its fresh stamp is the recorded one and old enough
-    /// to trust.
-    pub fn lookup(&self, name: &str, stamp: &FileStamp) -> Lookup {
-        let Some((recorded, range)) = self.entries.get(name) else {
-            return Lookup::Miss;
-        };
+    /// The account of file `name`, and the range of its encoding (to write it again), when
+    /// its fresh stamp is the recorded one and old enough to trust; `None` (read the file)
+    /// when it is not recorded, recorded with another stamp, or too recent to trust.
+    pub fn lookup(
+        &self,
+        name: &str,
+        stamp: &FileStamp,
+    ) -> Option<(Account, std::ops::Range<usize>)> {
+        let (recorded, range) = self.entries.get(name)?;
         if recorded != stamp
             || stamp.mtime_ns >= self.trust_before_ns
             || stamp.ctime_ns >= self.trust_before_ns
         {
-            return Lookup::Miss;
+            return None;
         }
         let stem = name.strip_suffix(".toml").unwrap_or(name);
-        match decode_account(&self.bytes[range.clone()], stem) {
-            Some(a) => Lookup::Hit(a, range.clone()),
-            None => Lookup::Miss,
-        }
+        let account = decode_account(&self.bytes[range.clone()], stem)?;
+        Some((account, range.clone()))
     }
 
     /// Number of entries.

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
-use crate::account_cache::{self, FileStamp, Lookup};
+use crate::account_cache::{self, FileStamp};
 use crate::geo::{Country, GeoSettings};
 use crate::knock::KnockSettings;
 use crate::model::{
@@ -883,7 +883,7 @@ fn load_accounts_cached(
             && passes_config_checks(path, &meta)
         {
             let stamp = FileStamp::of(&meta);
-            if let Lookup::Hit(account, range) = cache.lookup(name, &stamp) {
+            if let Some((account, range)) = cache.lookup(name, &stamp) {
                 return Some(AccountLoad::Hit(account, stamp, range));
             }
         }
