@@ -511,9 +511,9 @@ pub fn read_config_with_meta(path: &Path) -> Result<Option<(String, fs::Metadata
     Ok(Some((text, meta)))
 }
 
-/// Whether the metadata of `path` (of the file a symbolic link points to) passes the checks
-/// [`read_config`] makes, without opening it: a regular file, owned by root or the effective
-/// user and writable by nobody else, at most [`MAX_CONFIG_FILE_BYTES`].
+/// Whether the metadata of `path` passes the checks [`read_config`] makes, without opening
+/// it: a regular file, owned by root or the effective user and writable by nobody else, at
+/// most [`MAX_CONFIG_FILE_BYTES`].
 fn passes_config_checks(path: &Path, meta: &fs::Metadata) -> bool {
     meta.is_file()
         && meta.len() <= MAX_CONFIG_FILE_BYTES
@@ -868,7 +868,7 @@ fn load_accounts_cached(
 ) -> Result<LoadedAccounts, StoreError> {
     check_config_dir(&paths.config_dir)?;
     check_config_dir(&paths.accounts_dir())?;
-    let files = toml_files(&paths.accounts_dir())?;
+    let files = toml_entries(&paths.accounts_dir())?;
     // Before any file is looked at: entries recorded now are trusted later only for files
     // older than this.
     let read_at_ns = account_cache::ns_since_epoch(std::time::SystemTime::now());
@@ -876,10 +876,12 @@ fn load_accounts_cached(
     let cache = account_cache::Cache::load(paths, &key);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let per_thread = files.len().div_ceil(threads).max(ACCOUNT_FILES_PER_THREAD);
-    let load_one = |path: &PathBuf| -> Option<AccountLoad> {
+    let load_one = |(path, entry): &(PathBuf, fs::DirEntry)| -> Option<AccountLoad> {
+        // A symbolic link is never taken from the cache: `entry.metadata()` is the link's
+        // own, which is no regular file, so the file behind it is read and checked.
         if let Some(cache) = &cache
             && let Some(name) = account_cache::file_name(path)
-            && let Ok(meta) = fs::metadata(path)
+            && let Ok(meta) = entry.metadata()
             && passes_config_checks(path, &meta)
         {
             let stamp = FileStamp::of(&meta);
@@ -887,9 +889,12 @@ fn load_accounts_cached(
                 return Some(AccountLoad::Hit(account, stamp, range));
             }
         }
+        // Only plain files are recorded (a link is never taken from the cache, so recording
+        // it would only write the cache again each time).
+        let recorded = entry.file_type().is_ok_and(|t| t.is_file());
         match read_config_with_meta(path) {
             Ok(Some((text, meta))) => Some(AccountLoad::Read(
-                Some(FileStamp::of(&meta)),
+                recorded.then(|| FileStamp::of(&meta)),
                 parse_account(path, &text, profiles),
             )),
             // Removed by a del-acct since the folder was listed (readers take no lock).
@@ -898,7 +903,7 @@ fn load_accounts_cached(
         }
     };
     // `base`: the index in `files` of the chunk's first file.
-    let load = |base: usize, chunk: &[PathBuf]| -> Vec<(usize, AccountLoad)> {
+    let load = |base: usize, chunk: &[(PathBuf, fs::DirEntry)]| -> Vec<(usize, AccountLoad)> {
         chunk
             .iter()
             .enumerate()
@@ -943,7 +948,7 @@ fn account_cache_bytes(
     key: &str,
     read_at_ns: i128,
     cache: Option<&account_cache::Cache>,
-    files: &[PathBuf],
+    files: &[(PathBuf, fs::DirEntry)],
     results: &[(usize, AccountLoad)],
 ) -> Option<Vec<u8>> {
     let read = results
@@ -959,7 +964,7 @@ fn account_cache_bytes(
     }
     let mut entries = Vec::with_capacity(results.len());
     for (i, result) in results {
-        let Some(name) = account_cache::file_name(&files[*i]) else {
+        let Some(name) = account_cache::file_name(&files[*i].0) else {
             continue;
         };
         match result {
@@ -1052,6 +1057,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    Ok(toml_entries(dir)?
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect())
+}
+
+/// [`toml_files`] with their folder entries: [`fs::DirEntry::metadata`] looks at a file
+/// relative to the open folder (no walk of the whole path per file) and does not follow a
+/// symbolic link.
+fn toml_entries(dir: &Path) -> Result<Vec<(PathBuf, fs::DirEntry)>, StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -1060,15 +1075,14 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(io_err(dir))?;
-        let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".toml") && !name.starts_with('.') {
-            files.push(path);
+            files.push((entry.path(), entry));
         }
     }
     // One folder: the names' bytes give the order of the paths (and cost less to compare).
-    files.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+    files.sort_unstable_by(|(a, _), (b, _)| a.as_os_str().cmp(b.as_os_str()));
     Ok(files)
 }
 
@@ -1695,13 +1709,21 @@ mod tests {
             );
         }
         write("broken.toml", "addresses = [");
+        // A symbolic link to an account file elsewhere: read through the link every time.
+        let elsewhere = t.path().join("linked.toml");
+        fs::write(
+            &elsewhere,
+            "addresses = [\"203.0.113.1\"]\nservices = [\"ssh\"]\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("linked.toml")).unwrap();
         let cache_file = p.state_dir.join(account_cache::CACHE_FILE);
         // A corrupt cache is ignored and written again.
         fs::create_dir_all(&p.state_dir).unwrap();
         fs::write(&cache_file, "garbage").unwrap();
         let mut first = load_accounts_locked(&p, &ps, &lock).unwrap();
         first.cache_write.wait();
-        assert_eq!(first.accounts.len(), 20);
+        assert_eq!(first.accounts.len(), 21);
         assert_eq!(first.skipped.len(), 1);
         let written = fs::read(&cache_file).unwrap();
         assert_ne!(written, b"garbage");
@@ -1725,6 +1747,29 @@ mod tests {
         assert_eq!(
             fs::metadata(&cache_file).unwrap().modified().unwrap(),
             mtime
+        );
+        // The linked file changed (same size, mtime put back): seen through the link.
+        let old_mtime = fs::metadata(&elsewhere).unwrap().modified().unwrap();
+        fs::write(
+            &elsewhere,
+            "addresses = [\"203.0.113.2\"]\nservices = [\"ssh\"]\n",
+        )
+        .unwrap();
+        File::options()
+            .write(true)
+            .open(&elsewhere)
+            .unwrap()
+            .set_modified(old_mtime)
+            .unwrap();
+        let loaded = load_accounts(&p, &ps).unwrap();
+        let linked = loaded
+            .accounts
+            .iter()
+            .find(|a| a.name.as_str() == "linked")
+            .unwrap();
+        assert_eq!(
+            linked.addresses,
+            ["203.0.113.2/32".parse::<IpNet>().unwrap()]
         );
         // Same size, modification time put back: the change time still tells.
         let f = dir.join("a05.toml");
@@ -1751,7 +1796,7 @@ mod tests {
         let f = dir.join("a07.toml");
         fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
         let loaded = load_accounts(&p, &ps).unwrap();
-        assert_eq!(loaded.accounts.len(), 19);
+        assert_eq!(loaded.accounts.len(), 20);
         assert!(
             loaded
                 .skipped
@@ -1761,7 +1806,7 @@ mod tests {
         // A removed file is gone, whatever the cache holds.
         fs::remove_file(dir.join("a01.toml")).unwrap();
         let loaded = load_accounts(&p, &ps).unwrap();
-        assert_eq!(loaded.accounts.len(), 18);
+        assert_eq!(loaded.accounts.len(), 19);
     }
 
     #[test]
