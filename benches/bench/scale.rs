@@ -8,7 +8,12 @@
 //!   tries 100,000 once with both tools and reports what each said, then times a list that
 //!   fits (all 768 IPv4 documentation addresses and the rest from 2001:db8::/32).
 //! - `restart` of 10,000 accounts, one file each, against `nft -f` of its `restart
-//!   --dry-run` text (scenario 1's workload).
+//!   --dry-run` text (scenario 1's workload): warm (the accounts' parse cache of the state
+//!   folder present and the files unchanged, as at every restart but the first after an
+//!   edit; the runs check that none wrote the cache again) and cold (the cache removed
+//!   before each run, not timed), in interleaved rounds.
+//!
+//! `--accounts-only` leaves the ban part out.
 
 use std::path::Path;
 use std::process::Command;
