@@ -12,6 +12,8 @@
 //!   reads began, minus [`RACY_MARGIN_NS`], is read again even when its stamp matches (an
 //!   edit within the same tick of a coarse clock keeps size and times: git's "racily clean"
 //!   entries, <https://git-scm.com/docs/racy-git>);
+//! - a symbolic link is never taken from the cache (nor recorded): the file behind it is
+//!   read and checked every time;
 //! - the checks every account file gets (a regular file, owned by root or the user running
 //!   pbxwall, not writable by group or others, at most
 //!   [`MAX_CONFIG_FILE_BYTES`](crate::store::MAX_CONFIG_FILE_BYTES)) are made from the same
@@ -392,7 +394,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Whether `path`'s entry name is one the cache records (`NAME.toml`).
+/// The name an account file's entry is recorded under: its file name (`NAME.toml`).
 pub fn file_name(path: &Path) -> Option<&str> {
     path.file_name()?.to_str()
 }
