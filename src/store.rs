@@ -904,11 +904,15 @@ fn load_accounts_cached(
     };
     // `base`: the index in `files` of the chunk's first file.
     let load = |base: usize, chunk: &[(PathBuf, fs::DirEntry)]| -> Vec<(usize, AccountLoad)> {
-        chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(i, path)| Some((base + i, load_one(path)?)))
-            .collect()
+        // Sized once: an account is a few hundred bytes to move at every growth.
+        let mut out = Vec::with_capacity(chunk.len());
+        out.extend(
+            chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, path)| Some((base + i, load_one(path)?))),
+        );
+        out
     };
     let results: Vec<(usize, AccountLoad)> = if files.len() <= per_thread {
         load(0, &files)
@@ -919,13 +923,17 @@ fn load_accounts_cached(
                 .enumerate()
                 .map(|(k, chunk)| s.spawn(move || load(k * per_thread, chunk)))
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
+            let mut all = Vec::with_capacity(files.len());
+            for h in handles {
+                all.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            }
+            all
         })
     };
-    let mut loaded = LoadedAccounts::default();
+    let mut loaded = LoadedAccounts {
+        accounts: Vec::with_capacity(results.len()),
+        ..LoadedAccounts::default()
+    };
     if let Some(lock) = lock
         && let Some(bytes) = account_cache_bytes(&key, read_at_ns, cache.as_ref(), &files, &results)
     {
