@@ -11,6 +11,7 @@
 //! cargo bench --bench bench -- restart packets # only some scenarios:
 //!                                              #   restart packets dns ipchecker sip geo scale
 //! cargo bench --bench bench -- --reps 3        # fewer rounds
+//! cargo bench --bench bench -- scale --accounts-only   # scenario 8 without its ban part
 //! PBXWALL_BENCH_BIN_DIR=/other/target/release cargo bench --bench bench   # other binaries
 //! ```
 //!
@@ -61,6 +62,8 @@ const NICE: libc::c_int = -10;
 
 struct Opts {
     reps: usize,
+    /// `--accounts-only`: scenario 8 without its ban part.
+    scale_accounts_only: bool,
     only: Vec<String>,
     bin_dir: PathBuf,
 }
@@ -121,6 +124,11 @@ impl Cfg {
 
     fn file(&self, name: &str) -> PathBuf {
         self.tmp.root().join(name)
+    }
+
+    /// A file of the state folder.
+    fn state_file(&self, name: &str) -> PathBuf {
+        self.tmp.state_dir().join(name)
     }
 }
 
@@ -1494,6 +1502,7 @@ fn main() {
     }
     let mut opts = Opts {
         reps: DEFAULT_REPS,
+        scale_accounts_only: false,
         only: Vec::new(),
         bin_dir: default_bin_dir(),
     };
@@ -1507,6 +1516,7 @@ fn main() {
                     .filter(|n| *n >= 1)
                     .expect("--reps N (N ≥ 1)");
             }
+            "--accounts-only" => opts.scale_accounts_only = true,
             "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" | "scale" => {
                 opts.only.push(a.clone())
             }

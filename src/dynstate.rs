@@ -83,7 +83,7 @@ impl DynamicState {
 
     /// Writes the record atomically; the caller holds the lock.
     pub fn save(&self, paths: &Paths, lock: &StoreLock) -> Result<(), StoreError> {
-        crate::state::save_json(paths, DYNAMIC_FILE, self, lock)
+        crate::state::save_json_unless_same(paths, DYNAMIC_FILE, self, lock)
     }
 
     /// Merges what set `set` holds live at `now` into the record: a live element's expiry

@@ -18,6 +18,7 @@ macro_rules! out {
     }};
 }
 
+pub mod account_cache;
 pub mod addrset;
 pub mod audit;
 pub mod cli;

@@ -431,7 +431,7 @@ fn man_page(cmd: &Command, date: &str, dispatcher: &Command, all: &[Command]) ->
         ),
         (
             format!("{DEFAULT_STATE_DIR}/"),
-            "State: the lock, the name-resolution cache, the last applied ruleset, the bans, admissions and knock grants with their expiry.",
+            "State: the lock, the name-resolution cache, the last applied ruleset, the bans, admissions and knock grants with their expiry, the parse cache of the account files.",
         ),
     ] {
         roff.control("TP", []);

@@ -357,10 +357,17 @@ const SPECIAL_PURPOSE: [(&str, SpecialPurpose); 14] = [
 /// ([`SpecialPurpose`]). A network that only *contains* such a block (`0.0.0.0/0` with
 /// `--force`) is fine: the kernel never sees packets from those addresses anyway.
 pub fn check_unicast(net: &IpNet) -> Result<(), SpecialPurpose> {
-    for (block, kind) in SPECIAL_PURPOSE {
-        let block: IpNet = block.parse().expect("valid constant");
+    // Parsed once: this runs for every address of every account file.
+    static BLOCKS: std::sync::LazyLock<Vec<(IpNet, SpecialPurpose)>> =
+        std::sync::LazyLock::new(|| {
+            SPECIAL_PURPOSE
+                .iter()
+                .map(|(block, kind)| (block.parse().expect("valid constant"), *kind))
+                .collect()
+        });
+    for (block, kind) in BLOCKS.iter() {
         if block.contains(net) {
-            return Err(kind);
+            return Err(*kind);
         }
     }
     Ok(())

@@ -102,6 +102,21 @@ pub fn save_json<T: Serialize>(
     store::write_state(&paths.state_dir.join(file), text.as_bytes())
 }
 
+/// [`save_json`] that writes nothing when the file holds this record already
+/// ([`store::write_state_unless_same`]).
+pub fn save_json_unless_same<T: Serialize>(
+    paths: &Paths,
+    file: &str,
+    value: &T,
+    _lock: &StoreLock,
+) -> Result<(), StoreError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Io {
+        path: paths.state_dir.join(file),
+        source: std::io::Error::other(e),
+    })?;
+    store::write_state_unless_same(&paths.state_dir.join(file), text.as_bytes())
+}
+
 /// The current time as RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()

@@ -10,6 +10,7 @@
 //! SHARE_DIR/profiles/NAME.toml     shipped profiles (built-in copies when absent)
 //! SHARE_DIR/providers.toml         shipped provider list
 //! STATE_DIR/lock                   the lock every changing command holds
+//! STATE_DIR/accounts-cache.bin     parse cache of the account files (crate::account_cache)
 //! STATE_DIR/...                    resolution cache, last applied ruleset
 //! ```
 //!
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::account_cache::{self, FileStamp};
 use crate::geo::{Country, GeoSettings};
 use crate::knock::KnockSettings;
 use crate::model::{
@@ -294,6 +296,39 @@ pub fn write_state(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     write_atomic_with_mode(path, contents, STATE_FILE_MODE)
 }
 
+/// [`write_atomic`] of a record that is often written again unchanged (the resolution
+/// cache, the dynamic sets' record): nothing is written when `path` is a regular file of
+/// the user running pbxwall that holds exactly `contents` already and whose mode the write
+/// would keep (a write of the same bytes would only cost a temp file and two fsyncs).
+pub fn write_atomic_unless_same(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
+    if is_same_file(path, contents, |old| old & !0o022) {
+        return Ok(());
+    }
+    write_atomic(path, contents, mode)
+}
+
+/// [`write_state`] with the shortcut of [`write_atomic_unless_same`].
+pub fn write_state_unless_same(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    if is_same_file(path, contents, |_| STATE_FILE_MODE) {
+        return Ok(());
+    }
+    write_state(path, contents)
+}
+
+/// Whether `path` (not followed if a symbolic link) is a regular file owned by the effective
+/// user, with mode `new_mode(its mode)` already, holding exactly `contents`.
+fn is_same_file(path: &Path, contents: &[u8], new_mode: impl FnOnce(u32) -> u32) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    let mode = meta.mode() & 0o7777;
+    meta.file_type().is_file()
+        && meta.len() == contents.len() as u64
+        && Some(meta.uid()) == effective_uid()
+        && new_mode(mode) == mode
+        && fs::read(path).is_ok_and(|old| old == contents)
+}
+
 fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -334,6 +369,8 @@ pub struct Staged {
     path: PathBuf,
     tmp: PathBuf,
     file: Option<io::BufWriter<File>>,
+    /// [`Staged::sync`] made the contents durable already.
+    synced: bool,
 }
 
 impl Staged {
@@ -357,6 +394,7 @@ impl Staged {
             path: path.to_owned(),
             tmp,
             file: Some(io::BufWriter::with_capacity(1 << 16, f)),
+            synced: false,
         })
     }
 
@@ -365,6 +403,23 @@ impl Staged {
         self.file
             .as_mut()
             .expect("a staged file is written before its commit")
+    }
+
+    /// Makes the contents written so far durable in the temporary file (flush, mode, fsync)
+    /// without putting it in place: done before the commit, e.g. while the kernel works
+    /// through a batch, it leaves the commit only the rename and the folder's fsync. Nothing
+    /// may be written after it.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        let result = (|| {
+            let w = self.file.as_mut().expect("synced before the commit");
+            w.flush()?;
+            let f = w.get_ref();
+            f.set_permissions(fs::Permissions::from_mode(STATE_FILE_MODE))?;
+            f.sync_all()
+        })();
+        result.map_err(io_err(&self.tmp))?;
+        self.synced = true;
+        Ok(())
     }
 
     /// Puts the file in place, durably.
@@ -377,8 +432,10 @@ impl Staged {
                 .expect("committed once")
                 .into_inner()
                 .map_err(|e| e.into_error())?;
-            f.set_permissions(fs::Permissions::from_mode(STATE_FILE_MODE))?;
-            f.sync_all()?;
+            if !self.synced {
+                f.set_permissions(fs::Permissions::from_mode(STATE_FILE_MODE))?;
+                f.sync_all()?;
+            }
             drop(f);
             fs::rename(&self.tmp, &path)?;
             File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
@@ -418,6 +475,11 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 8 << 20;
 /// dangling one is an error, not a missing file), and at most [`MAX_CONFIG_FILE_BYTES`].
 /// `Ok(None)` if it does not exist.
 pub fn read_config(path: &Path) -> Result<Option<String>, StoreError> {
+    Ok(read_config_with_meta(path)?.map(|(text, _)| text))
+}
+
+/// [`read_config`], with the metadata of the open file its checks were made on.
+pub fn read_config_with_meta(path: &Path) -> Result<Option<(String, fs::Metadata)>, StoreError> {
     let unsafe_file = |why: String| StoreError::Unsafe {
         path: path.to_owned(),
         why,
@@ -445,13 +507,35 @@ pub fn read_config(path: &Path) -> Result<Option<String>, StoreError> {
             meta.len()
         )));
     }
-    let mut text = String::new();
-    io::Read::read_to_string(
+    let text = read_known_size(file, meta.len()).map_err(io_err(path))?;
+    Ok(Some((text, meta)))
+}
+
+/// Whether the metadata of `path` passes the checks [`read_config`] makes, without opening
+/// it: a regular file, owned by root or the effective user and writable by nobody else, at
+/// most [`MAX_CONFIG_FILE_BYTES`].
+fn passes_config_checks(path: &Path, meta: &fs::Metadata) -> bool {
+    meta.is_file()
+        && meta.len() <= MAX_CONFIG_FILE_BYTES
+        && check_owner_and_mode(path, meta).is_ok()
+}
+
+/// The text of an open file whose size `len` the caller has from its metadata: read into a
+/// buffer of that size (two `read`s for a file that did not change, not one per 8 KiB), at
+/// most [`MAX_CONFIG_FILE_BYTES`] + 1 bytes (a file that grew past the limit meanwhile is
+/// cut there and fails to parse, as before).
+fn read_known_size(file: File, len: u64) -> io::Result<String> {
+    let mut bytes = Vec::with_capacity(len.min(MAX_CONFIG_FILE_BYTES) as usize + 1);
+    io::Read::read_to_end(
         &mut io::Read::take(file, MAX_CONFIG_FILE_BYTES + 1),
-        &mut text,
-    )
-    .map_err(io_err(path))?;
-    Ok(Some(text))
+        &mut bytes,
+    )?;
+    String::from_utf8(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
 }
 
 /// Checks a configuration folder the way [`read_config`] checks a file (a missing folder is
@@ -490,9 +574,13 @@ fn check_owner_and_mode(path: &Path, meta: &fs::Metadata) -> Result<(), StoreErr
 /// The effective user id, from `/proc/self/status` (`Uid:` real, effective, ...); `None`
 /// when it cannot be read, and then only root-owned files pass.
 fn effective_uid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+    // Read once: it is asked for every file checked.
+    static EUID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *EUID.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+        line.split_whitespace().nth(2)?.parse().ok()
+    })
 }
 
 /// Reads a file to a string; `Ok(None)` if it does not exist.
@@ -697,6 +785,48 @@ pub struct LoadedAccounts {
     pub accounts: Vec<Account>,
     /// Files that could not be read, each with file and line.
     pub skipped: Vec<StoreError>,
+    /// The parse cache being written ([`load_accounts_locked`]); keep it while the lock is
+    /// held: dropping it waits for the write.
+    pub cache_write: BackgroundWrite,
+}
+
+/// A state file written ([`write_state`]) on a thread of its own while the command goes on
+/// (the parse cache, while the ruleset is compiled and applied). Dropping it (or
+/// [`BackgroundWrite::wait`]) waits until the file is in place or the write failed, so a
+/// holder that lives shorter than the lock's guard never lets a write outlast the lock.
+#[derive(Debug, Default)]
+pub struct BackgroundWrite(Option<std::thread::JoinHandle<()>>);
+
+impl BackgroundWrite {
+    /// Starts writing `contents` to `path`; a failure is only ever a missed shortcut (the
+    /// caller holds the lock).
+    fn start(path: PathBuf, contents: Vec<u8>, _lock: &StoreLock) -> BackgroundWrite {
+        let contents = std::sync::Arc::new(contents);
+        let (p, c) = (path.clone(), std::sync::Arc::clone(&contents));
+        match std::thread::Builder::new().spawn(move || {
+            let _ = write_state(&p, &c);
+        }) {
+            Ok(h) => BackgroundWrite(Some(h)),
+            // No thread to be had: written here and now.
+            Err(_) => {
+                let _ = write_state(&path, &contents);
+                BackgroundWrite(None)
+            }
+        }
+    }
+
+    /// Waits for the write to end.
+    pub fn wait(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for BackgroundWrite {
+    fn drop(&mut self) {
+        self.wait();
+    }
 }
 
 /// Account files one thread reads at least: below this a folder is read by one thread.
@@ -705,46 +835,157 @@ const ACCOUNT_FILES_PER_THREAD: usize = 512;
 /// Loads every `*.toml` in the accounts folder; a bad file is skipped and reported, the rest
 /// still load. A missing folder means no accounts. Large folders are read and parsed by a
 /// few threads (one per CPU, at most 8); the result is the same, in file order.
+///
+/// Accounts whose files did not change are taken from the parse cache of the state folder
+/// ([`crate::account_cache`]: never trusted over a changed file), which this does not write.
 pub fn load_accounts(paths: &Paths, profiles: &Profiles) -> Result<LoadedAccounts, StoreError> {
+    load_accounts_cached(paths, profiles, None)
+}
+
+/// [`load_accounts`] by a command that holds the lock: the parse cache is written again when
+/// what was loaded differs from what it holds (a cache that cannot be written is no error:
+/// the next load reads the files).
+pub fn load_accounts_locked(
+    paths: &Paths,
+    profiles: &Profiles,
+    lock: &StoreLock,
+) -> Result<LoadedAccounts, StoreError> {
+    load_accounts_cached(paths, profiles, Some(lock))
+}
+
+/// How one account file was loaded.
+enum AccountLoad {
+    /// From the parse cache: the file's stamp and the range of its entry.
+    Hit(Account, FileStamp, std::ops::Range<usize>),
+    /// Read and parsed (the stamp of the file read, when it could be opened).
+    Read(Option<FileStamp>, Result<Account, StoreError>),
+}
+
+fn load_accounts_cached(
+    paths: &Paths,
+    profiles: &Profiles,
+    lock: Option<&StoreLock>,
+) -> Result<LoadedAccounts, StoreError> {
     check_config_dir(&paths.config_dir)?;
     check_config_dir(&paths.accounts_dir())?;
-    let files = toml_files(&paths.accounts_dir())?;
+    let files = toml_entries(&paths.accounts_dir())?;
+    // Before any file is looked at: entries recorded now are trusted later only for files
+    // older than this.
+    let read_at_ns = account_cache::ns_since_epoch(std::time::SystemTime::now());
+    let key = account_cache::cache_key(profiles);
+    let cache = account_cache::Cache::load(paths, &key);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let per_thread = files.len().div_ceil(threads).max(ACCOUNT_FILES_PER_THREAD);
-    let load = |chunk: &[PathBuf]| -> Vec<Result<Account, StoreError>> {
-        chunk
-            .iter()
-            .filter_map(|path| match read_config(path) {
-                Ok(Some(text)) => Some(parse_account(path, &text, profiles)),
-                // Removed by a del-acct since the folder was listed (readers take no lock).
-                Ok(None) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect()
+    let load_one = |(path, entry): &(PathBuf, fs::DirEntry)| -> Option<AccountLoad> {
+        // A symbolic link is never taken from the cache: `entry.metadata()` is the link's
+        // own, which is no regular file, so the file behind it is read and checked.
+        if let Some(cache) = &cache
+            && let Some(name) = account_cache::file_name(path)
+            && let Ok(meta) = entry.metadata()
+            && passes_config_checks(path, &meta)
+        {
+            let stamp = FileStamp::of(&meta);
+            if let Some((account, range)) = cache.lookup(name, &stamp) {
+                return Some(AccountLoad::Hit(account, stamp, range));
+            }
+        }
+        // Only plain files are recorded (a link is never taken from the cache, so recording
+        // it would only write the cache again each time).
+        let recorded = entry.file_type().is_ok_and(|t| t.is_file());
+        match read_config_with_meta(path) {
+            Ok(Some((text, meta))) => Some(AccountLoad::Read(
+                recorded.then(|| FileStamp::of(&meta)),
+                parse_account(path, &text, profiles),
+            )),
+            // Removed by a del-acct since the folder was listed (readers take no lock).
+            Ok(None) => None,
+            Err(e) => Some(AccountLoad::Read(None, Err(e))),
+        }
     };
-    let results: Vec<Result<Account, StoreError>> = if files.len() <= per_thread {
-        load(&files)
+    // `base`: the index in `files` of the chunk's first file.
+    let load = |base: usize, chunk: &[(PathBuf, fs::DirEntry)]| -> Vec<(usize, AccountLoad)> {
+        // Sized once: an account is a few hundred bytes to move at every growth.
+        let mut out = Vec::with_capacity(chunk.len());
+        out.extend(
+            chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, path)| Some((base + i, load_one(path)?))),
+        );
+        out
+    };
+    let results: Vec<(usize, AccountLoad)> = if files.len() <= per_thread {
+        load(0, &files)
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = files
                 .chunks(per_thread)
-                .map(|chunk| s.spawn(move || load(chunk)))
+                .enumerate()
+                .map(|(k, chunk)| s.spawn(move || load(k * per_thread, chunk)))
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
+            let mut all = Vec::with_capacity(files.len());
+            for h in handles {
+                all.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            }
+            all
         })
     };
-    let mut loaded = LoadedAccounts::default();
-    for result in results {
+    let mut loaded = LoadedAccounts {
+        accounts: Vec::with_capacity(results.len()),
+        ..LoadedAccounts::default()
+    };
+    if let Some(lock) = lock
+        && let Some(bytes) = account_cache_bytes(&key, read_at_ns, cache.as_ref(), &files, &results)
+    {
+        // A cache is only ever a shortcut: not writing it costs the next load its reads.
+        loaded.cache_write =
+            BackgroundWrite::start(paths.state_dir.join(account_cache::CACHE_FILE), bytes, lock);
+    }
+    for (_, result) in results {
         match result {
-            Ok(a) => loaded.accounts.push(a),
-            Err(e) => loaded.skipped.push(e),
+            AccountLoad::Hit(a, _, _) | AccountLoad::Read(_, Ok(a)) => loaded.accounts.push(a),
+            AccountLoad::Read(_, Err(e)) => loaded.skipped.push(e),
         }
     }
     loaded.accounts.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(loaded)
+}
+
+/// The parse cache of what was loaded, unless the cache holds exactly that already.
+fn account_cache_bytes(
+    key: &str,
+    read_at_ns: i128,
+    cache: Option<&account_cache::Cache>,
+    files: &[(PathBuf, fs::DirEntry)],
+    results: &[(usize, AccountLoad)],
+) -> Option<Vec<u8>> {
+    let read = results
+        .iter()
+        .filter(|(_, r)| matches!(r, AccountLoad::Read(Some(_), Ok(_))))
+        .count();
+    let hits = results
+        .iter()
+        .filter(|(_, r)| matches!(r, AccountLoad::Hit(..)))
+        .count();
+    if read == 0 && cache.is_some_and(|c| c.len() == hits) {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(results.len());
+    for (i, result) in results {
+        let Some(name) = account_cache::file_name(&files[*i].0) else {
+            continue;
+        };
+        match result {
+            AccountLoad::Hit(_, stamp, range) => {
+                entries.push(account_cache::Entry::Kept(name, *stamp, range.clone()));
+            }
+            AccountLoad::Read(Some(stamp), Ok(a)) => {
+                entries.push(account_cache::Entry::Parsed(name, *stamp, a));
+            }
+            AccountLoad::Read(_, _) => {}
+        }
+    }
+    Some(account_cache::encode(key, read_at_ns, cache, &entries))
 }
 
 /// The names of the account files present (valid or not), for suggestions.
@@ -824,6 +1065,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    Ok(toml_entries(dir)?
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect())
+}
+
+/// [`toml_files`] with their folder entries: [`fs::DirEntry::metadata`] looks at a file
+/// relative to the open folder (no walk of the whole path per file) and does not follow a
+/// symbolic link.
+fn toml_entries(dir: &Path) -> Result<Vec<(PathBuf, fs::DirEntry)>, StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -832,14 +1083,14 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(io_err(dir))?;
-        let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".toml") && !name.starts_with('.') {
-            files.push(path);
+            files.push((entry.path(), entry));
         }
     }
-    files.sort();
+    // One folder: the names' bytes give the order of the paths (and cost less to compare).
+    files.sort_unstable_by(|(a, _), (b, _)| a.as_os_str().cmp(b.as_os_str()));
     Ok(files)
 }
 
@@ -1444,6 +1695,126 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(leftovers, ["broken.toml"], "no temp files left behind");
+    }
+
+    #[test]
+    fn the_parse_cache_never_wins_over_a_changed_or_unsafe_file() {
+        let t = temp();
+        let p = paths(t.path());
+        let ps = load_profiles(&p).unwrap();
+        let lock = StoreLock::acquire(&p, |_| {}).unwrap();
+        let dir = p.accounts_dir();
+        fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let f = dir.join(name);
+            fs::write(&f, text).unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+        };
+        for i in 0..20 {
+            write(
+                &format!("a{i:02}.toml"),
+                &format!("addresses = [\"192.0.2.{i}\"]\nservices = [\"sip-udp\"]\n"),
+            );
+        }
+        write("broken.toml", "addresses = [");
+        // A symbolic link to an account file elsewhere: read through the link every time.
+        let elsewhere = t.path().join("linked.toml");
+        fs::write(
+            &elsewhere,
+            "addresses = [\"203.0.113.1\"]\nservices = [\"ssh\"]\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("linked.toml")).unwrap();
+        let cache_file = p.state_dir.join(account_cache::CACHE_FILE);
+        // A corrupt cache is ignored and written again.
+        fs::create_dir_all(&p.state_dir).unwrap();
+        fs::write(&cache_file, "garbage").unwrap();
+        let mut first = load_accounts_locked(&p, &ps, &lock).unwrap();
+        first.cache_write.wait();
+        assert_eq!(first.accounts.len(), 21);
+        assert_eq!(first.skipped.len(), 1);
+        let written = fs::read(&cache_file).unwrap();
+        assert_ne!(written, b"garbage");
+        // Entries are trusted for files older than the reads by the margin.
+        std::thread::sleep(std::time::Duration::from_millis(
+            (account_cache::RACY_MARGIN_NS / 1_000_000) as u64 + 200,
+        ));
+        // The files were too recent to trust: read again, and the cache written again.
+        let mut second = load_accounts_locked(&p, &ps, &lock).unwrap();
+        second.cache_write.wait();
+        assert_eq!(second.accounts, first.accounts);
+        assert_ne!(fs::read(&cache_file).unwrap(), written);
+        let written = fs::read(&cache_file).unwrap();
+        let mtime = fs::metadata(&cache_file).unwrap().modified().unwrap();
+        // Now every good file comes from the cache: same accounts, same errors, no write.
+        let mut third = load_accounts_locked(&p, &ps, &lock).unwrap();
+        third.cache_write.wait();
+        assert_eq!(third.accounts, first.accounts);
+        assert_eq!(third.skipped.len(), 1);
+        assert_eq!(fs::read(&cache_file).unwrap(), written);
+        assert_eq!(
+            fs::metadata(&cache_file).unwrap().modified().unwrap(),
+            mtime
+        );
+        // The linked file changed (same size, mtime put back): seen through the link.
+        let old_mtime = fs::metadata(&elsewhere).unwrap().modified().unwrap();
+        fs::write(
+            &elsewhere,
+            "addresses = [\"203.0.113.2\"]\nservices = [\"ssh\"]\n",
+        )
+        .unwrap();
+        File::options()
+            .write(true)
+            .open(&elsewhere)
+            .unwrap()
+            .set_modified(old_mtime)
+            .unwrap();
+        let loaded = load_accounts(&p, &ps).unwrap();
+        let linked = loaded
+            .accounts
+            .iter()
+            .find(|a| a.name.as_str() == "linked")
+            .unwrap();
+        assert_eq!(
+            linked.addresses,
+            ["203.0.113.2/32".parse::<IpNet>().unwrap()]
+        );
+        // Same size, modification time put back: the change time still tells.
+        let f = dir.join("a05.toml");
+        let old_mtime = fs::metadata(&f).unwrap().modified().unwrap();
+        fs::write(
+            &f,
+            "addresses = [\"192.0.2.9\"]\nservices = [\"sip-udp\"]\n",
+        )
+        .unwrap();
+        File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(old_mtime)
+            .unwrap();
+        let loaded = load_accounts(&p, &ps).unwrap();
+        let a05 = loaded
+            .accounts
+            .iter()
+            .find(|a| a.name.as_str() == "a05")
+            .unwrap();
+        assert_eq!(a05.addresses, ["192.0.2.9/32".parse::<IpNet>().unwrap()]);
+        // Writable by others: refused on a hit as on a read.
+        let f = dir.join("a07.toml");
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        let loaded = load_accounts(&p, &ps).unwrap();
+        assert_eq!(loaded.accounts.len(), 20);
+        assert!(
+            loaded
+                .skipped
+                .iter()
+                .any(|e| matches!(e, StoreError::Unsafe { path, .. } if path == &f))
+        );
+        // A removed file is gone, whatever the cache holds.
+        fs::remove_file(dir.join("a01.toml")).unwrap();
+        let loaded = load_accounts(&p, &ps).unwrap();
+        assert_eq!(loaded.accounts.len(), 19);
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Build {
     pub ruleset: Ruleset,
     /// The geo gate: its database and what it holds.
     pub geo: GeoInfo,
+    /// The accounts' parse cache being written (under the caller's lock, which outlives
+    /// the build: dropping the build waits for it).
+    pub cache_write: store::BackgroundWrite,
 }
 
 impl Build {
@@ -173,7 +176,11 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
     let LoadedAccounts {
         accounts,
         mut skipped,
-    } = store::load_accounts(&ctx.paths, &profiles)?;
+        cache_write,
+    } = match lock {
+        Some(lock) => store::load_accounts_locked(&ctx.paths, &profiles, lock)?,
+        None => store::load_accounts(&ctx.paths, &profiles)?,
+    };
     let now = Utc::now();
     let (expired, mut accounts): (Vec<Account>, Vec<Account>) = accounts
         .into_iter()
@@ -248,6 +255,7 @@ pub fn build(ctx: &Ctx, lock: Option<&StoreLock>, dns: Dns) -> Result<Build> {
         resolution,
         ruleset,
         geo,
+        cache_write,
     })
 }
 
@@ -436,6 +444,9 @@ pub fn stage_boot_file(
     written
         .and_then(|()| w.flush())
         .map_err(|source| StoreError::Io { path, source })?;
+    // Durable now (while the kernel works through the batch, when called beside it): the
+    // commit once the ruleset is live is only the rename and the folder's fsync.
+    staged.sync()?;
     Ok(staged)
 }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Fqdn;
-use crate::store::{Paths, StoreError, StoreLock, read_optional, write_atomic};
+use crate::store::{self, Paths, StoreError, StoreLock, read_optional};
 
 /// File name of the cache in the state folder.
 pub const CACHE_FILE: &str = "dns-cache.json";
@@ -144,9 +144,10 @@ impl Cache {
         s
     }
 
-    /// Writes the cache atomically ([`write_atomic`]). The caller holds the [`StoreLock`].
+    /// Writes the cache atomically ([`store::write_atomic_unless_same`]: not when it holds
+    /// this already). The caller holds the [`StoreLock`].
     pub fn save(&self, paths: &Paths, _lock: &StoreLock) -> Result<(), StoreError> {
-        write_atomic(&Cache::path(paths), self.to_json().as_bytes(), 0o644)
+        store::write_atomic_unless_same(&Cache::path(paths), self.to_json().as_bytes(), 0o644)
     }
 
     /// Forgets every name not in `names` (names no account uses any more).
