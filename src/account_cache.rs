@@ -275,14 +275,27 @@ pub fn encode_account(out: &mut Vec<u8>, a: &Account) {
             put_bytes(out, t.as_bytes());
         }
     };
-    nets(out, &a.addresses);
-    texts(out, a.fqdns.iter().map(|f| f.as_str()));
-    texts(out, a.services.iter().map(String::as_str));
-    nets(out, &a.media);
-    opt(out, &a.comment);
-    opt(out, &a.created);
-    opt(out, &a.provider);
-    match a.expires {
+    // Every field named: a field added to `Account` fails to compile here until the
+    // encoding (and MAGIC's version) covers it.
+    let Account {
+        name: _,
+        addresses,
+        fqdns,
+        services,
+        media,
+        comment,
+        created,
+        provider,
+        expires,
+    } = a;
+    nets(out, addresses);
+    texts(out, fqdns.iter().map(|f| f.as_str()));
+    texts(out, services.iter().map(String::as_str));
+    nets(out, media);
+    opt(out, comment);
+    opt(out, created);
+    opt(out, provider);
+    match expires {
         None => out.push(0),
         Some(t) => {
             out.push(1);
