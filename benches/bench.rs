@@ -11,6 +11,8 @@
 //! cargo bench --bench bench -- restart packets # only some scenarios:
 //!                                              #   restart packets dns ipchecker sip geo scale
 //! cargo bench --bench bench -- --reps 3        # fewer rounds
+//! cargo bench --bench bench -- geo --geo-full-reps 1   # geo: one round of full loads
+//! cargo bench --bench bench -- --write-geo DIR  # geo databases and settings, for profiling
 //! PBXWALL_BENCH_BIN_DIR=/other/target/release cargo bench --bench bench   # other binaries
 //! ```
 //!
@@ -61,6 +63,8 @@ const NICE: libc::c_int = -10;
 
 struct Opts {
     reps: usize,
+    /// Rounds of scenario 6's full loads (restart, nft -f); `reps` unless given.
+    geo_full_reps: Option<usize>,
     only: Vec<String>,
     bin_dir: PathBuf,
 }
@@ -1494,6 +1498,7 @@ fn main() {
     }
     let mut opts = Opts {
         reps: DEFAULT_REPS,
+        geo_full_reps: None,
         only: Vec::new(),
         bin_dir: default_bin_dir(),
     };
@@ -1506,6 +1511,19 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .filter(|n| *n >= 1)
                     .expect("--reps N (N ≥ 1)");
+            }
+            "--geo-full-reps" => {
+                opts.geo_full_reps = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n >= 1)
+                        .expect("--geo-full-reps N (N ≥ 1)"),
+                );
+            }
+            "--write-geo" => {
+                let dir = it.next().expect("--write-geo DIR");
+                geo::write_workload(&opts, Path::new(dir));
+                return;
             }
             "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" | "scale" => {
                 opts.only.push(a.clone())
