@@ -311,8 +311,7 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                     .map(|(family, have)| {
                         let name = Gate::set_name(family);
                         let want = &b.ruleset.set(&name).expect("the gate's sets").elements;
-                        let have: Vec<Element> = have.into_iter().map(Element::address).collect();
-                        let (add, remove) = element_changes(want, &have);
+                        let (add, remove) = range_changes(want, &have);
                         (name, family, add, remove)
                     })
                     .collect();
@@ -397,6 +396,45 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
         None => full(ctx, &b, &lock, args.force, &mut report)?,
     };
     finish(ctx, &report, b.outcome().worst(outcome))
+}
+
+/// [`element_changes`] of a plain address set against recorded ranges, without turning
+/// 300,000 ranges into elements first (both sides are sorted; else it is done anyway).
+fn range_changes(
+    want: &[Element],
+    have: &[crate::addrset::AddrRange],
+) -> (Vec<Element>, Vec<Element>) {
+    if !(want.iter().all(|e| e.jump.is_none())
+        && want.is_sorted_by(|a, b| a.range < b.range)
+        && have.is_sorted_by(|a, b| a < b))
+    {
+        let have: Vec<Element> = have.iter().copied().map(Element::address).collect();
+        return element_changes(want, &have);
+    }
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < want.len() || j < have.len() {
+        match (want.get(i), have.get(j)) {
+            (Some(w), Some(h)) if w.range == *h => {
+                i += 1;
+                j += 1;
+            }
+            (Some(w), Some(h)) if w.range < *h => {
+                add.push(w.clone());
+                i += 1;
+            }
+            (Some(w), None) => {
+                add.push(w.clone());
+                i += 1;
+            }
+            (_, Some(h)) => {
+                remove.push(Element::address(*h));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (add, remove)
 }
 
 /// Records a delta the kernel has (or a new key for the same ranges) in the journal of the
