@@ -617,7 +617,7 @@ fn split_csv<'a>(line: &'a str, out: &mut Vec<&'a str>) -> Result<(), &'static s
                 Some(_) => return Err("text after a quoted field"),
             }
         } else {
-            match line[i..].find(',') {
+            match memchr::memchr(b',', &bytes[i..]) {
                 Some(k) => {
                     out.push(&line[i..i + k]);
                     i += k + 1;
