@@ -217,10 +217,12 @@ impl Applied {
         }
     }
 
-    /// Removes the record and its journal (the gate is off).
+    /// Removes the record and its journal (the gate is off). The base record goes first:
+    /// stopped in between, a journal without its base is no record, whereas a base without
+    /// its journal would be an older, wrong one.
     pub fn remove(paths: &Paths) -> Result<(), StoreError> {
-        store::remove_durably(&journal_path(paths))?;
-        store::remove_durably(&base_path(paths))
+        store::remove_durably(&base_path(paths))?;
+        store::remove_durably(&journal_path(paths))
     }
 
     /// Appends a pending change to the journal of this record (loaded by
@@ -680,8 +682,12 @@ mod tests {
         rec.append_pending(&p).unwrap();
         rec.append_delta(&p, "k4", 9, &[], &delta()).unwrap();
         assert_eq!(loaded(&p).unwrap().key, "k4");
+        // Stopped while removing: the base is gone first, and a journal alone is nothing.
+        let j = std::fs::read(journal_path(&p)).unwrap();
         Applied::remove(&p).unwrap();
         assert_eq!(Applied::load(&p), None);
+        std::fs::write(journal_path(&p), &j).unwrap();
+        assert_eq!((Applied::load(&p), Applied::load_key(&p)), (None, None));
     }
 
     #[test]
