@@ -12,6 +12,8 @@
 //!                                              #   restart packets dns ipchecker sip geo scale
 //! cargo bench --bench bench -- --reps 3        # fewer rounds
 //! cargo bench --bench bench -- scale --accounts-only   # scenario 8 without its ban part
+//! cargo bench --bench bench -- geo --geo-full-reps 1   # geo: one round of full loads
+//! cargo bench --bench bench -- --write-geo DIR  # geo databases and settings, for profiling
 //! PBXWALL_BENCH_BIN_DIR=/other/target/release cargo bench --bench bench   # other binaries
 //! ```
 //!
@@ -64,6 +66,8 @@ struct Opts {
     reps: usize,
     /// `--accounts-only`: scenario 8 without its ban part.
     scale_accounts_only: bool,
+    /// Rounds of scenario 6's full loads (restart, nft -f); `reps` unless given.
+    geo_full_reps: Option<usize>,
     only: Vec<String>,
     bin_dir: PathBuf,
 }
@@ -1503,6 +1507,7 @@ fn main() {
     let mut opts = Opts {
         reps: DEFAULT_REPS,
         scale_accounts_only: false,
+        geo_full_reps: None,
         only: Vec::new(),
         bin_dir: default_bin_dir(),
     };
@@ -1517,6 +1522,19 @@ fn main() {
                     .expect("--reps N (N ≥ 1)");
             }
             "--accounts-only" => opts.scale_accounts_only = true,
+            "--geo-full-reps" => {
+                opts.geo_full_reps = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n >= 1)
+                        .expect("--geo-full-reps N (N ≥ 1)"),
+                );
+            }
+            "--write-geo" => {
+                let dir = it.next().expect("--write-geo DIR");
+                geo::write_workload(&opts, Path::new(dir));
+                return;
+            }
             "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" | "scale" => {
                 opts.only.push(a.clone())
             }

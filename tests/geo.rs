@@ -258,6 +258,59 @@ fn geo_update_writes_only_the_delta() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
     assert_eq!(v["geo"]["update_pending"], false, "{}", show(&out));
     assert_eq!(v["geo"]["recorded_ranges"], 3);
+
+    // Back to FR: a second delta, journaled after the first (no full record written).
+    let state = cfg.state_dir().to_owned();
+    let record_len = || std::fs::metadata(state.join("geo-applied.bin")).map(|m| m.len());
+    let before = record_len().expect("geo-applied.bin");
+    cfg.write("dbip-country-lite.csv", DB);
+    let out = ok(
+        cfg.run(Some(topo.pbx_ns()), "pbxwall", ["geo", "update", "--json"]),
+        "geo update back",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["apply"], "elements", "{}", show(&out));
+    assert_eq!(record_len().ok(), Some(before));
+    assert!(state.join("geo-applied.journal").exists());
+    let dry = ok(cfg.run(None, "restart", ["--dry-run"]), "dry-run");
+    assert_eq!(normalize(&stdout(&dry)), nft_list(&topo));
+
+    // Stopped between the kernel's commit and the journal's delta (its pending entry is
+    // last): the record is stale, and the next update applies in full, never a delta
+    // computed against ranges the kernel may not hold.
+    let mut pending = 1u32.to_le_bytes().to_vec();
+    pending.push(1);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    h ^= 1;
+    h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    pending.extend_from_slice(&h.to_le_bytes());
+    let mut j = std::fs::read(state.join("geo-applied.journal")).unwrap();
+    j.extend_from_slice(&pending);
+    std::fs::write(state.join("geo-applied.journal"), &j).unwrap();
+    let out = cfg.run(Some(topo.pbx_ns()), "status", ["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(
+        v["geo"]["recorded_ranges"],
+        serde_json::Value::Null,
+        "{}",
+        show(&out)
+    );
+    cfg.write("dbip-country-lite.csv", &DB.replace(",FR", ",DE"));
+    let out = ok(
+        cfg.run(Some(topo.pbx_ns()), "pbxwall", ["geo", "update", "--json"]),
+        "geo update after a stop",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["apply"], "full", "{}", show(&out));
+    assert!(!state.join("geo-applied.journal").exists());
+    let dry = ok(cfg.run(None, "restart", ["--dry-run"]), "dry-run");
+    assert_eq!(normalize(&stdout(&dry)), nft_list(&topo));
+    let out = ok(
+        cfg.run(Some(topo.pbx_ns()), "pbxwall", ["geo", "update", "--json"]),
+        "geo update once more",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["apply"], "none", "{}", show(&out));
 }
 
 fn an_mmdb_database_gates_the_same_way() {

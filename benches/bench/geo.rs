@@ -169,7 +169,8 @@ pub fn s6_geo(o: &Opts, rep: &mut Report) {
     full(false);
     let (mut pbx_ms, mut nft_ms, mut pbx_rss, mut nft_rss) = (vec![], vec![], vec![], vec![]);
     let (mut pbx_cpu, mut nft_cpu) = (vec![], vec![]);
-    for r in 0..o.reps {
+    let full_reps = o.geo_full_reps.unwrap_or(o.reps);
+    for r in 0..full_reps {
         for k in 0..2 {
             let pbx = (k + r) % 2 == 0;
             let m = full(pbx);
@@ -182,7 +183,7 @@ pub fn s6_geo(o: &Opts, rep: &mut Report) {
             rss.extend(m.maxrss_kib.map(|k| mib(k as f64)));
             cpu.push(m.cpu.as_secs_f64() * 1e3);
         }
-        say(format!("  round {}/{} (full loads) done", r + 1, o.reps));
+        say(format!("  round {}/{full_reps} (full loads) done", r + 1));
     }
 
     // geo update: a namespace with the table of database A; B (1 % changed) and back, each
@@ -303,6 +304,30 @@ pub fn s6_geo(o: &Opts, rep: &mut Report) {
         "6. geo update, nothing changed: no netlink write",
         format!("netlink writes {writes_unchanged:?}"),
         Some(writes_unchanged == std::collections::BTreeSet::from([0])),
+    );
+}
+
+/// `--write-geo DIR`: the databases (`geo-a.csv`, `geo-b.csv` with 1 % changed) and a
+/// configuration folder using `DIR/geo.csv`, with empty state and share folders, for
+/// profiling `geo update` by hand (see BENCHMARKS.md, "Reproducing a profile").
+pub fn write_workload(_o: &Opts, dir: &std::path::Path) {
+    let base = rows(61);
+    for d in ["config", "state", "share"] {
+        std::fs::create_dir_all(dir.join(d)).expect("create workload dir");
+    }
+    std::fs::write(dir.join("geo-a.csv"), csv(&base)).expect("write database");
+    std::fs::write(dir.join("geo-b.csv"), csv(&changed(&base, 62))).expect("write database");
+    std::fs::write(
+        dir.join("config").join("pbxwall.toml"),
+        format!(
+            "[geo]\ndatabase = \"{}\"\nallow = [\"DE\"]\n",
+            dir.join("geo.csv").display()
+        ),
+    )
+    .expect("write settings");
+    println!(
+        "{}: geo-a.csv, geo-b.csv (1 % changed); copy one to geo.csv",
+        dir.display()
     );
 }
 

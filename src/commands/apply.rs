@@ -268,7 +268,11 @@ pub fn load_gate(settings: &GeoSettings, paths: &store::Paths) -> Result<(Gate, 
     if !settings.enabled() {
         return Ok((Gate::Off, GeoInfo::default()));
     }
-    let err = match geo::load(settings, geo::Applied::load(paths)) {
+    // The record's ranges are read only when its key says they are the database's.
+    let cached = geo::Applied::load_key(paths)
+        .filter(|k| Some(k) == geo::applied::source_key_of(settings).as_ref())
+        .and_then(|_| geo::Applied::load(paths));
+    let err = match geo::load(settings, cached) {
         Ok(loaded) => return Ok(loaded),
         Err(e) => e,
     };

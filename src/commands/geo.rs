@@ -13,6 +13,7 @@ use super::{
 };
 use crate::addrset::Family;
 use crate::compile::account_sources;
+use crate::geo::applied::Delta;
 use crate::geo::{Applied, Country, Database, Gate, GeoInfo};
 use crate::model::RtpFrom;
 use crate::nft::netlink::{self, SetChange};
@@ -301,15 +302,16 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
     });
     let recorded = Applied::load(&ctx.paths).filter(|_| live_sets && same_skeleton);
     let outcome = match recorded {
-        Some(rec) => {
+        Some(mut rec) => {
+            let have_v4 = std::mem::take(&mut rec.v4);
+            let have_v6 = std::mem::take(&mut rec.v6);
             let changes: Vec<(String, Family, Vec<Element>, Vec<Element>)> =
-                [(Family::V4, rec.v4), (Family::V6, rec.v6)]
+                [(Family::V4, have_v4), (Family::V6, have_v6)]
                     .into_iter()
                     .map(|(family, have)| {
                         let name = Gate::set_name(family);
                         let want = &b.ruleset.set(&name).expect("the gate's sets").elements;
-                        let have: Vec<Element> = have.into_iter().map(Element::address).collect();
-                        let (add, remove) = element_changes(want, &have);
+                        let (add, remove) = range_changes(want, &have);
                         (name, family, add, remove)
                     })
                     .collect();
@@ -317,7 +319,7 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
             report.removed = changes.iter().map(|c| c.3.len()).sum();
             if report.added + report.removed == 0 {
                 // Same ranges (the file may have been rewritten): the record follows it.
-                record_gate(ctx, &b);
+                journal_gate(ctx, &b, &mut rec, &Delta::default());
                 ctx.say(format_args!(
                     "geo gate unchanged ({} IPv4 and {} IPv6 ranges); nothing written",
                     b.geo.ranges_v4, b.geo.ranges_v6
@@ -337,12 +339,38 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                         add,
                     })
                     .collect();
-                forget_gate_if_changing(&ctx.paths, &b.geo);
+                // Until the delta is journaled, the record is stale: a command stopped
+                // after the kernel took it leaves a record the next update does not trust.
+                let journaled = rec.append_pending(&ctx.paths).is_ok();
+                if !journaled {
+                    forget_gate_if_changing(&ctx.paths, &b.geo);
+                }
                 match netlink::update_sets(&set_changes) {
                     Ok(_) => {
                         report.apply = "elements";
                         report.netlink_writes = 1;
-                        record_gate(ctx, &b);
+                        if journaled {
+                            let ranges =
+                                |family: Family, i: usize| -> Vec<crate::addrset::AddrRange> {
+                                    let mut v: Vec<_> = changes
+                                        .iter()
+                                        .filter(|c| c.1 == family)
+                                        .flat_map(|c| if i == 2 { &c.2 } else { &c.3 })
+                                        .map(|e| e.range)
+                                        .collect();
+                                    v.sort_unstable();
+                                    v
+                                };
+                            let delta = Delta {
+                                v4_removed: ranges(Family::V4, 3),
+                                v4_added: ranges(Family::V4, 2),
+                                v6_removed: ranges(Family::V6, 3),
+                                v6_added: ranges(Family::V6, 2),
+                            };
+                            journal_gate(ctx, &b, &mut rec, &delta);
+                        } else {
+                            record_gate(ctx, &b);
+                        }
                         // last-applied.nft holds the gate empty: it stays as it is.
                         record_applied_staged(ctx, &b.ruleset, None, &lock, false);
                         let line = format!(
@@ -368,6 +396,64 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
         None => full(ctx, &b, &lock, args.force, &mut report)?,
     };
     finish(ctx, &report, b.outcome().worst(outcome))
+}
+
+/// [`element_changes`] of a plain address set against recorded ranges, without turning
+/// 300,000 ranges into elements first (both sides are sorted; else it is done anyway).
+fn range_changes(
+    want: &[Element],
+    have: &[crate::addrset::AddrRange],
+) -> (Vec<Element>, Vec<Element>) {
+    if !(want.iter().all(|e| e.jump.is_none())
+        && want.is_sorted_by(|a, b| a.range < b.range)
+        && have.is_sorted_by(|a, b| a < b))
+    {
+        let have: Vec<Element> = have.iter().copied().map(Element::address).collect();
+        return element_changes(want, &have);
+    }
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < want.len() || j < have.len() {
+        match (want.get(i), have.get(j)) {
+            (Some(w), Some(h)) if w.range == *h => {
+                i += 1;
+                j += 1;
+            }
+            (Some(w), Some(h)) if w.range < *h => {
+                add.push(w.clone());
+                i += 1;
+            }
+            (Some(w), None) => {
+                add.push(w.clone());
+                i += 1;
+            }
+            (_, Some(h)) => {
+                remove.push(Element::address(*h));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (add, remove)
+}
+
+/// Records a delta the kernel has (or a new key for the same ranges) in the journal of the
+/// record; a journal grown to a quarter of the record is folded into a new record. Nothing
+/// is written when neither the ranges nor the key changed. A failure is handled as
+/// [`record_gate`] does (a warning; the record is removed, never left stale).
+fn journal_gate(ctx: &Ctx, b: &Build, rec: &mut Applied, delta: &Delta) {
+    let Some(key) = b.geo.key.as_deref() else {
+        return record_gate(ctx, b);
+    };
+    if *delta == Delta::default() && rec.key == key {
+        return;
+    }
+    let appended = rec.append_delta(&ctx.paths, key, b.geo.rows as u64, &b.geo.missing, delta);
+    if appended.is_err() || rec.needs_compaction() {
+        // record_gate writes the whole record (a new generation, no journal).
+        let _ = Applied::remove(&ctx.paths);
+        record_gate(ctx, b);
+    }
 }
 
 /// Applies the whole ruleset (the gate was not live as recorded).

@@ -110,6 +110,8 @@ pub struct Database {
 
 /// Lines of a GeoLite2 blocks file are at most this long; longer ones are corrupt.
 const MAX_LINE: usize = 4096;
+/// Bytes read at a time from a CSV file (many lines; more than [`MAX_LINE`]).
+const BLOCK: usize = 1 << 18;
 
 impl Database {
     /// Recognises the database at `path`: a DB-IP or IP2Location CSV file, or GeoLite2
@@ -516,48 +518,76 @@ fn read_rows_in(
     };
     let mut file = File::open(path).map_err(io_err)?;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).map_err(io_err)?;
-    let mut reader = BufReader::with_capacity(1 << 16, file.take(end.saturating_sub(start)));
-    let mut buf: Vec<u8> = Vec::with_capacity(256);
     let mut at = At {
         path,
         line: 0,
         file_start: start == 0,
     };
+    // Read in blocks; the lines are cut out of the block (no copy of each line).
+    let mut left = end.saturating_sub(start);
+    let mut buf = vec![0u8; BLOCK];
+    let mut have = 0;
+    // The fields' storage, kept from line to line (emptied, so it borrows nothing).
+    let mut spare: Vec<&'static str> = Vec::with_capacity(16);
     loop {
-        buf.clear();
-        let n = reader
-            .by_ref()
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| GeoError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        if n == 0 {
+        while left > 0 && have < buf.len() {
+            let want = (buf.len() - have).min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = file
+                .read(&mut buf[have..have + want])
+                .map_err(|source| GeoError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            if n == 0 {
+                left = 0;
+            }
+            have += n;
+            left -= n as u64;
+        }
+        let mut pos = 0;
+        while pos < have {
+            let (line_end, next) = match memchr::memchr(b'\n', &buf[pos..have]) {
+                Some(k) => (pos + k, pos + k + 1),
+                // The last line, without a newline, once the whole part is read.
+                None if left == 0 => (have, have),
+                None => break,
+            };
+            at.line += 1;
+            if next - pos > MAX_LINE {
+                return Err(at.corrupt(format!("line longer than {MAX_LINE} bytes")));
+            }
+            let mut line: &[u8] = &buf[pos..line_end];
+            pos = next;
+            while let [rest @ .., b'\n' | b'\r'] = line {
+                line = rest;
+            }
+            if at.line == 1 && at.file_start && line.starts_with(b"\xef\xbb\xbf") {
+                line = &line[3..];
+            }
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(line) else {
+                return Err(at.corrupt("not UTF-8 text".into()));
+            };
+            let mut fields: Vec<&str> = std::mem::take(&mut spare);
+            split_csv(text, &mut fields).map_err(|m| at.corrupt(m.into()))?;
+            if row(&at, &fields)?.is_break() {
+                return Ok(at.line);
+            }
+            fields.clear();
+            // Same size and alignment: the allocation is reused, nothing is copied.
+            spare = fields.into_iter().map(|_| "").collect();
+        }
+        if left == 0 && pos >= have {
             return Ok(at.line);
         }
-        at.line += 1;
-        if n > MAX_LINE {
+        if pos == 0 && have == buf.len() {
+            at.line += 1;
             return Err(at.corrupt(format!("line longer than {MAX_LINE} bytes")));
         }
-        let mut line: &[u8] = &buf;
-        while let [rest @ .., b'\n' | b'\r'] = line {
-            line = rest;
-        }
-        if at.line == 1 && at.file_start && line.starts_with(b"\xef\xbb\xbf") {
-            line = &line[3..];
-        }
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
-            return Err(at.corrupt("not UTF-8 text".into()));
-        };
-        let mut fields: Vec<&str> = Vec::with_capacity(8);
-        split_csv(text, &mut fields).map_err(|m| at.corrupt(m.into()))?;
-        if row(&at, &fields)?.is_break() {
-            return Ok(at.line);
-        }
+        buf.copy_within(pos..have, 0);
+        have -= pos;
     }
 }
 
@@ -587,7 +617,7 @@ fn split_csv<'a>(line: &'a str, out: &mut Vec<&'a str>) -> Result<(), &'static s
                 Some(_) => return Err("text after a quoted field"),
             }
         } else {
-            match line[i..].find(',') {
+            match memchr::memchr(b',', &bytes[i..]) {
                 Some(k) => {
                     out.push(&line[i..i + k]);
                     i += k + 1;
@@ -825,7 +855,9 @@ pub(super) fn tests_parse_ip(s: &str) -> Option<IpAddr> {
 /// IPv4 first, which costs an IPv6 address a failed IPv4 parse): dotted quads and IPv6
 /// without an embedded IPv4 part are read here, anything else goes to std.
 fn parse_ip(s: &str) -> Option<IpAddr> {
-    let fast = if s.contains(':') {
+    // An IPv6 address has a ':' among its first five bytes (at most four digits come
+    // first); anything the fast paths refuse goes to std anyway.
+    let fast = if s.as_bytes().iter().take(5).any(|c| *c == b':') {
         parse_v6(s.as_bytes()).map(|n| IpAddr::V6(n.into()))
     } else {
         parse_v4(s.as_bytes()).map(|n| IpAddr::V4(n.into()))
@@ -857,46 +889,73 @@ fn parse_v4(b: &[u8]) -> Option<u32> {
     (parts == 4).then_some(n)
 }
 
+/// The value of a hex digit, 255 for any other byte (a table: the digits of addresses are
+/// random, which makes a branch per digit class mispredicted half of the time).
+static HEX: [u8; 256] = {
+    let mut t = [255u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 fn parse_v6(b: &[u8]) -> Option<u128> {
-    fn groups(b: &[u8], out: &mut [u16; 8]) -> Option<usize> {
-        if b.is_empty() {
+    // One pass: groups of 1-4 hex digits separated by ':', at most one "::"; anything else
+    // (an embedded IPv4 part, a zone) is left to std.
+    let n = b.len();
+    let (mut head, mut nh, mut tail, mut nt) = (0u128, 0u32, 0u128, 0u32);
+    let mut gap = false;
+    let mut i = 0;
+    if b.starts_with(b"::") {
+        gap = true;
+        i = 2;
+        if i == n {
             return Some(0);
         }
-        let mut n = 0;
-        for g in b.split(|c| *c == b':') {
-            if g.is_empty() || g.len() > 4 || n == 8 {
-                return None;
-            }
-            let mut v: u16 = 0;
-            for c in g {
-                v = v << 4 | (*c as char).to_digit(16)? as u16;
-            }
-            out[n] = v;
-            n += 1;
-        }
-        Some(n)
     }
-    let (mut head, mut tail) = ([0u16; 8], [0u16; 8]);
-    let (h, t, gap) = match b.windows(2).position(|w| w == b"::") {
-        Some(i) => (
-            groups(&b[..i], &mut head)?,
-            groups(&b[i + 2..], &mut tail)?,
-            true,
-        ),
-        None => (groups(b, &mut head)?, 0, false),
-    };
-    if (gap && h + t > 7) || (!gap && h != 8) {
+    loop {
+        let (mut v, mut d) = (0u128, 0);
+        while let Some(&c) = b.get(i) {
+            let x = HEX[usize::from(c)];
+            if x > 15 {
+                break;
+            }
+            v = v << 4 | u128::from(x);
+            d += 1;
+            i += 1;
+        }
+        if d == 0 || d > 4 || nh + nt == 8 {
+            return None;
+        }
+        if gap {
+            (tail, nt) = (tail << 16 | v, nt + 1);
+        } else {
+            (head, nh) = (head << 16 | v, nh + 1);
+        }
+        match (b.get(i), b.get(i + 1)) {
+            (None, _) => break,
+            (Some(b':'), Some(b':')) if !gap => {
+                gap = true;
+                i += 2;
+                if i == n {
+                    break;
+                }
+            }
+            (Some(b':'), Some(_)) if b[i + 1] != b':' => i += 1,
+            _ => return None,
+        }
+    }
+    if (gap && nh + nt > 7) || (!gap && nh != 8) {
         return None;
     }
-    let mut n: u128 = 0;
-    for g in &head[..h] {
-        n = n << 16 | u128::from(*g);
-    }
-    // h == 0 with the gap: a shift by the whole width (n is 0 then).
-    n = n.checked_shl(16 * (8 - h) as u32).unwrap_or(0);
-    let mut low: u128 = 0;
-    for g in &tail[..t] {
-        low = low << 16 | u128::from(*g);
-    }
-    Some(n | low)
+    let high = if nh == 0 { 0 } else { head << (16 * (8 - nh)) };
+    Some(high | tail)
 }
