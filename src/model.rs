@@ -357,13 +357,18 @@ const SPECIAL_PURPOSE: [(&str, SpecialPurpose); 14] = [
 /// ([`SpecialPurpose`]). A network that only *contains* such a block (`0.0.0.0/0` with
 /// `--force`) is fine: the kernel never sees packets from those addresses anyway.
 pub fn check_unicast(net: &IpNet) -> Result<(), SpecialPurpose> {
-    for (block, kind) in SPECIAL_PURPOSE {
-        let block: IpNet = block.parse().expect("valid constant");
-        if block.contains(net) {
-            return Err(kind);
-        }
+    // Parsed once: `ban --stdin` checks every address of a 100,000-line list.
+    static BLOCKS: std::sync::LazyLock<Vec<(IpNet, SpecialPurpose)>> =
+        std::sync::LazyLock::new(|| {
+            SPECIAL_PURPOSE
+                .iter()
+                .map(|(b, kind)| (b.parse().expect("valid constant"), *kind))
+                .collect()
+        });
+    match BLOCKS.iter().find(|(block, _)| block.contains(net)) {
+        Some((_, kind)) => Err(*kind),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `; write it as 203.0.113.8` for a single IPv6 address that carries an IPv4 address in
