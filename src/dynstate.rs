@@ -93,6 +93,20 @@ impl DynamicState {
         crate::store::write_state(&path, &text)
     }
 
+    /// [`DynamicState::save`] in two steps: the record written to a temporary file beside
+    /// it and synced now, put in place by [`crate::store::Staged::commit`] (a bulk ban
+    /// writes it while the kernel works through the batch, and commits once it is live).
+    pub fn stage(&self, paths: &Paths) -> Result<crate::store::Staged, StoreError> {
+        let path = paths.state_dir.join(DYNAMIC_FILE);
+        let mut staged = crate::store::Staged::create(&path)?;
+        serde_json::to_writer(staged.writer(), self).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        staged.sync()?;
+        Ok(staged)
+    }
+
     /// Merges what set `set` holds live at `now` into the record: a live element's expiry
     /// is the later of the two (a REGISTER renews an admission in the kernel), its comment
     /// the live one when it has one; recorded elements not live stay until they expire.
@@ -359,6 +373,21 @@ mod tests {
         s.record("ban_v6", &[el("2001:db8::1", Some(5), None)], Utc::now());
         s.save(&paths, &lock).unwrap();
         assert_eq!(DynamicState::load(&paths).0, s);
+        // Staged: the old record stays until the commit; dropped, nothing changes.
+        let mut s2 = s.clone();
+        s2.record("ban_v4", &[el("192.0.2.1", Some(5), None)], Utc::now());
+        drop(s2.stage(&paths).unwrap());
+        assert_eq!(DynamicState::load(&paths).0, s);
+        let staged = s2.stage(&paths).unwrap();
+        assert_eq!(DynamicState::load(&paths).0, s);
+        staged.commit().unwrap();
+        assert_eq!(DynamicState::load(&paths).0, s2);
+        let left: Vec<_> = std::fs::read_dir(&paths.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".tmp."))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         std::fs::write(paths.state_dir.join(DYNAMIC_FILE), "[").unwrap();
         let (empty, warning) = DynamicState::load(&paths);
         assert_eq!(empty, DynamicState::default());

@@ -367,6 +367,18 @@ impl Staged {
             .expect("a staged file is written before its commit")
     }
 
+    /// Flushes and fsyncs the contents written so far (then [`Staged::commit`] has less
+    /// left to wait for).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        let f = self
+            .file
+            .as_mut()
+            .expect("a staged file is synced before its commit");
+        f.flush()
+            .and_then(|()| f.get_ref().sync_all())
+            .map_err(io_err(&self.tmp))
+    }
+
     /// Puts the file in place, durably.
     pub fn commit(mut self) -> Result<(), StoreError> {
         let path = self.path.clone();

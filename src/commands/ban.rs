@@ -177,6 +177,22 @@ fn live_bans() -> Result<Vec<(Family, TimedElement)>> {
     Ok(out)
 }
 
+/// The state record with `adds` (to sets `names`) recorded at `now`, written to its
+/// temporary file and synced, for [`store::Staged::commit`] once the ban is live; and the
+/// warning of a record that could not be read.
+fn stage_record(
+    paths: &store::Paths,
+    names: &[String; 2],
+    adds: &[Vec<TimedElement>; 2],
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Result<store::Staged, store::StoreError>, Option<String>) {
+    let (mut state, warning) = DynamicState::load(paths);
+    for i in 0..2 {
+        state.record(&names[i], &adds[i], now);
+    }
+    (state.stage(paths), warning)
+}
+
 /// `pbxwall ban ADDR... [--for DUR] [--comment T] [--force] [--stdin]`.
 pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let duration = match &args.duration {
@@ -224,7 +240,7 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     }
     let duration = duration.unwrap_or(settings.guard.ban_for);
     let comment = args.comment.clone().unwrap_or_else(|| "manual".into());
-    let lock = ctx.lock()?;
+    let _lock = ctx.lock()?;
     let live = live_bans().map_err(|e| e.context("nothing banned"))?;
     let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
     let mut removes: [Vec<IpAddr>; 2] = Default::default();
@@ -250,7 +266,17 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
             add: &adds[i],
         })
         .collect();
-    netlink::update_timed_sets(&changes).map_err(|e| match &e {
+    // The kernel works through the batch inside one sendmsg (most of a bulk ban's time);
+    // meanwhile another thread merges the ban into the state record and writes it to a
+    // temporary file, put in place only once the ban is live (dropped otherwise: nothing
+    // changed). The recorded expiry counts from just before the batch.
+    let now = chrono::Utc::now();
+    let paths = &ctx.paths;
+    let (sent, staged) = std::thread::scope(|s| {
+        let staged = s.spawn(|| stage_record(paths, &names, &adds, now));
+        (netlink::update_timed_sets(&changes), staged.join())
+    });
+    sent.map_err(|e| match &e {
         // The kernel's "set full" is ENFILE, whose text ("Too many open files in system")
         // would mislead.
         netlink::NetlinkError::Rejected { source, .. }
@@ -264,15 +290,12 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
         }
         _ => anyhow::Error::new(e).context("the kernel refused the ban; nothing changed"),
     })?;
-    let now = chrono::Utc::now();
-    let (mut state, warning) = DynamicState::load(&ctx.paths);
+    let (staged, warning) =
+        staged.unwrap_or_else(|_| stage_record(paths, &names, &adds, chrono::Utc::now()));
     if let Some(w) = warning {
         ctx.warn(w);
     }
-    for i in 0..2 {
-        state.record(&names[i], &adds[i], now);
-    }
-    if let Err(e) = state.save(&ctx.paths, &lock) {
+    if let Err(e) = staged.and_then(|s| s.commit()) {
         ctx.warn_state_unsaved(format_args!(
             "the ban is live, but recording it failed (a reboot would lose it): {}",
             crate::error_chain(&e)
