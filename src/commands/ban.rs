@@ -14,7 +14,7 @@
 //! (`manual` when no `--comment` was given).
 
 use std::collections::BTreeSet;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
@@ -103,8 +103,12 @@ fn parse_addrs(args: &[String], stdin: Option<&mut dyn BufRead>) -> Result<Vec<I
         out.push(model::parse_ban_address(a).map_err(UsageError::bad_value)?);
     }
     if let Some(input) = stdin {
-        for (i, line) in input.lines().enumerate() {
-            let line = line.context("cannot read standard input")?;
+        // Read at once: a block list of 100,000 lines, without a String per line.
+        let mut text = String::new();
+        input
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+        for (i, line) in text.lines().enumerate() {
             let t = line.trim();
             if t.is_empty() || t.starts_with('#') {
                 continue;
@@ -114,7 +118,7 @@ fn parse_addrs(args: &[String], stdin: Option<&mut dyn BufRead>) -> Result<Vec<I
             out.push(addr);
         }
     }
-    let mut seen = BTreeSet::new();
+    let mut seen = std::collections::HashSet::with_capacity(out.len());
     out.retain(|a| seen.insert(a.to_canonical()));
     Ok(out.into_iter().map(|a| a.to_canonical()).collect())
 }
@@ -272,9 +276,11 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     // changed). The recorded expiry counts from just before the batch.
     let now = chrono::Utc::now();
     let paths = &ctx.paths;
-    let (sent, staged) = std::thread::scope(|s| {
+    let (sent, staged, sources) = std::thread::scope(|s| {
         let staged = s.spawn(|| stage_record(paths, &names, &adds, now));
-        (netlink::update_timed_sets(&changes), staged.join())
+        let sources = s.spawn(|| addrs.iter().copied().collect::<BTreeSet<IpAddr>>());
+        let sent = netlink::update_timed_sets(&changes);
+        (sent, staged.join(), sources.join())
     });
     sent.map_err(|e| match &e {
         // The kernel's "set full" is ENFILE, whose text ("Too many open files in system")
@@ -317,7 +323,7 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let line = format!("banned {what} for {duration} ({why})");
     ctx.say(&line);
     ctx.audit(&line);
-    let sources: BTreeSet<IpAddr> = addrs.iter().copied().collect();
+    let sources = sources.unwrap_or_else(|_| addrs.iter().copied().collect());
     let keep = super::lockout::own_ssh_flow();
     let mut outcome = Outcome::Done;
     match conntrack::end_flows_from(&sources, keep.as_ref()) {
