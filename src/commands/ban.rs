@@ -14,7 +14,7 @@
 //! (`manual` when no `--comment` was given).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
@@ -276,11 +276,14 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     // changed). The recorded expiry counts from just before the batch.
     let now = chrono::Utc::now();
     let paths = &ctx.paths;
-    let (sent, staged, sources) = std::thread::scope(|s| {
-        let staged = s.spawn(|| stage_record(paths, &names, &adds, now));
-        let sources = s.spawn(|| addrs.iter().copied().collect::<BTreeSet<IpAddr>>());
-        let sent = netlink::update_timed_sets(&changes);
-        (sent, staged.join(), sources.join())
+    // One helper thread (the machine may have two cores): the record, then the set of
+    // sources whose flows end afterwards.
+    let (sent, staged) = std::thread::scope(|s| {
+        let staged = s.spawn(|| {
+            let staged = stage_record(paths, &names, &adds, now);
+            (staged, addrs.iter().copied().collect::<BTreeSet<IpAddr>>())
+        });
+        (netlink::update_timed_sets(&changes), staged.join())
     });
     sent.map_err(|e| match &e {
         // The kernel's "set full" is ENFILE, whose text ("Too many open files in system")
@@ -296,8 +299,12 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
         }
         _ => anyhow::Error::new(e).context("the kernel refused the ban; nothing changed"),
     })?;
-    let (staged, warning) =
-        staged.unwrap_or_else(|_| stage_record(paths, &names, &adds, chrono::Utc::now()));
+    let ((staged, warning), sources) = staged.unwrap_or_else(|_| {
+        (
+            stage_record(paths, &names, &adds, chrono::Utc::now()),
+            addrs.iter().copied().collect(),
+        )
+    });
     if let Some(w) = warning {
         ctx.warn(w);
     }
@@ -323,7 +330,6 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let line = format!("banned {what} for {duration} ({why})");
     ctx.say(&line);
     ctx.audit(&line);
-    let sources = sources.unwrap_or_else(|_| addrs.iter().copied().collect());
     let keep = super::lockout::own_ssh_flow();
     let mut outcome = Outcome::Done;
     match conntrack::end_flows_from(&sources, keep.as_ref()) {
