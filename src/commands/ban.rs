@@ -108,19 +108,52 @@ fn parse_addrs(args: &[String], stdin: Option<&mut dyn BufRead>) -> Result<Vec<I
         input
             .read_to_string(&mut text)
             .context("cannot read standard input")?;
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
+        // A long list is parsed in two halves at once, split after a newline; the first
+        // bad line (in order) is the one reported.
+        let split = (text.len() > PARALLEL_PARSE_BYTES)
+            .then(|| text[text.len() / 2..].find('\n'))
+            .flatten()
+            .map(|at| text.len() / 2 + at + 1);
+        match split {
+            Some(at) => {
+                let (first, second) = text.split_at(at);
+                let (a, b) = std::thread::scope(|s| {
+                    let b = s.spawn(|| parse_lines(second, first.lines().count()));
+                    let a = parse_lines(first, 0);
+                    (
+                        a,
+                        b.join()
+                            .unwrap_or_else(|_| parse_lines(second, first.lines().count())),
+                    )
+                });
+                out.extend(a?);
+                out.extend(b?);
             }
-            let addr = model::parse_ban_address(t)
-                .map_err(|e| UsageError(format!("line {} of standard input: {e}", i + 1)))?;
-            out.push(addr);
+            None => out.extend(parse_lines(&text, 0)?),
         }
     }
     let mut seen = std::collections::HashSet::with_capacity(out.len());
     out.retain(|a| seen.insert(a.to_canonical()));
     Ok(out.into_iter().map(|a| a.to_canonical()).collect())
+}
+
+/// Standard input longer than this is parsed by two threads.
+const PARALLEL_PARSE_BYTES: usize = 64 << 10;
+
+/// The addresses of `text`, one a line (blank lines and # comments skipped); `before` is
+/// the number of lines of standard input before `text`, for the line number of an error.
+fn parse_lines(text: &str, before: usize) -> Result<Vec<IpAddr>, UsageError> {
+    let mut out = Vec::with_capacity(text.len() / 16);
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let addr = model::parse_ban_address(t)
+            .map_err(|e| UsageError(format!("line {} of standard input: {e}", before + i + 1)))?;
+        out.push(addr);
+    }
+    Ok(out)
 }
 
 /// Why banning `addr` needs `--force`, if it does: a trusted network, the account
@@ -495,6 +528,26 @@ mod tests {
             err.to_string().starts_with("line 2 of standard input"),
             "{err}"
         );
+        // A long list (parsed in two halves): order kept, the first bad line reported.
+        let mut long = String::new();
+        for i in 0..20_000u32 {
+            long += &format!("2001:db8:7::{:x}\n", i + 1);
+        }
+        let got = parse_addrs(&[], Some(&mut long.as_bytes() as &mut dyn BufRead)).unwrap();
+        assert_eq!(got.len(), 20_000);
+        assert_eq!(got[0].to_string(), "2001:db8:7::1");
+        assert_eq!(got[19_999].to_string(), "2001:db8:7::4e20");
+        let mut bad_late = long.clone() + "nonsense\n";
+        bad_late.insert_str(0, "\n# comment\n");
+        let err = parse_addrs(&[], Some(&mut bad_late.as_bytes() as &mut dyn BufRead))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("line 20003 of standard input"), "{err}");
+        let bad_both = format!("x\n{long}y\n");
+        let err = parse_addrs(&[], Some(&mut bad_both.as_bytes() as &mut dyn BufRead))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("line 1 of standard input"), "{err}");
         for s in [
             "192.0.2.0/24",
             "0.0.0.0",
