@@ -10,6 +10,7 @@
 //! cargo bench --bench bench                    # everything (about 4 minutes)
 //! cargo bench --bench bench -- restart packets # only some scenarios:
 //!                                              #   restart packets dns ipchecker sip geo scale
+//!                                              #   (scale-bans: scenario 8's ban part only)
 //! cargo bench --bench bench -- --reps 3        # fewer rounds
 //! cargo bench --bench bench -- scale --accounts-only   # scenario 8 without its ban part
 //! cargo bench --bench bench -- geo --geo-full-reps 1   # geo: one round of full loads
@@ -1535,9 +1536,8 @@ fn main() {
                 geo::write_workload(&opts, Path::new(dir));
                 return;
             }
-            "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" | "scale" => {
-                opts.only.push(a.clone())
-            }
+            "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" | "scale"
+            | "scale-bans" => opts.only.push(a.clone()),
             "--flood" => {
                 // Profiling aid: one pbxwall topology with N sources, a stranger flood of S s.
                 let n = it
@@ -1558,7 +1558,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker sip geo scale; --reps N"
+                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker sip geo scale scale-bans; --reps N"
                 );
                 std::process::exit(2);
             }
@@ -1600,7 +1600,7 @@ fn main() {
     let mut report = Report::default();
     let have_dnsmasq = common::tool("dnsmasq").is_some();
     type Scenario = fn(&Opts, &mut Report);
-    let scenarios: [(&str, Scenario, bool); 7] = [
+    let scenarios: [(&str, Scenario, bool); 8] = [
         ("restart", s1_restart, true),
         ("packets", s2_packets, true),
         ("dns", s3_slow_dns, have_dnsmasq),
@@ -1608,9 +1608,11 @@ fn main() {
         ("sip", s5_sip, true),
         ("geo", geo::s6_geo, true),
         ("scale", scale::s8_scale, true),
+        ("scale-bans", scale::s8_bans, true),
     ];
     for (name, f, can) in scenarios {
-        if !opts.wants(name) {
+        // scale-bans is a part of scale, run alone only when asked for.
+        if !opts.wants(name) || (name == "scale-bans" && opts.only.is_empty()) {
             continue;
         }
         if !can {

@@ -81,9 +81,30 @@ impl DynamicState {
         crate::state::load_json(paths, DYNAMIC_FILE)
     }
 
-    /// Writes the record atomically; the caller holds the lock.
-    pub fn save(&self, paths: &Paths, lock: &StoreLock) -> Result<(), StoreError> {
-        crate::state::save_json_unless_same(paths, DYNAMIC_FILE, self, lock)
+    /// Writes the record atomically, unless the file holds it already; the caller holds the
+    /// lock. Compact JSON, not pretty-printed: with 100,000 bans the pretty file was 13 MB,
+    /// written and fsynced by every ban.
+    pub fn save(&self, paths: &Paths, _lock: &StoreLock) -> Result<(), StoreError> {
+        let path = paths.state_dir.join(DYNAMIC_FILE);
+        let text = serde_json::to_vec(self).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        crate::store::write_state_unless_same(&path, &text)
+    }
+
+    /// [`DynamicState::save`] in two steps: the record written to a temporary file beside
+    /// it and synced now, put in place by [`crate::store::Staged::commit`] (a bulk ban
+    /// writes it while the kernel works through the batch, and commits once it is live).
+    pub fn stage(&self, paths: &Paths) -> Result<crate::store::Staged, StoreError> {
+        let path = paths.state_dir.join(DYNAMIC_FILE);
+        let mut staged = crate::store::Staged::create(&path)?;
+        serde_json::to_writer(staged.writer(), self).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        staged.sync()?;
+        Ok(staged)
     }
 
     /// Merges what set `set` holds live at `now` into the record: a live element's expiry
@@ -135,13 +156,23 @@ impl DynamicState {
         let entries = self.sets.entry(set.to_owned()).or_default();
         // One pass, not one per element: a bulk ban of 65,000 addresses was quadratic here.
         let mut fresh: BTreeMap<IpAddr, Recorded> = BTreeMap::new();
+        // A bulk ban gives every element the same timeout: its expiry is formatted once.
+        let mut last: Option<(Duration, String)> = None;
         for e in added {
             let addr = e.addr.to_canonical();
+            let expires = e.timeout.map(|t| match &last {
+                Some((l, text)) if *l == t => text.clone(),
+                _ => {
+                    let text = expiry_text(now, t);
+                    last = Some((t, text.clone()));
+                    text
+                }
+            });
             fresh.insert(
                 addr,
                 Recorded {
                     addr,
-                    expires: e.timeout.map(|t| expiry_text(now, t)),
+                    expires,
                     comment: e.comment.clone(),
                 },
             );
@@ -368,6 +399,21 @@ mod tests {
         s.record("ban_v6", &[el("2001:db8::1", Some(5), None)], Utc::now());
         s.save(&paths, &lock).unwrap();
         assert_eq!(DynamicState::load(&paths).0, s);
+        // Staged: the old record stays until the commit; dropped, nothing changes.
+        let mut s2 = s.clone();
+        s2.record("ban_v4", &[el("192.0.2.1", Some(5), None)], Utc::now());
+        drop(s2.stage(&paths).unwrap());
+        assert_eq!(DynamicState::load(&paths).0, s);
+        let staged = s2.stage(&paths).unwrap();
+        assert_eq!(DynamicState::load(&paths).0, s);
+        staged.commit().unwrap();
+        assert_eq!(DynamicState::load(&paths).0, s2);
+        let left: Vec<_> = std::fs::read_dir(&paths.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".tmp."))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         std::fs::write(paths.state_dir.join(DYNAMIC_FILE), "[").unwrap();
         let (empty, warning) = DynamicState::load(&paths);
         assert_eq!(empty, DynamicState::default());

@@ -357,7 +357,8 @@ const SPECIAL_PURPOSE: [(&str, SpecialPurpose); 14] = [
 /// ([`SpecialPurpose`]). A network that only *contains* such a block (`0.0.0.0/0` with
 /// `--force`) is fine: the kernel never sees packets from those addresses anyway.
 pub fn check_unicast(net: &IpNet) -> Result<(), SpecialPurpose> {
-    // Parsed once: this runs for every address of every account file.
+    // Parsed once: this runs for every address of every account file and of a
+    // `ban --stdin` list.
     static BLOCKS: std::sync::LazyLock<Vec<(IpNet, SpecialPurpose)>> =
         std::sync::LazyLock::new(|| {
             SPECIAL_PURPOSE
@@ -365,12 +366,10 @@ pub fn check_unicast(net: &IpNet) -> Result<(), SpecialPurpose> {
                 .map(|(block, kind)| (block.parse().expect("valid constant"), *kind))
                 .collect()
         });
-    for (block, kind) in BLOCKS.iter() {
-        if block.contains(net) {
-            return Err(*kind);
-        }
+    match BLOCKS.iter().find(|(block, _)| block.contains(net)) {
+        Some((_, kind)) => Err(*kind),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `; write it as 203.0.113.8` for a single IPv6 address that carries an IPv4 address in

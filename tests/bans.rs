@@ -311,6 +311,52 @@ fn stdin_bulk_and_bad_input() {
         "{}",
         show(&out)
     );
+
+    // A full ban set (the kernel's ENFILE) is said as such, and nothing changes: ban sets
+    // of size 2 stand in for full ones of pbxwall::compile::BAN_SET_SIZE.
+    common::nft_ok(
+        s.topo.pbx_ns(),
+        "add table inet pbxwall; \
+         add set inet pbxwall ban_v4 { type ipv4_addr; size 2; flags dynamic,timeout; }; \
+         add set inet pbxwall ban_v6 { type ipv6_addr; size 2; flags dynamic,timeout; }; \
+         add element inet pbxwall ban_v4 { 192.0.2.6 timeout 1h comment \"manual\" }",
+    );
+    let before = s.bans();
+    assert_eq!(before.len(), 1, "{before:?}");
+    let out = s.run(&["ban", "192.0.2.7", "192.0.2.8", "192.0.2.9", "--force"]);
+    common::assert_exit(&out, 1, "full ban set");
+    let err = common::stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "the ban sets are full: ban_v4 and ban_v6 hold at most {} addresses each",
+            pbxwall::compile::BAN_SET_SIZE
+        )) && err.contains("nothing changed"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(s.bans(), before, "nothing changed");
+
+    // restart over ban sets of another size (an older pbxwall's 65,536, here 2): they are
+    // created anew with today's size and keep their elements (the live one, and the 1,500
+    // recorded in the state folder by the bulk ban above).
+    s.ok(&["restart"]);
+    let listed = common::nft_ok(s.topo.pbx_ns(), "list set inet pbxwall ban_v4");
+    assert!(
+        stdout(&listed).contains(&format!("size {}", pbxwall::compile::BAN_SET_SIZE)),
+        "{}",
+        show(&listed)
+    );
+    let after = s.bans();
+    assert_eq!(
+        after.len(),
+        1 + 1500,
+        "restart kept the live ban and restored the rest"
+    );
+    let kept = after
+        .iter()
+        .find(|b| b.0 == "192.0.2.6")
+        .expect("192.0.2.6 kept");
+    assert_eq!(kept.2.as_deref(), Some("manual"));
 }
 
 common::test_main! {

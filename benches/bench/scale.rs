@@ -1,12 +1,10 @@
 //! Scenario 8: big operations against `nft -f` doing the same work, interleaved rounds in a
 //! fresh namespace each run.
 //!
-//! - `ban --stdin` of a bulk list against `nft -f` of a file adding the same elements with
-//!   the same timeout to `ban_v4`/`ban_v6` (the table loaded by `restart` beforehand, not
-//!   timed). The ban sets are created with `size 65536`
-//!   (`pbxwall::compile::BAN_SET_SIZE`), so a list of 100,000 cannot fit: the scenario
-//!   tries 100,000 once with both tools and reports what each said, then times a list that
-//!   fits (all 768 IPv4 documentation addresses and the rest from 2001:db8::/32).
+//! - `ban --stdin` of 100,000 addresses against `nft -f` of a file adding the same elements
+//!   (same timeout, same comment) to `ban_v4`/`ban_v6` (the table loaded by `restart`
+//!   beforehand, not timed). The ban sets hold `pbxwall::compile::BAN_SET_SIZE` each.
+//!   `scale-bans` runs this part only.
 //! - `restart` of 10,000 accounts, one file each, against `nft -f` of its `restart
 //!   --dry-run` text (scenario 1's workload): warm (the accounts' parse cache of the state
 //!   folder present and the files unchanged, as at every restart but the first after an
@@ -21,10 +19,8 @@ use std::process::Command;
 use crate::measure::{self, Measured, measure_in, ratio, settle, stats};
 use crate::{CMD_TIMEOUT, Cfg, NFT_TIMEOUT, Opts, Report, mib, nft_cmd, say, table};
 
-/// The list the issue asks for.
+/// The list the issue asks for, timed.
 const ASKED: usize = 100_000;
-/// The list that is timed: below the ban sets' size of 65,536 per family.
-const BANS: usize = 65_000;
 
 /// The `i`-th of `n` documentation addresses: first the 768 IPv4 ones, then IPv6 ones in
 /// 2001:db8:5ca1::/48.
@@ -38,7 +34,8 @@ pub fn addr(i: usize) -> String {
     }
 }
 
-/// `nft -f` text adding addresses `0..n` to the ban sets with `timeout 1h`.
+/// `nft -f` text adding addresses `0..n` to the ban sets with `timeout 1h` and the comment
+/// `ban --stdin --for 1h` gives them (`manual`).
 pub fn nft_text(n: usize) -> String {
     let (v4, v6): (Vec<String>, Vec<String>) = (0..n).map(addr).partition(|a| !a.contains(':'));
     let mut out = String::new();
@@ -46,7 +43,10 @@ pub fn nft_text(n: usize) -> String {
         if list.is_empty() {
             continue;
         }
-        let elems: Vec<String> = list.iter().map(|a| format!("{a} timeout 1h")).collect();
+        let elems: Vec<String> = list
+            .iter()
+            .map(|a| format!("{a} timeout 1h comment \"manual\""))
+            .collect();
         out += &format!(
             "add element inet pbxwall {set} {{ {} }}\n",
             elems.join(", ")
@@ -93,16 +93,6 @@ fn bulk(o: &Opts, pbx: bool, n: usize, list: &Path, nft_file: &Path, codes: &[i3
     m
 }
 
-fn first_line(m: &Measured) -> String {
-    let s = if m.stderr.trim().is_empty() {
-        &m.stdout
-    } else {
-        &m.stderr
-    };
-    let l = s.lines().next().unwrap_or("").trim();
-    l.chars().take(160).collect()
-}
-
 pub fn s8_scale(o: &Opts, rep: &mut Report) {
     say(
         "\n## 8. at scale: ban --stdin vs nft -f adding the same elements; restart of 10,000 accounts vs nft -f\n",
@@ -110,48 +100,31 @@ pub fn s8_scale(o: &Opts, rep: &mut Report) {
     if o.scale_accounts_only {
         say("(--accounts-only: the ban part is left out)\n");
     } else {
-        bans(o, rep);
+        s8_bans(o, rep);
     }
     accounts(o, rep);
 }
 
-/// `ban --stdin` against `nft -f` adding the same elements.
-fn bans(o: &Opts, rep: &mut Report) {
+/// The ban part of scenario 8 (`scale-bans` runs it alone): `ban --stdin` against `nft -f`
+/// adding the same elements.
+pub fn s8_bans(o: &Opts, rep: &mut Report) {
     let files = Cfg::new("", &[]);
     let write = |name: &str, text: String| {
         let p = files.file(name);
         std::fs::write(&p, text).expect("write bench file");
         p
     };
-    let list = |n: usize| (0..n).map(|i| addr(i) + "\n").collect::<String>();
-
-    // 100,000: more than the ban sets hold; once each, to say what happens.
-    let big_list = write("bans-100k.txt", list(ASKED));
-    let big_nft = write("bans-100k.nft", nft_text(ASKED));
-    let bp = bulk(o, true, ASKED, &big_list, &big_nft, &[0, 1, 2, 3]);
-    let bn = bulk(o, false, ASKED, &big_list, &big_nft, &[0, 1]);
-    say(format!(
-        "{ASKED} addresses (768 v4 + {} v6; ban sets are size 65536 each):\n  ban --stdin: exit {:?} in {:.0} ms: {}\n  nft -f:      exit {:?} in {:.0} ms: {}\n",
-        ASKED - 768,
-        bp.code,
-        bp.ms(),
-        first_line(&bp),
-        bn.code,
-        bn.ms(),
-        first_line(&bn)
-    ));
-
-    // BANS: fits; interleaved rounds.
-    let fit_list = write("bans.txt", list(BANS));
-    let fit_nft = write("bans.nft", nft_text(BANS));
-    bulk(o, true, BANS, &fit_list, &fit_nft, &[0]);
-    bulk(o, false, BANS, &fit_list, &fit_nft, &[0]);
+    let list: String = (0..ASKED).map(|i| addr(i) + "\n").collect();
+    let list = write("bans-100k.txt", list);
+    let nft = write("bans-100k.nft", nft_text(ASKED));
+    bulk(o, true, ASKED, &list, &nft, &[0]);
+    bulk(o, false, ASKED, &list, &nft, &[0]);
     let (mut pw, mut nw, mut pc, mut nc, mut pr, mut nr) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for r in 0..o.reps {
         for k in 0..2 {
             let pbx = (k + r) % 2 == 0;
-            let m = bulk(o, pbx, BANS, &fit_list, &fit_nft, &[0]);
+            let m = bulk(o, pbx, ASKED, &list, &nft, &[0]);
             let (w, c, rs) = if pbx {
                 (&mut pw, &mut pc, &mut pr)
             } else {
@@ -164,39 +137,45 @@ fn bans(o: &Opts, rep: &mut Report) {
         say(format!("  round {}/{} (bans) done", r + 1, o.reps));
     }
     let (p, n) = (stats(&pw), stats(&nw));
+    let (pcs, ncs) = (stats(&pc), stats(&nc));
     say(format!(
-        "\n{BANS} addresses (768 v4 + {} v6), timeout 1h; ms, median [min–max] of {} interleaved rounds\n",
-        BANS - 768,
+        "\n{ASKED} addresses (768 v4 + {} v6), timeout 1h, comment manual; ban sets of size {}; ms, median [min–max] of {} interleaved rounds\n",
+        ASKED - 768,
+        pbxwall::compile::BAN_SET_SIZE,
         o.reps
     ));
     say(table(
-        &["", "wall ms", "CPU ms", "peak RSS MiB", "÷ nft -f (wall)"],
+        &[
+            "",
+            "wall ms",
+            "CPU ms",
+            "peak RSS MiB",
+            "÷ nft -f (wall)",
+            "÷ nft -f (CPU)",
+        ],
         &[
             vec![
                 "pbxwall ban --stdin".into(),
                 p.show(0),
-                stats(&pc).show(0),
+                pcs.show(0),
                 stats(&pr).show(1),
                 ratio(&p, &n),
+                ratio(&pcs, &ncs),
             ],
             vec![
                 "nft -f add element".into(),
                 n.show(0),
-                stats(&nc).show(0),
+                ncs.show(0),
                 stats(&nr).show(1),
+                "1".into(),
                 "1".into(),
             ],
         ],
     ));
     rep.verdict(
         "8. ban --stdin of 100,000 addresses ≤ 0.5 × nft -f (wall)",
-        format!(
-            "{ASKED} do not fit (set size 65536: ban exit {:?}, nft exit {:?}); at {BANS}: {}",
-            bp.code,
-            bn.code,
-            ratio(&p, &n)
-        ),
-        Some(p.median <= 0.5 * n.median && bp.code == Some(0)),
+        format!("{} (CPU {})", ratio(&p, &n), ratio(&pcs, &ncs)),
+        Some(p.median <= 0.5 * n.median),
     );
 }
 
@@ -326,11 +305,10 @@ pub fn self_check() {
     let all: std::collections::BTreeSet<String> = (0..ASKED).map(addr).collect();
     assert_eq!(all.len(), ASKED);
     let t = nft_text(770);
-    assert!(t.starts_with("add element inet pbxwall ban_v4 { 192.0.2.0 timeout 1h, "));
-    assert!(t.contains("add element inet pbxwall ban_v6 { 2001:db8:5ca1::0:1 timeout 1h, 2001:db8:5ca1::0:2 timeout 1h }\n"));
+    assert!(t.starts_with(
+        "add element inet pbxwall ban_v4 { 192.0.2.0 timeout 1h comment \"manual\", "
+    ));
+    assert!(t.contains("add element inet pbxwall ban_v6 { 2001:db8:5ca1::0:1 timeout 1h comment \"manual\", 2001:db8:5ca1::0:2 timeout 1h comment \"manual\" }\n"));
     let size = pbxwall::compile::BAN_SET_SIZE as usize;
-    assert!(
-        BANS - 768 < size && ASKED - 768 > size,
-        "ban set size {size}"
-    );
+    assert!(ASKED - 768 <= size, "ban set size {size}");
 }

@@ -103,20 +103,57 @@ fn parse_addrs(args: &[String], stdin: Option<&mut dyn BufRead>) -> Result<Vec<I
         out.push(model::parse_ban_address(a).map_err(UsageError::bad_value)?);
     }
     if let Some(input) = stdin {
-        for (i, line) in input.lines().enumerate() {
-            let line = line.context("cannot read standard input")?;
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
+        // Read at once: a block list of 100,000 lines, without a String per line.
+        let mut text = String::new();
+        input
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+        // A long list is parsed in two halves at once, split after a newline; the first
+        // bad line (in order) is the one reported.
+        let split = (text.len() > PARALLEL_PARSE_BYTES)
+            .then(|| text[text.len() / 2..].find('\n'))
+            .flatten()
+            .map(|at| text.len() / 2 + at + 1);
+        match split {
+            Some(at) => {
+                let (first, second) = text.split_at(at);
+                let (a, b) = std::thread::scope(|s| {
+                    let b = s.spawn(|| parse_lines(second, first.lines().count()));
+                    let a = parse_lines(first, 0);
+                    (
+                        a,
+                        b.join()
+                            .unwrap_or_else(|_| parse_lines(second, first.lines().count())),
+                    )
+                });
+                out.extend(a?);
+                out.extend(b?);
             }
-            let addr = model::parse_ban_address(t)
-                .map_err(|e| UsageError(format!("line {} of standard input: {e}", i + 1)))?;
-            out.push(addr);
+            None => out.extend(parse_lines(&text, 0)?),
         }
     }
-    let mut seen = BTreeSet::new();
+    let mut seen = std::collections::HashSet::with_capacity(out.len());
     out.retain(|a| seen.insert(a.to_canonical()));
     Ok(out.into_iter().map(|a| a.to_canonical()).collect())
+}
+
+/// Standard input longer than this is parsed by two threads.
+const PARALLEL_PARSE_BYTES: usize = 64 << 10;
+
+/// The addresses of `text`, one a line (blank lines and # comments skipped); `before` is
+/// the number of lines of standard input before `text`, for the line number of an error.
+fn parse_lines(text: &str, before: usize) -> Result<Vec<IpAddr>, UsageError> {
+    let mut out = Vec::with_capacity(text.len() / 16);
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let addr = model::parse_ban_address(t)
+            .map_err(|e| UsageError(format!("line {} of standard input: {e}", before + i + 1)))?;
+        out.push(addr);
+    }
+    Ok(out)
 }
 
 /// Why banning `addr` needs `--force`, if it does: a trusted network, the account
@@ -177,6 +214,22 @@ fn live_bans() -> Result<Vec<(Family, TimedElement)>> {
     Ok(out)
 }
 
+/// The state record with `adds` (to sets `names`) recorded at `now`, written to its
+/// temporary file and synced, for [`store::Staged::commit`] once the ban is live; and the
+/// warning of a record that could not be read.
+fn stage_record(
+    paths: &store::Paths,
+    names: &[String; 2],
+    adds: &[Vec<TimedElement>; 2],
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Result<store::Staged, store::StoreError>, Option<String>) {
+    let (mut state, warning) = DynamicState::load(paths);
+    for i in 0..2 {
+        state.record(&names[i], &adds[i], now);
+    }
+    (state.stage(paths), warning)
+}
+
 /// `pbxwall ban ADDR... [--for DUR] [--comment T] [--force] [--stdin]`.
 pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let duration = match &args.duration {
@@ -224,7 +277,7 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     }
     let duration = duration.unwrap_or(settings.guard.ban_for);
     let comment = args.comment.clone().unwrap_or_else(|| "manual".into());
-    let lock = ctx.lock()?;
+    let _lock = ctx.lock()?;
     let live = live_bans().map_err(|e| e.context("nothing banned"))?;
     let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
     let mut removes: [Vec<IpAddr>; 2] = Default::default();
@@ -250,7 +303,22 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
             add: &adds[i],
         })
         .collect();
-    netlink::update_timed_sets(&changes).map_err(|e| match &e {
+    // The kernel works through the batch inside one sendmsg (most of a bulk ban's time);
+    // meanwhile another thread merges the ban into the state record and writes it to a
+    // temporary file, put in place only once the ban is live (dropped otherwise: nothing
+    // changed). The recorded expiry counts from just before the batch.
+    let now = chrono::Utc::now();
+    let paths = &ctx.paths;
+    // One helper thread (the machine may have two cores): the record, then the set of
+    // sources whose flows end afterwards.
+    let (sent, staged) = std::thread::scope(|s| {
+        let staged = s.spawn(|| {
+            let staged = stage_record(paths, &names, &adds, now);
+            (staged, addrs.iter().copied().collect::<BTreeSet<IpAddr>>())
+        });
+        (netlink::update_timed_sets(&changes), staged.join())
+    });
+    sent.map_err(|e| match &e {
         // The kernel's "set full" is ENFILE, whose text ("Too many open files in system")
         // would mislead.
         netlink::NetlinkError::Rejected { source, .. }
@@ -264,15 +332,16 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
         }
         _ => anyhow::Error::new(e).context("the kernel refused the ban; nothing changed"),
     })?;
-    let now = chrono::Utc::now();
-    let (mut state, warning) = DynamicState::load(&ctx.paths);
+    let ((staged, warning), sources) = staged.unwrap_or_else(|_| {
+        (
+            stage_record(paths, &names, &adds, chrono::Utc::now()),
+            addrs.iter().copied().collect(),
+        )
+    });
     if let Some(w) = warning {
         ctx.warn(w);
     }
-    for i in 0..2 {
-        state.record(&names[i], &adds[i], now);
-    }
-    if let Err(e) = state.save(&ctx.paths, &lock) {
+    if let Err(e) = staged.and_then(|s| s.commit()) {
         ctx.warn_state_unsaved(format_args!(
             "the ban is live, but recording it failed (a reboot would lose it): {}",
             crate::error_chain(&e)
@@ -294,7 +363,6 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let line = format!("banned {what} for {duration} ({why})");
     ctx.say(&line);
     ctx.audit(&line);
-    let sources: BTreeSet<IpAddr> = addrs.iter().copied().collect();
     let keep = super::lockout::own_ssh_flow();
     let mut outcome = Outcome::Done;
     match conntrack::end_flows_from(&sources, keep.as_ref()) {
@@ -460,6 +528,26 @@ mod tests {
             err.to_string().starts_with("line 2 of standard input"),
             "{err}"
         );
+        // A long list (parsed in two halves): order kept, the first bad line reported.
+        let mut long = String::new();
+        for i in 0..20_000u32 {
+            long += &format!("2001:db8:7::{:x}\n", i + 1);
+        }
+        let got = parse_addrs(&[], Some(&mut long.as_bytes() as &mut dyn BufRead)).unwrap();
+        assert_eq!(got.len(), 20_000);
+        assert_eq!(got[0].to_string(), "2001:db8:7::1");
+        assert_eq!(got[19_999].to_string(), "2001:db8:7::4e20");
+        let mut bad_late = long.clone() + "nonsense\n";
+        bad_late.insert_str(0, "\n# comment\n");
+        let err = parse_addrs(&[], Some(&mut bad_late.as_bytes() as &mut dyn BufRead))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("line 20003 of standard input"), "{err}");
+        let bad_both = format!("x\n{long}y\n");
+        let err = parse_addrs(&[], Some(&mut bad_both.as_bytes() as &mut dyn BufRead))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("line 1 of standard input"), "{err}");
         for s in [
             "192.0.2.0/24",
             "0.0.0.0",

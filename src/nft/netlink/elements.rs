@@ -188,16 +188,27 @@ pub(super) fn add_timed_elements(
         ElemOp::Add => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE),
         ElemOp::Remove => (libc::NFT_MSG_DELSETELEM, 0),
     };
+    // A bulk ban gives every element the same comment: its userdata is made once.
+    let mut udata: Option<(&str, Vec<u8>)> = None;
     for chunk in elements.chunks(ELEMENTS_PER_CHUNK) {
         let mut s = NfSet::new();
         set_identity(&mut s, table, set, id);
         for e in chunk {
             let key = Key::of(e.addr);
             if op == ElemOp::Add {
-                let udata = e.comment.as_deref().map(comment_udata);
+                if let Some(c) = e.comment.as_deref()
+                    && udata.as_ref().is_none_or(|(last, _)| *last != c)
+                {
+                    udata = Some((c, comment_udata(c)));
+                }
+                let udata = e
+                    .comment
+                    .as_ref()
+                    .and(udata.as_ref())
+                    .map(|(_, bytes)| bytes.as_slice());
                 // The kernel takes milliseconds; at least 1 (0 would mean "no timeout").
                 let ms = e.timeout.map(|t| (t.as_millis() as u64).max(1));
-                s.add_timed_elem(key.bytes(), ms, udata.as_deref());
+                s.add_timed_elem(key.bytes(), ms, udata);
             } else {
                 s.add_timed_elem(key.bytes(), None, None);
             }
