@@ -67,7 +67,7 @@ struct Opts {
     reps: usize,
     /// `--accounts-only`: scenario 8 without its ban part.
     scale_accounts_only: bool,
-    /// Rounds of scenario 6's full loads (restart, nft -f); `reps` unless given.
+    /// Rounds of scenario 7's full loads (restart, nft -f); `reps` unless given.
     geo_full_reps: Option<usize>,
     only: Vec<String>,
     bin_dir: PathBuf,
@@ -864,7 +864,7 @@ fn s2_packets(o: &Opts, rep: &mut Report) {
 }
 
 // -------------------------------------------------------------------------------------------
-// 5. The SIP layer: ban as an element operation, bulk bans, per-packet cost
+// 6. The SIP layer: ban as an element operation, bulk bans, per-packet cost
 
 /// Bans measured one by one (each a new address).
 const SINGLE_BANS: usize = 40;
@@ -876,9 +876,9 @@ fn ban_addr(block: usize, n: usize) -> String {
     format!("2001:db8:b{block:03x}::{:x}:{:x}", n >> 16, n & 0xffff)
 }
 
-fn s5_sip(o: &Opts, rep: &mut Report) {
+fn s6_sip(o: &Opts, rep: &mut Report) {
     say("
-## 5. the SIP layer: pbxwall ban, ban --stdin, per-packet cost with 10,000 bans
+## 6. the SIP layer: pbxwall ban, ban --stdin, per-packet cost with 10,000 bans
 ");
     let pbxwall = o.bin("pbxwall");
     let restart = o.bin("restart");
@@ -907,7 +907,7 @@ fn s5_sip(o: &Opts, rep: &mut Report) {
         one.show(2)
     ));
     rep.verdict(
-        "5. pbxwall ban of one address ≤ 5 ms (median wall)",
+        "6. pbxwall ban of one address ≤ 5 ms (median wall)",
         format!("{} ms", one.show(2)),
         Some(one.median <= 5.0),
     );
@@ -941,7 +941,7 @@ fn s5_sip(o: &Opts, rep: &mut Report) {
         rates.show(0)
     ));
     rep.verdict(
-        "5. ban --stdin of 10,000 addresses ≥ 10,000/s",
+        "6. ban --stdin of 10,000 addresses ≥ 10,000/s",
         format!("{} /s", rates.show(0)),
         Some(rates.median >= 10_000.0),
     );
@@ -1044,7 +1044,7 @@ fn s5_sip(o: &Opts, rep: &mut Report) {
         ));
         let rel = cpu(1, who).median / cpu(0, who).median;
         rep.verdict(
-            &format!("5. SIP layer + 10k bans within 10 % of the plain whitelist ({who:?})"),
+            &format!("6. SIP layer + 10k bans within 10 % of the plain whitelist ({who:?})"),
             format!(
                 "{:+.1} % per CPU-second ({:.0} vs {:.0} ns/pkt)",
                 (rel - 1.0) * 100.0,
@@ -1605,8 +1605,8 @@ fn main() {
         ("packets", s2_packets, true),
         ("dns", s3_slow_dns, have_dnsmasq),
         ("ipchecker", s4_ipchecker, have_dnsmasq),
-        ("sip", s5_sip, true),
-        ("geo", geo::s6_geo, true),
+        ("sip", s6_sip, true),
+        ("geo", geo::s7_geo, true),
         ("scale", scale::s8_scale, true),
         ("scale-bans", scale::s8_bans, true),
     ];

@@ -118,8 +118,8 @@ fn json(m: &Measured, what: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{what}: --json: {e}\n{}\n{}", m.stdout, m.stderr))
 }
 
-pub fn s6_geo(o: &Opts, rep: &mut Report) {
-    say("\n## 6. geo gate: 300k ranges; restart vs nft -f; geo update of a 1 % change\n");
+pub fn s7_geo(o: &Opts, rep: &mut Report) {
+    say("\n## 7. geo gate: 300k ranges; restart vs nft -f; geo update of a 1 % change\n");
     let base = rows(61);
     let a_text = csv(&base);
     let b_text = csv(&changed(&base, 62));
@@ -281,17 +281,17 @@ pub fn s6_geo(o: &Opts, rep: &mut Report) {
     ));
     let rss_max = pbx_rss.iter().chain(&upd_rss).copied().fold(0.0, f64::max);
     rep.verdict(
-        "6. restart with 300k geo ranges ≤ 0.5 × nft -f (wall)",
+        "7. restart with 300k geo ranges ≤ 0.5 × nft -f (wall)",
         format!("{} ({:.0} vs {:.0} ms)", ratio(&p, &n), p.median, n.median),
         Some(p.median <= 0.5 * n.median),
     );
     rep.verdict(
-        "6. restart with 300k geo ranges: peak RSS ≤ 100 MiB",
+        "7. restart with 300k geo ranges: peak RSS ≤ 100 MiB",
         format!("{rss_max:.1} MiB (largest of restart and geo update)"),
         Some(rss_max <= 100.0),
     );
     rep.verdict(
-        "6. geo update, 1 % changed: delta only, ≤ 10 % of a full load (wall)",
+        "7. geo update, 1 % changed: delta only, ≤ 10 % of a full load (wall)",
         format!(
             "{} of restart ({:.0} vs {:.0} ms); element updates only: {all_elements}",
             ratio(&u, &p),
@@ -301,7 +301,7 @@ pub fn s6_geo(o: &Opts, rep: &mut Report) {
         Some(all_elements && u.median <= 0.1 * p.median),
     );
     rep.verdict(
-        "6. geo update, nothing changed: no netlink write",
+        "7. geo update, nothing changed: no netlink write",
         format!("netlink writes {writes_unchanged:?}"),
         Some(writes_unchanged == std::collections::BTreeSet::from([0])),
     );
