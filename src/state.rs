@@ -95,11 +95,8 @@ pub fn save_json<T: Serialize>(
     value: &T,
     _lock: &StoreLock,
 ) -> Result<(), StoreError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Io {
-        path: paths.state_dir.join(file),
-        source: std::io::Error::other(e),
-    })?;
-    store::write_state(&paths.state_dir.join(file), text.as_bytes())
+    let path = paths.state_dir.join(file);
+    store::write_state(&path, &pretty_json(&path, value)?)
 }
 
 /// [`save_json`] that writes nothing when the file holds this record already
@@ -110,11 +107,16 @@ pub fn save_json_unless_same<T: Serialize>(
     value: &T,
     _lock: &StoreLock,
 ) -> Result<(), StoreError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Io {
-        path: paths.state_dir.join(file),
+    let path = paths.state_dir.join(file);
+    store::write_state_unless_same(&path, &pretty_json(&path, value)?)
+}
+
+/// `value` as pretty-printed JSON, for the record at `path`.
+fn pretty_json<T: Serialize>(path: &std::path::Path, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec_pretty(value).map_err(|e| StoreError::Io {
+        path: path.to_owned(),
         source: std::io::Error::other(e),
-    })?;
-    store::write_state_unless_same(&paths.state_dir.join(file), text.as_bytes())
+    })
 }
 
 /// The current time as RFC 3339 (UTC, seconds).
