@@ -174,8 +174,31 @@ pub(super) fn check_timed(what: &str, family: Family, elements: &[TimedElement])
     Ok(())
 }
 
-/// Adds element messages of one dynamic set to the batch ([`ELEMENTS_PER_CHUNK`] at a
-/// time): with their timeouts and comments when adding, keys only when removing.
+/// Attribute numbers of element messages, from the kernel's
+/// `include/uapi/linux/netfilter/nf_tables.h`
+/// (<https://github.com/torvalds/linux/blob/master/include/uapi/linux/netfilter/nf_tables.h>):
+/// `enum nft_set_elem_list_attributes`, `enum nft_list_attributes`,
+/// `enum nft_set_elem_attributes` and `enum nft_data_attributes`.
+mod wire_attr {
+    pub const ELEM_LIST_TABLE: u16 = 1;
+    pub const ELEM_LIST_SET: u16 = 2;
+    pub const ELEM_LIST_ELEMENTS: u16 = 3;
+    pub const ELEM_LIST_SET_ID: u16 = 4;
+    pub const LIST_ELEM: u16 = 1;
+    pub const ELEM_KEY: u16 = 1;
+    pub const ELEM_TIMEOUT: u16 = 4;
+    pub const ELEM_USERDATA: u16 = 6;
+    pub const DATA_VALUE: u16 = 1;
+}
+
+/// Most bytes of element attributes in one message: the element list is one attribute,
+/// whose length is 16 bits, and the whole message must fit a batch slot.
+const ELEMENT_LIST_BYTES: usize = 60 * 1024;
+
+/// Adds element messages of one dynamic set to the batch: with their timeouts and
+/// comments when adding, keys only when removing. These messages are written directly
+/// (a bulk ban has 100,000 elements; going through libnftnl's element objects cost three
+/// allocations each), attribute for attribute what libnftnl writes for the same elements.
 pub(super) fn add_timed_elements(
     batch: &mut Batch,
     table: &CStr,
@@ -184,36 +207,75 @@ pub(super) fn add_timed_elements(
     op: ElemOp,
     what: &str,
 ) {
+    use super::conntrack::wire::MsgBuilder;
     let (ty, flags) = match op {
         ElemOp::Add => (libc::NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE),
         ElemOp::Remove => (libc::NFT_MSG_DELSETELEM, 0),
     };
+    let ty = ((libc::NFNL_SUBSYS_NFTABLES as u16) << 8) | ty as u16;
+    let flags = (libc::NLM_F_REQUEST | flags) as u16;
+    // nfgenmsg: family, version NFNETLINK_V0, resource id 0.
+    let nfgenmsg = [NFPROTO_INET as u8, libc::NFNETLINK_V0 as u8, 0, 0];
+    let start = |seq: u32| {
+        let mut m = MsgBuilder::new(ty, flags, seq)
+            .header(&nfgenmsg)
+            .attr(wire_attr::ELEM_LIST_TABLE, table.to_bytes_with_nul())
+            .attr(wire_attr::ELEM_LIST_SET, set.to_bytes_with_nul());
+        if let Some(id) = id {
+            m = m.attr(wire_attr::ELEM_LIST_SET_ID, &id.to_be_bytes());
+        }
+        m.begin_nest(wire_attr::ELEM_LIST_ELEMENTS)
+    };
     // A bulk ban gives every element the same comment: its userdata is made once.
     let mut udata: Option<(&str, Vec<u8>)> = None;
-    for chunk in elements.chunks(ELEMENTS_PER_CHUNK) {
-        let mut s = NfSet::new();
-        set_identity(&mut s, table, set, id);
-        for e in chunk {
-            let key = Key::of(e.addr);
-            if op == ElemOp::Add {
-                if let Some(c) = e.comment.as_deref()
-                    && udata.as_ref().is_none_or(|(last, _)| *last != c)
-                {
+    let mut part = 1;
+    let mut msg: Option<(MsgBuilder, usize)> = None;
+    let flush = |batch: &mut Batch, m: MsgBuilder, last: bool, part: &mut usize| {
+        let name = if *part == 1 && last {
+            what.to_owned()
+        } else {
+            format!("{what} (message {part})")
+        };
+        batch.add_message(&m.end_nest().finish(), name);
+        *part += 1;
+    };
+    for (i, e) in elements.iter().enumerate() {
+        let key = Key::of(e.addr);
+        let (mut m, list_start) = match msg.take() {
+            Some(open) => open,
+            None => {
+                let m = start(batch.next_seq());
+                let at = m.len();
+                (m, at)
+            }
+        };
+        m = m
+            .begin_nest(wire_attr::LIST_ELEM)
+            .begin_nest(wire_attr::ELEM_KEY)
+            .attr(wire_attr::DATA_VALUE, key.bytes())
+            .end_nest();
+        if op == ElemOp::Add {
+            if let Some(t) = e.timeout {
+                // The kernel takes milliseconds; at least 1 (0 would mean "no timeout").
+                let ms = (t.as_millis() as u64).max(1);
+                m = m.attr(wire_attr::ELEM_TIMEOUT, &ms.to_be_bytes());
+            }
+            if let Some(c) = e.comment.as_deref() {
+                if udata.as_ref().is_none_or(|(last, _)| *last != c) {
                     udata = Some((c, comment_udata(c)));
                 }
-                let udata = e
-                    .comment
-                    .as_ref()
-                    .and(udata.as_ref())
-                    .map(|(_, bytes)| bytes.as_slice());
-                // The kernel takes milliseconds; at least 1 (0 would mean "no timeout").
-                let ms = e.timeout.map(|t| (t.as_millis() as u64).max(1));
-                s.add_timed_elem(key.bytes(), ms, udata);
-            } else {
-                s.add_timed_elem(key.bytes(), None, None);
+                if let Some((_, bytes)) = &udata {
+                    m = m.attr(wire_attr::ELEM_USERDATA, bytes);
+                }
             }
         }
-        batch.add_elems(ty, flags, &s, what);
+        m = m.end_nest();
+        let last = i + 1 == elements.len();
+        if m.len() - list_start >= ELEMENT_LIST_BYTES || last {
+            flush(batch, m, last, &mut part);
+        } else {
+            msg = Some((m, list_start));
+        }
     }
 }
 
@@ -643,5 +705,81 @@ mod tests {
             .collect();
         wire.reverse();
         assert_eq!(decode_intervals(Family::V4, &wire), els(&[a, b]));
+    }
+
+    /// The attributes of a netlink attribute stream: (type without flags, payload).
+    fn tlvs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
+        let mut out = Vec::new();
+        while b.len() >= 4 {
+            let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+            let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+            assert!(len >= 4 && len <= b.len(), "attribute length {len}");
+            out.push((ty, &b[4..len]));
+            b = &b[((len + 3) & !3).min(b.len())..];
+        }
+        out
+    }
+
+    #[test]
+    fn timed_elements_are_split_into_messages_that_carry_every_element() {
+        let elements: Vec<TimedElement> = (0..5000u32)
+            .map(|i| {
+                let addr = IpAddr::V6(std::net::Ipv6Addr::from(
+                    0x2001_0db8_u128 << 96 | u128::from(i),
+                ));
+                TimedElement::new(
+                    addr,
+                    Some(std::time::Duration::from_secs(3600)),
+                    Some("manual".into()),
+                )
+            })
+            .collect();
+        let mut batch = Batch::new(100, None);
+        add_timed_elements(
+            &mut batch,
+            c"pbxwall",
+            (c"ban_v6", None),
+            &elements,
+            ElemOp::Add,
+            "new elements of set ban_v6",
+        );
+        let batch = batch.finish();
+        let names = batch.descriptions();
+        assert!(names.len() > 3, "{names:?}");
+        assert_eq!(names[1], "new elements of set ban_v6 (message 1)");
+        let (bytes, largest) = batch.bytes();
+        let mut seen = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+            assert!(len <= largest, "message of {len} bytes");
+            if ty == ((libc::NFNL_SUBSYS_NFTABLES as u16) << 8 | libc::NFT_MSG_NEWSETELEM as u16) {
+                let attrs = tlvs(&rest[20..len]);
+                assert_eq!(attrs[0], (wire_attr::ELEM_LIST_TABLE, &b"pbxwall\0"[..]));
+                assert_eq!(attrs[1], (wire_attr::ELEM_LIST_SET, &b"ban_v6\0"[..]));
+                assert_eq!(attrs[2].0, wire_attr::ELEM_LIST_ELEMENTS);
+                for (kind, elem) in tlvs(attrs[2].1) {
+                    assert_eq!(kind, wire_attr::LIST_ELEM);
+                    let a = tlvs(elem);
+                    assert_eq!(a[0].0, wire_attr::ELEM_KEY);
+                    let key = tlvs(a[0].1);
+                    assert_eq!(key[0].0, wire_attr::DATA_VALUE);
+                    let key: [u8; 16] = key[0].1.try_into().unwrap();
+                    assert_eq!(
+                        a[1],
+                        (wire_attr::ELEM_TIMEOUT, &3_600_000u64.to_be_bytes()[..])
+                    );
+                    assert_eq!(
+                        a[2],
+                        (wire_attr::ELEM_USERDATA, &comment_udata("manual")[..])
+                    );
+                    seen.push(IpAddr::V6(key.into()));
+                }
+            }
+            rest = &rest[len..];
+        }
+        let want: Vec<IpAddr> = elements.iter().map(|e| e.addr).collect();
+        assert_eq!(seen, want);
     }
 }

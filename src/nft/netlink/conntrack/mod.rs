@@ -81,7 +81,7 @@ use crate::ruleset::{L4Proto, Ruleset};
 mod addrs;
 mod ct;
 mod sockets;
-mod wire;
+pub(in crate::nft::netlink) mod wire;
 
 use ct::{Entry, IPS_EXPECTED};
 use sockets::Connection;

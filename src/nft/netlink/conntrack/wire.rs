@@ -1,7 +1,8 @@
 //! Netlink messages as bytes, both ways: a [`MsgBuilder`] writes a header, a family header
 //! and attributes (nested ones too); [`messages`] and [`Attrs`] read them back, checking
 //! every length against the buffer. [`exchange`] sends one request on a [`RawSocket`] and
-//! hands every answer to a callback until the kernel says it is done.
+//! hands every answer to a callback until the kernel says it is done. The element messages
+//! of a bulk ban are written with [`MsgBuilder`] too (`super::super::elements`).
 //!
 //! Netlink's own headers and attribute headers are in host byte order; the payloads the
 //! conntrack and socket subsystems use (addresses, ports, status, ids) are big-endian, which
@@ -39,7 +40,7 @@ fn align4(n: usize) -> usize {
 
 /// A netlink message under construction.
 #[derive(Debug)]
-pub(super) struct MsgBuilder {
+pub(in crate::nft::netlink) struct MsgBuilder {
     buf: Vec<u8>,
     /// Offsets of the nests still open.
     open: Vec<usize>,
@@ -48,7 +49,7 @@ pub(super) struct MsgBuilder {
 impl MsgBuilder {
     /// A message of type `ty` with `flags` and sequence number `seq` (port id 0: the kernel
     /// fills in ours).
-    pub(super) fn new(ty: u16, flags: u16, seq: u32) -> Self {
+    pub(in crate::nft::netlink) fn new(ty: u16, flags: u16, seq: u32) -> Self {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(&0u32.to_ne_bytes());
         buf.extend_from_slice(&ty.to_ne_bytes());
@@ -66,14 +67,14 @@ impl MsgBuilder {
     }
 
     /// Appends a fixed header of the subsystem (`nfgenmsg`, `ifaddrmsg`, ...), padded to 4.
-    pub(super) fn header(mut self, bytes: &[u8]) -> Self {
+    pub(in crate::nft::netlink) fn header(mut self, bytes: &[u8]) -> Self {
         self.buf.extend_from_slice(bytes);
         self.pad();
         self
     }
 
     /// Appends one attribute, padded to 4.
-    pub(super) fn attr(mut self, ty: u16, payload: &[u8]) -> Self {
+    pub(in crate::nft::netlink) fn attr(mut self, ty: u16, payload: &[u8]) -> Self {
         let len = u16::try_from(NLA_HDRLEN + payload.len()).expect("netlink attribute too long");
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
@@ -83,7 +84,7 @@ impl MsgBuilder {
     }
 
     /// Opens a nested attribute: what follows, up to [`MsgBuilder::end_nest`], is inside it.
-    pub(super) fn begin_nest(mut self, ty: u16) -> Self {
+    pub(in crate::nft::netlink) fn begin_nest(mut self, ty: u16) -> Self {
         self.open.push(self.buf.len());
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
         self.buf
@@ -92,15 +93,20 @@ impl MsgBuilder {
     }
 
     /// Closes the innermost open nest.
-    pub(super) fn end_nest(mut self) -> Self {
+    pub(in crate::nft::netlink) fn end_nest(mut self) -> Self {
         let start = self.open.pop().expect("end_nest without begin_nest");
         let len = u16::try_from(self.buf.len() - start).expect("netlink nest too long");
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
         self
     }
 
+    /// Bytes written so far.
+    pub(in crate::nft::netlink) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The finished message, its length filled in.
-    pub(super) fn finish(mut self) -> Vec<u8> {
+    pub(in crate::nft::netlink) fn finish(mut self) -> Vec<u8> {
         assert!(self.open.is_empty(), "a netlink nest was left open");
         let len = u32::try_from(self.buf.len()).expect("netlink message too long");
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());

@@ -132,6 +132,27 @@ impl Batch {
         self.advance(what());
     }
 
+    /// The sequence number the next message gets.
+    pub(in crate::nft::netlink) fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
+    /// Adds one complete message written as bytes (with [`Batch::next_seq`] as its
+    /// sequence number); `what` names its object in error messages.
+    pub(in crate::nft::netlink) fn add_message(&mut self, msg: &[u8], what: String) {
+        assert!(
+            msg.len() <= max_msg_size() && msg.len().is_multiple_of(4) && msg.len() >= 16,
+            "a batch message of {} bytes",
+            msg.len()
+        );
+        // SAFETY: libnftnl keeps room for a largest message at the current buffer, and `msg`
+        // is no larger (checked above); `advance` reads the length from its header.
+        unsafe {
+            ptr::copy_nonoverlapping(msg.as_ptr(), self.current().cast::<u8>(), msg.len());
+        }
+        self.advance(what);
+    }
+
     /// Adds the set's element list as as many element messages as it takes (each is
     /// filled up to the 64 KiB attribute limit).
     pub(in crate::nft::netlink) fn add_elems(
@@ -219,6 +240,19 @@ impl Batch {
             ffi::nftnl_batch_iovec(self.raw.as_ptr(), iov.as_mut_ptr(), n as u32);
             iov
         }
+    }
+
+    /// The whole batch as bytes, and the largest message it may hold.
+    #[cfg(test)]
+    pub(in crate::nft::netlink) fn bytes(&self) -> (Vec<u8>, usize) {
+        let mut out = Vec::new();
+        for v in self.iovecs() {
+            // SAFETY: each iovec points into one of the batch's pages, alive while `self` is.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len)
+            });
+        }
+        (out, max_msg_size())
     }
 
     /// What each message is about, in batch order.

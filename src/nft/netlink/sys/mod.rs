@@ -395,41 +395,6 @@ impl NfSet {
         unsafe { ffi::nftnl_set_set_u64(self.ptr(), attr as u16, value) };
     }
 
-    /// Adds one element of a dynamic set to the set's element list: its key (network byte
-    /// order), its timeout in milliseconds (`None`: the set's default) and its userdata
-    /// (the comment). Everything is copied.
-    pub(super) fn add_timed_elem(
-        &mut self,
-        key: &[u8],
-        timeout_ms: Option<u64>,
-        userdata: Option<&[u8]>,
-    ) {
-        // SAFETY: the element is fresh; key/udata buffers are readable for their lengths
-        // and copied by libnftnl; the set takes ownership of the element.
-        unsafe {
-            let el = ffi::nftnl_set_elem_alloc();
-            assert!(!el.is_null(), "libnftnl: out of memory");
-            ffi::nftnl_set_elem_set(
-                el,
-                ffi::NFTNL_SET_ELEM_KEY as u16,
-                key.as_ptr().cast(),
-                key.len() as u32,
-            );
-            if let Some(ms) = timeout_ms {
-                ffi::nftnl_set_elem_set_u64(el, ffi::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
-            }
-            if let Some(udata) = userdata {
-                ffi::nftnl_set_elem_set(
-                    el,
-                    ffi::NFTNL_SET_ELEM_USERDATA as u16,
-                    udata.as_ptr().cast(),
-                    udata.len() as u32,
-                );
-            }
-            ffi::nftnl_set_elem_add(self.ptr(), el);
-        }
-    }
-
     /// Parses a NEWSETELEM message (elements land in the set's element list).
     pub(super) fn parse_elems(msg: &Reply<'_>, what: &str) -> Result<NfSet> {
         let s = NfSet::new();
