@@ -350,22 +350,23 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                         report.apply = "elements";
                         report.netlink_writes = 1;
                         if journaled {
+                            // The sorted ranges the delta added (or removed) in `family`.
                             let ranges =
-                                |family: Family, i: usize| -> Vec<crate::addrset::AddrRange> {
+                                |family: Family, added: bool| -> Vec<crate::addrset::AddrRange> {
                                     let mut v: Vec<_> = changes
                                         .iter()
                                         .filter(|c| c.1 == family)
-                                        .flat_map(|c| if i == 2 { &c.2 } else { &c.3 })
+                                        .flat_map(|c| if added { &c.2 } else { &c.3 })
                                         .map(|e| e.range)
                                         .collect();
                                     v.sort_unstable();
                                     v
                                 };
                             let delta = Delta {
-                                v4_removed: ranges(Family::V4, 3),
-                                v4_added: ranges(Family::V4, 2),
-                                v6_removed: ranges(Family::V6, 3),
-                                v6_added: ranges(Family::V6, 2),
+                                v4_removed: ranges(Family::V4, false),
+                                v4_added: ranges(Family::V4, true),
+                                v6_removed: ranges(Family::V6, false),
+                                v6_added: ranges(Family::V6, true),
                             };
                             journal_gate(ctx, &b, &mut rec, &delta);
                         } else {
