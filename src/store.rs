@@ -1697,6 +1697,19 @@ mod tests {
         assert_eq!(leftovers, ["broken.toml"], "no temp files left behind");
     }
 
+    /// Writes `text` over `path` in place and puts its modification time back (an edit a
+    /// stamp of size and mtime alone would miss).
+    fn rewrite_keeping_mtime(path: &Path, text: &str) {
+        let old_mtime = fs::metadata(path).unwrap().modified().unwrap();
+        fs::write(path, text).unwrap();
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old_mtime)
+            .unwrap();
+    }
+
     #[test]
     fn the_parse_cache_never_wins_over_a_changed_or_unsafe_file() {
         let t = temp();
@@ -1757,18 +1770,10 @@ mod tests {
             mtime
         );
         // The linked file changed (same size, mtime put back): seen through the link.
-        let old_mtime = fs::metadata(&elsewhere).unwrap().modified().unwrap();
-        fs::write(
+        rewrite_keeping_mtime(
             &elsewhere,
             "addresses = [\"203.0.113.2\"]\nservices = [\"ssh\"]\n",
-        )
-        .unwrap();
-        File::options()
-            .write(true)
-            .open(&elsewhere)
-            .unwrap()
-            .set_modified(old_mtime)
-            .unwrap();
+        );
         let loaded = load_accounts(&p, &ps).unwrap();
         let linked = loaded
             .accounts
@@ -1781,18 +1786,10 @@ mod tests {
         );
         // Same size, modification time put back: the change time still tells.
         let f = dir.join("a05.toml");
-        let old_mtime = fs::metadata(&f).unwrap().modified().unwrap();
-        fs::write(
+        rewrite_keeping_mtime(
             &f,
             "addresses = [\"192.0.2.9\"]\nservices = [\"sip-udp\"]\n",
-        )
-        .unwrap();
-        File::options()
-            .write(true)
-            .open(&f)
-            .unwrap()
-            .set_modified(old_mtime)
-            .unwrap();
+        );
         let loaded = load_accounts(&p, &ps).unwrap();
         let a05 = loaded
             .accounts
