@@ -69,6 +69,7 @@ const CASES: &[Case] = &[
     case(&["add-ip", "joe", "192.0.2.1", "--allow", ""], 2, "no services given"),
     case(&["pbxwall", "add-ip", "joe", "0.0.0.0/0", "--allow", "1"], 2, "refusing to whitelist 0.0.0.0/0"),
     case(&["ipchecker", "--install-cron", "@hourly", "--cron-file", "/nonexistent/pbxwall-cron"], 2, "invalid cron schedule \"@hourly\""),
+    case(&["ipchecker", "--record-only", "--force"], 2, "the argument '--record-only' cannot be used with '--force'"),
     case(&["del-acct", "a/b"], 2, "invalid account name \"a/b\""),
     case(&["pbxwall", "init", "--admin", "300.1.2.3"], 2, "invalid address \"300.1.2.3\""),
     // Hints for what newcomers get wrong: a port on the address, a forgotten account name,
