@@ -62,14 +62,25 @@ pub const BAN_SET: &str = "ban";
 /// The cost, measured on Linux 6.18 (`/proc/meminfo` before and after `nft -f` filled a
 /// set `flags dynamic,timeout` with IPv6 elements, each with a timeout and the comment
 /// `manual`, in a namespace): about 128 bytes of kernel memory an element (slab) plus the
-/// hash table's buckets, which grow with the elements (vmalloc); 100,000 elements took
-/// 13.6 MiB, a full set of 262,144 took 26.7 MiB of slab and 6.0 MiB of vmalloc, so both
-/// sets full cost at most about 66 MiB. An empty set costs nothing measurable: the size
-/// is a bound, not an allocation. `size` is the most elements a set holds
-/// (<https://www.netfilter.org/projects/nftables/manpage.html>); the kernel refuses an
-/// element beyond it with `ENFILE`
+/// hash table's buckets (vmalloc); 100,000 elements took 13.6 MiB, a full set 26.7 MiB of
+/// slab and 6.0 MiB of vmalloc, so both sets full cost at most about 66 MiB. `size` is the
+/// most elements a set holds (<https://www.netfilter.org/projects/nftables/manpage.html>);
+/// the kernel refuses an element beyond it with `ENFILE`
 /// (<https://github.com/torvalds/linux/blob/master/net/netfilter/nf_tables_api.c>).
-pub const BAN_SET_SIZE: u32 = 262_144;
+///
+/// Why 2^18 - 1 and not 2^18: the kernel also passes `size` to the set's hash table as the
+/// hint of its first size (`nft_rhash_init` in
+/// <https://github.com/torvalds/linux/blob/master/net/netfilter/nft_set_hash.c>), into a
+/// 16-bit field (`nelem_hint` in
+/// <https://github.com/torvalds/linux/blob/master/include/linux/rhashtable-types.h>), which
+/// keeps the size's low 16 bits. 262,144 left 0 there: the table started at 64 buckets
+/// and doubled about eleven times while a block list went in, every insert taking the slow
+/// path during each resize. 262,143 leaves 65,535: the table starts at 131,072 buckets
+/// (about 2 MiB of kernel memory a set, measured), and `ban --stdin` of 100,000 addresses
+/// into the fresh set spends about a third less time in the kernel (BENCHMARKS.md §8). The
+/// table still shrinks once elements expire (`automatic_shrinking`), and grows again as
+/// needed: this is a better start, not a reservation.
+pub const BAN_SET_SIZE: u32 = 262_143;
 /// Interval verdict map of the whitelisted address ranges (`ranges_v4`, `ranges_v6`).
 pub const RANGES_MAP: &str = "ranges";
 /// Prefix of the chains the source maps jump to, one per combination of services.

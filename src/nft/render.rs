@@ -186,13 +186,13 @@ mod tests {
 
 	set ban_v4 {
 		type ipv4_addr
-		size 262144
+		size 262143
 		flags dynamic,timeout
 	}
 
 	set ban_v6 {
 		type ipv6_addr
-		size 262144
+		size 262143
 		flags dynamic,timeout
 	}
 
