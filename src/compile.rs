@@ -16,8 +16,10 @@
 //! ip saddr vmap @hosts_v4                            # whitelisted addresses: jump to their chain
 //! ip saddr vmap @ranges_v4                           # whitelisted ranges: the same
 //! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any"); with
-//!                                                   #   [geo]: ... ip saddr @geo_v4 accept,
-//!                                                   #   ... ip6 saddr @geo_v6 accept
+//!                                                   #   [geo]: per family ... ip saddr !=
+//!                                                   #   @geo_removed_v4 ip saddr @geo_v4
+//!                                                   #   accept, ... ip saddr @geo_added_v4
+//!                                                   #   accept (crate::geo::Gate::gated)
 //! limit rate 10/minute log prefix "pbxwall drop: "   # [log_drops]
 //! counter                                            # what the drop policy is about to drop
 //! ```
@@ -206,8 +208,8 @@ pub fn compile(
 /// Builds the ruleset. Accounts naming a service without a profile are ignored for that
 /// service (the store refuses such accounts before they get here).
 ///
-/// `gate` is the geo gate ([`crate::geo`]): when on, its sets `geo_v4` and `geo_v6` are
-/// added (last) and every open path of the input chain (a rule accepting sources that are
+/// `gate` is the geo gate ([`crate::geo`]): when on, its sets (`geo_v4`, `geo_added_v4`,
+/// `geo_removed_v4` and the `_v6` ones) are added (last) and every open path of the input chain (a rule accepting sources that are
 /// not whitelisted; today the RTP ports with `[rtp] from = "any"`) goes through
 /// [`Gate::gated`]. Loopback, established flows, ICMP, trusted networks and the
 /// whitelist come before and never depend on it.
@@ -548,15 +550,18 @@ fn knock(
                 ..Rule::default()
             });
         }
-        // The first port: stage 1. Knocking is an open path: behind the geo gate.
-        let mut first = vec![port(seq[0])];
-        first.extend(gate.family_match(family));
-        rules.push(Rule {
-            matches: step(first),
-            set_updates: vec![update(SetOp::Add, family, stage(1))],
-            verdict: Some(Verdict::Drop),
-            ..Rule::default()
-        });
+        // The first port: stage 1. Knocking is an open path: behind the geo gate (a rule
+        // per alternative of the gate's match).
+        for gated in gate.family_matches(family) {
+            let mut first = vec![port(seq[0])];
+            first.extend(gated);
+            rules.push(Rule {
+                matches: step(first),
+                set_updates: vec![update(SetOp::Add, family, stage(1))],
+                verdict: Some(Verdict::Drop),
+                ..Rule::default()
+            });
+        }
     }
     (sets, rules)
 }
@@ -885,20 +890,22 @@ impl SipLayer {
                 prefix.extend_from_slice(name.as_str().as_bytes());
                 prefix.push(term);
                 for family in FAMILIES {
-                    let mut matches = Match::payload_prefix(&prefix);
-                    matches.extend(gate.family_match(family));
-                    rules.push(Rule {
-                        matches,
-                        set_updates: vec![SetUpdate {
-                            op: SetOp::Update,
-                            family,
-                            set: set_name(ADMITTED_SET, family),
-                            timeout: Some(settings.sip.admit_for.to_std()),
-                            limit: None,
-                        }],
-                        verdict: Some(Verdict::Accept),
-                        ..Rule::default()
-                    });
+                    for gated in gate.family_matches(family) {
+                        let mut matches = Match::payload_prefix(&prefix);
+                        matches.extend(gated);
+                        rules.push(Rule {
+                            matches,
+                            set_updates: vec![SetUpdate {
+                                op: SetOp::Update,
+                                family,
+                                set: set_name(ADMITTED_SET, family),
+                                timeout: Some(settings.sip.admit_for.to_std()),
+                                limit: None,
+                            }],
+                            verdict: Some(Verdict::Accept),
+                            ..Rule::default()
+                        });
+                    }
                 }
             }
         }

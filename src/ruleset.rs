@@ -377,6 +377,9 @@ pub enum Match {
     Dport(L4Proto, PortRange),
     /// `ip saddr @set` / `ip6 saddr @set`.
     SaddrInSet(Family, String),
+    /// `ip saddr != @set` / `ip6 saddr != @set`: a packet of that family whose source is
+    /// not in the set.
+    SaddrNotInSet(Family, String),
     /// `tcp flags syn / fin,syn,rst,ack`: a TCP packet with SYN set and FIN, RST and ACK
     /// clear: the first packet of a connection attempt (what a TCP knock sends).
     TcpSyn,
@@ -625,6 +628,11 @@ impl Ruleset {
                                 .as_ref()
                                 .is_some_and(|d| d.restore.iter().any(|e| e.addr == src))
                     })
+            }
+            // Only the geo gate's sets are looked up negated; they hold no dynamic elements.
+            Match::SaddrNotInSet(family, name) => {
+                Family::of(src) == *family
+                    && self.set(name).is_none_or(|s| s.element_of(src).is_none())
             }
             // The content of a packet is not known here: a rule that needs some is not
             // taken as accepting a new connection.

@@ -2,8 +2,8 @@
 //! documentation ranges to countries; with `[geo] allow = ["DE"]` the RTP ports (open to
 //! strangers with `[rtp] from = "any"`) answer only sources of DE, while whitelisted
 //! accounts and trusted networks keep their access whatever their country. A corrupt
-//! database changes nothing; `geo update` writes only the changed elements, and nothing
-//! when nothing changed.
+//! database changes nothing; `geo update` writes only the changed elements of the small
+//! sets beside the base (`geo_added_*`, `geo_removed_*`), and nothing when nothing changed.
 
 mod common;
 
@@ -84,7 +84,9 @@ fn rtp_opens_only_for_allowed_countries_and_whitelisted_sources() {
     assert_probes(&topo, &gated_probes());
     let listed = nft_list(&topo);
     assert!(
-        listed.contains("udp dport 10000-20000 ip saddr @geo_v4 accept"),
+        listed
+            .contains("udp dport 10000-20000 ip saddr != @geo_removed_v4 ip saddr @geo_v4 accept")
+            && listed.contains("udp dport 10000-20000 ip saddr @geo_added_v4 accept"),
         "{listed}"
     );
 
@@ -236,8 +238,11 @@ fn geo_update_writes_only_the_delta() {
         (v["added"].as_u64(), v["removed"].as_u64()),
         (Some(1), Some(0))
     );
-    // The rules were not touched (same handle), only the set.
+    // The rules were not touched (same handle), only a small set: the base set geo_v4
+    // keeps what restart loaded, the new range is in geo_added_v4.
     assert_eq!(handle_of_rtp_rule(&topo), before_handle);
+    assert!(set_list(&topo, "geo_added_v4").contains("203.0.113.0/24"));
+    assert!(!set_list(&topo, "geo_v4").contains("203.0.113.0/24"));
     assert_probes(
         &topo,
         &[
@@ -258,6 +263,58 @@ fn geo_update_writes_only_the_delta() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
     assert_eq!(v["geo"]["update_pending"], false, "{}", show(&out));
     assert_eq!(v["geo"]["recorded_ranges"], 3);
+    assert_eq!(v["geo"]["delta_ranges"], 1);
+    assert_eq!(v["in_sync"], true, "{}", show(&out));
+
+    // 192.0.2.0/24 leaves DE: it goes into geo_removed_v4 and its sources are refused,
+    // though the base set still holds it.
+    let moved = DB
+        .replace(",FR", ",DE")
+        .replace("192.0.2.255,DE", "192.0.2.255,US");
+    cfg.write("dbip-country-lite.csv", &moved);
+    let out = ok(
+        cfg.run(Some(topo.pbx_ns()), "pbxwall", ["geo", "update", "--json"]),
+        "geo update (a range leaves)",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["apply"], "elements", "{}", show(&out));
+    assert_eq!(
+        (v["added"].as_u64(), v["removed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(set_list(&topo, "geo_removed_v4").contains("192.0.2.0/24"));
+    assert!(set_list(&topo, "geo_v4").contains("192.0.2.0/24"));
+    let after_removal = [
+        Probe::udp("192.0.2.10", RTP, false),
+        Probe::udp("203.0.113.10", RTP, true),
+        Probe::udp("2001:db8::10", RTP, true),
+        Probe::udp("198.51.100.11", RTP, false),
+    ];
+    assert_probes(&topo, &after_removal);
+    // A restart loads the sets as the record has them: the same gate, the same packets.
+    ok(cfg.run(Some(topo.pbx_ns()), "restart", [""; 0]), "restart");
+    assert_probes(&topo, &after_removal);
+    let dry = ok(cfg.run(None, "restart", ["--dry-run"]), "dry-run");
+    assert_eq!(normalize(&stdout(&dry)), nft_list(&topo));
+    let out = ok(
+        cfg.run(Some(topo.pbx_ns()), "pbxwall", ["geo", "update", "--json"]),
+        "geo update after restart",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["apply"], "none", "{}", show(&out));
+    let out = ok(
+        cfg.run(
+            Some(topo.pbx_ns()),
+            "pbxwall",
+            ["geo", "lookup", "192.0.2.10", "--json"],
+        ),
+        "geo lookup of a removed range",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["country"].as_str(), v["gate"].as_str()),
+        (Some("US"), Some("refused"))
+    );
 
     // Back to FR: a second delta, journaled after the first (no full record written).
     let state = cfg.state_dir().to_owned();
@@ -274,6 +331,10 @@ fn geo_update_writes_only_the_delta() {
     assert!(state.join("geo-applied.journal").exists());
     let dry = ok(cfg.run(None, "restart", ["--dry-run"]), "dry-run");
     assert_eq!(normalize(&stdout(&dry)), nft_list(&topo));
+    // Back at the base: the small sets are empty again.
+    assert!(!set_list(&topo, "geo_added_v4").contains("/24"));
+    assert!(!set_list(&topo, "geo_removed_v4").contains("/24"));
+    assert_probes(&topo, &gated_probes());
 
     // Stopped between the kernel's commit and the journal's delta (its pending entry is
     // last): the record is stale, and the next update applies in full, never a delta
@@ -388,6 +449,17 @@ fn lookup_refuses_bad_input_without_the_kernel() {
         "{}",
         show(&out)
     );
+}
+
+/// `nft list set inet pbxwall NAME` in the PBX's namespace.
+fn set_list(topo: &Topology, name: &str) -> String {
+    let out = common::ns_cmd(
+        topo.pbx_ns(),
+        "nft",
+        &["list", "set", "inet", "pbxwall", name],
+    );
+    assert!(out.status.success(), "nft list set {name}: {}", show(&out));
+    stdout(&out)
 }
 
 fn handle_of_rtp_rule(topo: &Topology) -> String {

@@ -306,6 +306,7 @@ pub fn load_gate(settings: &GeoSettings, paths: &store::Paths) -> Result<(Gate, 
                 Gate::On {
                     v4: rec.v4,
                     v6: rec.v6,
+                    base: rec.base,
                 },
                 info,
             ))

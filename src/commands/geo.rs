@@ -8,13 +8,13 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{
-    Build, Ctx, Dns, Outcome, UsageError, apply_ruleset, build, end_lost_flows,
-    forget_gate_if_changing, guard_ssh_lockout, record_applied_staged, record_gate,
+    Build, Ctx, Dns, Outcome, UsageError, apply_ruleset, build, end_lost_flows, guard_ssh_lockout,
+    record_applied_staged, record_gate,
 };
-use crate::addrset::Family;
+use crate::addrset::{AddrRange, Family};
 use crate::compile::account_sources;
 use crate::geo::applied::Delta;
-use crate::geo::{Applied, Country, Database, Gate, GeoInfo};
+use crate::geo::{Applied, Country, Database, Gate, GeoInfo, difference};
 use crate::model::RtpFrom;
 use crate::nft::netlink::{self, SetChange};
 use crate::nft::render;
@@ -28,8 +28,11 @@ allowed countries use the open paths, those open to sources that are not whiteli
 with [rtp] from = \"any\", SIP admission by REGISTER and open mode of [sip], the first knock
 of [knock]. Trusted networks and whitelisted accounts never depend on it.
 
-geo update reloads the database and changes only the elements of the sets geo_v4 and geo_v6
-that differ, in one transaction; nothing is written when nothing changed. A database that
+geo update reloads the database and changes, in one transaction, only the elements of the
+small sets geo_added_v4/_v6 and geo_removed_v4/_v6 that differ (the ranges added to and
+taken from the base sets geo_v4/_v6 since restart loaded them); nothing is written when
+nothing changed. Once those hold more than a sixteenth of the base, the update loads the
+base sets in full instead. A database that
 cannot be read or parsed, or that has no range for any allowed country, changes nothing:
 the gate live now stays (exit 3, with the file and line).
 
@@ -123,13 +126,7 @@ fn open_paths(b: &Build) -> Vec<(&'static str, L4Proto, PortRange)> {
 
 /// Whether the gate built into `ruleset` lets `addr` through (always when there is none).
 fn gate_admits(ruleset: &crate::ruleset::Ruleset, addr: IpAddr) -> bool {
-    let family = match addr {
-        IpAddr::V4(_) => crate::addrset::Family::V4,
-        IpAddr::V6(_) => crate::addrset::Family::V6,
-    };
-    ruleset
-        .set(&crate::geo::Gate::set_name(family))
-        .is_none_or(|s| s.elements.iter().any(|e| e.range.contains(addr)))
+    crate::geo::ruleset_admits(ruleset, addr).unwrap_or(true)
 }
 
 fn ports_text(proto: L4Proto, r: PortRange) -> String {
@@ -162,17 +159,10 @@ fn lookup(ctx: &Ctx, args: &LookupArgs) -> Result<Outcome> {
     let db = Database::open(&path)?;
     let row = db.lookup(addr)?;
     let country: Option<Country> = row.and_then(|(_, c)| c);
-    let gate_on = b.ruleset.set(&Gate::set_name(Family::V4)).is_some();
-    let in_gate = b
-        .ruleset
-        .set(&Gate::set_name(Family::of(addr)))
-        .is_some_and(|s| s.element_of(addr).is_some());
-    let gate = if !gate_on {
-        "off"
-    } else if in_gate {
-        "allowed"
-    } else {
-        "refused"
+    let gate = match crate::geo::ruleset_admits(&b.ruleset, addr) {
+        None => "off",
+        Some(true) => "allowed",
+        Some(false) => "refused",
     };
     let trusted = b.settings.trusted.iter().any(|n| n.contains(&addr));
     let resolved = b.resolution.usable();
@@ -286,92 +276,53 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
         return finish(ctx, &report, Outcome::Degraded);
     }
     // The live geo elements are what the last apply recorded (the kernel's dump of a large
-    // interval set is far too slow to read them back): valid while both sets are live and
-    // the rest of the ruleset is what the files give.
+    // interval set is far too slow to read them back): valid while all the gate's sets are
+    // live and the rest of the ruleset is what the files give.
     let live = netlink::read_table().context("reading table inet pbxwall")?;
     let (st, _) = State::load(&ctx.paths);
     let same_skeleton = st.applied.as_ref().map(|a| a.skeleton.as_str())
         == Some(render::skeleton(&b.ruleset).as_str());
-    let live_sets = [Family::V4, Family::V6].iter().all(|f| {
-        let name = Gate::set_name(*f);
+    let live_sets = Gate::set_names().iter().all(|name| {
         live.as_ref().is_some_and(|t| {
             t.sets
                 .iter()
-                .any(|s| s.name == name && s.kind == Some(SetKind::Addresses))
+                .any(|s| s.name == *name && s.kind == Some(SetKind::Addresses))
         })
     });
     let recorded = Applied::load(&ctx.paths).filter(|_| live_sets && same_skeleton);
     let outcome = match recorded {
+        // The database and [geo] are those of the record: the gate is what it holds.
+        Some(_) if b.geo.cached => unchanged(ctx, &b),
         Some(mut rec) => {
-            let have_v4 = std::mem::take(&mut rec.v4);
-            let have_v6 = std::mem::take(&mut rec.v6);
-            let changes: Vec<(String, Family, Vec<Element>, Vec<Element>)> =
-                [(Family::V4, have_v4), (Family::V6, have_v6)]
-                    .into_iter()
-                    .map(|(family, have)| {
-                        let name = Gate::set_name(family);
-                        let want = &b.ruleset.set(&name).expect("the gate's sets").elements;
-                        let (add, remove) = range_changes(want, &have);
-                        (name, family, add, remove)
-                    })
-                    .collect();
-            report.added = changes.iter().map(|c| c.2.len()).sum();
-            report.removed = changes.iter().map(|c| c.3.len()).sum();
+            let plan = DeltaPlan::new(&b, &rec);
+            report.added = plan.gate_added();
+            report.removed = plan.gate_removed();
             if report.added + report.removed == 0 {
                 // Same ranges (the file may have been rewritten): the record follows it.
                 journal_gate(ctx, &b, &mut rec, &Delta::default());
-                ctx.say(format_args!(
-                    "geo gate unchanged ({} IPv4 and {} IPv6 ranges); nothing written",
-                    b.geo.ranges_v4, b.geo.ranges_v6
-                ));
-                Outcome::Done
+                unchanged(ctx, &b)
+            } else if let Some(why) = plan.fold_reason(&rec) {
+                full(ctx, &b, &lock, args.force, &mut report, why)?
+            } else if rec.append_pending(&ctx.paths).is_err() {
+                // Until the delta is journaled, the record is stale; without a journal the
+                // base sets are loaded again in full (and the record written anew).
+                full(
+                    ctx,
+                    &b,
+                    &lock,
+                    args.force,
+                    &mut report,
+                    "the journal of the geo record could not be written",
+                )?
             } else {
                 if !args.force {
                     guard_ssh_lockout(&ctx.paths, &b.ruleset)?;
                 }
-                let set_changes: Vec<SetChange<'_>> = changes
-                    .iter()
-                    .map(|(set, family, add, remove)| SetChange {
-                        set,
-                        family: *family,
-                        kind: SetKind::Addresses,
-                        remove,
-                        add,
-                    })
-                    .collect();
-                // Until the delta is journaled, the record is stale: a command stopped
-                // after the kernel took it leaves a record the next update does not trust.
-                let journaled = rec.append_pending(&ctx.paths).is_ok();
-                if !journaled {
-                    forget_gate_if_changing(&ctx.paths, &b.geo);
-                }
-                match netlink::update_sets(&set_changes) {
+                match netlink::update_sets(&plan.set_changes()) {
                     Ok(_) => {
                         report.apply = "elements";
                         report.netlink_writes = 1;
-                        if journaled {
-                            // The sorted ranges the delta added (or removed) in `family`.
-                            let ranges =
-                                |family: Family, added: bool| -> Vec<crate::addrset::AddrRange> {
-                                    let mut v: Vec<_> = changes
-                                        .iter()
-                                        .filter(|c| c.1 == family)
-                                        .flat_map(|c| if added { &c.2 } else { &c.3 })
-                                        .map(|e| e.range)
-                                        .collect();
-                                    v.sort_unstable();
-                                    v
-                                };
-                            let delta = Delta {
-                                v4_removed: ranges(Family::V4, false),
-                                v4_added: ranges(Family::V4, true),
-                                v6_removed: ranges(Family::V6, false),
-                                v6_added: ranges(Family::V6, true),
-                            };
-                            journal_gate(ctx, &b, &mut rec, &delta);
-                        } else {
-                            record_gate(ctx, &b);
-                        }
+                        journal_gate(ctx, &b, &mut rec, &plan.delta());
                         // last-applied.nft holds the gate empty: it stays as it is.
                         record_applied_staged(ctx, &b.ruleset, None, &lock, false);
                         let line = format!(
@@ -389,12 +340,26 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                             "the live geo sets differ from the record of the last apply ({}); applying the full ruleset",
                             crate::error_chain(&e)
                         ));
-                        full(ctx, &b, &lock, args.force, &mut report)?
+                        full(
+                            ctx,
+                            &b,
+                            &lock,
+                            args.force,
+                            &mut report,
+                            "the geo gate was not live as recorded",
+                        )?
                     }
                 }
             }
         }
-        None => full(ctx, &b, &lock, args.force, &mut report)?,
+        None => full(
+            ctx,
+            &b,
+            &lock,
+            args.force,
+            &mut report,
+            "the geo gate was not live as recorded",
+        )?,
     };
     finish(ctx, &report, b.outcome().worst(outcome))
 }
@@ -438,10 +403,157 @@ fn range_changes(
     (add, remove)
 }
 
+/// Says that the gate is unchanged and nothing was written.
+fn unchanged(ctx: &Ctx, b: &Build) -> Outcome {
+    ctx.say(format_args!(
+        "geo gate unchanged ({} IPv4 and {} IPv6 ranges); nothing written",
+        b.geo.ranges_v4, b.geo.ranges_v6
+    ));
+    Outcome::Done
+}
+
+/// The most ranges the sets `geo_added_*` and `geo_removed_*` hold together before an
+/// update loads the base sets in full instead: a sixteenth of the base, and never fewer
+/// than this. Their size is what an update costs the kernel (it rebuilds a changed
+/// interval set's lookup array whole), so a sixteenth keeps an update well under a tenth
+/// of a full load, and the extra lookups of the first packets small.
+const MIN_FOLD_RANGES: usize = 4096;
+
+/// A `geo update` as a delta: the database's ranges (the build's, `want`) against the
+/// record (what the kernel holds: the base sets, and the ranges added to and removed from
+/// them since).
+struct DeltaPlan {
+    /// Per family: the set changes of `geo_added_*` and `geo_removed_*`, and the gate's
+    /// ranges added and removed (what the journal records).
+    families: Vec<FamilyPlan>,
+    /// Ranges in the base sets, both families.
+    base_ranges: usize,
+}
+
+struct FamilyPlan {
+    family: Family,
+    added_set: String,
+    removed_set: String,
+    /// `geo_added_*`: elements to add, to remove.
+    added: (Vec<Element>, Vec<Element>),
+    /// `geo_removed_*`: elements to add, to remove.
+    removed: (Vec<Element>, Vec<Element>),
+    /// Ranges of the new `geo_added_*` and `geo_removed_*` together.
+    delta_ranges: usize,
+    /// The gate's ranges added and removed (sorted).
+    gate: (Vec<AddrRange>, Vec<AddrRange>),
+}
+
+impl DeltaPlan {
+    fn new(b: &Build, rec: &Applied) -> DeltaPlan {
+        let mut base_ranges = 0;
+        let families = [Family::V4, Family::V6]
+            .into_iter()
+            .map(|family| {
+                let want_elements = &b
+                    .ruleset
+                    .set(&Gate::set_name(family))
+                    .expect("the gate's sets")
+                    .elements;
+                let want: Vec<AddrRange> = want_elements.iter().map(|e| e.range).collect();
+                let have = match family {
+                    Family::V4 => &rec.v4,
+                    Family::V6 => &rec.v6,
+                };
+                let base = match (&rec.base, family) {
+                    (Some(b), Family::V4) => &b.v4,
+                    (Some(b), Family::V6) => &b.v6,
+                    (None, _) => have,
+                };
+                base_ranges += base.len();
+                let (gate_added, gate_removed) = range_changes(want_elements, have);
+                let new_added = difference(&want, base);
+                let new_removed = difference(base, &want);
+                let delta_ranges = new_added.len() + new_removed.len();
+                let as_elements = |v: Vec<AddrRange>| -> Vec<Element> {
+                    v.into_iter().map(Element::address).collect()
+                };
+                FamilyPlan {
+                    family,
+                    added_set: Gate::added_set_name(family),
+                    removed_set: Gate::removed_set_name(family),
+                    added: range_changes(&as_elements(new_added), &difference(have, base)),
+                    removed: range_changes(&as_elements(new_removed), &difference(base, have)),
+                    delta_ranges,
+                    gate: (
+                        gate_added.iter().map(|e| e.range).collect(),
+                        gate_removed.iter().map(|e| e.range).collect(),
+                    ),
+                }
+            })
+            .collect();
+        DeltaPlan {
+            families,
+            base_ranges,
+        }
+    }
+
+    /// The gate's ranges added since the record.
+    fn gate_added(&self) -> usize {
+        self.families.iter().map(|f| f.gate.0.len()).sum()
+    }
+
+    /// The gate's ranges removed since the record.
+    fn gate_removed(&self) -> usize {
+        self.families.iter().map(|f| f.gate.1.len()).sum()
+    }
+
+    /// Why the base sets are to be loaded in full instead of a delta, if they are: the
+    /// difference from the base outgrew [`MIN_FOLD_RANGES`] and a sixteenth of the base,
+    /// or the journal is due to be folded into a new record.
+    fn fold_reason(&self, rec: &Applied) -> Option<&'static str> {
+        let delta: usize = self.families.iter().map(|f| f.delta_ranges).sum();
+        if delta > MIN_FOLD_RANGES.max(self.base_ranges / 16) {
+            Some("the ranges changed since the geo gate was last loaded in full are many")
+        } else if rec.needs_compaction() {
+            Some("the journal of the geo record is due to be folded")
+        } else {
+            None
+        }
+    }
+
+    /// The transaction: the elements of `geo_added_*` and `geo_removed_*` that change.
+    fn set_changes(&self) -> Vec<SetChange<'_>> {
+        self.families
+            .iter()
+            .flat_map(|f| {
+                [(&f.added_set, &f.added), (&f.removed_set, &f.removed)].map(
+                    |(set, (add, remove))| SetChange {
+                        set,
+                        family: f.family,
+                        kind: SetKind::Addresses,
+                        remove,
+                        add,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// What the journal records: the gate's ranges removed and added, per family.
+    fn delta(&self) -> Delta {
+        let mut d = Delta::default();
+        for f in &self.families {
+            let (added, removed) = f.gate.clone();
+            match f.family {
+                Family::V4 => (d.v4_added, d.v4_removed) = (added, removed),
+                Family::V6 => (d.v6_added, d.v6_removed) = (added, removed),
+            }
+        }
+        d
+    }
+}
+
 /// Records a delta the kernel has (or a new key for the same ranges) in the journal of the
-/// record; a journal grown to a quarter of the record is folded into a new record. Nothing
-/// is written when neither the ranges nor the key changed. A failure is handled as
-/// [`record_gate`] does (a warning; the record is removed, never left stale).
+/// record. Nothing is written when neither the ranges nor the key changed. The journal is
+/// never folded here (the kernel's base sets are the record's base): [`DeltaPlan::fold_reason`]
+/// makes the next update load them in full once it is large. A failure removes the record
+/// (the next update applies in full) with a warning, as [`record_gate`] does.
 fn journal_gate(ctx: &Ctx, b: &Build, rec: &mut Applied, delta: &Delta) {
     let Some(key) = b.geo.key.as_deref() else {
         return record_gate(ctx, b);
@@ -449,27 +561,31 @@ fn journal_gate(ctx: &Ctx, b: &Build, rec: &mut Applied, delta: &Delta) {
     if *delta == Delta::default() && rec.key == key {
         return;
     }
-    let appended = rec.append_delta(&ctx.paths, key, b.geo.rows as u64, &b.geo.missing, delta);
-    if appended.is_err() || rec.needs_compaction() {
-        // record_gate writes the whole record (a new generation, no journal).
+    if let Err(e) = rec.append_delta(&ctx.paths, key, b.geo.rows as u64, &b.geo.missing, delta) {
         let _ = Applied::remove(&ctx.paths);
-        record_gate(ctx, b);
+        ctx.warn_state_unsaved(format_args!(
+            "could not record the geo gate: {}",
+            crate::error_chain(&e)
+        ));
     }
 }
 
-/// Applies the whole ruleset (the gate was not live as recorded).
+/// Applies the whole ruleset: the base sets get the database's ranges, the sets of ranges
+/// added and removed since are emptied, and the record is written anew. `why` says why it
+/// was not a delta.
 fn full(
     ctx: &Ctx,
     b: &Build,
     lock: &crate::store::StoreLock,
     force: bool,
     report: &mut UpdateReport,
+    why: &str,
 ) -> Result<Outcome> {
     let flows = apply_ruleset(ctx, b, lock, force)?;
     report.apply = "full";
     report.netlink_writes = 1;
     report.added = b.geo.ranges_v4 + b.geo.ranges_v6;
-    ctx.say("the geo gate was not live as recorded; applied the full ruleset");
+    ctx.say(format_args!("{why}; applied the full ruleset"));
     Ok(flows.report(ctx))
 }
 

@@ -21,7 +21,8 @@
 //!   "geo": {"database": "/srv/geo/dbip.csv", "format": "DB-IP lite CSV",  // or null
 //!           "modified": "...", "rows": 600000, "countries": "DE, AT", "ranges_v4": 9000,
 //!           "ranges_v6": 3000, "missing": [], "problem": null, "cached": true,
-//!           "live": true, "recorded_ranges": 12000, "update_pending": false},
+//!           "live": true, "recorded_ranges": 12000, "delta_ranges": 40,
+//!           "update_pending": false},
 //!   "accounts": [{
 //!     "name": "joe", "services": ["sip-udp"], "comment": null, "provider": null,
 //!     "expires": null, "expired": false,   // a temporary account: "2026-12-24T18:00:00Z"
@@ -100,7 +101,7 @@ With --json it prints one object (every key always present; null when it has no 
    \"dropped\": {\"packets\", \"bytes\", \"since\"} | null,
    \"geo\": {\"database\", \"format\", \"modified\", \"rows\", \"countries\", \"ranges_v4\",
             \"ranges_v6\", \"missing\", \"problem\", \"cached\", \"live\",
-            \"recorded_ranges\", \"update_pending\"} | null,
+            \"recorded_ranges\", \"delta_ranges\", \"update_pending\"} | null,
    \"accounts\": [{\"name\", \"services\", \"comment\", \"provider\",
                  \"expires\": null | \"RFC 3339 time\", \"expired\": false | true,
                  \"addresses\": [{\"address\", \"applied\"}],
@@ -230,22 +231,31 @@ fn geo_json(b: &Build, paths: &store::Paths, live: Option<&LiveTable>) -> Value 
     if !b.settings.geo.enabled() {
         return Value::Null;
     }
-    let live_sets = [crate::addrset::Family::V4, crate::addrset::Family::V6]
+    let live_sets = crate::geo::Gate::set_names()
         .iter()
-        .all(|f| {
-            let name = crate::geo::Gate::set_name(*f);
-            live.is_some_and(|t| t.sets.iter().any(|s| s.name == name))
-        });
+        .all(|name| live.is_some_and(|t| t.sets.iter().any(|s| s.name == *name)));
     let recorded = crate::geo::Applied::load(paths);
     // The database (or [geo]) changed since the gate was applied: geo update loads it.
     let update_pending = recorded.as_ref().map(|r| &r.key) != b.geo.key.as_ref();
     let mut v = serde_json::to_value(&b.geo).unwrap_or(Value::Null);
     if let Some(m) = v.as_object_mut() {
         m.insert("live".into(), json!(live_sets));
+        // The ranges `geo update` put in geo_added_* and geo_removed_* since the base sets
+        // were loaded in full.
+        let delta_ranges = recorded.as_ref().map(|r| {
+            r.base.as_ref().map_or(0, |b| {
+                use crate::geo::difference;
+                difference(&r.v4, &b.v4).len()
+                    + difference(&b.v4, &r.v4).len()
+                    + difference(&r.v6, &b.v6).len()
+                    + difference(&b.v6, &r.v6).len()
+            })
+        });
         m.insert(
             "recorded_ranges".into(),
             json!(recorded.map(|r| r.v4.len() + r.v6.len())),
         );
+        m.insert("delta_ranges".into(), json!(delta_ranges));
         m.insert("update_pending".into(), json!(update_pending));
     }
     v
@@ -538,7 +548,13 @@ fn print_text(r: &Value) {
             s(&g["ranges_v4"]),
             s(&g["ranges_v6"]),
             if g["live"] == true {
-                format!("live; {} applied", s(&g["recorded_ranges"]))
+                match g["delta_ranges"].as_u64() {
+                    Some(n) if n > 0 => format!(
+                        "live; {} applied, {n} of them in geo_added/geo_removed",
+                        s(&g["recorded_ranges"])
+                    ),
+                    _ => format!("live; {} applied", s(&g["recorded_ranges"])),
+                }
             } else {
                 "NOT live".to_owned()
             }

@@ -36,7 +36,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
-use super::{Country, Database, GeoSettings};
+use super::{Country, Database, GateBase, GeoSettings};
 use crate::addrset::{AddrRange, Family};
 use crate::store::{self, Paths, StoreError};
 
@@ -64,6 +64,10 @@ pub struct Applied {
     pub v4: Vec<AddrRange>,
     /// IPv6 ranges, sorted, merged.
     pub v6: Vec<AddrRange>,
+    /// The base record's ranges when the journal changed them: what the kernel's base sets
+    /// `geo_v4`/`geo_v6` hold, beside `geo_added_*`/`geo_removed_*` holding the difference
+    /// ([`super::Gate`]). `None`: the base is `v4`/`v6`.
+    pub base: Option<Box<GateBase>>,
     /// Generation of the base record (a journal of another one is not this record's).
     pub generation: u64,
     /// Size of the base record and of its journal, bytes.
@@ -396,15 +400,24 @@ fn replay(mut a: Applied, j: &[u8]) -> Option<Applied> {
     };
     let mut pending = false;
     // Spare buffers the deltas are applied into, swapped with the ranges (no allocation
-    // per entry: fresh pages are what costs most here).
+    // per entry: fresh pages are what costs most here). After the first delta they hold
+    // the base record's ranges, which are kept.
     let mut spare = (Vec::new(), Vec::new());
+    let mut base = None;
     for entry in list {
         let (kind, payload) = entry?;
         pending = kind == PENDING;
         if kind == DELTA {
             replay_entry(&mut a, payload, &mut spare)?;
+            if base.is_none() {
+                base = Some(GateBase {
+                    v4: std::mem::take(&mut spare.0),
+                    v6: std::mem::take(&mut spare.1),
+                });
+            }
         }
     }
+    a.base = base.filter(|b| b.v4 != a.v4 || b.v6 != a.v6).map(Box::new);
     (!pending).then_some(a)
 }
 
@@ -537,6 +550,7 @@ fn decode(bytes: &[u8]) -> Option<Applied> {
         missing,
         v4,
         v6,
+        base: None,
         generation,
         sizes: (0, 0),
     })
@@ -557,6 +571,7 @@ mod tests {
             missing: vec!["FR".parse().unwrap()],
             v4: vec![AddrRange::from_net("192.0.2.0/24".parse().unwrap())],
             v6: vec![v6("2001:db8::/48"), v6("2001:db8:2::/48")],
+            base: None,
             generation: 7,
             sizes: (0, 0),
         }
@@ -655,6 +670,14 @@ mod tests {
             ]
         );
         assert_eq!(now.v4, a.v4);
+        // The base record's ranges are what the kernel's base sets hold.
+        assert_eq!(
+            now.base.as_deref(),
+            Some(&GateBase {
+                v4: a.v4.clone(),
+                v6: a.v6.clone()
+            })
+        );
         assert_eq!(Applied::load_key(&p).as_deref(), Some("k2"));
         // A second change on top, read back from the file: the same as applied in memory.
         let mut rec = Applied::load(&p).unwrap();
@@ -667,6 +690,8 @@ mod tests {
         rec.append_delta(&p, "k3", 9, &a.missing, &undo).unwrap();
         let back = loaded(&p).unwrap();
         assert_eq!((back.v6, back.key.as_str()), (a.v6.clone(), "k3"));
+        // Back where the base is: no difference from it.
+        assert_eq!(back.base, None);
         // A full write: a new generation, the journal gone.
         let j = std::fs::read(journal_path(&p)).unwrap();
         a.save(&p).unwrap();

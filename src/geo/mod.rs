@@ -292,7 +292,14 @@ pub fn complement(family: Family, ranges: &[AddrRange]) -> Vec<AddrRange> {
     out
 }
 
-/// The geo gate as the compiler uses it: off, or the two sets of addresses it lets through.
+/// The geo gate as the compiler uses it: off, or the addresses it lets through.
+///
+/// In the kernel the gate is three sets per family: the base `geo_v4` (loaded in full by
+/// `restart`), and `geo_added_v4` / `geo_removed_v4`, the ranges `geo update` added to or
+/// took from it since (see [`Gate::gated`]). A changed database then costs the kernel only
+/// the small sets: a change to an interval set makes the kernel (6.18) rebuild the lookup
+/// array of the whole set, which for 300,000 ranges is most of an update's time
+/// (BENCHMARKS.md §7).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Gate {
     /// No `[geo] allow`/`deny`: open paths are open to every source.
@@ -304,8 +311,27 @@ pub enum Gate {
         v4: Vec<AddrRange>,
         /// IPv6 ranges (sorted, merged).
         v6: Vec<AddrRange>,
+        /// What the base sets hold when it is not `v4`/`v6` (updates were journaled since
+        /// the base was loaded, [`Applied::base`]); `None`: the base is the gate itself.
+        base: Option<Box<GateBase>>,
     },
 }
+
+/// The ranges of the base sets `geo_v4`/`geo_v6` (each sorted, merged).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GateBase {
+    /// IPv4 ranges.
+    pub v4: Vec<AddrRange>,
+    /// IPv6 ranges.
+    pub v6: Vec<AddrRange>,
+}
+
+/// Base name of the sets of ranges added to the base since it was loaded:
+/// `geo_added_v4`, `geo_added_v6`.
+pub const GEO_ADDED_SET: &str = "geo_added";
+/// Base name of the sets of ranges taken from the base since it was loaded:
+/// `geo_removed_v4`, `geo_removed_v6`.
+pub const GEO_REMOVED_SET: &str = "geo_removed";
 
 impl Gate {
     /// The gate of a selection.
@@ -313,6 +339,7 @@ impl Gate {
         Gate::On {
             v4: sel.v4,
             v6: sel.v6,
+            base: None,
         }
     }
 
@@ -321,59 +348,102 @@ impl Gate {
         matches!(self, Gate::On { .. })
     }
 
-    /// The set name of a family: `geo_v4`, `geo_v6`.
+    /// The base set's name of a family: `geo_v4`, `geo_v6`.
     pub fn set_name(family: Family) -> String {
         crate::compile::set_name(GEO_SET, family)
     }
 
-    /// The match a gated rule of `family` carries: `ip saddr @geo_v4` / `ip6 saddr @geo_v6`.
-    pub fn source_match(family: Family) -> Match {
-        Match::SaddrInSet(family, Gate::set_name(family))
+    /// The name of the set of ranges added since the base: `geo_added_v4`.
+    pub fn added_set_name(family: Family) -> String {
+        crate::compile::set_name(GEO_ADDED_SET, family)
     }
 
-    /// The gate's match for sources of `family` when on (`ip saddr @geo_v4`), for open-path
-    /// rules that are per family already (the knock's first step, SIP admission).
-    pub fn family_match(&self, family: Family) -> Option<Match> {
+    /// The name of the set of ranges removed since the base: `geo_removed_v4`.
+    pub fn removed_set_name(family: Family) -> String {
+        crate::compile::set_name(GEO_REMOVED_SET, family)
+    }
+
+    /// The names of the gate's six sets: per family the base, added and removed.
+    pub fn set_names() -> Vec<String> {
+        [Gate::set_name, Gate::added_set_name, Gate::removed_set_name]
+            .into_iter()
+            .flat_map(|name| [Family::V4, Family::V6].map(name))
+            .collect()
+    }
+
+    /// The alternatives a gated rule of `family` carries, one rule each: in the base and
+    /// not removed since (`ip saddr != @geo_removed_v4 ip saddr @geo_v4`), or added since
+    /// (`ip saddr @geo_added_v4`).
+    pub fn source_matches(family: Family) -> [Vec<Match>; 2] {
+        [
+            vec![
+                Match::SaddrNotInSet(family, Gate::removed_set_name(family)),
+                Match::SaddrInSet(family, Gate::set_name(family)),
+            ],
+            vec![Match::SaddrInSet(family, Gate::added_set_name(family))],
+        ]
+    }
+
+    /// The gate's alternatives for sources of `family` ([`Gate::source_matches`]) when on,
+    /// for open-path rules that are per family already (the knock's first step, SIP
+    /// admission): each becomes one rule. A single alternative with no match when off.
+    pub fn family_matches(&self, family: Family) -> Vec<Vec<Match>> {
         match self {
-            Gate::Off => None,
-            Gate::On { .. } => Some(Gate::source_match(family)),
+            Gate::Off => vec![Vec::new()],
+            Gate::On { .. } => Gate::source_matches(family).into(),
         }
     }
 
-    /// The sets `geo_v4` and `geo_v6` when on (always both, even when one is empty), none
-    /// when off.
+    /// The sets when on, none when off: per family the base (`geo_v4`), the ranges added
+    /// since (`geo_added_v4`) and removed since (`geo_removed_v4`), always all six, even
+    /// when empty.
     pub fn sets(&self) -> Vec<Set> {
-        match self {
-            Gate::Off => Vec::new(),
-            Gate::On { v4, v6 } => vec![
-                Set::addresses(&Gate::set_name(Family::V4), Family::V4, v4.clone()),
-                Set::addresses(&Gate::set_name(Family::V6), Family::V6, v6.clone()),
-            ],
-        }
+        self.clone().into_sets()
     }
 
-    /// [`Gate::sets`], its ranges moved into them.
+    /// [`Gate::sets`], the base's ranges moved into them.
     pub fn into_sets(self) -> Vec<Set> {
-        match self {
-            Gate::Off => Vec::new(),
-            Gate::On { v4, v6 } => vec![
-                Set::addresses(&Gate::set_name(Family::V4), Family::V4, v4),
-                Set::addresses(&Gate::set_name(Family::V6), Family::V6, v6),
-            ],
-        }
+        let Gate::On { v4, v6, base } = self else {
+            return Vec::new();
+        };
+        let (added, removed) = match &base {
+            None => Default::default(),
+            Some(b) => (
+                [difference(&v4, &b.v4), difference(&v6, &b.v6)],
+                [difference(&b.v4, &v4), difference(&b.v6, &v6)],
+            ),
+        };
+        let (base_v4, base_v6) = match base {
+            None => (v4, v6),
+            Some(b) => (b.v4, b.v6),
+        };
+        let [added_v4, added_v6] = added;
+        let [removed_v4, removed_v6] = removed;
+        vec![
+            Set::addresses(&Gate::set_name(Family::V4), Family::V4, base_v4),
+            Set::addresses(&Gate::set_name(Family::V6), Family::V6, base_v6),
+            Set::addresses(&Gate::added_set_name(Family::V4), Family::V4, added_v4),
+            Set::addresses(&Gate::added_set_name(Family::V6), Family::V6, added_v6),
+            Set::addresses(&Gate::removed_set_name(Family::V4), Family::V4, removed_v4),
+            Set::addresses(&Gate::removed_set_name(Family::V6), Family::V6, removed_v6),
+        ]
     }
 
     /// An open-path rule as the input chain gets it: the rule itself when the gate is off;
-    /// when on, one copy per family with [`Gate::source_match`] appended to its matches
-    /// (`udp dport 10000-20000 ip saddr @geo_v4 accept`, then the `ip6` one).
+    /// when on, per family one copy per alternative of [`Gate::source_matches`], its
+    /// matches appended (`udp dport 10000-20000 ip saddr != @geo_removed_v4 ip saddr
+    /// @geo_v4 accept`, `udp dport 10000-20000 ip saddr @geo_added_v4 accept`, then the
+    /// `ip6` ones). Everything gated is the first packet of a flow (established flows are
+    /// accepted before), so the extra lookups of small sets cost little.
     pub fn gated(&self, rule: Rule) -> Vec<Rule> {
         match self {
             Gate::Off => vec![rule],
             Gate::On { .. } => [Family::V4, Family::V6]
                 .into_iter()
-                .map(|family| {
+                .flat_map(Gate::source_matches)
+                .map(|matches| {
                     let mut r = rule.clone();
-                    r.matches.push(Gate::source_match(family));
+                    r.matches.extend(matches);
                     r
                 })
                 .collect(),
@@ -385,17 +455,78 @@ impl Gate {
         let addr = addr.to_canonical();
         match self {
             Gate::Off => true,
-            Gate::On { v4, v6 } => {
+            Gate::On { v4, v6, .. } => {
                 let ranges = match addr {
                     IpAddr::V4(_) => v4,
                     IpAddr::V6(_) => v6,
                 };
-                let key = AddrRange::from_addr(addr);
-                let i = ranges.partition_point(|r| r.end < key.start);
-                ranges.get(i).is_some_and(|r| r.contains(addr))
+                ranges_contain(ranges, addr)
             }
         }
     }
+}
+
+/// Whether the gate compiled into `ruleset` lets `addr` through: in the base set and not
+/// removed since, or added since; `None` when the ruleset has no gate.
+pub fn ruleset_admits(ruleset: &crate::ruleset::Ruleset, addr: IpAddr) -> Option<bool> {
+    let addr = addr.to_canonical();
+    let family = Family::of(addr);
+    let holds = |name: String| {
+        ruleset
+            .set(&name)
+            .is_some_and(|s| s.element_of(addr).is_some())
+    };
+    ruleset.set(&Gate::set_name(family))?;
+    Some(
+        (holds(Gate::set_name(family)) && !holds(Gate::removed_set_name(family)))
+            || holds(Gate::added_set_name(family)),
+    )
+}
+
+/// Whether sorted, disjoint `ranges` hold `addr` (a binary search).
+pub fn ranges_contain(ranges: &[AddrRange], addr: IpAddr) -> bool {
+    let key = AddrRange::from_addr(addr.to_canonical());
+    let i = ranges.partition_point(|r| r.end < key.start);
+    ranges.get(i).is_some_and(|r| r.contains(addr))
+}
+
+/// The addresses of `a` that are not in `b` (both sorted and disjoint, of one family), as
+/// sorted, disjoint ranges; merged when `a` is.
+pub fn difference(a: &[AddrRange], b: &[AddrRange]) -> Vec<AddrRange> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for r in a {
+        let mut start = r.start;
+        // The ranges of `b` that end before this one starts are behind every later one too.
+        while j < b.len() && b[j].end < start {
+            j += 1;
+        }
+        let mut k = j;
+        let mut rest = true;
+        while k < b.len() && b[k].start <= r.end {
+            if b[k].start > start {
+                out.push(AddrRange {
+                    family: r.family,
+                    start,
+                    end: b[k].start - 1,
+                });
+            }
+            if b[k].end >= r.end {
+                rest = false;
+                break;
+            }
+            start = b[k].end + 1;
+            k += 1;
+        }
+        if rest {
+            out.push(AddrRange {
+                family: r.family,
+                start,
+                end: r.end,
+            });
+        }
+    }
+    out
 }
 
 /// What a build knows about its geo gate: `status` prints it, `geo update` reports it.
@@ -448,25 +579,34 @@ pub fn load(settings: &GeoSettings, cached: Option<Applied>) -> Result<(Gate, Ge
         key: key.clone(),
         ..GeoInfo::default()
     };
-    let sel = match cached.filter(|c| key.as_ref() == Some(&c.key)) {
+    let (sel, base) = match cached.filter(|c| key.as_ref() == Some(&c.key)) {
         Some(c) => {
             info.cached = true;
             info.missing = c.missing;
-            Selection {
+            let sel = Selection {
                 v4: c.v4,
                 v6: c.v6,
                 rows: c.rows as usize,
                 rows_of: BTreeMap::new(),
-            }
+            };
+            // The kernel's base sets as recorded, so a restart loads what `geo update` left.
+            (sel, c.base)
         }
         None => {
             let sel = select(&db, settings)?;
             info.missing = sel.missing();
-            sel
+            (sel, None)
         }
     };
     info.rows = sel.rows;
     info.ranges_v4 = sel.v4.len();
     info.ranges_v6 = sel.v6.len();
-    Ok((Gate::from_selection(sel), info))
+    Ok((
+        Gate::On {
+            v4: sel.v4,
+            v6: sel.v6,
+            base,
+        },
+        info,
+    ))
 }

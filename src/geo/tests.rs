@@ -416,21 +416,151 @@ fn the_gate_adds_a_source_match_per_family() {
     let gate = Gate::On {
         v4: vec![AddrRange::from_net("192.0.2.0/24".parse().unwrap())],
         v6: vec![],
+        base: None,
     };
     let rules: Vec<String> = gate.gated(rtp).iter().map(|r| r.to_string()).collect();
     assert_eq!(
         rules,
         [
-            "udp dport 10000-20000 ip saddr @geo_v4 accept",
-            "udp dport 10000-20000 ip6 saddr @geo_v6 accept"
+            "udp dport 10000-20000 ip saddr != @geo_removed_v4 ip saddr @geo_v4 accept",
+            "udp dport 10000-20000 ip saddr @geo_added_v4 accept",
+            "udp dport 10000-20000 ip6 saddr != @geo_removed_v6 ip6 saddr @geo_v6 accept",
+            "udp dport 10000-20000 ip6 saddr @geo_added_v6 accept",
         ]
     );
     let sets: Vec<String> = gate.sets().iter().map(|s| s.name.clone()).collect();
-    assert_eq!(sets, ["geo_v4", "geo_v6"]);
+    assert_eq!(sets, Gate::set_names());
+    assert_eq!(
+        sets,
+        [
+            "geo_v4",
+            "geo_v6",
+            "geo_added_v4",
+            "geo_added_v6",
+            "geo_removed_v4",
+            "geo_removed_v6"
+        ]
+    );
+    assert!(gate.sets()[2..].iter().all(|s| s.elements.is_empty()));
     assert!(gate.admits(ip("192.0.2.9")));
     assert!(gate.admits(ip("::ffff:192.0.2.9")));
     assert!(!gate.admits(ip("198.51.100.1")));
     assert!(!gate.admits(ip("2001:db8::1")));
+}
+
+/// A gate whose base sets hold other ranges (updates since the full load): the sets of
+/// ranges added and removed hold the difference, and the compiled rules admit exactly the
+/// gate's ranges.
+#[test]
+fn a_gate_over_an_older_base_puts_the_difference_in_the_small_sets() {
+    use crate::compile::tests::{shipped_profiles, trusting};
+    use crate::compile::{Resolved, compile_gated};
+    use crate::ruleset::L4Proto::Udp;
+    let r = |net: &str| AddrRange::from_net(net.parse().unwrap());
+    // Base: 192.0.2.0/24 and 198.51.100.0/24; now: 192.0.2.0/25 and 203.0.113.0/24.
+    let gate = Gate::On {
+        v4: vec![r("192.0.2.0/25"), r("203.0.113.0/24")],
+        v6: vec![r("2001:db8::/48")],
+        base: Some(Box::new(GateBase {
+            v4: vec![r("192.0.2.0/24"), r("198.51.100.0/24")],
+            v6: vec![r("2001:db8::/48")],
+        })),
+    };
+    let sets = gate.sets();
+    let ranges = |name: &str| -> Vec<AddrRange> {
+        sets.iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .elements
+            .iter()
+            .map(|e| e.range)
+            .collect()
+    };
+    assert_eq!(ranges("geo_v4"), [r("192.0.2.0/24"), r("198.51.100.0/24")]);
+    assert_eq!(ranges("geo_added_v4"), [r("203.0.113.0/24")]);
+    assert_eq!(
+        ranges("geo_removed_v4"),
+        [r("192.0.2.128/25"), r("198.51.100.0/24")]
+    );
+    assert!(ranges("geo_added_v6").is_empty() && ranges("geo_removed_v6").is_empty());
+    let rs = compile_gated(
+        &trusting("2001:db8:ffff::/48"),
+        &shipped_profiles(),
+        &[],
+        &Resolved::new(),
+        gate.clone(),
+    );
+    for (addr, admitted) in [
+        ("192.0.2.9", true),
+        ("192.0.2.200", false),
+        ("198.51.100.7", false),
+        ("203.0.113.7", true),
+        ("2001:db8::7", true),
+        ("2001:db8:1::7", false),
+    ] {
+        assert_eq!(rs.accepts_new(ip(addr), Udp, 10000), admitted, "{addr}");
+        assert_eq!(gate.admits(ip(addr)), admitted, "{addr}");
+        assert_eq!(
+            super::ruleset_admits(&rs, ip(addr)),
+            Some(admitted),
+            "{addr}"
+        );
+    }
+}
+
+#[test]
+fn difference_of_sorted_ranges() {
+    let r = |a: u128, b: u128| AddrRange {
+        family: Family::V4,
+        start: a,
+        end: b,
+    };
+    assert_eq!(difference(&[r(0, 10)], &[]), [r(0, 10)]);
+    assert_eq!(difference(&[], &[r(0, 10)]), []);
+    assert_eq!(difference(&[r(0, 10)], &[r(0, 10)]), []);
+    assert_eq!(difference(&[r(0, 10)], &[r(3, 4)]), [r(0, 2), r(5, 10)]);
+    assert_eq!(difference(&[r(0, 10)], &[r(0, 4), r(8, 20)]), [r(5, 7)]);
+    // One range of `b` across two of `a`, and ranges of `b` in the gaps.
+    assert_eq!(
+        difference(
+            &[r(0, 10), r(20, 30), r(40, 50)],
+            &[r(5, 25), r(32, 35), r(50, 60)]
+        ),
+        [r(0, 4), r(26, 30), r(40, 49)]
+    );
+    // The edges of the address space.
+    let max = Family::V4.max();
+    assert_eq!(
+        difference(&[r(0, max)], &[r(0, 0), r(max, max)]),
+        [r(1, max - 1)]
+    );
+    // Checked against a brute force over small random lists.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let list = |next: &mut dyn FnMut(u64) -> u64| -> Vec<AddrRange> {
+        let mut v = Vec::new();
+        let mut at = next(4) as u128;
+        while at < 60 {
+            let end = at + next(5) as u128;
+            v.push(r(at, end));
+            at = end + 2 + next(4) as u128;
+        }
+        v
+    };
+    for _ in 0..500 {
+        let (a, b) = (list(&mut next), list(&mut next));
+        let d = difference(&a, &b);
+        for x in 0..80u128 {
+            let inn = |v: &[AddrRange]| v.iter().any(|q| q.start <= x && x <= q.end);
+            assert_eq!(inn(&d), inn(&a) && !inn(&b), "{a:?} - {b:?} at {x}");
+        }
+        assert!(d.windows(2).all(|w| w[0].end + 1 < w[1].start), "{d:?}");
+    }
 }
 
 #[test]
@@ -441,6 +571,7 @@ fn only_the_open_paths_depend_on_the_gate() {
     let gate = Gate::On {
         v4: vec![AddrRange::from_net("192.0.2.0/25".parse().unwrap())],
         v6: vec![AddrRange::from_net("2001:db8::/48".parse().unwrap())],
+        base: None,
     };
     let settings = trusting("198.51.100.0/28");
     let mut provider = account("provider", &["198.51.100.64/28"], &[], &["sip-udp"]);
@@ -479,7 +610,10 @@ fn only_the_open_paths_depend_on_the_gate() {
         .map(|r| r.to_string())
         .collect();
     assert!(
-        input.contains(&"udp dport 10000-20000 ip saddr @geo_v4 accept".to_string()),
+        input.contains(
+            &"udp dport 10000-20000 ip saddr != @geo_removed_v4 ip saddr @geo_v4 accept"
+                .to_string()
+        ) && input.contains(&"udp dport 10000-20000 ip saddr @geo_added_v4 accept".to_string()),
         "{input:?}"
     );
     assert!(
@@ -673,6 +807,7 @@ fn sip_admission_open_mode_and_the_first_knock_are_behind_the_gate() {
     let gate = Gate::On {
         v4: vec![AddrRange::from_net("192.0.2.0/25".parse().unwrap())],
         v6: vec![],
+        base: None,
     };
     let mut settings = trusting("198.51.100.0/28");
     settings.sip.open = true;
@@ -693,7 +828,9 @@ fn sip_admission_open_mode_and_the_first_knock_are_behind_the_gate() {
     let guard = text(crate::compile::SIP_GUARD_CHAIN);
     // Open mode accepts only the gate's sources; a REGISTER admits only them.
     assert!(
-        guard.iter().any(|r| r == "ip saddr @geo_v4 accept"),
+        guard
+            .iter()
+            .any(|r| r == "ip saddr != @geo_removed_v4 ip saddr @geo_v4 accept"),
         "{guard:#?}"
     );
     assert!(!guard.iter().any(|r| r == "accept"), "{guard:#?}");
@@ -702,8 +839,13 @@ fn sip_admission_open_mode_and_the_first_knock_are_behind_the_gate() {
         .filter(|r| r.contains("@admitted_v4 {"))
         .collect();
     assert!(!admits.is_empty(), "{guard:#?}");
+    // Two rules each: in the base and not removed since, or added since.
+    let base = "ip saddr != @geo_removed_v4 ip saddr @geo_v4 update";
+    let added = "ip saddr @geo_added_v4 update";
     assert!(
-        admits.iter().all(|r| r.contains("ip saddr @geo_v4")),
+        admits
+            .chunks(2)
+            .all(|w| w.len() == 2 && w[0].contains(base) && w[1].contains(added)),
         "{admits:#?}"
     );
     // The first knock (the one rule adding to stage 1) carries the gate; the later steps
@@ -713,9 +855,11 @@ fn sip_admission_open_mode_and_the_first_knock_are_behind_the_gate() {
         .iter()
         .filter(|r| r.contains("dport 7000") && r.contains("add @knock_1_v"))
         .collect();
-    assert_eq!(first.len(), 2, "{input:#?}");
+    assert_eq!(first.len(), 4, "{input:#?}");
     assert!(first[0].contains("ip saddr @geo_v4"), "{first:#?}");
-    assert!(first[1].contains("ip6 saddr @geo_v6"), "{first:#?}");
+    assert!(first[1].contains("ip saddr @geo_added_v4"), "{first:#?}");
+    assert!(first[2].contains("ip6 saddr @geo_v6"), "{first:#?}");
+    assert!(first[3].contains("ip6 saddr @geo_added_v6"), "{first:#?}");
 }
 
 #[test]

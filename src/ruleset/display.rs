@@ -172,6 +172,8 @@ impl Display for Match {
             Match::Dport(proto, range) => write!(f, "{} dport {range}", proto.keyword()),
             Match::SaddrInSet(Family::V4, set) => write!(f, "ip saddr @{set}"),
             Match::SaddrInSet(Family::V6, set) => write!(f, "ip6 saddr @{set}"),
+            Match::SaddrNotInSet(Family::V4, set) => write!(f, "ip saddr != @{set}"),
+            Match::SaddrNotInSet(Family::V6, set) => write!(f, "ip6 saddr != @{set}"),
             Match::TcpSyn => f.write_str("tcp flags syn / fin,syn,rst,ack"),
             Match::DportNot(proto, port) => write!(f, "{} dport != {port}", proto.keyword()),
             Match::Payload { offset, data } => {

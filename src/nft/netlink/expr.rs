@@ -65,6 +65,8 @@ enum WireMatch {
     Dport(L4Proto, PortRange),
     /// `ip saddr @S` / `ip6 saddr @S`.
     SaddrInSet(Family, SetRef),
+    /// `ip saddr != @S` / `ip6 saddr != @S`.
+    SaddrNotInSet(Family, SetRef),
     /// `@ih,OFFSET,LEN 0xDATA`.
     Payload(u32, Vec<u8>),
     /// `tcp flags syn / fin,syn,rst,ack`.
@@ -98,6 +100,7 @@ impl WireMatch {
             Match::IcmpType(family, t) => WireMatch::IcmpType(*family, t.code),
             Match::Dport(proto, range) => WireMatch::Dport(*proto, *range),
             Match::SaddrInSet(family, name) => WireMatch::SaddrInSet(*family, set(name)?),
+            Match::SaddrNotInSet(family, name) => WireMatch::SaddrNotInSet(*family, set(name)?),
             Match::TcpSyn => WireMatch::TcpSyn,
             Match::DportNot(proto, port) => WireMatch::DportNot(*proto, *port),
             Match::Payload { offset, data } => {
@@ -130,7 +133,8 @@ impl WireMatch {
             ],
             WireMatch::IcmpType(family, code) => check_icmp_type(*family, *code),
             WireMatch::Dport(proto, range) => check_dport(*proto, range.first, range.last),
-            WireMatch::SaddrInSet(family, set) => check_saddr(*family, set, false),
+            WireMatch::SaddrInSet(family, set) => check_saddr(*family, set, Lookup::In),
+            WireMatch::SaddrNotInSet(family, set) => check_saddr(*family, set, Lookup::NotIn),
             WireMatch::Payload(offset, data) => check_payload(*offset, data),
             WireMatch::TcpSyn => check_tcp_syn(),
             WireMatch::DportNot(proto, port) => {
@@ -240,7 +244,7 @@ impl WireRule {
             r.add_expr(Expr::new(c"counter"));
         }
         if let Some((family, map)) = &self.vmap {
-            for e in check_saddr(*family, map, true) {
+            for e in check_saddr(*family, map, Lookup::Vmap) {
                 r.add_expr(e);
             }
         }
@@ -400,12 +404,28 @@ fn check_tcp_syn() -> Vec<Expr> {
     v
 }
 
+/// What a source lookup does with its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// `ip saddr @S`: the rule goes on when the source is in the set.
+    In,
+    /// `ip saddr != @S`: when it is not (`NFT_LOOKUP_F_INV`).
+    NotIn,
+    /// `ip saddr vmap @M`: the element's verdict goes to the verdict register.
+    Vmap,
+}
+
+/// Inverts a lookup (`enum nft_lookup_flags` in
+/// <https://github.com/torvalds/linux/blob/master/include/uapi/linux/netfilter/nf_tables.h>).
+const NFT_LOOKUP_F_INV: u32 = 1;
+
 /// `ip saddr @S` / `ip6 saddr @S`: nfproto guard, `[ payload load 4b @ network header + 12
 /// => reg 1 ]` (or `16b @ network header + 8`), `[ lookup reg 1 set S ]`. The set id
 /// lets the rule find a set created earlier in the same batch.
-/// With `vmap`, `ip saddr vmap @map` (`[ lookup reg 1 set S dreg 0 ]`: the element's
-/// verdict goes to the verdict register).
-fn check_saddr(family: Family, set: &SetRef, vmap: bool) -> Vec<Expr> {
+/// [`Lookup::NotIn`] is `ip saddr != @S` (`[ lookup reg 1 set S 0x1 ]`, the inverted
+/// flag); [`Lookup::Vmap`] is `ip saddr vmap @map` (`[ lookup reg 1 set S dreg 0 ]`: the
+/// element's verdict goes to the verdict register).
+fn check_saddr(family: Family, set: &SetRef, how: Lookup) -> Vec<Expr> {
     let (offset, len) = match family {
         Family::V4 => (12, 4),
         Family::V6 => (8, 16),
@@ -418,8 +438,12 @@ fn check_saddr(family: Family, set: &SetRef, vmap: bool) -> Vec<Expr> {
     if let Some(id) = set.id {
         lookup = lookup.u32(attr::NFTNL_EXPR_LOOKUP_SET_ID, id);
     }
-    if vmap {
-        lookup = lookup.u32(attr::NFTNL_EXPR_LOOKUP_DREG, libc::NFT_REG_VERDICT as u32);
+    match how {
+        Lookup::In => {}
+        Lookup::NotIn => lookup = lookup.u32(attr::NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV),
+        Lookup::Vmap => {
+            lookup = lookup.u32(attr::NFTNL_EXPR_LOOKUP_DREG, libc::NFT_REG_VERDICT as u32)
+        }
     }
     v.push(lookup);
     v
