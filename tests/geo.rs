@@ -451,6 +451,77 @@ fn lookup_refuses_bad_input_without_the_kernel() {
     );
 }
 
+/// Updates whose journal outgrows its threshold: the journal is written again as one delta
+/// from the base (no full load), and the kernel holds exactly what the record says, through
+/// a restart too.
+fn a_large_journal_is_compacted_and_the_gate_stays_exact() {
+    let topo = Topology::new();
+    let _servers = Servers::start(&topo, &[], &[SIP, RTP]);
+    let cfg = TempConfig::new();
+    // The 256 addresses of 192.0.2.0/24 and 3,000 /64s of 2001:db8:1::/48, every other
+    // one DE: 1,628 ranges that never merge.
+    let db = |flip: bool| -> String {
+        let country = |i: u32| if (i % 2 == 0) != flip { "DE" } else { "FR" };
+        let mut text = String::from("ip_start,ip_end,country\n");
+        for i in 0..256u32 {
+            text.push_str(&format!("192.0.2.{i},192.0.2.{i},{}\n", country(i)));
+        }
+        for i in 0..3000u32 {
+            text.push_str(&format!(
+                "2001:db8:1:{i:x}::,2001:db8:1:{i:x}:ffff:ffff:ffff:ffff,{}\n",
+                country(i)
+            ));
+        }
+        text
+    };
+    cfg.write("dbip-country-lite.csv", &db(false));
+    cfg.write("pbxwall.toml", &settings());
+    ok(cfg.run(Some(topo.pbx_ns()), "restart", [""; 0]), "restart");
+    let state = cfg.state_dir().to_owned();
+    let journal_len = || std::fs::metadata(state.join("geo-applied.journal")).map(|m| m.len());
+    // Every range changes: 1,628 removed and 1,628 added (98 KB of journal: over the
+    // threshold), then back, then again.
+    for (round, flip) in [true, false, true].into_iter().enumerate() {
+        cfg.write("dbip-country-lite.csv", &db(flip));
+        let out = ok(
+            cfg.run(Some(topo.pbx_ns()), "pbxwall", ["geo", "update", "--json"]),
+            "geo update",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["apply"], "elements", "round {round}: {}", show(&out));
+        let dry = ok(cfg.run(None, "restart", ["--dry-run"]), "dry-run");
+        assert_eq!(normalize(&stdout(&dry)), nft_list(&topo), "round {round}");
+        assert_probes(
+            &topo,
+            &[
+                Probe::udp("192.0.2.10", RTP, !flip),
+                Probe::udp("192.0.2.11", RTP, flip),
+                Probe::udp("2001:db8:1::10", RTP, !flip),
+                Probe::udp("2001:db8::10", RTP, false),
+            ],
+        );
+    }
+    // Compacted: one delta from the base (the record's base was never written again), no
+    // longer than the sum of the changes from it.
+    let after = journal_len().expect("geo-applied.journal");
+    assert!(after < 2 * 98_000, "journal of {after} bytes");
+    let out = cfg.run(Some(topo.pbx_ns()), "status", ["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["in_sync"], true, "{}", show(&out));
+    assert_eq!(v["geo"]["delta_ranges"], 3256, "{}", show(&out));
+    ok(cfg.run(Some(topo.pbx_ns()), "restart", [""; 0]), "restart");
+    let dry = ok(cfg.run(None, "restart", ["--dry-run"]), "dry-run");
+    assert_eq!(normalize(&stdout(&dry)), nft_list(&topo));
+    assert_probes(
+        &topo,
+        &[
+            Probe::udp("192.0.2.10", RTP, false),
+            Probe::udp("192.0.2.11", RTP, true),
+            Probe::udp("2001:db8:1::10", RTP, false),
+        ],
+    );
+}
+
 /// `nft list set inet pbxwall NAME` in the PBX's namespace.
 fn set_list(topo: &Topology, name: &str) -> String {
     let out = common::ns_cmd(
@@ -472,6 +543,7 @@ common::test_main! {
         rtp_opens_only_for_allowed_countries_and_whitelisted_sources,
         a_corrupt_database_changes_nothing,
         geo_update_writes_only_the_delta,
+        a_large_journal_is_compacted_and_the_gate_stays_exact,
         an_mmdb_database_gates_the_same_way,
     ],
 }

@@ -31,8 +31,8 @@ of [knock]. Trusted networks and whitelisted accounts never depend on it.
 geo update reloads the database and changes, in one transaction, only the elements of the
 small sets geo_added_v4/_v6 and geo_removed_v4/_v6 that differ (the ranges added to and
 taken from the base sets geo_v4/_v6 since restart loaded them); nothing is written when
-nothing changed. Once those hold more than a sixteenth of the base, the update loads the
-base sets in full instead. A database that
+nothing changed. Once those hold more than a sixteenth of the base (and at least 4,096
+ranges), the update loads the base sets in full instead. A database that
 cannot be read or parsed, or that has no range for any allowed country, changes nothing:
 the gate live now stays (exit 3, with the file and line).
 
@@ -255,6 +255,10 @@ pub struct UpdateReport {
 
 fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
     let lock = ctx.lock()?;
+    // The record (10 MiB at 300,000 ranges) is read while the database is parsed; under
+    // the lock, so it is the record of the live sets.
+    let paths = ctx.paths.clone();
+    let record = std::thread::spawn(move || Applied::load(&paths));
     let b = build(ctx, Some(&lock), Dns::CacheOnly)?;
     if !b.settings.geo.enabled() {
         anyhow::bail!(
@@ -289,7 +293,10 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                 .any(|s| s.name == *name && s.kind == Some(SetKind::Addresses))
         })
     });
-    let recorded = Applied::load(&ctx.paths).filter(|_| live_sets && same_skeleton);
+    let recorded = record
+        .join()
+        .unwrap_or_else(|_| Applied::load(&ctx.paths))
+        .filter(|_| live_sets && same_skeleton);
     let outcome = match recorded {
         // The database and [geo] are those of the record: the gate is what it holds.
         Some(_) if b.geo.cached => unchanged(ctx, &b),
@@ -301,7 +308,7 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                 // Same ranges (the file may have been rewritten): the record follows it.
                 journal_gate(ctx, &b, &mut rec, &Delta::default());
                 unchanged(ctx, &b)
-            } else if let Some(why) = plan.fold_reason(&rec) {
+            } else if let Some(why) = plan.fold_reason() {
                 full(ctx, &b, &lock, args.force, &mut report, why)?
             } else if rec.append_pending(&ctx.paths).is_err() {
                 // Until the delta is journaled, the record is stale; without a journal the
@@ -504,17 +511,11 @@ impl DeltaPlan {
     }
 
     /// Why the base sets are to be loaded in full instead of a delta, if they are: the
-    /// difference from the base outgrew [`MIN_FOLD_RANGES`] and a sixteenth of the base,
-    /// or the journal is due to be folded into a new record.
-    fn fold_reason(&self, rec: &Applied) -> Option<&'static str> {
+    /// difference from the base outgrew [`MIN_FOLD_RANGES`] and a sixteenth of the base.
+    fn fold_reason(&self) -> Option<&'static str> {
         let delta: usize = self.families.iter().map(|f| f.delta_ranges).sum();
-        if delta > MIN_FOLD_RANGES.max(self.base_ranges / 16) {
-            Some("the ranges changed since the geo gate was last loaded in full are many")
-        } else if rec.needs_compaction() {
-            Some("the journal of the geo record is due to be folded")
-        } else {
-            None
-        }
+        (delta > MIN_FOLD_RANGES.max(self.base_ranges / 16))
+            .then_some("the ranges changed since the geo gate was last loaded in full are many")
     }
 
     /// The transaction: the elements of `geo_added_*` and `geo_removed_*` that change.
@@ -550,10 +551,10 @@ impl DeltaPlan {
 }
 
 /// Records a delta the kernel has (or a new key for the same ranges) in the journal of the
-/// record. Nothing is written when neither the ranges nor the key changed. The journal is
-/// never folded here (the kernel's base sets are the record's base): [`DeltaPlan::fold_reason`]
-/// makes the next update load them in full once it is large. A failure removes the record
-/// (the next update applies in full) with a warning, as [`record_gate`] does.
+/// record. Nothing is written when neither the ranges nor the key changed. A journal grown
+/// to a quarter of the record is written again as one delta from the base (the base record,
+/// like the kernel's base sets, stays). A failure removes the record (the next update
+/// applies in full) with a warning, as [`record_gate`] does.
 fn journal_gate(ctx: &Ctx, b: &Build, rec: &mut Applied, delta: &Delta) {
     let Some(key) = b.geo.key.as_deref() else {
         return record_gate(ctx, b);
@@ -561,13 +562,45 @@ fn journal_gate(ctx: &Ctx, b: &Build, rec: &mut Applied, delta: &Delta) {
     if *delta == Delta::default() && rec.key == key {
         return;
     }
-    if let Err(e) = rec.append_delta(&ctx.paths, key, b.geo.rows as u64, &b.geo.missing, delta) {
+    let (rows, missing) = (b.geo.rows as u64, &b.geo.missing);
+    let mut written = rec.append_delta(&ctx.paths, key, rows, missing, delta);
+    if written.is_ok() && rec.needs_compaction() {
+        written = rec.compact_journal(&ctx.paths, key, rows, missing, &delta_from_base(b, rec));
+    }
+    if let Err(e) = written {
         let _ = Applied::remove(&ctx.paths);
         ctx.warn_state_unsaved(format_args!(
             "could not record the geo gate: {}",
             crate::error_chain(&e)
         ));
     }
+}
+
+/// The gate's ranges (the build's) as one delta from the record's base: the base's ranges
+/// that are not exactly ranges of the gate, and the gate's that are not exactly the base's.
+fn delta_from_base(b: &Build, rec: &Applied) -> Delta {
+    let mut d = Delta::default();
+    for family in [Family::V4, Family::V6] {
+        let want = &b
+            .ruleset
+            .set(&Gate::set_name(family))
+            .expect("the gate's sets")
+            .elements;
+        let base = match (&rec.base, family) {
+            (Some(base), Family::V4) => &base.v4,
+            (Some(base), Family::V6) => &base.v6,
+            (None, Family::V4) => &rec.v4,
+            (None, Family::V6) => &rec.v6,
+        };
+        let (added, removed) = range_changes(want, base);
+        let ranges =
+            |v: Vec<Element>| -> Vec<AddrRange> { v.into_iter().map(|e| e.range).collect() };
+        match family {
+            Family::V4 => (d.v4_added, d.v4_removed) = (ranges(added), ranges(removed)),
+            Family::V6 => (d.v6_added, d.v6_removed) = (ranges(added), ranges(removed)),
+        }
+    }
+    d
 }
 
 /// Applies the whole ruleset: the base sets get the database's ranges, the sets of ranges

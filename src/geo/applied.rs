@@ -1,7 +1,11 @@
 //! The geo gate as last applied: its ranges and the database they came from, in the state
 //! folder (`geo-applied.bin`, and the changes since in `geo-applied.journal`).
 //!
-//! It stands in for the live elements of `geo_v4`/`geo_v6`, which are never read back (see
+//! The base record is what the kernel's base sets `geo_v4`/`geo_v6` hold; with its journal
+//! applied it is the gate's ranges, whose difference from the base is in the small sets
+//! `geo_added_*`/`geo_removed_*` ([`super::Gate`]).
+//!
+//! It stands in for the live elements of the gate's sets, which are never read back (see
 //! [`crate::nft::netlink::dumps_elements`]): `geo update` computes its delta against it, and
 //! a database that cannot be used keeps these ranges. And it is a parse cache: while the
 //! database's files and `[geo]` are what they were (path, size, modification time and inode
@@ -29,8 +33,8 @@
 //! anything that does not read back exactly (a torn append after a crash, a delta that does
 //! not fit the ranges) makes the record stale, as does a pending change: the next update
 //! applies in full and writes a new base. Every full write of the base removes the journal;
-//! it is folded into a new base ([`Applied::needs_compaction`]) once it is a quarter of the
-//! base's size.
+//! once it is a quarter of the base's size ([`Applied::needs_compaction`]), it is written
+//! again as one delta from the base ([`Applied::compact_journal`]).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -250,10 +254,32 @@ impl Applied {
         self.append(paths, DELTA, &payload)
     }
 
-    /// Whether the journal is large enough (a quarter of the base record) to be folded into
-    /// a new base record.
+    /// Whether the journal is large enough (a quarter of the base record) to be written
+    /// again as one delta ([`Applied::compact_journal`]).
     pub fn needs_compaction(&self) -> bool {
         self.sizes.1 > (self.sizes.0 / 4).max(64 << 10)
+    }
+
+    /// Replaces the journal, atomically, with one delta from the base record to the ranges
+    /// the kernel has now (`delta`: the base's ranges removed and the ranges added, each an
+    /// exact range of its side). The base record, and so the kernel's base sets, stay as
+    /// they are; only the deltas one after another are folded into their sum.
+    pub fn compact_journal(
+        &mut self,
+        paths: &Paths,
+        key: &str,
+        rows: u64,
+        missing: &[Country],
+        delta: &Delta,
+    ) -> Result<(), StoreError> {
+        let entry = encode_entry(DELTA, &encode_delta(key, rows, missing, delta));
+        let mut bytes = Vec::with_capacity(16 + entry.len());
+        bytes.extend_from_slice(JOURNAL_MAGIC);
+        bytes.extend_from_slice(&self.generation.to_le_bytes());
+        bytes.extend_from_slice(&entry);
+        store::write_state(&journal_path(paths), &bytes)?;
+        self.sizes.1 = bytes.len() as u64;
+        Ok(())
     }
 
     fn append(&mut self, paths: &Paths, kind: u8, payload: &[u8]) -> Result<(), StoreError> {
@@ -713,6 +739,44 @@ mod tests {
         assert_eq!(Applied::load(&p), None);
         std::fs::write(journal_path(&p), &j).unwrap();
         assert_eq!((Applied::load(&p), Applied::load_key(&p)), (None, None));
+    }
+
+    #[test]
+    fn a_compacted_journal_is_the_sum_of_its_deltas() {
+        let (_dir, p) = paths();
+        let a = sample();
+        a.save(&p).unwrap();
+        let mut rec = Applied::load(&p).unwrap();
+        rec.append_pending(&p).unwrap();
+        rec.append_delta(&p, "k2", 10, &[], &delta()).unwrap();
+        let mut rec = Applied::load(&p).unwrap();
+        let second = Delta {
+            v6_removed: vec![v6("2001:db8:3::/48")],
+            v6_added: vec![v6("2001:db8:4::/48")],
+            ..Delta::default()
+        };
+        rec.append_pending(&p).unwrap();
+        rec.append_delta(&p, "k3", 11, &[], &second).unwrap();
+        let before = loaded(&p).unwrap();
+        let size = std::fs::metadata(journal_path(&p)).unwrap().len();
+        // The sum from the base: 2001:db8::/48 removed, :1:: and :4:: added.
+        let sum = Delta {
+            v6_removed: vec![v6("2001:db8::/48")],
+            v6_added: vec![v6("2001:db8:1::/48"), v6("2001:db8:4::/48")],
+            ..Delta::default()
+        };
+        let mut rec = Applied::load(&p).unwrap();
+        rec.compact_journal(&p, "k3", 11, &[], &sum).unwrap();
+        assert!(std::fs::metadata(journal_path(&p)).unwrap().len() < size);
+        let after = loaded(&p).unwrap();
+        assert_eq!(after, before);
+        assert_eq!(after.base.unwrap().v6, a.v6);
+        // And it is appended to as before.
+        let mut rec = Applied::load(&p).unwrap();
+        rec.append_pending(&p).unwrap();
+        rec.append_delta(&p, "k4", 11, &[], &Delta::default())
+            .unwrap();
+        assert_eq!(loaded(&p).unwrap().key, "k4");
     }
 
     #[test]

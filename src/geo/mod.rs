@@ -4,8 +4,9 @@
 //! country database turns the ranges of the allowed countries into two interval sets,
 //! `geo_v4` and `geo_v6`, and every *open path* of the input chain (a port open to sources
 //! that are not whitelisted: RTP with `[rtp] from = "any"`) gets `ip saddr @geo_v4` /
-//! `ip6 saddr @geo_v6` added. A packet pays one binary search in the kernel, however many
-//! ranges the database has.
+//! `ip6 saddr @geo_v6` added, with the small sets `geo_added_*` and `geo_removed_*` that
+//! `geo update` changes instead of the large ones ([`Gate`]). A packet pays a binary search
+//! in the kernel, however many ranges the database has.
 //!
 //! What never depends on it: the loopback, established flows, ICMP, trusted networks and
 //! whitelisted accounts (all accepted before the open paths), and the SSH lockout guard,
@@ -17,7 +18,7 @@
 //! - [`read`]: the database readers (DB-IP lite CSV, GeoLite2 Country CSV, IP2Location LITE
 //!   DB1 CSV, IPv4 and IPv6, streaming, row by row; MMDB with the `maxminddb` crate);
 //! - [`select`]: the ranges of the allowed countries, merged per family ([`Selection`]);
-//! - [`Gate`]: what the compiler adds: the two sets, and [`Gate::gated`], which turns one
+//! - [`Gate`]: what the compiler adds: the sets, and [`Gate::gated`], which turns one
 //!   open-path rule into its gated rules.
 
 use std::collections::{BTreeMap, BTreeSet};
