@@ -461,7 +461,13 @@ fn a_large_journal_is_compacted_and_the_gate_stays_exact() {
     // The 256 addresses of 192.0.2.0/24 and 3,000 /64s of 2001:db8:1::/48, every other
     // one DE: 1,628 ranges that never merge.
     let db = |flip: bool| -> String {
-        let country = |i: u32| if i.is_multiple_of(2) != flip { "DE" } else { "FR" };
+        let country = |i: u32| {
+            if i.is_multiple_of(2) != flip {
+                "DE"
+            } else {
+                "FR"
+            }
+        };
         let mut text = String::from("ip_start,ip_end,country\n");
         for i in 0..256u32 {
             text.push_str(&format!("192.0.2.{i},192.0.2.{i},{}\n", country(i)));

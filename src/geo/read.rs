@@ -333,14 +333,23 @@ impl Database {
         let mut rows = 0;
         let path = &self.files[0];
         let lines = if self.format == Format::DbIp {
-            read_rows_in(path, start, end, |at, fields| {
-                if at.line == 1
-                    && at.file_start
-                    && fields.first().is_some_and(|f| f.contains("start"))
-                {
-                    return Ok(ControlFlow::Continue(())); // a header
-                }
-                let (range, country) = dbip_row(fields).map_err(|m| at.corrupt(m))?;
+            read_lines_in(path, start, end, |at, line| {
+                // The plain rows DB-IP writes are read straight from the bytes; any other
+                // line goes the general way, which also says what is wrong with it.
+                let (range, country) = match dbip_plain_row(line) {
+                    Some(row) => row,
+                    None => {
+                        let mut fields = Vec::with_capacity(4);
+                        fields_of(at, line, &mut fields)?;
+                        if at.line == 1
+                            && at.file_start
+                            && fields.first().is_some_and(|f| f.contains("start"))
+                        {
+                            return Ok(ControlFlow::Continue(())); // a header
+                        }
+                        dbip_row(&fields).map_err(|m| at.corrupt(m))?
+                    }
+                };
                 rows += 1;
                 Ok(f(range, country))
             })?
@@ -512,6 +521,36 @@ fn read_rows_in(
     end: u64,
     mut row: impl FnMut(&At, &[&str]) -> Result<ControlFlow<()>, GeoError>,
 ) -> Result<usize, GeoError> {
+    // The fields' storage, kept from line to line (emptied, so it borrows nothing).
+    let mut spare: Vec<&'static str> = Vec::with_capacity(16);
+    read_lines_in(path, start, end, |at, line| {
+        let mut fields: Vec<&str> = std::mem::take(&mut spare);
+        let flow = fields_of(at, line, &mut fields).and_then(|()| row(at, &fields));
+        fields.clear();
+        // Same size and alignment: the allocation is reused, nothing is copied.
+        spare = fields.into_iter().map(|_| "").collect();
+        flow
+    })
+}
+
+/// The CSV fields of a line into `fields`; an error for a line that is not UTF-8 text or
+/// not CSV.
+fn fields_of<'a>(at: &At, line: &'a [u8], fields: &mut Vec<&'a str>) -> Result<(), GeoError> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Err(at.corrupt("not UTF-8 text".into()));
+    };
+    split_csv(text, fields).map_err(|m| at.corrupt(m.into()))
+}
+
+/// The lines of the bytes `start..end` of the file (`start` at a line's start), without
+/// their line ends (and the first line without a UTF-8 byte order mark), blank lines
+/// skipped; line numbers count from `start`. Returns the number of lines read.
+fn read_lines_in(
+    path: &Path,
+    start: u64,
+    end: u64,
+    mut each: impl FnMut(&At, &[u8]) -> Result<ControlFlow<()>, GeoError>,
+) -> Result<usize, GeoError> {
     let io_err = |source| GeoError::Io {
         path: path.to_owned(),
         source,
@@ -527,8 +566,6 @@ fn read_rows_in(
     let mut left = end.saturating_sub(start);
     let mut buf = vec![0u8; BLOCK];
     let mut have = 0;
-    // The fields' storage, kept from line to line (emptied, so it borrows nothing).
-    let mut spare: Vec<&'static str> = Vec::with_capacity(16);
     loop {
         while left > 0 && have < buf.len() {
             let want = (buf.len() - have).min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -567,17 +604,9 @@ fn read_rows_in(
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
-            let Ok(text) = std::str::from_utf8(line) else {
-                return Err(at.corrupt("not UTF-8 text".into()));
-            };
-            let mut fields: Vec<&str> = std::mem::take(&mut spare);
-            split_csv(text, &mut fields).map_err(|m| at.corrupt(m.into()))?;
-            if row(&at, &fields)?.is_break() {
+            if each(&at, line)?.is_break() {
                 return Ok(at.line);
             }
-            fields.clear();
-            // Same size and alignment: the allocation is reused, nothing is copied.
-            spare = fields.into_iter().map(|_| "").collect();
         }
         if left == 0 && pos >= have {
             return Ok(at.line);
@@ -669,6 +698,35 @@ fn dbip_row(fields: &[&str]) -> Result<(AddrRange, Option<Country>), String> {
     };
     let ip = |s: &str| parse_ip(s.trim()).ok_or_else(|| format!("invalid address {:?}", s.trim()));
     Ok((range_of(ip(start)?, ip(end)?)?, country_field(country)?))
+}
+
+/// A DB-IP row as DB-IP writes it, `2001:db8::,2001:db8::ffff,DE`: two addresses of one
+/// family in the forms the fast parsers take, the first not above the second, and two
+/// letters; read from the bytes, with the result [`dbip_row`] gives. `None` for anything
+/// else (quotes, spaces, other fields, an unknown-country marker, an error): such a line is
+/// left to [`dbip_row`].
+fn dbip_plain_row(line: &[u8]) -> Option<(AddrRange, Option<Country>)> {
+    let c1 = memchr::memchr(b',', line)?;
+    let c2 = c1 + 1 + memchr::memchr(b',', &line[c1 + 1..])?;
+    let (a, b) = (&line[..c1], &line[c1 + 1..c2]);
+    let &[x, y] = &line[c2 + 1..] else {
+        return None;
+    };
+    if !(x.is_ascii_alphabetic() && y.is_ascii_alphabetic()) {
+        return None;
+    }
+    let country = Country::from_db(std::str::from_utf8(&[x, y]).ok()?);
+    let v6 = a.iter().take(5).any(|c| *c == b':');
+    let (family, start, end) = if v6 {
+        (Family::V6, parse_v6(a)?, parse_v6(b)?)
+    } else {
+        (
+            Family::V4,
+            u128::from(parse_v4(a)?),
+            u128::from(parse_v4(b)?),
+        )
+    };
+    (start <= end).then_some((AddrRange { family, start, end }, country))
 }
 
 /// `"from","to","CC","Country"` (IP2Location, addresses as decimal integers).
@@ -849,6 +907,22 @@ fn mmdb_row<S: AsRef<[u8]>>(
 #[cfg(test)]
 pub(super) fn tests_parse_ip(s: &str) -> Option<IpAddr> {
     parse_ip(s)
+}
+
+/// A DB-IP line read both ways, for the tests: [`dbip_plain_row`], and the general
+/// [`split_csv`] + [`dbip_row`] (`Err` for a line it refuses).
+#[cfg(test)]
+pub(super) fn tests_dbip_both(
+    line: &str,
+) -> (
+    Option<(AddrRange, Option<Country>)>,
+    Result<(AddrRange, Option<Country>), String>,
+) {
+    let mut fields = Vec::new();
+    let general = split_csv(line, &mut fields)
+        .map_err(str::to_owned)
+        .and_then(|()| dbip_row(&fields));
+    (dbip_plain_row(line.as_bytes()), general)
 }
 
 /// An address as std parses it, faster for the plain forms a database holds (std tries

@@ -906,3 +906,78 @@ fn large_files_are_read_in_parts_with_the_same_result_and_line_numbers() {
         format!("{}:39001: invalid address \"zzz\"", p.display())
     );
 }
+
+/// The plain DB-IP rows read from the bytes give what the general reader gives, and every
+/// other line is left to it (which accepts or refuses it with its message).
+#[test]
+fn plain_dbip_rows_read_from_bytes_as_the_general_reader_reads_them() {
+    use super::read::tests_dbip_both;
+    let plain = [
+        "192.0.2.0,192.0.2.255,DE",
+        "0.0.0.0,0.0.0.0,us",
+        "255.255.255.255,255.255.255.255,ZZ",
+        "2001:db8::,2001:db8::ffff,FR",
+        "::,::ffff,de",
+        "2001:db8:0:1::,2001:db8:0:1:ffff:ffff:ffff:ffff,AT",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff,ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff,CH",
+    ];
+    for line in plain {
+        let (fast, general) = tests_dbip_both(line);
+        assert_eq!(fast, Some(general.clone().unwrap()), "{line}");
+    }
+    let others = [
+        "ip_start,ip_end,country",
+        "192.0.2.0, 192.0.2.255,DE",
+        "\"192.0.2.0\",\"192.0.2.255\",\"DE\"",
+        "192.0.2.0,192.0.2.255,DE,extra",
+        "192.0.2.0,192.0.2.255,-",
+        "192.0.2.0,192.0.2.255,",
+        "192.0.2.0,192.0.2.255,D1",
+        "192.0.2.9,192.0.2.0,DE",
+        "192.0.2.0,2001:db8::,DE",
+        "2001:db8::,192.0.2.0,DE",
+        "::ffff:192.0.2.0,::ffff:192.0.2.255,DE",
+        "192.0.2.0,192.0.2.256,DE",
+        "192.0.2.00,192.0.2.1,DE",
+        "2001:db8:::1,2001:db8::2,DE",
+        "192.0.2.0,192.0.2.255",
+        "192.0.2.0",
+    ];
+    for line in others {
+        assert_eq!(tests_dbip_both(line).0, None, "{line}");
+    }
+    // Random rows of both families, as DB-IP writes them.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..20_000 {
+        let line = if i % 2 == 0 {
+            let a = next() as u32;
+            let b = a.saturating_add((next() % 4096) as u32);
+            format!(
+                "{},{},DE",
+                std::net::Ipv4Addr::from(a),
+                std::net::Ipv4Addr::from(b)
+            )
+        } else {
+            let a = u128::from(next()) << 64 | u128::from(next());
+            let a = if i % 3 == 0 { a & !0xffff_ffff } else { a };
+            let b = a.saturating_add(u128::from(next() % 65536));
+            format!(
+                "{},{},nl",
+                std::net::Ipv6Addr::from(a),
+                std::net::Ipv6Addr::from(b)
+            )
+        };
+        let (fast, general) = tests_dbip_both(&line);
+        match fast {
+            Some(row) => assert_eq!(Ok(row), general, "{line}"),
+            // Only an embedded IPv4 part (std's form of some addresses) is left over.
+            None => assert!(line.contains('.') && line.contains(':'), "{line}"),
+        }
+    }
+}
