@@ -909,15 +909,14 @@ pub(super) fn tests_parse_ip(s: &str) -> Option<IpAddr> {
     parse_ip(s)
 }
 
+/// A row: its range and country.
+#[cfg(test)]
+pub(super) type Row = (AddrRange, Option<Country>);
+
 /// A DB-IP line read both ways, for the tests: [`dbip_plain_row`], and the general
 /// [`split_csv`] + [`dbip_row`] (`Err` for a line it refuses).
 #[cfg(test)]
-pub(super) fn tests_dbip_both(
-    line: &str,
-) -> (
-    Option<(AddrRange, Option<Country>)>,
-    Result<(AddrRange, Option<Country>), String>,
-) {
+pub(super) fn tests_dbip_both(line: &str) -> (Option<Row>, Result<Row, String>) {
     let mut fields = Vec::new();
     let general = split_csv(line, &mut fields)
         .map_err(str::to_owned)
