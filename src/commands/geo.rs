@@ -457,12 +457,11 @@ impl DeltaPlan {
         let families = [Family::V4, Family::V6]
             .into_iter()
             .map(|family| {
-                let want_elements = &b
+                let want = &b
                     .ruleset
                     .set(&Gate::set_name(family))
                     .expect("the gate's sets")
                     .elements;
-                let want: Vec<AddrRange> = want_elements.iter().map(|e| e.range).collect();
                 let have = match family {
                     Family::V4 => &rec.v4,
                     Family::V6 => &rec.v6,
@@ -473,9 +472,9 @@ impl DeltaPlan {
                     (None, _) => have,
                 };
                 base_ranges += base.len();
-                let (gate_added, gate_removed) = range_changes(want_elements, have);
-                let new_added = difference(&want, base);
-                let new_removed = difference(base, &want);
+                let (gate_added, gate_removed) = range_changes(want, have);
+                let new_added = difference(want, base);
+                let new_removed = difference(base, want);
                 let delta_ranges = new_added.len() + new_removed.len();
                 let as_elements = |v: Vec<AddrRange>| -> Vec<Element> {
                     v.into_iter().map(Element::address).collect()

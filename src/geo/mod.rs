@@ -221,8 +221,10 @@ pub fn select(db: &Database, settings: &GeoSettings) -> Result<Selection, GeoErr
         },
     )?;
     let mut rows_of: BTreeMap<Country, usize> = listed.iter().map(|c| (*c, 0)).collect();
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for (p4, p6, counts) in states {
+    // The first part's vectors grow by the others' ranges (no copy of the first).
+    let mut parts = states.into_iter();
+    let (mut v4, mut v6, first) = parts.next().unwrap_or_default();
+    for (p4, p6, counts) in std::iter::once((Vec::new(), Vec::new(), first)).chain(parts) {
         v4.extend(p4);
         v6.extend(p6);
         for (c, n) in counts {
@@ -491,32 +493,52 @@ pub fn ranges_contain(ranges: &[AddrRange], addr: IpAddr) -> bool {
     ranges.get(i).is_some_and(|r| r.contains(addr))
 }
 
+/// Something that stands for a range of addresses: the range itself, or a set's element.
+pub trait Ranged {
+    /// The range.
+    fn range(&self) -> AddrRange;
+}
+
+impl Ranged for AddrRange {
+    fn range(&self) -> AddrRange {
+        *self
+    }
+}
+
+impl Ranged for crate::ruleset::Element {
+    fn range(&self) -> AddrRange {
+        self.range
+    }
+}
+
 /// The addresses of `a` that are not in `b` (both sorted and disjoint, of one family), as
 /// sorted, disjoint ranges; merged when `a` is.
-pub fn difference(a: &[AddrRange], b: &[AddrRange]) -> Vec<AddrRange> {
+pub fn difference(a: &[impl Ranged], b: &[impl Ranged]) -> Vec<AddrRange> {
     let mut out = Vec::new();
     let mut j = 0;
     for r in a {
+        let r = r.range();
         let mut start = r.start;
         // The ranges of `b` that end before this one starts are behind every later one too.
-        while j < b.len() && b[j].end < start {
+        while j < b.len() && b[j].range().end < start {
             j += 1;
         }
         let mut k = j;
         let mut rest = true;
-        while k < b.len() && b[k].start <= r.end {
-            if b[k].start > start {
+        while k < b.len() && b[k].range().start <= r.end {
+            let bk = b[k].range();
+            if bk.start > start {
                 out.push(AddrRange {
                     family: r.family,
                     start,
-                    end: b[k].start - 1,
+                    end: bk.start - 1,
                 });
             }
-            if b[k].end >= r.end {
+            if bk.end >= r.end {
                 rest = false;
                 break;
             }
-            start = b[k].end + 1;
+            start = bk.end + 1;
             k += 1;
         }
         if rest {

@@ -515,8 +515,8 @@ fn difference_of_sorted_ranges() {
         start: a,
         end: b,
     };
-    assert_eq!(difference(&[r(0, 10)], &[]), [r(0, 10)]);
-    assert_eq!(difference(&[], &[r(0, 10)]), []);
+    assert_eq!(difference(&[r(0, 10)], &[] as &[AddrRange]), [r(0, 10)]);
+    assert_eq!(difference(&[] as &[AddrRange], &[r(0, 10)]), []);
     assert_eq!(difference(&[r(0, 10)], &[r(0, 10)]), []);
     assert_eq!(difference(&[r(0, 10)], &[r(3, 4)]), [r(0, 2), r(5, 10)]);
     assert_eq!(difference(&[r(0, 10)], &[r(0, 4), r(8, 20)]), [r(5, 7)]);
