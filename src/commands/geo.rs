@@ -304,23 +304,18 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
             let plan = DeltaPlan::new(&b, &rec);
             report.added = plan.gate_added();
             report.removed = plan.gate_removed();
-            if report.added + report.removed == 0 {
+            // A delta applied (or nothing to apply), or why the base sets are loaded in
+            // full instead.
+            let delta: Result<Outcome, &str> = if report.added + report.removed == 0 {
                 // Same ranges (the file may have been rewritten): the record follows it.
                 journal_gate(ctx, &b, &mut rec, &Delta::default());
-                unchanged(ctx, &b)
+                Ok(unchanged(ctx, &b))
             } else if let Some(why) = plan.fold_reason() {
-                full(ctx, &b, &lock, args.force, &mut report, why)?
+                Err(why)
             } else if rec.append_pending(&ctx.paths).is_err() {
                 // Until the delta is journaled, the record is stale; without a journal the
                 // base sets are loaded again in full (and the record written anew).
-                full(
-                    ctx,
-                    &b,
-                    &lock,
-                    args.force,
-                    &mut report,
-                    "the journal of the geo record could not be written",
-                )?
+                Err("the journal of the geo record could not be written")
             } else {
                 if !args.force {
                     guard_ssh_lockout(&ctx.paths, &b.ruleset)?;
@@ -338,7 +333,7 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                         );
                         ctx.say(&line);
                         ctx.audit(&line);
-                        end_lost_flows(&b.ruleset).report(ctx)
+                        Ok(end_lost_flows(&b.ruleset).report(ctx))
                     }
                     Err(e) => {
                         // The kernel's sets are not what was recorded (changed behind
@@ -347,26 +342,16 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
                             "the live geo sets differ from the record of the last apply ({}); applying the full ruleset",
                             crate::error_chain(&e)
                         ));
-                        full(
-                            ctx,
-                            &b,
-                            &lock,
-                            args.force,
-                            &mut report,
-                            "the geo gate was not live as recorded",
-                        )?
+                        Err(NOT_LIVE)
                     }
                 }
+            };
+            match delta {
+                Ok(outcome) => outcome,
+                Err(why) => full(ctx, &b, &lock, args.force, &mut report, why)?,
             }
         }
-        None => full(
-            ctx,
-            &b,
-            &lock,
-            args.force,
-            &mut report,
-            "the geo gate was not live as recorded",
-        )?,
+        None => full(ctx, &b, &lock, args.force, &mut report, NOT_LIVE)?,
     };
     finish(ctx, &report, b.outcome().worst(outcome))
 }
@@ -409,6 +394,9 @@ fn range_changes(
     }
     (add, remove)
 }
+
+/// Why `geo update` loaded the gate in full when the live sets were not the record's.
+const NOT_LIVE: &str = "the geo gate was not live as recorded";
 
 /// Says that the gate is unchanged and nothing was written.
 fn unchanged(ctx: &Ctx, b: &Build) -> Outcome {

@@ -273,10 +273,16 @@ impl Applied {
         delta: &Delta,
     ) -> Result<(), StoreError> {
         let entry = encode_entry(DELTA, &encode_delta(key, rows, missing, delta));
+        self.write_journal(paths, &entry)
+    }
+
+    /// Writes a journal of this record holding `entry` alone, aside and renamed, as every
+    /// state file.
+    fn write_journal(&mut self, paths: &Paths, entry: &[u8]) -> Result<(), StoreError> {
         let mut bytes = Vec::with_capacity(16 + entry.len());
         bytes.extend_from_slice(JOURNAL_MAGIC);
         bytes.extend_from_slice(&self.generation.to_le_bytes());
-        bytes.extend_from_slice(&entry);
+        bytes.extend_from_slice(entry);
         store::write_state(&journal_path(paths), &bytes)?;
         self.sizes.1 = bytes.len() as u64;
         Ok(())
@@ -290,14 +296,7 @@ impl Applied {
             source: e,
         };
         if self.sizes.1 == 0 {
-            // A new journal: written aside and renamed, as every state file.
-            let mut bytes = Vec::with_capacity(16 + entry.len());
-            bytes.extend_from_slice(JOURNAL_MAGIC);
-            bytes.extend_from_slice(&self.generation.to_le_bytes());
-            bytes.extend_from_slice(&entry);
-            store::write_state(&path, &bytes)?;
-            self.sizes.1 = bytes.len() as u64;
-            return Ok(());
+            return self.write_journal(paths, &entry);
         }
         let mut f = std::fs::OpenOptions::new()
             .append(true)
