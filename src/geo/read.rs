@@ -715,7 +715,7 @@ fn dbip_plain_row(line: &[u8]) -> Option<(AddrRange, Option<Country>)> {
     if !(x.is_ascii_alphabetic() && y.is_ascii_alphabetic()) {
         return None;
     }
-    let country = Country::from_db(std::str::from_utf8(&[x, y]).ok()?);
+    let country = Country::from_letters(x, y);
     let v6 = a.iter().take(5).any(|c| *c == b':');
     let (family, start, end) = if v6 {
         (Family::V6, parse_v6(a)?, parse_v6(b)?)
