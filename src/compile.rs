@@ -16,8 +16,8 @@
 //! ip saddr vmap @hosts_v4                            # whitelisted addresses: jump to their chain
 //! ip saddr vmap @ranges_v4                           # whitelisted ranges: the same
 //! udp dport 10000-20000 accept                       # RTP ([rtp] from = "any"); with
-//!                                                   #   [geo]: per family ... ip saddr !=
-//!                                                   #   @geo_removed_v4 ip saddr @geo_v4
+//!                                                   #   [geo]: per family ... ip saddr
+//!                                                   #   @geo_v4 ip saddr != @geo_removed_v4
 //!                                                   #   accept, ... ip saddr @geo_added_v4
 //!                                                   #   accept (crate::geo::Gate::gated)
 //! limit rate 10/minute log prefix "pbxwall drop: "   # [log_drops]

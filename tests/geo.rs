@@ -85,7 +85,7 @@ fn rtp_opens_only_for_allowed_countries_and_whitelisted_sources() {
     let listed = nft_list(&topo);
     assert!(
         listed
-            .contains("udp dport 10000-20000 ip saddr != @geo_removed_v4 ip saddr @geo_v4 accept")
+            .contains("udp dport 10000-20000 ip saddr @geo_v4 ip saddr != @geo_removed_v4 accept")
             && listed.contains("udp dport 10000-20000 ip saddr @geo_added_v4 accept"),
         "{listed}"
     );
@@ -540,7 +540,7 @@ fn set_list(topo: &Topology, name: &str) -> String {
 }
 
 fn handle_of_rtp_rule(topo: &Topology) -> String {
-    common::rule_handle(topo.pbx_ns(), "ip saddr @geo_v4 accept")
+    common::rule_handle(topo.pbx_ns(), "ip saddr != @geo_removed_v4 accept")
 }
 
 common::test_main! {

@@ -381,13 +381,14 @@ impl Gate {
     }
 
     /// The alternatives a gated rule of `family` carries, one rule each: in the base and
-    /// not removed since (`ip saddr != @geo_removed_v4 ip saddr @geo_v4`), or added since
-    /// (`ip saddr @geo_added_v4`).
+    /// not removed since (`ip saddr @geo_v4 ip saddr != @geo_removed_v4`), or added since
+    /// (`ip saddr @geo_added_v4`). The base comes first: a source outside it (most of the
+    /// world, with an allow list) costs two lookups, not three (BENCHMARKS.md §7).
     pub fn source_matches(family: Family) -> [Vec<Match>; 2] {
         [
             vec![
-                Match::SaddrNotInSet(family, Gate::removed_set_name(family)),
                 Match::SaddrInSet(family, Gate::set_name(family)),
+                Match::SaddrNotInSet(family, Gate::removed_set_name(family)),
             ],
             vec![Match::SaddrInSet(family, Gate::added_set_name(family))],
         ]

@@ -422,9 +422,9 @@ fn the_gate_adds_a_source_match_per_family() {
     assert_eq!(
         rules,
         [
-            "udp dport 10000-20000 ip saddr != @geo_removed_v4 ip saddr @geo_v4 accept",
+            "udp dport 10000-20000 ip saddr @geo_v4 ip saddr != @geo_removed_v4 accept",
             "udp dport 10000-20000 ip saddr @geo_added_v4 accept",
-            "udp dport 10000-20000 ip6 saddr != @geo_removed_v6 ip6 saddr @geo_v6 accept",
+            "udp dport 10000-20000 ip6 saddr @geo_v6 ip6 saddr != @geo_removed_v6 accept",
             "udp dport 10000-20000 ip6 saddr @geo_added_v6 accept",
         ]
     );
@@ -611,7 +611,7 @@ fn only_the_open_paths_depend_on_the_gate() {
         .collect();
     assert!(
         input.contains(
-            &"udp dport 10000-20000 ip saddr != @geo_removed_v4 ip saddr @geo_v4 accept"
+            &"udp dport 10000-20000 ip saddr @geo_v4 ip saddr != @geo_removed_v4 accept"
                 .to_string()
         ) && input.contains(&"udp dport 10000-20000 ip saddr @geo_added_v4 accept".to_string()),
         "{input:?}"
@@ -840,7 +840,7 @@ fn sip_admission_open_mode_and_the_first_knock_are_behind_the_gate() {
     assert!(
         guard
             .iter()
-            .any(|r| r == "ip saddr != @geo_removed_v4 ip saddr @geo_v4 accept"),
+            .any(|r| r == "ip saddr @geo_v4 ip saddr != @geo_removed_v4 accept"),
         "{guard:#?}"
     );
     assert!(!guard.iter().any(|r| r == "accept"), "{guard:#?}");
@@ -850,7 +850,7 @@ fn sip_admission_open_mode_and_the_first_knock_are_behind_the_gate() {
         .collect();
     assert!(!admits.is_empty(), "{guard:#?}");
     // Two rules each: in the base and not removed since, or added since.
-    let base = "ip saddr != @geo_removed_v4 ip saddr @geo_v4 update";
+    let base = "ip saddr @geo_v4 ip saddr != @geo_removed_v4 update";
     let added = "ip saddr @geo_added_v4 update";
     assert!(
         admits
