@@ -344,7 +344,14 @@ fn packet_sources(a: &[Row], b: &[Row]) -> (Ipv6Addr, Ipv6Addr) {
 fn set_size(ns: &str, set: &str) -> usize {
     let out = common::ns_cmd(ns, "nft", &["list", "set", "inet", "pbxwall", set]);
     assert!(out.status.success(), "nft list set {set}: {out:?}");
-    crate::workload::element_count(&String::from_utf8_lossy(&out.stdout))
+    listed_elements(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Elements in `nft list set` output (its `elements = { ... }` spans lines).
+fn listed_elements(text: &str) -> usize {
+    text.split_once("elements = {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map_or(0, |(list, _)| list.matches(',').count() + 1)
 }
 
 /// One ruleset of the per-packet part and the floods it gets: (sender, source address).
@@ -475,7 +482,9 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
         })
         .collect();
     say(format!(
-        "sources: {de} (a DE row: allowed), {other} (a row of another country: not allowed),          both rows the same country in the 1 % change; accounts as in scenario 2 with 10          sources; geo update +{} −{} elements (v4+v6)\n{}",
+        "sources: {de} (a DE row: allowed), {other} (a row of another country: not allowed), \
+         both rows the same country in the 1 % change; accounts as in scenario 2 with 10 \
+         sources; geo update +{} −{} elements (v4+v6)\n{}",
         delta.0,
         delta.1,
         sizes.join("\n")
@@ -521,9 +530,17 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
         t
     };
     say(format!(
-        "\n{} interleaved rounds of {FLOOD_SECS} s floods per ruleset and source, to udp          {RTP_PORT}; median [min–max]. CPU ns/pkt = CPU time of the sending thread (+          ksoftirqd/0) per packet, the whole send and receive path (scenario 2); ÷ 1 = CPU          ns/pkt ÷ ruleset 1's (cost: above 1 is dearer); handled = min over rounds of          (dropped by the counter rule, or received by the sink) ÷ sent.\n\
-         Stranger: {other} (not DE): ruleset 1 drops it at the policy after the whitelist's          lookups; rulesets 2 and 3 look it up in geo_removed_v6, geo_v6 and geo_added_v6          (no match) first.\n\
-         Allowed: ruleset 1: {ALLOWED6} (whitelisted; accepted by its account's RTP rule);          1b and 2, 3: {de} (DE, not whitelisted; accepted by the open RTP rule, in 2 and 3          after the lookups in geo_removed_v6 and geo_v6).\n",
+        "\n{} interleaved rounds of {FLOOD_SECS} s floods per ruleset and source, to udp \
+         {RTP_PORT}; median [min–max]. CPU ns/pkt = CPU time of the sending thread (+ \
+         ksoftirqd/0) per packet, the whole send and receive path (scenario 2); ÷ 1 = CPU \
+         ns/pkt ÷ ruleset 1's (cost: above 1 is dearer); handled = min over rounds of \
+         (dropped by the counter rule, or received by the sink) ÷ sent.\n\
+         Stranger: {other} (not DE): ruleset 1 drops it at the policy after the whitelist's \
+         lookups; rulesets 2 and 3 look it up in geo_removed_v6, geo_v6 and geo_added_v6 \
+         (no match) first.\n\
+         Allowed: ruleset 1: {ALLOWED6} (whitelisted; accepted by its account's RTP rule); \
+         1b and 2, 3: {de} (DE, not whitelisted; accepted by the open RTP rule, in 2 and 3 \
+         after the lookups in geo_removed_v6 and geo_v6).\n",
         o.reps
     ));
     for who in [Sender::Stranger, Sender::Allowed] {
@@ -651,6 +668,13 @@ pub fn self_check() {
         .filter(|(a, b)| a.country != b.country)
         .count();
     assert!(diff > r.len() / 120 && diff <= r.len() / 100, "{diff}");
+    assert_eq!(
+        listed_elements(
+            "set s {\n\telements = { 2001:db8::/64, 2001:db8:1::-2001:db8:1::5,\n\t\t2001:db8:2::1 }\n}\n"
+        ),
+        3
+    );
+    assert_eq!(listed_elements("set s {\n\ttype ipv6_addr\n}\n"), 0);
     let (de, other) = packet_sources(&r, &c);
     let below = u128::from(SOURCES_BELOW.parse::<Ipv6Addr>().unwrap());
     for (addr, want_de) in [(de, true), (other, false)] {
