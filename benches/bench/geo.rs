@@ -24,6 +24,7 @@ use crate::{
     ALLOWED6, CMD_TIMEOUT, Cfg, FLOOD_SECS, NFT_TIMEOUT, Opts, RTP_PORT, Report, Sender, Setup,
     Shot, common, mib, nft_cmd, say, shot_from, table,
 };
+use pbxwall::geo::Gate;
 
 /// IPv6 rows of the database (half of them DE).
 const V6_ROWS: usize = 600_000;
@@ -381,8 +382,8 @@ fn reorder_gate(ns: &str) {
 struct PacketCase {
     setup: Setup,
     sources: Vec<(Sender, String)>,
-    /// `nft list set` sizes: geo_v6, geo_added_v6, geo_removed_v6 (None without the gate).
-    sizes: Option<[usize; 3]>,
+    /// `nft list set` sizes of [`Gate::set_names`]'s sets (None without the gate).
+    sizes: Option<Vec<(String, usize)>>,
 }
 
 /// Scenario 7's per-packet part (`geo-packets`): what the gate's lookups cost a packet.
@@ -453,7 +454,13 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
             reorder_gate(topo.pbx_ns());
         }
         let sizes = (k >= 2).then(|| {
-            ["geo_v6", "geo_added_v6", "geo_removed_v6"].map(|set| set_size(topo.pbx_ns(), set))
+            Gate::set_names()
+                .into_iter()
+                .map(|set| {
+                    let n = set_size(topo.pbx_ns(), &set);
+                    (set, n)
+                })
+                .collect()
         });
         let sources = match k {
             0 => vec![
@@ -502,11 +509,9 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
     let sizes: Vec<String> = cases
         .iter()
         .filter_map(|c| {
-            c.sizes.map(|[b, a, r]| {
-                format!(
-                    "{}: geo_v6 {b}, geo_added_v6 {a}, geo_removed_v6 {r} elements",
-                    c.setup.label
-                )
+            c.sizes.as_ref().map(|v| {
+                let v: Vec<String> = v.iter().map(|(s, n)| format!("{s} {n}")).collect();
+                format!("{}: elements: {}", c.setup.label, v.join(", "))
             })
         })
         .collect();
