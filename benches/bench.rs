@@ -10,10 +10,12 @@
 //! cargo bench --bench bench                    # everything (about 4 minutes)
 //! cargo bench --bench bench -- restart packets # only some scenarios:
 //!                                              #   restart packets dns ipchecker sip geo scale
-//!                                              #   (scale-bans: scenario 8's ban part only)
+//!                                              #   (scale-bans: scenario 8's ban part only;
+//!                                              #   geo-packets: scenario 7's per-packet part)
 //! cargo bench --bench bench -- --reps 3        # fewer rounds
 //! cargo bench --bench bench -- scale --accounts-only   # scenario 8 without its ban part
 //! cargo bench --bench bench -- geo --geo-full-reps 1   # geo: one round of full loads
+//! cargo bench --bench bench -- geo-packets --geo-reorder  # also base set first (experiment)
 //! cargo bench --bench bench -- --write-geo DIR  # geo databases and settings, for profiling
 //! PBXWALL_BENCH_BIN_DIR=/other/target/release cargo bench --bench bench   # other binaries
 //! ```
@@ -69,6 +71,9 @@ struct Opts {
     scale_accounts_only: bool,
     /// Rounds of scenario 7's full loads (restart, nft -f); `reps` unless given.
     geo_full_reps: Option<usize>,
+    /// `--geo-reorder`: scenario 7's per-packet part also with the gated rules' lookups
+    /// reordered (base set first), an experiment.
+    geo_reorder: bool,
     only: Vec<String>,
     bin_dir: PathBuf,
 }
@@ -160,7 +165,10 @@ fn mib(kib: f64) -> f64 {
 struct Verdict {
     target: String,
     measured: String,
+    /// None: skipped (or, with `info`, no target).
     met: Option<bool>,
+    /// A figure without a target: shown as "info".
+    info: bool,
 }
 
 #[derive(Default)]
@@ -175,6 +183,17 @@ impl Report {
             target: target.to_string(),
             measured,
             met,
+            info: false,
+        });
+    }
+
+    /// A figure without a target (no pass or fail), listed with the verdicts.
+    fn info(&mut self, what: &str, measured: String) {
+        self.verdicts.push(Verdict {
+            target: what.to_string(),
+            measured,
+            met: None,
+            info: true,
         });
     }
 }
@@ -664,10 +683,16 @@ fn shot(s: &Setup, who: Sender, secs: f64) -> Shot {
         Sender::Stranger => (STRANGER6, RTP_PORT),
         Sender::Allowed => (ALLOWED6, SIP_PORT),
     };
+    shot_from(s, src, port, who == Sender::Stranger && s.firewall, secs)
+}
+
+/// A flood of `secs` from `src` (an address of the client namespace) to the pbx's `port`;
+/// `counted`: the packets are meant to be dropped, so the drop counter tells what was
+/// handled (else the sink).
+fn shot_from(s: &Setup, src: &str, port: u16, counted: bool, secs: f64) -> Shot {
     let src: SocketAddr = SocketAddr::new(src.parse().unwrap(), 0);
     let dst: SocketAddr = SocketAddr::new(PBX6.parse().unwrap(), port);
     let pbx = s.topo.pbx_ns();
-    let counted = who == Sender::Stranger && s.firewall;
     let before = if counted { drop_counter(pbx) } else { 0 };
     let sink = flood::Sink::start(pbx, port);
     let soft0 = flood::ksoftirqd_secs(0).unwrap_or(0.0);
@@ -1509,6 +1534,7 @@ fn main() {
         reps: DEFAULT_REPS,
         scale_accounts_only: false,
         geo_full_reps: None,
+        geo_reorder: false,
         only: Vec::new(),
         bin_dir: default_bin_dir(),
     };
@@ -1523,6 +1549,7 @@ fn main() {
                     .expect("--reps N (N ≥ 1)");
             }
             "--accounts-only" => opts.scale_accounts_only = true,
+            "--geo-reorder" => opts.geo_reorder = true,
             "--geo-full-reps" => {
                 opts.geo_full_reps = Some(
                     it.next()
@@ -1536,8 +1563,8 @@ fn main() {
                 geo::write_workload(&opts, Path::new(dir));
                 return;
             }
-            "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" | "scale"
-            | "scale-bans" => opts.only.push(a.clone()),
+            "restart" | "packets" | "dns" | "ipchecker" | "sip" | "geo" | "geo-packets"
+            | "scale" | "scale-bans" => opts.only.push(a.clone()),
             "--flood" => {
                 // Profiling aid: one pbxwall topology with N sources, a stranger flood of S s.
                 let n = it
@@ -1558,7 +1585,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker sip geo scale scale-bans; --reps N"
+                    "bench: unknown argument {other:?}; scenarios: restart packets dns ipchecker sip geo geo-packets scale scale-bans; --reps N"
                 );
                 std::process::exit(2);
             }
@@ -1600,19 +1627,21 @@ fn main() {
     let mut report = Report::default();
     let have_dnsmasq = common::tool("dnsmasq").is_some();
     type Scenario = fn(&Opts, &mut Report);
-    let scenarios: [(&str, Scenario, bool); 8] = [
+    let scenarios: [(&str, Scenario, bool); 9] = [
         ("restart", s1_restart, true),
         ("packets", s2_packets, true),
         ("dns", s3_slow_dns, have_dnsmasq),
         ("ipchecker", s4_ipchecker, have_dnsmasq),
         ("sip", s6_sip, true),
         ("geo", geo::s7_geo, true),
+        ("geo-packets", geo::s7_packets, true),
         ("scale", scale::s8_scale, true),
         ("scale-bans", scale::s8_bans, true),
     ];
     for (name, f, can) in scenarios {
-        // scale-bans is a part of scale, run alone only when asked for.
-        if !opts.wants(name) || (name == "scale-bans" && opts.only.is_empty()) {
+        // geo-packets and scale-bans are parts of geo and scale, run alone only when asked for.
+        let part = name == "geo-packets" || name == "scale-bans";
+        if !opts.wants(name) || (part && opts.only.is_empty()) {
             continue;
         }
         if !can {
@@ -1645,7 +1674,11 @@ fn main() {
             vec![
                 v.target.clone(),
                 v.measured.clone(),
-                v.met.map_or("SKIPPED".into(), |m| met(m).to_string()),
+                match (v.met, v.info) {
+                    (Some(m), _) => met(m).to_string(),
+                    (None, true) => "info".into(),
+                    (None, false) => "SKIPPED".into(),
+                },
             ]
         })
         .collect();

@@ -6,13 +6,25 @@
 //!
 //! Only documentation addresses: the 768 addresses of the three v4 /24s (every other one
 //! DE) and 2001:db8::/32, cut into 600,000 consecutive ranges of random sizes.
+//!
+//! Its per-packet part (`geo-packets`, also run alone): IPv6 UDP floods to the RTP port, as in
+//! scenario 2, from a source in a DE row and one in a row of another country, against the
+//! whitelist without the gate, open RTP without the gate, and the gate just after `restart`
+//! and after a `geo update` of the 1 % change (the small sets filled).
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::measure::{self, Measured, measure_in, ratio, settle, stats};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::measure::{self, Measured, Stats, measure_in, ratio, settle, stats};
 use crate::workload::Rng;
-use crate::{CMD_TIMEOUT, Cfg, NFT_TIMEOUT, Opts, Report, mib, nft_cmd, say, table};
+use crate::{
+    ALLOWED6, CMD_TIMEOUT, Cfg, FLOOD_SECS, NFT_TIMEOUT, Opts, RTP_PORT, Report, Sender, Setup,
+    Shot, common, mib, nft_cmd, say, shot_from, table,
+};
+use pbxwall::geo::Gate;
 
 /// IPv6 rows of the database (half of them DE).
 const V6_ROWS: usize = 600_000;
@@ -305,6 +317,365 @@ pub fn s7_geo(o: &Opts, rep: &mut Report) {
         format!("netlink writes {writes_unchanged:?}"),
         Some(writes_unchanged == std::collections::BTreeSet::from([0])),
     );
+    s7_packets(o, rep);
+}
+
+/// Where the per-packet part picks its sources: rows from here on.
+const SOURCE_ROWS_FROM: usize = 768 + V6_ROWS / 4;
+/// The sources stay below 2001:db8:100:: (the generated accounts' sources are above).
+const SOURCES_BELOW: &str = "2001:db8:100::";
+
+/// The two sources of the per-packet part: the middle address of the first DE row and of
+/// the first row of another country from [`SOURCE_ROWS_FROM`] on whose country the 1 %
+/// change leaves alone: (allowed, not allowed).
+fn packet_sources(a: &[Row], b: &[Row]) -> (Ipv6Addr, Ipv6Addr) {
+    let pick = |de: bool| -> Ipv6Addr {
+        let (ra, _) = a
+            .iter()
+            .zip(b)
+            .skip(SOURCE_ROWS_FROM)
+            .find(|(ra, rb)| !ra.v4 && ra.country == rb.country && (ra.country == "DE") == de)
+            .expect("a row");
+        Ipv6Addr::from(ra.start + (ra.end - ra.start) / 2)
+    };
+    (pick(true), pick(false))
+}
+
+/// Elements of a set in namespace `ns` (`nft list set`).
+fn set_size(ns: &str, set: &str) -> usize {
+    let out = common::ns_cmd(ns, "nft", &["list", "set", "inet", "pbxwall", set]);
+    assert!(out.status.success(), "nft list set {set}: {out:?}");
+    listed_elements(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Elements in `nft list set` output (its `elements = { ... }` spans lines).
+fn listed_elements(text: &str) -> usize {
+    text.split_once("elements = {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map_or(0, |(list, _)| list.matches(',').count() + 1)
+}
+
+/// `--geo-reorder`: the input chain of namespace `ns` again with each gated rule's base
+/// lookup before the removed one (`ip6 saddr @geo_v6 ip6 saddr != @geo_removed_v6`), so a
+/// source outside the base stops after one lookup; same sets, same verdicts. An experiment
+/// done with `nft` on the live chain (flush and reload in one transaction).
+fn reorder_gate(ns: &str) {
+    let out = common::ns_cmd(ns, "nft", &["list", "chain", "inet", "pbxwall", "input"]);
+    assert!(out.status.success(), "nft list chain: {out:?}");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for f in ["ip", "ip6"] {
+        let v = if f == "ip" { "v4" } else { "v6" };
+        let from = format!("{f} saddr != @geo_removed_{v} {f} saddr @geo_{v}");
+        let to = format!("{f} saddr @geo_{v} {f} saddr != @geo_removed_{v}");
+        assert!(text.contains(&from), "no {from:?} in\n{text}");
+        text = text.replace(&from, &to);
+    }
+    let script = format!("flush chain inet pbxwall input\n{text}");
+    let out = common::nft(ns, &script);
+    assert!(
+        out.status.success(),
+        "nft -f (reordered): {out:?}\n{script}"
+    );
+}
+
+/// One ruleset of the per-packet part and the floods it gets: (sender, source address).
+struct PacketCase {
+    setup: Setup,
+    sources: Vec<(Sender, String)>,
+    /// `nft list set` sizes of [`Gate::set_names`]'s sets (None without the gate).
+    sizes: Option<Vec<(String, usize)>>,
+}
+
+/// Scenario 7's per-packet part (`geo-packets`): what the gate's lookups cost a packet.
+pub fn s7_packets(o: &Opts, rep: &mut Report) {
+    say("\n## 7b. geo gate per packet: IPv6 UDP floods to the RTP port, 300k ranges\n");
+    let base = rows(61);
+    let b_rows = changed(&base, 62);
+    let (de, other) = packet_sources(&base, &b_rows);
+    let (a_text, b_text) = (csv(&base), csv(&b_rows));
+    let restart = o.bin("restart");
+    let pbxwall = o.bin("pbxwall");
+    let accounts = crate::packet_accounts(10);
+    let geo_cfg = || {
+        let cfg = Cfg::new("", &accounts);
+        let settings = format!(
+            "[rtp]\nfrom = \"any\"\n[geo]\ndatabase = \"{}\"\nallow = [\"DE\"]\n",
+            cfg.file("geo.csv").display()
+        );
+        cfg.tmp.write("pbxwall.toml", &settings);
+        install_db(&cfg, &a_text);
+        cfg
+    };
+    let cfgs = [
+        (
+            "1. whitelist, no gate",
+            Cfg::new("[rtp]\nfrom = \"whitelist\"\n", &accounts),
+        ),
+        (
+            "1b. open RTP, no gate",
+            Cfg::new("[rtp]\nfrom = \"any\"\n", &accounts),
+        ),
+        ("2. gate after restart", geo_cfg()),
+        ("3. gate after geo update", geo_cfg()),
+        ("2r. as 2, base set first", geo_cfg()),
+        ("3r. as 3, base set first", geo_cfg()),
+    ];
+    let cfgs = &cfgs[..if o.geo_reorder { 6 } else { 4 }];
+    let (de_s, other_s) = (de.to_string(), other.to_string());
+    let mut cases = Vec::new();
+    let mut delta = (0, 0);
+    for (k, (label, cfg)) in cfgs.iter().enumerate() {
+        let topo = common::Topology::new();
+        for a in [&de_s, &other_s] {
+            topo.add_client_addr(&format!("{a}/128"));
+            topo.add_pbx_route(&format!("{a}/128"));
+        }
+        measure_in(topo.pbx_ns(), || cfg.cmd(&restart, &[]), CMD_TIMEOUT)
+            .expect_code(&[0], "restart (geo per-packet setup)");
+        if k == 3 || k == 5 {
+            install_db(cfg, &b_text);
+            let m = measure_in(
+                topo.pbx_ns(),
+                || cfg.cmd(&pbxwall, &["geo", "update", "--json"]),
+                CMD_TIMEOUT,
+            );
+            m.expect_code(&[0], "geo update (per-packet setup)");
+            let v = json(&m, "geo update");
+            assert_eq!(
+                v["apply"], "elements",
+                "geo update wrote elements only: {v}"
+            );
+            delta = (
+                v["added"].as_u64().unwrap_or(0),
+                v["removed"].as_u64().unwrap_or(0),
+            );
+        }
+        if k >= 4 {
+            reorder_gate(topo.pbx_ns());
+        }
+        let sizes = (k >= 2).then(|| {
+            Gate::set_names()
+                .into_iter()
+                .map(|set| {
+                    let n = set_size(topo.pbx_ns(), &set);
+                    (set, n)
+                })
+                .collect()
+        });
+        let sources = match k {
+            0 => vec![
+                (Sender::Stranger, other_s.clone()),
+                (Sender::Allowed, ALLOWED6.to_string()),
+            ],
+            1 => vec![(Sender::Allowed, de_s.clone())],
+            _ => vec![
+                (Sender::Stranger, other_s.clone()),
+                (Sender::Allowed, de_s.clone()),
+            ],
+        };
+        cases.push(PacketCase {
+            setup: Setup {
+                label: label.to_string(),
+                topo,
+                firewall: true,
+            },
+            sources,
+            sizes,
+        });
+    }
+    let flood = |c: &PacketCase, who: Sender, src: &str, secs: f64| -> Shot {
+        shot_from(&c.setup, src, RTP_PORT, who == Sender::Stranger, secs)
+    };
+    // Warm-up (neighbour discovery, caches, sockets), and the check that each source gets
+    // the verdict it should: the stranger's packets counted as dropped, the allowed one's
+    // delivered.
+    for c in &cases {
+        for (who, src) in &c.sources {
+            flood(c, *who, src, 0.2);
+            let sh = flood(c, *who, src, 0.2);
+            assert!(
+                sh.handled > 0.9,
+                "{}: {who:?} {src} → udp {RTP_PORT}: only {:.1} % {} (setup wrong)",
+                c.setup.label,
+                sh.handled * 100.0,
+                if *who == Sender::Stranger {
+                    "dropped"
+                } else {
+                    "delivered"
+                }
+            );
+        }
+    }
+    let sizes: Vec<String> = cases
+        .iter()
+        .filter_map(|c| {
+            c.sizes.as_ref().map(|v| {
+                let v: Vec<String> = v.iter().map(|(s, n)| format!("{s} {n}")).collect();
+                format!("{}: elements: {}", c.setup.label, v.join(", "))
+            })
+        })
+        .collect();
+    say(format!(
+        "sources: {de} (a DE row: allowed), {other} (a row of another country: not allowed), \
+         both rows the same country in the 1 % change; accounts as in scenario 2 with 10 \
+         sources; geo update +{} −{} elements (v4+v6)\n{}",
+        delta.0,
+        delta.1,
+        sizes.join("\n")
+    ));
+
+    let mut samples: BTreeMap<(usize, Sender), Vec<Shot>> = BTreeMap::new();
+    for r in 0..o.reps {
+        let started = Instant::now();
+        for k in 0..cases.len() {
+            let i = (k + r) % cases.len();
+            let c = &cases[i];
+            for (who, src) in &c.sources {
+                let sh = flood(c, *who, src, FLOOD_SECS);
+                samples.entry((i, *who)).or_default().push(sh);
+            }
+        }
+        say(format!(
+            "  round {}/{} done in {:.1} s",
+            r + 1,
+            o.reps,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    let ns = |i: usize, who: Sender| -> Stats {
+        let v: Vec<f64> = samples[&(i, who)].iter().map(|s| s.cpu_ns).collect();
+        stats(&v)
+    };
+    let kpps = |i: usize, who: Sender| -> Stats {
+        let v: Vec<f64> = samples[&(i, who)]
+            .iter()
+            .map(|s| s.sent_pps / 1e3)
+            .collect();
+        stats(&v)
+    };
+    let handled = |i: usize, who: Sender| -> String {
+        let v = &samples[&(i, who)];
+        let min = v.iter().map(|s| s.handled).fold(f64::INFINITY, f64::min);
+        let errs: u64 = v.iter().map(|s| s.errors).sum();
+        let mut t = format!("{:.1} %", min * 100.0);
+        if errs > 0 {
+            t += &format!(" ({errs} send errors)");
+        }
+        t
+    };
+    say(format!(
+        "\n{} interleaved rounds of {FLOOD_SECS} s floods per ruleset and source, to udp \
+         {RTP_PORT}; median [min–max]. CPU ns/pkt = CPU time of the sending thread (+ \
+         ksoftirqd/0) per packet, the whole send and receive path (scenario 2); ÷ 1 = CPU \
+         ns/pkt ÷ ruleset 1's (cost: above 1 is dearer); handled = min over rounds of \
+         (dropped by the counter rule, or received by the sink) ÷ sent.\n\
+         Stranger: {other} (not DE): ruleset 1 drops it at the policy after the whitelist's \
+         lookups; rulesets 2 and 3 look it up in geo_removed_v6, geo_v6 and geo_added_v6 \
+         (no match) first.\n\
+         Allowed: ruleset 1: {ALLOWED6} (whitelisted; accepted by its account's RTP rule); \
+         1b and 2, 3: {de} (DE, not whitelisted; accepted by the open RTP rule, in 2 and 3 \
+         after the lookups in geo_removed_v6 and geo_v6).{}\n",
+        o.reps,
+        if cases.len() == 6 {
+            "\n2r, 3r (--geo-reorder): as 2 and 3, the gated rules reloaded by nft with \
+             geo_v6 looked up before geo_removed_v6 (the stranger then skips geo_removed_v6)."
+        } else {
+            ""
+        }
+    ));
+    for who in [Sender::Stranger, Sender::Allowed] {
+        let rows: Vec<Vec<String>> = cases
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.sources.iter().any(|(w, _)| *w == who))
+            .map(|(i, c)| {
+                let src = &c.sources.iter().find(|(w, _)| *w == who).expect("source").1;
+                vec![
+                    c.setup.label.clone(),
+                    src.clone(),
+                    kpps(i, who).show(0),
+                    ns(i, who).show(0),
+                    ratio(&ns(i, who), &ns(0, who)),
+                    handled(i, who),
+                ]
+            })
+            .collect();
+        say(format!("{who:?}:\n"));
+        say(table(
+            &[
+                "ruleset",
+                "source",
+                "kpps (wall)",
+                "CPU ns/pkt",
+                "÷ 1 (CPU ns)",
+                "handled",
+            ],
+            &rows,
+        ));
+    }
+    let incomplete: Vec<String> = samples
+        .iter()
+        .filter(|(_, v)| v.iter().any(|s| s.handled < 0.99))
+        .map(|((i, who), _)| format!("{} ({who:?})", cases[*i].setup.label))
+        .collect();
+    if !incomplete.is_empty() {
+        say(format!(
+            "WARNING: under 99 % of the packets sent were handled (backlog or socket drops), \
+             so the sender's rate overstates the path for: {}",
+            incomplete.join(", ")
+        ));
+    }
+    let (s1, s2, s3) = (
+        ns(0, Sender::Stranger),
+        ns(2, Sender::Stranger),
+        ns(3, Sender::Stranger),
+    );
+    rep.info(
+        "7b. geo gate per packet, not-allowed source (dropped), CPU ns/pkt",
+        format!(
+            "whitelist {:.0}; gate after restart {:.0} (×{:.2}), after update {:.0} (×{:.2}); \
+             update ÷ restart {}",
+            s1.median,
+            s2.median,
+            s2.median / s1.median,
+            s3.median,
+            s3.median / s1.median,
+            ratio(&s3, &s2)
+        ),
+    );
+    let (a1, a1b, a2, a3) = (
+        ns(0, Sender::Allowed),
+        ns(1, Sender::Allowed),
+        ns(2, Sender::Allowed),
+        ns(3, Sender::Allowed),
+    );
+    rep.info(
+        "7b. geo gate per packet, allowed source (delivered), CPU ns/pkt",
+        format!(
+            "whitelisted {:.0}; open RTP {:.0}; gate after restart {:.0} (×{:.2} of open), \
+             after update {:.0} (×{:.2}); update ÷ restart {}",
+            a1.median,
+            a1b.median,
+            a2.median,
+            a2.median / a1b.median,
+            a3.median,
+            a3.median / a1b.median,
+            ratio(&a3, &a2)
+        ),
+    );
+    if cases.len() == 6 {
+        let r = |i: usize, j: usize, who: Sender| ratio(&ns(i, who), &ns(j, who));
+        rep.info(
+            "7b. gated rules with the base set looked up first (experiment), CPU ns/pkt",
+            format!(
+                "not allowed: 2r ÷ 2 {}, 3r ÷ 3 {}; allowed: 2r ÷ 2 {}, 3r ÷ 3 {}",
+                r(4, 2, Sender::Stranger),
+                r(5, 3, Sender::Stranger),
+                r(4, 2, Sender::Allowed),
+                r(5, 3, Sender::Allowed)
+            ),
+        );
+    }
 }
 
 /// `--write-geo DIR`: the databases (`geo-a.csv`, `geo-b.csv` with 1 % changed) and a
@@ -350,4 +721,24 @@ pub fn self_check() {
         .filter(|(a, b)| a.country != b.country)
         .count();
     assert!(diff > r.len() / 120 && diff <= r.len() / 100, "{diff}");
+    assert_eq!(
+        listed_elements(
+            "set s {\n\telements = { 2001:db8::/64, 2001:db8:1::-2001:db8:1::5,\n\t\t2001:db8:2::1 }\n}\n"
+        ),
+        3
+    );
+    assert_eq!(listed_elements("set s {\n\ttype ipv6_addr\n}\n"), 0);
+    let (de, other) = packet_sources(&r, &c);
+    let below = u128::from(SOURCES_BELOW.parse::<Ipv6Addr>().unwrap());
+    for (addr, want_de) in [(de, true), (other, false)] {
+        let a = u128::from(addr);
+        assert!(a < below, "{addr} below {SOURCES_BELOW}");
+        for rows in [&r, &c] {
+            let row = rows
+                .iter()
+                .find(|x| !x.v4 && x.start <= a && a <= x.end)
+                .expect("in a row");
+            assert_eq!(row.country == "DE", want_de, "{addr}: {}", row.country);
+        }
+    }
 }
