@@ -15,7 +15,6 @@
 //! cargo bench --bench bench -- --reps 3        # fewer rounds
 //! cargo bench --bench bench -- scale --accounts-only   # scenario 8 without its ban part
 //! cargo bench --bench bench -- geo --geo-full-reps 1   # geo: one round of full loads
-//! cargo bench --bench bench -- geo-packets --geo-reorder  # also base set first (experiment)
 //! cargo bench --bench bench -- --write-geo DIR  # geo databases and settings, for profiling
 //! PBXWALL_BENCH_BIN_DIR=/other/target/release cargo bench --bench bench   # other binaries
 //! ```
@@ -71,9 +70,6 @@ struct Opts {
     scale_accounts_only: bool,
     /// Rounds of scenario 7's full loads (restart, nft -f); `reps` unless given.
     geo_full_reps: Option<usize>,
-    /// `--geo-reorder`: scenario 7's per-packet part also with the gated rules' lookups
-    /// reordered (base set first), an experiment.
-    geo_reorder: bool,
     only: Vec<String>,
     bin_dir: PathBuf,
 }
@@ -1534,7 +1530,6 @@ fn main() {
         reps: DEFAULT_REPS,
         scale_accounts_only: false,
         geo_full_reps: None,
-        geo_reorder: false,
         only: Vec::new(),
         bin_dir: default_bin_dir(),
     };
@@ -1549,7 +1544,6 @@ fn main() {
                     .expect("--reps N (N ≥ 1)");
             }
             "--accounts-only" => opts.scale_accounts_only = true,
-            "--geo-reorder" => opts.geo_reorder = true,
             "--geo-full-reps" => {
                 opts.geo_full_reps = Some(
                     it.next()

@@ -355,29 +355,6 @@ fn listed_elements(text: &str) -> usize {
         .map_or(0, |(list, _)| list.matches(',').count() + 1)
 }
 
-/// `--geo-reorder`: the input chain of namespace `ns` again with each gated rule's base
-/// lookup before the removed one (`ip6 saddr @geo_v6 ip6 saddr != @geo_removed_v6`), so a
-/// source outside the base stops after one lookup; same sets, same verdicts. An experiment
-/// done with `nft` on the live chain (flush and reload in one transaction).
-fn reorder_gate(ns: &str) {
-    let out = common::ns_cmd(ns, "nft", &["list", "chain", "inet", "pbxwall", "input"]);
-    assert!(out.status.success(), "nft list chain: {out:?}");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    for f in ["ip", "ip6"] {
-        let v = if f == "ip" { "v4" } else { "v6" };
-        let from = format!("{f} saddr != @geo_removed_{v} {f} saddr @geo_{v}");
-        let to = format!("{f} saddr @geo_{v} {f} saddr != @geo_removed_{v}");
-        assert!(text.contains(&from), "no {from:?} in\n{text}");
-        text = text.replace(&from, &to);
-    }
-    let script = format!("flush chain inet pbxwall input\n{text}");
-    let out = common::nft(ns, &script);
-    assert!(
-        out.status.success(),
-        "nft -f (reordered): {out:?}\n{script}"
-    );
-}
-
 /// One ruleset of the per-packet part and the floods it gets: (sender, source address).
 struct PacketCase {
     setup: Setup,
@@ -417,10 +394,7 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
         ),
         ("2. gate after restart", geo_cfg()),
         ("3. gate after geo update", geo_cfg()),
-        ("2r. as 2, base set first", geo_cfg()),
-        ("3r. as 3, base set first", geo_cfg()),
     ];
-    let cfgs = &cfgs[..if o.geo_reorder { 6 } else { 4 }];
     let (de_s, other_s) = (de.to_string(), other.to_string());
     let mut cases = Vec::new();
     let mut delta = (0, 0);
@@ -432,7 +406,7 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
         }
         measure_in(topo.pbx_ns(), || cfg.cmd(&restart, &[]), CMD_TIMEOUT)
             .expect_code(&[0], "restart (geo per-packet setup)");
-        if k == 3 || k == 5 {
+        if k == 3 {
             install_db(cfg, &b_text);
             let m = measure_in(
                 topo.pbx_ns(),
@@ -449,9 +423,6 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
                 v["added"].as_u64().unwrap_or(0),
                 v["removed"].as_u64().unwrap_or(0),
             );
-        }
-        if k >= 4 {
-            reorder_gate(topo.pbx_ns());
         }
         let sizes = (k >= 2).then(|| {
             Gate::set_names()
@@ -570,18 +541,12 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
          ns/pkt ÷ ruleset 1's (cost: above 1 is dearer); handled = min over rounds of \
          (dropped by the counter rule, or received by the sink) ÷ sent.\n\
          Stranger: {other} (not DE): ruleset 1 drops it at the policy after the whitelist's \
-         lookups; rulesets 2 and 3 look it up in geo_removed_v6, geo_v6 and geo_added_v6 \
-         (no match) first.\n\
+         lookups; rulesets 2 and 3 look it up in geo_v6 and geo_added_v6 (no match) \
+         first.\n\
          Allowed: ruleset 1: {ALLOWED6} (whitelisted; accepted by its account's RTP rule); \
          1b and 2, 3: {de} (DE, not whitelisted; accepted by the open RTP rule, in 2 and 3 \
-         after the lookups in geo_removed_v6 and geo_v6).{}\n",
+         after the lookups in geo_v6 and geo_removed_v6).\n",
         o.reps,
-        if cases.len() == 6 {
-            "\n2r, 3r (--geo-reorder): as 2 and 3, the gated rules reloaded by nft with \
-             geo_v6 looked up before geo_removed_v6 (the stranger then skips geo_removed_v6)."
-        } else {
-            ""
-        }
     ));
     for who in [Sender::Stranger, Sender::Allowed] {
         let rows: Vec<Vec<String>> = cases
@@ -663,19 +628,6 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
             ratio(&a3, &a2)
         ),
     );
-    if cases.len() == 6 {
-        let r = |i: usize, j: usize, who: Sender| ratio(&ns(i, who), &ns(j, who));
-        rep.info(
-            "7b. gated rules with the base set looked up first (experiment), CPU ns/pkt",
-            format!(
-                "not allowed: 2r ÷ 2 {}, 3r ÷ 3 {}; allowed: 2r ÷ 2 {}, 3r ÷ 3 {}",
-                r(4, 2, Sender::Stranger),
-                r(5, 3, Sender::Stranger),
-                r(4, 2, Sender::Allowed),
-                r(5, 3, Sender::Allowed)
-            ),
-        );
-    }
 }
 
 /// `--write-geo DIR`: the databases (`geo-a.csv`, `geo-b.csv` with 1 % changed) and a
