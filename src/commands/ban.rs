@@ -13,7 +13,7 @@
 //! none is the guard (the kernel adds those itself), anything else was given by hand
 //! (`manual` when no `--comment` was given).
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::io::BufRead;
 use std::net::IpAddr;
 
@@ -92,8 +92,17 @@ pub fn origin(comment: Option<&str>) -> &'static str {
 }
 
 /// Addresses from the command line (comma-separated too) and, with `stdin`, one a line
-/// from `input`; a bad one is a usage error naming it (and its line).
+/// from `input`; a bad one is a usage error naming it (and its line). Each address once,
+/// canonical, in order.
 fn parse_addrs(args: &[String], stdin: Option<&mut dyn BufRead>) -> Result<Vec<IpAddr>> {
+    Ok(parse_unique(args, stdin)?.0)
+}
+
+/// [`parse_addrs`], and the same addresses as a set.
+fn parse_unique(
+    args: &[String],
+    stdin: Option<&mut dyn BufRead>,
+) -> Result<(Vec<IpAddr>, HashSet<IpAddr>)> {
     let mut out = Vec::new();
     for a in args
         .iter()
@@ -132,9 +141,12 @@ fn parse_addrs(args: &[String], stdin: Option<&mut dyn BufRead>) -> Result<Vec<I
             None => out.extend(parse_lines(&text, 0)?),
         }
     }
-    let mut seen = std::collections::HashSet::with_capacity(out.len());
-    out.retain(|a| seen.insert(a.to_canonical()));
-    Ok(out.into_iter().map(|a| a.to_canonical()).collect())
+    let mut seen = HashSet::with_capacity(out.len());
+    out.retain_mut(|a| {
+        *a = a.to_canonical();
+        seen.insert(*a)
+    });
+    Ok((out, seen))
 }
 
 /// Standard input longer than this is parsed by two threads.
@@ -214,20 +226,64 @@ fn live_bans() -> Result<Vec<(Family, TimedElement)>> {
     Ok(out)
 }
 
-/// The state record with `adds` (to sets `names`) recorded at `now`, written to its
-/// temporary file and synced, for [`store::Staged::commit`] once the ban is live; and the
-/// warning of a record that could not be read.
+/// The state record with `addrs` (to sets `names`, by family) recorded at `now` with
+/// `timeout` and `comment`, written to its temporary file and synced, for
+/// [`store::Staged::commit`] once the ban is live; and the warning of a record that could
+/// not be read.
 fn stage_record(
     paths: &store::Paths,
     names: &[String; 2],
-    adds: &[Vec<TimedElement>; 2],
+    addrs: &[Vec<IpAddr>; 2],
+    timeout: Option<std::time::Duration>,
+    comment: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> (Result<store::Staged, store::StoreError>, Option<String>) {
     let (mut state, warning) = DynamicState::load(paths);
     for i in 0..2 {
-        state.record(&names[i], &adds[i], now);
+        state.record_all(&names[i], &addrs[i], timeout, Some(comment), now);
     }
     (state.stage(paths), warning)
+}
+
+/// Adds `addrs` (by family, to sets `names`) to the live ban sets with `timeout` and
+/// `comment`; an address banned already is replaced, so the new timeout and comment hold.
+/// An error means nothing changed.
+fn send_ban(
+    names: &[String; 2],
+    addrs: &[Vec<IpAddr>; 2],
+    timeout: Option<std::time::Duration>,
+    comment: &str,
+) -> Result<()> {
+    let live = live_bans().map_err(|e| e.context("nothing banned"))?;
+    let live_addrs: HashSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
+    let mut replace: [Vec<IpAddr>; 2] = Default::default();
+    let mut new: [Vec<IpAddr>; 2] = Default::default();
+    for i in 0..2 {
+        (replace[i], new[i]) = addrs[i].iter().partition(|a| live_addrs.contains(a));
+    }
+    let changes: Vec<netlink::BulkAdd> = (0..2)
+        .map(|i| netlink::BulkAdd {
+            set: &names[i],
+            family: [Family::V4, Family::V6][i],
+            replace: &replace[i],
+            new: &new[i],
+        })
+        .collect();
+    netlink::add_timed_bulk(&changes, timeout, Some(comment)).map_err(|e| match &e {
+        // The kernel's "set full" is ENFILE, whose text ("Too many open files in system")
+        // would mislead.
+        netlink::NetlinkError::Rejected { source, .. }
+            if source.raw_os_error() == Some(libc::ENFILE) =>
+        {
+            anyhow::anyhow!(
+                "the ban sets are full: ban_v4 and ban_v6 hold at most {} addresses each \
+                 (bans live and being added); nothing changed",
+                crate::compile::BAN_SET_SIZE
+            )
+        }
+        _ => anyhow::Error::new(e).context("the kernel refused the ban; nothing changed"),
+    })?;
+    Ok(())
 }
 
 /// `pbxwall ban ADDR... [--for DUR] [--comment T] [--force] [--stdin]`.
@@ -247,7 +303,7 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     }
     let stdin = std::io::stdin();
     let mut lock_in = stdin.lock();
-    let addrs = parse_addrs(
+    let (addrs, sources) = parse_unique(
         &args.addrs,
         args.stdin.then_some(&mut lock_in as &mut dyn BufRead),
     )?;
@@ -278,64 +334,35 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let duration = duration.unwrap_or(settings.guard.ban_for);
     let comment = args.comment.clone().unwrap_or_else(|| "manual".into());
     let _lock = ctx.lock()?;
-    let live = live_bans().map_err(|e| e.context("nothing banned"))?;
-    let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
-    let mut removes: [Vec<IpAddr>; 2] = Default::default();
-    let mut adds: [Vec<TimedElement>; 2] = Default::default();
-    for a in &addrs {
-        let i = usize::from(Family::of(*a) == Family::V6);
-        if live_addrs.contains(a) {
-            // Banned already: replaced, so the new duration and comment hold.
-            removes[i].push(*a);
-        }
-        adds[i].push(TimedElement::new(
-            *a,
-            Some(duration.to_std()),
-            Some(comment.clone()),
-        ));
-    }
     let names = [set_name(BAN_SET, Family::V4), set_name(BAN_SET, Family::V6)];
-    let changes: Vec<TimedChange> = (0..2)
-        .map(|i| TimedChange {
-            set: &names[i],
-            family: [Family::V4, Family::V6][i],
-            remove: &removes[i],
-            add: &adds[i],
-        })
-        .collect();
+    let mut by_family: [Vec<IpAddr>; 2] = Default::default();
+    for a in &addrs {
+        by_family[usize::from(Family::of(*a) == Family::V6)].push(*a);
+    }
+    let timeout = Some(duration.to_std());
     // The kernel works through the batch inside one sendmsg (most of a bulk ban's time);
     // meanwhile another thread merges the ban into the state record and writes it to a
     // temporary file, put in place only once the ban is live (dropped otherwise: nothing
-    // changed). The recorded expiry counts from just before the batch.
+    // changed). It starts before the live sets are read, and the recorded expiry counts
+    // from then.
     let now = chrono::Utc::now();
     let paths = &ctx.paths;
-    // One helper thread (the machine may have two cores): the record, then the set of
-    // sources whose flows end afterwards.
     let (sent, staged) = std::thread::scope(|s| {
-        let staged = s.spawn(|| {
-            let staged = stage_record(paths, &names, &adds, now);
-            (staged, addrs.iter().copied().collect::<BTreeSet<IpAddr>>())
-        });
-        (netlink::update_timed_sets(&changes), staged.join())
-    });
-    sent.map_err(|e| match &e {
-        // The kernel's "set full" is ENFILE, whose text ("Too many open files in system")
-        // would mislead.
-        netlink::NetlinkError::Rejected { source, .. }
-            if source.raw_os_error() == Some(libc::ENFILE) =>
-        {
-            anyhow::anyhow!(
-                "the ban sets are full: ban_v4 and ban_v6 hold at most {} addresses each \
-                 (bans live and being added); nothing changed",
-                crate::compile::BAN_SET_SIZE
-            )
-        }
-        _ => anyhow::Error::new(e).context("the kernel refused the ban; nothing changed"),
-    })?;
-    let ((staged, warning), sources) = staged.unwrap_or_else(|_| {
+        let staged = s.spawn(|| stage_record(paths, &names, &by_family, timeout, &comment, now));
         (
-            stage_record(paths, &names, &adds, chrono::Utc::now()),
-            addrs.iter().copied().collect(),
+            send_ban(&names, &by_family, timeout, &comment),
+            staged.join(),
+        )
+    });
+    sent?;
+    let (staged, warning) = staged.unwrap_or_else(|_| {
+        stage_record(
+            paths,
+            &names,
+            &by_family,
+            timeout,
+            &comment,
+            chrono::Utc::now(),
         )
     });
     if let Some(w) = warning {
@@ -396,7 +423,7 @@ pub fn unban(ctx: &Ctx, args: UnbanArgs) -> Result<Outcome> {
     }
     let lock = ctx.lock()?;
     let live = live_bans().map_err(|e| e.context("nothing unbanned"))?;
-    let live_addrs: BTreeSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
+    let live_addrs: HashSet<IpAddr> = live.iter().map(|(_, e)| e.addr).collect();
     let mut removes: [Vec<IpAddr>; 2] = Default::default();
     for a in &addrs {
         if live_addrs.contains(a) {

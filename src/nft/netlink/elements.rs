@@ -202,8 +202,30 @@ const ELEMENT_LIST_BYTES: usize = 60 * 1024;
 pub(super) fn add_timed_elements(
     batch: &mut Batch,
     table: &CStr,
-    (set, id): (&CStr, Option<u32>),
+    set: (&CStr, Option<u32>),
     elements: &[TimedElement],
+    op: ElemOp,
+    what: &str,
+) {
+    add_timed(
+        batch,
+        table,
+        set,
+        elements
+            .iter()
+            .map(|e| (e.addr, e.timeout, e.comment.as_deref())),
+        op,
+        what,
+    );
+}
+
+/// [`add_timed_elements`] of `(address, timeout, comment)`s: a bulk ban's elements all
+/// share one timeout and comment, with no element object each.
+pub(super) fn add_timed<'c>(
+    batch: &mut Batch,
+    table: &CStr,
+    (set, id): (&CStr, Option<u32>),
+    elements: impl Iterator<Item = (IpAddr, Option<std::time::Duration>, Option<&'c str>)>,
     op: ElemOp,
     what: &str,
 ) {
@@ -239,8 +261,9 @@ pub(super) fn add_timed_elements(
         batch.add_message(&m.end_nest().finish(), name);
         *part += 1;
     };
-    for (i, e) in elements.iter().enumerate() {
-        let key = Key::of(e.addr);
+    let mut elements = elements.peekable();
+    while let Some((addr, timeout, comment)) = elements.next() {
+        let key = Key::of(addr);
         let (mut m, list_start) = match msg.take() {
             Some(open) => open,
             None => {
@@ -255,12 +278,12 @@ pub(super) fn add_timed_elements(
             .attr(wire_attr::DATA_VALUE, key.bytes())
             .end_nest();
         if op == ElemOp::Add {
-            if let Some(t) = e.timeout {
+            if let Some(t) = timeout {
                 // The kernel takes milliseconds; at least 1 (0 would mean "no timeout").
                 let ms = (t.as_millis() as u64).max(1);
                 m = m.attr(wire_attr::ELEM_TIMEOUT, &ms.to_be_bytes());
             }
-            if let Some(c) = e.comment.as_deref() {
+            if let Some(c) = comment {
                 if udata.as_ref().is_none_or(|(last, _)| *last != c) {
                     udata = Some((c, comment_udata(c)));
                 }
@@ -270,7 +293,7 @@ pub(super) fn add_timed_elements(
             }
         }
         m = m.end_nest();
-        let last = i + 1 == elements.len();
+        let last = elements.peek().is_none();
         if m.len() - list_start >= ELEMENT_LIST_BYTES || last {
             flush(batch, m, last, &mut part);
         } else {
