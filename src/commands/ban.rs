@@ -96,7 +96,76 @@ pub fn origin(comment: Option<&str>) -> &'static str {
 /// from `input`; a bad one is a usage error naming it (and its line). Each address once,
 /// canonical, in order.
 fn parse_addrs(args: &[String], stdin: Option<&mut dyn BufRead>) -> Result<Vec<IpAddr>> {
-    Ok(parse_unique(args, stdin)?.0)
+    let mut out = Vec::new();
+    for a in args
+        .iter()
+        .flat_map(|a| a.split(','))
+        .filter(|a| !a.is_empty())
+    {
+        out.push(model::parse_ban_address(a).map_err(UsageError::bad_value)?);
+    }
+    if let Some(input) = stdin {
+        let text = read_all(input)?;
+        scan_lines(&text, |a| {
+            out.push(a);
+            Ok(())
+        })
+        .map_err(Stop::into_error)?;
+    }
+    let mut seen = AddrSet::with_capacity_and_hasher(out.len(), Default::default());
+    out.retain_mut(|a| {
+        *a = a.to_canonical();
+        seen.insert(*a)
+    });
+    Ok(out)
+}
+
+/// Standard input, read at once (a block list of 100,000 lines, without a String per
+/// line).
+fn read_all(input: &mut dyn BufRead) -> Result<String> {
+    let mut text = String::new();
+    input
+        .read_to_string(&mut text)
+        .context("cannot read standard input")?;
+    Ok(text)
+}
+
+/// Why [`scan_lines`] or the parsing side of a bulk ban stopped.
+enum Stop {
+    /// A bad line, or an address that needs `--force`: a usage error.
+    Bad(UsageError),
+    /// The sending side gave up (the kernel refused a piece).
+    Hung,
+}
+
+impl Stop {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Stop::Bad(e) => e.into(),
+            Stop::Hung => anyhow::anyhow!("the ban stopped"),
+        }
+    }
+}
+
+/// Calls `each` with the address of every line of `text` in order (blank lines and #
+/// comments skipped); a bad line stops it with a usage error naming the line.
+fn scan_lines(text: &str, mut each: impl FnMut(IpAddr) -> Result<(), Stop>) -> Result<(), Stop> {
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        // Most lines are plain unicast addresses: those skip the checks for a port, a
+        // prefix length and the special-purpose blocks; anything else goes the full way.
+        let addr = match t.parse::<IpAddr>() {
+            Ok(a) if plainly_unicast(a) => a,
+            _ => model::parse_ban_address(t).map_err(|e| {
+                Stop::Bad(UsageError(format!("line {} of standard input: {e}", i + 1)))
+            })?,
+        };
+        each(addr)?;
+    }
+    Ok(())
 }
 
 /// A set of addresses hashed by [`AddrHasher`].
@@ -144,84 +213,6 @@ impl Hasher for AddrHasher {
         h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         h ^ (h >> 33)
     }
-}
-
-/// [`parse_addrs`], and the same addresses as a set.
-fn parse_unique(
-    args: &[String],
-    stdin: Option<&mut dyn BufRead>,
-) -> Result<(Vec<IpAddr>, AddrSet)> {
-    let mut out = Vec::new();
-    for a in args
-        .iter()
-        .flat_map(|a| a.split(','))
-        .filter(|a| !a.is_empty())
-    {
-        out.push(model::parse_ban_address(a).map_err(UsageError::bad_value)?);
-    }
-    if let Some(input) = stdin {
-        // Read at once: a block list of 100,000 lines, without a String per line.
-        let mut text = String::new();
-        input
-            .read_to_string(&mut text)
-            .context("cannot read standard input")?;
-        // A long list is parsed in two halves at once, split after a newline; the first
-        // bad line (in order) is the one reported.
-        let split = (text.len() > PARALLEL_PARSE_BYTES)
-            .then(|| text[text.len() / 2..].find('\n'))
-            .flatten()
-            .map(|at| text.len() / 2 + at + 1);
-        match split {
-            Some(at) => {
-                let (first, second) = text.split_at(at);
-                let (a, b) = std::thread::scope(|s| {
-                    let b = s.spawn(|| parse_lines(second, first.lines().count()));
-                    let a = parse_lines(first, 0);
-                    (
-                        a,
-                        b.join()
-                            .unwrap_or_else(|_| parse_lines(second, first.lines().count())),
-                    )
-                });
-                out.extend(a?);
-                out.extend(b?);
-            }
-            None => out.extend(parse_lines(&text, 0)?),
-        }
-    }
-    let mut seen = AddrSet::with_capacity_and_hasher(out.len(), Default::default());
-    out.retain_mut(|a| {
-        *a = a.to_canonical();
-        seen.insert(*a)
-    });
-    Ok((out, seen))
-}
-
-/// Standard input longer than this is parsed by two threads.
-const PARALLEL_PARSE_BYTES: usize = 64 << 10;
-
-/// The addresses of `text`, one a line (blank lines and # comments skipped); `before` is
-/// the number of lines of standard input before `text`, for the line number of an error.
-fn parse_lines(text: &str, before: usize) -> Result<Vec<IpAddr>, UsageError> {
-    let mut out = Vec::with_capacity(text.len() / 16);
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        // Most lines are plain unicast addresses: those skip the checks for a port, a
-        // prefix length and the special-purpose blocks; anything else goes the full way.
-        if let Ok(addr) = t.parse::<IpAddr>()
-            && plainly_unicast(addr)
-        {
-            out.push(addr);
-            continue;
-        }
-        let addr = model::parse_ban_address(t)
-            .map_err(|e| UsageError(format!("line {} of standard input: {e}", before + i + 1)))?;
-        out.push(addr);
-    }
-    Ok(out)
 }
 
 /// Whether `addr` lies outside every special-purpose block ([`model::check_unicast`]) by
@@ -313,22 +304,98 @@ fn stage_record(
     (state.stage(paths), warning)
 }
 
-/// Adds `addrs` (by family, to sets `names`) to the live ban sets with `timeout` and
-/// `comment`; an address banned already is replaced, so the new timeout and comment hold.
-/// An error means nothing changed.
-fn send_ban(
+/// New addresses a bulk ban sends to the kernel in one transaction while the rest of the
+/// list is still being parsed. The kernel takes as long for 100,000 elements in pieces of
+/// 5,000 to 50,000 as in one transaction (measured), and pbxwall parses the next piece
+/// meanwhile.
+const PIECE: usize = 8192;
+
+/// What the parsing side of a ban hands the sending side, by family (index 0: IPv4).
+enum Piece {
+    /// Addresses not banned now: added in a transaction of their own.
+    New([Vec<IpAddr>; 2]),
+    /// The end of the list, in one transaction: the addresses banned already (removed and
+    /// added again, so that the new timeout and comment hold) and the last new ones.
+    Last {
+        replace: [Vec<IpAddr>; 2],
+        new: [Vec<IpAddr>; 2],
+    },
+}
+
+/// Index of an address's family in the by-family arrays.
+fn family_index(a: IpAddr) -> usize {
+    usize::from(Family::of(a) == Family::V6)
+}
+
+/// What the parsing side of a ban found.
+struct Parsed {
+    /// Every address, once, by family, in order.
+    by_family: [Vec<IpAddr>; 2],
+    /// The same addresses as a set (their flows end afterwards).
+    sources: AddrSet,
+    /// The first eleven addresses, in order (a short ban names them).
+    first: Vec<IpAddr>,
+}
+
+/// The parsing side of a ban: `cli` and then the lines of `text`, each address once,
+/// checked by `check`; addresses banned now (`live`) are held back for the last piece,
+/// the others are sent on `to` in pieces of `piece`. Stops at the first bad line or
+/// refused address, or when the sending side hangs up.
+fn feed(
+    cli: &[IpAddr],
+    text: &str,
+    check: &(dyn Fn(IpAddr) -> Result<(), UsageError> + Sync),
+    live: &AddrSet,
+    piece: usize,
+    to: &std::sync::mpsc::SyncSender<Piece>,
+) -> Result<Parsed, Stop> {
+    let mut parsed = Parsed {
+        by_family: Default::default(),
+        sources: AddrSet::with_capacity_and_hasher(cli.len() + text.len() / 16, Default::default()),
+        first: Vec::new(),
+    };
+    let mut replace: [Vec<IpAddr>; 2] = Default::default();
+    let mut new: [Vec<IpAddr>; 2] = Default::default();
+    let mut take = |a: IpAddr| -> Result<(), Stop> {
+        let a = a.to_canonical();
+        if !parsed.sources.insert(a) {
+            return Ok(());
+        }
+        check(a).map_err(Stop::Bad)?;
+        let i = family_index(a);
+        parsed.by_family[i].push(a);
+        if parsed.first.len() <= 10 {
+            parsed.first.push(a);
+        }
+        if live.contains(&a) {
+            replace[i].push(a);
+        } else {
+            new[i].push(a);
+            if new[0].len() + new[1].len() >= piece {
+                to.send(Piece::New(std::mem::take(&mut new)))
+                    .map_err(|_| Stop::Hung)?;
+            }
+        }
+        Ok(())
+    };
+    for a in cli {
+        take(*a)?;
+    }
+    scan_lines(text, &mut take)?;
+    to.send(Piece::Last { replace, new })
+        .map_err(|_| Stop::Hung)?;
+    Ok(parsed)
+}
+
+/// One transaction of a ban: removes `replace` and adds `replace` and `new` with `timeout`
+/// and `comment`. An error means this transaction changed nothing.
+fn send_piece(
     names: &[String; 2],
-    addrs: &[Vec<IpAddr>; 2],
+    replace: &[Vec<IpAddr>; 2],
+    new: &[Vec<IpAddr>; 2],
     timeout: Option<std::time::Duration>,
     comment: &str,
 ) -> Result<()> {
-    let live = live_bans().map_err(|e| e.context("nothing banned"))?;
-    let live_addrs: AddrSet = live.iter().map(|(_, e)| e.addr).collect();
-    let mut replace: [Vec<IpAddr>; 2] = Default::default();
-    let mut new: [Vec<IpAddr>; 2] = Default::default();
-    for i in 0..2 {
-        (replace[i], new[i]) = addrs[i].iter().partition(|a| live_addrs.contains(a));
-    }
     let changes: Vec<netlink::BulkAdd> = (0..2)
         .map(|i| netlink::BulkAdd {
             set: &names[i],
@@ -343,18 +410,64 @@ fn send_ban(
         netlink::NetlinkError::Rejected { source, .. }
             if source.raw_os_error() == Some(libc::ENFILE) =>
         {
-            anyhow::anyhow!(
-                "the ban sets are full: ban_v4 and ban_v6 hold at most {} addresses each \
-                 (bans live and being added); nothing changed",
-                crate::compile::BAN_SET_SIZE
-            )
+            sets_full()
         }
         _ => anyhow::Error::new(e).context("the kernel refused the ban; nothing changed"),
     })?;
     Ok(())
 }
 
+/// The error of a ban that does not fit the ban sets.
+fn sets_full() -> anyhow::Error {
+    anyhow::anyhow!(
+        "the ban sets are full: ban_v4 and ban_v6 hold at most {} addresses each (bans live \
+         and being added); nothing changed",
+        crate::compile::BAN_SET_SIZE
+    )
+}
+
+/// Removes `added` (by family) from the ban sets again: what the first transactions of a
+/// ban added before a later one failed. Only addresses that were not banned before are
+/// in it. An address that is no longer an element (it ran out, or was unbanned meanwhile)
+/// would make the kernel refuse the whole removal, so after such a refusal the live sets
+/// are read and only what is still there is removed.
+fn take_back(names: &[String; 2], added: &[Vec<IpAddr>; 2]) -> Result<()> {
+    let mut remove: [Vec<IpAddr>; 2] = added.clone();
+    for attempt in 0..3 {
+        let changes: Vec<TimedChange> = (0..2)
+            .map(|i| TimedChange {
+                set: &names[i],
+                family: [Family::V4, Family::V6][i],
+                remove: &remove[i],
+                add: &[],
+            })
+            .collect();
+        match netlink::update_timed_sets(&changes) {
+            Ok(_) => return Ok(()),
+            Err(netlink::NetlinkError::Rejected { source, .. })
+                if source.raw_os_error() == Some(libc::ENOENT) && attempt < 2 =>
+            {
+                let live: AddrSet = live_bans()?.iter().map(|(_, e)| e.addr).collect();
+                for list in &mut remove {
+                    list.retain(|a| live.contains(a));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("the ban sets kept changing")
+}
+
 /// `pbxwall ban ADDR... [--for DUR] [--comment T] [--force] [--stdin]`.
+///
+/// A long list goes to the kernel in pieces ([`PIECE`] new addresses a transaction) while
+/// the rest is still being parsed, and the state record is written while the kernel works
+/// through the last pieces. Every failure leaves the bans as they were: a bad line or an
+/// address that needs `--force` further down the list, or a piece the kernel refuses,
+/// takes the pieces already sent back out of the sets (only addresses that were not
+/// banned before are in them: the ones banned already are replaced in the last
+/// transaction, all or nothing). A list that could fill a ban set is parsed whole first
+/// and refused before anything is sent when it does not fit.
 pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let duration = match &args.duration {
         Some(d) => Some(d.parse::<Duration>().map_err(UsageError::bad_value)?),
@@ -369,13 +482,18 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
         ))
         .into());
     }
-    let stdin = std::io::stdin();
-    let mut lock_in = stdin.lock();
-    let (addrs, sources) = parse_unique(
-        &args.addrs,
-        args.stdin.then_some(&mut lock_in as &mut dyn BufRead),
-    )?;
-    if addrs.is_empty() {
+    let cli = parse_addrs(&args.addrs, None)?;
+    let text = if args.stdin {
+        read_all(&mut std::io::stdin().lock())?
+    } else {
+        String::new()
+    };
+    if cli.is_empty()
+        && !text.lines().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        })
+    {
         if args.stdin {
             ctx.say("no address on standard input; nothing banned");
             return Ok(Outcome::Done);
@@ -387,52 +505,108 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
         .into());
     }
     let settings = store::load_settings(&ctx.paths)?;
-    if !args.force {
-        let pbx_self = pbx_self_addresses(ctx);
-        let ssh = ssh_session().map(|(a, _)| a);
-        for a in &addrs {
-            if let Some(why) = protected(*a, &settings, &pbx_self, ssh) {
-                return Err(UsageError(format!(
-                    "refusing to ban {a}: {why}; use --force to ban it anyway (nothing changed)"
-                ))
-                .into());
-            }
+    let pbx_self = if args.force {
+        Vec::new()
+    } else {
+        pbx_self_addresses(ctx)
+    };
+    let ssh = ssh_session().map(|(a, _)| a);
+    let force = args.force;
+    let check = |a: IpAddr| -> Result<(), UsageError> {
+        match protected(a, &settings, &pbx_self, ssh).filter(|_| !force) {
+            Some(why) => Err(UsageError(format!(
+                "refusing to ban {a}: {why}; use --force to ban it anyway (nothing changed)"
+            ))),
+            None => Ok(()),
         }
-    }
+    };
     let duration = duration.unwrap_or(settings.guard.ban_for);
+    let timeout = Some(duration.to_std());
     let comment = args.comment.clone().unwrap_or_else(|| "manual".into());
     let _lock = ctx.lock()?;
     let names = [set_name(BAN_SET, Family::V4), set_name(BAN_SET, Family::V6)];
-    let mut by_family: [Vec<IpAddr>; 2] = Default::default();
-    for a in &addrs {
-        by_family[usize::from(Family::of(*a) == Family::V6)].push(*a);
+    let live = live_bans().map_err(|e| e.context("nothing banned"))?;
+    let mut live_count = [0usize; 2];
+    for (family, _) in &live {
+        live_count[usize::from(*family == Family::V6)] += 1;
     }
-    let timeout = Some(duration.to_std());
-    // The kernel works through the batch inside one sendmsg (most of a bulk ban's time);
-    // meanwhile another thread merges the ban into the state record and writes it to a
-    // temporary file, put in place only once the ban is live (dropped otherwise: nothing
-    // changed). It starts before the live sets are read, and the recorded expiry counts
-    // from then.
+    let live: AddrSet = live.into_iter().map(|(_, e)| e.addr).collect();
+    // Pieces only when the whole list cannot overfill a set: then nothing is sent before
+    // the count is known.
+    let most = cli.len() + text.bytes().filter(|&b| b == b'\n').count() + 1;
+    let fits = live_count
+        .iter()
+        .all(|n| n + most <= crate::compile::BAN_SET_SIZE as usize);
+    let piece = if fits { PIECE } else { usize::MAX };
+    // The recorded expiry counts from just before the first piece is sent.
     let now = chrono::Utc::now();
     let paths = &ctx.paths;
-    let (sent, staged) = std::thread::scope(|s| {
-        let staged = s.spawn(|| stage_record(paths, &names, &by_family, timeout, &comment, now));
-        (
-            send_ban(&names, &by_family, timeout, &comment),
-            staged.join(),
-        )
+    let (done, failure, added) = std::thread::scope(|s| {
+        let (to, from) = std::sync::mpsc::sync_channel::<Piece>(2);
+        let (cli, text, live, check, names, comment) =
+            (&cli, &text, &live, &check, &names, &comment);
+        // The parsing side; once the last piece is out, it merges the ban into the state
+        // record and writes it to a temporary file while the kernel works, put in place
+        // only once the ban is live (dropped otherwise).
+        let parsing = s.spawn(move || {
+            let parsed = feed(cli, text, check, live, piece, &to)?;
+            drop(to);
+            let staged = stage_record(paths, names, &parsed.by_family, timeout, comment, now);
+            Ok::<_, Stop>((parsed, staged))
+        });
+        let mut added: [Vec<IpAddr>; 2] = Default::default();
+        let mut failure = None;
+        for p in from.iter() {
+            let (replace, new) = match p {
+                Piece::New(new) => (Default::default(), new),
+                Piece::Last { replace, new } => (replace, new),
+            };
+            if (0..2).any(|i| {
+                live_count[i] + added[i].len() + new[i].len()
+                    > crate::compile::BAN_SET_SIZE as usize
+            }) {
+                failure = Some(sets_full());
+                break;
+            }
+            if let Err(e) = send_piece(names, &replace, &new, timeout, comment) {
+                failure = Some(e);
+                break;
+            }
+            for i in 0..2 {
+                added[i].extend_from_slice(&new[i]);
+            }
+        }
+        // Hangs up on the parsing side if it is still at work.
+        drop(from);
+        let done = parsing.join();
+        (done, failure, added)
     });
-    sent?;
-    let (staged, warning) = staged.unwrap_or_else(|_| {
-        stage_record(
-            paths,
-            &names,
-            &by_family,
-            timeout,
-            &comment,
-            chrono::Utc::now(),
-        )
-    });
+    let done = match (done, failure) {
+        (Ok(Ok(done)), None) => Ok(done),
+        (Ok(Err(Stop::Bad(e))), _) => Err(e.into()),
+        (_, Some(e)) => Err(e),
+        (Ok(Err(Stop::Hung)), None) => Err(anyhow::anyhow!(
+            "the ban stopped before its end; nothing changed"
+        )),
+        (Err(_), None) => Err(anyhow::anyhow!(
+            "parsing the addresses failed unexpectedly; nothing changed"
+        )),
+    };
+    let (parsed, (staged, warning)) = match done {
+        Ok(done) => done,
+        Err(e) => {
+            if let Err(back) = take_back(&names, &added) {
+                let n = added[0].len() + added[1].len();
+                let first = format!("{e:#}").replace("; nothing changed", "");
+                return Err(anyhow::anyhow!(
+                    "{first}; and {n} addresses the first transactions banned could not be \
+                     taken back ({back:#}): they stay banned until their timeout runs out \
+                     (pbxwall bans lists them)"
+                ));
+            }
+            return Err(e);
+        }
+    };
     if let Some(w) = warning {
         ctx.warn(w);
     }
@@ -442,14 +616,16 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
             crate::error_chain(&e)
         ));
     }
-    let what = if addrs.len() <= 10 {
-        addrs
+    let count = parsed.by_family[0].len() + parsed.by_family[1].len();
+    let what = if count <= 10 {
+        parsed
+            .first
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
             .join(", ")
     } else {
-        format!("{} addresses", addrs.len())
+        format!("{count} addresses")
     };
     let why = match origin(Some(&comment)) {
         "manual" if comment == "manual" => "manual".to_owned(),
@@ -460,7 +636,7 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     ctx.audit(&line);
     let keep = super::lockout::own_ssh_flow();
     let mut outcome = Outcome::Done;
-    match conntrack::end_flows_from(&sources, keep.as_ref()) {
+    match conntrack::end_flows_from(&parsed.sources, keep.as_ref()) {
         Ok(ended) => {
             if let Some(s) = ended.summary() {
                 ctx.say(s.replace("that lost access", "banned"));
