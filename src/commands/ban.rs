@@ -347,7 +347,7 @@ fn feed(
     check: &(dyn Fn(IpAddr) -> Result<(), UsageError> + Sync),
     live: &AddrSet,
     piece: usize,
-    to: &std::sync::mpsc::SyncSender<Piece>,
+    to: &std::sync::mpsc::Sender<Piece>,
 ) -> Result<Parsed, Stop> {
     let mut parsed = Parsed {
         by_family: Default::default(),
@@ -542,7 +542,9 @@ pub fn ban(ctx: &Ctx, args: BanArgs) -> Result<Outcome> {
     let now = chrono::Utc::now();
     let paths = &ctx.paths;
     let (done, failure, added) = std::thread::scope(|s| {
-        let (to, from) = std::sync::mpsc::sync_channel::<Piece>(2);
+        // Unbounded: the parsing side runs ahead of the kernel, so that the record is written
+        // while the kernel still works through the pieces.
+        let (to, from) = std::sync::mpsc::channel::<Piece>();
         let (cli, text, live, check, names, comment) =
             (&cli, &text, &live, &check, &names, &comment);
         // The parsing side; once the last piece is out, it merges the ban into the state
