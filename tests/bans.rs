@@ -423,7 +423,7 @@ fn a_failed_piece_takes_the_earlier_ones_back() {
     }
 
     // A piece the kernel refuses: a ban_v6 of 10,000 stands in for a full one (the first
-    // piece of 8,192 fits, the next does not).
+    // piece fits, a later one does not).
     common::nft_ok(
         s.topo.pbx_ns(),
         "delete table inet pbxwall; add table inet pbxwall; \

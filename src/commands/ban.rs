@@ -310,6 +310,9 @@ fn stage_record(
 /// meanwhile.
 const PIECE: usize = 8192;
 
+/// The first piece is smaller: the kernel starts sooner.
+const FIRST_PIECE: usize = 2048;
+
 /// What the parsing side of a ban hands the sending side, by family (index 0: IPv4).
 enum Piece {
     /// Addresses not banned now: added in a transaction of their own.
@@ -339,7 +342,7 @@ struct Parsed {
 
 /// The parsing side of a ban: `cli` and then the lines of `text`, each address once,
 /// checked by `check`; addresses banned now (`live`) are held back for the last piece,
-/// the others are sent on `to` in pieces of `piece`. Stops at the first bad line or
+/// the others are sent on `to` in pieces of `piece` (the first one smaller). Stops at the first bad line or
 /// refused address, or when the sending side hangs up.
 fn feed(
     cli: &[IpAddr],
@@ -356,6 +359,7 @@ fn feed(
     };
     let mut replace: [Vec<IpAddr>; 2] = Default::default();
     let mut new: [Vec<IpAddr>; 2] = Default::default();
+    let mut limit = piece.min(FIRST_PIECE);
     let mut take = |a: IpAddr| -> Result<(), Stop> {
         let a = a.to_canonical();
         if !parsed.sources.insert(a) {
@@ -371,9 +375,10 @@ fn feed(
             replace[i].push(a);
         } else {
             new[i].push(a);
-            if new[0].len() + new[1].len() >= piece {
+            if new[0].len() + new[1].len() >= limit {
                 to.send(Piece::New(std::mem::take(&mut new)))
                     .map_err(|_| Stop::Hung)?;
+                limit = piece;
             }
         }
         Ok(())
