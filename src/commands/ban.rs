@@ -3,10 +3,10 @@
 //! A ban is an element of the dynamic set `ban_v4` or `ban_v6` with a timeout: the input
 //! chain drops its packets right after loopback, before the conntrack rule (so its running
 //! flows die too) and before trusted networks and accounts (a ban beats an account). These
-//! commands are element operations only, one small netlink batch, never a full apply; the
-//! banned sources' conntrack entries are ended at once, and every change is recorded in
-//! the state folder with its absolute expiry, so a ban survives `restart`, `ipchecker` and
-//! a reboot ([`crate::dynstate`]). The kernel removes an element when its timeout runs out,
+//! commands are element operations only (one small netlink batch; a long `ban --stdin`
+//! list in pieces, see [`ban`]), never a full apply; the banned sources' conntrack entries
+//! are ended at once, and every change is recorded in the state folder with its absolute
+//! expiry, so a ban survives `restart`, `ipchecker` and a reboot ([`crate::dynstate`]). The kernel removes an element when its timeout runs out,
 //! with no process involved.
 //!
 //! Where a ban came from is its comment: `f2b:JAIL` is fail2ban (the shipped action),
@@ -534,7 +534,7 @@ fn take_back(names: &[String; 2], added: &[Vec<IpAddr>; 2]) -> Result<()> {
 
 /// `pbxwall ban ADDR... [--for DUR] [--comment T] [--force] [--stdin]`.
 ///
-/// A long list goes to the kernel in pieces ([`PIECE`] new addresses a transaction) while
+/// A long list goes to the kernel in pieces (8,192 new addresses a transaction) while
 /// the rest is still being parsed, and the state record is written while the kernel works
 /// through the last pieces. Every failure leaves the bans as they were: a bad line or an
 /// address that needs `--force` further down the list, or a piece the kernel refuses,
