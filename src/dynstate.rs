@@ -214,6 +214,10 @@ impl DynamicState {
                 _ => kept.push(r),
             }
         }
+        if entries.is_empty() {
+            *entries = kept;
+            return;
+        }
         entries.retain(|r| kept.binary_search_by_key(&r.addr, |k| k.addr).is_err());
         entries.extend(kept);
         entries.sort_by_key(|r| r.addr);

@@ -278,9 +278,12 @@ fn quick_v6(b: &[u8]) -> Option<std::net::Ipv6Addr> {
             (h + t <= 7).then_some(())?;
         }
     }
-    let mut segs = [0u16; 8];
-    segs[..h].copy_from_slice(&head[..h]);
-    segs[8 - t..].copy_from_slice(&tail[..t]);
+    // The groups after `::` end the address (a fixed loop: a copy of a few bytes of
+    // variable length went through memcpy, a fifth of the parsing time).
+    let mut segs = head;
+    for i in 8 - t..8 {
+        segs[i] = tail[i + t - 8];
+    }
     Some(segs.into())
 }
 
