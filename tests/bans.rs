@@ -359,11 +359,116 @@ fn stdin_bulk_and_bad_input() {
     assert_eq!(kept.2.as_deref(), Some("manual"));
 }
 
+/// A long `ban --stdin` goes to the kernel in pieces while it is parsed: when something
+/// fails after the first pieces are in (a bad line, an address that needs `--force`, a
+/// piece the kernel refuses), those are taken out again; the bans from before stay as
+/// they were (not replaced), and the state record is untouched.
+fn a_failed_piece_takes_the_earlier_ones_back() {
+    let s = Setup::new();
+    s.ok(&[
+        "ban",
+        "--for",
+        "2h",
+        "--comment",
+        "pre",
+        "2001:db8:9::1",
+        "192.0.2.50",
+    ]);
+    let record = s.cfg.state_dir().join("dynamic-sets.json");
+    let read_record = || std::fs::read_to_string(&record).unwrap_or_default();
+    // Address, origin and comment of every ban, and whether it has more than 1h left (a
+    // ban from before, not replaced by a 1h one).
+    let summary = |s: &Setup| -> Vec<(String, Option<String>, bool)> {
+        s.bans()
+            .into_iter()
+            .map(|(a, _, c, left)| (a, c, left.is_some_and(|l| l > 3600)))
+            .collect()
+    };
+    let before = summary(&s);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.iter().all(|b| b.2), "{before:?}");
+    let record_before = read_record();
+    let list = |n: u32, tail: &str| {
+        let mut input = String::new();
+        // One of the addresses banned already, early: it is replaced in the last
+        // transaction only.
+        input.push_str("2001:db8:9::1\n");
+        for i in 0..n {
+            input.push_str(&format!("2001:db8:7::{:x}\n", i + 1));
+        }
+        input + tail
+    };
+    let cases: [(&str, &str, i32); 2] = [
+        ("nonsense\n", "line 20002 of standard input", 2),
+        ("203.0.113.10\n", "refusing to ban 203.0.113.10", 2),
+    ];
+    for (tail, said, code) in cases {
+        let out = s.with_stdin(
+            &["ban", "--stdin", "--for", "1h"],
+            list(20_000, tail).as_bytes(),
+        );
+        common::assert_exit(&out, code, tail);
+        let err = common::stderr(&out);
+        assert!(err.contains(said), "{}", show(&out));
+        assert_eq!(
+            summary(&s),
+            before,
+            "{tail:?}: the first pieces were taken back"
+        );
+        assert_eq!(
+            read_record(),
+            record_before,
+            "{tail:?}: the record is untouched"
+        );
+    }
+
+    // A piece the kernel refuses: a ban_v6 of 10,000 stands in for a full one (the first
+    // piece fits, a later one does not).
+    common::nft_ok(
+        s.topo.pbx_ns(),
+        "delete table inet pbxwall; add table inet pbxwall; \
+         add set inet pbxwall ban_v4 { type ipv4_addr; size 100; flags dynamic,timeout; }; \
+         add set inet pbxwall ban_v6 { type ipv6_addr; size 10000; flags dynamic,timeout; }; \
+         add element inet pbxwall ban_v6 { 2001:db8:9::1 timeout 2h comment \"pre\" }",
+    );
+    let before = summary(&s);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let out = s.with_stdin(
+        &["ban", "--stdin", "--for", "1h"],
+        list(12_000, "").as_bytes(),
+    );
+    common::assert_exit(&out, 1, "a later piece refused");
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("the ban sets are full") && err.contains("nothing changed"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(summary(&s), before, "the first piece was taken back");
+    assert_eq!(read_record(), record_before, "the record is untouched");
+
+    // What fits goes in whole, the ban from before replaced.
+    let out = s.with_stdin(
+        &["ban", "--stdin", "--for", "1h"],
+        list(9_000, "").as_bytes(),
+    );
+    common::assert_exit(&out, 0, "fits");
+    let after = summary(&s);
+    assert_eq!(after.len(), 9_001);
+    let pre = after.iter().find(|b| b.0 == "2001:db8:9::1").unwrap();
+    assert_eq!(
+        pre,
+        &("2001:db8:9::1".to_owned(), Some("manual".to_owned()), false)
+    );
+    assert!(read_record().contains("\"2001:db8:7::2328\""));
+}
+
 common::test_main! {
     Needs::ROOT => [
         a_ban_beats_the_account_ends_its_flows_and_runs_out,
         unban_reban_and_persistence,
         protected_addresses_need_force,
         stdin_bulk_and_bad_input,
+        a_failed_piece_takes_the_earlier_ones_back,
     ],
 }

@@ -189,6 +189,8 @@ mod wire_attr {
     pub const ELEM_TIMEOUT: u16 = 4;
     pub const ELEM_USERDATA: u16 = 6;
     pub const DATA_VALUE: u16 = 1;
+    /// `NLA_F_NESTED`: the attribute holds attributes.
+    pub const NESTED: u16 = 1 << 15;
 }
 
 /// Most bytes of element attributes in one message: the element list is one attribute,
@@ -202,8 +204,30 @@ const ELEMENT_LIST_BYTES: usize = 60 * 1024;
 pub(super) fn add_timed_elements(
     batch: &mut Batch,
     table: &CStr,
-    (set, id): (&CStr, Option<u32>),
+    set: (&CStr, Option<u32>),
     elements: &[TimedElement],
+    op: ElemOp,
+    what: &str,
+) {
+    add_timed(
+        batch,
+        table,
+        set,
+        elements
+            .iter()
+            .map(|e| (e.addr, e.timeout, e.comment.as_deref())),
+        op,
+        what,
+    );
+}
+
+/// [`add_timed_elements`] of `(address, timeout, comment)`s: a bulk ban's elements all
+/// share one timeout and comment, with no element object each.
+pub(super) fn add_timed<'c>(
+    batch: &mut Batch,
+    table: &CStr,
+    (set, id): (&CStr, Option<u32>),
+    elements: impl Iterator<Item = (IpAddr, Option<std::time::Duration>, Option<&'c str>)>,
     op: ElemOp,
     what: &str,
 ) {
@@ -226,8 +250,9 @@ pub(super) fn add_timed_elements(
         }
         m.begin_nest(wire_attr::ELEM_LIST_ELEMENTS)
     };
-    // A bulk ban gives every element the same comment: its userdata is made once.
-    let mut udata: Option<(&str, Vec<u8>)> = None;
+    // The elements of a bulk ban differ only in their keys: an element's attributes are
+    // encoded once and copied with each key put in (a tenth of the time of encoding each).
+    let mut template: Option<ElemTemplate<'c>> = None;
     let mut part = 1;
     let mut msg: Option<(MsgBuilder, usize)> = None;
     let flush = |batch: &mut Batch, m: MsgBuilder, last: bool, part: &mut usize| {
@@ -239,8 +264,9 @@ pub(super) fn add_timed_elements(
         batch.add_message(&m.end_nest().finish(), name);
         *part += 1;
     };
-    for (i, e) in elements.iter().enumerate() {
-        let key = Key::of(e.addr);
+    let mut elements = elements.peekable();
+    while let Some((addr, timeout, comment)) = elements.next() {
+        let key = Key::of(addr);
         let (mut m, list_start) = match msg.take() {
             Some(open) => open,
             None => {
@@ -249,33 +275,73 @@ pub(super) fn add_timed_elements(
                 (m, at)
             }
         };
-        m = m
-            .begin_nest(wire_attr::LIST_ELEM)
-            .begin_nest(wire_attr::ELEM_KEY)
-            .attr(wire_attr::DATA_VALUE, key.bytes())
-            .end_nest();
-        if op == ElemOp::Add {
-            if let Some(t) = e.timeout {
-                // The kernel takes milliseconds; at least 1 (0 would mean "no timeout").
-                let ms = (t.as_millis() as u64).max(1);
-                m = m.attr(wire_attr::ELEM_TIMEOUT, &ms.to_be_bytes());
-            }
-            if let Some(c) = e.comment.as_deref() {
-                if udata.as_ref().is_none_or(|(last, _)| *last != c) {
-                    udata = Some((c, comment_udata(c)));
-                }
-                if let Some((_, bytes)) = &udata {
-                    m = m.attr(wire_attr::ELEM_USERDATA, bytes);
-                }
-            }
-        }
-        m = m.end_nest();
-        let last = i + 1 == elements.len();
+        let t = match &mut template {
+            Some(t) if t.fits(key, timeout, comment) => t,
+            t => t.insert(ElemTemplate::new(key, timeout, comment, op)),
+        };
+        m = m.attr(wire_attr::LIST_ELEM | wire_attr::NESTED, t.with_key(key));
+        let last = elements.peek().is_none();
         if m.len() - list_start >= ELEMENT_LIST_BYTES || last {
             flush(batch, m, last, &mut part);
         } else {
             msg = Some((m, list_start));
         }
+    }
+}
+
+/// The attributes of one element of a dynamic set (inside its `NFTA_LIST_ELEM` nest), as
+/// [`add_timed`] sends them: its key, and when adding its timeout and comment.
+struct ElemTemplate<'c> {
+    key_len: usize,
+    timeout: Option<std::time::Duration>,
+    comment: Option<&'c str>,
+    bytes: Vec<u8>,
+}
+
+impl<'c> ElemTemplate<'c> {
+    /// Where the key starts: after the headers of the key nest and of its value.
+    const KEY_AT: usize = 8;
+
+    fn new(
+        key: Key,
+        timeout: Option<std::time::Duration>,
+        comment: Option<&'c str>,
+        op: ElemOp,
+    ) -> Self {
+        use super::conntrack::wire::MsgBuilder;
+        let mut m = MsgBuilder::new(0, 0, 0)
+            .begin_nest(wire_attr::ELEM_KEY)
+            .attr(wire_attr::DATA_VALUE, key.bytes())
+            .end_nest();
+        if op == ElemOp::Add {
+            if let Some(t) = timeout {
+                // The kernel takes milliseconds; at least 1 (0 would mean "no timeout").
+                let ms = (t.as_millis() as u64).max(1);
+                m = m.attr(wire_attr::ELEM_TIMEOUT, &ms.to_be_bytes());
+            }
+            if let Some(c) = comment {
+                m = m.attr(wire_attr::ELEM_USERDATA, &comment_udata(c));
+            }
+        }
+        // Without the message header (16 bytes) the builder starts with.
+        let bytes = m.finish().split_off(16);
+        ElemTemplate {
+            key_len: key.len,
+            timeout,
+            comment,
+            bytes,
+        }
+    }
+
+    /// Whether an element with these values is this one with another key.
+    fn fits(&self, key: Key, timeout: Option<std::time::Duration>, comment: Option<&str>) -> bool {
+        self.key_len == key.len && self.timeout == timeout && self.comment == comment
+    }
+
+    /// The attributes with `key` put in.
+    fn with_key(&mut self, key: Key) -> &[u8] {
+        self.bytes[Self::KEY_AT..Self::KEY_AT + key.len].copy_from_slice(key.bytes());
+        &self.bytes
     }
 }
 
@@ -718,6 +784,65 @@ mod tests {
             b = &b[((len + 3) & !3).min(b.len())..];
         }
         out
+    }
+
+    #[test]
+    fn timed_elements_are_encoded_as_the_builder_encodes_each() {
+        use crate::nft::netlink::conntrack::wire::MsgBuilder;
+        let t = |s| Some(std::time::Duration::from_secs(s));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let elements = [
+            (ip("192.0.2.1"), t(3600), Some("manual")),
+            (ip("192.0.2.2"), t(3600), Some("manual")),
+            (ip("2001:db8::1"), t(3600), Some("manual")),
+            (ip("2001:db8::2"), t(60), Some("manual")),
+            (ip("2001:db8::3"), t(60), Some("f2b:sshd")),
+            (ip("2001:db8::4"), None, None),
+            (ip("192.0.2.3"), t(1), Some("a comment of eleven")),
+            (ip("192.0.2.4"), t(1), Some("a comment of eleven")),
+        ];
+        for op in [ElemOp::Add, ElemOp::Remove] {
+            let mut batch = Batch::new(100, None);
+            add_timed(
+                &mut batch,
+                c"pbxwall",
+                (c"ban_v6", None),
+                elements.iter().copied(),
+                op,
+                "x",
+            );
+            let (bytes, _) = batch.finish().bytes();
+            // The element list of the one element message: after the batch begin (20
+            // bytes), the message header (16 + 4), table and set attributes.
+            let msg_len = u32::from_ne_bytes(bytes[20..24].try_into().unwrap()) as usize;
+            let msg = &bytes[20..20 + msg_len];
+            let attrs = tlvs(&msg[20..]);
+            assert_eq!(attrs[2].0, wire_attr::ELEM_LIST_ELEMENTS);
+            let mut list = attrs[2].1;
+            for (addr, timeout, comment) in elements {
+                let key = Key::of(addr);
+                let mut m = MsgBuilder::new(0, 0, 0)
+                    .begin_nest(wire_attr::LIST_ELEM)
+                    .begin_nest(wire_attr::ELEM_KEY)
+                    .attr(wire_attr::DATA_VALUE, key.bytes())
+                    .end_nest();
+                if op == ElemOp::Add {
+                    if let Some(t) = timeout {
+                        m = m.attr(
+                            wire_attr::ELEM_TIMEOUT,
+                            &(t.as_millis() as u64).to_be_bytes(),
+                        );
+                    }
+                    if let Some(c) = comment {
+                        m = m.attr(wire_attr::ELEM_USERDATA, &comment_udata(c));
+                    }
+                }
+                let want = m.end_nest().finish().split_off(16);
+                assert_eq!(&list[..want.len()], &want[..], "{addr} {op:?}");
+                list = &list[want.len()..];
+            }
+            assert!(list.is_empty());
+        }
     }
 
     #[test]

@@ -106,7 +106,8 @@ mod read;
 mod sys;
 
 use elements::{
-    ElemOp, ElementsOf, JumpNames, add_elements, add_timed_elements, check_elements, check_timed,
+    ElemOp, ElementsOf, JumpNames, add_elements, add_timed, add_timed_elements, check_elements,
+    check_timed,
 };
 use plan::Plan;
 use read::{ReadError, Snapshot, read_snapshot, read_timed};
@@ -540,6 +541,91 @@ pub fn update_timed_sets(changes: &[TimedChange<'_>]) -> Result<ApplyStats> {
             &table,
             (name, None),
             c.add,
+            ElemOp::Add,
+            &format!("new elements of set {}", c.set),
+        );
+    }
+    let batch = batch.finish();
+    sock.commit(&batch).map_err(CommitError::into_error)
+}
+
+/// The elements a bulk ban adds to one dynamic set, for [`add_timed_bulk`].
+#[derive(Debug, Clone, Copy)]
+pub struct BulkAdd<'a> {
+    /// Name of an existing dynamic set of table `inet pbxwall`.
+    pub set: &'a str,
+    /// Its family.
+    pub family: Family,
+    /// Addresses that are elements now: removed and added again in the same transaction,
+    /// so that the new timeout and comment hold.
+    pub replace: &'a [IpAddr],
+    /// Addresses that are not elements now.
+    pub new: &'a [IpAddr],
+}
+
+/// Adds the addresses of `changes` to their dynamic sets, all with `timeout` and
+/// `comment` (a bulk ban): [`update_timed_sets`] with the replaced addresses as its
+/// removals, without an element object per address. All of it or nothing.
+pub fn add_timed_bulk(
+    changes: &[BulkAdd<'_>],
+    timeout: Option<std::time::Duration>,
+    comment: Option<&str>,
+) -> Result<ApplyStats> {
+    if changes
+        .iter()
+        .all(|c| c.replace.is_empty() && c.new.is_empty())
+    {
+        return Ok(ApplyStats::default());
+    }
+    let table = cstring(TABLE_NAME, "table")?;
+    let mut names = Vec::with_capacity(changes.len());
+    for c in changes {
+        let what = format!("set {}", c.set);
+        names.push(cstring(c.set, &what)?);
+        if let Some(c) = comment
+            && (c.len() > crate::ruleset::MAX_ELEMENT_COMMENT || c.contains('\0'))
+        {
+            return Err(NetlinkError::Invalid {
+                what,
+                reason: format!(
+                    "the comment is longer than {} bytes or holds a NUL",
+                    crate::ruleset::MAX_ELEMENT_COMMENT
+                ),
+            });
+        }
+        if let Some(a) = c
+            .replace
+            .iter()
+            .chain(c.new)
+            .find(|a| Family::of(**a) != c.family)
+        {
+            return Err(NetlinkError::Invalid {
+                what,
+                reason: format!("{a} is not an {:?} address", c.family),
+            });
+        }
+    }
+    let mut sock = Socket::open()?;
+    let mut batch = Batch::new(sock.take_seqs(), None);
+    for (c, name) in changes.iter().zip(&names) {
+        add_timed(
+            &mut batch,
+            &table,
+            (name, None),
+            c.replace.iter().map(|a| (*a, None, None)),
+            ElemOp::Remove,
+            &format!("removal of elements from set {}", c.set),
+        );
+    }
+    for (c, name) in changes.iter().zip(&names) {
+        add_timed(
+            &mut batch,
+            &table,
+            (name, None),
+            c.replace
+                .iter()
+                .chain(c.new)
+                .map(|a| (*a, timeout, comment)),
             ElemOp::Add,
             &format!("new elements of set {}", c.set),
         );

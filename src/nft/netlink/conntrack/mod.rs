@@ -244,8 +244,12 @@ pub fn end_revoked_flows(ruleset: &Ruleset, keep: Option<&Flow>) -> Result<Ended
 
 /// Ends every TCP or UDP flow into this host whose source is one of `sources` (a ban: the
 /// banned sources lose everything they have open), as [`end_revoked_flows`] ends the
-/// flows of sources that lost access, `keep` excepted.
-pub fn end_flows_from(sources: &BTreeSet<IpAddr>, keep: Option<&Flow>) -> Result<Ended> {
+/// flows of sources that lost access, `keep` excepted. `sources` holds canonical
+/// addresses ([`IpAddr::to_canonical`]).
+pub fn end_flows_from<S: std::hash::BuildHasher>(
+    sources: &std::collections::HashSet<IpAddr, S>,
+    keep: Option<&Flow>,
+) -> Result<Ended> {
     end_flows(keep, |flow| sources.contains(&flow.src.to_canonical()))
 }
 
