@@ -713,6 +713,26 @@ fn shot_from(s: &Setup, src: &str, port: u16, counted: bool, secs: f64) -> Shot 
     }
 }
 
+/// Warns about the floods of which under 99 % of the packets were handled (backlog or
+/// socket drops: the sender's rate then overstates the path), by ruleset and sender.
+fn warn_incomplete<'a>(
+    samples: &BTreeMap<(usize, Sender), Vec<Shot>>,
+    label: impl Fn(usize) -> &'a str,
+) {
+    let incomplete: Vec<String> = samples
+        .iter()
+        .filter(|(_, v)| v.iter().any(|s| s.handled < 0.99))
+        .map(|((i, who), _)| format!("{} ({who:?})", label(*i)))
+        .collect();
+    if !incomplete.is_empty() {
+        say(format!(
+            "WARNING: under 99 % of the packets sent were handled (backlog or socket drops), \
+             so the sender's rate overstates the path for: {}",
+            incomplete.join(", ")
+        ));
+    }
+}
+
 fn s2_packets(o: &Opts, rep: &mut Report) {
     say("\n## 2. per-packet cost: UDP flood over veth, IPv6, packets/s sent (= handled)\n");
     let restart = o.bin("restart");
@@ -852,18 +872,7 @@ fn s2_packets(o: &Opts, rep: &mut Report) {
             &rows,
         ));
     }
-    let incomplete: Vec<String> = samples
-        .iter()
-        .filter(|(_, v)| v.iter().any(|s| s.handled < 0.99))
-        .map(|((i, who), _)| format!("{} ({who:?})", setups[*i].label))
-        .collect();
-    if !incomplete.is_empty() {
-        say(format!(
-            "WARNING: under 99 % of the packets sent were handled (backlog or socket drops), \
-             so the sender's rate overstates the path for: {}",
-            incomplete.join(", ")
-        ));
-    }
+    warn_incomplete(&samples, |i| &setups[i].label);
     for (i, n) in [(2usize, "10k"), (3, "100k")] {
         for who in [Sender::Stranger, Sender::Allowed] {
             let (x, b) = (cpu(i, who), cpu(base, who));

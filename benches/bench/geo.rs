@@ -578,18 +578,7 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
             &rows,
         ));
     }
-    let incomplete: Vec<String> = samples
-        .iter()
-        .filter(|(_, v)| v.iter().any(|s| s.handled < 0.99))
-        .map(|((i, who), _)| format!("{} ({who:?})", cases[*i].setup.label))
-        .collect();
-    if !incomplete.is_empty() {
-        say(format!(
-            "WARNING: under 99 % of the packets sent were handled (backlog or socket drops), \
-             so the sender's rate overstates the path for: {}",
-            incomplete.join(", ")
-        ));
-    }
+    crate::warn_incomplete(&samples, |i| &cases[i].setup.label);
     let (s1, s2, s3) = (
         ns(0, Sender::Stranger),
         ns(2, Sender::Stranger),
