@@ -106,8 +106,7 @@ mod read;
 mod sys;
 
 use elements::{
-    ElemOp, ElementsOf, JumpNames, add_elements, add_timed, add_timed_elements, check_elements,
-    check_timed,
+    ElemOp, ElementsOf, JumpNames, add_elements, add_timed, check_elements, check_timed,
 };
 use plan::Plan;
 use read::{ReadError, Snapshot, read_snapshot, read_timed};
@@ -509,41 +508,60 @@ pub fn update_timed_sets(changes: &[TimedChange<'_>]) -> Result<ApplyStats> {
     {
         return Ok(ApplyStats::default());
     }
-    let table = cstring(TABLE_NAME, "table")?;
-    let mut prepared = Vec::with_capacity(changes.len());
     for c in changes {
         let what = format!("set {}", c.set);
-        let name = cstring(c.set, &what)?;
-        let remove: Vec<TimedElement> = c
-            .remove
-            .iter()
-            .map(|a| TimedElement::new(*a, None, None))
-            .collect();
-        check_timed(&what, c.family, &remove)?;
+        check_family(&what, c.family, c.remove)?;
         check_timed(&what, c.family, c.add)?;
-        prepared.push((c, name, remove));
     }
+    let sets: Vec<&str> = changes.iter().map(|c| c.set).collect();
+    commit_timed(&sets, |i, op| {
+        let c = &changes[i];
+        match op {
+            ElemOp::Remove => Box::new(c.remove.iter().map(|a| (*a, None, None))),
+            ElemOp::Add => Box::new(
+                c.add
+                    .iter()
+                    .map(|e| (e.addr, e.timeout, e.comment.as_deref())),
+            ),
+        }
+    })
+}
+
+/// Refuses an address of another family than its set's.
+fn check_family(what: &str, family: Family, addrs: &[IpAddr]) -> Result<()> {
+    match addrs.iter().find(|a| Family::of(**a) != family) {
+        Some(a) => Err(NetlinkError::Invalid {
+            what: what.to_owned(),
+            reason: format!("{a} is not an {family:?} address"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// An address with its timeout and comment, as [`add_timed`] takes it.
+type Timed<'c> = (IpAddr, Option<std::time::Duration>, Option<&'c str>);
+
+/// ONE batch over the dynamic sets `sets`: every set's removals first, then every set's
+/// additions, all of it or nothing. `elements(i, op)` gives set `i`'s elements for `op`.
+fn commit_timed<'c>(
+    sets: &[&str],
+    elements: impl Fn(usize, ElemOp) -> Box<dyn Iterator<Item = Timed<'c>> + 'c>,
+) -> Result<ApplyStats> {
+    let table = cstring(TABLE_NAME, "table")?;
+    let names = sets
+        .iter()
+        .map(|s| cstring(s, &format!("set {s}")))
+        .collect::<Result<Vec<_>>>()?;
     let mut sock = Socket::open()?;
     let mut batch = Batch::new(sock.take_seqs(), None);
-    for (c, name, remove) in &prepared {
-        add_timed_elements(
-            &mut batch,
-            &table,
-            (name, None),
-            remove,
-            ElemOp::Remove,
-            &format!("removal of elements from set {}", c.set),
-        );
-    }
-    for (c, name, _) in &prepared {
-        add_timed_elements(
-            &mut batch,
-            &table,
-            (name, None),
-            c.add,
-            ElemOp::Add,
-            &format!("new elements of set {}", c.set),
-        );
+    for (op, what) in [
+        (ElemOp::Remove, "removal of elements from set"),
+        (ElemOp::Add, "new elements of set"),
+    ] {
+        for (i, (set, name)) in sets.iter().zip(&names).enumerate() {
+            let what = format!("{what} {set}");
+            add_timed(&mut batch, &table, (name, None), elements(i, op), op, &what);
+        }
     }
     let batch = batch.finish();
     sock.commit(&batch).map_err(CommitError::into_error)
@@ -577,11 +595,8 @@ pub fn add_timed_bulk(
     {
         return Ok(ApplyStats::default());
     }
-    let table = cstring(TABLE_NAME, "table")?;
-    let mut names = Vec::with_capacity(changes.len());
     for c in changes {
         let what = format!("set {}", c.set);
-        names.push(cstring(c.set, &what)?);
         if let Some(c) = comment
             && (c.len() > crate::ruleset::MAX_ELEMENT_COMMENT || c.contains('\0'))
         {
@@ -593,45 +608,22 @@ pub fn add_timed_bulk(
                 ),
             });
         }
-        if let Some(a) = c
-            .replace
-            .iter()
-            .chain(c.new)
-            .find(|a| Family::of(**a) != c.family)
-        {
-            return Err(NetlinkError::Invalid {
-                what,
-                reason: format!("{a} is not an {:?} address", c.family),
-            });
+        check_family(&what, c.family, c.replace)?;
+        check_family(&what, c.family, c.new)?;
+    }
+    let sets: Vec<&str> = changes.iter().map(|c| c.set).collect();
+    commit_timed(&sets, |i, op| {
+        let c = &changes[i];
+        match op {
+            ElemOp::Remove => Box::new(c.replace.iter().map(|a| (*a, None, None))),
+            ElemOp::Add => Box::new(
+                c.replace
+                    .iter()
+                    .chain(c.new)
+                    .map(move |a| (*a, timeout, comment)),
+            ),
         }
-    }
-    let mut sock = Socket::open()?;
-    let mut batch = Batch::new(sock.take_seqs(), None);
-    for (c, name) in changes.iter().zip(&names) {
-        add_timed(
-            &mut batch,
-            &table,
-            (name, None),
-            c.replace.iter().map(|a| (*a, None, None)),
-            ElemOp::Remove,
-            &format!("removal of elements from set {}", c.set),
-        );
-    }
-    for (c, name) in changes.iter().zip(&names) {
-        add_timed(
-            &mut batch,
-            &table,
-            (name, None),
-            c.replace
-                .iter()
-                .chain(c.new)
-                .map(|a| (*a, timeout, comment)),
-            ElemOp::Add,
-            &format!("new elements of set {}", c.set),
-        );
-    }
-    let batch = batch.finish();
-    sock.commit(&batch).map_err(CommitError::into_error)
+    })
 }
 
 /// Delete table `inet pbxwall` if it exists, in one batch (add-then-delete, so it works
