@@ -503,6 +503,22 @@ fn sets_full() -> anyhow::Error {
     )
 }
 
+/// Removes `remove` (IPv4, IPv6) from the ban sets `names` in one transaction.
+fn remove_bans(
+    names: &[String; 2],
+    remove: &[Vec<IpAddr>; 2],
+) -> Result<netlink::ApplyStats, netlink::NetlinkError> {
+    let changes: Vec<TimedChange> = (0..2)
+        .map(|i| TimedChange {
+            set: &names[i],
+            family: [Family::V4, Family::V6][i],
+            remove: &remove[i],
+            add: &[],
+        })
+        .collect();
+    netlink::update_timed_sets(&changes)
+}
+
 /// Removes `added` (by family) from the ban sets again: what the first transactions of a
 /// ban added before a later one failed. Only addresses that were not banned before are
 /// in it. An address that is no longer an element (it ran out, or was unbanned meanwhile)
@@ -511,15 +527,7 @@ fn sets_full() -> anyhow::Error {
 fn take_back(names: &[String; 2], added: &[Vec<IpAddr>; 2]) -> Result<()> {
     let mut remove: [Vec<IpAddr>; 2] = added.clone();
     for attempt in 0..3 {
-        let changes: Vec<TimedChange> = (0..2)
-            .map(|i| TimedChange {
-                set: &names[i],
-                family: [Family::V4, Family::V6][i],
-                remove: &remove[i],
-                add: &[],
-            })
-            .collect();
-        match netlink::update_timed_sets(&changes) {
+        match remove_bans(names, &remove) {
             Ok(_) => return Ok(()),
             Err(netlink::NetlinkError::Rejected { source, .. })
                 if source.raw_os_error() == Some(libc::ENOENT) && attempt < 2 =>
@@ -756,16 +764,7 @@ pub fn unban(ctx: &Ctx, args: UnbanArgs) -> Result<Outcome> {
         }
     }
     let names = [set_name(BAN_SET, Family::V4), set_name(BAN_SET, Family::V6)];
-    let changes: Vec<TimedChange> = (0..2)
-        .map(|i| TimedChange {
-            set: &names[i],
-            family: [Family::V4, Family::V6][i],
-            remove: &removes[i],
-            add: &[],
-        })
-        .collect();
-    netlink::update_timed_sets(&changes)
-        .context("the kernel refused the unban; nothing changed")?;
+    remove_bans(&names, &removes).context("the kernel refused the unban; nothing changed")?;
     let (mut state, warning) = DynamicState::load(&ctx.paths);
     if let Some(w) = warning {
         ctx.warn(w);
