@@ -27,7 +27,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 
 use super::Country;
-use crate::addrset::{AddrRange, Family};
+use crate::addrset::{AddrRange, Family, parse_plain_v4, parse_plain_v6};
 
 /// Why a database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -718,12 +718,12 @@ fn dbip_plain_row(line: &[u8]) -> Option<(AddrRange, Option<Country>)> {
     let country = Country::from_letters(x, y);
     let v6 = a.iter().take(5).any(|c| *c == b':');
     let (family, start, end) = if v6 {
-        (Family::V6, parse_v6(a)?, parse_v6(b)?)
+        (Family::V6, parse_plain_v6(a)?, parse_plain_v6(b)?)
     } else {
         (
             Family::V4,
-            u128::from(parse_v4(a)?),
-            u128::from(parse_v4(b)?),
+            u128::from(parse_plain_v4(a)?),
+            u128::from(parse_plain_v4(b)?),
         )
     };
     (start <= end).then_some((AddrRange { family, start, end }, country))
@@ -924,121 +924,8 @@ pub(super) fn tests_dbip_both(line: &str) -> (Option<Row>, Result<Row, String>) 
     (dbip_plain_row(line.as_bytes()), general)
 }
 
-/// An address as std parses it, faster for the plain forms a database holds (std tries
-/// IPv4 first, which costs an IPv6 address a failed IPv4 parse): dotted quads and IPv6
-/// without an embedded IPv4 part are read here, anything else goes to std.
+/// An address as std parses it, the plain forms a database holds read by
+/// [`crate::addrset::parse_plain`], anything else by std.
 fn parse_ip(s: &str) -> Option<IpAddr> {
-    // An IPv6 address has a ':' among its first five bytes (at most four digits come
-    // first); anything the fast paths refuse goes to std anyway.
-    let fast = if s.as_bytes().iter().take(5).any(|c| *c == b':') {
-        parse_v6(s.as_bytes()).map(|n| IpAddr::V6(n.into()))
-    } else {
-        parse_v4(s.as_bytes()).map(|n| IpAddr::V4(n.into()))
-    };
-    fast.or_else(|| s.parse().ok())
-}
-
-fn parse_v4(b: &[u8]) -> Option<u32> {
-    let mut n: u32 = 0;
-    let mut parts = 0;
-    for part in b.split(|c| *c == b'.') {
-        // 1-3 digits, no leading zero (as std), at most 255.
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
-        let mut v: u32 = 0;
-        for c in part {
-            if !c.is_ascii_digit() {
-                return None;
-            }
-            v = v * 10 + u32::from(c - b'0');
-        }
-        if v > 255 {
-            return None;
-        }
-        n = n << 8 | v;
-        parts += 1;
-    }
-    (parts == 4).then_some(n)
-}
-
-/// The value of a hex digit, 255 for any other byte (a table: the digits of addresses are
-/// random, which makes a branch per digit class mispredicted half of the time).
-static HEX: [u8; 256] = {
-    let mut t = [255u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-
-fn parse_v6(b: &[u8]) -> Option<u128> {
-    // One pass: groups of 1-4 hex digits separated by ':', at most one "::"; anything else
-    // (an embedded IPv4 part, a zone) is left to std. The groups are gathered as 16-bit
-    // values and put together once (shifting a 128-bit value per digit cost a quarter of
-    // reading a database).
-    let n = b.len();
-    let mut groups = [0u16; 8];
-    let mut count = 0;
-    // Where "::" stands: the number of groups before it.
-    let mut gap: Option<usize> = None;
-    let mut i = 0;
-    if b.starts_with(b"::") {
-        gap = Some(0);
-        i = 2;
-        if i == n {
-            return Some(0);
-        }
-    }
-    loop {
-        let first = i;
-        let mut v: u16 = 0;
-        while i < n && i - first < 4 {
-            let x = HEX[usize::from(b[i])];
-            if x > 15 {
-                break;
-            }
-            v = v << 4 | u16::from(x);
-            i += 1;
-        }
-        // No digit, a fifth one, or a ninth group.
-        if i == first || (i < n && HEX[usize::from(b[i])] <= 15) || count == 8 {
-            return None;
-        }
-        groups[count] = v;
-        count += 1;
-        if i == n {
-            break;
-        }
-        if b[i] != b':' || i + 1 == n {
-            return None;
-        }
-        i += 1;
-        if b[i] == b':' {
-            if gap.is_some() {
-                return None;
-            }
-            gap = Some(count);
-            i += 1;
-            if i == n {
-                break;
-            }
-        }
-    }
-    let join = |g: &[u16]| g.iter().fold(0u128, |a, &x| a << 16 | u128::from(x));
-    match gap {
-        None if count == 8 => Some(join(&groups)),
-        None => None,
-        Some(_) if count > 7 => None,
-        Some(0) => Some(join(&groups[..count])),
-        Some(at) => Some(join(&groups[..at]) << (16 * (8 - at)) | join(&groups[at..count])),
-    }
+    crate::addrset::parse_plain(s.as_bytes()).or_else(|| s.parse().ok())
 }
