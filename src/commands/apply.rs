@@ -285,31 +285,30 @@ pub fn load_gate(settings: &GeoSettings, paths: &store::Paths) -> Result<(Gate, 
     });
     match geo::Applied::load(paths).filter(|_| live_sets) {
         Some(rec) => {
+            let (key, rows, missing) = (rec.key.clone(), rec.rows, rec.missing.clone());
+            let gate = rec.into_gate();
+            let (ranges_v4, ranges_v6) = match &gate {
+                Gate::On { v4, v6, .. } => (v4.len(), v6.len()),
+                Gate::Off => (0, 0),
+            };
             let info = GeoInfo {
                 database: settings.database.clone(),
                 countries: settings.describe(),
-                rows: rec.rows as usize,
-                ranges_v4: rec.v4.len(),
-                ranges_v6: rec.v6.len(),
+                rows: rows as usize,
+                ranges_v4,
+                ranges_v6,
                 problem: Some(format!(
                     "cannot use the geo database: {}; the geo gate keeps the {} ranges live now",
                     crate::error_chain(&err),
-                    rec.v4.len() + rec.v6.len()
+                    ranges_v4 + ranges_v6
                 )),
                 // Recorded again as it was: the same key, so the record stays the same.
-                key: Some(rec.key),
+                key: Some(key),
                 cached: true,
-                missing: rec.missing,
+                missing,
                 ..GeoInfo::default()
             };
-            Ok((
-                Gate::On {
-                    v4: rec.v4,
-                    v6: rec.v6,
-                    base: rec.base,
-                },
-                info,
-            ))
+            Ok((gate, info))
         }
         None => Err(anyhow::Error::new(err).context(
             "cannot build the geo gate ([geo] in the settings), and none is live to keep",

@@ -243,9 +243,11 @@ pub struct UpdateReport {
     pub apply: &'static str,
     /// Netlink transactions sent.
     pub netlink_writes: u32,
-    /// Elements added (both families).
+    /// Ranges the gate gained (both families): with a delta, the elements added to
+    /// `geo_added_*` and removed from `geo_removed_*`; with a full load, every range.
     pub added: usize,
-    /// Elements removed.
+    /// Ranges the gate lost: with a delta, the elements removed from `geo_added_*` and
+    /// added to `geo_removed_*`.
     pub removed: usize,
     /// The database and the gate.
     pub geo: GeoInfo,
@@ -308,7 +310,7 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
             // full instead.
             let delta: Result<Outcome, &str> = if report.added + report.removed == 0 {
                 // Same ranges (the file may have been rewritten): the record follows it.
-                journal_gate(ctx, &b, &mut rec, &Delta::default());
+                journal_gate(ctx, &b, &mut rec, &plan.delta());
                 Ok(unchanged(ctx, &b))
             } else if let Some(why) = plan.fold_reason() {
                 Err(why)
@@ -356,33 +358,29 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
     finish(ctx, &report, b.outcome().worst(outcome))
 }
 
-/// [`element_changes`] of a plain address set against recorded ranges, without turning
-/// 300,000 ranges into elements first (both sides are sorted; else it is done anyway).
-fn range_changes(
-    want: &[Element],
-    have: &[crate::addrset::AddrRange],
-) -> (Vec<Element>, Vec<Element>) {
-    if !(want.iter().all(|e| e.jump.is_none())
-        && want.is_sorted_by(|a, b| a.range < b.range)
-        && have.is_sorted_by(|a, b| a < b))
-    {
-        let have: Vec<Element> = have.iter().copied().map(Element::address).collect();
-        return element_changes(want, &have);
+/// The elements to add to and remove from a plain address set holding `have` so that it
+/// holds `want` (both sorted and disjoint, as [`differences`] and the record give them; in
+/// any other order it is done through [`element_changes`]).
+fn range_changes(want: &[AddrRange], have: &[AddrRange]) -> (Vec<Element>, Vec<Element>) {
+    let elements =
+        |v: &[AddrRange]| -> Vec<Element> { v.iter().copied().map(Element::address).collect() };
+    if !(want.is_sorted() && have.is_sorted()) {
+        return element_changes(&elements(want), &elements(have));
     }
     let (mut add, mut remove) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
-    while i < want.len() || j < have.len() {
+    loop {
         match (want.get(i), have.get(j)) {
-            (Some(w), Some(h)) if w.range == *h => {
+            (Some(w), Some(h)) if w == h => {
                 i += 1;
                 j += 1;
             }
-            (Some(w), Some(h)) if w.range < *h => {
-                add.push(w.clone());
+            (Some(w), Some(h)) if w < h => {
+                add.push(Element::address(*w));
                 i += 1;
             }
             (Some(w), None) => {
-                add.push(w.clone());
+                add.push(Element::address(*w));
                 i += 1;
             }
             (_, Some(h)) => {
@@ -415,11 +413,11 @@ fn unchanged(ctx: &Ctx, b: &Build) -> Outcome {
 const MIN_FOLD_RANGES: usize = 4096;
 
 /// A `geo update` as a delta: the database's ranges (the build's, `want`) against the
-/// record (what the kernel holds: the base sets, and the ranges added to and removed from
-/// them since).
+/// record (what the kernel holds: the base sets, and the ranges removed from and added to
+/// them since, in `geo_removed_*` and `geo_added_*`).
 struct DeltaPlan {
-    /// Per family: the set changes of `geo_added_*` and `geo_removed_*`, and the gate's
-    /// ranges added and removed (what the journal records).
+    /// Per family: the set changes of `geo_added_*` and `geo_removed_*`, and what they hold
+    /// after.
     families: Vec<FamilyPlan>,
     /// Ranges in the base sets, both families.
     base_ranges: usize,
@@ -433,10 +431,9 @@ struct FamilyPlan {
     added: (Vec<Element>, Vec<Element>),
     /// `geo_removed_*`: elements to add, to remove.
     removed: (Vec<Element>, Vec<Element>),
-    /// Ranges of the new `geo_added_*` and `geo_removed_*` together.
-    delta_ranges: usize,
-    /// The gate's ranges added and removed (sorted).
-    gate: (Vec<AddrRange>, Vec<AddrRange>),
+    /// What `geo_added_*` and `geo_removed_*` hold after: the database's addresses the
+    /// base lacks, and the base's addresses the database no longer has.
+    after: (Vec<AddrRange>, Vec<AddrRange>),
 }
 
 impl DeltaPlan {
@@ -450,34 +447,16 @@ impl DeltaPlan {
                     .set(&Gate::set_name(family))
                     .expect("the gate's sets")
                     .elements;
-                let have = match family {
-                    Family::V4 => &rec.v4,
-                    Family::V6 => &rec.v6,
-                };
-                let base = match (&rec.base, family) {
-                    (Some(b), Family::V4) => &b.v4,
-                    (Some(b), Family::V6) => &b.v6,
-                    (None, _) => have,
-                };
+                let base = rec.base.of(family);
                 base_ranges += base.len();
-                let (gate_added, gate_removed) = range_changes(want, have);
-                let new_added = difference(want, base);
-                let new_removed = difference(base, want);
-                let delta_ranges = new_added.len() + new_removed.len();
-                let as_elements = |v: Vec<AddrRange>| -> Vec<Element> {
-                    v.into_iter().map(Element::address).collect()
-                };
+                let (new_added, new_removed) = differences(want, base);
                 FamilyPlan {
                     family,
                     added_set: Gate::added_set_name(family),
                     removed_set: Gate::removed_set_name(family),
-                    added: range_changes(&as_elements(new_added), &difference(have, base)),
-                    removed: range_changes(&as_elements(new_removed), &difference(base, have)),
-                    delta_ranges,
-                    gate: (
-                        gate_added.iter().map(|e| e.range).collect(),
-                        gate_removed.iter().map(|e| e.range).collect(),
-                    ),
+                    added: range_changes(&new_added, rec.delta.added(family)),
+                    removed: range_changes(&new_removed, rec.delta.removed(family)),
+                    after: (new_added, new_removed),
                 }
             })
             .collect();
@@ -487,20 +466,30 @@ impl DeltaPlan {
         }
     }
 
-    /// The gate's ranges added since the record.
+    /// Ranges the gate gains: added to `geo_added_*`, or no longer in `geo_removed_*`.
     fn gate_added(&self) -> usize {
-        self.families.iter().map(|f| f.gate.0.len()).sum()
+        self.families
+            .iter()
+            .map(|f| f.added.0.len() + f.removed.1.len())
+            .sum()
     }
 
-    /// The gate's ranges removed since the record.
+    /// Ranges the gate loses: no longer in `geo_added_*`, or added to `geo_removed_*`.
     fn gate_removed(&self) -> usize {
-        self.families.iter().map(|f| f.gate.1.len()).sum()
+        self.families
+            .iter()
+            .map(|f| f.added.1.len() + f.removed.0.len())
+            .sum()
     }
 
     /// Why the base sets are to be loaded in full instead of a delta, if they are: the
     /// difference from the base outgrew [`MIN_FOLD_RANGES`] and a sixteenth of the base.
     fn fold_reason(&self) -> Option<&'static str> {
-        let delta: usize = self.families.iter().map(|f| f.delta_ranges).sum();
+        let delta: usize = self
+            .families
+            .iter()
+            .map(|f| f.after.0.len() + f.after.1.len())
+            .sum();
         (delta > MIN_FOLD_RANGES.max(self.base_ranges / 16))
             .then_some("the ranges changed since the geo gate was last loaded in full are many")
     }
@@ -523,11 +512,11 @@ impl DeltaPlan {
             .collect()
     }
 
-    /// What the journal records: the gate's ranges removed and added, per family.
+    /// What the journal records: what the small sets hold after, per family.
     fn delta(&self) -> Delta {
         let mut d = Delta::default();
         for f in &self.families {
-            let (added, removed) = f.gate.clone();
+            let (added, removed) = f.after.clone();
             match f.family {
                 Family::V4 => (d.v4_added, d.v4_removed) = (added, removed),
                 Family::V6 => (d.v6_added, d.v6_removed) = (added, removed),
@@ -537,22 +526,55 @@ impl DeltaPlan {
     }
 }
 
+/// `(want − base, base − want)`, address by address, of two sorted, disjoint lists: what
+/// `geo_added_*` and `geo_removed_*` hold for a gate of `want` over a base set of `base`.
+/// Ranges found in both lists, most of them, are passed over in one step.
+fn differences(want: &[Element], base: &[AddrRange]) -> (Vec<AddrRange>, Vec<AddrRange>) {
+    let same = |i: usize, j: usize| matches!((want.get(i), base.get(j)), (Some(w), Some(h)) if w.range == *h);
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < want.len() || j < base.len() {
+        if same(i, j) {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        // A run of ranges that differ, to the next pair of equal ranges (nothing before
+        // that pair reaches into it: both lists are sorted and disjoint).
+        let (i0, j0) = (i, j);
+        loop {
+            match (want.get(i), base.get(j)) {
+                (Some(w), Some(h)) if w.range.end <= h.end => i += 1,
+                (_, Some(_)) => j += 1,
+                (Some(_), None) => i += 1,
+                (None, None) => break,
+            }
+            if same(i, j) {
+                break;
+            }
+        }
+        added.extend(difference(&want[i0..i], &base[j0..j]));
+        removed.extend(difference(&base[j0..j], &want[i0..i]));
+    }
+    (added, removed)
+}
+
 /// Records a delta the kernel has (or a new key for the same ranges) in the journal of the
-/// record. Nothing is written when neither the ranges nor the key changed. A journal grown
-/// to a quarter of the record is written again as one delta from the base (the base record,
-/// like the kernel's base sets, stays). A failure removes the record (the next update
-/// applies in full) with a warning, as [`record_gate`] does.
+/// record. Nothing is written when neither the small sets nor the key changed. A journal
+/// grown to a quarter of the record is written again with this delta alone (the base
+/// record, like the kernel's base sets, stays). A failure removes the record (the next
+/// update applies in full) with a warning, as [`record_gate`] does.
 fn journal_gate(ctx: &Ctx, b: &Build, rec: &mut Applied, delta: &Delta) {
     let Some(key) = b.geo.key.as_deref() else {
         return record_gate(ctx, b);
     };
-    if *delta == Delta::default() && rec.key == key {
+    if *delta == rec.delta && rec.key == key {
         return;
     }
     let (rows, missing) = (b.geo.rows as u64, &b.geo.missing);
     let mut written = rec.append_delta(&ctx.paths, key, rows, missing, delta);
     if written.is_ok() && rec.needs_compaction() {
-        written = rec.compact_journal(&ctx.paths, key, rows, missing, &delta_from_base(b, rec));
+        written = rec.compact_journal(&ctx.paths, key, rows, missing, delta);
     }
     if let Err(e) = written {
         let _ = Applied::remove(&ctx.paths);
@@ -561,33 +583,6 @@ fn journal_gate(ctx: &Ctx, b: &Build, rec: &mut Applied, delta: &Delta) {
             crate::error_chain(&e)
         ));
     }
-}
-
-/// The gate's ranges (the build's) as one delta from the record's base: the base's ranges
-/// that are not exactly ranges of the gate, and the gate's that are not exactly the base's.
-fn delta_from_base(b: &Build, rec: &Applied) -> Delta {
-    let mut d = Delta::default();
-    for family in [Family::V4, Family::V6] {
-        let want = &b
-            .ruleset
-            .set(&Gate::set_name(family))
-            .expect("the gate's sets")
-            .elements;
-        let base = match (&rec.base, family) {
-            (Some(base), Family::V4) => &base.v4,
-            (Some(base), Family::V6) => &base.v6,
-            (None, Family::V4) => &rec.v4,
-            (None, Family::V6) => &rec.v6,
-        };
-        let (added, removed) = range_changes(want, base);
-        let ranges =
-            |v: Vec<Element>| -> Vec<AddrRange> { v.into_iter().map(|e| e.range).collect() };
-        match family {
-            Family::V4 => (d.v4_added, d.v4_removed) = (ranges(added), ranges(removed)),
-            Family::V6 => (d.v6_added, d.v6_removed) = (ranges(added), ranges(removed)),
-        }
-    }
-    d
 }
 
 /// Applies the whole ruleset: the base sets get the database's ranges, the sets of ranges
@@ -618,4 +613,79 @@ fn finish(ctx: &Ctx, report: &UpdateReport, outcome: Outcome) -> Result<Outcome>
         }
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::merge_in_place;
+
+    fn r(a: u128, b: u128) -> AddrRange {
+        AddrRange {
+            family: Family::V4,
+            start: a,
+            end: b,
+        }
+    }
+
+    #[test]
+    fn differences_of_a_gate_and_its_base_are_the_two_differences() {
+        // Shared ranges around runs that differ, and lists that end unevenly.
+        let base = [r(0, 10), r(20, 30), r(40, 50), r(60, 70)];
+        let want = [r(0, 10), r(20, 25), r(27, 35), r(40, 50), r(80, 90)];
+        assert_eq!(
+            differences(&elements_of(&want), &base),
+            (vec![r(31, 35), r(80, 90)], vec![r(26, 26), r(60, 70)])
+        );
+        assert_eq!(differences(&[], &base), (vec![], base.to_vec()));
+        // Against `difference` both ways, on random gates made from a random base by
+        // dropping, moving and adding ranges (most ranges shared, as in an update).
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2_000 {
+            let mut base = Vec::new();
+            let mut at = next(4) as u128;
+            while at < 400 {
+                let end = at + next(6) as u128;
+                base.push(r(at, end));
+                at = end + 2 + next(6) as u128;
+            }
+            let mut want: Vec<AddrRange> = Vec::new();
+            for b in &base {
+                match next(8) {
+                    0 => {}
+                    1 => want.push(r(b.start, b.end + 1 + next(3) as u128)),
+                    2 if b.end > b.start => want.push(r(b.start + 1, b.end)),
+                    _ => want.push(*b),
+                }
+                if next(6) == 0 {
+                    let s = b.end + 3 + next(3) as u128;
+                    want.push(r(s, s + next(2) as u128));
+                }
+            }
+            merge_in_place(&mut want);
+            let (added, removed) = differences(&elements_of(&want), &base);
+            assert_eq!(added, difference(&want, &base), "{want:?} over {base:?}");
+            assert_eq!(removed, difference(&base, &want), "{want:?} over {base:?}");
+        }
+    }
+
+    #[test]
+    fn range_changes_are_the_elements_to_add_and_remove() {
+        let (add, remove) = range_changes(&[r(0, 1), r(5, 6), r(9, 9)], &[r(0, 1), r(4, 6)]);
+        assert_eq!(add, elements_of(&[r(5, 6), r(9, 9)]));
+        assert_eq!(remove, elements_of(&[r(4, 6)]));
+        // Unsorted input is compared as sets.
+        let (add, remove) = range_changes(&[r(9, 9), r(0, 1)], &[r(0, 1)]);
+        assert_eq!((add, remove), (elements_of(&[r(9, 9)]), vec![]));
+    }
+
+    fn elements_of(v: &[AddrRange]) -> Vec<Element> {
+        v.iter().copied().map(Element::address).collect()
+    }
 }

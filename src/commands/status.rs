@@ -242,18 +242,13 @@ fn geo_json(b: &Build, paths: &store::Paths, live: Option<&LiveTable>) -> Value 
         m.insert("live".into(), json!(live_sets));
         // The ranges `geo update` put in geo_added_* and geo_removed_* since the base sets
         // were loaded in full.
-        let delta_ranges = recorded.as_ref().map(|r| {
-            r.base.as_ref().map_or(0, |b| {
-                use crate::geo::difference;
-                difference(&r.v4, &b.v4).len()
-                    + difference(&b.v4, &r.v4).len()
-                    + difference(&r.v6, &b.v6).len()
-                    + difference(&b.v6, &r.v6).len()
-            })
-        });
+        let delta_ranges = recorded.as_ref().map(|r| r.delta.len());
         m.insert(
             "recorded_ranges".into(),
-            json!(recorded.map(|r| r.v4.len() + r.v6.len())),
+            json!(recorded.map(|r| {
+                let ranges = r.ranges();
+                ranges.v4.len() + ranges.v6.len()
+            })),
         );
         m.insert("delta_ranges".into(), json!(delta_ranges));
         m.insert("update_pending".into(), json!(update_pending));

@@ -1,9 +1,9 @@
 //! The geo gate as last applied: its ranges and the database they came from, in the state
 //! folder (`geo-applied.bin`, and the changes since in `geo-applied.journal`).
 //!
-//! The base record is what the kernel's base sets `geo_v4`/`geo_v6` hold; with its journal
-//! applied it is the gate's ranges, whose difference from the base is in the small sets
-//! `geo_added_*`/`geo_removed_*` ([`super::Gate`]).
+//! The base record is what the kernel's base sets `geo_v4`/`geo_v6` hold; its journal's
+//! last delta is what the small sets `geo_added_*`/`geo_removed_*` hold ([`super::Gate`]):
+//! the gate's ranges are the base's without the removed and with the added.
 //!
 //! It stands in for the live elements of the gate's sets, which are never read back (see
 //! [`crate::nft::netlink::dumps_elements`]): `geo update` computes its delta against it, and
@@ -27,16 +27,18 @@
 //!   the live sets may or may not hold the delta: the record is stale, and the next
 //!   `geo update` applies in full.
 //! - [`DELTA`]: written once the kernel has the delta: the new key, rows and missing
-//!   countries, and per family the ranges removed and added.
+//!   countries, and per family the ranges removed from the base and added to it (what the
+//!   small sets now hold, whole: the last delta is the one that counts).
 //!
 //! A journal of another generation (the base was written again) is ignored; a journal with
 //! anything that does not read back exactly (a torn append after a crash, a delta that does
-//! not fit the ranges) makes the record stale, as does a pending change: the next update
-//! applies in full and writes a new base. Every full write of the base removes the journal;
-//! once it is a quarter of the base's size ([`Applied::needs_compaction`]), it is written
-//! again as one delta from the base ([`Applied::compact_journal`]).
+//! not fit the base, an entry of the first layout, whose deltas were increments) makes the
+//! record stale, as does a pending change: the next update applies in full and writes a new
+//! base. Every full write of the base removes the journal; once it is a quarter of the
+//! base's size ([`Applied::needs_compaction`]), it is written again with the last delta
+//! alone ([`Applied::compact_journal`]).
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
@@ -52,8 +54,9 @@ const MAGIC: &[u8; 8] = b"PBXWGEO2";
 const JOURNAL_MAGIC: &[u8; 8] = b"PBXWGJ01";
 /// Journal entry: a delta is about to go to the kernel.
 pub const PENDING: u8 = 1;
-/// Journal entry: the kernel has the delta.
-pub const DELTA: u8 = 2;
+/// Journal entry: the kernel has the delta; it holds the small sets' ranges whole. (Kind 2
+/// was the first layout's increment from the entry before: no longer read.)
+pub const DELTA: u8 = 3;
 
 /// The gate last applied.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -64,31 +67,75 @@ pub struct Applied {
     pub rows: u64,
     /// Listed countries without ranges in it.
     pub missing: Vec<Country>,
-    /// IPv4 ranges, sorted, merged.
-    pub v4: Vec<AddrRange>,
-    /// IPv6 ranges, sorted, merged.
-    pub v6: Vec<AddrRange>,
-    /// The base record's ranges when the journal changed them: what the kernel's base sets
-    /// `geo_v4`/`geo_v6` hold, beside `geo_added_*`/`geo_removed_*` holding the difference
-    /// ([`super::Gate`]). `None`: the base is `v4`/`v6`.
-    pub base: Option<Box<GateBase>>,
+    /// The base record's ranges (each family sorted, merged): what the kernel's base sets
+    /// `geo_v4`/`geo_v6` hold.
+    pub base: GateBase,
+    /// The journal's last delta: the ranges `geo_removed_*` and `geo_added_*` hold.
+    pub delta: Delta,
     /// Generation of the base record (a journal of another one is not this record's).
     pub generation: u64,
     /// Size of the base record and of its journal, bytes.
     pub sizes: (u64, u64),
 }
 
-/// What changed in the gate's sets: the ranges removed and added, per family, each sorted.
+/// How the gate differs from the base sets, per family: the addresses of the base it no
+/// longer holds and those it holds beyond the base (each sorted and disjoint), which the
+/// sets `geo_removed_*` and `geo_added_*` hold.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Delta {
-    /// IPv4 ranges removed.
+    /// IPv4 ranges removed from the base.
     pub v4_removed: Vec<AddrRange>,
-    /// IPv4 ranges added.
+    /// IPv4 ranges added to it.
     pub v4_added: Vec<AddrRange>,
-    /// IPv6 ranges removed.
+    /// IPv6 ranges removed from the base.
     pub v6_removed: Vec<AddrRange>,
-    /// IPv6 ranges added.
+    /// IPv6 ranges added to it.
     pub v6_added: Vec<AddrRange>,
+}
+
+impl Delta {
+    /// The ranges removed from the base of `family`.
+    pub fn removed(&self, family: Family) -> &[AddrRange] {
+        match family {
+            Family::V4 => &self.v4_removed,
+            Family::V6 => &self.v6_removed,
+        }
+    }
+
+    /// The ranges added to the base of `family`.
+    pub fn added(&self, family: Family) -> &[AddrRange] {
+        match family {
+            Family::V4 => &self.v4_added,
+            Family::V6 => &self.v6_added,
+        }
+    }
+
+    /// Ranges in all four lists.
+    pub fn len(&self) -> usize {
+        self.v4_removed.len() + self.v4_added.len() + self.v6_removed.len() + self.v6_added.len()
+    }
+
+    /// Whether the gate is the base.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether every range removed lies in the base and no range added meets it.
+    fn fits(&self, base: &GateBase) -> bool {
+        [Family::V4, Family::V6].into_iter().all(|f| {
+            let base = base.of(f);
+            let within = |r: &AddrRange| {
+                let i = base.partition_point(|b| b.end < r.start);
+                base.get(i)
+                    .is_some_and(|b| b.start <= r.start && r.end <= b.end)
+            };
+            let apart = |r: &AddrRange| {
+                let i = base.partition_point(|b| b.end < r.start);
+                base.get(i).is_none_or(|b| b.start > r.end)
+            };
+            self.removed(f).iter().all(within) && self.added(f).iter().all(apart)
+        })
+    }
 }
 
 /// What identifies the ranges of `[geo]`: the country lists, and the path, size,
@@ -146,13 +193,15 @@ fn new_generation() -> u64 {
 }
 
 impl Applied {
-    /// The record in the state folder with its journal applied; `None` when absent,
+    /// The record in the state folder with its journal's last delta; `None` when absent,
     /// unreadable, or stale (a change was under way when the last command stopped).
     pub fn load(paths: &Paths) -> Option<Applied> {
-        let bytes = std::fs::read(base_path(paths)).ok()?;
-        let mut a = decode(&bytes)?;
-        a.sizes.0 = bytes.len() as u64;
-        drop(bytes);
+        // Read through a small buffer: the base is decoded as it comes, never held whole
+        // (10 MiB at 300,000 ranges).
+        let file = std::fs::File::open(base_path(paths)).ok()?;
+        let size = file.metadata().ok()?.len();
+        let mut a = decode(&mut BufReader::with_capacity(1 << 16, file))?;
+        a.sizes.0 = size;
         match std::fs::read(journal_path(paths)) {
             Ok(j) => {
                 a.sizes.1 = j.len() as u64;
@@ -163,15 +212,44 @@ impl Applied {
         }
     }
 
-    /// Writes the record atomically and durably (a new generation; the journal is removed).
+    /// The gate's ranges: the base's without the delta's removed, with its added (each
+    /// family sorted, merged).
+    pub fn ranges(&self) -> GateBase {
+        if self.delta.is_empty() {
+            return self.base.clone();
+        }
+        let of = |f: Family| {
+            let mut v = super::difference(self.base.of(f), self.delta.removed(f));
+            v.extend_from_slice(self.delta.added(f));
+            super::merge_in_place(&mut v);
+            v
+        };
+        GateBase {
+            v4: of(Family::V4),
+            v6: of(Family::V6),
+        }
+    }
+
+    /// The gate as the record has it: its ranges, and the base when the delta is not empty.
+    pub fn into_gate(self) -> super::Gate {
+        let GateBase { v4, v6 } = self.ranges();
+        super::Gate::On {
+            v4,
+            v6,
+            base: (!self.delta.is_empty()).then(|| Box::new(self.base)),
+        }
+    }
+
+    /// Writes the record atomically and durably (a new generation; the journal is removed):
+    /// its base, the delta left out.
     pub fn save(&self, paths: &Paths) -> Result<(), StoreError> {
         Applied::save_ranges(
             paths,
             &self.key,
             self.rows,
             &self.missing,
-            self.v4.iter().copied(),
-            self.v6.iter().copied(),
+            self.base.v4.iter().copied(),
+            self.base.v6.iter().copied(),
         )
     }
 
@@ -215,7 +293,7 @@ impl Applied {
                     let (kind, payload) = entry?;
                     pending = kind == PENDING;
                     if kind == DELTA {
-                        key = Cursor(payload).text()?;
+                        key = text(&mut &payload[..])?;
                     }
                 }
                 (!pending).then_some(key)
@@ -240,8 +318,8 @@ impl Applied {
         self.append(paths, PENDING, &[])
     }
 
-    /// Appends what the kernel now has to the journal, durably (the ranges of `self` are
-    /// left as they are: the next [`Applied::load`] applies the delta).
+    /// Appends what the kernel's small sets now hold to the journal, durably (`self` is
+    /// left as it is: the next [`Applied::load`] reads the delta).
     pub fn append_delta(
         &mut self,
         paths: &Paths,
@@ -255,15 +333,14 @@ impl Applied {
     }
 
     /// Whether the journal is large enough (a quarter of the base record) to be written
-    /// again as one delta ([`Applied::compact_journal`]).
+    /// again with its last delta alone ([`Applied::compact_journal`]).
     pub fn needs_compaction(&self) -> bool {
         self.sizes.1 > (self.sizes.0 / 4).max(64 << 10)
     }
 
-    /// Replaces the journal, atomically, with one delta from the base record to the ranges
-    /// the kernel has now (`delta`: the base's ranges removed and the ranges added, each an
-    /// exact range of its side). The base record, and so the kernel's base sets, stay as
-    /// they are; only the deltas one after another are folded into their sum.
+    /// Replaces the journal, atomically, with one delta: what the small sets hold now (the
+    /// last one appended). The base record, and so the kernel's base sets, stay as they
+    /// are.
     pub fn compact_journal(
         &mut self,
         paths: &Paths,
@@ -416,7 +493,7 @@ fn entries(j: &[u8], generation: u64) -> Option<impl Iterator<Item = Option<(u8,
     }))
 }
 
-/// The base record with the journal's entries applied; `None` when stale or not readable.
+/// The base record with the journal's last delta; `None` when stale or not readable.
 fn replay(mut a: Applied, j: &[u8]) -> Option<Applied> {
     let Some(list) = entries(j, a.generation) else {
         // Another generation's: appended to no more, replaced by the next append.
@@ -424,77 +501,32 @@ fn replay(mut a: Applied, j: &[u8]) -> Option<Applied> {
         return Some(a);
     };
     let mut pending = false;
-    // Spare buffers the deltas are applied into, swapped with the ranges (no allocation
-    // per entry: fresh pages are what costs most here). After the first delta they hold
-    // the base record's ranges, which are kept.
-    let mut spare = (Vec::new(), Vec::new());
-    let mut base = None;
     for entry in list {
         let (kind, payload) = entry?;
         pending = kind == PENDING;
         if kind == DELTA {
-            replay_entry(&mut a, payload, &mut spare)?;
-            if base.is_none() {
-                base = Some(GateBase {
-                    v4: std::mem::take(&mut spare.0),
-                    v6: std::mem::take(&mut spare.1),
-                });
+            let (key, rows, missing, delta) = decode_delta(payload)?;
+            if !delta.fits(&a.base) {
+                return None;
             }
+            (a.key, a.rows, a.missing, a.delta) = (key, rows, missing, delta);
         }
     }
-    a.base = base.filter(|b| b.v4 != a.v4 || b.v6 != a.v6).map(Box::new);
     (!pending).then_some(a)
 }
 
-fn replay_entry(
-    a: &mut Applied,
-    payload: &[u8],
-    spare: &mut (Vec<AddrRange>, Vec<AddrRange>),
-) -> Option<()> {
-    let mut c = Cursor(payload);
-    let key = c.text()?;
-    let rows = c.u64()?;
-    let missing = missing_of(&c.text()?)?;
-    let v4_removed = ranges(Family::V4, &mut c)?;
-    let v4_added = ranges(Family::V4, &mut c)?;
-    let v6_removed = ranges(Family::V6, &mut c)?;
-    let v6_added = ranges(Family::V6, &mut c)?;
-    if !c.0.is_empty() {
-        return None;
-    }
-    apply_delta(&a.v4, &v4_removed, &v4_added, &mut spare.0)?;
-    apply_delta(&a.v6, &v6_removed, &v6_added, &mut spare.1)?;
-    std::mem::swap(&mut a.v4, &mut spare.0);
-    std::mem::swap(&mut a.v6, &mut spare.1);
-    (a.key, a.rows, a.missing) = (key, rows, missing);
-    Some(())
-}
-
-/// Puts into `out` the ranges of `have` without `removed` (each of which must be in it)
-/// and with `added`, sorted and disjoint; `None` when that does not hold.
-pub fn apply_delta(
-    have: &[AddrRange],
-    removed: &[AddrRange],
-    added: &[AddrRange],
-    out: &mut Vec<AddrRange>,
-) -> Option<()> {
-    out.clear();
-    out.reserve(have.len() + added.len());
-    let (mut r, mut a) = (0, 0);
-    for h in have {
-        if removed.get(r) == Some(h) {
-            r += 1;
-            continue;
-        }
-        while let Some(x) = added.get(a).filter(|x| x.start < h.start) {
-            out.push(*x);
-            a += 1;
-        }
-        out.push(*h);
-    }
-    out.extend_from_slice(&added[a..]);
-    let disjoint = out.windows(2).all(|w| w[0].end < w[1].start);
-    (r == removed.len() && disjoint).then_some(())
+fn decode_delta(payload: &[u8]) -> Option<(String, u64, Vec<Country>, Delta)> {
+    let mut c = payload;
+    let key = text(&mut c)?;
+    let rows = u64_of(&mut c)?;
+    let missing = missing_of(&text(&mut c)?)?;
+    let delta = Delta {
+        v4_removed: ranges(Family::V4, &mut c)?,
+        v4_added: ranges(Family::V4, &mut c)?,
+        v6_removed: ranges(Family::V6, &mut c)?,
+        v6_added: ranges(Family::V6, &mut c)?,
+    };
+    c.is_empty().then_some((key, rows, missing, delta))
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -502,7 +534,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// A cursor over the record's bytes.
+/// A cursor over the journal's bytes.
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
@@ -520,13 +552,6 @@ impl<'a> Cursor<'a> {
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn u128(&mut self) -> Option<u128> {
-        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
-    }
-    fn text(&mut self) -> Option<String> {
-        let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
 }
 
 fn missing_of(text: &str) -> Option<Vec<Country>> {
@@ -536,46 +561,87 @@ fn missing_of(text: &str) -> Option<Vec<Country>> {
         .collect()
 }
 
-/// A count and that many ranges of `family`, sorted and disjoint.
-fn ranges(family: Family, c: &mut Cursor) -> Option<Vec<AddrRange>> {
-    let n = c.u32()? as usize;
-    let width = if family == Family::V4 { 8 } else { 32 };
-    if c.0.len() < n.checked_mul(width)? {
+/// The next `N` bytes of `r`.
+fn array<const N: usize>(r: &mut impl Read) -> Option<[u8; N]> {
+    let mut b = [0u8; N];
+    r.read_exact(&mut b).ok()?;
+    Some(b)
+}
+
+fn u32_of(r: &mut impl Read) -> Option<u32> {
+    array(r).map(u32::from_le_bytes)
+}
+
+fn u64_of(r: &mut impl Read) -> Option<u64> {
+    array(r).map(u64::from_le_bytes)
+}
+
+/// A u32 length and that many bytes of UTF-8 text (at most 1 MiB: nothing pbxwall writes
+/// is longer).
+fn text(r: &mut impl Read) -> Option<String> {
+    let n = u32_of(r)? as usize;
+    if n > 1 << 20 {
         return None;
     }
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (start, end) = match family {
-            Family::V4 => (c.u32()? as u128, c.u32()? as u128),
-            Family::V6 => (c.u128()?, c.u128()?),
-        };
-        // Sorted and disjoint, as written; anything else is not our file.
-        if start > end || v.last().is_some_and(|l: &AddrRange| l.end >= start) {
-            return None;
+    let mut b = vec![0u8; n];
+    r.read_exact(&mut b).ok()?;
+    String::from_utf8(b).ok()
+}
+
+/// A count and that many ranges of `family`, sorted and disjoint.
+fn ranges(family: Family, r: &mut impl Read) -> Option<Vec<AddrRange>> {
+    let n = u32_of(r)? as usize;
+    let width = if family == Family::V4 { 8 } else { 32 };
+    // Read in blocks of whole ranges; the vector grows as they come (a damaged count
+    // allocates nothing it does not read).
+    let mut block = [0u8; 32 * 512];
+    let mut v: Vec<AddrRange> = Vec::with_capacity(n.min(1 << 20));
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(block.len() / width);
+        let bytes = &mut block[..k * width];
+        r.read_exact(bytes).ok()?;
+        for b in bytes.chunks_exact(width) {
+            let (start, end) = match family {
+                Family::V4 => (
+                    u128::from(u32::from_le_bytes(b[..4].try_into().ok()?)),
+                    u128::from(u32::from_le_bytes(b[4..].try_into().ok()?)),
+                ),
+                Family::V6 => (
+                    u128::from_le_bytes(b[..16].try_into().ok()?),
+                    u128::from_le_bytes(b[16..].try_into().ok()?),
+                ),
+            };
+            // Sorted and disjoint, as written; anything else is not our file.
+            if start > end || v.last().is_some_and(|l| l.end >= start) {
+                return None;
+            }
+            v.push(AddrRange { family, start, end });
         }
-        v.push(AddrRange { family, start, end });
+        left -= k;
     }
     Some(v)
 }
 
-fn decode(bytes: &[u8]) -> Option<Applied> {
-    let mut c = Cursor(bytes);
-    if c.take(MAGIC.len())? != MAGIC {
+/// The base record read from `r`, to its end.
+fn decode(r: &mut impl Read) -> Option<Applied> {
+    if &array::<8>(r)? != MAGIC {
         return None;
     }
-    let generation = c.u64()?;
-    let key = c.text()?;
-    let rows = c.u64()?;
-    let missing = missing_of(&c.text()?)?;
-    let v4 = ranges(Family::V4, &mut c)?;
-    let v6 = ranges(Family::V6, &mut c)?;
-    c.0.is_empty().then_some(Applied {
+    let generation = u64_of(r)?;
+    let key = text(r)?;
+    let rows = u64_of(r)?;
+    let missing = missing_of(&text(r)?)?;
+    let v4 = ranges(Family::V4, r)?;
+    let v6 = ranges(Family::V6, r)?;
+    // Nothing after the ranges.
+    let at_end = matches!(r.read(&mut [0u8; 1]), Ok(0));
+    at_end.then_some(Applied {
         key,
         rows,
         missing,
-        v4,
-        v6,
-        base: None,
+        base: GateBase { v4, v6 },
+        delta: Delta::default(),
         generation,
         sizes: (0, 0),
     })
@@ -594,9 +660,11 @@ mod tests {
             key: "allow=DE;deny=\n/x\t1\t2.3\t4".into(),
             rows: 9,
             missing: vec!["FR".parse().unwrap()],
-            v4: vec![AddrRange::from_net("192.0.2.0/24".parse().unwrap())],
-            v6: vec![v6("2001:db8::/48"), v6("2001:db8:2::/48")],
-            base: None,
+            base: GateBase {
+                v4: vec![AddrRange::from_net("192.0.2.0/24".parse().unwrap())],
+                v6: vec![v6("2001:db8::/48"), v6("2001:db8:2::/48")],
+            },
+            delta: Delta::default(),
             generation: 7,
             sizes: (0, 0),
         }
@@ -608,9 +676,13 @@ mod tests {
             &a.key,
             a.rows,
             &a.missing,
-            a.v4.iter().copied(),
-            a.v6.iter().copied(),
+            a.base.v4.iter().copied(),
+            a.base.v6.iter().copied(),
         )
+    }
+
+    fn decoded(bytes: &[u8]) -> Option<Applied> {
+        decode(&mut &bytes[..])
     }
 
     fn paths() -> (tempfile::TempDir, Paths) {
@@ -632,40 +704,32 @@ mod tests {
     fn record_round_trips_and_rejects_anything_else() {
         let a = sample();
         let bytes = encoded(&a);
-        assert_eq!(decode(&bytes), Some(a.clone()));
-        assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decoded(&bytes), Some(a.clone()));
+        assert_eq!(decoded(&bytes[..bytes.len() - 1]), None);
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(decode(&longer), None);
-        assert_eq!(decode(b"PBXWGEO0"), None);
+        assert_eq!(decoded(&longer), None);
+        assert_eq!(decoded(b"PBXWGEO0"), None);
         // The first layout (no generation) is not read: the next update applies in full.
         let mut old = bytes.clone();
         old[..8].copy_from_slice(b"PBXWGEO1");
-        assert_eq!(decode(&old), None);
+        assert_eq!(decoded(&old), None);
         let mut unsorted = a.clone();
-        unsorted.v6.reverse();
-        assert_eq!(decode(&encoded(&unsorted)), None);
+        unsorted.base.v6.reverse();
+        assert_eq!(decoded(&encoded(&unsorted)), None);
+        // A base larger than the reader's block is read whole.
+        let mut big = a.clone();
+        big.base.v6 = (0..5000u128)
+            .map(|k| AddrRange {
+                family: Family::V6,
+                start: k << 80,
+                end: (k << 80) + 7,
+            })
+            .collect();
+        assert_eq!(decoded(&encoded(&big)), Some(big));
     }
 
-    #[test]
-    fn delta_applies_and_refuses_what_does_not_fit() {
-        let have = vec![v6("2001:db8::/48"), v6("2001:db8:2::/48")];
-        let mut out = Vec::new();
-        apply_delta(&have, &[have[0]], &[v6("2001:db8:1::/48")], &mut out).unwrap();
-        assert_eq!(out, vec![v6("2001:db8:1::/48"), v6("2001:db8:2::/48")]);
-        apply_delta(&have, &[], &[v6("2001:db8:3::/48")], &mut out).unwrap();
-        assert_eq!(out.len(), 3);
-        // Removing what is not there, adding what overlaps: not this record's delta.
-        assert_eq!(
-            apply_delta(&have, &[v6("2001:db8:9::/48")], &[], &mut out),
-            None
-        );
-        assert_eq!(
-            apply_delta(&have, &[], &[v6("2001:db8::/32")], &mut out),
-            None
-        );
-    }
-
+    /// A delta: 2001:db8::/48 taken from the base, 2001:db8:1::/48 and :3:: added.
     fn delta() -> Delta {
         Delta {
             v6_removed: vec![v6("2001:db8::/48")],
@@ -675,48 +739,70 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_fits_its_base_or_is_refused() {
+        let base = sample().base;
+        assert!(delta().fits(&base));
+        // A part of a base range may be removed; a range added may touch the base.
+        let part = Delta {
+            v6_removed: vec![v6("2001:db8:0:1::/64")],
+            v6_added: vec![v6("2001:db8:4::/48")],
+            ..Delta::default()
+        };
+        assert!(part.fits(&base));
+        for wrong in [
+            // Removing what the base does not hold, or more than one of its ranges.
+            Delta {
+                v6_removed: vec![v6("2001:db8:9::/48")],
+                ..Delta::default()
+            },
+            Delta {
+                v6_removed: vec![v6("2001:db8::/46")],
+                ..Delta::default()
+            },
+            // Adding what it holds already.
+            Delta {
+                v6_added: vec![v6("2001:db8:2:5::/64")],
+                ..Delta::default()
+            },
+            Delta {
+                v4_added: vec![AddrRange::from_net("192.0.0.0/16".parse().unwrap())],
+                ..Delta::default()
+            },
+        ] {
+            assert!(!wrong.fits(&base), "{wrong:?}");
+        }
+    }
+
+    #[test]
     fn journal_round_trips_and_a_new_record_drops_it() {
         let (_dir, p) = paths();
         let a = sample();
         a.save(&p).unwrap();
         let mut rec = Applied::load(&p).unwrap();
-        assert_eq!((rec.v6.clone(), rec.sizes.1), (a.v6.clone(), 0));
+        assert_eq!((rec.base.clone(), rec.sizes.1), (a.base.clone(), 0));
+        assert_eq!(rec.ranges(), a.base);
         rec.append_pending(&p).unwrap();
         rec.append_delta(&p, "k2", 10, &[], &delta()).unwrap();
         let now = loaded(&p).unwrap();
         assert_eq!(now.key, "k2");
         assert_eq!((now.rows, now.missing.len()), (10, 0));
-        assert_eq!(
-            now.v6,
-            vec![
-                v6("2001:db8:1::/48"),
-                v6("2001:db8:2::/48"),
-                v6("2001:db8:3::/48")
-            ]
-        );
-        assert_eq!(now.v4, a.v4);
-        // The base record's ranges are what the kernel's base sets hold.
-        assert_eq!(
-            now.base.as_deref(),
-            Some(&GateBase {
-                v4: a.v4.clone(),
-                v6: a.v6.clone()
-            })
-        );
+        // The base record's ranges are what the kernel's base sets hold; the delta what
+        // the small sets hold; the gate is the one without and with the other (merged:
+        // :1::, :2:: and :3:: are neighbours).
+        assert_eq!((&now.base, &now.delta), (&a.base, &delta()));
+        let mut joined = v6("2001:db8:1::/48");
+        joined.end = v6("2001:db8:3::/48").end;
+        assert_eq!(now.ranges().v6, vec![joined]);
+        assert_eq!(now.ranges().v4, a.base.v4);
         assert_eq!(Applied::load_key(&p).as_deref(), Some("k2"));
-        // A second change on top, read back from the file: the same as applied in memory.
+        // A second change on top, read back from the file: the last delta is the one.
         let mut rec = Applied::load(&p).unwrap();
         rec.append_pending(&p).unwrap();
-        let undo = Delta {
-            v6_removed: delta().v6_added,
-            v6_added: delta().v6_removed,
-            ..Delta::default()
-        };
-        rec.append_delta(&p, "k3", 9, &a.missing, &undo).unwrap();
+        rec.append_delta(&p, "k3", 9, &a.missing, &Delta::default())
+            .unwrap();
         let back = loaded(&p).unwrap();
-        assert_eq!((back.v6, back.key.as_str()), (a.v6.clone(), "k3"));
-        // Back where the base is: no difference from it.
-        assert_eq!(back.base, None);
+        assert_eq!((back.ranges(), back.key.as_str()), (a.base.clone(), "k3"));
+        assert!(back.delta.is_empty());
         // A full write: a new generation, the journal gone.
         let j = std::fs::read(journal_path(&p)).unwrap();
         a.save(&p).unwrap();
@@ -741,7 +827,7 @@ mod tests {
     }
 
     #[test]
-    fn a_compacted_journal_is_the_sum_of_its_deltas() {
+    fn a_compacted_journal_holds_the_last_delta() {
         let (_dir, p) = paths();
         let a = sample();
         a.save(&p).unwrap();
@@ -750,26 +836,21 @@ mod tests {
         rec.append_delta(&p, "k2", 10, &[], &delta()).unwrap();
         let mut rec = Applied::load(&p).unwrap();
         let second = Delta {
-            v6_removed: vec![v6("2001:db8:3::/48")],
-            v6_added: vec![v6("2001:db8:4::/48")],
+            v6_removed: vec![v6("2001:db8::/48")],
+            v6_added: vec![v6("2001:db8:1::/48"), v6("2001:db8:4::/48")],
             ..Delta::default()
         };
         rec.append_pending(&p).unwrap();
         rec.append_delta(&p, "k3", 11, &[], &second).unwrap();
         let before = loaded(&p).unwrap();
+        assert_eq!(before.delta, second);
         let size = std::fs::metadata(journal_path(&p)).unwrap().len();
-        // The sum from the base: 2001:db8::/48 removed, :1:: and :4:: added.
-        let sum = Delta {
-            v6_removed: vec![v6("2001:db8::/48")],
-            v6_added: vec![v6("2001:db8:1::/48"), v6("2001:db8:4::/48")],
-            ..Delta::default()
-        };
         let mut rec = Applied::load(&p).unwrap();
-        rec.compact_journal(&p, "k3", 11, &[], &sum).unwrap();
+        rec.compact_journal(&p, "k3", 11, &[], &second).unwrap();
         assert!(std::fs::metadata(journal_path(&p)).unwrap().len() < size);
         let after = loaded(&p).unwrap();
         assert_eq!(after, before);
-        assert_eq!(after.base.unwrap().v6, a.v6);
+        assert_eq!(after.base, a.base);
         // And it is appended to as before.
         let mut rec = Applied::load(&p).unwrap();
         rec.append_pending(&p).unwrap();
@@ -815,6 +896,13 @@ mod tests {
         };
         rec.append_delta(&p, "k2", 9, &[], &wrong).unwrap();
         assert_eq!(Applied::load(&p), None);
+        // An entry of the first layout (kind 2, an increment): stale, as is the key.
+        let mut old = std::fs::read(journal_path(&p)).unwrap();
+        old.truncate(16);
+        let payload = encode_delta("k2", 9, &[], &delta());
+        old.extend_from_slice(&encode_entry(2, &payload));
+        std::fs::write(journal_path(&p), &old).unwrap();
+        assert_eq!((Applied::load(&p), Applied::load_key(&p)), (None, None));
         // A journal changed behind the loaded record's back is not appended to.
         let (_dir2, q) = paths();
         sample().save(&q).unwrap();

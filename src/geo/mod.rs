@@ -335,6 +335,16 @@ pub struct GateBase {
     pub v6: Vec<AddrRange>,
 }
 
+impl GateBase {
+    /// The ranges of `family`.
+    pub fn of(&self, family: Family) -> &[AddrRange] {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+}
+
 /// Base name of the sets of ranges added to the base since it was loaded:
 /// `geo_added_v4`, `geo_added_v6`.
 pub const GEO_ADDED_SET: &str = "geo_added";
@@ -612,15 +622,16 @@ pub fn load(settings: &GeoSettings, cached: Option<Applied>) -> Result<(Gate, Ge
     let (sel, base) = match cached.filter(|c| key.as_ref() == Some(&c.key)) {
         Some(c) => {
             info.cached = true;
-            info.missing = c.missing;
+            let GateBase { v4, v6 } = c.ranges();
             let sel = Selection {
-                v4: c.v4,
-                v6: c.v6,
+                v4,
+                v6,
                 rows: c.rows as usize,
                 rows_of: BTreeMap::new(),
             };
+            info.missing = c.missing;
             // The kernel's base sets as recorded, so a restart loads what `geo update` left.
-            (sel, c.base)
+            (sel, (!c.delta.is_empty()).then(|| Box::new(c.base)))
         }
         None => {
             let sel = select(&db, settings)?;
