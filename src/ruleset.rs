@@ -228,11 +228,20 @@ pub fn element_list(elements: &[Element]) -> String {
 impl Set {
     /// A plain interval set holding `ranges` (already merged).
     pub fn addresses(name: &str, family: Family, ranges: Vec<AddrRange>) -> Set {
+        Set::address_elements(
+            name,
+            family,
+            ranges.into_iter().map(Element::address).collect(),
+        )
+    }
+
+    /// A plain interval set holding `elements` (plain, sorted, merged), taken as they are.
+    pub fn address_elements(name: &str, family: Family, elements: Vec<Element>) -> Set {
         Set {
             name: name.to_owned(),
             family,
             kind: SetKind::Addresses,
-            elements: ranges.into_iter().map(Element::address).collect(),
+            elements,
             dynamic: None,
         }
     }

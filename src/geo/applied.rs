@@ -234,8 +234,8 @@ impl Applied {
     pub fn into_gate(self) -> super::Gate {
         let GateBase { v4, v6 } = self.ranges();
         super::Gate::On {
-            v4,
-            v6,
+            v4: super::elements(v4),
+            v6: super::elements(v6),
             base: (!self.delta.is_empty()).then(|| Box::new(self.base)),
         }
     }

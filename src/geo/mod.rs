@@ -30,7 +30,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::addrset::{AddrRange, Family};
-use crate::ruleset::{Match, Rule, Set};
+use crate::ruleset::{Element, Match, Rule, Set};
 
 pub mod applied;
 pub mod read;
@@ -172,12 +172,16 @@ impl GeoSettings {
 }
 
 /// The ranges the gate lets through, per family, merged; and what the database held.
+///
+/// The ranges are kept as the elements of the sets they go into: made so as the database
+/// is read (on its reader threads), 300,000 of them are not copied once more, into fresh
+/// memory, on the way to the kernel (BENCHMARKS.md §7).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Selection {
     /// IPv4 ranges, sorted and merged.
-    pub v4: Vec<AddrRange>,
+    pub v4: Vec<Element>,
     /// IPv6 ranges, sorted and merged.
-    pub v6: Vec<AddrRange>,
+    pub v6: Vec<Element>,
     /// Rows of the database read (every country).
     pub rows: usize,
     /// Per listed country (allow or deny list), its rows in the database.
@@ -212,7 +216,7 @@ pub fn select(db: &Database, settings: &GeoSettings) -> Result<Selection, GeoErr
     let listed: Vec<Country> = listed.into_iter().collect();
     // Both CPUs read half of a large CSV file each.
     let parts = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    type Part = (Vec<AddrRange>, Vec<AddrRange>, Vec<usize>);
+    type Part = (Vec<Element>, Vec<Element>, Vec<usize>);
     let (states, rows) = db.for_each_parts(
         parts,
         || -> Part { (Vec::new(), Vec::new(), vec![0; listed.len()]) },
@@ -220,8 +224,8 @@ pub fn select(db: &Database, settings: &GeoSettings) -> Result<Selection, GeoErr
             if let Some(i) = country.and_then(|c| listed.binary_search(&c).ok()) {
                 counts[i] += 1;
                 match range.family {
-                    Family::V4 => v4.push(range),
-                    Family::V6 => v6.push(range),
+                    Family::V4 => v4.push(Element::address(range)),
+                    Family::V6 => v6.push(Element::address(range)),
                 }
             }
         },
@@ -246,8 +250,8 @@ pub fn select(db: &Database, settings: &GeoSettings) -> Result<Selection, GeoErr
         rows_of,
     };
     if settings.allow.is_empty() {
-        sel.v4 = complement(Family::V4, &sel.v4);
-        sel.v6 = complement(Family::V6, &sel.v6);
+        sel.v4 = elements(complement(Family::V4, &sel.v4));
+        sel.v6 = elements(complement(Family::V6, &sel.v6));
     } else if sel.v4.is_empty() && sel.v6.is_empty() {
         return Err(GeoError::Empty {
             path: db.path.clone(),
@@ -257,29 +261,39 @@ pub fn select(db: &Database, settings: &GeoSettings) -> Result<Selection, GeoErr
     Ok(sel)
 }
 
-/// Sorts ranges of one family and joins overlapping and adjacent ones, in place (as
-/// [`crate::addrset::merge`] does, without a second copy of a large set).
-pub fn merge_in_place(v: &mut Vec<AddrRange>) {
+/// Sorts ranges of one family (or plain set elements) and joins overlapping and adjacent
+/// ones, in place (as [`crate::addrset::merge`] does, without a second copy of a large
+/// set).
+pub fn merge_in_place<T: Ranged + Ord>(v: &mut Vec<T>) {
     v.sort_unstable();
     let mut w = 0;
     for i in 0..v.len() {
-        let r = v[i];
-        if w > 0 && (v[w - 1].end == r.family.max() || r.start <= v[w - 1].end + 1) {
-            v[w - 1].end = v[w - 1].end.max(r.end);
-        } else {
-            v[w] = r;
-            w += 1;
+        let r = v[i].range();
+        if w > 0 {
+            let last = v[w - 1].range_mut();
+            if last.end == r.family.max() || r.start <= last.end + 1 {
+                last.end = last.end.max(r.end);
+                continue;
+            }
         }
+        v.swap(w, i);
+        w += 1;
     }
     v.truncate(w);
     v.shrink_to_fit();
 }
 
+/// Plain set elements of `ranges`.
+pub fn elements(ranges: Vec<AddrRange>) -> Vec<Element> {
+    ranges.into_iter().map(Element::address).collect()
+}
+
 /// The ranges of a family not covered by `ranges` (sorted, merged).
-pub fn complement(family: Family, ranges: &[AddrRange]) -> Vec<AddrRange> {
+pub fn complement(family: Family, ranges: &[impl Ranged]) -> Vec<AddrRange> {
     let mut out = Vec::with_capacity(ranges.len() + 1);
     let mut next: Option<u128> = Some(0);
     for r in ranges {
+        let r = r.range();
         if let Some(n) = next
             && r.start > n
         {
@@ -316,10 +330,10 @@ pub enum Gate {
     Off,
     /// Open paths only for the sources in these ranges.
     On {
-        /// IPv4 ranges (sorted, merged).
-        v4: Vec<AddrRange>,
-        /// IPv6 ranges (sorted, merged).
-        v6: Vec<AddrRange>,
+        /// IPv4 ranges (sorted, merged), as set elements.
+        v4: Vec<Element>,
+        /// IPv6 ranges (sorted, merged), as set elements.
+        v6: Vec<Element>,
         /// What the base sets hold when it is not `v4`/`v6` (updates were journaled since
         /// the base was loaded, [`Applied::base`]); `None`: the base is the gate itself.
         base: Option<Box<GateBase>>,
@@ -435,13 +449,13 @@ impl Gate {
         };
         let (base_v4, base_v6) = match base {
             None => (v4, v6),
-            Some(b) => (b.v4, b.v6),
+            Some(b) => (elements(b.v4), elements(b.v6)),
         };
         let [added_v4, added_v6] = added;
         let [removed_v4, removed_v6] = removed;
         vec![
-            Set::addresses(&Gate::set_name(Family::V4), Family::V4, base_v4),
-            Set::addresses(&Gate::set_name(Family::V6), Family::V6, base_v6),
+            Set::address_elements(&Gate::set_name(Family::V4), Family::V4, base_v4),
+            Set::address_elements(&Gate::set_name(Family::V6), Family::V6, base_v6),
             Set::addresses(&Gate::added_set_name(Family::V4), Family::V4, added_v4),
             Set::addresses(&Gate::added_set_name(Family::V6), Family::V6, added_v6),
             Set::addresses(&Gate::removed_set_name(Family::V4), Family::V4, removed_v4),
@@ -504,27 +518,35 @@ pub fn ruleset_admits(ruleset: &crate::ruleset::Ruleset, addr: IpAddr) -> Option
 }
 
 /// Whether sorted, disjoint `ranges` hold `addr` (a binary search).
-pub fn ranges_contain(ranges: &[AddrRange], addr: IpAddr) -> bool {
+pub fn ranges_contain(ranges: &[impl Ranged], addr: IpAddr) -> bool {
     let key = AddrRange::from_addr(addr.to_canonical());
-    let i = ranges.partition_point(|r| r.end < key.start);
-    ranges.get(i).is_some_and(|r| r.contains(addr))
+    let i = ranges.partition_point(|r| r.range().end < key.start);
+    ranges.get(i).is_some_and(|r| r.range().contains(addr))
 }
 
 /// Something that stands for a range of addresses: the range itself, or a set's element.
 pub trait Ranged {
     /// The range.
     fn range(&self) -> AddrRange;
+    /// The range, to change.
+    fn range_mut(&mut self) -> &mut AddrRange;
 }
 
 impl Ranged for AddrRange {
     fn range(&self) -> AddrRange {
         *self
     }
+    fn range_mut(&mut self) -> &mut AddrRange {
+        self
+    }
 }
 
-impl Ranged for crate::ruleset::Element {
+impl Ranged for Element {
     fn range(&self) -> AddrRange {
         self.range
+    }
+    fn range_mut(&mut self) -> &mut AddrRange {
+        &mut self.range
     }
 }
 
@@ -624,8 +646,8 @@ pub fn load(settings: &GeoSettings, cached: Option<Applied>) -> Result<(Gate, Ge
             info.cached = true;
             let GateBase { v4, v6 } = c.ranges();
             let sel = Selection {
-                v4,
-                v6,
+                v4: elements(v4),
+                v6: elements(v6),
                 rows: c.rows as usize,
                 rows_of: BTreeMap::new(),
             };

@@ -84,8 +84,8 @@ fn allow(codes: &[&str]) -> GeoSettings {
     }
 }
 
-fn strings(v: &[AddrRange]) -> Vec<String> {
-    v.iter().map(|r| r.to_string()).collect()
+fn strings(v: &[impl Ranged]) -> Vec<String> {
+    v.iter().map(|r| r.range().to_string()).collect()
 }
 
 #[test]
@@ -391,7 +391,7 @@ fn deny_keeps_everything_but_the_denied_countries() {
     );
     assert_eq!(settings.describe(), "all but CN, US");
     assert!(
-        complement(Family::V4, &[])
+        complement(Family::V4, &[] as &[AddrRange])
             .iter()
             .map(|r| r.to_string())
             .eq(["0.0.0.0/0"])
@@ -414,8 +414,8 @@ fn the_gate_adds_a_source_match_per_family() {
     assert_eq!(Gate::Off.gated(rtp.clone()), std::slice::from_ref(&rtp));
     assert!(Gate::Off.sets().is_empty());
     let gate = Gate::On {
-        v4: vec![AddrRange::from_net("192.0.2.0/24".parse().unwrap())],
-        v6: vec![],
+        v4: elements(vec![AddrRange::from_net("192.0.2.0/24".parse().unwrap())]),
+        v6: elements(vec![]),
         base: None,
     };
     let rules: Vec<String> = gate.gated(rtp).iter().map(|r| r.to_string()).collect();
@@ -459,8 +459,8 @@ fn a_gate_over_an_older_base_puts_the_difference_in_the_small_sets() {
     let r = |net: &str| AddrRange::from_net(net.parse().unwrap());
     // Base: 192.0.2.0/24 and 198.51.100.0/24; now: 192.0.2.0/25 and 203.0.113.0/24.
     let gate = Gate::On {
-        v4: vec![r("192.0.2.0/25"), r("203.0.113.0/24")],
-        v6: vec![r("2001:db8::/48")],
+        v4: elements(vec![r("192.0.2.0/25"), r("203.0.113.0/24")]),
+        v6: elements(vec![r("2001:db8::/48")]),
         base: Some(Box::new(GateBase {
             v4: vec![r("192.0.2.0/24"), r("198.51.100.0/24")],
             v6: vec![r("2001:db8::/48")],
@@ -569,8 +569,8 @@ fn only_the_open_paths_depend_on_the_gate() {
     use crate::compile::{Resolved, compile_gated};
     use crate::ruleset::L4Proto::{Tcp, Udp};
     let gate = Gate::On {
-        v4: vec![AddrRange::from_net("192.0.2.0/25".parse().unwrap())],
-        v6: vec![AddrRange::from_net("2001:db8::/48".parse().unwrap())],
+        v4: elements(vec![AddrRange::from_net("192.0.2.0/25".parse().unwrap())]),
+        v6: elements(vec![AddrRange::from_net("2001:db8::/48".parse().unwrap())]),
         base: None,
     };
     let settings = trusting("198.51.100.0/28");
@@ -815,8 +815,8 @@ fn sip_admission_open_mode_and_the_first_knock_are_behind_the_gate() {
     use crate::compile::tests::{shipped_profiles, trusting};
     use crate::compile::{Resolved, compile_gated};
     let gate = Gate::On {
-        v4: vec![AddrRange::from_net("192.0.2.0/25".parse().unwrap())],
-        v6: vec![],
+        v4: elements(vec![AddrRange::from_net("192.0.2.0/25".parse().unwrap())]),
+        v6: elements(vec![]),
         base: None,
     };
     let mut settings = trusting("198.51.100.0/28");
@@ -900,7 +900,7 @@ fn large_files_are_read_in_parts_with_the_same_result_and_line_numbers() {
     let mut one = Vec::new();
     db.for_each(|r, c| {
         if c == Some(cc("DE")) {
-            one.push(r);
+            one.push(Element::address(r));
         }
     })
     .unwrap();
