@@ -287,10 +287,7 @@ pub fn load_gate(settings: &GeoSettings, paths: &store::Paths) -> Result<(Gate, 
         Some(rec) => {
             let (key, rows, missing) = (rec.key.clone(), rec.rows, rec.missing.clone());
             let gate = rec.into_gate();
-            let (ranges_v4, ranges_v6) = match &gate {
-                Gate::On { v4, v6, .. } => (v4.len(), v6.len()),
-                Gate::Off => (0, 0),
-            };
+            let (ranges_v4, ranges_v6) = gate.ranges_len();
             let info = GeoInfo {
                 database: settings.database.clone(),
                 countries: settings.describe(),

@@ -14,7 +14,7 @@ use super::{
 use crate::addrset::{AddrRange, Family};
 use crate::compile::account_sources;
 use crate::geo::applied::Delta;
-use crate::geo::{Applied, Country, Database, Gate, GeoInfo, difference};
+use crate::geo::{Applied, Country, Database, Gate, GeoInfo, difference, elements};
 use crate::model::RtpFrom;
 use crate::nft::netlink::{self, SetChange};
 use crate::nft::render;
@@ -362,10 +362,8 @@ fn update(ctx: &Ctx, args: &UpdateArgs) -> Result<Outcome> {
 /// holds `want` (both sorted and disjoint, as [`differences`] and the record give them; in
 /// any other order it is done through [`element_changes`]).
 fn range_changes(want: &[AddrRange], have: &[AddrRange]) -> (Vec<Element>, Vec<Element>) {
-    let elements =
-        |v: &[AddrRange]| -> Vec<Element> { v.iter().copied().map(Element::address).collect() };
     if !(want.is_sorted() && have.is_sorted()) {
-        return element_changes(&elements(want), &elements(have));
+        return element_changes(&elements(want.to_vec()), &elements(have.to_vec()));
     }
     let (mut add, mut remove) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
@@ -686,6 +684,6 @@ mod tests {
     }
 
     fn elements_of(v: &[AddrRange]) -> Vec<Element> {
-        v.iter().copied().map(Element::address).collect()
+        elements(v.to_vec())
     }
 }

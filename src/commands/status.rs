@@ -245,10 +245,7 @@ fn geo_json(b: &Build, paths: &store::Paths, live: Option<&LiveTable>) -> Value 
         let delta_ranges = recorded.as_ref().map(|r| r.delta.len());
         m.insert(
             "recorded_ranges".into(),
-            json!(recorded.map(|r| {
-                let ranges = r.ranges();
-                ranges.v4.len() + ranges.v6.len()
-            })),
+            json!(recorded.map(|r| r.ranges_len())),
         );
         m.insert("delta_ranges".into(), json!(delta_ranges));
         m.insert("update_pending".into(), json!(update_pending));

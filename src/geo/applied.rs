@@ -230,6 +230,17 @@ impl Applied {
         }
     }
 
+    /// How many ranges [`Applied::ranges`] gives, without a copy of the base when the
+    /// delta is empty.
+    pub fn ranges_len(&self) -> usize {
+        let count = |g: &GateBase| g.v4.len() + g.v6.len();
+        if self.delta.is_empty() {
+            count(&self.base)
+        } else {
+            count(&self.ranges())
+        }
+    }
+
     /// The gate as the record has it: its ranges, and the base when the delta is not empty.
     pub fn into_gate(self) -> super::Gate {
         let GateBase { v4, v6 } = self.ranges();
@@ -468,27 +479,25 @@ fn encode_entry(kind: u8, payload: &[u8]) -> Vec<u8> {
 /// journal is of another generation (it is to be ignored), an item `None` for anything that
 /// does not read back exactly (the end).
 fn entries(j: &[u8], generation: u64) -> Option<impl Iterator<Item = Option<(u8, &[u8])>>> {
-    let mut c = Cursor(j);
-    if c.take(8) != Some(JOURNAL_MAGIC.as_slice()) || c.u64() != Some(generation) {
+    let mut rest = j;
+    if array::<8>(&mut rest) != Some(*JOURNAL_MAGIC) || u64_of(&mut rest) != Some(generation) {
         return None;
     }
-    let mut rest = c.0;
     let mut failed = false;
     Some(std::iter::from_fn(move || {
         if rest.is_empty() || failed {
             return None;
         }
-        let mut c = Cursor(rest);
         let entry = (|| {
-            let n = c.u32()? as usize;
-            let body = c.take(n)?;
-            let sum = c.u64()?;
+            let n = u32_of(&mut rest)? as usize;
+            let (body, after) = rest.split_at_checked(n)?;
+            rest = after;
+            let sum = u64_of(&mut rest)?;
             let (&kind, payload) = body.split_first()?;
             (sum == fnv1a(&[&[kind], payload]) && (kind == PENDING || kind == DELTA))
                 .then_some((kind, payload))
         })();
         failed = entry.is_none();
-        rest = c.0;
         Some(entry)
     }))
 }
@@ -532,26 +541,6 @@ fn decode_delta(payload: &[u8]) -> Option<(String, u64, Vec<Country>, Delta)> {
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
-}
-
-/// A cursor over the journal's bytes.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
 }
 
 fn missing_of(text: &str) -> Option<Vec<Country>> {

@@ -376,6 +376,14 @@ impl Gate {
         }
     }
 
+    /// How many IPv4 and IPv6 ranges it lets through (none when off).
+    pub fn ranges_len(&self) -> (usize, usize) {
+        match self {
+            Gate::Off => (0, 0),
+            Gate::On { v4, v6, .. } => (v4.len(), v6.len()),
+        }
+    }
+
     /// Whether the gate is on.
     pub fn is_on(&self) -> bool {
         matches!(self, Gate::On { .. })
@@ -641,35 +649,21 @@ pub fn load(settings: &GeoSettings, cached: Option<Applied>) -> Result<(Gate, Ge
         key: key.clone(),
         ..GeoInfo::default()
     };
-    let (sel, base) = match cached.filter(|c| key.as_ref() == Some(&c.key)) {
+    let gate = match cached.filter(|c| key.as_ref() == Some(&c.key)) {
         Some(c) => {
             info.cached = true;
-            let GateBase { v4, v6 } = c.ranges();
-            let sel = Selection {
-                v4: elements(v4),
-                v6: elements(v6),
-                rows: c.rows as usize,
-                rows_of: BTreeMap::new(),
-            };
-            info.missing = c.missing;
+            info.missing = c.missing.clone();
+            info.rows = c.rows as usize;
             // The kernel's base sets as recorded, so a restart loads what `geo update` left.
-            (sel, (!c.delta.is_empty()).then(|| Box::new(c.base)))
+            c.into_gate()
         }
         None => {
             let sel = select(&db, settings)?;
             info.missing = sel.missing();
-            (sel, None)
+            info.rows = sel.rows;
+            Gate::from_selection(sel)
         }
     };
-    info.rows = sel.rows;
-    info.ranges_v4 = sel.v4.len();
-    info.ranges_v6 = sel.v6.len();
-    Ok((
-        Gate::On {
-            v4: sel.v4,
-            v6: sel.v6,
-            base,
-        },
-        info,
-    ))
+    (info.ranges_v4, info.ranges_v6) = gate.ranges_len();
+    Ok((gate, info))
 }
