@@ -1710,11 +1710,12 @@ pub(crate) mod tests {
         assert!(!rs.accepts_new(ip("192.0.2.99"), Tcp, 22));
     }
 
-    /// xorshift64*: a deterministic source of test cases.
-    struct Rng(u64);
+    /// xorshift64*: a deterministic source of test cases (seeded with anything but 0).
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
+        /// The next number, below `n`.
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;

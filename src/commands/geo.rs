@@ -638,21 +638,10 @@ mod tests {
         assert_eq!(differences(&[], &base), (vec![], base.to_vec()));
         // Against `difference` both ways, on random gates made from a random base by
         // dropping, moving and adding ranges (most ranges shared, as in an update).
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::compile::tests::Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2_000 {
-            let mut base = Vec::new();
-            let mut at = next(4) as u128;
-            while at < 400 {
-                let end = at + next(6) as u128;
-                base.push(r(at, end));
-                at = end + 2 + next(6) as u128;
-            }
+            let base = crate::geo::tests::random_ranges(&mut rng, 400, 6);
+            let mut next = |n: u64| rng.below(n);
             let mut want: Vec<AddrRange> = Vec::new();
             for b in &base {
                 match next(8) {

@@ -35,7 +35,7 @@ use crate::ruleset::{Element, Match, Rule, Set};
 pub mod applied;
 pub mod read;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use applied::Applied;
 pub use read::{Database, Format, GeoError};

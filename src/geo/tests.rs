@@ -508,6 +508,27 @@ fn a_gate_over_an_older_base_puts_the_difference_in_the_small_sets() {
     }
 }
 
+/// Sorted, merged IPv4 ranges (as numbers) below about `top`, each up to `len` addresses
+/// long, with gaps of 1 to 4 addresses between them.
+pub(crate) fn random_ranges(
+    rng: &mut crate::compile::tests::Rng,
+    top: u128,
+    len: u64,
+) -> Vec<AddrRange> {
+    let mut v = Vec::new();
+    let mut at = u128::from(rng.below(4));
+    while at < top {
+        let end = at + u128::from(rng.below(len));
+        v.push(AddrRange {
+            family: Family::V4,
+            start: at,
+            end,
+        });
+        at = end + 2 + u128::from(rng.below(4));
+    }
+    v
+}
+
 #[test]
 fn difference_of_sorted_ranges() {
     let r = |a: u128, b: u128| AddrRange {
@@ -535,25 +556,12 @@ fn difference_of_sorted_ranges() {
         [r(1, max - 1)]
     );
     // Checked against a brute force over small random lists.
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    let list = |next: &mut dyn FnMut(u64) -> u64| -> Vec<AddrRange> {
-        let mut v = Vec::new();
-        let mut at = next(4) as u128;
-        while at < 60 {
-            let end = at + next(5) as u128;
-            v.push(r(at, end));
-            at = end + 2 + next(4) as u128;
-        }
-        v
-    };
+    let mut rng = crate::compile::tests::Rng(0x2545_f491_4f6c_dd1d);
     for _ in 0..500 {
-        let (a, b) = (list(&mut next), list(&mut next));
+        let (a, b) = (
+            random_ranges(&mut rng, 60, 5),
+            random_ranges(&mut rng, 60, 5),
+        );
         let d = difference(&a, &b);
         for x in 0..80u128 {
             let inn = |v: &[AddrRange]| v.iter().any(|q| q.start <= x && x <= q.end);
