@@ -570,11 +570,7 @@ fn journal_gate(ctx: &Ctx, b: &Build, rec: &mut Applied, delta: &Delta) {
         return;
     }
     let (rows, missing) = (b.geo.rows as u64, &b.geo.missing);
-    let mut written = rec.append_delta(&ctx.paths, key, rows, missing, delta);
-    if written.is_ok() && rec.needs_compaction() {
-        written = rec.compact_journal(&ctx.paths, key, rows, missing, delta);
-    }
-    if let Err(e) = written {
+    if let Err(e) = rec.append_delta(&ctx.paths, key, rows, missing, delta) {
         let _ = Applied::remove(&ctx.paths);
         ctx.warn_state_unsaved(format_args!(
             "could not record the geo gate: {}",

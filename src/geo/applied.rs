@@ -35,8 +35,7 @@
 //! not fit the base, an entry of the first layout, whose deltas were increments) makes the
 //! record stale, as does a pending change: the next update applies in full and writes a new
 //! base. Every full write of the base removes the journal; once it is a quarter of the
-//! base's size ([`Applied::needs_compaction`]), it is written again with the last delta
-//! alone ([`Applied::compact_journal`]).
+//! base's size, it is written again with the last delta alone ([`Applied::append_delta`]).
 
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -326,11 +325,14 @@ impl Applied {
     /// [`Applied::load`]), durably: until [`Applied::append_delta`] follows it, the record
     /// is stale.
     pub fn append_pending(&mut self, paths: &Paths) -> Result<(), StoreError> {
-        self.append(paths, PENDING, &[])
+        self.append(paths, &encode_entry(PENDING, &[]))
     }
 
     /// Appends what the kernel's small sets now hold to the journal, durably (`self` is
-    /// left as it is: the next [`Applied::load`] reads the delta).
+    /// left as it is: the next [`Applied::load`] reads the delta). A journal grown to a
+    /// quarter of the base record ([`Applied::needs_compaction`]) is then written again,
+    /// atomically, with this delta alone: the base record, like the kernel's base sets,
+    /// stays as it is.
     pub fn append_delta(
         &mut self,
         paths: &Paths,
@@ -339,29 +341,18 @@ impl Applied {
         missing: &[Country],
         delta: &Delta,
     ) -> Result<(), StoreError> {
-        let payload = encode_delta(key, rows, missing, delta);
-        self.append(paths, DELTA, &payload)
+        let entry = encode_entry(DELTA, &encode_delta(key, rows, missing, delta));
+        self.append(paths, &entry)?;
+        if self.needs_compaction() {
+            self.write_journal(paths, &entry)?;
+        }
+        Ok(())
     }
 
     /// Whether the journal is large enough (a quarter of the base record) to be written
-    /// again with its last delta alone ([`Applied::compact_journal`]).
-    pub fn needs_compaction(&self) -> bool {
+    /// again with its last delta alone.
+    fn needs_compaction(&self) -> bool {
         self.sizes.1 > (self.sizes.0 / 4).max(64 << 10)
-    }
-
-    /// Replaces the journal, atomically, with one delta: what the small sets hold now (the
-    /// last one appended). The base record, and so the kernel's base sets, stay as they
-    /// are.
-    pub fn compact_journal(
-        &mut self,
-        paths: &Paths,
-        key: &str,
-        rows: u64,
-        missing: &[Country],
-        delta: &Delta,
-    ) -> Result<(), StoreError> {
-        let entry = encode_entry(DELTA, &encode_delta(key, rows, missing, delta));
-        self.write_journal(paths, &entry)
     }
 
     /// Writes a journal of this record holding `entry` alone, aside and renamed, as every
@@ -376,15 +367,14 @@ impl Applied {
         Ok(())
     }
 
-    fn append(&mut self, paths: &Paths, kind: u8, payload: &[u8]) -> Result<(), StoreError> {
+    fn append(&mut self, paths: &Paths, entry: &[u8]) -> Result<(), StoreError> {
         let path = journal_path(paths);
-        let entry = encode_entry(kind, payload);
         let io = |e: std::io::Error| StoreError::Io {
             path: path.clone(),
             source: e,
         };
         if self.sizes.1 == 0 {
-            return self.write_journal(paths, &entry);
+            return self.write_journal(paths, entry);
         }
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -398,7 +388,7 @@ impl Applied {
                 "the journal changed since it was read",
             )));
         }
-        f.write_all(&entry).map_err(io)?;
+        f.write_all(entry).map_err(io)?;
         f.sync_data().map_err(io)?;
         self.sizes.1 += entry.len() as u64;
         Ok(())
@@ -835,7 +825,8 @@ mod tests {
         assert_eq!(before.delta, second);
         let size = std::fs::metadata(journal_path(&p)).unwrap().len();
         let mut rec = Applied::load(&p).unwrap();
-        rec.compact_journal(&p, "k3", 11, &[], &second).unwrap();
+        let entry = encode_entry(DELTA, &encode_delta("k3", 11, &[], &second));
+        rec.write_journal(&p, &entry).unwrap();
         assert!(std::fs::metadata(journal_path(&p)).unwrap().len() < size);
         let after = loaded(&p).unwrap();
         assert_eq!(after, before);
