@@ -240,13 +240,18 @@ impl Applied {
         }
     }
 
-    /// The gate as the record has it: its ranges, and the base when the delta is not empty.
+    /// The gate as the record has it: its ranges, and the base when the delta is not empty
+    /// (when it is, the base's ranges are the gate's, moved rather than copied).
     pub fn into_gate(self) -> super::Gate {
-        let GateBase { v4, v6 } = self.ranges();
+        let (GateBase { v4, v6 }, base) = if self.delta.is_empty() {
+            (self.base, None)
+        } else {
+            (self.ranges(), Some(Box::new(self.base)))
+        };
         super::Gate::On {
             v4: super::elements(v4),
             v6: super::elements(v6),
-            base: (!self.delta.is_empty()).then(|| Box::new(self.base)),
+            base,
         }
     }
 
