@@ -713,12 +713,61 @@ fn shot_from(s: &Setup, src: &str, port: u16, counted: bool, secs: f64) -> Shot 
     }
 }
 
+/// The floods of a per-packet scenario, by case (ruleset) and sender, one a round.
+type FloodSamples = BTreeMap<(usize, Sender), Vec<Shot>>;
+
+/// `reps` interleaved rounds over `cases` cases (each round starts one case later), each
+/// case flooded once from each of its `senders` by `shoot`.
+fn interleaved_floods(
+    reps: usize,
+    cases: usize,
+    senders: impl Fn(usize) -> Vec<Sender>,
+    mut shoot: impl FnMut(usize, Sender) -> Shot,
+) -> FloodSamples {
+    let mut samples = FloodSamples::new();
+    for r in 0..reps {
+        let started = Instant::now();
+        for k in 0..cases {
+            let i = (k + r) % cases;
+            for who in senders(i) {
+                let sh = shoot(i, who);
+                samples.entry((i, who)).or_default().push(sh);
+            }
+        }
+        say(format!(
+            "  round {}/{} done in {:.1} s",
+            r + 1,
+            reps,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    samples
+}
+
+/// Thousand packets sent per wall-clock second by `who` at case `i`, over the rounds.
+fn kpps(samples: &FloodSamples, i: usize, who: Sender) -> Stats {
+    let v: Vec<f64> = samples[&(i, who)]
+        .iter()
+        .map(|s| s.sent_pps / 1e3)
+        .collect();
+    stats(&v)
+}
+
+/// The least share of the packets handled over the rounds, and the send errors if any.
+fn handled(samples: &FloodSamples, i: usize, who: Sender) -> String {
+    let v = &samples[&(i, who)];
+    let min = v.iter().map(|s| s.handled).fold(f64::INFINITY, f64::min);
+    let errs: u64 = v.iter().map(|s| s.errors).sum();
+    let mut t = format!("{:.1} %", min * 100.0);
+    if errs > 0 {
+        let _ = write!(t, " ({errs} send errors)");
+    }
+    t
+}
+
 /// Warns about the floods of which under 99 % of the packets were handled (backlog or
 /// socket drops: the sender's rate then overstates the path), by ruleset and sender.
-fn warn_incomplete<'a>(
-    samples: &BTreeMap<(usize, Sender), Vec<Shot>>,
-    label: impl Fn(usize) -> &'a str,
-) {
+fn warn_incomplete<'a>(samples: &FloodSamples, label: impl Fn(usize) -> &'a str) {
     let incomplete: Vec<String> = samples
         .iter()
         .filter(|(_, v)| v.iter().any(|s| s.handled < 0.99))
@@ -791,44 +840,17 @@ fn s2_packets(o: &Opts, rep: &mut Report) {
             shot(s, who, 0.2);
         }
     }
-    let mut samples: BTreeMap<(usize, Sender), Vec<Shot>> = BTreeMap::new();
-    for r in 0..o.reps {
-        let started = Instant::now();
-        for k in 0..setups.len() {
-            let i = (k + r) % setups.len();
-            for who in [Sender::Stranger, Sender::Allowed] {
-                let sh = shot(&setups[i], who, FLOOD_SECS);
-                samples.entry((i, who)).or_default().push(sh);
-            }
-        }
-        say(format!(
-            "  round {}/{} done in {:.1} s",
-            r + 1,
-            o.reps,
-            started.elapsed().as_secs_f64()
-        ));
-    }
-    let wall = |i: usize, who: Sender| -> Stats {
-        let v: Vec<f64> = samples[&(i, who)]
-            .iter()
-            .map(|s| s.sent_pps / 1e3)
-            .collect();
-        stats(&v)
-    };
+    let samples = interleaved_floods(
+        o.reps,
+        setups.len(),
+        |_| vec![Sender::Stranger, Sender::Allowed],
+        |i, who| shot(&setups[i], who, FLOOD_SECS),
+    );
+    let wall = |i: usize, who: Sender| kpps(&samples, i, who);
     // Packets per CPU-second (thousands): 1e6 / (CPU ns per packet).
     let cpu = |i: usize, who: Sender| -> Stats {
         let v: Vec<f64> = samples[&(i, who)].iter().map(|s| 1e6 / s.cpu_ns).collect();
         stats(&v)
-    };
-    let handled = |i: usize, who: Sender| -> String {
-        let v = &samples[&(i, who)];
-        let min = v.iter().map(|s| s.handled).fold(f64::INFINITY, f64::min);
-        let errs: u64 = v.iter().map(|s| s.errors).sum();
-        let mut t = format!("{:.1} %", min * 100.0);
-        if errs > 0 {
-            let _ = write!(t, " ({errs} send errors)");
-        }
-        t
     };
     let base = 1; // pbxwall, 10 sources
     say(format!(
@@ -856,7 +878,7 @@ fn s2_packets(o: &Opts, rep: &mut Report) {
                 format!("{:.0}", 1e6 / c.median),
                 ratio(&c, &cpu(base, who)),
                 ratio(&wall(i, who), &wall(base, who)),
-                handled(i, who),
+                handled(&samples, i, who),
             ]);
         }
         say(format!("{who:?}:\n"));

@@ -15,9 +15,6 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use std::collections::BTreeMap;
-use std::time::Instant;
-
 use crate::measure::{self, Measured, Stats, measure_in, ratio, settle, stats};
 use crate::workload::Rng;
 use crate::{
@@ -495,44 +492,24 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
         sizes.join("\n")
     ));
 
-    let mut samples: BTreeMap<(usize, Sender), Vec<Shot>> = BTreeMap::new();
-    for r in 0..o.reps {
-        let started = Instant::now();
-        for k in 0..cases.len() {
-            let i = (k + r) % cases.len();
-            let c = &cases[i];
-            for (who, src) in &c.sources {
-                let sh = flood(c, *who, src, FLOOD_SECS);
-                samples.entry((i, *who)).or_default().push(sh);
-            }
-        }
-        say(format!(
-            "  round {}/{} done in {:.1} s",
-            r + 1,
-            o.reps,
-            started.elapsed().as_secs_f64()
-        ));
-    }
+    // The source of a case's sender.
+    let source = |i: usize, who: Sender| -> &str {
+        &cases[i]
+            .sources
+            .iter()
+            .find(|(w, _)| *w == who)
+            .expect("source")
+            .1
+    };
+    let samples = crate::interleaved_floods(
+        o.reps,
+        cases.len(),
+        |i| cases[i].sources.iter().map(|(who, _)| *who).collect(),
+        |i, who| flood(&cases[i], who, source(i, who), FLOOD_SECS),
+    );
     let ns = |i: usize, who: Sender| -> Stats {
         let v: Vec<f64> = samples[&(i, who)].iter().map(|s| s.cpu_ns).collect();
         stats(&v)
-    };
-    let kpps = |i: usize, who: Sender| -> Stats {
-        let v: Vec<f64> = samples[&(i, who)]
-            .iter()
-            .map(|s| s.sent_pps / 1e3)
-            .collect();
-        stats(&v)
-    };
-    let handled = |i: usize, who: Sender| -> String {
-        let v = &samples[&(i, who)];
-        let min = v.iter().map(|s| s.handled).fold(f64::INFINITY, f64::min);
-        let errs: u64 = v.iter().map(|s| s.errors).sum();
-        let mut t = format!("{:.1} %", min * 100.0);
-        if errs > 0 {
-            t += &format!(" ({errs} send errors)");
-        }
-        t
     };
     say(format!(
         "\n{} interleaved rounds of {FLOOD_SECS} s floods per ruleset and source, to udp \
@@ -554,14 +531,13 @@ pub fn s7_packets(o: &Opts, rep: &mut Report) {
             .enumerate()
             .filter(|(_, c)| c.sources.iter().any(|(w, _)| *w == who))
             .map(|(i, c)| {
-                let src = &c.sources.iter().find(|(w, _)| *w == who).expect("source").1;
                 vec![
                     c.setup.label.clone(),
-                    src.clone(),
-                    kpps(i, who).show(0),
+                    source(i, who).to_owned(),
+                    crate::kpps(&samples, i, who).show(0),
                     ns(i, who).show(0),
                     ratio(&ns(i, who), &ns(0, who)),
-                    handled(i, who),
+                    crate::handled(&samples, i, who),
                 ]
             })
             .collect();
